@@ -1,0 +1,225 @@
+"""Result records: what one run produced, as typed parts flattened into one table row.
+
+The row format is the contract between the execution side (runner, the child's loop) and
+the analysis side (storage, report, compare): both sides meet only here. Bump
+`SCHEMA_VERSION` when a column changes meaning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .spec import SPEC_FIELDS, RunSpec
+
+SCHEMA_VERSION = 1
+OK = "ok"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ProcessUsage:
+    """The child process tree as `/usr/bin/time` sees it (wait4 rusage of the child)."""
+
+    real_s: float
+    user_s: float
+    sys_s: float
+    peak_rss_mb: float
+    ctx_voluntary: int
+    ctx_involuntary: int
+    exit_code: int
+
+    @property
+    def cpu_pct(self) -> float:
+        """The seed's formula: (user + sys) / real, in percent."""
+        return 100.0 * (self.user_s + self.sys_s) / self.real_s if self.real_s > 0 else math.nan
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    source: str  # mnist, embedded-5k or synthetic: what the run really trained on
+    samples: int  # samples per epoch
+    repeat: float  # how many times the source's distinct images are repeated per epoch
+    path: str  # where the torchvision layout lives; empty for synthetic
+
+
+@dataclass(frozen=True)
+class StepSplit:
+    """Mean per-step milliseconds after warm-up; the parts add up to the step time."""
+
+    data_ms: float = math.nan  # host waiting for the next batch
+    copy_ms: float = math.nan  # host-to-device copy
+    compute_ms: float = math.nan  # forward, backward and optimizer
+    sync_ms: float = math.nan  # blocked in loss.item() until the device caught up
+
+
+@dataclass(frozen=True)
+class TrainMetrics:
+    """What the child measured inside its own loop."""
+
+    t_import_s: float
+    t_data_s: float
+    t_model_s: float
+    t_first_step_s: float
+    train_s: float
+    steps_done: int
+    samples_seen: int
+    warmup_steps: int
+    step_median_ms: float
+    step_iqr_ms: float
+    samples_per_s: float  # steady state: batch size / median step time after warm-up
+    epoch_s: float  # median epoch wall time
+    final_loss: float
+    epoch_losses: list[float]
+    epoch_times_s: list[float]
+    split: StepSplit
+    model_flops_per_s: float
+    peak_flops_per_s: float
+    flops_frac: float
+    compile_s: float = math.nan
+    recompiles: int = 0
+    profile_overhead_pct: float = math.nan
+
+
+@dataclass(frozen=True)
+class MonitorSummary:
+    """Summary of the parent's outside samples; NaN where the source is absent."""
+
+    samples: int = 0
+    interval_s: float = math.nan
+    cpu_util_mean: float = math.nan  # percent of all cores, psutil
+    gpu_util_mean: float = math.nan  # NVML utilization.gpu: share of time any kernel ran
+    gpu_util_max: float = math.nan
+    gpu_mem_max_mb: float = math.nan
+    gpu_power_mean_w: float = math.nan
+    gpu_sm_clock_mean_mhz: float = math.nan
+    gpu_energy_j: float = math.nan
+
+
+@dataclass(frozen=True)
+class RunSeries:
+    """The raw samples behind a record, stored beside it: derive statistics from these."""
+
+    step_ms: list[float] = field(default_factory=list)  # every step's wall time, warm-up included
+    monitor: list[dict[str, float]] = field(default_factory=list)  # outside samples, `t` in s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step_ms": self.step_ms, "monitor": self.monitor}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    spec: RunSpec
+    run_id: str
+    started_at: str
+    status: str = OK
+    reason: str = ""
+    repeat: int = 0
+    sweep: str = ""
+    data: DataInfo | None = None
+    process: ProcessUsage | None = None
+    train: TrainMetrics | None = None
+    monitor: MonitorSummary = field(default_factory=MonitorSummary)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+    def to_row(self) -> dict[str, Any]:
+        """One flat JSON-ready dict; columns are documented in README.md."""
+        row: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "spec_key": self.spec.key(),
+            "repeat": self.repeat,
+            "sweep": self.sweep,
+            "started_at": self.started_at,
+            "status": self.status,
+            "reason": self.reason,
+        }
+        row.update(self.spec.to_dict())
+        row.update(_data_columns(self.data))
+        row.update(_process_columns(self.process))
+        row.update(_train_columns(self.train))
+        row.update(dataclasses.asdict(self.monitor))
+        row.update({f"fp_{k}": v for k, v in sorted(self.fingerprint.items())})
+        return {k: _jsonable(v) for k, v in row.items()}
+
+
+def _data_columns(data: DataInfo | None) -> dict[str, Any]:
+    if data is None:
+        return {}
+    # `data` holds the resolved label so rows on different data never share a value.
+    return {"data": data.source, "data_samples": data.samples, "data_repeat": data.repeat}
+
+
+def _process_columns(process: ProcessUsage | None) -> dict[str, Any]:
+    if process is None:
+        return {}
+    row = dataclasses.asdict(process)
+    row["cpu_pct"] = process.cpu_pct
+    return row
+
+
+def _train_columns(train: TrainMetrics | None) -> dict[str, Any]:
+    if train is None:
+        return {}
+    row = dataclasses.asdict(train)
+    split = row.pop("split")
+    row.update({f"split_{k}": v for k, v in split.items()})
+    return row
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+RUN_COLUMNS: tuple[str, ...] = (
+    "schema_version",
+    "run_id",
+    "spec_key",
+    "repeat",
+    "sweep",
+    "started_at",
+    "status",
+    "reason",
+    *SPEC_FIELDS,
+    "data_samples",
+    "data_repeat",
+    "real_s",
+    "user_s",
+    "sys_s",
+    "cpu_pct",
+    "peak_rss_mb",
+    "ctx_voluntary",
+    "ctx_involuntary",
+    "exit_code",
+    "t_import_s",
+    "t_data_s",
+    "t_model_s",
+    "t_first_step_s",
+    "train_s",
+    "steps_done",
+    "samples_seen",
+    "warmup_steps",
+    "step_median_ms",
+    "step_iqr_ms",
+    "samples_per_s",
+    "epoch_s",
+    "final_loss",
+    "epoch_losses",
+    "epoch_times_s",
+    "split_data_ms",
+    "split_copy_ms",
+    "split_compute_ms",
+    "split_sync_ms",
+    "model_flops_per_s",
+    "peak_flops_per_s",
+    "flops_frac",
+    "compile_s",
+    "recompiles",
+    "profile_overhead_pct",
+    *(f.name for f in dataclasses.fields(MonitorSummary)),
+)
+"""Every column a row may hold besides the `fp_*` fingerprint; failed runs leave metrics empty."""

@@ -1,0 +1,225 @@
+"""The identity of one run: every knob that changes the numbers, frozen.
+
+A `RunSpec` is the grouping key for repeats and the join key for comparisons. Its defaults
+are the seed program's configuration. The module is stdlib only so that the analysis side
+(report, compare) can rebuild specs without importing torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+LOADERS = ("reference", "tensor", "device")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+AMP_MODES = ("off", "bf16", "fp16")
+DATA_SOURCES = ("auto", "mnist", "embedded", "synthetic")
+MNIST_TRAIN_SIZE = 60_000
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    device: str = "cpu"  # where the model trains: cpu, cuda, cuda:N, mps
+    threads: int | None = None  # intra-op threads; None keeps torch's default (all cores)
+    interop_threads: int | None = None  # inter-op threads; None keeps torch's default
+    batch_size: int = 128  # the seed's
+    epochs: int = 10  # the seed's
+    steps: int | None = None  # stop after this many optimizer steps, whatever the epochs
+    lr: float = 1e-3  # the seed's Adam learning rate
+    loader: str = "reference"  # the seed's pipeline: torchvision MNIST through a DataLoader
+    workers: int = 0  # DataLoader workers; the seed used none
+    pin_memory: bool = False  # page-locked host batches for the host-to-device copy
+    compile: str = "off"  # torch.compile mode
+    amp: str = "off"  # autocast dtype; fp16 adds a GradScaler and needs CUDA
+    seed: int = 0  # model init, sampling noise and shuffling all derive from it
+    data: str = "auto"  # auto is resolved to mnist or embedded before a run starts
+    samples: int = MNIST_TRAIN_SIZE  # samples per epoch: MNIST's training set
+    profile: bool = False  # a torch.profiler window after warm-up
+    profile_steps: int = 20  # steps inside that window
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def key(self) -> str:
+        """A short stable hash of every field; equal specs give equal keys on any machine."""
+        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+    def label(self, fields: tuple[str, ...] | None = None) -> str:
+        """`device=cpu,threads=2,...` over the given fields, or over those off their default."""
+        names = fields if fields is not None else tuple(changed_fields(self))
+        return ",".join(f"{name}={format_value(getattr(self, name))}" for name in names)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> RunSpec:
+        """Build from a mapping, ignoring unknown keys (a record carries many more)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: _none_if_nan(v) for k, v in values.items() if k in known}
+        return cls(**kwargs).normalized()
+
+    def normalized(self) -> RunSpec:
+        """Coerce types that JSON, TOML or pandas may have loosened (1.0 -> 1, 'true' -> True)."""
+        changes: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            kind = FIELD_TYPES[f.name]
+            if kind is bool and not isinstance(value, bool):
+                changes[f.name] = parse_bool(value)
+            elif kind is int and not isinstance(value, int):
+                changes[f.name] = int(value)
+            elif kind is float and not isinstance(value, float):
+                changes[f.name] = float(value)
+        return dataclasses.replace(self, **changes) if changes else self
+
+
+FIELD_TYPES: dict[str, type] = {
+    "device": str,
+    "threads": int,
+    "interop_threads": int,
+    "batch_size": int,
+    "epochs": int,
+    "steps": int,
+    "lr": float,
+    "loader": str,
+    "workers": int,
+    "pin_memory": bool,
+    "compile": str,
+    "amp": str,
+    "seed": int,
+    "data": str,
+    "samples": int,
+    "profile": bool,
+    "profile_steps": int,
+}
+SPEC_FIELDS: tuple[str, ...] = tuple(FIELD_TYPES)
+DEFAULT = RunSpec()
+
+
+def changed_fields(spec: RunSpec) -> list[str]:
+    return [name for name in SPEC_FIELDS if getattr(spec, name) != getattr(DEFAULT, name)]
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "default" if value is None else str(value)
+
+
+def parse_bool(value: Any) -> bool:
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a yes/no value: {value!r}")
+
+
+def parse_value(name: str, text: str) -> Any:
+    """Parse one command-line or sweep-file value for field `name`; raises ValueError."""
+    if name not in FIELD_TYPES:
+        raise ValueError(f"unknown run field {name!r}; known: {', '.join(SPEC_FIELDS)}")
+    text = text.strip()
+    if text.lower() in ("default", "none") and name in ("threads", "interop_threads", "steps"):
+        return None
+    kind = FIELD_TYPES[name]
+    if kind is bool:
+        return parse_bool(text)
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{name} must be a whole number, got {text!r}") from None
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {text!r}") from None
+    return text
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What this machine offers, probed once by `machine.capabilities()`."""
+
+    cuda_devices: int = 0
+    mps: bool = False
+    logical_cores: int = 1
+
+
+@dataclass(frozen=True)
+class Problem:
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def validate(spec: RunSpec, caps: Capabilities | None = None) -> list[Problem]:
+    """Every reason `spec` cannot run here; empty when it can. Pure: no torch, no I/O."""
+    problems: list[Problem] = []
+
+    def bad(name: str, message: str) -> None:
+        problems.append(Problem(name, message))
+
+    for name in ("batch_size", "epochs", "samples", "profile_steps"):
+        if getattr(spec, name) < 1:
+            bad(name, f"{name.replace('_', ' ')} must be at least 1, got {getattr(spec, name)}")
+    for name in ("threads", "interop_threads", "steps"):
+        value = getattr(spec, name)
+        if value is not None and value < 1:
+            bad(name, f"{name.replace('_', ' ')} must be at least 1, got {value}")
+    if spec.workers < 0:
+        bad("workers", f"workers must be 0 or more, got {spec.workers}")
+    if not spec.lr > 0:
+        bad("lr", f"learning rate must be positive, got {spec.lr}")
+    if spec.loader not in LOADERS:
+        bad("loader", f"unknown loader {spec.loader!r}; choose from {', '.join(LOADERS)}")
+    if spec.compile not in COMPILE_MODES:
+        bad("compile", f"unknown compile mode {spec.compile!r}; choose from {', '.join(COMPILE_MODES)}")
+    if spec.amp not in AMP_MODES:
+        bad("amp", f"unknown amp mode {spec.amp!r}; choose from {', '.join(AMP_MODES)}")
+    if spec.data not in DATA_SOURCES:
+        bad("data", f"unknown data source {spec.data!r}; choose from {', '.join(DATA_SOURCES)}")
+    if spec.workers > 0 and spec.loader != "reference":
+        bad("workers", f"--workers applies to the reference loader only, not {spec.loader!r}")
+    if not DEVICE_PATTERN.match(spec.device):
+        bad("device", f"unknown device {spec.device!r}; use cpu, cuda, cuda:N or mps")
+        return problems
+    if spec.pin_memory and not spec.is_cuda:
+        bad("pin_memory", "--pin-memory only matters for a CUDA device")
+    if spec.amp == "fp16" and not spec.is_cuda:
+        bad("amp", f"fp16 autocast with a GradScaler needs CUDA, not {spec.device!r}; try bf16")
+    if caps is not None:
+        problems.extend(_device_problems(spec, caps))
+    return problems
+
+
+def _device_problems(spec: RunSpec, caps: Capabilities) -> list[Problem]:
+    if spec.is_cuda:
+        index = int(spec.device.split(":")[1]) if ":" in spec.device else 0
+        if caps.cuda_devices == 0:
+            return [Problem("device", f"{spec.device} asked for, but CUDA is not available here")]
+        if index >= caps.cuda_devices:
+            return [Problem("device", f"{spec.device} asked for, but only {caps.cuda_devices} CUDA device(s)")]
+    if spec.device == "mps" and not caps.mps:
+        return [Problem("device", "mps asked for, but the MPS backend is not available here")]
+    return []
+
+
+def _none_if_nan(value: Any) -> Any:
+    if isinstance(value, float) and value != value:
+        return None
+    return value

@@ -1,0 +1,193 @@
+"""The results folder on disk: append-only `runs.jsonl`, raw series beside it, read back as tables.
+
+Layout of a results folder `DIR`:
+
+    DIR/runs.jsonl            one JSON record per line, appended under an exclusive lock
+    DIR/series/<run_id>.json  every step time and the outside monitor's samples
+    DIR/samples/<run_id>.png  64 digits sampled from the trained model
+
+Appends are a single `write` of a whole line on an `O_APPEND` descriptor under `flock`, so
+two sweeps writing into one folder cannot interleave, and a crash leaves at worst a torn
+last line, which readers report by number and writers step past.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .result import OK, RunRecord, RunSeries
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+RUNS_FILE = "runs.jsonl"
+SERIES_DIR = "series"
+SAMPLES_DIR = "samples"
+
+
+class CorruptResults(ValueError):
+    """A line of runs.jsonl that is not a JSON record; nothing is changed on disk."""
+
+    def __init__(self, path: Path, line_no: int, detail: str) -> None:
+        super().__init__(
+            f"{path}:{line_no}: not a valid JSON record ({detail}); the file was left as it is: "
+            f"fix or delete line {line_no} to go on"
+        )
+        self.path = path
+        self.line_no = line_no
+
+
+def runs_path(folder: str | os.PathLike[str]) -> Path:
+    path = Path(folder)
+    return path if path.name == RUNS_FILE else path / RUNS_FILE
+
+
+def append(folder: str | os.PathLike[str], record: RunRecord, series: RunSeries | None = None) -> Path:
+    """Write the series (atomically, first) and then append the record's line."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if series is not None:
+        write_json_atomic(folder / SERIES_DIR / f"{record.run_id}.json", series.to_dict())
+    append_row(folder, record.to_row())
+    return runs_path(folder)
+
+
+def append_row(folder: str | os.PathLike[str], row: dict[str, Any]) -> None:
+    path = runs_path(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(_finite(row), allow_nan=False) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        with _locked(fd):
+            if _ends_torn(path):
+                line = b"\n" + line  # step past a line a crash left unfinished
+            os.write(fd, line)
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(_finite(payload), handle, allow_nan=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def read_rows(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every record as a dict, in file order; raises CorruptResults naming a bad line."""
+    path = runs_path(folder)
+    if not path.exists():
+        raise FileNotFoundError(f"no results at {path}: run `vaebench run` or `vaebench sweep` first")
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CorruptResults(path, line_no, exc.msg) from None
+            if not isinstance(row, dict) or "run_id" not in row:
+                raise CorruptResults(path, line_no, "a record needs an object with a run_id")
+            rows.append(row)
+    return rows
+
+
+def done_keys(folder: str | os.PathLike[str]) -> set[tuple[str, int]]:
+    """(spec_key, repeat) of every finished run, ok or failed, for resuming a sweep."""
+    if not runs_path(folder).exists():
+        return set()
+    return {(row["spec_key"], int(row.get("repeat", 0))) for row in read_rows(folder)}
+
+
+def load_runs(folder: str | os.PathLike[str], *, ok_only: bool = False) -> pd.DataFrame:
+    """All records of a results folder as a DataFrame, one row per run (columns: README.md)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(read_rows(folder))
+    if ok_only and not frame.empty:
+        frame = frame[frame["status"] == OK].reset_index(drop=True)
+    return frame
+
+
+def load_epochs(folder: str | os.PathLike[str]) -> pd.DataFrame:
+    """One row per (run, epoch): loss, epoch wall time and the wall clock elapsed at its end."""
+    import pandas as pd
+
+    rows = []
+    for run in read_rows(folder):
+        losses = run.get("epoch_losses") or []
+        times = run.get("epoch_times_s") or []
+        elapsed = 0.0
+        for epoch, (loss, seconds) in enumerate(zip(losses, times, strict=False), start=1):
+            elapsed += seconds
+            rows.append(
+                {
+                    "run_id": run["run_id"],
+                    "spec_key": run["spec_key"],
+                    "epoch": epoch,
+                    "loss": loss,
+                    "epoch_s": seconds,
+                    "elapsed_s": elapsed,
+                }
+            )
+    return pd.DataFrame(rows, columns=["run_id", "spec_key", "epoch", "loss", "epoch_s", "elapsed_s"])
+
+
+def load_series(folder: str | os.PathLike[str], run_id: str) -> RunSeries:
+    path = Path(folder) / SERIES_DIR / f"{run_id}.json"
+    with open(path, encoding="utf-8") as handle:
+        payload = json.load(handle)
+    return RunSeries(step_ms=payload.get("step_ms", []), monitor=payload.get("monitor", []))
+
+
+def load_monitor(folder: str | os.PathLike[str], run_id: str) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(load_series(folder, run_id).monitor)
+
+
+@contextlib.contextmanager
+def _locked(fd: int) -> Iterator[None]:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _ends_torn(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() == 0:
+            return False
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) != b"\n"
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: missing measurements are stored as null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
