@@ -30,6 +30,7 @@ class ProcessUsage:
     ctx_voluntary: int
     ctx_involuntary: int
     exit_code: int
+    main_cpu_s: float = math.nan  # the training process alone; the rest is its workers'
 
     @property
     def cpu_pct(self) -> float:
@@ -47,12 +48,17 @@ class DataInfo:
 
 @dataclass(frozen=True)
 class StepSplit:
-    """Mean per-step milliseconds after warm-up; the parts add up to the step time."""
+    """Mean per-step milliseconds after warm-up, as the host saw them; the four host parts
+    add up to the step time. On a GPU, `compute` is the host's launch time and `sync` the
+    wait for the device; the device's own busy time is in the `device_*` fields."""
 
     data_ms: float = math.nan  # host waiting for the next batch
     copy_ms: float = math.nan  # host-to-device copy
     compute_ms: float = math.nan  # forward, backward and optimizer
     sync_ms: float = math.nan  # blocked in loss.item() until the device caught up
+    # CUDA only, from events: how long the device itself spent copying and computing.
+    device_copy_ms: float = math.nan
+    device_compute_ms: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,7 @@ class TrainMetrics:
 class MonitorSummary:
     """Summary of the parent's outside samples; NaN where the source is absent."""
 
-    samples: int = 0
+    monitor_samples: int = 0
     interval_s: float = math.nan
     cpu_util_mean: float = math.nan  # percent of all cores, psutil
     gpu_util_mean: float = math.nan  # NVML utilization.gpu: share of time any kernel ran
@@ -148,8 +154,8 @@ class RunRecord:
 def _data_columns(data: DataInfo | None) -> dict[str, Any]:
     if data is None:
         return {}
-    # `data` holds the resolved label so rows on different data never share a value.
-    return {"data": data.source, "data_samples": data.samples, "data_repeat": data.repeat}
+    # The spec's `data` is already resolved (never auto); data_source names the exact set.
+    return {"data_source": data.source, "data_samples": data.samples, "data_repeat": data.repeat}
 
 
 def _process_columns(process: ProcessUsage | None) -> dict[str, Any]:
@@ -185,6 +191,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "status",
     "reason",
     *SPEC_FIELDS,
+    "data_source",
     "data_samples",
     "data_repeat",
     "real_s",
@@ -195,6 +202,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "ctx_voluntary",
     "ctx_involuntary",
     "exit_code",
+    "main_cpu_s",
     "t_import_s",
     "t_data_s",
     "t_model_s",
@@ -214,6 +222,8 @@ RUN_COLUMNS: tuple[str, ...] = (
     "split_copy_ms",
     "split_compute_ms",
     "split_sync_ms",
+    "split_device_copy_ms",
+    "split_device_compute_ms",
     "model_flops_per_s",
     "peak_flops_per_s",
     "flops_frac",

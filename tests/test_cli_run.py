@@ -1,0 +1,131 @@
+"""`vaebench run` end to end on tiny data, and every bad input refused with exit status 2."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vaebench import load_runs
+from vaebench.cli import main
+
+TINY = ["--device", "cpu", "--data", "embedded", "--samples", "512", "--batch-size", "64", "--epochs", "1"]
+
+
+def run(tmp_path: Path, *extra: str) -> int:
+    return main(["run", *TINY, "--out", str(tmp_path), *extra])
+
+
+def test_run_prints_the_summary_and_appends_one_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(tmp_path, "--threads", "1") == 0
+    out = capsys.readouterr().out
+    for part in ("real", "user", "sys", "%CPU", "samples/s", "loss", "data wait", "embedded-5k"):
+        assert part in out
+    frame = load_runs(str(tmp_path))
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    assert row["status"] == "ok" and row["threads"] == 1
+    assert row["steps_done"] == 8 and row["samples_seen"] == 512
+    assert 100 < row["final_loss"] < 600
+    assert row["real_s"] > row["train_s"] > 0
+    assert row["fp_threads_env"].startswith("OMP_NUM_THREADS=1")
+    assert row["fp_torch_threads"] == 1
+    assert (tmp_path / "samples" / f"{row['run_id']}.png").stat().st_size > 1000
+    assert (tmp_path / "series" / f"{row['run_id']}.json").exists()
+
+
+def test_same_seed_same_loss_curve_bit_for_bit(tmp_path: Path) -> None:
+    for _ in range(2):
+        assert run(tmp_path, "--threads", "1", "--seed", "3", "--loader", "tensor") == 0
+    losses = load_runs(str(tmp_path))["epoch_losses"].tolist()
+    assert losses[0] == losses[1]
+
+
+def test_loaders_give_the_same_losses(tmp_path: Path) -> None:
+    for loader in ("reference", "tensor", "device"):
+        assert run(tmp_path, "--threads", "1", "--loader", loader) == 0
+    losses = load_runs(str(tmp_path))["final_loss"].tolist()
+    assert losses[0] == losses[1] == losses[2]
+
+
+def test_workers_cpu_time_is_counted(tmp_path: Path) -> None:
+    assert run(tmp_path, "--workers", "2", "--threads", "1") == 0
+    row = load_runs(str(tmp_path)).iloc[0]
+    # The tree's CPU time exceeds the training process's own by what its workers burned.
+    assert row["user_s"] + row["sys_s"] > row["main_cpu_s"] + 0.2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-size", "0"], "batch size must be at least 1"),
+        (["--threads", "0"], "threads must be at least 1"),
+        (["--device", "tpu"], "unknown device"),
+        (["--device", "cuda"], "CUDA is not available"),
+        (["--amp", "fp16"], "needs CUDA"),
+        (["--loader", "tensor", "--workers", "2"], "reference loader only"),
+        (["--timeout", "0"], "--timeout must be positive"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    pytest.importorskip("torch")
+    if "cuda" in args:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    assert run(tmp_path, *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "runs.jsonl").exists()
+
+
+def test_unwritable_data_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if os.geteuid() == 0:
+        target = "/proc/vaebench-data"  # even root cannot create folders here
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        target = str(locked / "data")
+    assert run(tmp_path, "--data-dir", target) == 2
+    assert "cannot be written" in capsys.readouterr().err
+
+
+def test_mnist_missing_offline_names_the_alternatives(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torchvision.datasets.mnist as mnist
+
+    monkeypatch.setattr(mnist.MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    code = main(["run", "--data", "mnist", "--data-dir", str(tmp_path / "d"), "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--data embedded" in err and "--data synthetic" in err
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [("oom", "out of memory"), ("crash", "SIGSEGV"), ("hang", "timeout")],
+)
+def test_failures_become_failed_records_and_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str, reason: str
+) -> None:
+    assert run(tmp_path, "--threads", "1") == 0
+    before = (tmp_path / "runs.jsonl").read_text()
+    monkeypatch.setenv("VAEBENCH_FAULT", fault)
+    # Long enough for the child to start and take a step; a hang is cut off at it.
+    assert run(tmp_path, "--threads", "1", "--timeout", "10") == 1
+    frame = load_runs(str(tmp_path))
+    assert (tmp_path / "runs.jsonl").read_text().startswith(before)
+    assert frame["status"].tolist() == ["ok", "failed"]
+    assert reason in frame.iloc[1]["reason"]
+
+
+def test_env_prints_the_fingerprint(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["env"]) == 0
+    out = capsys.readouterr().out
+    for key in ("cpu_model", "logical_cores", "torch", "blas", "git_commit"):
+        assert key in out

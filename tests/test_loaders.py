@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaebench.data import EMBEDDED_SIZE, embedded_digits, prepare
+from vaebench.loaders import epoch_order, make_source
+from vaebench.spec import RunSpec
+
+SPEC = RunSpec(batch_size=64, samples=300, data="embedded", seed=5)
+
+
+@pytest.fixture(scope="module")
+def data(data_dir: Path):  # type: ignore[no-untyped-def]
+    return prepare("embedded", data_dir, SPEC.samples)
+
+
+def epoch_batches(spec: RunSpec, data, epoch: int) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
+    source = make_source(spec, data, torch.device("cpu"))
+    return [b.cpu() for b in source.epoch(epoch)]
+
+
+def test_embedded_data_is_real_digits_repeated(data) -> None:  # type: ignore[no-untyped-def]
+    images, labels = embedded_digits()
+    assert images.shape == (EMBEDDED_SIZE, 28, 28) and images.dtype.name == "uint8"
+    assert len(set(labels.tolist())) == 10
+    assert data.source == "embedded-5k" and data.repeat == pytest.approx(300 / 5000)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_all_loaders_deliver_the_same_batches_in_the_same_order(data, workers: int) -> None:  # type: ignore[no-untyped-def]
+    for epoch in (0, 1):
+        reference = epoch_batches(dataclasses.replace(SPEC, workers=workers), data, epoch)
+        tensor = epoch_batches(dataclasses.replace(SPEC, loader="tensor"), data, epoch)
+        device = epoch_batches(dataclasses.replace(SPEC, loader="device"), data, epoch)
+        assert [b.shape[0] for b in reference] == [64, 64, 64, 64, 44]
+        for a, b, c in zip(reference, tensor, device, strict=True):
+            assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_epochs_are_shuffled_differently_and_seeds_matter() -> None:
+    assert not torch.equal(epoch_order(100, 0, 0), epoch_order(100, 0, 1))
+    assert not torch.equal(epoch_order(100, 0, 0), epoch_order(100, 1, 0))
+    assert torch.equal(epoch_order(100, 3, 2), epoch_order(100, 3, 2))
+    assert sorted(epoch_order(100, 0, 0).tolist()) == list(range(100))
+
+
+def test_synthetic_data_has_mnist_shape(data_dir: Path) -> None:
+    info = prepare("synthetic", data_dir, 128)
+    batches = epoch_batches(RunSpec(loader="tensor", samples=128, batch_size=128, data="synthetic"), info, 0)
+    assert batches[0].shape == (128, 1, 28, 28)
+    assert 0.0 <= batches[0].min() and batches[0].max() <= 1.0

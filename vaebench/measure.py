@@ -1,0 +1,279 @@
+"""Measuring a run from outside: the child tree's rusage and a sampling monitor thread.
+
+Everything here runs in the parent, so the training process pays nothing for it but the
+CPU time the monitor thread takes on a shared core; `Monitor.overhead_s` reports that.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .result import MonitorSummary, ProcessUsage
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class ChildExit:
+    usage: ProcessUsage
+    timed_out: bool
+    signal: int | None  # the signal that ended the child, if one did
+
+
+def run_child(
+    argv: Sequence[str],
+    *,
+    env: dict[str, str],
+    timeout: float | None = None,
+    clock: Clock = time.perf_counter,
+    poll_s: float = 0.02,
+    on_start: Callable[[int], None] | None = None,
+) -> ChildExit:
+    """Run `argv` in a new session and measure it as `/usr/bin/time` does.
+
+    `os.wait4` returns the child's rusage including every descendant it waited for, so
+    DataLoader workers' CPU time is counted. Killing by process group takes the workers
+    down with the child on a timeout or an interrupt.
+    """
+    start = clock()
+    proc = subprocess.Popen(list(argv), env=env, start_new_session=True)
+    if on_start is not None:
+        on_start(proc.pid)
+    timed_out = False
+    try:
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if timeout is not None and clock() - start > timeout:
+                timed_out = True
+                _kill_group(proc.pid)
+                _, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(poll_s)
+    except BaseException:
+        _kill_group(proc.pid)
+        os.wait4(proc.pid, 0)
+        proc.returncode = -1
+        raise
+    real = clock() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return ChildExit(
+        usage=ProcessUsage(
+            real_s=real,
+            user_s=usage.ru_utime,
+            sys_s=usage.ru_stime,
+            peak_rss_mb=_maxrss_mb(usage.ru_maxrss),
+            ctx_voluntary=usage.ru_nvcsw,
+            ctx_involuntary=usage.ru_nivcsw,
+            exit_code=proc.returncode,
+        ),
+        timed_out=timed_out,
+        signal=-proc.returncode if proc.returncode < 0 else None,
+    )
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _maxrss_mb(maxrss: int) -> float:
+    # Linux reports kilobytes, macOS bytes.
+    return maxrss / (1024 * 1024) if sys.platform == "darwin" else maxrss / 1024
+
+
+def self_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_THREAD if hasattr(resource, "RUSAGE_THREAD") else resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Nvml(Protocol):
+    """The slice of pynvml the monitor uses; tests pass a fake."""
+
+    def nvmlInit(self) -> None: ...
+    def nvmlShutdown(self) -> None: ...
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> Any: ...
+    def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Any: ...
+    def nvmlDeviceGetMemoryInfo(self, handle: Any) -> Any: ...
+    def nvmlDeviceGetPowerUsage(self, handle: Any) -> int: ...
+    def nvmlDeviceGetClockInfo(self, handle: Any, clock_type: int) -> int: ...
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int: ...
+
+
+NVML_CLOCK_SM = 1
+
+
+class GpuProbe:
+    """Reads one GPU through NVML; each reading that the driver refuses becomes NaN."""
+
+    def __init__(self, nvml: Nvml, index: int) -> None:
+        self.nvml = nvml
+        nvml.nvmlInit()
+        self.handle = nvml.nvmlDeviceGetHandleByIndex(index)
+
+    def read(self) -> dict[str, float]:
+        nvml, handle = self.nvml, self.handle
+        return {
+            "gpu_util": _try(lambda: float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)),
+            "gpu_mem_mb": _try(lambda: nvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20),
+            "gpu_power_w": _try(lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0),
+            "gpu_sm_clock_mhz": _try(lambda: float(nvml.nvmlDeviceGetClockInfo(handle, NVML_CLOCK_SM))),
+            "gpu_energy_mj": _try(lambda: float(nvml.nvmlDeviceGetTotalEnergyConsumption(handle))),
+        }
+
+    def close(self) -> None:
+        try:
+            self.nvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001 - shutting down is best effort
+            pass
+
+
+def _try(read: Callable[[], float]) -> float:
+    try:
+        return read()
+    except Exception:  # noqa: BLE001 - NVML raises its own error class per unsupported query
+        return math.nan
+
+
+def open_gpu_probe(device: str, nvml: Nvml | None = None) -> GpuProbe | None:
+    """A probe for the NVML device behind `device` (cuda / cuda:N), or None without NVML."""
+    if not device.startswith("cuda"):
+        return None
+    index = int(device.split(":")[1]) if ":" in device else 0
+    index = _visible_index(index, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    try:
+        if nvml is None:
+            import pynvml as nvml_module
+
+            nvml = nvml_module
+        assert nvml is not None
+        return GpuProbe(nvml, index)
+    except Exception:  # noqa: BLE001 - no driver, no library: the run goes on unmonitored
+        return None
+
+
+def _visible_index(index: int, visible: str | None) -> int:
+    """Map a CUDA ordinal to the NVML index when CUDA_VISIBLE_DEVICES renumbers devices."""
+    if not visible:
+        return index
+    ids = [part.strip() for part in visible.split(",") if part.strip()]
+    if index < len(ids) and ids[index].isdigit():
+        return int(ids[index])
+    return index
+
+
+class Monitor:
+    """Samples CPU per core and, on CUDA, NVML at a fixed rate in a daemon thread.
+
+    Every sample is kept with its timestamp (seconds since `start`). psutil's per-core
+    figures are each the share of the interval since the previous call, so the first
+    sample is taken to prime the counters and dropped.
+    """
+
+    def __init__(
+        self,
+        interval_s: float = 0.1,
+        gpu: GpuProbe | None = None,
+        cpu_percent: Callable[[], list[float]] | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if not interval_s > 0:
+            raise ValueError(f"sampling interval must be positive, got {interval_s}")
+        self.interval_s = interval_s
+        self.gpu = gpu
+        self.clock = clock
+        self.samples: list[dict[str, Any]] = []
+        self.overhead_s = 0.0
+        self._cpu_percent = cpu_percent or _psutil_per_core()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0 = 0.0
+
+    def __enter__(self) -> Monitor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._t0 = self.clock()
+        self._cpu_percent()
+        self._thread = threading.Thread(target=self._loop, name="vaebench-monitor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.gpu is not None:
+            self.gpu.close()
+
+    def sample_once(self) -> dict[str, Any]:
+        cpu_before = self_cpu_s()
+        cores = self._cpu_percent()
+        sample: dict[str, Any] = {
+            "t": self.clock() - self._t0,
+            "cpu_util": statistics.fmean(cores) if cores else math.nan,
+            "cpu_cores": cores,
+        }
+        if self.gpu is not None:
+            sample.update(self.gpu.read())
+        self.samples.append(sample)
+        self.overhead_s += self_cpu_s() - cpu_before
+        return sample
+
+    def _loop(self) -> None:
+        next_at = self.clock() + self.interval_s
+        while not self._stop.wait(max(0.0, next_at - self.clock())):
+            self.sample_once()
+            next_at += self.interval_s
+
+    def summary(self) -> MonitorSummary:
+        return summarize(self.samples, self.interval_s)
+
+
+def summarize(samples: list[dict[str, Any]], interval_s: float) -> MonitorSummary:
+    def column(name: str) -> list[float]:
+        return [s[name] for s in samples if name in s and s[name] is not None and not math.isnan(s[name])]
+
+    def mean(name: str) -> float:
+        values = column(name)
+        return statistics.fmean(values) if values else math.nan
+
+    def peak(name: str) -> float:
+        values = column(name)
+        return max(values) if values else math.nan
+
+    energy = column("gpu_energy_mj")
+    return MonitorSummary(
+        monitor_samples=len(samples),
+        interval_s=interval_s,
+        cpu_util_mean=mean("cpu_util"),
+        gpu_util_mean=mean("gpu_util"),
+        gpu_util_max=peak("gpu_util"),
+        gpu_mem_max_mb=peak("gpu_mem_mb"),
+        gpu_power_mean_w=mean("gpu_power_w"),
+        gpu_sm_clock_mean_mhz=mean("gpu_sm_clock_mhz"),
+        gpu_energy_j=(energy[-1] - energy[0]) / 1000.0 if len(energy) >= 2 else math.nan,
+    )
+
+
+def _psutil_per_core() -> Callable[[], list[float]]:
+    import psutil
+
+    return lambda: list(psutil.cpu_percent(interval=None, percpu=True))

@@ -1,0 +1,175 @@
+"""One measured run: a fresh child process, watched from outside, recorded on disk.
+
+The parent never imports torch for a CPU run. It sets the thread variables in the child's
+environment, starts the outside monitor, waits for the child with `wait4` (so the whole
+process tree's CPU time is counted), and appends one record, ok or failed, to the results
+folder. A crash, an out-of-memory error or a timeout becomes a failed record, never a
+lost or torn one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import storage
+from .data import DataUnavailable, check_writable, prepare
+from .machine import capabilities, host_fingerprint
+from .measure import Monitor, open_gpu_probe, run_child
+from .peak import cached_peak
+from .result import FAILED, OK, DataInfo, RunRecord, RunSeries, StepSplit, TrainMetrics
+from .spec import Capabilities, RunSpec, validate
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run and where to keep the result; none of it changes the numbers."""
+
+    out: Path
+    timeout: float | None = None
+    sample_hz: float = 10.0  # outside monitor rate
+    progress: bool = False  # a progress bar on the terminal's stderr
+    instrument: bool = True  # per-step timers; off only to measure their cost
+    sweep: str = ""
+    repeat: int = 0
+    label: str = ""
+    measure_peak: bool = True
+
+
+def new_run_id() -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+def child_env(spec: RunSpec) -> dict[str, str]:
+    """The child's environment: thread settings must be in place before torch loads."""
+    env = dict(os.environ)
+    if spec.threads is not None:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[name] = str(spec.threads)
+    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # CUDA ordinals then match NVML's
+    env["PYTHONUNBUFFERED"] = "1"
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
+    run_id = new_run_id()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    peak = cached_peak(spec, measure=options.measure_peak)
+    with tempfile.TemporaryDirectory(prefix="vaebench-") as tmp:
+        request = Path(tmp) / "request.json"
+        result = Path(tmp) / "result.json"
+        request.write_text(json.dumps({
+            "spec": spec.to_dict(),
+            "data": dataclasses.asdict(data),
+            "out": str(options.out),
+            "run_id": run_id,
+            "result": str(result),
+            "instrument": options.instrument,
+            "progress": options.progress,
+            "label": options.label,
+        }))
+        monitor = Monitor(1.0 / options.sample_hz, gpu=open_gpu_probe(spec.device))
+        with monitor:
+            exit_ = run_child([sys.executable, "-m", "vaebench.child", str(request)],
+                              env=child_env(spec), timeout=options.timeout)
+        answer = _read_answer(result)
+
+    status, reason = OK, ""
+    train = None
+    if exit_.timed_out:
+        status, reason = FAILED, f"timeout: killed after {options.timeout:g} s"
+    elif answer is None:
+        status, reason = FAILED, _death_reason(exit_.usage.exit_code)
+    elif answer["status"] != OK:
+        status, reason = FAILED, answer.get("reason", "failed without a reason")
+    else:
+        train = _train_metrics(answer["metrics"], peak)
+    usage = exit_.usage
+    if answer is not None and "main_cpu_s" in answer:
+        usage = dataclasses.replace(usage, main_cpu_s=answer["main_cpu_s"])
+    fingerprint = host_fingerprint()
+    if answer is not None:
+        fingerprint.update(answer.get("runtime", {}))
+    record = RunRecord(
+        spec=spec,
+        run_id=run_id,
+        started_at=started,
+        status=status,
+        reason=reason,
+        repeat=options.repeat,
+        sweep=options.sweep,
+        data=data,
+        process=usage,
+        train=train,
+        monitor=monitor.summary(),
+        fingerprint=fingerprint,
+    )
+    series = RunSeries(step_ms=(answer or {}).get("step_ms", []), monitor=monitor.samples)
+    storage.append(options.out, record, series)
+    return record
+
+
+def _train_metrics(values: dict[str, Any], peak: float) -> TrainMetrics:
+    values = dict(values)
+    values["split"] = StepSplit(**{k: _nan(v) for k, v in values["split"].items()})
+    values = {k: _nan(v) for k, v in values.items()}
+    values["peak_flops_per_s"] = peak
+    values["flops_frac"] = values["model_flops_per_s"] / peak if peak == peak and peak > 0 else float("nan")
+    return TrainMetrics(**values)
+
+
+def _nan(value: Any) -> Any:
+    return float("nan") if value is None else value
+
+
+def _read_answer(path: Path) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def _death_reason(exit_code: int) -> str:
+    if exit_code < 0:
+        name = signal.Signals(-exit_code).name
+        hint = " (the kernel's out-of-memory killer?)" if name == "SIGKILL" else ""
+        return f"crashed: killed by {name}{hint}"
+    return f"crashed: exited with status {exit_code} before reporting"
+
+
+class InvalidRun(ValueError):
+    """The spec cannot run here; raised before anything is trained."""
+
+
+def check(spec: RunSpec, caps: Capabilities | None = None) -> None:
+    """Raise InvalidRun with every problem, one per line, or return quietly."""
+    if caps is None:
+        caps = capabilities(probe_torch=spec.device != "cpu")
+    problems = validate(spec, caps)
+    if problems:
+        raise InvalidRun("; ".join(str(p) for p in problems))
+
+
+def prepare_data(spec: RunSpec, data_dir: str | None) -> tuple[RunSpec, DataInfo]:
+    """Resolve `auto`, write the data's files if needed, and return the spec as it will run."""
+    problem = check_writable(data_dir)
+    if problem:
+        raise InvalidRun(problem)
+    try:
+        info = prepare(spec.data, data_dir, spec.samples)
+    except DataUnavailable as exc:
+        raise InvalidRun(str(exc)) from None
+    source = {"embedded-5k": "embedded"}.get(info.source, info.source)
+    return dataclasses.replace(spec, data=source), info
