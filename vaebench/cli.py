@@ -6,11 +6,14 @@ Exit status: 0 success, 1 a run failed or a regression was found, 2 bad usage or
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from . import __version__
-from .spec import AMP_MODES, COMPILE_MODES, DATA_SOURCES, DEFAULT, LOADERS
+from .spec import AMP_MODES, COMPILE_MODES, DATA_SOURCES, DEFAULT, LOADERS, SPEC_FIELDS, RunSpec
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -102,4 +105,193 @@ def add_io_options(parser: argparse.ArgumentParser, *, out_default: str) -> None
                        help="outside monitor's sampling rate (default: 10 Hz)")
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    """The run spec: the defaults, overridden by every knob given on the command line."""
+    values = {name: getattr(args, name) for name in SPEC_FIELDS if getattr(args, name, None) is not None}
+    return dataclasses.replace(DEFAULT, **values)
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    parser = _command(sub, "run", "Train the reference VAE once, measured, and record it.", _cmd_run)
+    add_run_knobs(parser)
+    add_io_options(parser, out_default="reports/runs")
+    parser.add_argument("--profile", action="store_true", default=None,
+                        help="trace a torch.profiler window after warm-up (default: off)")
+    parser.add_argument("--profile-steps", type=int, default=None,
+                        help=f"steps in the profiler window (default: {DEFAULT.profile_steps})")
+    parser.add_argument("--no-instrument", dest="instrument", action="store_false",
+                        help="drop the per-step timers (to measure their cost)")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .runner import InvalidRun, RunOptions, check, prepare_data, run_once
+    from .summary import format_run
+
+    spec = spec_from_args(args)
+    _check_io(args)
+    try:
+        check(spec)
+        spec, data = prepare_data(spec, args.data_dir)
+    except InvalidRun as exc:
+        raise UsageError(str(exc)) from None
+    if args.data is None or args.data == "auto":
+        print(f"data: {data.source} ({data.samples} samples/epoch) at {data.path}", file=sys.stderr)
+    options = RunOptions(out=Path(args.out), timeout=args.timeout, sample_hz=args.sample_hz,
+                         progress=sys.stderr.isatty(), instrument=args.instrument)
+    record = run_once(spec, data, options)
+    print(format_run(record, str(Path(args.out) / "runs.jsonl")))
+    return EXIT_OK if record.status == "ok" else EXIT_FAILED
+
+
+def _check_io(args: argparse.Namespace) -> None:
+    if args.timeout is not None and not args.timeout > 0:
+        raise UsageError(f"--timeout must be positive, got {args.timeout}")
+    if not args.sample_hz > 0:
+        raise UsageError(f"--sample-hz must be positive, got {args.sample_hz}")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"results folder {out} cannot be created: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK):
+        raise UsageError(f"results folder {out} cannot be written")
+
+
+def _add_env(sub: argparse._SubParsersAction) -> None:
+    parser = _command(sub, "env", "Print this machine's fingerprint, as every record carries it.", _cmd_env)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of aligned text")
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    import json
+
+    from .machine import host_fingerprint, runtime_fingerprint
+
+    info = host_fingerprint()
+    info.update(runtime_fingerprint())
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        width = max(len(k) for k in info)
+        for key, value in info.items():
+            print(f"{key:<{width}}  {value}")
+    return EXIT_OK
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    parser = _command(
+        sub, "report", "Summarize a results folder: tables, figures, report.md, CSV and Parquet.",
+        _cmd_report,
+    )
+    parser.add_argument("folder", metavar="DIR", help="results folder holding runs.jsonl; "
+                        "the report is written into it")
+    parser.add_argument("--baseline", default=None, metavar="SPEC",
+                        help="configuration to compute speed-ups against, as field=value pairs, "
+                        "e.g. 'device=cpu,threads=1' (default: no speed-up column)")
+    parser.add_argument("--runs", default=None, metavar="RUN_ID,...",
+                        help="runs to draw in the GPU timeline "
+                        "(default: one per configuration, GPU runs first, at most 6)")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report, summary_table, write_report
+
+    runs = [r.strip() for r in args.runs.split(",") if r.strip()] if args.runs else None
+    try:
+        report = build_report(args.folder, baseline=args.baseline, runs=runs)
+    except (FileNotFoundError, ValueError) as exc:  # a missing folder, a corrupt line, a bad option
+        raise UsageError(str(exc)) from None
+    print(summary_table(report).to_string(index=False))
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+    for row in report.failed.itertuples():
+        print(f"failed: {row.run_id} {row.config}: {row.reason}")
+    print(f"wrote {write_report(report)}")
+    return EXIT_OK
+
+
+COMPARE_EPILOG = (
+    "Exit status: 0 no regression (improvements, unchanged or inconclusive results); "
+    "1 at least one regression: a slowdown past the threshold that is also significant, or a "
+    "final loss outside the seed-to-seed band; 2 usage or infrastructure error: a bad option, "
+    "a missing folder, a corrupt runs.jsonl or series file, fingerprints that differ, or no "
+    "configuration paired."
+)
+
+
+def parse_fraction(text: str) -> float:
+    """'10%' or '0.1' as 0.1; a bare number of 1 or more is refused as ambiguous."""
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a fraction or percentage: {text!r}") from None
+    if not raw.endswith("%") and value >= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is ambiguous: write {value:g}% or a fraction")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from .compare import DEFAULT_METRICS, METRICS
+
+    parser = _command(
+        sub, "compare", "Check a candidate results folder against a baseline for regressions.",
+        _cmd_compare,
+    )
+    parser.epilog = COMPARE_EPILOG
+    parser.add_argument("baseline", metavar="BASELINE", help="results folder of the reference")
+    parser.add_argument("candidate", metavar="CANDIDATE", help="results folder of the change")
+    parser.add_argument("--threshold", type=parse_fraction, default=0.10, metavar="T",
+                        help="smallest slowdown that counts, as 10%% or 0.1 (default: 10%%)")
+    parser.add_argument("--metric", dest="metrics", action="extend", nargs="+", metavar="M",
+                        choices=list(METRICS), default=None,
+                        help=f"metrics to check, from {', '.join(METRICS)} "
+                        f"(default: {' '.join(DEFAULT_METRICS)})")
+    parser.add_argument("--alpha", type=parse_fraction, default=0.05,
+                        help="significance level of the one-sided test (default: 0.05)")
+    parser.add_argument("--allow-different-machines", action="store_true",
+                        help="compare even when CPU, GPU, torch or thread settings differ; "
+                        "the differences are printed as warnings")
+    parser.add_argument("--markdown", metavar="FILE", default=None,
+                        help="also write a Markdown summary, e.g. $GITHUB_STEP_SUMMARY")
+    parser.add_argument("--json", metavar="FILE", default=None, help="also write JSON")
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import DEFAULT_METRICS, CompareError, compare, load_step_times
+    from .storage import load_runs
+
+    tables, steps = [], []
+    for folder in (args.baseline, args.candidate):
+        if not Path(folder).is_dir():
+            raise UsageError(f"{folder}: no such results folder")
+        try:
+            runs = load_runs(folder)
+            ids = [str(i) for i in runs["run_id"]] if "run_id" in runs.columns else []
+            tables.append(runs)
+            steps.append(load_step_times(folder, ids))
+        except (OSError, ValueError) as exc:  # no runs.jsonl, a corrupt line or series file
+            raise UsageError(str(exc)) from None
+    try:
+        comparison = compare(
+            tables[0], tables[1], threshold=args.threshold, alpha=args.alpha,
+            metrics=tuple(dict.fromkeys(args.metrics or DEFAULT_METRICS)),
+            allow_different_machines=args.allow_different_machines,
+            baseline_series=steps[0], candidate_series=steps[1],
+        )
+    except CompareError as exc:  # fingerprints differ, or nothing paired
+        raise UsageError(str(exc)) from None
+    print(comparison.to_text())
+    try:
+        if args.markdown:
+            Path(args.markdown).write_text(comparison.to_markdown(), encoding="utf-8")
+        if args.json:
+            Path(args.json).write_text(comparison.to_json() + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write the summary: {exc}") from None
+    return comparison.exit_code
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, _add_env, _add_report, _add_compare]
