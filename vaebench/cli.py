@@ -294,4 +294,90 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return comparison.exit_code
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, _add_env, _add_report, _add_compare]
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    parser = _command(
+        sub, "sweep",
+        "Run a grid of configurations, each repeated, interleaved, resumable. Every knob takes a comma "
+        "list; the grid is their product (times --repeats). Points already in --out are skipped.",
+        _cmd_sweep,
+    )
+    add_run_knobs(parser, lists=True)
+    parser.add_argument("--profile", action="store_true", default=None, help="profile every point (default: off)")
+    group = parser.add_argument_group("sweep")
+    group.add_argument("--config", help="a sweep file (TOML: [grid] lists, [run] fixed values, repeats, out); "
+                       "command-line knobs override it. Examples in benchmarks/*.toml")
+    group.add_argument("--repeats", type=int, default=None, help="runs of every point (default: 1, or the file's)")
+    group.add_argument("--order-seed", type=int, default=None, help="seed of the interleaved order (default: 0)")
+    group.add_argument("--force", action="store_true", help="rerun points already in --out")
+    group.add_argument("--dry-run", action="store_true", help="list the points and the estimated time; run nothing")
+    io = parser.add_argument_group("input and output")
+    io.add_argument("--out", default=None, help="results folder (default: the file's `out`, else reports/sweep)")
+    io.add_argument("--data-dir", default=None, help="where MNIST lives (default: $VAEBENCH_DATA or ~/.cache/vaebench/data)")
+    io.add_argument("--timeout", type=float, default=None, help="kill a run after this many seconds (default: none)")
+    io.add_argument("--sample-hz", type=float, default=None, help="outside monitor's sampling rate (default: 10 Hz)")
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .execution import estimate_s, history_of, pending, resolve_points, run_points
+    from .machine import capabilities
+    from .progress import format_duration
+    from .runner import RunOptions
+    from .sweep import SweepConfig, SweepError, interleave, load_config, merge, parse_axes, split_valid
+
+    try:
+        config = load_config(args.config) if args.config else SweepConfig()
+        axes = parse_axes({name: getattr(args, name, None) for name in SPEC_FIELDS})
+        if args.profile:
+            axes["profile"] = [True]
+        config = merge(config, axes, repeats=args.repeats, order_seed=args.order_seed, out=args.out,
+                       timeout=args.timeout, data_dir=args.data_dir, sample_hz=args.sample_hz)
+    except (SweepError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    if config.repeats < 1:
+        raise UsageError(f"--repeats must be at least 1, got {config.repeats}")
+    opts = config.options
+    args.out = str(opts.get("out") or "reports/sweep")
+    args.timeout, args.sample_hz = opts.get("timeout"), float(opts.get("sample_hz") or 10.0)
+    _check_io(args)
+    specs = config.specs()
+    caps = capabilities(probe_torch=any(spec.device != "cpu" for spec in specs))
+    runnable, skipped = split_valid(specs, caps)
+    for item in skipped:
+        print(f"skip {item.spec.label() or 'seed configuration'}: {item.reason}", file=sys.stderr)
+    if not runnable:
+        raise UsageError("no point of this sweep can run here (reasons above)")
+    planned, unavailable = resolve_points(interleave(runnable, config.repeats, config.order_seed), opts.get("data_dir"))
+    for spec, reason in unavailable:
+        print(f"skip {spec.label()}: {reason}", file=sys.stderr)
+    out = Path(args.out)
+    try:
+        todo, done = pending(planned, out, args.force)
+        history = history_of(out)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    total_s = sum(estimate_s(p.point.spec, history) for p in todo)
+    print(f"sweep: {len(runnable)} configurations x {config.repeats} repeats = {len(planned)} runs; "
+          f"{done} already in {out}, {len(todo)} to run, about {format_duration(total_s)}")
+    if args.dry_run:
+        for p in todo:
+            print(f"  {p.point.spec.label() or 'seed configuration'} #{p.point.repeat + 1}  "
+                  f"~{format_duration(estimate_s(p.point.spec, history))}  ({p.data.source})")
+        return EXIT_OK
+    options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz,
+                         sweep=Path(args.config).stem if args.config else "cli")
+    outcome = run_points(todo, options, force=args.force)
+    failed = len(outcome.failed)
+    print(f"sweep: {len(outcome.records)} runs recorded in {out / 'runs.jsonl'}, {failed} failed"
+          + (f", {outcome.held_elsewhere} left to another sweep" if outcome.held_elsewhere else ""))
+    if outcome.interrupted:
+        print("sweep: interrupted; what finished is kept: run the same command again to resume", file=sys.stderr)
+        return 130
+    print(f"next: vaebench report {out}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, _add_sweep, _add_env, _add_report, _add_compare]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -165,6 +165,28 @@ def load_monitor(folder: str | os.PathLike[str], run_id: str) -> pd.DataFrame:
 
 
 @contextlib.contextmanager
+def claim(folder: str | os.PathLike[str], key: str, repeat: int) -> Iterator[bool]:
+    """Hold a point of a sweep so a second sweep on the same folder skips it; yields False
+    when another process holds it. The lock dies with its process, so a killed sweep leaves
+    nothing stale behind."""
+    locks = Path(folder) / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    fd = os.open(locks / f"{key}-{repeat}.lock", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
 def _locked(fd: int) -> Iterator[None]:
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vaebench.cli import main
+from vaebench.spec import Capabilities, RunSpec
+from vaebench.storage import read_rows
+from vaebench.sweep import SweepConfig, SweepError, interleave, load_config, merge, parse_axes, split_valid
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_grid_is_the_product_over_fixed_fields() -> None:
+    config = SweepConfig(grid={"threads": [1, 2], "batch_size": [64, 128, 256]}, fixed={"epochs": 1})
+    specs = config.specs()
+    assert len(specs) == 6
+    assert {(s.threads, s.batch_size) for s in specs} == {(t, b) for t in (1, 2) for b in (64, 128, 256)}
+    assert all(s.epochs == 1 for s in specs)
+
+
+def test_invalid_points_are_listed_with_their_reason() -> None:
+    config = SweepConfig(grid={"device": ["cpu", "cuda"], "amp": ["off", "fp16"]})
+    runnable, skipped = split_valid(config.specs(), Capabilities(cuda_devices=0, logical_cores=2))
+    assert runnable == [RunSpec(device="cpu", amp="off")]
+    reasons = {(s.spec.device, s.spec.amp): s.reason for s in skipped}
+    assert "needs CUDA" in reasons[("cpu", "fp16")]
+    assert "CUDA is not available" in reasons[("cuda", "off")]
+    assert len(skipped) == 3
+
+
+def test_interleaved_order_runs_each_point_once_per_round_never_twice_in_a_row() -> None:
+    specs = [RunSpec(batch_size=b) for b in (32, 64, 128, 256)]
+    points = interleave(specs, repeats=5, seed=1)
+    assert len(points) == 20
+    for r in range(5):
+        round_ = points[4 * r : 4 * r + 4]
+        assert {p.spec for p in round_} == set(specs) and {p.repeat for p in round_} == {r}
+    assert all(a.spec != b.spec for a, b in zip(points, points[1:], strict=False))
+    assert points == interleave(specs, repeats=5, seed=1)
+    assert [p.spec for p in points] != [p.spec for p in interleave(specs, repeats=5, seed=2)]
+
+
+def test_command_line_axes_override_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('repeats = 3\nout = "x"\n[grid]\nthreads = [1, 2]\n[run]\nepochs = 1\npin_memory = false\n')
+    config = load_config(path)
+    assert config.repeats == 3 and config.grid == {"threads": [1, 2]} and config.options == {"out": "x"}
+    merged = merge(config, parse_axes({"threads": "2", "batch_size": "64,128"}), repeats=None, out="y")
+    assert merged.fixed["threads"] == 2 and merged.grid == {"batch_size": [64, 128]}
+    assert merged.repeats == 3 and merged.options["out"] == "y"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("[grid]\ncolour = [1]\n", "unknown run field"), ("[grid]\nthreads = ['x']\n", "whole number"),
+     ("threads = [", "not valid TOML"), ("bogus = 1\n", "unknown keys")],
+)
+def test_bad_sweep_files_say_where(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(SweepError, match=message):
+        load_config(path)
+
+
+def test_shipped_examples_parse() -> None:
+    files = sorted((ROOT / "benchmarks").glob("*.toml"))
+    assert len(files) >= 5
+    for path in files:
+        assert load_config(path).specs(), path
+
+
+TINY = ["--data", "synthetic", "--samples", "256", "--epochs", "1", "--threads", "1"]
+
+
+def test_sweep_dry_run_lists_points_and_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["sweep", *TINY, "--batch-size", "64,128", "--repeats", "2", "--out", str(tmp_path), "--dry-run"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "2 configurations x 2 repeats = 4 runs" in out and out.count("#") == 4
+    assert not (tmp_path / "runs.jsonl").exists()
+
+
+def test_sweep_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sweep", "--batch-size", "64,x", "--out", str(tmp_path)]) == 2
+    assert main(["sweep", "--amp", "fp16", "--out", str(tmp_path)]) == 2
+    assert main(["sweep", "--repeats", "0", "--out", str(tmp_path)]) == 2
+    assert main(["sweep", "--config", str(tmp_path / "none.toml")]) == 2
+    assert "no sweep file" in capsys.readouterr().err
+
+
+def test_sweep_killed_midway_resumes_without_duplicates_or_losses(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    argv = [sys.executable, "-m", "vaebench.cli", "sweep", *TINY, "--batch-size", "32,64,128", "--repeats", "2",
+            "--out", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if (out / "runs.jsonl").exists() and len(read_rows(out)) >= 2:
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = read_rows(out)
+    assert 2 <= len(first) < 6
+    assert main(["sweep", *TINY, "--batch-size", "32,64,128", "--repeats", "2", "--out", str(out)]) == 0
+    rows = read_rows(out)
+    assert rows[: len(first)] == first
+    keys = [(r["spec_key"], r["repeat"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 6
+    assert {r["batch_size"] for r in rows} == {32, 64, 128}
+    # A third run finds everything done and runs nothing.
+    assert main(["sweep", *TINY, "--batch-size", "32,64,128", "--repeats", "2", "--out", str(out)]) == 0
+    assert len(read_rows(out)) == 6
