@@ -312,7 +312,8 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     group.add_argument("--dry-run", action="store_true", help="list the points and the estimated time; run nothing")
     io = parser.add_argument_group("input and output")
     io.add_argument("--out", default=None, help="results folder (default: the file's `out`, else reports/sweep)")
-    io.add_argument("--data-dir", default=None, help="where MNIST lives (default: $VAEBENCH_DATA or ~/.cache/vaebench/data)")
+    io.add_argument("--data-dir", default=None,
+                    help="where MNIST lives (default: $VAEBENCH_DATA or ~/.cache/vaebench/data)")
     io.add_argument("--timeout", type=float, default=None, help="kill a run after this many seconds (default: none)")
     io.add_argument("--sample-hz", type=float, default=None, help="outside monitor's sampling rate (default: 10 Hz)")
 
@@ -376,7 +377,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, _add_sweep, _add_env, _add_report, _add_compare]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_run, _add_sweep, _add_env, _add_report, _add_compare,
+]
 
 
 if __name__ == "__main__":

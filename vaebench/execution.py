@@ -137,9 +137,9 @@ def _line(index: int, total: int, record: RunRecord, elapsed: float, eta: float)
         body = f"FAILED: {record.reason}"
     else:
         assert record.process is not None and record.train is not None
-        rate = record.train.samples_per_s
+        rate, usage = record.train.samples_per_s, record.process
         body = (
-            f"real {record.process.real_s:.2f} s, user {record.process.user_s:.2f} s, sys {record.process.sys_s:.2f} s, "
+            f"real {usage.real_s:.2f} s, user {usage.user_s:.2f} s, sys {usage.sys_s:.2f} s, "
             f"{'n/a' if math.isnan(rate) else f'{rate:.0f}'} samples/s, loss {record.train.final_loss:.2f}"
         )
     return f"{head}: {body}  ({format_duration(elapsed)} elapsed, ~{format_duration(eta)} left)"
