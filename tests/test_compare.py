@@ -352,3 +352,8 @@ def test_calibration_needs_one_configuration():
         calibration_report(frame(rows(), rows(spec=OTHER)))
     with pytest.raises(ValueError, match="at least 2"):
         calibration_report(frame(rows(n=1)))
+
+
+def test_calibration_from_few_runs_says_so():
+    text = calibration_report(frame(rows(noise=0.02, n=3, seed=5)), repeats=(3,)).to_text()
+    assert "note: a noise level from 3 runs" in text

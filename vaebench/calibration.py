@@ -21,6 +21,7 @@ from .compare import METRICS, config_label, fmt, run_values
 if TYPE_CHECKING:
     import pandas as pd
 
+FEW_RUNS = 10
 CALIBRATED_METRICS = ("samples_per_s", "epoch_s", "real_s", "user_s", "sys_s", "peak_rss_mb")
 
 
@@ -74,6 +75,11 @@ class CalibrationReport:
             "n runs a side:",
             text_table(headers, rows),
         ]
+        if self.runs < FEW_RUNS:
+            lines.append(
+                f"note: a noise level from {self.runs} runs is itself uncertain; "
+                f"{FEW_RUNS} or more A/A runs give a floor worth setting a threshold by"
+            )
         if threshold is not None:
             for m in self.metrics:
                 n = m.repeats_for(threshold)

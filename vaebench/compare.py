@@ -5,15 +5,18 @@ The decision rule, per (configuration, metric):
 * The unit of evidence is the run. Each run contributes one value: its steady-state
   samples/s (recomputed from its step times after warm-up when the series is at hand,
   batch size / median step), its median epoch time, its wall/user/sys time or its peak RSS.
-  Step times are never pooled across runs into one test: steps inside a run share its
+  Step times never enter the test as samples of their own: steps inside a run share its
   machine state (a noisy neighbour, a thermal state, a page-cache state), so thousands of
   them are not thousands of independent samples and a step-level test would call a
   run-level hiccup significant. They serve only to make each run's value a robust median.
 * The change is the ratio of medians, candidate over baseline, read as a cost ratio (time
   ratio; for samples/s the inverse), so a 10 % slowdown is the same number for samples/s
-  and for epoch time. Its confidence interval is a seeded percentile bootstrap over runs.
+  and for epoch time. Its confidence interval, at level 1 - alpha, is a seeded percentile
+  bootstrap over runs.
 * **regression**: the cost ratio is at least 1 + threshold *and* a one-sided Mann-Whitney
-  test in the worse direction gives p <= alpha (exact for small samples).
+  test in the worse direction gives p <= alpha (exact for small samples). With 3 runs a
+  side the smallest possible p is 1/20, so at alpha 0.05 every candidate run must be slower
+  than every baseline run; 5 a side allow 1/252. `calibration` tells how many a runner needs.
 * **improvement**: the same the other way (a cost ratio at most 1 / (1 + threshold)).
 * **unchanged**: neither, with at least 2 runs a side, and the whole interval lies within
   [1 / (1 + threshold), 1 + threshold]: a threshold-sized change is ruled out.
