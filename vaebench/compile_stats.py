@@ -1,0 +1,157 @@
+"""torch.compile accounting: compile time, graphs, recompilations, cache state, payback.
+
+Dynamo keeps process-wide counters, so a reading covers everything compiled in this process
+so far; `CompileCounters.since` takes the difference of two readings. The names read here
+(`counters`, `guard_failures`, `compilation_time_metrics`) are torch internals: a missing
+one reads as zero or NaN rather than failing the run. torch is imported inside functions.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+# Compile-time entries of dynamo's timing table: the forward (dynamo tracing, AOT autograd
+# and inductor) runs at the first call, the backward graph is compiled at the first backward.
+COMPILE_TIMERS = ("_compile.compile_inner", "compile_fx.<locals>.bw_compiler")
+BATCH_MISMATCH = re.compile(r"size mismatch at index 0\. expected (\d+), actual (\d+)")
+
+
+@dataclass(frozen=True)
+class CompileCounters:
+    frames: int = 0  # Python frames dynamo compiled, recompilations included
+    graphs: int = 0  # FX graphs handed to the backend
+    graph_breaks: int = 0
+    recompile_reasons: tuple[str, ...] = ()  # the guard that failed, one per recompilation
+    compile_s: float = 0.0  # in-process compile time, forward and backward
+    cache_hits: int = 0  # inductor FX-graph and AOT-autograd cache hits
+    cache_misses: int = 0
+
+    @property
+    def recompiles(self) -> int:
+        return len(self.recompile_reasons)
+
+    @property
+    def cache(self) -> str:
+        """warm (every graph came from the on-disk cache), cold, partly warm, or off."""
+        if self.cache_hits and not self.cache_misses:
+            return "warm"
+        if self.cache_misses and not self.cache_hits:
+            return "cold"
+        if self.cache_hits and self.cache_misses:
+            return "partly warm"
+        return "off"
+
+    def since(self, earlier: CompileCounters) -> CompileCounters:
+        return CompileCounters(
+            frames=self.frames - earlier.frames,
+            graphs=self.graphs - earlier.graphs,
+            graph_breaks=self.graph_breaks - earlier.graph_breaks,
+            recompile_reasons=_new_reasons(self.recompile_reasons, earlier.recompile_reasons),
+            compile_s=self.compile_s - earlier.compile_s,
+            cache_hits=self.cache_hits - earlier.cache_hits,
+            cache_misses=self.cache_misses - earlier.cache_misses,
+        )
+
+    def __str__(self) -> str:
+        return (
+            f"compiled {self.frames} frame(s) into {self.graphs} graph(s) "
+            f"in {self.compile_s:.1f} s, {self.graph_breaks} graph break(s), "
+            f"{self.recompiles} recompile(s), {self.cache} cache"
+        )
+
+
+def _new_reasons(now: tuple[str, ...], before: tuple[str, ...]) -> tuple[str, ...]:
+    # Reasons are grouped by code object, so a new one may land in the middle of the list.
+    left = Counter(before)
+    new = []
+    for reason in now:
+        if left[reason]:
+            left[reason] -= 1
+        else:
+            new.append(reason)
+    return tuple(new)
+
+
+def compile_counters() -> CompileCounters:
+    """Read dynamo's process-wide counters now."""
+    from torch._dynamo import utils
+
+    counters: Any = utils.counters
+    timings: dict[str, list[float]] = getattr(utils, "compilation_time_metrics", {})
+    failures: dict[Any, list[Any]] = getattr(utils, "guard_failures", {})
+    inductor, aot = counters["inductor"], counters["aot_autograd"]
+    return CompileCounters(
+        frames=int(counters["frames"]["ok"]),
+        graphs=int(counters["stats"]["unique_graphs"]),
+        graph_breaks=int(sum(counters["graph_break"].values())),
+        recompile_reasons=tuple(str(r) for reasons in failures.values() for r in reasons),
+        compile_s=float(sum(sum(timings.get(name, ())) for name in COMPILE_TIMERS)),
+        cache_hits=int(inductor["fxgraph_cache_hit"] + aot["autograd_cache_hit"]),
+        cache_misses=int(inductor["fxgraph_cache_miss"] + aot["autograd_cache_miss"]),
+    )
+
+
+def recompile_warnings(counters: CompileCounters) -> list[str]:
+    """One sentence per recompilation or graph break, naming its cause and its fix."""
+    warnings = []
+    for reason in counters.recompile_reasons:
+        batch = BATCH_MISMATCH.search(reason)
+        if batch:
+            expected, actual = batch.groups()
+            warnings.append(
+                f"recompiled for a batch of {actual} after compiling for {expected}: the ragged "
+                "last batch of an epoch. Dynamo then marks the batch dimension dynamic and "
+                "compiles once more; drop_last=True or torch._dynamo.mark_dynamic(x, 0) "
+                f"before the first step avoids it ({reason})"
+            )
+        else:
+            warnings.append(f"unexpected recompile: {reason}")
+    if counters.graph_breaks:
+        warnings.append(
+            f"{counters.graph_breaks} graph break(s): part of the step runs eagerly between "
+            "compiled graphs (TORCH_LOGS=graph_breaks shows where)"
+        )
+    return warnings
+
+
+@dataclass(frozen=True)
+class CacheDir:
+    path: str
+    entries: int  # files and folders at its top level; 0 when it does not exist
+
+    @property
+    def state(self) -> str:
+        return "warm" if self.entries else "cold"
+
+
+def inductor_cache_dir() -> CacheDir:
+    """Inductor's on-disk cache as it stands; read it before compiling to know the start.
+    The path is inductor's (TORCHINDUCTOR_CACHE_DIR, else a per-user temp folder), found
+    without its `cache_dir()`, which would create the folder and set the variable."""
+    path = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if path is None:
+        try:
+            from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+        except ImportError:
+            return CacheDir("", 0)
+        path = default_cache_dir()
+    path = os.path.abspath(path)
+    entries = len(os.listdir(path)) if os.path.isdir(path) else 0
+    return CacheDir(path, entries)
+
+
+def payback_steps(compile_s: float, eager_step_ms: float, compiled_step_ms: float) -> float:
+    """Steps of the compiled model it takes to win back the compile time; inf when the
+    compiled step is not faster, NaN when a figure is missing."""
+    values = (compile_s, eager_step_ms, compiled_step_ms)
+    if any(not math.isfinite(v) for v in values):
+        return math.nan
+    saved_ms = eager_step_ms - compiled_step_ms
+    if saved_ms <= 0:
+        return math.inf
+    return float(math.ceil(compile_s * 1e3 / saved_ms))
