@@ -129,3 +129,32 @@ def test_env_prints_the_fingerprint(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for key in ("cpu_model", "logical_cores", "torch", "blas", "git_commit"):
         assert key in out
+
+
+def test_profiled_run_writes_a_loadable_trace_and_tables(tmp_path: Path) -> None:
+    import json
+
+    assert run(tmp_path, "--threads", "1", "--profile", "--profile-steps", "3", "--samples", "1024") == 0
+    row = load_runs(str(tmp_path)).iloc[0]
+    trace = json.loads(Path(row["profile_trace"]).read_text())
+    names = {event.get("name", "") for event in trace["traceEvents"]}
+    assert any(name.startswith("ProfilerStep#") for name in names)
+    assert "aten::addmm" in names
+    assert 0 < row["profile_busy_fraction"] <= 1 and "CPU" in row["profile_busy_source"]
+    assert Path(row["profile_trace"].replace(".json", "-ops.txt")).read_text().count("aten::") >= 5
+    kinds = {"input pipeline", "host launch overhead", "compute", "synchronization"}
+    assert row["bottleneck"] in kinds and "Knobs" in row["bottleneck_note"]
+
+
+@pytest.mark.slow
+def test_compiled_run_accounts_for_compile_and_the_ragged_last_batch(tmp_path: Path) -> None:
+    # 600 samples in batches of 128 leave a last batch of 88: dynamo recompiles for it.
+    args = ["run", "--data", "embedded", "--samples", "600", "--epochs", "2", "--threads", "1",
+            "--compile", "default", "--out", str(tmp_path)]
+    assert main(args) == 0
+    row = load_runs(str(tmp_path)).iloc[0]
+    assert row["compile_s"] > 0 and row["compile_graphs"] >= 1
+    assert row["recompiles"] >= 1
+    assert any("ragged last batch" in w for w in row["compile_warnings"])
+    assert row["eager_step_ms"] > 0
+    assert row["compile_cache"] in {"warm", "cold", "partly warm", "off"}

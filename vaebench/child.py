@@ -63,6 +63,7 @@ def _train(request: dict[str, Any]) -> dict[str, Any]:
         outcome = train(
             spec, data, t_import_s=t_import, progress=bar.update if bar else None,
             instrument=request.get("instrument", True), on_step=_fault_injector(),
+            out_dir=Path(request["out"]), run_id=request["run_id"],
         )
     finally:
         if bar:

@@ -9,16 +9,20 @@ read once per epoch; `benchmarks/test_overhead.py` shows the cost.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
-from .loaders import make_source
+from .compile_stats import compile_counters, payback_steps, recompile_warnings
+from .loaders import BatchSource, make_source
 from .model import VAE, train_flops_per_sample, vae_loss
+from .profiling import ProfileWindow
 from .result import DataInfo, StepSplit, TrainMetrics
 from .spec import RunSpec
 
@@ -47,10 +51,15 @@ class StepLog:
     sync_ms: list[float] = field(default_factory=list)
     device_copy_ms: list[float] = field(default_factory=list)
     device_compute_ms: list[float] = field(default_factory=list)
+    warmup: int = 0
+    excluded: frozenset[int] = frozenset()  # 0-based steps left out of steady state (profiled)
 
-    def split(self, skip: int) -> StepSplit:
+    def steady(self, values: list[float]) -> list[float]:
+        return [v for i, v in enumerate(values) if i >= self.warmup and i not in self.excluded]
+
+    def split(self) -> StepSplit:
         def mean(values: list[float]) -> float:
-            tail = values[skip:]
+            tail = self.steady(values)
             return statistics.fmean(tail) if tail else math.nan
 
         return StepSplit(
@@ -86,6 +95,35 @@ class DeviceEvents:
 
 
 @dataclass
+class Workload:
+    """Everything a step needs, built before the clock for training starts."""
+
+    spec: RunSpec
+    device: torch.device
+    source: BatchSource
+    model: VAE
+    optimizer: torch.optim.Optimizer
+    forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    scaler: torch.amp.GradScaler | None
+    autocast: contextlib.AbstractContextManager[object]
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward, loss and backward, outside the timed phases' bookkeeping; returns the loss."""
+        with self.autocast:
+            recon, mu, logvar = self.forward(x)
+        loss = vae_loss(recon.float(), x, mu.float(), logvar.float())
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        return loss
+
+    def update(self) -> None:
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+
+
+@dataclass
 class TrainOutcome:
     metrics: TrainMetrics
     step_ms: list[float]
@@ -101,31 +139,94 @@ def train(
     progress: Progress | None = None,
     instrument: bool = True,
     on_step: Callable[[int], None] | None = None,
+    out_dir: Path | None = None,
+    run_id: str = "run",
 ) -> TrainOutcome:
-    device = torch.device(spec.device)
-    torch.manual_seed(spec.seed)
-
     t0 = clock()
-    source = make_source(spec, data, device)
+    source = make_source(spec, data, torch.device(spec.device))
     t_data = clock() - t0
-
     t0 = clock()
-    model = VAE().to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
-    forward = model if spec.compile == "off" else torch.compile(model, mode=_compile_mode(spec.compile))
-    scaler = torch.amp.GradScaler("cuda") if spec.amp == "fp16" else None
-    autocast = _autocast(spec)
+    work = build_on(spec, source)
     t_model = clock() - t0
 
-    steps_total = total_steps(spec, len(source))
+    steps_total = total_steps(spec, len(work.source))
     warmup = warmup_steps(steps_total)
+    watch = CompileWatch(work, clock) if spec.compile != "off" else None
+    window = (
+        ProfileWindow(out_dir or Path("."), run_id, spec.device, spec.profile_steps, start_after=warmup, clock=clock)
+        if spec.profile
+        else None
+    )
+    log = StepLog(warmup=warmup)
+    if window is not None:
+        log.excluded = frozenset(n - 1 for n in window.profiled_steps)
+
+    def after_step(step: int) -> None:
+        if window is not None:
+            window.step()
+        if on_step is not None:
+            on_step(step)
+
+    start_unix = time.time()
+    with window or contextlib.nullcontext():
+        epochs = run_epochs(work, steps_total, log, clock=clock, instrument=instrument, progress=progress,
+                            on_step=after_step)
+    end_unix = time.time()
+
+    metrics = _metrics(spec, log, epochs)
+    metrics.update(t_import_s=t_import_s, t_data_s=t_data, t_model_s=t_model, train_start_unix=start_unix,
+                   train_end_unix=end_unix)
+    if watch is not None:
+        metrics.update(watch.report(metrics["step_median_ms"]))  # type: ignore[arg-type]
+    if window is not None:
+        metrics.update(_profile_metrics(window, metrics["step_median_ms"]))  # type: ignore[arg-type]
+    return TrainOutcome(TrainMetrics(**metrics), log.step_ms, work.model)  # type: ignore[arg-type]
+
+
+def build_on(spec: RunSpec, source: BatchSource) -> Workload:
+    """The model, optimizer and step around an input pipeline, from the spec's seed."""
+    device = torch.device(spec.device)
+    torch.manual_seed(spec.seed)
+    model = VAE().to(device)
+    forward = model if spec.compile == "off" else torch.compile(model, mode=_compile_mode(spec.compile))
+    return Workload(
+        spec=spec,
+        device=device,
+        source=source,
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=spec.lr),
+        forward=forward,
+        scaler=torch.amp.GradScaler("cuda") if spec.amp == "fp16" else None,
+        autocast=_autocast(spec),
+    )
+
+
+@dataclass
+class Epochs:
+    losses: list[float]
+    times_s: list[float]
+    steps_done: int
+    train_s: float
+    first_step_s: float
+
+
+def run_epochs(
+    work: Workload,
+    steps_total: int,
+    log: StepLog,
+    *,
+    clock: Clock = time.perf_counter,
+    instrument: bool = True,
+    progress: Progress | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> Epochs:
+    spec, device, source, optimizer = work.spec, work.device, work.source, work.optimizer
     events = DeviceEvents() if instrument and device.type == "cuda" else None
-    log = StepLog()
-    epoch_losses: list[float] = []
-    epoch_times: list[float] = []
+    losses: list[float] = []
+    times: list[float] = []
     step = 0
-    t_first_step = math.nan
-    model.train()
+    first_step_s = math.nan
+    work.model.train()
     train_start = clock()
     for epoch in range(spec.epochs):
         if step >= steps_total:
@@ -146,25 +247,18 @@ def train(
                 x = x.to(device, non_blocking=spec.pin_memory)
             e_copied = events.mark() if events else None
             t_c = clock()
-            with autocast:
-                recon, mu, logvar = forward(x)
-            loss = vae_loss(recon.float(), x, mu.float(), logvar.float())
-            (scaler.scale(loss) if scaler else loss).backward()
+            loss = work.step(x)
             t_d = clock()
             summed += loss.item()  # sync point: the seed reads the loss every step
             t_e = clock()
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            work.update()
             if events and e_copy and e_copied:
                 events.add(e_copy, e_copied, events.mark())
             t_f = clock()
             seen += x.shape[0]
             step += 1
             if step == 1:
-                t_first_step = t_f - t_a
+                first_step_s = t_f - t_a
             if instrument:
                 log.step_ms.append((t_f - t_a) * 1e3)
                 log.data_ms.append((t_b - t_a) * 1e3)
@@ -177,25 +271,82 @@ def train(
                 progress(step, steps_total, epoch + 1, summed / seen)
         if events:
             events.flush(log)
-        epoch_times.append(clock() - epoch_start)
-        epoch_losses.append(summed / max(seen, 1))  # the seed's: summed loss / samples
-    train_s = clock() - train_start
-
-    metrics = _metrics(spec, log, warmup, epoch_losses, epoch_times, step, train_s)
-    metrics.update(t_import_s=t_import_s, t_data_s=t_data, t_model_s=t_model, t_first_step_s=t_first_step)
-    return TrainOutcome(TrainMetrics(**metrics), log.step_ms, model)  # type: ignore[arg-type]
+        times.append(clock() - epoch_start)
+        losses.append(summed / max(seen, 1))  # the seed's: summed loss / samples
+    return Epochs(losses, times, step, clock() - train_start, first_step_s)
 
 
-def _metrics(
-    spec: RunSpec,
-    log: StepLog,
-    warmup: int,
-    epoch_losses: list[float],
-    epoch_times: list[float],
-    steps_done: int,
-    train_s: float,
-) -> dict[str, object]:
-    steady = log.step_ms[warmup:]
+class CompileWatch:
+    """torch.compile accounting: dynamo's counters across the run, the on-disk cache, and
+    an eager baseline timed on a copy of the model so the payback can be counted."""
+
+    def __init__(self, work: Workload, clock: Clock) -> None:
+        self.before = compile_counters()
+        self.eager_ms = eager_step_ms(work, clock)
+
+    def report(self, compiled_step_ms: float) -> dict[str, object]:
+        counters = compile_counters().since(self.before)
+        warnings = recompile_warnings(counters)
+        payback = payback_steps(counters.compile_s, self.eager_ms, compiled_step_ms)
+        if payback == math.inf:
+            warnings.append(
+                f"the compiled step ({compiled_step_ms:.3f} ms) is not faster than eager ({self.eager_ms:.3f} ms): "
+                "compiling never pays back here"
+            )
+        return {
+            "compile_s": counters.compile_s,
+            "recompiles": counters.recompiles,
+            "compile_graphs": counters.graphs,
+            "compile_cache": counters.cache,
+            "compile_warnings": warnings,
+            "eager_step_ms": self.eager_ms,
+            "compile_payback_steps": payback if math.isfinite(payback) else math.nan,
+        }
+
+
+EAGER_PROBE_STEPS = 30  # enough for a stable median once the first few are dropped
+
+
+def eager_step_ms(work: Workload, clock: Clock) -> float:
+    """Median step of an uncompiled copy on the first batch; RNG state is put back after."""
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if work.device.type == "cuda" else None
+    probe = copy.deepcopy(work.model)
+    optimizer = torch.optim.Adam(probe.parameters(), lr=work.spec.lr)
+    x = next(iter(work.source.epoch(0))).to(work.device)
+    times = []
+    for _ in range(EAGER_PROBE_STEPS):
+        t0 = clock()
+        optimizer.zero_grad()
+        with work.autocast:
+            recon, mu, logvar = probe(x)
+        loss = vae_loss(recon.float(), x, mu.float(), logvar.float())
+        loss.backward()
+        loss.item()  # the same sync as a training step
+        optimizer.step()
+        times.append((clock() - t0) * 1e3)
+    torch.set_rng_state(cpu_rng)
+    if cuda_rng is not None:
+        torch.cuda.set_rng_state_all(cuda_rng)
+    return statistics.median(times[EAGER_PROBE_STEPS // 3 :])
+
+
+def _profile_metrics(window: ProfileWindow, outside_step_ms: float) -> dict[str, object]:
+    summary = window.summary(outside_step_ms=outside_step_ms)
+    if summary is None:
+        return {}
+    return {
+        "profile_trace": summary.trace_path,
+        "profile_busy_fraction": summary.busy_fraction,
+        "profile_kernel_fraction": summary.trace.busy.kernel_fraction,
+        "profile_busy_source": summary.busy_source,
+        "profile_kernels_per_step": summary.kernels_per_step,
+        "profile_overhead_pct": summary.overhead_pct,
+    }
+
+
+def _metrics(spec: RunSpec, log: StepLog, epochs: Epochs) -> dict[str, object]:
+    steady = log.steady(log.step_ms)
     median_ms = statistics.median(steady) if steady else math.nan
     if len(steady) >= 4:
         q = statistics.quantiles(steady, n=4, method="inclusive")
@@ -203,20 +354,20 @@ def _metrics(
     else:
         iqr_ms = math.nan
     samples_per_s = spec.batch_size / (median_ms / 1e3) if steady else math.nan
-    samples_seen = min(steps_done * spec.batch_size, _samples_in(spec, steps_done))
     return {
-        "train_s": train_s,
-        "steps_done": steps_done,
-        "samples_seen": samples_seen,
-        "warmup_steps": warmup,
+        "train_s": epochs.train_s,
+        "t_first_step_s": epochs.first_step_s,
+        "steps_done": epochs.steps_done,
+        "samples_seen": _samples_in(spec, epochs.steps_done),
+        "warmup_steps": log.warmup,
         "step_median_ms": median_ms,
         "step_iqr_ms": iqr_ms,
         "samples_per_s": samples_per_s,
-        "epoch_s": statistics.median(epoch_times) if epoch_times else math.nan,
-        "final_loss": epoch_losses[-1] if epoch_losses else math.nan,
-        "epoch_losses": epoch_losses,
-        "epoch_times_s": epoch_times,
-        "split": log.split(warmup),
+        "epoch_s": statistics.median(epochs.times_s) if epochs.times_s else math.nan,
+        "final_loss": epochs.losses[-1] if epochs.losses else math.nan,
+        "epoch_losses": epochs.losses,
+        "epoch_times_s": epochs.times_s,
+        "split": log.split(),
         "model_flops_per_s": samples_per_s * train_flops_per_sample(),
         "peak_flops_per_s": math.nan,
         "flops_frac": math.nan,

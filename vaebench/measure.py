@@ -190,12 +190,15 @@ class Monitor:
         gpu: GpuProbe | None = None,
         cpu_percent: Callable[[], list[float]] | None = None,
         clock: Clock = time.monotonic,
+        cpu_energy: Callable[[], float | None] | None = None,
     ) -> None:
         if not interval_s > 0:
             raise ValueError(f"sampling interval must be positive, got {interval_s}")
         self.interval_s = interval_s
         self.gpu = gpu
         self.clock = clock
+        self.cpu_energy = cpu_energy  # joules since start, e.g. rapl.EnergyMeter.sample
+        self.t0_unix = math.nan
         self.samples: list[dict[str, Any]] = []
         self.overhead_s = 0.0
         self._cpu_percent = cpu_percent or _psutil_per_core()
@@ -212,6 +215,7 @@ class Monitor:
 
     def start(self) -> None:
         self._t0 = self.clock()
+        self.t0_unix = time.time()
         self._cpu_percent()
         self._thread = threading.Thread(target=self._loop, name="vaebench-monitor", daemon=True)
         self._thread.start()
@@ -233,6 +237,10 @@ class Monitor:
         }
         if self.gpu is not None:
             sample.update(self.gpu.read())
+        if self.cpu_energy is not None:
+            joules = self.cpu_energy()
+            if joules is not None:
+                sample["cpu_energy_j"] = joules
         self.samples.append(sample)
         self.overhead_s += self_cpu_s() - cpu_before
         return sample
@@ -243,11 +251,25 @@ class Monitor:
             self.sample_once()
             next_at += self.interval_s
 
-    def summary(self) -> MonitorSummary:
-        return summarize(self.samples, self.interval_s)
+    def summary(self, train_start_unix: float = math.nan, train_end_unix: float = math.nan) -> MonitorSummary:
+        window = (train_start_unix - self.t0_unix, train_end_unix - self.t0_unix)
+        return summarize(self.samples, self.interval_s, window)
 
 
-def summarize(samples: list[dict[str, Any]], interval_s: float) -> MonitorSummary:
+def counter_at(samples: list[dict[str, Any]], key: str, t: float) -> float:
+    """A cumulative counter at time t, linearly interpolated between the samples around it."""
+    points = [(s["t"], s[key]) for s in samples if s.get(key) is not None and math.isfinite(s[key])]
+    if len(points) < 2 or not math.isfinite(t) or not points[0][0] <= t <= points[-1][0]:
+        return math.nan
+    for (t0, v0), (t1, v1) in zip(points, points[1:], strict=False):
+        if t0 <= t <= t1:
+            return v0 if t1 == t0 else v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+    return math.nan
+
+
+def summarize(
+    samples: list[dict[str, Any]], interval_s: float, window: tuple[float, float] = (math.nan, math.nan)
+) -> MonitorSummary:
     def column(name: str) -> list[float]:
         return [s[name] for s in samples if name in s and s[name] is not None and not math.isnan(s[name])]
 
@@ -260,6 +282,11 @@ def summarize(samples: list[dict[str, Any]], interval_s: float) -> MonitorSummar
         return max(values) if values else math.nan
 
     energy = column("gpu_energy_mj")
+    cpu_energy = column("cpu_energy_j")
+
+    def over_window(key: str, scale: float) -> float:
+        return (counter_at(samples, key, window[1]) - counter_at(samples, key, window[0])) * scale
+
     return MonitorSummary(
         monitor_samples=len(samples),
         interval_s=interval_s,
@@ -270,6 +297,9 @@ def summarize(samples: list[dict[str, Any]], interval_s: float) -> MonitorSummar
         gpu_power_mean_w=mean("gpu_power_w"),
         gpu_sm_clock_mean_mhz=mean("gpu_sm_clock_mhz"),
         gpu_energy_j=(energy[-1] - energy[0]) / 1000.0 if len(energy) >= 2 else math.nan,
+        cpu_energy_j=cpu_energy[-1] - cpu_energy[0] if len(cpu_energy) >= 2 else math.nan,
+        gpu_energy_train_j=over_window("gpu_energy_mj", 1e-3),
+        cpu_energy_train_j=over_window("cpu_energy_j", 1.0),
     )
 
 

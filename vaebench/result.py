@@ -84,8 +84,20 @@ class TrainMetrics:
     model_flops_per_s: float
     peak_flops_per_s: float
     flops_frac: float
-    compile_s: float = math.nan
+    train_start_unix: float = math.nan  # wall clock, to place the training window in the monitor's samples
+    train_end_unix: float = math.nan
+    compile_s: float = math.nan  # dynamo + inductor time, forward and backward, recompiles included
     recompiles: int = 0
+    compile_graphs: int = 0
+    compile_cache: str = ""  # warm, cold, partly warm: from the on-disk cache's hits and misses
+    compile_warnings: list[str] = field(default_factory=list)
+    eager_step_ms: float = math.nan  # median step of an uncompiled copy, for the payback
+    compile_payback_steps: float = math.nan
+    profile_trace: str = ""  # Chrome/Perfetto JSON of the profiler window
+    profile_busy_fraction: float = math.nan  # union of kernel (or, on a CPU, aten op) time over wall
+    profile_kernel_fraction: float = math.nan  # kernels alone: the figure to set beside utilization.gpu
+    profile_busy_source: str = ""
+    profile_kernels_per_step: float = math.nan
     profile_overhead_pct: float = math.nan
 
 
@@ -101,7 +113,10 @@ class MonitorSummary:
     gpu_mem_max_mb: float = math.nan
     gpu_power_mean_w: float = math.nan
     gpu_sm_clock_mean_mhz: float = math.nan
-    gpu_energy_j: float = math.nan
+    gpu_energy_j: float = math.nan  # NVML's energy counter over the whole child
+    cpu_energy_j: float = math.nan  # RAPL packages over the whole child, where readable
+    gpu_energy_train_j: float = math.nan  # over the training window only
+    cpu_energy_train_j: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -129,6 +144,8 @@ class RunRecord:
     train: TrainMetrics | None = None
     monitor: MonitorSummary = field(default_factory=MonitorSummary)
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    bottleneck: str = ""  # what bounds the step: input pipeline, host launch overhead, compute, synchronization
+    bottleneck_note: str = ""  # the finding with its numbers and the knobs that address it
 
     def to_row(self) -> dict[str, Any]:
         """One flat JSON-ready dict; columns are documented in README.md."""
@@ -147,6 +164,8 @@ class RunRecord:
         row.update(_process_columns(self.process))
         row.update(_train_columns(self.train))
         row.update(dataclasses.asdict(self.monitor))
+        row.update(_energy_columns(self))
+        row.update({"bottleneck": self.bottleneck, "bottleneck_note": self.bottleneck_note})
         row.update({f"fp_{k}": v for k, v in sorted(self.fingerprint.items())})
         return {k: _jsonable(v) for k, v in row.items()}
 
@@ -172,6 +191,19 @@ def _train_columns(train: TrainMetrics | None) -> dict[str, Any]:
     row = dataclasses.asdict(train)
     split = row.pop("split")
     row.update({f"split_{k}": v for k, v in split.items()})
+    return row
+
+
+def _energy_columns(record: RunRecord) -> dict[str, Any]:
+    """Energy per epoch and per sample over the training window, GPU (NVML) and CPU (RAPL)."""
+    train = record.train
+    if train is None or not train.samples_seen:
+        return {}
+    epochs = max(len(train.epoch_losses), 1)
+    row = {}
+    for part, joules in (("gpu", record.monitor.gpu_energy_train_j), ("cpu", record.monitor.cpu_energy_train_j)):
+        row[f"{part}_energy_per_epoch_j"] = joules / epochs
+        row[f"{part}_energy_per_sample_mj"] = 1e3 * joules / train.samples_seen
     return row
 
 
@@ -227,9 +259,27 @@ RUN_COLUMNS: tuple[str, ...] = (
     "model_flops_per_s",
     "peak_flops_per_s",
     "flops_frac",
+    "train_start_unix",
+    "train_end_unix",
     "compile_s",
     "recompiles",
+    "compile_graphs",
+    "compile_cache",
+    "compile_warnings",
+    "eager_step_ms",
+    "compile_payback_steps",
+    "profile_trace",
+    "profile_busy_fraction",
+    "profile_kernel_fraction",
+    "profile_busy_source",
+    "profile_kernels_per_step",
     "profile_overhead_pct",
     *(f.name for f in dataclasses.fields(MonitorSummary)),
+    "gpu_energy_per_epoch_j",
+    "gpu_energy_per_sample_mj",
+    "cpu_energy_per_epoch_j",
+    "cpu_energy_per_sample_mj",
+    "bottleneck",
+    "bottleneck_note",
 )
 """Every column a row may hold besides the `fp_*` fingerprint; failed runs leave metrics empty."""

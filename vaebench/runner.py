@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from . import storage
+from .attribution import Evidence, attribute
 from .data import DataUnavailable, check_writable, prepare
 from .machine import capabilities, host_fingerprint
 from .measure import Monitor, open_gpu_probe, run_child
 from .peak import cached_peak
-from .result import FAILED, OK, DataInfo, RunRecord, RunSeries, StepSplit, TrainMetrics
+from .rapl import EnergyMeter
+from .result import FAILED, OK, DataInfo, MonitorSummary, RunRecord, RunSeries, StepSplit, TrainMetrics
 from .spec import Capabilities, RunSpec, validate
 
 
@@ -80,7 +82,10 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
             "progress": options.progress,
             "label": options.label,
         }))
-        monitor = Monitor(1.0 / options.sample_hz, gpu=open_gpu_probe(spec.device))
+        rapl = EnergyMeter()
+        rapl.start()
+        monitor = Monitor(1.0 / options.sample_hz, gpu=open_gpu_probe(spec.device),
+                          cpu_energy=rapl.sample if rapl.available else None)
         with monitor:
             exit_ = run_child([sys.executable, "-m", "vaebench.child", str(request)],
                               env=child_env(spec), timeout=options.timeout)
@@ -99,6 +104,7 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
     usage = exit_.usage
     if answer is not None and "main_cpu_s" in answer:
         usage = dataclasses.replace(usage, main_cpu_s=answer["main_cpu_s"])
+    summary = monitor.summary(*((train.train_start_unix, train.train_end_unix) if train else ()))
     fingerprint = host_fingerprint()
     if answer is not None:
         fingerprint.update(answer.get("runtime", {}))
@@ -113,12 +119,26 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
         data=data,
         process=usage,
         train=train,
-        monitor=monitor.summary(),
+        monitor=summary,
         fingerprint=fingerprint,
+        **_bottleneck(spec, train, summary),
     )
     series = RunSeries(step_ms=(answer or {}).get("step_ms", []), monitor=monitor.samples)
     storage.append(options.out, record, series)
     return record
+
+
+def _bottleneck(spec: RunSpec, train: TrainMetrics | None, monitor: MonitorSummary) -> dict[str, str]:
+    if train is None or not train.warmup_steps:
+        return {}
+    found = attribute(Evidence(
+        split=train.split,
+        device=spec.device,
+        busy_fraction=train.profile_busy_fraction,
+        kernels_per_step=train.profile_kernels_per_step,
+        gpu_util_pct=monitor.gpu_util_mean,
+    ))
+    return {"bottleneck": found.kind, "bottleneck_note": str(found)}
 
 
 def _train_metrics(values: dict[str, Any], peak: float) -> TrainMetrics:

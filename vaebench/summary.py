@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .result import OK, RunRecord
+from .result import OK, RunRecord, TrainMetrics
 
 
 def _fmt(value: float, unit: str = "", digits: int = 2) -> str:
@@ -58,6 +58,8 @@ def format_run(record: RunRecord, results_path: str = "") -> str:
             f"{_fmt(100 * train.flops_frac, '%', 1)} of the measured matmul peak "
             f"{_fmt(train.peak_flops_per_s / 1e9, ' GFLOP/s', 0)}"
         )
+        lines.extend(_compile_lines(train))
+        lines.extend(_profile_lines(train))
     monitor = record.monitor
     if not math.isnan(monitor.gpu_util_mean):
         lines.append(
@@ -70,6 +72,48 @@ def format_run(record: RunRecord, results_path: str = "") -> str:
         lines.append(
             f"  CPU       {monitor.cpu_util_mean:.0f}% of all cores on average ({monitor.monitor_samples} samples)"
         )
+    lines.extend(_energy_lines(record))
+    if record.bottleneck_note:
+        lines.append(f"  verdict   {record.bottleneck_note}")
     if results_path:
         lines.append(f"  saved     {results_path}")
     return "\n".join(lines)
+
+
+def _compile_lines(train: TrainMetrics) -> list[str]:
+    if math.isnan(train.compile_s):
+        return []
+    payback = train.compile_payback_steps
+    pays = f"pays back after {payback:.0f} steps" if not math.isnan(payback) else "no payback"
+    lines = [
+        f"  compile   {train.compile_s:.1f} s, {train.compile_graphs} graph(s), {train.recompiles} recompile(s), "
+        f"{train.compile_cache or 'no'} cache; eager step {_fmt(train.eager_step_ms, ' ms', 3)} vs compiled "
+        f"{_fmt(train.step_median_ms, ' ms', 3)}: {pays}"
+    ]
+    lines.extend(f"  WARNING   {warning}" for warning in train.compile_warnings)
+    return lines
+
+
+def _profile_lines(train: TrainMetrics) -> list[str]:
+    if not train.profile_trace:
+        return []
+    return [
+        f"  profile   trace {train.profile_trace} (open in ui.perfetto.dev); busy "
+        f"{_fmt(100 * train.profile_busy_fraction, '%', 1)} [{train.profile_busy_source}], "
+        f"{_fmt(train.profile_kernels_per_step, '', 1)} kernels/step, profiler overhead "
+        f"{_fmt(train.profile_overhead_pct, '%', 1)}"
+    ]
+
+
+def _energy_lines(record: RunRecord) -> list[str]:
+    lines = []
+    train, monitor = record.train, record.monitor
+    for name, joules, source in (("GPU", monitor.gpu_energy_train_j, "NVML energy counter"),
+                                 ("CPU", monitor.cpu_energy_train_j, "RAPL packages")):
+        if train is not None and not math.isnan(joules) and train.samples_seen:
+            epochs = max(len(train.epoch_losses), 1)
+            lines.append(
+                f"  energy    {name} {joules:.1f} J while training ({source}): {joules / epochs:.1f} J/epoch, "
+                f"{1e3 * joules / train.samples_seen:.3f} mJ/sample"
+            )
+    return lines
