@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .gpm import open_gpm
 from .result import MonitorSummary, ProcessUsage
 
 Clock = Callable[[], float]
@@ -124,10 +125,13 @@ class GpuProbe:
         self.nvml = nvml
         nvml.nvmlInit()
         self.handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        self.gpm = open_gpm(nvml, self.handle)  # Hopper and newer: SM activity and occupancy
 
     def read(self) -> dict[str, float]:
         nvml, handle = self.nvml, self.handle
-        return {
+        reading = self.gpm.read() if self.gpm is not None else None
+        gpm = {"gpu_sm_activity": reading.sm_activity_pct, "gpu_sm_occupancy": reading.sm_occupancy_pct}
+        return (gpm if reading else {}) | {
             "gpu_util": _try(lambda: float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)),
             "gpu_mem_mb": _try(lambda: nvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20),
             "gpu_power_w": _try(lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0),
@@ -136,6 +140,8 @@ class GpuProbe:
         }
 
     def close(self) -> None:
+        if self.gpm is not None:
+            self.gpm.close()
         try:
             self.nvml.nvmlShutdown()
         except Exception:  # noqa: BLE001 - shutting down is best effort
@@ -296,6 +302,8 @@ def summarize(
         gpu_mem_max_mb=peak("gpu_mem_mb"),
         gpu_power_mean_w=mean("gpu_power_w"),
         gpu_sm_clock_mean_mhz=mean("gpu_sm_clock_mhz"),
+        gpu_sm_activity_mean=mean("gpu_sm_activity"),
+        gpu_sm_occupancy_mean=mean("gpu_sm_occupancy"),
         gpu_energy_j=(energy[-1] - energy[0]) / 1000.0 if len(energy) >= 2 else math.nan,
         cpu_energy_j=cpu_energy[-1] - cpu_energy[0] if len(cpu_energy) >= 2 else math.nan,
         gpu_energy_train_j=over_window("gpu_energy_mj", 1e-3),

@@ -113,6 +113,8 @@ class MonitorSummary:
     gpu_mem_max_mb: float = math.nan
     gpu_power_mean_w: float = math.nan
     gpu_sm_clock_mean_mhz: float = math.nan
+    gpu_sm_activity_mean: float = math.nan  # NVML GPM (Hopper+): share of SM cycles with work, percent
+    gpu_sm_occupancy_mean: float = math.nan  # NVML GPM: resident warps over the maximum, percent
     gpu_energy_j: float = math.nan  # NVML's energy counter over the whole child
     cpu_energy_j: float = math.nan  # RAPL packages over the whole child, where readable
     gpu_energy_train_j: float = math.nan  # over the training window only
