@@ -130,8 +130,12 @@ class GpuProbe:
     def read(self) -> dict[str, float]:
         nvml, handle = self.nvml, self.handle
         reading = self.gpm.read() if self.gpm is not None else None
-        gpm = {"gpu_sm_activity": reading.sm_activity_pct, "gpu_sm_occupancy": reading.sm_occupancy_pct}
-        return (gpm if reading else {}) | {
+        gpm = (
+            {"gpu_sm_activity": reading.sm_activity_pct, "gpu_sm_occupancy": reading.sm_occupancy_pct}
+            if reading
+            else {}
+        )
+        return gpm | {
             "gpu_util": _try(lambda: float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)),
             "gpu_mem_mb": _try(lambda: nvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20),
             "gpu_power_w": _try(lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0),
