@@ -24,8 +24,10 @@ import pandas as pd
 
 from . import plots, stats, storage
 from ._tables import markdown_table
-from .result import OK
+from .attribution import Evidence, attribute, utilization_note
+from .result import OK, StepSplit
 from .spec import SPEC_FIELDS, RunSpec, format_value, parse_value
+from .whatif import whatifs
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -54,9 +56,16 @@ OTHER_METRICS = (
     "split_copy_ms",
     "split_compute_ms",
     "split_sync_ms",
+    "split_device_copy_ms",
+    "split_device_compute_ms",
     "model_flops_per_s",
     "peak_flops_per_s",
     "flops_frac",
+    "profile_busy_fraction",
+    "profile_kernels_per_step",
+    "compile_s",
+    "gpu_energy_per_sample_mj",
+    "cpu_energy_per_sample_mj",
 )
 METRICS: tuple[str, ...] = tuple(name for name, _, _ in TABLE_METRICS) + OTHER_METRICS
 
@@ -88,6 +97,7 @@ class Report:
     figures: dict[str, Figure] = field(default_factory=dict)
     samples: dict[str, Path] = field(default_factory=dict)  # config -> its digit grid PNG
     baseline: str | None = None
+    bottlenecks: dict[str, str] = field(default_factory=dict)  # config -> what bounds it, with evidence
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -128,6 +138,7 @@ def build_report(
         figures=draw_figures(summary, table, epochs, monitors),
         samples=_sample_images(folder, table),
         baseline=baseline,
+        bottlenecks=bottlenecks(summary),
     )
 
 
@@ -160,6 +171,28 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         rows.append((spec, row))
     rows.sort(key=lambda pair: _spec_order(pair[0]))
     return pd.DataFrame([row for _, row in rows])
+
+
+def bottlenecks(summary: pd.DataFrame) -> dict[str, str]:
+    """What bounds each configuration: the attribution rules on its median step split,
+    overruled by a measured what-if where the folder holds a sibling differing in one knob."""
+    measured = whatifs(summary)
+    found = {}
+    for row in summary.to_dict("records"):
+        parts = ("data", "copy", "compute", "sync")
+        split = StepSplit(*(row.get(f"split_{part}_ms_median", math.nan) for part in parts))
+        if not all(math.isfinite(v) for v in (split.data_ms, split.compute_ms)):
+            continue
+        evidence = Evidence(
+            split=split,
+            device=row["device"],
+            busy_fraction=row.get("profile_busy_fraction_median", math.nan),
+            kernels_per_step=row.get("profile_kernels_per_step_median", math.nan),
+            gpu_util_pct=row.get("gpu_util_mean_median", math.nan),
+            whatifs=measured.get(row["config"], {}),
+        )
+        found[row["config"]] = str(attribute(evidence))
+    return found
 
 
 def parse_baseline(text: str) -> dict[str, Any]:
@@ -419,11 +452,23 @@ def render_markdown(report: Report, out: Path) -> str:
     lines += ["", _markdown(summary_table(report)), ""]
     if len(report.failed):
         lines += ["## Failed runs", "", _markdown(report.failed.fillna("")), ""]
+    lines += _bottlenecks_markdown(report)
     lines += _figures_markdown(report)
     lines += _samples_markdown(report, out)
     lines += ["## Exports", ""]
     lines += [f"- [{n}.csv]({n}.csv), [{n}.parquet]({n}.parquet)" for n in ("runs", "epochs", "summary")]
     return "\n".join(lines) + "\n"
+
+
+def _bottlenecks_markdown(report: Report) -> list[str]:
+    if not report.bottlenecks:
+        return []
+    lines = ["## What bounds each configuration", ""]
+    lines += [f"- **{config}**: {text}" for config, text in report.bottlenecks.items()]
+    utilization = report.summary.get("gpu_util_mean_median", pd.Series(dtype=float)).dropna()
+    if len(utilization):
+        lines += ["", f"> {utilization_note(float(utilization.max()))}"]
+    return lines + [""]
 
 
 def _warnings_markdown(warnings: list[ReportWarning]) -> list[str]:
