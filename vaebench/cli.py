@@ -377,6 +377,93 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+REPRODUCE_EPILOG = (
+    "A claim file (TOML) holds the published rows, the configuration they ran and the relations "
+    "to check, with tolerances; the format is documented in docs/claims.md, and the default claim "
+    "is vaebench/claims/blog-3090.toml. Exit status: 0 the runs finished (whatever the verdicts), "
+    "1 a run failed, 2 bad usage or a bad claim file."
+)
+
+
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    parser = _command(
+        sub, "reproduce",
+        "Reproduce a published GPU-vs-CPU comparison (by default the blog's RTX 3090 vs 20-core CPU): "
+        "the claim's configuration on every device here, a CPU thread sweep and what-if runs, then the "
+        "table with the published rows, relation by relation, the findings and a report folder.",
+        _cmd_reproduce,
+    )
+    parser.epilog = REPRODUCE_EPILOG
+    parser.add_argument("--quick", action="store_true",
+                        help="one epoch per run and no thread sweep: a first look in a minute or two")
+    parser.add_argument("--claim", default=None, metavar="FILE",
+                        help="claim file to check (default: the packaged blog-3090; format: docs/claims.md)")
+    parser.add_argument("--device", default=None,
+                        help="run on this device only: cpu, cuda:N (default: every CUDA GPU and the CPU)")
+    parser.add_argument("--data", default=None, choices=list(DATA_SOURCES),
+                        help="data source (default: auto = mnist if on disk, else the embedded 5k digits)")
+    parser.add_argument("--samples", type=int, default=None,
+                        help=f"samples per epoch (default: {DEFAULT.samples}, MNIST's size, as the claim ran)")
+    parser.add_argument("--force", action="store_true",
+                        help="measure again the runs already in --out (default: reuse them, like a resumed sweep)")
+    add_io_options(parser, out_default="reports/reproduce")
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from . import claim as claims
+    from . import reproduce, reproduce_report
+    from .execution import estimate_s, history_of
+    from .machine import capabilities
+    from .progress import format_duration
+    from .report import build_report, write_report
+    from .runner import InvalidRun, RunOptions, check, prepare_data
+
+    _check_io(args)
+    try:
+        claim = claims.load(args.claim)
+    except claims.ClaimError as exc:
+        raise UsageError(str(exc)) from None
+    caps = capabilities(probe_torch=args.device != "cpu")  # CUDA is asked through torch
+    devices = [args.device] if args.device else reproduce.devices_here(caps.cuda_devices)
+    base = dataclasses.replace(DEFAULT, **claim.run, data=args.data or "auto",
+                               samples=args.samples if args.samples is not None else DEFAULT.samples)
+    try:
+        for device in devices:
+            check(dataclasses.replace(base, device=device), caps)
+        base, data = prepare_data(base, args.data_dir)
+    except InvalidRun as exc:
+        raise UsageError(str(exc)) from None
+    import psutil
+
+    plan = reproduce.make_plan(claim.run, devices, quick=args.quick, data=base.data, samples=base.samples,
+                               cores=caps.logical_cores, default_threads=psutil.cpu_count(logical=False) or 1)
+    out = Path(args.out)
+    history = history_of(out)
+    total = sum(estimate_s(run.spec, history) for run in plan.runs)
+    print(f"reproduce {claim.name}: {len(plan.runs)} runs on {', '.join(devices)} with {data.source} "
+          f"({data.samples:,} samples/epoch), about {format_duration(total)}"
+          + ("" if caps.cuda_devices or args.device else "; no CUDA GPU here, so only the CPU side runs"))
+    options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz,
+                         progress=sys.stderr.isatty(), sweep="reproduce")
+    try:
+        outcome, reused = reproduce.run_plan(plan, data, options, force=args.force)
+    except ValueError as exc:  # a corrupt runs.jsonl in --out
+        raise UsageError(str(exc)) from None
+    if reused:
+        print(f"reused {reused} runs already in {out} (--force measures them again)")
+    comparison = reproduce_report.compare(claim, reproduce.collect(plan, out), quick=args.quick,
+                                          cuda_devices=sum(d.startswith("cuda") for d in devices))
+    print()
+    print(reproduce_report.render_text(comparison))
+    markdown = reproduce_report.write(comparison, out)
+    write_report(build_report(out))
+    print(f"\nReport: {markdown} (table: reproduce.csv, figure: reproduce.png; every run: {out / 'report.md'})")
+    if outcome.interrupted:
+        print("reproduce: interrupted; run the same command again to finish", file=sys.stderr)
+        return 130
+    return EXIT_FAILED if outcome.failed else EXIT_OK
+
+
 TUNE_EPILOG = (
     "Examples: vaebench tune --device cpu --budget 120s; "
     "vaebench tune --device cuda --target-loss 110 --lr-scaling sqrt. "
@@ -469,7 +556,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_run, _add_sweep, _add_env, _add_report, _add_compare, _add_tune,
+    _add_run, _add_sweep, _add_env, _add_report, _add_compare, _add_reproduce, _add_tune,
 ]
 
 

@@ -1,0 +1,142 @@
+"""`vaebench reproduce`: the plan of runs behind a claim, and running it.
+
+The plan, per device here (each CUDA GPU, then the CPU with all its cores):
+- the seed run: the claim's configuration (for the blog, the seed program's: reference
+  loader, batch 128, 10 epochs, lr 1e-3, torch's default threads), once. `--quick` runs one
+  epoch instead.
+- the what-if runs: the `tensor` and `device` loaders, and on a GPU `torch.compile` with
+  reduce-overhead, each for `SHORT_EPOCHS`, against a run of the claim's configuration of the
+  same length on the same device, so that a speed-up compares runs measured the same way.
+  Under `--quick` that short run is the seed run itself.
+- unless `--quick`, a CPU thread sweep of short runs at 1, 2, 4, ... threads up to the
+  logical core count, since only rates and the sys/user ratio matter there. The point at
+  torch's default thread count is the short run above, so it runs once.
+
+Runs already in the results folder (same configuration) are reused, like a resumed sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import storage
+from .execution import Planned, SweepOutcome, pending, run_points
+from .result import OK, DataInfo
+from .runner import RunOptions, run_once
+from .spec import DEFAULT, RunSpec
+from .sweep import Point
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SHORT_EPOCHS = 1  # what-if and sweep runs: one epoch of 60,000 samples gives steady rates and CPU times
+SEED, BASELINE, SWEEP, WHAT_IF = "seed", "baseline", "sweep", "what-if"
+ROLE_ORDER = (SEED, BASELINE, WHAT_IF, SWEEP)  # seed runs first: they are the comparison itself
+WHAT_IF_LOADERS = ("tensor", "device")
+GPU_COMPILE = "reduce-overhead"  # CUDA graphs remove the per-kernel launch cost of a tiny model
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    spec: RunSpec
+    roles: tuple[str, ...]  # a run can serve several: the quick seed run is also the baseline
+
+
+@dataclass(frozen=True)
+class Plan:
+    runs: tuple[PlannedRun, ...]
+    devices: tuple[str, ...]
+    quick: bool
+
+    def with_role(self, role: str) -> list[RunSpec]:
+        return [run.spec for run in self.runs if role in run.roles]
+
+
+def devices_here(cuda_devices: int) -> list[str]:
+    return [f"cuda:{i}" for i in range(cuda_devices)] + ["cpu"]
+
+
+def thread_counts(cores: int) -> list[int]:
+    """1, 2, 4, ... below `cores`, then `cores` itself."""
+    counts, t = [], 1
+    while t < cores:
+        counts.append(t)
+        t *= 2
+    return [*counts, max(cores, 1)]
+
+
+def make_plan(
+    run: Mapping[str, Any],
+    devices: Sequence[str],
+    *,
+    quick: bool,
+    data: str,
+    samples: int = DEFAULT.samples,
+    cores: int = 1,
+    default_threads: int = 1,
+) -> Plan:
+    """The runs for `devices`; `run` holds the claim's run fields over vaebench's defaults.
+
+    `default_threads` is the thread count torch picks on its own (the physical cores): the
+    sweep point at that count is the default-threads run and is not run a second time.
+    """
+    base = dataclasses.replace(DEFAULT, **run, data=data, samples=samples).normalized()
+    roles: dict[RunSpec, list[str]] = {}
+
+    def add(spec: RunSpec, role: str) -> None:
+        entry = roles.setdefault(spec, [])
+        if role not in entry:
+            entry.append(role)
+
+    for device in devices:
+        seed = dataclasses.replace(base, device=device, epochs=SHORT_EPOCHS if quick else base.epochs)
+        short = dataclasses.replace(seed, epochs=SHORT_EPOCHS)
+        add(seed, SEED)
+        add(short, BASELINE)
+        for loader in WHAT_IF_LOADERS:
+            if loader != base.loader:
+                add(dataclasses.replace(short, loader=loader), WHAT_IF)
+        if device.startswith("cuda") and base.compile == "off":
+            add(dataclasses.replace(short, compile=GPU_COMPILE), WHAT_IF)
+        if device == "cpu" and not quick:
+            for threads in thread_counts(cores):
+                same = short.threads == threads or (short.threads is None and threads == default_threads)
+                add(short if same else dataclasses.replace(short, threads=threads), SWEEP)
+    ordered = sorted(roles.items(), key=lambda item: min(ROLE_ORDER.index(r) for r in item[1]))
+    return Plan(tuple(PlannedRun(spec, tuple(r)) for spec, r in ordered), tuple(devices), quick)
+
+
+def run_plan(
+    plan: Plan,
+    data: DataInfo,
+    options: RunOptions,
+    *,
+    force: bool = False,
+    report: Callable[[str], None] = print,
+) -> tuple[SweepOutcome, int]:
+    """Run what the folder lacks (everything with `force`); return the outcome and the reused count."""
+    planned = [Planned(Point(run.spec, 0), data) for run in plan.runs]
+    todo, reused = pending(planned, options.out, force)
+    # run_once is looked up here, at call time, so that tests can stand in a fake runner.
+    return run_points(todo, options, force=force, report=report, run=run_once), reused
+
+
+def collect(plan: Plan, folder: str | Path) -> pd.DataFrame:
+    """The folder's latest record of each planned run, with its `roles` ("seed,baseline")."""
+    import pandas as pd
+
+    runs = storage.load_runs(folder)
+    rows = []
+    for run in plan.runs:
+        mine = runs[runs["spec_key"] == run.spec.key()] if not runs.empty else runs
+        if mine.empty:
+            continue
+        ok = mine[mine["status"] == OK]
+        latest = (ok if not ok.empty else mine).sort_values("started_at").iloc[-1].to_dict()
+        latest["roles"] = ",".join(run.roles)
+        rows.append(latest)
+    return pd.DataFrame(rows)
