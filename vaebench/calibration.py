@@ -139,3 +139,37 @@ def calibration_report(
 
 def _pct(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.1%}"
+
+
+def recommend(
+    report: CalibrationReport,
+    repeats: int,
+    *,
+    metrics: Sequence[str] = ("samples_per_s", "epoch_s"),
+) -> str:
+    """A threshold and repeat count for `compare`, read off the report, as one paragraph.
+
+    The threshold offered is the largest detectable slowdown, at `repeats` runs a side, over
+    `metrics` (compare's defaults), rounded up to a whole percent: below it a real slowdown
+    is often not significant. A slowdown close to the threshold is caught only about half the
+    time, since its measured ratio must clear the threshold too, so the advice says so.
+    """
+    chosen = [m for m in report.metrics if m.metric in metrics]
+    if not chosen:
+        return "recommendation: none; no run recorded " + " or ".join(metrics)
+    noises = [m.log_sd for m in chosen]
+    worst = max(stats.min_detectable_slowdown(s, repeats, alpha=report.alpha, power=report.power) for s in noises)
+    if not math.isfinite(worst):
+        return (
+            f"recommendation: {repeats} runs a side can never be significant at alpha "
+            f"{report.alpha:g}; use 5 or more"
+        )
+    threshold = max(math.ceil(worst * 100), 1) / 100
+    return (
+        f"recommendation: with {repeats} runs a side, use --threshold {threshold:.0%} or more "
+        f"(the slowdown {' and '.join(METRICS[m.metric].label for m in chosen)} reveal with "
+        f"{report.power:.0%} power at that count is {worst:.1%}). A true slowdown near the threshold is caught "
+        "only about half the time, since its measured ratio must clear the threshold too: to catch slowdowns "
+        "of size S nearly always, set the threshold near S/2 and the repeats where the n= column above is "
+        "below it."
+    )
