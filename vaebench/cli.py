@@ -377,6 +377,184 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+REPRODUCE_EPILOG = (
+    "A claim file (TOML) holds the published rows, the configuration they ran and the relations "
+    "to check, with tolerances; the format is documented in docs/claims.md, and the default claim "
+    "is vaebench/claims/blog-3090.toml. Exit status: 0 the runs finished (whatever the verdicts), "
+    "1 a run failed, 2 bad usage or a bad claim file."
+)
+
+
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    parser = _command(
+        sub, "reproduce",
+        "Reproduce a published GPU-vs-CPU comparison (by default the blog's RTX 3090 vs 20-core CPU): "
+        "the claim's configuration on every device here, a CPU thread sweep and what-if runs, then the "
+        "table with the published rows, relation by relation, the findings and a report folder.",
+        _cmd_reproduce,
+    )
+    parser.epilog = REPRODUCE_EPILOG
+    parser.add_argument("--quick", action="store_true",
+                        help="one epoch per run and no thread sweep: a first look in a minute or two")
+    parser.add_argument("--claim", default=None, metavar="FILE",
+                        help="claim file to check (default: the packaged blog-3090; format: docs/claims.md)")
+    parser.add_argument("--device", default=None,
+                        help="run on this device only: cpu, cuda:N (default: every CUDA GPU and the CPU)")
+    parser.add_argument("--data", default=None, choices=list(DATA_SOURCES),
+                        help="data source (default: auto = mnist if on disk, else the embedded 5k digits)")
+    parser.add_argument("--samples", type=int, default=None,
+                        help=f"samples per epoch (default: {DEFAULT.samples}, MNIST's size, as the claim ran)")
+    parser.add_argument("--force", action="store_true",
+                        help="measure again the runs already in --out (default: reuse them, like a resumed sweep)")
+    add_io_options(parser, out_default="reports/reproduce")
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from . import claim as claims
+    from . import reproduce, reproduce_report
+    from .execution import estimate_s, history_of
+    from .machine import capabilities
+    from .progress import format_duration
+    from .report import build_report, write_report
+    from .runner import InvalidRun, RunOptions, check, prepare_data
+
+    _check_io(args)
+    try:
+        claim = claims.load(args.claim)
+    except claims.ClaimError as exc:
+        raise UsageError(str(exc)) from None
+    caps = capabilities(probe_torch=args.device != "cpu")  # CUDA is asked through torch
+    devices = [args.device] if args.device else reproduce.devices_here(caps.cuda_devices)
+    base = dataclasses.replace(DEFAULT, **claim.run, data=args.data or "auto",
+                               samples=args.samples if args.samples is not None else DEFAULT.samples)
+    try:
+        for device in devices:
+            check(dataclasses.replace(base, device=device), caps)
+        base, data = prepare_data(base, args.data_dir)
+    except InvalidRun as exc:
+        raise UsageError(str(exc)) from None
+    import psutil
+
+    plan = reproduce.make_plan(claim.run, devices, quick=args.quick, data=base.data, samples=base.samples,
+                               cores=caps.logical_cores, default_threads=psutil.cpu_count(logical=False) or 1)
+    out = Path(args.out)
+    history = history_of(out)
+    total = sum(estimate_s(run.spec, history) for run in plan.runs)
+    print(f"reproduce {claim.name}: {len(plan.runs)} runs on {', '.join(devices)} with {data.source} "
+          f"({data.samples:,} samples/epoch), about {format_duration(total)}"
+          + ("" if caps.cuda_devices or args.device else "; no CUDA GPU here, so only the CPU side runs"))
+    options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz,
+                         progress=sys.stderr.isatty(), sweep="reproduce")
+    try:
+        outcome, reused = reproduce.run_plan(plan, data, options, force=args.force)
+    except ValueError as exc:  # a corrupt runs.jsonl in --out
+        raise UsageError(str(exc)) from None
+    if reused:
+        print(f"reused {reused} runs already in {out} (--force measures them again)")
+    comparison = reproduce_report.compare(claim, reproduce.collect(plan, out), quick=args.quick,
+                                          cuda_devices=sum(d.startswith("cuda") for d in devices))
+    print()
+    print(reproduce_report.render_text(comparison))
+    markdown = reproduce_report.write(comparison, out)
+    write_report(build_report(out))
+    print(f"\nReport: {markdown} (table: reproduce.csv, figure: reproduce.png; every run: {out / 'report.md'})")
+    if outcome.interrupted:
+        print("reproduce: interrupted; run the same command again to finish", file=sys.stderr)
+        return 130
+    return EXIT_FAILED if outcome.failed else EXIT_OK
+
+
+TUNE_EPILOG = (
+    "Examples: vaebench tune --device cpu --budget 120s; "
+    "vaebench tune --device cuda --target-loss 110 --lr-scaling sqrt. "
+    "Writes tune.md, tune.json and figures into --out; every isolated run is stored there, so "
+    "`vaebench report` works on it. Exit status: 0 a recommendation, 1 none, 2 bad usage."
+)
+
+
+def _add_tune(sub: argparse._SubParsersAction) -> None:
+    from .tuner import TUNE_SAMPLES
+    from .tuning import INCLUDABLE, LR_SCALINGS
+
+    parser = _command(
+        sub, "tune",
+        "Find the batch size and pipeline with the highest steady-state samples/s that does not cost "
+        "quality: a batch search (powers of two, then a refinement), the loader/workers/threads knobs at "
+        "the best batch, and a quality guard that trains the leaders and batch 128 to the same samples.",
+        _cmd_tune,
+    )
+    parser.epilog = TUNE_EPILOG
+    group = parser.add_argument_group("what to tune")
+    group.add_argument("--device", default=DEFAULT.device, help=f"cpu, cuda, cuda:N or mps (default: {DEFAULT.device})")
+    group.add_argument("--budget", default="10m", help="time for the whole tune, e.g. 120s, 10m (default: 10m); "
+                       "when it runs out the best so far is reported, and said so")
+    group.add_argument("--max-batch", type=int, default=None,
+                       help="largest batch to try (default: 65536, and never more than --samples)")
+    group.add_argument("--include", default=None, metavar="ITEMS",
+                       help=f"also try these knobs, comma list of {', '.join(INCLUDABLE)} (default: none)")
+    group.add_argument("--isolated", action="store_true",
+                       help="run every batch-search trial as its own process (slower; default: one warm "
+                       "screening process, leaders confirmed in isolated runs)")
+    for flag in ("--loader", "--threads"):
+        group.add_argument(flag, type=int if flag == "--threads" else str, default=None,
+                           help=f"start the search from this {flag[2:]} (default: the seed's)")
+    quality = parser.add_argument_group("quality guard")
+    quality.add_argument("--target-loss", type=float, default=None,
+                         help="also report time to this loss; the candidate reaching it first wins (default: none)")
+    quality.add_argument("--lr-scaling", choices=LR_SCALINGS, default="none",
+                         help="learning rate for batch b: 1e-3, times b/128 (linear) or sqrt(b/128) (default: none)")
+    quality.add_argument("--quality-samples", type=int, default=None,
+                         help="samples each candidate trains on (default: 4 epochs of --samples)")
+    quality.add_argument("--tolerance", type=parse_fraction, default=0.02,
+                         help="how much worse than batch 128's loss a pick may be, as 2%% or 0.02 (default: 2%%)")
+    data = parser.add_argument_group("input and output")
+    data.add_argument("--data", default=None, help=f"data source: {', '.join(DATA_SOURCES)} (default: auto)")
+    data.add_argument("--samples", type=int, default=TUNE_SAMPLES,
+                      help=f"samples per epoch (default: {TUNE_SAMPLES})")
+    data.add_argument("--data-dir", default=None, help="where MNIST lives (default: $VAEBENCH_DATA or "
+                      "~/.cache/vaebench/data)")
+    data.add_argument("--out", default="reports/tune", help="results folder (default: reports/tune)")
+    parser.set_defaults(timeout=None, sample_hz=10.0)
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from .machine import capabilities
+    from .runner import InvalidRun, RunOptions, check, prepare_data
+    from .tune_report import format_table, trials_frame, write
+    from .tuner import TuneSettings, tune
+    from .tuning import parse_budget, parse_include
+
+    try:
+        budget, include = parse_budget(args.budget), parse_include(args.include)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.target_loss is not None and not args.target_loss > 0:
+        raise UsageError(f"--target-loss must be positive, got {args.target_loss:g}")
+    for flag in ("max_batch", "quality_samples"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    fixed = {k: getattr(args, k) for k in ("loader", "threads", "data") if getattr(args, k) is not None}
+    base = dataclasses.replace(DEFAULT, device=args.device, samples=args.samples, **fixed)
+    _check_io(args)
+    caps = capabilities(probe_torch=base.device != "cpu")
+    try:
+        check(base, caps)
+        base, data = prepare_data(base, args.data_dir)
+    except InvalidRun as exc:
+        raise UsageError(str(exc)) from None
+    settings = TuneSettings(base=base, budget_s=budget, max_batch=args.max_batch or 65_536,
+                            target_loss=args.target_loss, lr_scaling=args.lr_scaling, include=include,
+                            quality_samples=args.quality_samples, tolerance=args.tolerance, isolated=args.isolated)
+    print(f"tune: {base.device}, {data.source} ({data.samples} samples/epoch), budget {budget:g} s", file=sys.stderr)
+    result = tune(settings, data, RunOptions(out=Path(args.out)), caps)
+    print(format_table(trials_frame(result)))
+    print(f"\nrecommendation: {result.recommendation.reason}")
+    for line in [*result.recommendation.rejected, result.search.memory_note(), *result.notes]:
+        print(f"  {line}")
+    print(f"wrote {write(result, Path(args.out))}; next: vaebench report {args.out}")
+    return EXIT_OK if result.recommendation.trial is not None else EXIT_FAILED
+
+
 CALIBRATE_EPILOG = (
     "Exit status: 0 the report was printed; 1 a run failed (the report covers the runs that "
     "succeeded, when there are two or more); 2 usage error: a bad option, a sweep file that does not "
@@ -464,7 +642,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_run, _add_sweep, _add_env, _add_report, _add_compare, _add_calibrate,
+    _add_run, _add_sweep, _add_env, _add_report, _add_compare, _add_calibrate, _add_reproduce, _add_tune,
 ]
 
 
