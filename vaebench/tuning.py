@@ -5,10 +5,11 @@ clock, so the same search runs in one warm process, as isolated runs, or against
 curve in the tests. Stdlib only.
 
 The batch search climbs powers of two from a small start. It stops at the first
-out-of-memory failure (the memory boundary), when throughput falls clearly below the best,
-when doublings stop paying (a plateau), at `max_batch`, or when the next trial would not fit
-the time left. It then measures one geometric midpoint between the best and its better
-neighbour, because the peak of a unimodal curve lies on that side.
+out-of-memory failure (the memory boundary), when two doublings in a row fail to beat the
+best by a few percent (throughput has fallen or levelled off; one slow trial may be a busy
+machine), at `max_batch`, or when the next trial would not fit the time left. It then
+measures one geometric midpoint between the best and its better neighbour, because the peak
+of a unimodal curve lies on that side.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ MIN_MEASURED_STEPS = 5  # a median of fewer is too easily one slow step
 MAX_MEASURED_STEPS = 50  # small batches: enough for a stable median, past that only start-up costs
 START_BATCH = 16
 REFERENCE_BATCH = 128  # the seed's batch size: the quality guard's yardstick
-CLEAR_DROP = 0.10  # a trial this far below the best ends the climb
+CLEAR_DROP = 0.10  # trials this far below the best are reported as a fall, not a plateau
 PLATEAU_GAIN = 0.03  # a doubling that gains less than this did not pay (noise on a busy machine)
 PLATEAU_PATIENCE = 2  # doublings in a row that did not pay before the climb stops
 KNOB_GAIN = 0.03  # a knob must beat the current best by this much to be adopted
@@ -195,14 +196,16 @@ def search_batch(
         if not trial.ok:
             result.stop_reason = f"batch {batch} failed ({trial.reason}); climb stopped there"
             break
-        if best is not None and trial.samples_per_s < best.samples_per_s * (1 - CLEAR_DROP):
-            result.stop_reason = (f"throughput at batch {batch} fell more than {CLEAR_DROP:.0%} "
-                                  f"below the best (batch {best.batch})")
-            break
         flat = 0 if best is None or trial.samples_per_s > best.samples_per_s * (1 + PLATEAU_GAIN) else flat + 1
         if flat >= PLATEAU_PATIENCE:
-            result.stop_reason = (f"{PLATEAU_PATIENCE} doublings in a row gained less than "
-                                  f"{PLATEAU_GAIN:.0%}: throughput has levelled off")
+            # One slow trial on a busy machine is not a peak: the climb stops on a second one.
+            tail = result.trials[-PLATEAU_PATIENCE:]
+            if best is not None and all(t.samples_per_s < best.samples_per_s * (1 - CLEAR_DROP) for t in tail):
+                result.stop_reason = (f"throughput fell more than {CLEAR_DROP:.0%} below the best "
+                                      f"(batch {best.batch}) {PLATEAU_PATIENCE} doublings in a row")
+            else:
+                result.stop_reason = (f"{PLATEAU_PATIENCE} doublings in a row gained less than "
+                                      f"{PLATEAU_GAIN:.0%}: throughput has levelled off")
             break
         batch *= 2
     midpoint = refine_point(result, max_batch)
