@@ -19,7 +19,9 @@ The experiment behind issue 5's "done when", run as CI would run it, from the ou
   planted check (caught when it exits 1). Exit status 2 counts as neither and is shown.
 
 Not collected by pytest (no `test_` prefix). It prints one line per try and the running
-counts, so a partial log is still a result.
+counts, so a partial log is still a result. `--analyze` runs nothing: it compares the
+finished tries of an existing `--work` folder again, e.g. with another `--threshold` or
+`--metric`, to see what a different rule would have decided on the same runs.
 """
 
 from __future__ import annotations
@@ -112,11 +114,14 @@ def run_side(root: Path, config: Path, out: Path, repeats: int) -> float:
     return time.monotonic() - start
 
 
-def compare(baseline: Path, candidate: Path, threshold: str) -> tuple[int, dict[str, object]]:
-    report = candidate.parent / f"compare-{baseline.name}-{candidate.name}.json"
+def compare(
+    baseline: Path, candidate: Path, threshold: str, metrics: list[str], folder: Path
+) -> tuple[int, dict[str, object]]:
+    report = folder / f"compare-{baseline.name}-{candidate.name}.json"
+    report.unlink(missing_ok=True)
     done = subprocess.run(
         [sys.executable, "-m", "vaebench.cli", "compare", str(baseline), str(candidate),
-         "--threshold", threshold, "--json", str(report)],
+         "--threshold", threshold, "--json", str(report), *(["--metric", *metrics] if metrics else [])],
         cwd=REPO, capture_output=True, text=True,
     )
     payload = json.loads(report.read_text()) if report.exists() else {}
@@ -138,15 +143,20 @@ def one_try(index: int, args: argparse.Namespace, roots: dict[str, Path], tally:
         for side in SIDES[shift:] + SIDES[:shift]:  # rotate who goes first each round
             seconds[side] += run_side(roots[side], args.config, outs[side], repeat)
     tally.side_s.extend(seconds.values())
-    aa_code, aa = compare(outs["A"], outs["A2"], args.threshold)
-    p_code, planted = compare(outs["A"], outs["P"], args.threshold)
+    judge(index, args, outs, tally, f"sides {' '.join(f'{s} {t:.0f}s' for s, t in seconds.items())}")
+
+
+def judge(index: int, args: argparse.Namespace, outs: dict[str, Path], tally: Tally, head: str) -> None:
+    # A re-analysis writes its JSON apart, leaving the experiment's own beside the runs.
+    folder = Path(tempfile.mkdtemp(prefix="fa-analyze-")) if args.analyze else outs["A"].parent
+    aa_code, aa = compare(outs["A"], outs["A2"], args.threshold, args.metric, folder)
+    p_code, planted = compare(outs["A"], outs["P"], args.threshold, args.metric, folder)
     tally.aa_done += 1
     tally.planted_done += 1
     tally.aa_pass += aa_code == 0
     tally.caught += p_code == 1
     tally.errors += (aa_code == 2) + (p_code == 2)
-    sides = " ".join(f"{s} {t:.0f}s" for s, t in seconds.items())
-    print(f"try {index}: sides {sides}", flush=True)
+    print(f"try {index}: {head}", flush=True)
     print(f"  A/A     exit {aa_code}: {changes(aa)}", flush=True)
     print(f"  planted exit {p_code}: {changes(planted)}", flush=True)
     print(f"  so far: A/A passed {tally.aa_pass}/{tally.aa_done}, planted caught "
@@ -160,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="sweep file of one side (default: benchmarks/ci.toml)")
     parser.add_argument("--repeats", type=int, default=None, help="runs a side (default: the file's)")
     parser.add_argument("--threshold", default="5%", help="compare's --threshold (default: 5%%)")
+    parser.add_argument("--metric", action="append", default=[],
+                        help="compare's --metric, repeatable (default: compare's own, samples/s and epoch time)")
+    parser.add_argument("--analyze", action="store_true",
+                        help="run nothing: compare the finished tries in --work again")
     parser.add_argument("--slowdown", type=float, default=0.10, help="planted share of a step (default: 0.10)")
     parser.add_argument("--ref", default="HEAD", help="git revision to snapshot (default: HEAD)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "vaebench-false-alarms",
@@ -170,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         import tomllib
 
         args.repeats = int(tomllib.loads(args.config.read_text()).get("repeats", 1))
+    if args.analyze:
+        return analyze(args)
     if args.work.exists():
         parser.error(f"{args.work} exists; give a fresh --work")
     base, planted = args.work / "base", args.work / "planted"
@@ -193,6 +209,22 @@ def main(argv: list[str] | None = None) -> int:
               f"min {min(tally.side_s):.0f} s, max {max(tally.side_s):.0f} s over {len(tally.side_s)} sides")
     print(f"A/A (identical code) passed {tally.aa_pass} of {tally.aa_done}; "
           f"planted {args.slowdown:.0%} slowdown caught {tally.caught} of {tally.planted_done}; "
+          f"exit-2 errors {tally.errors}")
+    return 0
+
+
+def analyze(args: argparse.Namespace) -> int:
+    tally = Tally()
+    for folder in sorted(args.work.glob("try-*")):
+        outs = {side: folder / side for side in SIDES}
+        runs = [len((outs[s] / "runs.jsonl").read_text().splitlines()) if (outs[s] / "runs.jsonl").exists() else 0
+                for s in SIDES]
+        if min(runs) < args.repeats:
+            print(f"{folder.name}: unfinished ({runs} runs), left out")
+            continue
+        judge(int(folder.name.split("-")[1]), args, outs, tally, "re-analyzed")
+    print(f"threshold {args.threshold}, metrics {' '.join(args.metric) or 'compare default'}: "
+          f"A/A passed {tally.aa_pass} of {tally.aa_done}; planted caught {tally.caught} of {tally.planted_done}; "
           f"exit-2 errors {tally.errors}")
     return 0
 
