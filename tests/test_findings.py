@@ -162,5 +162,13 @@ def test_contention_from_the_outside_monitor() -> None:
     assert fnd.contention([quiet]) is None  # the run itself used 90% of the machine
     finding = fnd.contention([quiet, busy])
     assert finding is not None and finding.numbers["others_pct"] == pytest.approx(72.0)
-    assert "cpu, loader=tensor, the machine's cores were 98% busy while the run itself used 26%" in finding.text
+    assert "the cpu run (loader=tensor) the machine's cores were 98% busy while the run itself used 26%" in finding.text
     assert fnd.contention([{"device": "cpu"}]) is None
+
+
+def test_threads_that_burn_cpu_without_progress() -> None:
+    finding = fnd.thread_scaling([cpu(1, 11.8, 1.38, 6831, cores=2), cpu(2, 43.1, 1.52, 1144, cores=2)])
+    assert finding is not None
+    assert "no sign of spin-waiting" in finding.text
+    assert finding.numbers["cpu_per_sample_growth"] == pytest.approx((43.1 / 11.8) / (1144 / 6831))
+    assert "user time per sample grew 21.81x" in finding.text

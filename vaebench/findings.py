@@ -96,8 +96,8 @@ def contention(rows: Sequence[Row]) -> Finding | None:
     if worst_row is None or worst < CONTENDED:
         return None
     machine = number(worst_row.get("cpu_util_mean"))
-    text = (f"Other processes competed for the CPU: during the run of {worst_row.get('device')}, "
-            f"{change_label(worst_row)}, the machine's cores were {machine:.0f}% busy while the run itself used "
+    text = (f"Other processes competed for the CPU: during the {worst_row.get('device')} run "
+            f"({change_label(worst_row)}) the machine's cores were {machine:.0f}% busy while the run itself used "
             f"{machine - worst:.0f}% of them, so times here are inflated and their ratios noisy.")
     return Finding("contention", text, {"others_pct": worst})
 
@@ -159,6 +159,11 @@ def _thread_verdict(numbers: dict[str, float], top_ratio: float, cores: int | No
     else:
         parts.append("sys does not grow faster than user, so up to this thread count there is no sign of "
                      "spin-waiting threads")
+    waste = numbers["user_growth"] / numbers["speedup"] if numbers["speedup"] > 0 else math.nan
+    if waste >= SYS_FASTER:
+        numbers["cpu_per_sample_growth"] = waste
+        parts.append(f"user time per sample grew {waste:.2f}x: the extra threads burn CPU without progress, "
+                     "spinning in user space while they wait for each other or for a core")
     if over and cores:
         a, b = by_threads[min(by_threads)], by_threads[max(by_threads)]
         switches = (number(a.get("ctx_involuntary")), number(b.get("ctx_involuntary")))
