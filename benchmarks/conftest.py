@@ -51,3 +51,11 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Asking to save or compare timings means timing: it lifts addopts' smoke mode."""
+    wants_numbers = ("benchmark_autosave", "benchmark_save", "benchmark_compare", "benchmark_json")
+    if any(config.getoption(name, default=None) for name in wants_numbers):
+        config.option.benchmark_enable = True

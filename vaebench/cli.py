@@ -206,6 +206,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"warning: {warning}")
     for row in report.failed.itertuples():
         print(f"failed: {row.run_id} {row.config}: {row.reason}")
+    for config, verdict in report.bottlenecks.items():
+        print(f"{config}: {verdict}")
     print(f"wrote {write_report(report)}")
     return EXIT_OK
 
@@ -375,6 +377,92 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         return 130
     print(f"next: vaebench report {out}")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+CALIBRATE_EPILOG = (
+    "Exit status: 0 the report was printed; 1 a run failed (the report covers the runs that "
+    "succeeded, when there are two or more); 2 usage error: a bad option, a sweep file that does not "
+    "expand to exactly one configuration, or one that cannot run here."
+)
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    parser = _command(
+        sub, "calibrate",
+        "Measure this machine's noise: run one configuration repeatedly (A/A), then print each "
+        "metric's noise floor, the smallest slowdown compare detects at 3 to 20 repeats, and a "
+        "threshold and repeat count to use. Resumable: runs already in --out are kept.",
+        _cmd_calibrate,
+    )
+    parser.epilog = CALIBRATE_EPILOG
+    parser.add_argument("--config", required=True,
+                        help="a sweep file that expands to exactly one configuration, e.g. benchmarks/ci.toml")
+    parser.add_argument("--repeats", type=int, default=10,
+                        help="A/A runs of the configuration (default: 10; fewer give an uncertain floor)")
+    parser.add_argument("--threshold", type=parse_fraction, default=0.10, metavar="T",
+                        help="the threshold to advise repeats for, as 10%% or 0.1 (default: 10%%)")
+    parser.add_argument("--out", default="reports/calibrate", help="results folder (default: reports/calibrate)")
+    parser.add_argument("--data-dir", default=None,
+                        help="where MNIST lives (default: $VAEBENCH_DATA or ~/.cache/vaebench/data)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="kill a run after this many seconds (default: none)")
+    parser.add_argument("--sample-hz", type=float, default=10.0,
+                        help="outside monitor's sampling rate (default: 10 Hz)")
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibration import calibration_report, recommend
+    from .compare import load_step_times
+    from .execution import pending, resolve_points, run_points
+    from .machine import capabilities
+    from .runner import RunOptions
+    from .storage import load_runs
+    from .sweep import SweepError, interleave, load_config, split_valid
+
+    if args.repeats < 2:
+        raise UsageError(f"--repeats must be at least 2 to see any noise, got {args.repeats}")
+    _check_io(args)
+    try:
+        config = load_config(args.config)
+    except SweepError as exc:
+        raise UsageError(str(exc)) from None
+    specs = config.specs()
+    if len(specs) != 1:
+        labels = "; ".join(s.label() or "seed configuration" for s in specs[:4]) + ("; ..." if len(specs) > 4 else "")
+        raise UsageError(f"{args.config} expands to {len(specs)} configurations ({labels}); calibrate measures "
+                         "one: give each [grid] field a single value")
+    runnable, skipped = split_valid(specs, capabilities(probe_torch=specs[0].device != "cpu"))
+    if skipped:
+        raise UsageError(f"{args.config}: cannot run here: {skipped[0].reason}")
+    planned, unavailable = resolve_points(interleave(runnable, args.repeats), args.data_dir)
+    if unavailable:
+        raise UsageError(unavailable[0][1])
+    out = Path(args.out)
+    try:
+        todo, done = pending(planned, out, force=False)
+    except ValueError as exc:  # a corrupt runs.jsonl
+        raise UsageError(str(exc)) from None
+    print(f"calibrate: {args.repeats} A/A runs of {specs[0].label() or 'seed configuration'}; "
+          f"{done} already in {out}, {len(todo)} to run")
+    options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz, sweep="calibrate")
+    outcome = run_points(todo, options)
+    if outcome.interrupted:
+        print("calibrate: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    key = planned[0].point.spec.key()
+    runs = load_runs(out)
+    runs = runs[(runs["spec_key"] == key) & (runs["repeat"] < args.repeats)]
+    ok = runs[runs["status"] == "ok"]
+    for row in runs[runs["status"] != "ok"].itertuples():
+        print(f"failed: {row.run_id}: {row.reason}", file=sys.stderr)
+    if len(ok) < 2:
+        print(f"calibrate: only {len(ok)} successful run(s); the noise needs 2 or more", file=sys.stderr)
+        return EXIT_FAILED
+    sizes = sorted({3, 5, 10, 20, config.repeats})
+    report = calibration_report(ok, repeats=sizes, series=load_step_times(out, [str(i) for i in ok["run_id"]]))
+    print(report.to_text(threshold=args.threshold))
+    print(recommend(report, config.repeats))
+    return EXIT_FAILED if len(ok) < len(runs) else EXIT_OK
 
 
 REPRODUCE_EPILOG = (
@@ -553,92 +641,6 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         print(f"  {line}")
     print(f"wrote {write(result, Path(args.out))}; next: vaebench report {args.out}")
     return EXIT_OK if result.recommendation.trial is not None else EXIT_FAILED
-
-
-CALIBRATE_EPILOG = (
-    "Exit status: 0 the report was printed; 1 a run failed (the report covers the runs that "
-    "succeeded, when there are two or more); 2 usage error: a bad option, a sweep file that does not "
-    "expand to exactly one configuration, or one that cannot run here."
-)
-
-
-def _add_calibrate(sub: argparse._SubParsersAction) -> None:
-    parser = _command(
-        sub, "calibrate",
-        "Measure this machine's noise: run one configuration repeatedly (A/A), then print each "
-        "metric's noise floor, the smallest slowdown compare detects at 3 to 20 repeats, and a "
-        "threshold and repeat count to use. Resumable: runs already in --out are kept.",
-        _cmd_calibrate,
-    )
-    parser.epilog = CALIBRATE_EPILOG
-    parser.add_argument("--config", required=True,
-                        help="a sweep file that expands to exactly one configuration, e.g. benchmarks/ci.toml")
-    parser.add_argument("--repeats", type=int, default=10,
-                        help="A/A runs of the configuration (default: 10; fewer give an uncertain floor)")
-    parser.add_argument("--threshold", type=parse_fraction, default=0.10, metavar="T",
-                        help="the threshold to advise repeats for, as 10%% or 0.1 (default: 10%%)")
-    parser.add_argument("--out", default="reports/calibrate", help="results folder (default: reports/calibrate)")
-    parser.add_argument("--data-dir", default=None,
-                        help="where MNIST lives (default: $VAEBENCH_DATA or ~/.cache/vaebench/data)")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="kill a run after this many seconds (default: none)")
-    parser.add_argument("--sample-hz", type=float, default=10.0,
-                        help="outside monitor's sampling rate (default: 10 Hz)")
-
-
-def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibration import calibration_report, recommend
-    from .compare import load_step_times
-    from .execution import pending, resolve_points, run_points
-    from .machine import capabilities
-    from .runner import RunOptions
-    from .storage import load_runs
-    from .sweep import SweepError, interleave, load_config, split_valid
-
-    if args.repeats < 2:
-        raise UsageError(f"--repeats must be at least 2 to see any noise, got {args.repeats}")
-    _check_io(args)
-    try:
-        config = load_config(args.config)
-    except SweepError as exc:
-        raise UsageError(str(exc)) from None
-    specs = config.specs()
-    if len(specs) != 1:
-        labels = "; ".join(s.label() or "seed configuration" for s in specs[:4]) + ("; ..." if len(specs) > 4 else "")
-        raise UsageError(f"{args.config} expands to {len(specs)} configurations ({labels}); calibrate measures "
-                         "one: give each [grid] field a single value")
-    runnable, skipped = split_valid(specs, capabilities(probe_torch=specs[0].device != "cpu"))
-    if skipped:
-        raise UsageError(f"{args.config}: cannot run here: {skipped[0].reason}")
-    planned, unavailable = resolve_points(interleave(runnable, args.repeats), args.data_dir)
-    if unavailable:
-        raise UsageError(unavailable[0][1])
-    out = Path(args.out)
-    try:
-        todo, done = pending(planned, out, force=False)
-    except ValueError as exc:  # a corrupt runs.jsonl
-        raise UsageError(str(exc)) from None
-    print(f"calibrate: {args.repeats} A/A runs of {specs[0].label() or 'seed configuration'}; "
-          f"{done} already in {out}, {len(todo)} to run")
-    options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz, sweep="calibrate")
-    outcome = run_points(todo, options)
-    if outcome.interrupted:
-        print("calibrate: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    key = planned[0].point.spec.key()
-    runs = load_runs(out)
-    runs = runs[(runs["spec_key"] == key) & (runs["repeat"] < args.repeats)]
-    ok = runs[runs["status"] == "ok"]
-    for row in runs[runs["status"] != "ok"].itertuples():
-        print(f"failed: {row.run_id}: {row.reason}", file=sys.stderr)
-    if len(ok) < 2:
-        print(f"calibrate: only {len(ok)} successful run(s); the noise needs 2 or more", file=sys.stderr)
-        return EXIT_FAILED
-    sizes = sorted({3, 5, 10, 20, config.repeats})
-    report = calibration_report(ok, repeats=sizes, series=load_step_times(out, [str(i) for i in ok["run_id"]]))
-    print(report.to_text(threshold=args.threshold))
-    print(recommend(report, config.repeats))
-    return EXIT_FAILED if len(ok) < len(runs) else EXIT_OK
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
