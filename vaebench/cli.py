@@ -401,13 +401,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
                         help="A/A runs of the configuration (default: 10; fewer give an uncertain floor)")
     parser.add_argument("--threshold", type=parse_fraction, default=0.10, metavar="T",
                         help="the threshold to advise repeats for, as 10%% or 0.1 (default: 10%%)")
-    parser.add_argument("--out", default="reports/calibrate", help="results folder (default: reports/calibrate)")
-    parser.add_argument("--data-dir", default=None,
-                        help="where MNIST lives (default: $VAEBENCH_DATA or ~/.cache/vaebench/data)")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="kill a run after this many seconds (default: none)")
-    parser.add_argument("--sample-hz", type=float, default=10.0,
-                        help="outside monitor's sampling rate (default: 10 Hz)")
+    add_io_options(parser, out_default="reports/calibrate")
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
