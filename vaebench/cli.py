@@ -112,7 +112,14 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
-    parser = _command(sub, "run", "Train the reference VAE once, measured, and record it.", _cmd_run)
+    parser = _command(sub, "run", "Train the reference VAE once in a fresh child process, measured from "
+                      "inside and outside, and append its record to --out/runs.jsonl.", _cmd_run)
+    parser.epilog = (
+        "Examples: `vaebench run --device cpu --epochs 1`; `vaebench run --device cuda --loader device "
+        "--profile`; `vaebench run --data synthetic --steps 200 --compile default`. Exit status: 0 the run "
+        "finished; 1 it failed (crash, out of memory, timeout), recorded as failed with its reason; "
+        "2 bad input, refused before anything ran."
+    )
     add_run_knobs(parser)
     add_io_options(parser, out_default="reports/runs")
     parser.add_argument("--profile", action="store_true", default=None,
