@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import resource
 import signal
 import statistics
 import subprocess
@@ -98,8 +97,8 @@ def _maxrss_mb(maxrss: int) -> float:
 
 
 def self_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_THREAD if hasattr(resource, "RUSAGE_THREAD") else resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """CPU time of the calling thread; `getrusage(RUSAGE_THREAD)` only moves in scheduler ticks."""
+    return time.thread_time()
 
 
 class Nvml(Protocol):
