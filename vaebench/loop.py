@@ -141,6 +141,7 @@ def train(
     on_step: Callable[[int], None] | None = None,
     out_dir: Path | None = None,
     run_id: str = "run",
+    warmup: int | None = None,
 ) -> TrainOutcome:
     t0 = clock()
     source = make_source(spec, data, torch.device(spec.device))
@@ -150,7 +151,8 @@ def train(
     t_model = clock() - t0
 
     steps_total = total_steps(spec, len(work.source))
-    warmup = warmup_steps(steps_total)
+    # A process that already trained (tune's screen) is warm: it may ask for fewer steps.
+    warmup = warmup_steps(steps_total) if warmup is None else min(warmup, steps_total // 2)
     watch = CompileWatch(work, clock) if spec.compile != "off" else None
     window = (
         ProfileWindow(out_dir or Path("."), run_id, spec.device, spec.profile_steps, start_after=warmup, clock=clock)
@@ -177,7 +179,9 @@ def train(
     metrics.update(t_import_s=t_import_s, t_data_s=t_data, t_model_s=t_model, train_start_unix=start_unix,
                    train_end_unix=end_unix)
     if watch is not None:
-        metrics.update(watch.report(metrics["step_median_ms"]))  # type: ignore[arg-type]
+        # The eager probe steps on a batch already in hand, so compare without the data wait.
+        no_wait = log.steady([step - data for step, data in zip(log.step_ms, log.data_ms, strict=True)])
+        metrics.update(watch.report(statistics.median(no_wait) if no_wait else math.nan))
     if window is not None:
         metrics.update(_profile_metrics(window, metrics["step_median_ms"]))  # type: ignore[arg-type]
     return TrainOutcome(TrainMetrics(**metrics), log.step_ms, work.model)  # type: ignore[arg-type]
@@ -285,6 +289,7 @@ class CompileWatch:
         self.eager_ms = eager_step_ms(work, clock)
 
     def report(self, compiled_step_ms: float) -> dict[str, object]:
+        """`compiled_step_ms`: the compiled run's median step without its data wait."""
         counters = compile_counters().since(self.before)
         warnings = recompile_warnings(counters)
         payback = payback_steps(counters.compile_s, self.eager_ms, compiled_step_ms)
@@ -300,6 +305,7 @@ class CompileWatch:
             "compile_cache": counters.cache,
             "compile_warnings": warnings,
             "eager_step_ms": self.eager_ms,
+            "compiled_step_ms": compiled_step_ms,
             "compile_payback_steps": payback if math.isfinite(payback) else math.nan,
         }
 

@@ -3,7 +3,7 @@
 An isolated run pays three to four seconds of Python, torch and data start-up before its
 first step; a climb over ten batch sizes would spend most of its time starting processes.
 The screen pays that once and runs every throughput trial of the search in one child, each
-with its own fresh model, optimizer and loader and the loop's own warm-up. What can leak
+with its own fresh model, optimizer and loader and a short warm-up. What can leak
 between trials (allocator caches, warm CPU caches) favours no batch size in particular, and
 the tuner confirms the leading candidates afterwards in isolated runs.
 
@@ -27,6 +27,10 @@ from .spec import RunSpec
 from .tuning import FAILED, SearchResult, Trial
 
 TRIALS_FILE = "trials.jsonl"
+# Warm-up steps of every trial in this one warm process: libraries, code paths and the
+# allocator are warm after the first trial, so two steps absorb a new batch size's first touch
+# (isolated runs keep the loop's ten).
+WARM_PROCESS_WARMUP = 2
 ANSWER_FILE = "answer.json"
 STARTUP_GRACE_S = 30.0  # the child's own start-up, on top of the search's share of the budget
 
@@ -128,7 +132,7 @@ def main(argv: list[str]) -> int:
         t0 = time.perf_counter()
         try:
             with monitor:
-                metrics = train(spec, data).metrics
+                metrics = train(spec, data, warmup=WARM_PROCESS_WARMUP).metrics
             summary = monitor.summary()
             memory = torch.cuda.max_memory_allocated() / 2**20 if spec.is_cuda else math.nan
             trial = Trial(spec=spec, samples_per_s=metrics.samples_per_s, gpu_util=summary.gpu_util_mean,
@@ -143,7 +147,7 @@ def main(argv: list[str]) -> int:
 
     deadline = time.monotonic() + float(request["budget_s"])
     result = search_batch(base, measure, max_batch=int(request["max_batch"]), start=int(request["start"]),
-                          clock=time.monotonic, deadline=deadline)
+                          clock=time.monotonic, deadline=deadline, warmup=WARM_PROCESS_WARMUP)
     (work / ANSWER_FILE).write_text(json.dumps({"stop_reason": result.stop_reason, "budget_hit": result.budget_hit}))
     return 0
 

@@ -100,17 +100,17 @@ Measure = Callable[[RunSpec], Trial]
 Clock = Callable[[], float]
 
 
-def trial_steps(batch: int, samples: int = TRIAL_SAMPLES) -> int:
-    """Total steps of a throughput trial: the loop's warm-up plus a measured tail of about
+def trial_steps(batch: int, samples: int = TRIAL_SAMPLES, warmup: int = WARMUP_STEPS) -> int:
+    """Total steps of a throughput trial: the warm-up plus a measured tail of about
     `samples` samples, clamped so small batches still give a stable median and big ones
     stay short."""
     measured = min(MAX_MEASURED_STEPS, max(MIN_MEASURED_STEPS, -(-samples // batch)))
-    return measured + min(WARMUP_STEPS, measured)
+    return measured + min(warmup, measured)
 
 
-def trial_spec(base: RunSpec, batch: int) -> RunSpec:
+def trial_spec(base: RunSpec, batch: int, warmup: int = WARMUP_STEPS) -> RunSpec:
     """`base` at `batch`, sized as a short throughput trial (epochs enough for its steps)."""
-    steps = trial_steps(batch)
+    steps = trial_steps(batch, warmup=warmup)
     per_epoch = -(-base.samples // batch)
     return dataclasses.replace(base, batch_size=batch, steps=steps, epochs=-(-steps // per_epoch))
 
@@ -162,8 +162,10 @@ def search_batch(
     clock: Clock | None = None,
     deadline: float = math.inf,
     report: Callable[[Trial], None] | None = None,
+    warmup: int = WARMUP_STEPS,
 ) -> SearchResult:
-    """Climb powers of two from `start`, then refine once around the best; see the module doc."""
+    """Climb powers of two from `start`, then refine once around the best; see the module doc.
+    `warmup` is the trials' warm-up steps: fewer suffice where one process runs them all."""
     result = SearchResult()
     now = clock or (lambda: 0.0)
 
@@ -175,7 +177,7 @@ def search_batch(
             result.budget_hit = True
             result.stop_reason = f"time budget reached before batch {batch}; best so far kept"
             return None
-        trial = dataclasses.replace(measure(trial_spec(base, batch)), stage=stage)
+        trial = dataclasses.replace(measure(trial_spec(base, batch, warmup)), stage=stage)
         result.trials.append(trial)
         if report is not None:
             report(trial)
