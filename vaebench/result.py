@@ -92,6 +92,7 @@ class TrainMetrics:
     compile_cache: str = ""  # warm, cold, partly warm: from the on-disk cache's hits and misses
     compile_warnings: list[str] = field(default_factory=list)
     eager_step_ms: float = math.nan  # median step of an uncompiled copy, for the payback
+    compiled_step_ms: float = math.nan  # the compiled run's median step less its data wait, to set beside it
     compile_payback_steps: float = math.nan
     profile_trace: str = ""  # Chrome/Perfetto JSON of the profiler window
     profile_busy_fraction: float = math.nan  # union of kernel (or, on a CPU, aten op) time over wall
@@ -269,6 +270,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "compile_cache",
     "compile_warnings",
     "eager_step_ms",
+    "compiled_step_ms",
     "compile_payback_steps",
     "profile_trace",
     "profile_busy_fraction",

@@ -88,7 +88,7 @@ def _compile_lines(train: TrainMetrics) -> list[str]:
     lines = [
         f"  compile   {train.compile_s:.1f} s, {train.compile_graphs} graph(s), {train.recompiles} recompile(s), "
         f"{train.compile_cache or 'no'} cache; eager step {_fmt(train.eager_step_ms, ' ms', 3)} vs compiled "
-        f"{_fmt(train.step_median_ms, ' ms', 3)}: {pays}"
+        f"{_fmt(train.compiled_step_ms, ' ms', 3)} (without data wait): {pays}"
     ]
     lines.extend(f"  WARNING   {warning}" for warning in train.compile_warnings)
     return lines
