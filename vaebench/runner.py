@@ -100,7 +100,10 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
     elif answer["status"] != OK:
         status, reason = FAILED, answer.get("reason", "failed without a reason")
     else:
-        train = _train_metrics(answer["metrics"], peak)
+        try:
+            train = _train_metrics(answer["metrics"], peak)
+        except (KeyError, TypeError, ValueError) as exc:  # a child of another vaebench version
+            status, reason = FAILED, f"unreadable answer from the training child: {exc}"
     usage = exit_.usage
     if answer is not None and "main_cpu_s" in answer:
         usage = dataclasses.replace(usage, main_cpu_s=answer["main_cpu_s"])
