@@ -271,7 +271,7 @@ def figure(comparison: Comparison) -> Figure | None:
                    edgecolor="white" if published else None, alpha=0.6 if published else 1.0,
                    label=name if x == 0 else None)
     labels = [f"{r['device']}\n({PUBLISHED})" if r["source"] == PUBLISHED else f"{r['device']}\n({r['data']}, "
-              f"{_fmt(r['epochs'], '{:.0f}')} epochs)"
+              f"{_fmt(r['epochs'], '{:.0f}')} epoch{'' if r['epochs'] == 1 else 's'})"
               for r in table.to_dict("records")]
     ax.set_xticks(range(len(table)), labels, fontsize=8)
     ax.set_yscale("log")
