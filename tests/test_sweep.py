@@ -118,3 +118,29 @@ def test_sweep_killed_midway_resumes_without_duplicates_or_losses(tmp_path: Path
     # A third run finds everything done and runs nothing.
     assert main(["sweep", *TINY, "--batch-size", "32,64,128", "--repeats", "2", "--out", str(out)]) == 0
     assert len(read_rows(out)) == 6
+
+
+def test_ctrl_c_keeps_what_finished_and_stops_the_running_child(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    argv = [sys.executable, "-m", "vaebench.cli", "sweep", *TINY, "--batch-size", "32,64,128", "--repeats", "2",
+            "--out", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not ((out / "runs.jsonl").exists() and read_rows(out)):
+        time.sleep(0.2)
+    time.sleep(1.0)  # into the next point's run
+    running = _child_pids()
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted" in stderr and "resume" in stderr
+    kept = read_rows(out)
+    assert 1 <= len(kept) < 6 and all(row["status"] == "ok" for row in kept)
+    assert running, "the sweep should have had a training child running when interrupted"
+    assert not running & _child_pids(), "the interrupted child outlived the sweep"
+
+
+def _child_pids() -> set[int]:
+    found = subprocess.run(["pgrep", "-f", "vaebench.child"], capture_output=True, text=True)
+    return {int(pid) for pid in found.stdout.split()}
