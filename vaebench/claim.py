@@ -19,6 +19,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+from .findings import number
 from .spec import SPEC_FIELDS, parse_value
 
 if sys.version_info >= (3, 11):
@@ -74,7 +75,7 @@ class Operand:
         if self.is_constant:
             return self.value
         row = rows.get(self.row)
-        return _number(row.get(self.figure)) if row is not None else math.nan
+        return number(row.get(self.figure)) if row is not None else math.nan
 
 
 @dataclass(frozen=True)
@@ -350,12 +351,3 @@ def _fraction(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
         raise ClaimError(f"{where} must be a fraction from 0 up to 1 (0.1 = 10%), got {value!r}")
     return float(value)
-
-
-def _number(value: Any) -> float:
-    if value is None or isinstance(value, bool):
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan

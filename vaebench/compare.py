@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from . import stats
 from ._tables import markdown_table, text_table
 from .spec import RunSpec
+from .storage import finite
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -169,7 +170,7 @@ class MetricCheck:
 
     def to_dict(self) -> dict[str, Any]:
         row = {**dataclasses.asdict(self), "label": self.info.label, "summary": str(self)}
-        return _jsonable(row)
+        return finite(row)
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ class Comparison:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(
+        return finite(
             {
                 "summary": str(self),
                 "exit_code": self.exit_code,
@@ -624,13 +625,3 @@ def _cells(check: MetricCheck) -> list[str]:
         f"{len(check.baseline_values)}/{len(check.candidate_values)}",
         check.verdict,
     ]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value

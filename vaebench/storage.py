@@ -63,7 +63,7 @@ def append(folder: str | os.PathLike[str], record: RunRecord, series: RunSeries 
 def append_row(folder: str | os.PathLike[str], row: dict[str, Any]) -> None:
     path = runs_path(folder)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(_finite(row), allow_nan=False) + "\n").encode()
+    line = (json.dumps(finite(row), allow_nan=False) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         with _locked(fd):
@@ -80,7 +80,7 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(_finite(payload), handle, allow_nan=False)
+            json.dump(finite(payload), handle, allow_nan=False)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -204,12 +204,12 @@ def _ends_torn(path: Path) -> bool:
         return handle.read(1) != b"\n"
 
 
-def _finite(value: Any) -> Any:
+def finite(value: Any) -> Any:
     """JSON has no NaN: missing measurements are stored as null."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     return value
