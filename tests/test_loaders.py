@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaebench.data import EMBEDDED_SIZE, embedded_digits, prepare
+from vaebench.data import EMBEDDED_SIZE, embedded_digits, prepare, read_idx, train_images
 from vaebench.loaders import epoch_order, make_source
 from vaebench.spec import RunSpec
 
@@ -53,3 +53,23 @@ def test_synthetic_data_has_mnist_shape(data_dir: Path) -> None:
     batches = epoch_batches(RunSpec(loader="tensor", samples=128, batch_size=128, data="synthetic"), info, 0)
     assert batches[0].shape == (128, 1, 28, 28)
     assert 0.0 <= batches[0].min() and batches[0].max() <= 1.0
+
+
+def test_idx_files_read_as_torchvision_reads_them(data) -> None:  # type: ignore[no-untyped-def]
+    from torchvision import datasets
+
+    mnist = datasets.MNIST(root=data.path, train=True, download=False)
+    assert torch.equal(torch.from_numpy(train_images(data.path).copy()), mnist.data)
+    labels = read_idx(Path(data.path) / "MNIST" / "raw" / "train-labels-idx1-ubyte")
+    assert torch.equal(torch.from_numpy(labels.copy()).long(), mnist.targets)
+
+
+def test_a_truncated_idx_file_is_refused(tmp_path: Path, data) -> None:  # type: ignore[no-untyped-def]
+    whole = (Path(data.path) / "MNIST" / "raw" / "train-images-idx3-ubyte").read_bytes()
+    cut = tmp_path / "cut-idx3-ubyte"
+    cut.write_bytes(whole[:-5])
+    with pytest.raises(ValueError, match="bytes of data for shape"):
+        read_idx(cut)
+    cut.write_bytes(b"\x00\x00\x0d\x03" + whole[4:])
+    with pytest.raises(ValueError, match="not an unsigned-byte idx"):
+        read_idx(cut)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import math
 import os
 import struct
 import tempfile
@@ -139,6 +140,24 @@ def write_layout(
     _write_idx(raw / TRAIN_LABELS, labels)
     _write_idx(raw / TEST_IMAGES, test_images)
     _write_idx(raw / TEST_LABELS, test_labels)
+
+
+def train_images(root: str | os.PathLike[str]) -> np.ndarray:
+    """The training images under root, uint8 (N, 28, 28): what torchvision's MNIST(...).data holds."""
+    return read_idx(Path(root) / "MNIST" / "raw" / TRAIN_IMAGES)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An unsigned-byte idx file, as `_write_idx` and torchvision's download leave it."""
+    with open(path, "rb") as handle:
+        zero, dtype, ndim = struct.unpack(">HBB", handle.read(4))
+        if zero != 0 or dtype != 0x08:
+            raise ValueError(f"{path}: not an unsigned-byte idx file")
+        shape = struct.unpack(f">{ndim}I", handle.read(4 * ndim))
+        array = np.frombuffer(handle.read(), dtype=np.uint8)
+    if array.size != math.prod(shape):
+        raise ValueError(f"{path}: {array.size} bytes of data for shape {shape}")
+    return array.reshape(shape)
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:

@@ -16,6 +16,7 @@ from typing import Protocol
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .data import train_images
 from .result import DataInfo
 from .spec import RunSpec
 
@@ -124,9 +125,8 @@ class DeviceSource(TensorSource):
 
 def decoded_images(data: DataInfo) -> torch.Tensor:
     """All images as float (N, 1, 28, 28) in [0, 1], converted exactly as ToTensor does."""
-    from torchvision import datasets
-
-    raw = datasets.MNIST(root=data.path, train=True, download=False).data
+    # Read without torchvision's MNIST class: about 0.2 s less in each run's set-up.
+    raw = torch.from_numpy(train_images(data.path).copy())
     return raw.unsqueeze(1).to(dtype=torch.get_default_dtype()).div(255)
 
 
