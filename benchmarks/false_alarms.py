@@ -1,6 +1,6 @@
 """How often does the CI check cry wolf, and how often does it miss a real slowdown?
 
-    python benchmarks/false_alarms.py --tries 20 --threshold 5% --work /tmp/vaebench-fa
+    python benchmarks/false_alarms.py --tries 20 --threshold 5% --metric samples_per_s --work /tmp/vaebench-fa
 
 The experiment behind issue 5's "done when", run as CI would run it, from the outside:
 
