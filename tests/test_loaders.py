@@ -6,7 +6,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaebench.data import EMBEDDED_SIZE, embedded_digits, prepare, read_idx, train_images
+from vaebench.data import (
+    EMBEDDED_SIZE,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    embedded_digits,
+    prepare,
+    raw_folder,
+    read_idx,
+    train_images,
+)
 from vaebench.loaders import epoch_order, make_source
 from vaebench.spec import RunSpec
 
@@ -59,13 +68,13 @@ def test_idx_files_read_as_torchvision_reads_them(data) -> None:  # type: ignore
     from torchvision import datasets
 
     mnist = datasets.MNIST(root=data.path, train=True, download=False)
-    assert torch.equal(torch.from_numpy(train_images(data.path).copy()), mnist.data)
-    labels = read_idx(Path(data.path) / "MNIST" / "raw" / "train-labels-idx1-ubyte")
-    assert torch.equal(torch.from_numpy(labels.copy()).long(), mnist.targets)
+    assert torch.equal(torch.from_numpy(train_images(data.path)), mnist.data)
+    labels = read_idx(raw_folder(data.path) / TRAIN_LABELS)
+    assert torch.equal(torch.from_numpy(labels).long(), mnist.targets)
 
 
 def test_a_truncated_idx_file_is_refused(tmp_path: Path, data) -> None:  # type: ignore[no-untyped-def]
-    whole = (Path(data.path) / "MNIST" / "raw" / "train-images-idx3-ubyte").read_bytes()
+    whole = (raw_folder(data.path) / TRAIN_IMAGES).read_bytes()
     cut = tmp_path / "cut-idx3-ubyte"
     cut.write_bytes(whole[:-5])
     with pytest.raises(ValueError, match="bytes of data for shape"):

@@ -70,8 +70,13 @@ def check_writable(data_dir: str | os.PathLike[str] | None) -> str | None:
     return None
 
 
+def raw_folder(root: str | os.PathLike[str]) -> Path:
+    """Where torchvision's MNIST layout keeps the idx files under a data root."""
+    return Path(root) / "MNIST" / "raw"
+
+
 def mnist_on_disk(root: Path) -> bool:
-    raw = root / "MNIST" / "raw"
+    raw = raw_folder(root)
     return all((raw / name).exists() for name in (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS))
 
 
@@ -134,7 +139,7 @@ def write_layout(
     root: Path, images: np.ndarray, labels: np.ndarray, test_images: np.ndarray, test_labels: np.ndarray
 ) -> None:
     """Write torchvision's raw MNIST layout under root, each file atomically."""
-    raw = root / "MNIST" / "raw"
+    raw = raw_folder(root)
     raw.mkdir(parents=True, exist_ok=True)
     _write_idx(raw / TRAIN_IMAGES, images)
     _write_idx(raw / TRAIN_LABELS, labels)
@@ -144,7 +149,7 @@ def write_layout(
 
 def train_images(root: str | os.PathLike[str]) -> np.ndarray:
     """The training images under root, uint8 (N, 28, 28): what torchvision's MNIST(...).data holds."""
-    return read_idx(Path(root) / "MNIST" / "raw" / TRAIN_IMAGES)
+    return read_idx(raw_folder(root) / TRAIN_IMAGES)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -154,7 +159,7 @@ def read_idx(path: Path) -> np.ndarray:
         if zero != 0 or dtype != 0x08:
             raise ValueError(f"{path}: not an unsigned-byte idx file")
         shape = struct.unpack(f">{ndim}I", handle.read(4 * ndim))
-        array = np.frombuffer(handle.read(), dtype=np.uint8)
+        array = np.fromfile(handle, dtype=np.uint8)  # writable, read once
     if array.size != math.prod(shape):
         raise ValueError(f"{path}: {array.size} bytes of data for shape {shape}")
     return array.reshape(shape)
