@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from vaebench.gpm import GpmSampler, open_gpm
+from vaebench.gpm import GPM_MIN_INTERVAL_S, GpmSampler, open_gpm
 
 
 class FakeNvmlError(Exception):
@@ -27,6 +27,7 @@ class FakeNvml:
         self.active = 0.0  # cumulative active SM cycles
         self.elapsed = 0.0
         self.freed: list[Any] = []
+        self.gets = 0
 
     def run(self, active: float, elapsed: float) -> None:
         self.active += active
@@ -44,6 +45,7 @@ class FakeNvml:
     def nvmlGpmSampleGet(self, handle: Any, sample: Any) -> Any:
         if not self.supported:
             raise FakeNvmlError("not supported")
+        self.gets += 1
         sample.active, sample.elapsed = self.active, self.elapsed
         return sample
 
@@ -61,17 +63,27 @@ class FakeNvml:
         return request
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_reads_activity_and_occupancy_over_each_interval() -> None:
-    nvml = FakeNvml()
-    sampler = open_gpm(nvml, handle=0)
+    nvml, clock = FakeNvml(), FakeClock()
+    sampler = open_gpm(nvml, handle=0, clock=clock)
     assert sampler is not None
     nvml.run(active=30, elapsed=100)
+    clock.now += 0.25
     first = sampler.read()
     assert first is not None
     assert first.sm_activity_pct == pytest.approx(30.0)
     assert first.sm_occupancy_pct == pytest.approx(15.0)
     assert "GPM" in first.source
     nvml.run(active=90, elapsed=100)
+    clock.now += 0.25
     second = sampler.read()
     assert second is not None and second.sm_activity_pct == pytest.approx(90.0)
     sampler.close()
@@ -84,8 +96,26 @@ def test_unsupported_devices_give_none() -> None:
 
 
 def test_a_metric_the_driver_refuses_gives_none() -> None:
-    nvml = FakeNvml(metric_error=3)
-    sampler = GpmSampler(nvml, handle=0)
+    nvml, clock = FakeNvml(metric_error=3), FakeClock()
+    sampler = GpmSampler(nvml, handle=0, clock=clock)
     assert sampler.start()
     nvml.run(active=1, elapsed=2)
+    clock.now += 1.0
     assert sampler.read() is None
+
+
+def test_samples_no_closer_than_the_minimum_interval() -> None:
+    assert GPM_MIN_INTERVAL_S == 0.2  # NVML asks for more than 100 ms between samples
+    nvml, clock = FakeNvml(), FakeClock()
+    sampler = open_gpm(nvml, handle=0, clock=clock)
+    assert sampler is not None and nvml.gets == 1
+    nvml.run(active=10, elapsed=100)
+    clock.now += 0.125  # a read at 8 Hz: too soon, so no reading and no NVML call
+    assert sampler.read() is None and nvml.gets == 1
+    nvml.run(active=70, elapsed=100)
+    clock.now += 0.125  # 250 ms since the start sample
+    reading = sampler.read()
+    assert reading is not None and nvml.gets == 2
+    assert reading.sm_activity_pct == pytest.approx(40.0)  # the whole 250 ms, not its last half
+    clock.now += 0.125
+    assert sampler.read() is None and nvml.gets == 2

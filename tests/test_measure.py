@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from vaebench.measure import GpuProbe, Monitor, _visible_index, run_child, summarize
+from vaebench.measure import GpuProbe, Monitor, _device_handle, _visible_id, next_tick, run_child, summarize
 
 BURN = """
 import multiprocessing, time
@@ -99,7 +99,206 @@ def test_summary_without_gpu_is_nan_not_zero() -> None:
 
 
 def test_cuda_visible_devices_renumbering() -> None:
-    assert _visible_index(0, "3,1") == 3
-    assert _visible_index(1, None) == 1
+    assert _visible_id(0, "3,1") == 3
+    assert _visible_id(1, None) == 1
+    assert _visible_id(0, "GPU-abc, 2") == "GPU-abc"
+    assert _visible_id(4, "3,1") == 4
     with pytest.raises(ValueError):
         Monitor(0.0)
+
+
+class UuidNvml:
+    """Two GPUs known by UUID; a MIG UUID, like an unknown one, is refused by the lookup."""
+
+    UUIDS = ("GPU-1111-aaaa", "GPU-2222-bbbb")
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.UUIDS)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> str:
+        if index >= len(self.UUIDS):
+            raise RuntimeError("NVML_ERROR_INVALID_ARGUMENT")
+        return f"handle{index}"
+
+    def nvmlDeviceGetUUID(self, handle: str) -> bytes:
+        return self.UUIDS[int(handle[-1])].encode()
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> str:
+        if uuid not in self.UUIDS:
+            raise RuntimeError("NVML_ERROR_NOT_FOUND")
+        return f"handle{self.UUIDS.index(uuid)}"
+
+
+def test_nvml_handle_follows_uuids_in_cuda_visible_devices() -> None:
+    nvml = UuidNvml()
+    assert _device_handle(nvml, 0, "GPU-2222-bbbb,GPU-1111-aaaa") == "handle1"
+    assert _device_handle(nvml, 1, "GPU-2222-bbbb,GPU-1111-aaaa") == "handle0"
+    assert _device_handle(nvml, 0, "GPU-2222") == "handle1"  # CUDA takes a unique prefix too
+    assert _device_handle(nvml, 0, "1,0") == "handle1"
+    # MIG instances and unknown UUIDs fall back to the CUDA ordinal instead of failing.
+    assert _device_handle(nvml, 0, "MIG-9999-cccc") == "handle0"
+    assert _device_handle(nvml, 1, "GPU-dead,GPU-beef") == "handle1"
+
+
+def test_a_gpu_probe_nvml_cannot_find_is_none_not_a_crash() -> None:
+    from vaebench.measure import open_gpu_probe
+
+    class Missing(UuidNvml):
+        shut = False
+
+        def nvmlInit(self) -> None: ...
+
+        def nvmlShutdown(self) -> None:
+            self.shut = True
+
+    nvml = Missing()
+    assert open_gpu_probe("cuda:5", nvml=nvml) is None  # type: ignore[arg-type]
+    assert nvml.shut
+
+
+WILD = 1000.0  # outside the window every reading is absurd, so any leak shows
+
+
+def wild_samples() -> list[dict[str, float]]:
+    """Start-up (t < 2), training (2 <= t <= 3) and teardown (t > 3), sampled every 0.25 s."""
+    samples = []
+    for i in range(25):
+        t = i * 0.25
+        inside = 2.0 <= t <= 3.0
+        sample = {
+            "t": t,
+            "cpu_util": 40.0 if inside else WILD,
+            "gpu_util": 60.0 + (t - 2.0) * 8 if inside else WILD,
+            "gpu_power_w": 300.0 if inside else WILD,
+            "gpu_sm_clock_mhz": 1980.0 if inside else WILD,
+            "gpu_mem_mb": 900.0 if t < 5 else 4000.0,  # the peak comes after training
+            "gpu_energy_mj": 1000.0 * t,
+        }
+        if i % 2 == 0:  # GPM only every other sample, as at 10 Hz with a 200 ms floor
+            sample |= {"gpu_sm_activity": 20.0 if inside else WILD, "gpu_sm_occupancy": 5.0 if inside else WILD}
+        samples.append(sample)
+    return samples
+
+
+def test_means_cover_the_training_window_only() -> None:
+    summary = summarize(wild_samples(), 0.25, window=(1.9, 3.1))
+    assert summary.cpu_util_mean == 40.0
+    assert summary.gpu_util_mean == pytest.approx(64.0) and summary.gpu_util_max == pytest.approx(68.0)
+    assert summary.gpu_power_mean_w == 300.0 and summary.gpu_sm_clock_mean_mhz == 1980.0
+    assert summary.gpu_sm_activity_mean == 20.0 and summary.gpu_sm_occupancy_mean == 5.0
+    assert summary.gpu_mem_max_mb == 4000.0  # memory stays whole-run
+    assert summary.gpu_energy_j == pytest.approx(6.0)  # whole child: 0 .. 6 s
+    assert summary.gpu_energy_train_j == pytest.approx(1.2)  # 1.9 .. 3.1 s
+    assert summarize(wild_samples(), 0.25).gpu_util_mean > 500  # no window: every sample
+
+
+def test_a_window_shorter_than_the_interval_takes_the_next_sample_not_the_whole_run() -> None:
+    summary = summarize(wild_samples(), 0.25, window=(2.05, 2.2))
+    assert summary.gpu_util_mean == pytest.approx(62.0)  # the sample at 2.25 s
+    assert summary.cpu_util_mean == 40.0 and summary.gpu_power_mean_w == 300.0
+    assert summary.gpu_sm_activity_mean == 20.0  # the next sample with GPM, at 2.5 s
+    late = summarize(wild_samples()[:8], 0.25, window=(2.05, 2.2))  # the monitor stopped at 1.75 s
+    assert late.gpu_util_mean == WILD and late.monitor_samples == 8
+
+
+def test_cpu_utilization_all_zero_is_unknown_not_idle() -> None:
+    samples = [{"t": 0.1 * i, "cpu_util": 0.0} for i in range(10)]  # gVisor's /proc/stat: zeros
+    assert math.isnan(summarize(samples, 0.1).cpu_util_mean)
+    assert math.isnan(summarize(samples, 0.1, window=(0.2, 0.6)).cpu_util_mean)
+    samples[3]["cpu_util"] = 12.0
+    assert summarize(samples, 0.1).cpu_util_mean == pytest.approx(1.2)
+
+
+def test_a_slow_sample_skips_the_ticks_it_overran() -> None:
+    assert next_tick(1.0, 1.02, 0.1) == pytest.approx(1.1)
+    assert next_tick(1.0, 1.35, 0.1) == pytest.approx(1.4)
+    assert next_tick(1.0, 0.99, 0.1) == pytest.approx(1.1)
+
+
+class FakeClockStop:
+    """Stands in for the monitor's stop event: waiting moves the fake clock, N waits then stop."""
+
+    def __init__(self, clock: list[float], waits: int) -> None:
+        self.clock, self.waits = clock, waits
+
+    def wait(self, timeout: float) -> bool:
+        self.clock[0] += timeout
+        self.waits -= 1
+        return self.waits < 0
+
+
+def test_monitor_loop_never_fires_back_to_back_after_a_slow_sample() -> None:
+    now = [0.0]
+    durations = iter([0.01, 0.35, 0.01, 0.01, 0.23, 0.01, 0.01, 0.01])
+    starts: list[float] = []
+
+    def slow_cpu_percent() -> list[float]:
+        starts.append(now[0])
+        now[0] += next(durations)
+        return [10.0]
+
+    monitor = Monitor(0.1, cpu_percent=slow_cpu_percent, clock=lambda: now[0])
+    monitor._stop = FakeClockStop(now, waits=8)  # type: ignore[assignment]
+    monitor._loop()
+    assert len(monitor.samples) == 8
+    # On the 0.1 s grid throughout; a slow sample skips the ticks it overran instead of
+    # firing them back to back.
+    assert [round(t, 2) for t in starts] == [0.1, 0.2, 0.6, 0.7, 0.8, 1.1, 1.2, 1.3]
+
+
+class GpmNvml(FakeNvml):
+    """FakeNvml with GPM whose SMs are always half busy; counts nvmlGpmSampleGet calls."""
+
+    class NVMLError(Exception):
+        pass
+
+    NVML_SUCCESS = 0
+    NVML_GPM_METRICS_GET_VERSION = 1
+    NVML_GPM_METRIC_SM_UTIL = 2
+    NVML_GPM_METRIC_SM_OCCUPANCY = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.util = iter(range(1000))
+        self.gets = 0
+
+    def nvmlGpmQueryDeviceSupport(self, handle: int) -> SimpleNamespace:
+        return SimpleNamespace(isSupportedDevice=1)
+
+    def nvmlGpmSampleAlloc(self) -> SimpleNamespace:
+        return SimpleNamespace()
+
+    def nvmlGpmSampleFree(self, sample: SimpleNamespace) -> None: ...
+
+    def nvmlGpmSampleGet(self, handle: int, sample: SimpleNamespace) -> SimpleNamespace:
+        self.gets += 1
+        return sample
+
+    def c_nvmlGpmMetricsGet_t(self) -> SimpleNamespace:
+        return SimpleNamespace(metrics=[SimpleNamespace(metricId=0, nvmlReturn=0, value=0.0) for _ in range(2)])
+
+    def nvmlGpmMetricsGet(self, request: SimpleNamespace) -> SimpleNamespace:
+        for metric in request.metrics:
+            metric.value = 50.0
+        return request
+
+
+def test_monitor_at_10_hz_reads_gpm_at_most_every_200_ms() -> None:
+    import random
+
+    rng = random.Random(0)
+    now = [0.0]
+    nvml = GpmNvml()
+    probe = GpuProbe(nvml, 0, clock=lambda: now[0])
+    monitor = Monitor(0.1, gpu=probe, cpu_percent=lambda: [1.0], clock=lambda: now[0])
+    assert monitor.gpu is not None and monitor.gpu.gpm is not None and nvml.gets == 1
+    monitor._t0 = 0.0
+    for tick in range(1, 31):
+        now[0] = 0.1 * tick + rng.uniform(0.0, 0.004)  # the thread wakes a little late
+        monitor.sample_once()
+    gpm_times = [0.0] + [s["t"] for s in monitor.samples if "gpu_sm_activity" in s]
+    assert nvml.gets == len(gpm_times)  # a sample without a fresh reading lacks the keys
+    assert min(b - a for a, b in zip(gpm_times, gpm_times[1:], strict=False)) >= 0.2
+    assert 10 <= len(gpm_times) - 1 <= 15  # every 200-300 ms over 3 s
+    assert all("gpu_util" in s for s in monitor.samples)
+    assert all(s["gpu_sm_activity"] == pytest.approx(50.0) for s in monitor.samples if "gpu_sm_activity" in s)

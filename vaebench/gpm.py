@@ -5,14 +5,21 @@ SM activity is the share of SM cycles with work resident, occupancy the resident
 the most the SMs could hold. Both are averages between two samples, so a reading needs a
 start sample and an end sample. Where the driver or GPU lacks GPM every call gives None.
 The NVML module is passed in (pynvml, or a fake in tests).
+
+NVML's GPM documentation asks for more than 100 ms between `nvmlGpmSampleGet` calls (the
+driver refreshes its counters at that rate), so a sampler takes a new sample only when
+`GPM_MIN_INTERVAL_S` has passed since the last one, whatever rate its caller reads at.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 SOURCE = "NVML GPM (SM activity: share of SM cycles with a warp resident; occupancy: warps / max)"
+GPM_MIN_INTERVAL_S = 0.2  # twice NVML's 100 ms floor, so timer jitter never brings two samples closer
 
 
 @dataclass(frozen=True)
@@ -23,12 +30,26 @@ class GpmReading:
 
 
 class GpmSampler:
-    """Between `start()` and each `read()`: SM activity and occupancy over that interval."""
+    """Between `start()` and each `read()`: SM activity and occupancy over that interval.
 
-    def __init__(self, nvml: Any, handle: Any) -> None:
+    A `read()` sooner than `min_interval_s` after the last `nvmlGpmSampleGet` gives None and
+    leaves the start sample in place, so the next read covers the whole interval.
+    """
+
+    def __init__(
+        self,
+        nvml: Any,
+        handle: Any,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        min_interval_s: float = GPM_MIN_INTERVAL_S,
+    ) -> None:
         self._nvml = nvml
         self._handle = handle
+        self._clock = clock
+        self._min_interval_s = min_interval_s
         self._samples: list[Any] = []
+        self._last_get = float("-inf")  # when nvmlGpmSampleGet was last called
 
     def start(self) -> bool:
         """Take the first sample; False (and every read None) when GPM is unavailable."""
@@ -38,12 +59,17 @@ class GpmSampler:
         except self._nvml.NVMLError:
             self.close()
             return False
+        self._last_get = self._clock()
         return True
 
     def read(self) -> GpmReading | None:
         """Metrics since the previous sample; this sample becomes the next start."""
         if not self._samples:
             return None
+        now = self._clock()
+        if now - self._last_get < self._min_interval_s:
+            return None
+        self._last_get = now
         nvml = self._nvml
         first, second = self._samples
         try:
@@ -71,12 +97,12 @@ class GpmSampler:
         self._samples = []
 
 
-def open_gpm(nvml: Any, handle: Any) -> GpmSampler | None:
+def open_gpm(nvml: Any, handle: Any, clock: Callable[[], float] = time.monotonic) -> GpmSampler | None:
     """A started sampler, or None where the GPU, driver or NVML bindings lack GPM."""
     try:
         if not nvml.nvmlGpmQueryDeviceSupport(handle).isSupportedDevice:
             return None
     except Exception:  # noqa: BLE001 - old bindings lack the call, old GPUs refuse it
         return None
-    sampler = GpmSampler(nvml, handle)
+    sampler = GpmSampler(nvml, handle, clock=clock)
     return sampler if sampler.start() else None

@@ -12,13 +12,20 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .spec import Capabilities
 
-THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "KMP_AFFINITY", "OMP_PROC_BIND")
+THREAD_ENV_VARS = (
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "KMP_AFFINITY", "OMP_PROC_BIND",
+    "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "LD_PRELOAD",
+)
+# The pool sizes a child's `threads` sets; the rest of THREAD_ENV_VARS pass through untouched.
+THREAD_COUNT_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+GVISOR = "gvisor"
 # The fields whose difference makes two records incomparable for timing.
 COMPARABLE_FIELDS = ("cpu_model", "logical_cores", "gpu_name", "torch", "cuda", "threads_env")
 
@@ -33,9 +40,11 @@ def host_fingerprint() -> dict[str, Any]:
         "logical_cores": psutil.cpu_count(logical=True),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "os": f"{platform.system()} {platform.release()}",
+        "kernel": platform.release(),
+        "sandbox": sandbox(platform.release(), _read_text("/proc/version")),
         "python": platform.python_version(),
-        "torch": _version("torch"),
-        "torchvision": _version("torchvision"),
+        "torch": package_version("torch"),
+        "torchvision": package_version("torchvision"),
         "vaebench": __version__,
         "git_commit": git_commit(),
         "threads_env": threads_env(),
@@ -65,6 +74,36 @@ def threads_env() -> str:
     return ",".join(f"{k}={os.environ[k]}" for k in THREAD_ENV_VARS if k in os.environ)
 
 
+def thread_env(threads: int | None) -> dict[str, str]:
+    """The variables that size a child's OpenMP and BLAS pools; `None` leaves the inherited ones."""
+    return {} if threads is None else {name: str(threads) for name in THREAD_COUNT_VARS}
+
+
+def child_process_env(threads: int | None) -> dict[str, str]:
+    """The environment of every vaebench child that loads torch (a run, a screen, the peak probe).
+
+    The thread variables must be in place before torch loads, and CUDA_DEVICE_ORDER makes CUDA
+    ordinals match NVML's indices, which the parent's monitor uses.
+    """
+    env = dict(os.environ) | thread_env(threads)
+    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    env["PYTHONUNBUFFERED"] = "1"
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def sandbox(release: str, proc_version: str) -> str:
+    """"gvisor" when the kernel strings are gVisor's, else "".
+
+    gVisor's Sentry reports release 4.4.0 (a real 4.4 kernel adds a suffix, `4.4.0-210-generic`)
+    and a /proc/version dated Sun Jan 10 15:06:54 PST 2016. Under it /proc/stat reads zeros
+    and rusage is the Sentry's own accounting.
+    """
+    gvisor_version = "Sun Jan 10 15:06:54 PST 2016" in proc_version or "gvisor" in proc_version.lower()
+    return GVISOR if release.strip() == "4.4.0" or gvisor_version else ""
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -76,6 +115,7 @@ def cpu_model() -> str:
 
 
 def gpu_fingerprint() -> dict[str, Any]:
+    """GPU names, count, driver and power limits through NVML; a refused call leaves its field empty."""
     try:
         import pynvml
 
@@ -83,25 +123,48 @@ def gpu_fingerprint() -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - no NVIDIA driver: no GPU fields
         return {"gpu_name": "", "gpu_count": 0}
     try:
-        count = pynvml.nvmlDeviceGetCount()
-        names, limits = [], []
-        for index in range(count):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            name = pynvml.nvmlDeviceGetName(handle)
-            names.append(name.decode() if isinstance(name, bytes) else name)
-            try:
-                limits.append(str(pynvml.nvmlDeviceGetPowerManagementLimit(handle) // 1000))
-            except Exception:  # noqa: BLE001
-                limits.append("")
-        driver = pynvml.nvmlSystemGetDriverVersion()
+        count = _nvml_try(pynvml.nvmlDeviceGetCount)
+        count = count if isinstance(count, int) else 0
+        devices = [_device_fields(pynvml, index) for index in range(count)]
         return {
-            "gpu_name": ";".join(names),
+            "gpu_name": ";".join(name for name, _ in devices),
             "gpu_count": count,
-            "gpu_driver": driver.decode() if isinstance(driver, bytes) else driver,
-            "gpu_power_limit_w": ";".join(limits),
+            "gpu_driver": _text(_nvml_try(pynvml.nvmlSystemGetDriverVersion)),
+            "gpu_power_limit_w": ";".join(limit for _, limit in devices),
         }
     finally:
-        pynvml.nvmlShutdown()
+        _nvml_try(pynvml.nvmlShutdown)
+
+
+def _device_fields(nvml: Any, index: int) -> tuple[str, str]:
+    """One GPU's name and power limit in watts, "" for each NVML refuses."""
+    handle = _nvml_try(nvml.nvmlDeviceGetHandleByIndex, index)
+    if handle is None:
+        return "", ""
+    name = _text(_nvml_try(nvml.nvmlDeviceGetName, handle))
+    limit_mw = _nvml_try(nvml.nvmlDeviceGetPowerManagementLimit, handle)
+    return name, str(limit_mw // 1000) if isinstance(limit_mw, int) else ""
+
+
+def _nvml_try(call: Callable[..., Any], *args: Any) -> Any:
+    """`call(*args)`, or None where NVML refuses it (sandboxes and old drivers refuse some queries)."""
+    try:
+        return call(*args)
+    except Exception:  # noqa: BLE001 - pynvml raises one error class per refusal
+        return None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return value if isinstance(value, str) else ""
+
+
+def _read_text(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
 
 
 @functools.lru_cache(maxsize=1)
@@ -140,7 +203,7 @@ def cache_dir() -> Path:
     return Path(base)
 
 
-def _version(package: str) -> str:
+def package_version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .gpm import open_gpm
+from .gpm import GpmSampler, open_gpm
 from .result import MonitorSummary, ProcessUsage
 
 Clock = Callable[[], float]
@@ -107,6 +107,9 @@ class Nvml(Protocol):
     def nvmlInit(self) -> None: ...
     def nvmlShutdown(self) -> None: ...
     def nvmlDeviceGetHandleByIndex(self, index: int) -> Any: ...
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> Any: ...
+    def nvmlDeviceGetCount(self) -> int: ...
+    def nvmlDeviceGetUUID(self, handle: Any) -> str: ...
     def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Any: ...
     def nvmlDeviceGetMemoryInfo(self, handle: Any) -> Any: ...
     def nvmlDeviceGetPowerUsage(self, handle: Any) -> int: ...
@@ -120,27 +123,37 @@ NVML_CLOCK_SM = 1
 class GpuProbe:
     """Reads one GPU through NVML; each reading that the driver refuses becomes NaN."""
 
-    def __init__(self, nvml: Nvml, index: int) -> None:
+    def __init__(self, nvml: Nvml, index: int, visible: str | None = None, clock: Clock = time.monotonic) -> None:
+        """`index` is the CUDA ordinal; `visible` the CUDA_VISIBLE_DEVICES that numbers it."""
         self.nvml = nvml
+        self.gpm: GpmSampler | None = None
         nvml.nvmlInit()
-        self.handle = nvml.nvmlDeviceGetHandleByIndex(index)
-        self.gpm = open_gpm(nvml, self.handle)  # Hopper and newer: SM activity and occupancy
+        try:
+            self.handle = _device_handle(nvml, index, visible)
+        except Exception:
+            self.close()
+            raise
+        self.gpm = open_gpm(nvml, self.handle, clock)  # Hopper and newer: SM activity and occupancy
 
     def read(self) -> dict[str, float]:
+        """This instant's readings; the GPM keys only when a fresh GPM interval has closed."""
         nvml, handle = self.nvml, self.handle
-        reading = self.gpm.read() if self.gpm is not None else None
-        gpm = (
-            {"gpu_sm_activity": reading.sm_activity_pct, "gpu_sm_occupancy": reading.sm_occupancy_pct}
-            if reading
-            else {}
-        )
-        return gpm | {
+        return self._read_gpm() | {
             "gpu_util": _try(lambda: float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)),
             "gpu_mem_mb": _try(lambda: nvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20),
             "gpu_power_w": _try(lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0),
             "gpu_sm_clock_mhz": _try(lambda: float(nvml.nvmlDeviceGetClockInfo(handle, NVML_CLOCK_SM))),
             "gpu_energy_mj": _try(lambda: float(nvml.nvmlDeviceGetTotalEnergyConsumption(handle))),
         }
+
+    def _read_gpm(self) -> dict[str, float]:
+        try:
+            reading = self.gpm.read() if self.gpm is not None else None
+        except Exception:  # noqa: BLE001 - an exception here would end the monitor thread
+            reading = None
+        if reading is None:
+            return {}
+        return {"gpu_sm_activity": reading.sm_activity_pct, "gpu_sm_occupancy": reading.sm_occupancy_pct}
 
     def close(self) -> None:
         if self.gpm is not None:
@@ -163,26 +176,55 @@ def open_gpu_probe(device: str, nvml: Nvml | None = None) -> GpuProbe | None:
     if not device.startswith("cuda"):
         return None
     index = int(device.split(":")[1]) if ":" in device else 0
-    index = _visible_index(index, os.environ.get("CUDA_VISIBLE_DEVICES"))
     try:
         if nvml is None:
             import pynvml as nvml_module
 
             nvml = nvml_module
         assert nvml is not None
-        return GpuProbe(nvml, index)
+        return GpuProbe(nvml, index, os.environ.get("CUDA_VISIBLE_DEVICES"))
     except Exception:  # noqa: BLE001 - no driver, no library: the run goes on unmonitored
         return None
 
 
-def _visible_index(index: int, visible: str | None) -> int:
-    """Map a CUDA ordinal to the NVML index when CUDA_VISIBLE_DEVICES renumbers devices."""
-    if not visible:
+def _visible_id(index: int, visible: str | None) -> int | str:
+    """The CUDA_VISIBLE_DEVICES entry behind CUDA ordinal `index`: an NVML index or a UUID."""
+    ids = [part.strip() for part in (visible or "").split(",") if part.strip()]
+    if index >= len(ids):
         return index
-    ids = [part.strip() for part in visible.split(",") if part.strip()]
-    if index < len(ids) and ids[index].isdigit():
-        return int(ids[index])
-    return index
+    return int(ids[index]) if ids[index].isdigit() else ids[index]
+
+
+def _device_handle(nvml: Nvml, index: int, visible: str | None) -> Any:
+    """NVML's handle for CUDA ordinal `index` (CUDA_DEVICE_ORDER=PCI_BUS_ID makes them agree)."""
+    entry = _visible_id(index, visible)
+    if isinstance(entry, int):
+        return nvml.nvmlDeviceGetHandleByIndex(entry)
+    if entry.startswith("GPU-"):
+        handle = _handle_by_uuid(nvml, entry)
+        if handle is not None:
+            return handle
+    # A MIG instance (MIG-...) or an id NVML does not know: the ordinal, which may name the parent GPU.
+    return nvml.nvmlDeviceGetHandleByIndex(index)
+
+
+def _handle_by_uuid(nvml: Nvml, uuid: str) -> Any | None:
+    try:
+        return nvml.nvmlDeviceGetHandleByUUID(uuid)
+    except Exception:  # noqa: BLE001 - NVML wants the whole UUID; CUDA also takes a unique prefix
+        pass
+    try:
+        for i in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(i)
+            if _text(nvml.nvmlDeviceGetUUID(handle)).startswith(uuid):
+                return handle
+    except Exception:  # noqa: BLE001 - the caller falls back to the ordinal
+        pass
+    return None
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class Monitor:
@@ -190,7 +232,8 @@ class Monitor:
 
     Every sample is kept with its timestamp (seconds since `start`). psutil's per-core
     figures are each the share of the interval since the previous call, so the first
-    sample is taken to prime the counters and dropped.
+    sample is taken to prime the counters and dropped. A sample that overruns its tick
+    (NVML can be slow, in a sandbox especially) skips the ticks it missed.
     """
 
     def __init__(
@@ -255,14 +298,22 @@ class Monitor:
         return sample
 
     def _loop(self) -> None:
-        next_at = self.clock() + self.interval_s
-        while not self._stop.wait(max(0.0, next_at - self.clock())):
+        due = self.clock() + self.interval_s
+        while not self._stop.wait(max(0.0, due - self.clock())):
             self.sample_once()
-            next_at += self.interval_s
+            due = next_tick(due, self.clock(), self.interval_s)
 
     def summary(self, train_start_unix: float = math.nan, train_end_unix: float = math.nan) -> MonitorSummary:
         window = (train_start_unix - self.t0_unix, train_end_unix - self.t0_unix)
         return summarize(self.samples, self.interval_s, window)
+
+
+def next_tick(due: float, now: float, interval_s: float) -> float:
+    """The first tick after `now` on the grid through `due`: a slow sample skips the ticks it
+    overran instead of firing them back to back (close samples would tell nothing new, and
+    GPM and psutil need time between reads)."""
+    overrun = max(0, math.floor((now - due) / interval_s))
+    return due + (overrun + 1) * interval_s
 
 
 def counter_at(samples: list[dict[str, Any]], key: str, t: float) -> float:
@@ -279,8 +330,17 @@ def counter_at(samples: list[dict[str, Any]], key: str, t: float) -> float:
 def summarize(
     samples: list[dict[str, Any]], interval_s: float, window: tuple[float, float] = (math.nan, math.nan)
 ) -> MonitorSummary:
+    """The monitor's figures; `window` is the training's (start, end) in seconds of sample time.
+
+    With a finite window, the utilization, power, clock and GPM figures cover the samples
+    inside it (see `window_values`), so process start-up, compile and teardown do not dilute
+    them; without one they cover every sample. Peak memory and the whole-child energy always
+    cover every sample; the `_train_` energies interpolate the counters at the window's ends.
+    """
+    windowed = all(math.isfinite(edge) for edge in window)
+
     def column(name: str) -> list[float]:
-        return [s[name] for s in samples if name in s and s[name] is not None and not math.isnan(s[name])]
+        return window_values(samples, name, window) if windowed else _values(samples, name)
 
     def mean(name: str) -> float:
         values = column(name)
@@ -290,8 +350,9 @@ def summarize(
         values = column(name)
         return max(values) if values else math.nan
 
-    energy = column("gpu_energy_mj")
-    cpu_energy = column("cpu_energy_j")
+    memory = _values(samples, "gpu_mem_mb")
+    energy = _values(samples, "gpu_energy_mj")
+    cpu_energy = _values(samples, "cpu_energy_j")
 
     def over_window(key: str, scale: float) -> float:
         return (counter_at(samples, key, window[1]) - counter_at(samples, key, window[0])) * scale
@@ -299,10 +360,10 @@ def summarize(
     return MonitorSummary(
         monitor_samples=len(samples),
         interval_s=interval_s,
-        cpu_util_mean=mean("cpu_util"),
+        cpu_util_mean=cpu_mean(column("cpu_util")),
         gpu_util_mean=mean("gpu_util"),
         gpu_util_max=peak("gpu_util"),
-        gpu_mem_max_mb=peak("gpu_mem_mb"),
+        gpu_mem_max_mb=max(memory) if memory else math.nan,
         gpu_power_mean_w=mean("gpu_power_w"),
         gpu_sm_clock_mean_mhz=mean("gpu_sm_clock_mhz"),
         gpu_sm_activity_mean=mean("gpu_sm_activity"),
@@ -312,6 +373,42 @@ def summarize(
         gpu_energy_train_j=over_window("gpu_energy_mj", 1e-3),
         cpu_energy_train_j=over_window("cpu_energy_j", 1.0),
     )
+
+
+def window_values(samples: list[dict[str, Any]], key: str, window: tuple[float, float]) -> list[float]:
+    """`key` at the samples whose `t` lies in `window`; if none does, at the first one after its start.
+
+    A sample describes the interval before it (psutil and GPM since the previous read, NVML
+    utilization over its own last period), so for a window shorter than the sampling
+    interval the first sample after its start is the one whose interval holds it. Should the
+    window begin after the last sample, the last sample is the nearest.
+    """
+    start, end = window
+    timed = [(s["t"], s[key]) for s in samples if _present(s.get(key))]
+    inside = [value for t, value in timed if start <= t <= end]
+    if inside:
+        return inside
+    after = [value for t, value in timed if t >= start]
+    return after[:1] or [value for _, value in timed[-1:]]
+
+
+def cpu_mean(values: list[float]) -> float:
+    """Mean CPU utilization, NaN where every sample is exactly zero.
+
+    While the child trains some core is busy, so all zeros mean the counters do not move:
+    gVisor's /proc/stat reads all zeros, and psutil then reports 0% on every core.
+    """
+    if not values or all(value == 0.0 for value in values):
+        return math.nan
+    return statistics.fmean(values)
+
+
+def _values(samples: list[dict[str, Any]], key: str) -> list[float]:
+    return [s[key] for s in samples if _present(s.get(key))]
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not math.isnan(value)
 
 
 def _psutil_per_core() -> Callable[[], list[float]]:

@@ -2,7 +2,8 @@
 
 Measured in its own child process (`python -m vaebench.peak DEVICE DTYPE THREADS`) so the
 measured run never pays for it, and cached under the vaebench cache folder keyed by CPU or
-GPU, torch version, dtype and threads.
+GPU, torch version, dtype and threads. A failed measurement is NaN and is not cached, so
+the next run tries again.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .machine import cache_dir, cpu_model, gpu_fingerprint, host_fingerprint
+from .machine import cache_dir, child_process_env, cpu_model, gpu_fingerprint, package_version
 from .spec import RunSpec
 
 CPU_SIZE = 1024  # big enough to reach BLAS's steady speed, small enough for a second's work
@@ -27,7 +28,7 @@ def peak_key(spec: RunSpec) -> str:
     where = gpu_fingerprint().get("gpu_name", "") if spec.is_cuda else cpu_model()
     dtype = "fp32" if spec.amp == "off" else spec.amp
     threads = spec.threads or os.cpu_count()
-    return f"{spec.device}|{where}|torch {host_fingerprint()['torch']}|{dtype}|threads {threads}"
+    return f"{spec.device}|{where}|torch {package_version('torch')}|{dtype}|threads {threads}"
 
 
 def cached_peak(spec: RunSpec, *, measure: bool = True, timeout: float = 120.0) -> float:
@@ -35,19 +36,10 @@ def cached_peak(spec: RunSpec, *, measure: bool = True, timeout: float = 120.0) 
     path = cache_dir() / "peak_flops.json"
     key = peak_key(spec)
     cache = _read(path)
-    if key in cache or not measure:
+    if _usable(cache.get(key)) or not measure:
         return float(cache.get(key, math.nan))
-    dtype = "fp32" if spec.amp == "off" else spec.amp
-    env = dict(os.environ)
-    if spec.threads is not None:
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(spec.threads)
-    try:
-        out = subprocess.run(
-            [sys.executable, "-m", "vaebench.peak", spec.device, dtype], env=env, capture_output=True,
-            text=True, timeout=timeout, check=True,
-        )
-        value = float(out.stdout.strip().splitlines()[-1])
-    except (subprocess.SubprocessError, ValueError, IndexError):
+    value = _probe(spec, timeout)
+    if not _usable(value):
         return math.nan
     cache[key] = value
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,6 +47,33 @@ def cached_peak(spec: RunSpec, *, measure: bool = True, timeout: float = 120.0) 
     tmp.write_text(json.dumps(cache, indent=1))
     os.replace(tmp, path)
     return value
+
+
+def _probe(spec: RunSpec, timeout: float) -> float:
+    """Measure in a child with the run's own environment; NaN, with a line on stderr, on failure."""
+    dtype = "fp32" if spec.amp == "off" else spec.amp
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "vaebench.peak", spec.device, dtype], env=child_process_env(spec.threads),
+            capture_output=True, text=True, timeout=timeout, check=True,
+        )
+        value = float(out.stdout.strip().splitlines()[-1])
+        if not _usable(value):
+            raise ValueError(f"the probe printed {value}")
+        return value
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+        print(f"vaebench: the matmul peak probe failed ({_why(exc)}); flops_frac will be n/a", file=sys.stderr)
+        return math.nan
+
+
+def _why(exc: Exception) -> str:
+    stderr = getattr(exc, "stderr", None)
+    last = stderr.strip().splitlines()[-1:] if isinstance(stderr, str) else []
+    return f"{type(exc).__name__}: {last[0] if last else exc}"
+
+
+def _usable(value: object) -> bool:
+    return isinstance(value, float | int) and math.isfinite(value) and value > 0
 
 
 def measure(device: str, dtype: str) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
+import math
 import signal
 import sys
 import tempfile
@@ -24,7 +24,7 @@ from typing import Any
 from . import storage
 from .attribution import Evidence, attribute
 from .data import DataUnavailable, check_writable, prepare
-from .machine import capabilities, host_fingerprint
+from .machine import capabilities, child_process_env, host_fingerprint
 from .measure import Monitor, open_gpu_probe, run_child
 from .peak import cached_peak
 from .rapl import EnergyMeter
@@ -53,16 +53,8 @@ def new_run_id() -> str:
 
 
 def child_env(spec: RunSpec) -> dict[str, str]:
-    """The child's environment: thread settings must be in place before torch loads."""
-    env = dict(os.environ)
-    if spec.threads is not None:
-        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            env[name] = str(spec.threads)
-    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # CUDA ordinals then match NVML's
-    env["PYTHONUNBUFFERED"] = "1"
-    package_root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
-    return env
+    """The training child's environment, as `machine.child_process_env` builds it for the spec."""
+    return child_process_env(spec.threads)
 
 
 def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
@@ -132,12 +124,14 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
 
 
 def _bottleneck(spec: RunSpec, train: TrainMetrics | None, monitor: MonitorSummary) -> dict[str, str]:
-    if train is None or not train.warmup_steps:
+    if train is None or not train.warmup_steps or math.isnan(train.split.compute_ms):  # uninstrumented: no split
         return {}
     found = attribute(Evidence(
         split=train.split,
         device=spec.device,
         busy_fraction=train.profile_busy_fraction,
+        busy_source=train.profile_busy_source,
+        amp=spec.amp,
         kernels_per_step=train.profile_kernels_per_step,
         gpu_util_pct=monitor.gpu_util_mean,
     ))

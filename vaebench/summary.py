@@ -28,6 +28,12 @@ def format_run(record: RunRecord, results_path: str = "") -> str:
             f"  time      real {usage.real_s:.3f} s   user {usage.user_s:.3f} s   sys {usage.sys_s:.3f} s"
             f"   %CPU {usage.cpu_pct:.0f}%   peak RSS {usage.peak_rss_mb:.0f} MB"
         )
+    sandbox = record.fingerprint.get("sandbox")
+    if sandbox:
+        lines.append(
+            f"  sandbox   {sandbox}: sys time and context switches are the sandbox's own accounting, "
+            "not the host kernel's"
+        )
     train = record.train
     if train is not None:
         lines.append(
