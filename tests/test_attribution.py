@@ -14,6 +14,7 @@ from vaebench.attribution import (
     utilization_note,
 )
 from vaebench.result import StepSplit
+from vaebench.trace import CPU_SOURCE, DEVICE_SOURCE, NO_DEVICE_SOURCE
 
 
 def split(data: float, copy: float, compute: float, sync: float) -> StepSplit:
@@ -93,4 +94,35 @@ def test_utilization_note_warns_against_reading_it_as_efficiency() -> None:
     note = utilization_note(93.0)
     assert "93%" in note and "not how much" in note and "compute efficiency" in note
     assert "busy fraction" in utilization_note(93.0, busy_fraction=0.41)
+    assert "memcpy" in utilization_note(93.0, busy_fraction=0.41)
     assert "41%" in utilization_note(93.0, busy_fraction=0.41)
+
+
+def test_a_host_op_share_is_not_device_busy_on_a_gpu_run() -> None:
+    # The same split reads as compute bound with a real device busy of 90%...
+    busy = attribute(Evidence(split(0.1, 0.1, 5.0, 0.3), "cuda", busy_fraction=0.9, busy_source=DEVICE_SOURCE))
+    assert busy.kind == COMPUTE
+    # ...but an aten-op share (an old CUDA record whose trace had no device rows) is ignored.
+    ev = Evidence(split(0.1, 0.1, 5.0, 0.3), "cuda", busy_fraction=0.9, busy_source=CPU_SOURCE)
+    assert math.isnan(ev.busy)
+    found = attribute(ev)
+    assert found.kind == LAUNCH and "busy 90%" not in str(found) and "idle" not in str(found)
+    assert "aten-op share, not the GPU's" in str(found)
+
+
+def test_a_gpu_trace_without_device_rows_is_named_in_the_evidence() -> None:
+    ev = Evidence(split(0.1, 0.1, 0.5, 6.0), "cuda:0", busy_fraction=math.nan, busy_source=NO_DEVICE_SOURCE)
+    found = attribute(ev)
+    assert found.kind == COMPUTE and "no trace to check" in str(found)
+    assert "CUPTI missing?" in str(found)
+
+
+def test_a_cpu_run_keeps_its_op_share() -> None:
+    ev = Evidence(split(0.2, math.nan, 4.0, math.nan), "cpu", busy_fraction=0.3, busy_source=CPU_SOURCE)
+    assert ev.busy == 0.3 and attribute(ev).kind == LAUNCH
+
+
+def test_fp16_notes_the_scalers_second_sync() -> None:
+    found = attribute(Evidence(split(0.1, 0.1, 5.0, 0.3), "cuda", busy_fraction=0.2, amp="fp16"))
+    assert "found_inf.item()" in str(found)
+    assert "found_inf" not in str(attribute(Evidence(split(0.1, 0.1, 5.0, 0.3), "cuda", amp="bf16")))

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import math
+from collections import Counter, defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from vaebench.compile_stats import (
     CompileCounters,
     compile_counters,
+    cudagraph_warnings,
     inductor_cache_dir,
     payback_steps,
     recompile_warnings,
@@ -58,6 +61,46 @@ def test_inductor_cache_dir_reports_cold_then_warm(tmp_path: Path, monkeypatch: 
     (tmp_path / "inductor" / "fxgraph").mkdir()
     found = inductor_cache_dir()
     assert found.state == "warm" and found.path == str(tmp_path / "inductor")
+
+
+SKIP = "skipping cudagraphs due to cpu device (primals_1)"
+
+
+def test_skipped_cuda_graphs_are_a_warning_that_reduce_overhead_ran_without_them() -> None:
+    counters = CompileCounters(frames=1, graphs=1, cudagraph_skips=2, cudagraph_skip_reasons=(SKIP, SKIP))
+    warnings = recompile_warnings(counters)
+    assert warnings == cudagraph_warnings(counters) and len(warnings) == 1
+    assert "CUDA graphs were skipped for 2 graph(s)" in warnings[0]
+    assert "reduce-overhead ran those without CUDA graphs" in warnings[0]
+    assert warnings[0].count("cpu device") == 1, "one reason, said once"
+    assert "logged the reason to stderr" in cudagraph_warnings(CompileCounters(cudagraph_skips=1))[0]
+    assert cudagraph_warnings(CompileCounters(frames=1)) == []
+    assert "2 CUDA graph skip(s)" in str(counters)
+
+
+def test_since_counts_only_the_new_cuda_graph_skips() -> None:
+    before = CompileCounters(cudagraph_skips=1, cudagraph_skip_reasons=("old",))
+    after = CompileCounters(cudagraph_skips=3, cudagraph_skip_reasons=("old", SKIP))
+    delta = after.since(before)
+    assert delta.cudagraph_skips == 2 and delta.cudagraph_skip_reasons == (SKIP,)
+
+
+def test_compile_counters_read_cudagraph_skips_and_their_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch._dynamo import utils
+
+    fake: defaultdict[str, Counter[str]] = defaultdict(Counter)
+    fake["frames"]["ok"] = 2
+    fake["stats"]["unique_graphs"] = 2
+    fake["inductor"].update(cudagraph_skips=1, fxgraph_cache_miss=2)
+    metrics = [SimpleNamespace(cudagraph_skip_reason=None), SimpleNamespace(cudagraph_skip_reason=SKIP)]
+    monkeypatch.setattr(utils, "counters", fake)
+    monkeypatch.setattr(utils, "guard_failures", {})
+    monkeypatch.setattr(utils, "compilation_time_metrics", {})
+    monkeypatch.setattr(utils, "get_compilation_metrics", lambda: metrics)
+    read = compile_counters()
+    assert (read.frames, read.graphs, read.cache) == (2, 2, "cold")
+    assert read.cudagraph_skips == 1 and read.cudagraph_skip_reasons == (SKIP,)
+    assert "cpu device" in recompile_warnings(read)[0]
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from vaebench import trace as tr
-from vaebench.profiling import ProfileWindow, overhead_pct
+from vaebench.profiling import ProfileSummary, ProfileWindow, overhead_pct
 
 
 class FakeClock:
@@ -92,3 +92,24 @@ def test_a_run_that_ends_inside_the_window_keeps_its_recorded_steps(tmp_path: Pa
     assert [s.step for s in summary.trace.steps] == [1, 2]
     assert all(s.ops > 0 for s in summary.trace.steps)
     assert tr.load(summary.trace_path).events
+
+
+def test_summary_of_a_gpu_trace_without_device_rows_warns_instead_of_a_busy_figure() -> None:
+    events = [
+        {"ph": "X", "cat": "user_annotation", "name": "ProfilerStep#1", "pid": 1, "tid": 1, "ts": 0, "dur": 50},
+        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 1, "tid": 1, "ts": 5, "dur": 40},
+    ]
+    summary = ProfileSummary(
+        trace_path="t.json",
+        ops_path="t-ops.txt",
+        steps=1,
+        trace=tr.summarize(tr.Trace.from_dict(events), device="cuda"),
+        step_ms_inside=1.0,
+        step_ms_outside=1.0,
+        overhead_pct=0.0,
+    )
+    assert math.isnan(summary.busy_fraction) and math.isnan(summary.kernels_per_step)
+    assert summary.busy_source == tr.NO_DEVICE_SOURCE and "CUPTI missing?" in summary.busy_warning
+    text = str(summary)
+    assert "WARNING: the trace had no GPU activity" in text
+    assert "busy nan" not in text and "kernels per step" not in text

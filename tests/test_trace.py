@@ -215,3 +215,42 @@ def test_format_ops_prints_one_line_per_row() -> None:
     text = tr.format_ops(tr.top_ops(tr.Trace.from_dict(CPU_TRACE), n=3))
     lines = text.splitlines()
     assert len(lines) == 4 and "self CPU ms" in lines[0] and "aten::copy_" in lines[1]
+
+
+# A CUDA run profiled where CUPTI did not work (a sandbox): host ops and steps, no device rows.
+NO_CUPTI_TRACE = [
+    step(1, 0, 50),
+    step(2, 50, 50),
+    ev("aten::linear", "cpu_op", 10, 30, HOST, **{"External id": 1}),
+    ev("aten::relu", "cpu_op", 60, 30, HOST, **{"External id": 2}),
+]
+
+
+def test_a_cuda_trace_without_device_rows_has_no_busy_fraction_and_says_why() -> None:
+    busy = tr.busy_fraction(tr.Trace.from_dict(NO_CUPTI_TRACE), device="cuda:0")
+    assert math.isnan(busy.fraction) and math.isnan(busy.kernel_fraction) and math.isnan(busy.busy_ms)
+    assert busy.kind == "device", "never the aten-op share of a CPU run"
+    assert "no GPU activity" in busy.warning and "CUPTI missing?" in busy.warning
+    assert busy.source == tr.NO_DEVICE_SOURCE and not tr.from_device_rows(busy.source)
+    assert busy.wall_ms == pytest.approx(0.1)
+    assert str(busy).startswith("busy unknown")
+
+
+def test_a_cuda_trace_without_device_rows_has_no_kernel_count() -> None:
+    summary = tr.summarize(tr.Trace.from_dict(NO_CUPTI_TRACE), device="cuda")
+    assert summary.busy.warning
+    assert math.isnan(summary.kernels_per_step) and math.isnan(summary.launches_per_step)
+    assert summary.ops_per_step == 1
+
+
+def test_launch_calls_without_device_rows_mark_a_gpu_trace_when_the_device_is_not_given() -> None:
+    events = [*NO_CUPTI_TRACE, launch(12, 1)]
+    assert math.isnan(tr.busy_fraction(tr.Trace.from_dict(events)).fraction)
+
+
+def test_a_cpu_run_keeps_its_aten_op_share() -> None:
+    for device in ("cpu", None):
+        busy = tr.busy_fraction(tr.Trace.from_dict(CPU_TRACE), device=device)
+        assert busy.kind == "cpu" and busy.fraction == pytest.approx(40 / 100) and not busy.warning
+        assert not tr.from_device_rows(busy.source)
+    assert tr.from_device_rows(tr.busy_fraction(tr.Trace.from_dict(GPU_TRACE), device="cuda").source)

@@ -11,8 +11,8 @@ from vaebench.cli import main
 from vaebench.result import DataInfo, MonitorSummary, ProcessUsage, RunRecord, StepSplit, TrainMetrics
 from vaebench.runner import RunOptions
 from vaebench.spec import Capabilities, RunSpec
-from vaebench.tune_report import trials_frame, write
-from vaebench.tuner import TuneSettings, tune
+from vaebench.tune_report import format_table, render_markdown, trials_frame, write
+from vaebench.tuner import TuneResult, TuneSettings, trial_from_record, tune
 from vaebench.tuning import (
     FAILED,
     SearchResult,
@@ -237,6 +237,94 @@ def test_tune_wires_search_knobs_and_guard_with_fakes(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "tune.json").read_text())["recommendation"]["spec"]["batch_size"] == rec.trial.batch
     frame = trials_frame(result)
     assert {"climb", "refine", "confirm", "knob", "quality"} <= set(frame["stage"])
+
+
+def rising(memory_per_sample_mb: float = 0.05):
+    """A throughput curve that keeps rising and memory that grows with the batch: no OOM."""
+
+    def measure(spec: RunSpec) -> Trial:
+        return Trial(spec, samples_per_s=float(spec.batch_size), wall_s=1.0,
+                     alloc_peak_mb=200 + memory_per_sample_mb * spec.batch_size)
+
+    return measure
+
+
+def test_a_search_capped_by_the_epoch_says_so_not_that_memory_bounded_it() -> None:
+    result = search_batch(BASE, rising(), max_batch=16_384)
+    result.limit, result.device_total_mb = "the epoch size (16384 samples; a larger batch is meaningless)", 143_771.0
+    assert result.reached_max and result.first_oom is None
+    note = result.memory_note()
+    assert "no out-of-memory failure: the search stopped at the epoch size (16384 samples" in note
+    assert "not at a memory limit" in note and "within the range searched" not in note
+    assert "largest batch run (16384) peaked at 1,019 MB of the device's 143,771 MB (torch allocator peak)" in note
+
+
+def test_a_search_that_levelled_off_says_memory_did_not_bound_it() -> None:
+    measure, _ = peaked(256)
+    result = search_batch(BASE, measure, max_batch=65_536)
+    note = result.memory_note()
+    assert not result.reached_max
+    assert "no out-of-memory failure up to batch 1024" in note and "had no memory measure" in note
+    assert "ended for another reason (see the batch search), not at a memory limit" in note
+    assert SearchResult().memory_note() == "no batch size ran, so nothing is known about memory"
+
+
+def test_isolated_cuda_trials_carry_nvml_memory_and_training_window_utilization() -> None:
+    spec = RunSpec(device="cuda", batch_size=512)
+    record = _record(spec, RunOptions(out=Path(".")), 5000.0, 100.0)
+    record = dataclasses.replace(record, monitor=MonitorSummary(gpu_util_mean=37.0, gpu_mem_max_mb=1500.0))
+    trial = trial_from_record(record, "knob")
+    assert trial.gpu_util == 37.0
+    assert (trial.device_mem_mb, trial.rss_peak_mb) == (1500.0, 500.0) and math.isnan(trial.alloc_peak_mb)
+    assert trial.memory == (1500.0, "NVML device memory in use, CUDA context included")
+    cpu = trial_from_record(_record(RunSpec(), RunOptions(out=Path(".")), 5000.0, 100.0), "knob")
+    assert math.isnan(cpu.device_mem_mb) and cpu.memory == (500.0, "peak RSS")
+    assert Trial.from_dict(trial.to_dict()) == trial
+
+
+def test_tune_md_shows_gpu_utilization_per_batch_and_keeps_memory_measures_apart() -> None:
+    base = RunSpec(device="cuda", data="synthetic", samples=4096)
+    search = SearchResult([
+        Trial(dataclasses.replace(base, batch_size=b), samples_per_s=100.0 * b, gpu_util=u, alloc_peak_mb=m,
+              stage="climb") for b, u, m in ((256, 11.0, 300.0), (512, 19.0, 500.0))
+    ])
+    confirm = Trial(dataclasses.replace(base, batch_size=512), samples_per_s=50_000, gpu_util=21.0,
+                    device_mem_mb=1800.0, rss_peak_mb=900.0, stage="confirm")
+    result = TuneResult(TuneSettings(base=base), search, knobs=[confirm], wall_s=5.0)
+    frame = trials_frame(result)
+    assert "memory_mb" not in frame and {"alloc_peak_mb", "device_mem_mb", "rss_peak_mb"} <= set(frame)
+    text = render_markdown(result, frame, [])
+    section = text.split("## GPU utilization per batch size")[1].split("## Trials")[0]
+    assert "| 256 | climb | seed pipeline | 25,600 | 11.00 |" in section
+    assert "| 512 | confirm | seed pipeline | 50,000 | 21.00 |" in section
+    assert "share of time any kernel ran" in section
+    assert "not comparable" in text and "torch allocator peak" in text
+    assert "alloc_peak_mb" in format_table(frame)
+    cpu_base = RunSpec(data="synthetic", samples=4096)
+    cpu = TuneResult(TuneSettings(base=cpu_base), SearchResult([Trial(cpu_base, samples_per_s=10.0, stage="climb")]))
+    cpu_text = render_markdown(cpu, trials_frame(cpu), [])
+    assert "GPU utilization" not in cpu_text and "gpu_util_pct" not in cpu_text
+    assert "alloc_peak_mb" not in format_table(trials_frame(cpu))
+
+
+def test_tune_caps_the_search_at_the_epoch_and_names_that_cap(tmp_path: Path) -> None:
+    base = RunSpec(data="synthetic", samples=1024)
+    measure = rising()
+
+    def screen(base: RunSpec, data: DataInfo, **kw: object) -> SearchResult:
+        return search_batch(base, measure, max_batch=int(kw["max_batch"]))  # type: ignore[arg-type]
+
+    def run(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
+        return _record(spec, options, float(spec.batch_size), 100.0)
+
+    result = tune(TuneSettings(base=base, budget_s=100), DataInfo("synthetic", 1024, 1.0, ""), RunOptions(out=tmp_path),
+                  Capabilities(logical_cores=1), report=lambda line: None, clock=lambda: 0.0, run=run, screen=screen)
+    assert max(t.batch for t in result.search.trials) == 1024
+    assert "stopped at the epoch size (1024 samples" in result.search.memory_note()
+    capped = tune(TuneSettings(base=base, budget_s=100, max_batch=256), DataInfo("synthetic", 1024, 1.0, ""),
+                  RunOptions(out=tmp_path), Capabilities(logical_cores=1), report=lambda line: None,
+                  clock=lambda: 0.0, run=run, screen=screen)
+    assert "stopped at --max-batch 256" in capped.search.memory_note()
 
 
 def test_real_tiny_tune_on_the_cpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,8 +4,11 @@ Pure rules on numbers the run already measured. The split is the host's view of 
 `data` waiting for a batch, `copy` the host-to-device copy, `compute` the host running (on a
 GPU: launching) forward, backward and optimizer, `sync` the host blocked in `loss.item()`
 while the device catches up. The busy fraction (from a trace) says whether the device was
-the one working meanwhile. A measured what-if (a rerun with one knob changed) outranks the
-rules: when one sped the run up clearly, it names the bottleneck.
+the one working meanwhile; on a GPU only the trace's device rows measure that. The host's
+aten-op share (what a CPU run's trace gives) does not, nor do the CUDA events' copy-to-end
+stream times, which include every gap in which the GPU waited for the host to launch.
+A measured what-if (a rerun with one knob changed) outranks the rules: when one sped the
+run up clearly, it names the bottleneck.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .result import StepSplit
+from .trace import NO_DEVICE_ROWS, NO_DEVICE_SOURCE, from_device_rows
 
 INPUT = "input pipeline"
 LAUNCH = "host launch overhead"
@@ -51,6 +55,10 @@ DEVICE_BUSY = 0.80  # device busy above this: the device's own work bounds the s
 CPU_OP_BUSY = 0.50  # CPU run: aten ops below this share of wall, Python and dispatch dominate
 SYNC_SHARE = 0.25  # host work and sync wait both above this: host and device take turns
 DECISIVE_WHATIF = 1.20  # a what-if this much faster outranks the rules
+FP16_SYNC = (
+    "with fp16, GradScaler.step syncs the host a second time (found_inf.item()) and the split "
+    "counts that wait as compute: compute is overstated, sync understated"
+)
 
 
 @dataclass(frozen=True)
@@ -58,13 +66,23 @@ class Evidence:
     split: StepSplit
     device: str  # cpu, cuda, cuda:N, mps
     busy_fraction: float = math.nan  # from the trace; on a CPU run the aten-op share
+    busy_source: str = ""  # the record's profile_busy_source; "" trusts busy_fraction as given
     kernels_per_step: float = math.nan
     gpu_util_pct: float = math.nan  # NVML utilization.gpu, mean over the run
     whatifs: Mapping[str, float] = field(default_factory=dict)  # knob -> measured speed-up
+    amp: str = ""  # the run's autocast mode: fp16 adds a sync that the split misplaces
 
     @property
     def on_gpu(self) -> bool:
         return not self.device.startswith("cpu")
+
+    @property
+    def busy(self) -> float:
+        """The busy fraction these rules may use: on a GPU run only the device's own (from
+        the trace's kernel and copy rows), never a host aten-op share; NaN otherwise."""
+        if not self.on_gpu or not self.busy_source:
+            return self.busy_fraction
+        return self.busy_fraction if from_device_rows(self.busy_source) else math.nan
 
     @property
     def step_ms(self) -> float:
@@ -115,7 +133,7 @@ def _rule(ev: Evidence) -> tuple[str, float, list[str]]:
     input_share = ev.share(s.data_ms, s.copy_ms)
     host_share = ev.share(s.compute_ms)
     sync_share = ev.share(s.sync_ms)
-    busy = ev.busy_fraction
+    busy = ev.busy
     split = (
         f"step {ev.step_ms:.2f} ms = data {s.data_ms:.2f} + copy {s.copy_ms:.2f} + "
         f"host compute {s.compute_ms:.2f} + sync {s.sync_ms:.2f}"
@@ -150,6 +168,10 @@ def _rule(ev: Evidence) -> tuple[str, float, list[str]]:
 
 def _context(ev: Evidence) -> tuple[str, ...]:
     out = []
+    if ev.on_gpu and ev.busy_source == NO_DEVICE_SOURCE:
+        out.append(NO_DEVICE_ROWS)
+    elif ev.on_gpu and ev.busy_source and not from_device_rows(ev.busy_source):
+        out.append("the trace's busy figure is the host's aten-op share, not the GPU's, so it was not used")
     if math.isfinite(ev.kernels_per_step) and ev.on_gpu:
         per_kernel = ev.step_ms / ev.kernels_per_step if ev.kernels_per_step else math.nan
         out.append(
@@ -157,6 +179,8 @@ def _context(ev: Evidence) -> tuple[str, ...]:
         )
     if math.isfinite(ev.gpu_util_pct):
         out.append(f"NVML utilization.gpu {ev.gpu_util_pct:.0f}% (share of time any kernel ran)")
+    if ev.amp == "fp16" and ev.on_gpu:
+        out.append(FP16_SYNC)
     return tuple(out)
 
 
@@ -174,8 +198,8 @@ def _share_of(ev: Evidence, kind: str) -> float:
         return ev.share(s.data_ms, s.copy_ms)
     if kind == SYNC:
         return ev.share(s.sync_ms)
-    if kind == COMPUTE and ev.on_gpu and math.isfinite(ev.busy_fraction):
-        return ev.busy_fraction
+    if kind == COMPUTE and ev.on_gpu and math.isfinite(ev.busy):
+        return ev.busy
     return ev.share(s.compute_ms)
 
 
@@ -188,5 +212,5 @@ def utilization_note(gpu_util_pct: float, busy_fraction: float = math.nan) -> st
     )
     if math.isfinite(busy_fraction):
         busy = 100 * busy_fraction
-        note += f" The trace's busy fraction (union of kernel time / wall) is {busy:.0f}%."
+        note += f" The trace's busy fraction (union of kernel, memcpy and memset time / wall) is {busy:.0f}%."
     return note

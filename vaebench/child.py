@@ -103,10 +103,17 @@ def _fault_injector() -> Callable[[int], None] | None:
     return inject
 
 
+# Messages that mean memory ran out without torch's OutOfMemoryError: cuBLAS failing to
+# allocate its workspace (a RuntimeError), and the CPU allocator ("[enforce fail ...]
+# DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes").
+OOM_MESSAGES = ("out of memory", "cublas_status_alloc_failed", "defaultcpuallocator: can't allocate memory")
+
+
 def failure_reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
-    if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in first.lower():
+    whole = str(exc).lower()
+    if type(exc).__name__ == "OutOfMemoryError" or any(m in whole for m in OOM_MESSAGES):
         return f"out of memory: {first}"
     return f"{type(exc).__name__}: {first}"
 

@@ -2,8 +2,14 @@
 
 Dynamo keeps process-wide counters, so a reading covers everything compiled in this process
 so far; `CompileCounters.since` takes the difference of two readings. The names read here
-(`counters`, `guard_failures`, `compilation_time_metrics`) are torch internals: a missing
-one reads as zero or NaN rather than failing the run. torch is imported inside functions.
+(`counters`, `guard_failures`, `compilation_time_metrics`, `get_compilation_metrics`) are
+torch internals: a missing one reads as zero or NaN rather than failing the run. torch is
+imported inside functions.
+
+reduce-overhead asks inductor for CUDA graphs, but inductor skips them for a graph it
+cannot capture (a CPU tensor, a mutated input, dynamic shapes it will not record) and runs
+that graph as plain kernels: `cudagraph_skips` counts those, so a run that ran without its
+graphs is not reported as reduce-overhead's result.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ class CompileCounters:
     compile_s: float = 0.0  # in-process compile time, forward and backward
     cache_hits: int = 0  # inductor FX-graph and AOT-autograd cache hits
     cache_misses: int = 0
+    cudagraph_skips: int = 0  # graphs that were to run as CUDA graphs and ran without them
+    cudagraph_skip_reasons: tuple[str, ...] = ()  # "skipping cudagraphs due to ...", where torch kept one
 
     @property
     def recompiles(self) -> int:
@@ -55,13 +63,16 @@ class CompileCounters:
             compile_s=self.compile_s - earlier.compile_s,
             cache_hits=self.cache_hits - earlier.cache_hits,
             cache_misses=self.cache_misses - earlier.cache_misses,
+            cudagraph_skips=self.cudagraph_skips - earlier.cudagraph_skips,
+            cudagraph_skip_reasons=_new_reasons(self.cudagraph_skip_reasons, earlier.cudagraph_skip_reasons),
         )
 
     def __str__(self) -> str:
+        skips = f", {self.cudagraph_skips} CUDA graph skip(s)" if self.cudagraph_skips else ""
         return (
             f"compiled {self.frames} frame(s) into {self.graphs} graph(s) "
             f"in {self.compile_s:.1f} s, {self.graph_breaks} graph break(s), "
-            f"{self.recompiles} recompile(s), {self.cache} cache"
+            f"{self.recompiles} recompile(s), {self.cache} cache{skips}"
         )
 
 
@@ -85,6 +96,7 @@ def compile_counters() -> CompileCounters:
     timings: dict[str, list[float]] = getattr(utils, "compilation_time_metrics", {})
     failures: dict[Any, list[Any]] = getattr(utils, "guard_failures", {})
     inductor, aot = counters["inductor"], counters["aot_autograd"]
+    metrics: list[Any] = getattr(utils, "get_compilation_metrics", list)()
     return CompileCounters(
         frames=int(counters["frames"]["ok"]),
         graphs=int(counters["stats"]["unique_graphs"]),
@@ -93,21 +105,27 @@ def compile_counters() -> CompileCounters:
         compile_s=float(sum(sum(timings.get(name, ())) for name in COMPILE_TIMERS)),
         cache_hits=int(inductor["fxgraph_cache_hit"] + aot["autograd_cache_hit"]),
         cache_misses=int(inductor["fxgraph_cache_miss"] + aot["autograd_cache_miss"]),
+        cudagraph_skips=int(inductor["cudagraph_skips"]),
+        # Compilation metrics keep the last skip reason of each compile (the last 64 compiles).
+        cudagraph_skip_reasons=tuple(
+            str(r) for m in metrics if (r := getattr(m, "cudagraph_skip_reason", None))
+        ),
     )
 
 
 def recompile_warnings(counters: CompileCounters) -> list[str]:
-    """One sentence per recompilation or graph break, naming its cause and its fix."""
-    warnings = []
+    """One sentence per recompilation, graph break or skipped CUDA graph, naming its cause
+    and its fix."""
+    warnings = cudagraph_warnings(counters)
     for reason in counters.recompile_reasons:
         batch = BATCH_MISMATCH.search(reason)
         if batch:
             expected, actual = batch.groups()
             warnings.append(
                 f"recompiled for a batch of {actual} after compiling for {expected}: the ragged "
-                "last batch of an epoch. Dynamo then marks the batch dimension dynamic and "
-                "compiles once more; drop_last=True or torch._dynamo.mark_dynamic(x, 0) "
-                f"before the first step avoids it ({reason})"
+                "last batch of an epoch. Compiled with static shapes, it gets a graph of its own, "
+                "once; drop_last=True avoids it, torch._dynamo.mark_dynamic(x, 0) trades it for "
+                f"one dynamic graph ({reason})"
             )
         else:
             warnings.append(f"unexpected recompile: {reason}")
@@ -117,6 +135,19 @@ def recompile_warnings(counters: CompileCounters) -> list[str]:
             "compiled graphs (TORCH_LOGS=graph_breaks shows where)"
         )
     return warnings
+
+
+def cudagraph_warnings(counters: CompileCounters) -> list[str]:
+    """The sentence for CUDA graphs that were skipped. Inductor counts a skip only where CUDA
+    graphs were asked for (reduce-overhead), so any skip means that mode ran without them."""
+    if not counters.cudagraph_skips:
+        return []
+    why = "; ".join(dict.fromkeys(counters.cudagraph_skip_reasons)) or "torch logged the reason to stderr"
+    return [
+        f"CUDA graphs were skipped for {counters.cudagraph_skips} graph(s) ({why}): reduce-overhead "
+        "ran those without CUDA graphs, so its times are not CUDA-graph times "
+        "(TORCH_LOGS=cudagraphs shows each skip)"
+    ]
 
 
 @dataclass(frozen=True)

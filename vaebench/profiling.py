@@ -51,14 +51,22 @@ class ProfileSummary:
     def kernels_per_step(self) -> float:
         return self.trace.kernels_per_step
 
+    @property
+    def busy_warning(self) -> str:
+        """Why a GPU run has no busy fraction (no device rows in its trace); empty otherwise."""
+        return self.trace.busy.warning
+
     def lines(self) -> list[str]:
         busy = self.trace.busy
         what = "device" if busy.kind == "device" else "CPU (the device of a CPU run)"
-        out = [
-            f"profiled {self.steps} steps: trace {self.trace_path}, tables {self.ops_path}",
-            f"{what} busy {100 * busy.fraction:.1f}% of {busy.wall_ms:.1f} ms [{busy.source}]",
-        ]
-        if busy.kind == "device":
+        out = [f"profiled {self.steps} steps: trace {self.trace_path}, tables {self.ops_path}"]
+        if busy.warning:
+            out.append(f"WARNING: {busy.warning}")
+        else:
+            out.append(
+                f"{what} busy {100 * busy.fraction:.1f}% of {busy.wall_ms:.1f} ms [{busy.source}]"
+            )
+        if busy.kind == "device" and not busy.warning:  # without device rows there is no count
             out.append(
                 f"kernels per step {self.trace.kernels_per_step:g}, "
                 f"launch calls per step {self.trace.launches_per_step:g}"
@@ -185,7 +193,9 @@ class ProfileWindow:
             after = self.step_ms[self.profiled_steps.stop - 1 :]
             outside_step_ms = statistics.median(after) if after else math.nan
         last_step = self.warmup + len(recorded) - 1  # a stopped-early window ends with a stub
-        summary = tr.summarize(tr.load(self.trace_path), self.top, last_step=last_step)
+        summary = tr.summarize(
+            tr.load(self.trace_path), self.top, last_step=last_step, device=self.device
+        )
         return ProfileSummary(
             trace_path=str(self.trace_path),
             ops_path=str(self.ops_path),

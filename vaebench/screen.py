@@ -15,10 +15,12 @@ a timeout) still leaves every finished trial and names the batch it died on.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import math
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,9 @@ def screen(
     if answer is not None:
         result.stop_reason = str(answer["stop_reason"])
         result.budget_hit = bool(answer["budget_hit"])
+        result.reached_max = bool(answer.get("reached_max", False))
+        total = answer.get("device_total_mb")
+        result.device_total_mb = math.nan if total is None else float(total)
     else:
         how = "timed out" if exit_.timed_out else f"died (exit status {exit_.usage.exit_code})"
         result.stop_reason = f"the screening process {how}; trials finished before that are kept"
@@ -123,22 +128,31 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(base.threads)
     if base.interop_threads is not None:
         torch.set_num_interop_threads(base.interop_threads)
+    if base.is_cuda:
+        # The allocator's statistics exist only once CUDA is up: resetting them first on a
+        # fresh process fails with "Invalid device argument" (seen on an H200).
+        torch.cuda.init()
 
     def measure(spec: RunSpec) -> Trial:
         _append(work / TRIALS_FILE, {"started": spec.to_dict()})
         monitor = Monitor(0.1, gpu=open_gpu_probe(spec.device))
         if spec.is_cuda:
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats(spec.device)
         t0 = time.perf_counter()
         try:
             with monitor:
                 metrics = train(spec, data, warmup=WARM_PROCESS_WARMUP).metrics
-            summary = monitor.summary()
-            memory = torch.cuda.max_memory_allocated() / 2**20 if spec.is_cuda else math.nan
+            # GPU utilization over the training steps only, not the model build around them.
+            summary = monitor.summary(metrics.train_start_unix, metrics.train_end_unix)
+            peak = torch.cuda.max_memory_allocated(spec.device) / 2**20 if spec.is_cuda else math.nan
             trial = Trial(spec=spec, samples_per_s=metrics.samples_per_s, gpu_util=summary.gpu_util_mean,
-                          memory_mb=memory, wall_s=time.perf_counter() - t0)
+                          alloc_peak_mb=peak, wall_s=time.perf_counter() - t0)
         except Exception as exc:  # noqa: BLE001 - out of memory is a data point, not a crash
             trial = Trial(spec=spec, status=FAILED, reason=failure_reason(exc), wall_s=time.perf_counter() - t0)
+            if not trial.out_of_memory:
+                traceback.print_exc(file=sys.stderr)  # anything else is a bug: show where
+        if not trial.ok:
+            gc.collect()  # the failed trial's traceback and generator cycles still hold its tensors
         if spec.is_cuda:
             torch.cuda.empty_cache()  # after an out-of-memory error the next trial starts clean
         _append(work / TRIALS_FILE, trial.to_dict())
@@ -148,7 +162,11 @@ def main(argv: list[str]) -> int:
     deadline = time.monotonic() + float(request["budget_s"])
     result = search_batch(base, measure, max_batch=int(request["max_batch"]), start=int(request["start"]),
                           clock=time.monotonic, deadline=deadline, warmup=WARM_PROCESS_WARMUP)
-    (work / ANSWER_FILE).write_text(json.dumps({"stop_reason": result.stop_reason, "budget_hit": result.budget_hit}))
+    total = torch.cuda.get_device_properties(torch.device(base.device)).total_memory / 2**20 if base.is_cuda else None
+    (work / ANSWER_FILE).write_text(json.dumps({
+        "stop_reason": result.stop_reason, "budget_hit": result.budget_hit, "reached_max": result.reached_max,
+        "device_total_mb": total,
+    }))
     return 0
 
 

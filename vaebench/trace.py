@@ -9,9 +9,12 @@ work, which is the question a busy fraction answers; `kernel_fraction` keeps ker
 the figure that is comparable to NVML's utilization.gpu. `gpu_user_annotation` spans and
 `cuda_sync` waits also sit on device rows and are not work, so they never count.
 
-On a CPU-only trace there is no device row: the CPU is the device, and the busy fraction is
+On a CPU run's trace there is no device row: the CPU is the device, and the busy fraction is
 the share of wall time the main thread spent inside aten operators. The rest is Python,
-the dispatcher's gaps and the data loader's own Python code.
+the dispatcher's gaps and the data loader's own Python code. A CUDA run's trace without
+device rows is another matter: CUPTI, which records them, did not work (a sandbox such as
+gVisor without its CUDA profiling support). Its busy fraction is NaN with a warning, never
+the aten-op share, which measures the host and would read as a busy GPU.
 """
 
 from __future__ import annotations
@@ -44,6 +47,11 @@ LAUNCH_NAMES = frozenset(
 STEP_PATTERN = re.compile(r"^ProfilerStep#(\d+)$")
 DEVICE_SOURCE = "trace: union of kernel, memcpy and memset time / wall"
 CPU_SOURCE = "trace: union of aten op time on the main thread / wall (CPU run: no device rows)"
+NO_DEVICE_ROWS = (
+    "the trace had no GPU activity (no kernel, memcpy or memset rows: CUPTI missing?), "
+    "so the GPU's busy fraction is unknown"
+)
+NO_DEVICE_SOURCE = f"trace: {NO_DEVICE_ROWS}"
 UNATTRIBUTED = "<no cpu op>"
 
 Interval = tuple[float, float]
@@ -66,6 +74,11 @@ class Trace:
     @property
     def has_device(self) -> bool:
         return any(e.get("cat") in DEVICE_BUSY_CATS for e in self.events)
+
+    @property
+    def has_launches(self) -> bool:
+        """CUDA runtime or driver calls were recorded: the run used a GPU."""
+        return any(e.get("cat") in LAUNCH_CATS for e in self.events)
 
 
 def load(path: str | Path) -> Trace:
@@ -127,6 +140,19 @@ def step_windows(trace: Trace) -> list[StepWindow]:
     return sorted(steps, key=lambda s: s.step)
 
 
+def from_device_rows(source: str) -> bool:
+    """Whether a recorded busy source is the device's own kernel and copy time, the one
+    busy figure that says how long a GPU worked (not the host's aten-op share)."""
+    return source == DEVICE_SOURCE
+
+
+def expects_device(device: str | None, trace: Trace) -> bool:
+    """A CUDA run's trace should hold device rows; `device` None: judge by its launch calls."""
+    if device is None:
+        return trace.has_launches
+    return device.startswith("cuda")
+
+
 @dataclass(frozen=True)
 class Busy:
     """A busy fraction and where it came from; `kind` is the device it describes."""
@@ -137,14 +163,29 @@ class Busy:
     kind: str  # "device" or "cpu"
     source: str
     kernel_fraction: float = math.nan  # kernels alone, the NVML-comparable figure; device only
+    warning: str = ""  # why the fraction is NaN on a run that should have had one
 
     def __str__(self) -> str:
+        if self.warning:
+            return f"busy unknown: {self.warning}"
         return f"{100 * self.fraction:.1f}% busy ({self.source})"
 
 
-def busy_fraction(trace: Trace) -> Busy:
-    """Busy share of the wall window of the profiled steps; see the module docstring."""
+def busy_fraction(trace: Trace, device: str | None = None) -> Busy:
+    """Busy share of the wall window of the profiled steps; see the module docstring.
+
+    `device` is the run's (cpu, cuda, cuda:N); None infers a GPU run from launch calls."""
     steps = step_windows(trace)
+    if not trace.has_device and expects_device(device, trace):
+        window = _window(trace, steps, [])
+        return Busy(
+            fraction=math.nan,
+            busy_ms=math.nan,
+            wall_ms=(window[1] - window[0]) / 1e3,
+            kind="device",
+            source=NO_DEVICE_SOURCE,
+            warning=NO_DEVICE_ROWS,
+        )
     if trace.has_device:
         busy = [span(e) for e in trace.of(*DEVICE_BUSY_CATS)]
         kernels = [span(e) for e in trace.of(KERNEL_CAT)]
@@ -343,26 +384,33 @@ class TraceSummary:
 
     @property
     def kernels_per_step(self) -> float:
-        """Median over the profiled steps; NaN without steps, 0 on a CPU run."""
-        return statistics.median(s.kernels for s in self.steps) if self.steps else math.nan
+        """Median over the profiled steps; NaN without steps or without the device rows of a
+        GPU run (a count of 0 would be false), 0 on a CPU run."""
+        if not self.steps or self.busy.warning:
+            return math.nan
+        return statistics.median(s.kernels for s in self.steps)
 
     @property
     def launches_per_step(self) -> float:
-        return statistics.median(s.launches for s in self.steps) if self.steps else math.nan
+        if not self.steps or self.busy.warning:
+            return math.nan
+        return statistics.median(s.launches for s in self.steps)
 
     @property
     def ops_per_step(self) -> float:
         return statistics.median(s.ops for s in self.steps) if self.steps else math.nan
 
 
-def summarize(trace: Trace, top: int = 10, last_step: int | None = None) -> TraceSummary:
+def summarize(
+    trace: Trace, top: int = 10, last_step: int | None = None, device: str | None = None
+) -> TraceSummary:
     """Everything above in one record; `last_step` drops later ProfilerStep#N spans (a
-    profiler stopped early closes an empty one)."""
+    profiler stopped early closes an empty one); `device` as for `busy_fraction`."""
     steps = kernels_per_step(trace)
     if last_step is not None:
         steps = [s for s in steps if s.step <= last_step]
     return TraceSummary(
-        busy=busy_fraction(trace),
+        busy=busy_fraction(trace, device),
         steps=tuple(steps),
         top_cpu=tuple(top_ops(trace, top, by="cpu")),
         top_device=tuple(top_ops(trace, top, by="device")),

@@ -15,9 +15,18 @@ from matplotlib.figure import Figure
 
 from .spec import format_value
 from .tuner import TuneResult
-from .tuning import REFERENCE_BATCH, Quality, pipeline_label
+from .tuning import ALLOC_PEAK, DEVICE_MEM, REFERENCE_BATCH, RSS_PEAK, Quality, pipeline_label
 
 SEARCH_STAGES = ("climb", "refine")
+# Measured only on some devices or stages; a column that no trial filled is left out of tables.
+MEASURES = ("gpu_util_pct", "alloc_peak_mb", "device_mem_mb", "rss_peak_mb")
+MEMORY_COLUMNS = {
+    "alloc_peak_mb": f"the {ALLOC_PEAK} (tensors only; the screen's trials)",
+    "device_mem_mb": f"the {DEVICE_MEM} (isolated CUDA runs)",
+    "rss_peak_mb": f"the process's {RSS_PEAK} (isolated runs)",
+}
+UTIL_NOTE = ("NVML utilization.gpu, mean over each trial's training steps: the share of time any kernel ran, "
+             "not how much of the GPU the kernels used.")
 FIGURES = {"tune_throughput.png": "throughput", "tune_loss.png": "loss"}
 
 
@@ -37,7 +46,9 @@ def trials_frame(result: TuneResult) -> pd.DataFrame:
             "lr": t.spec.lr,
             "samples_per_s": t.samples_per_s,
             "gpu_util_pct": t.gpu_util,
-            "memory_mb": t.memory_mb,
+            "alloc_peak_mb": t.alloc_peak_mb,
+            "device_mem_mb": t.device_mem_mb,
+            "rss_peak_mb": t.rss_peak_mb,
             "loss_at_budget": t.final_loss,
             "time_to_target_s": Quality(t, target).time_to_target_s,
             "status": t.status if t.ok else f"failed: {t.reason}",
@@ -134,17 +145,43 @@ def render_markdown(result: TuneResult, frame: pd.DataFrame, figures: list[str])
     lines += [f"- rejected: {why}" for why in rec.rejected]
     lines += ["", f"- batch search: {result.search.stop_reason}", f"- memory: {result.search.memory_note()}"]
     lines += [f"- note: {note}" for note in result.notes]
-    lines += ["", "## Trials", "", _markdown(frame), ""]
+    if s.base.is_cuda:
+        lines += ["", "## GPU utilization per batch size", "", *_utilization(result)]
+    shown = _measured(frame)
+    lines += ["", "## Trials", "", _markdown(shown), "", *_memory_legend(shown)]
     lines += [f"![{name}]({name})" for name in figures]
     return "\n".join(lines) + "\n"
 
 
+def _utilization(result: TuneResult) -> list[str]:
+    ok = sorted((t for t in result.trials if t.ok), key=lambda t: (t.batch, t.stage))
+    if all(math.isnan(t.gpu_util) for t in ok):
+        return ["NVML gave no utilization for any trial (no NVML, or not inside this sandbox)."]
+    rows = pd.DataFrame([{"batch": t.batch, "stage": t.stage, "pipeline": pipeline_label(t.spec),
+                          "samples_per_s": t.samples_per_s, "gpu_util_pct": t.gpu_util} for t in ok])
+    return [_markdown(rows), "", UTIL_NOTE]
+
+
+def _memory_legend(frame: pd.DataFrame) -> list[str]:
+    present = [f"{column} is {what}" for column, what in MEMORY_COLUMNS.items() if column in frame]
+    if not present:
+        return []
+    return ["Memory columns measure different things and are not comparable: " + "; ".join(present) + ".", ""]
+
+
+def _measured(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` without the measure columns that no trial filled (GPU ones on a CPU tune)."""
+    empty = [c for c in MEASURES if c in frame and frame[c].isna().all()]
+    return frame.drop(columns=empty)
+
+
 def format_table(frame: pd.DataFrame) -> str:
     """The trials table for the terminal."""
-    shown = frame.drop(columns=["run_id", "lr", "workers", "pin", "compile", "amp"]).copy()
-    for column, digits in (("samples_per_s", 0), ("gpu_util_pct", 0), ("memory_mb", 0),
-                           ("loss_at_budget", 2), ("time_to_target_s", 1)):
-        shown[column] = shown[column].map(lambda v, d=digits: "-" if pd.isna(v) else f"{v:,.{d}f}")
+    shown = _measured(frame).drop(columns=["run_id", "lr", "workers", "pin", "compile", "amp"]).copy()
+    for column, digits in (("samples_per_s", 0), ("gpu_util_pct", 0), ("alloc_peak_mb", 0), ("device_mem_mb", 0),
+                           ("rss_peak_mb", 0), ("loss_at_budget", 2), ("time_to_target_s", 1)):
+        if column in shown:
+            shown[column] = shown[column].map(lambda v, d=digits: "-" if pd.isna(v) else f"{v:,.{d}f}")
     return shown.to_string(index=False)
 
 

@@ -83,14 +83,14 @@ class TuneResult:
 
 def trial_from_record(record: RunRecord, stage: str) -> Trial:
     train, process, monitor = record.train, record.process, record.monitor
-    memory = monitor.gpu_mem_max_mb if record.spec.is_cuda else (process.peak_rss_mb if process else math.nan)
     return Trial(
         spec=record.spec,
         status=record.status,
         reason=record.reason,
         samples_per_s=train.samples_per_s if train else math.nan,
-        gpu_util=monitor.gpu_util_mean,
-        memory_mb=memory,
+        gpu_util=monitor.gpu_util_mean,  # the monitor's mean over the training window
+        device_mem_mb=monitor.gpu_mem_max_mb if record.spec.is_cuda else math.nan,
+        rss_peak_mb=process.peak_rss_mb if process else math.nan,
         wall_s=process.real_s if process else math.nan,
         stage=stage,
         run_id=record.run_id,
@@ -123,7 +123,13 @@ def tune(
     start = clock()
     budget = settings.budget_s
     base = settings.base
+    # A batch larger than an epoch is meaningless, so the epoch caps the search. On a large GPU
+    # this model reaches that cap long before memory runs out; the memory note says which ended it.
     max_batch = min(settings.max_batch, base.samples)
+    if base.samples <= settings.max_batch:
+        limit = f"the epoch size ({base.samples} samples; a larger batch is meaningless)"
+    else:
+        limit = f"--max-batch {settings.max_batch}"
 
     if settings.isolated:
         search = search_batch(base, isolated(data, options, "climb", run), max_batch=max_batch,
@@ -135,6 +141,7 @@ def tune(
             screen = one_process
         search = screen(base, data, work=Path(options.out) / "screen", max_batch=max_batch,
                         start=settings.start_batch, budget_s=SEARCH_SHARE * budget)
+    search.limit = limit
     result = TuneResult(settings, search)
     report(f"batch search: {search.stop_reason}")
     best = search.best

@@ -37,6 +37,9 @@ KNOB_GAIN = 0.03  # a knob must beat the current best by this much to be adopted
 LR_SCALINGS = ("none", "linear", "sqrt")
 KNOB_FIELDS = ("loader", "workers", "pin_memory", "threads", "compile", "amp")
 INCLUDABLE = ("compile", "amp")
+ALLOC_PEAK = "torch allocator peak"
+DEVICE_MEM = "NVML device memory in use, CUDA context included"
+RSS_PEAK = "peak RSS"
 
 
 @dataclass(frozen=True)
@@ -47,8 +50,11 @@ class Trial:
     status: str = OK
     reason: str = ""
     samples_per_s: float = math.nan  # steady state, warm-up dropped
-    gpu_util: float = math.nan  # NVML mean over the trial, percent
-    memory_mb: float = math.nan  # peak device memory (CUDA) or peak RSS (an isolated CPU run)
+    gpu_util: float = math.nan  # NVML utilization.gpu, mean over the training window, percent
+    # Three memory measures that must not be compared with one another, hence three names:
+    alloc_peak_mb: float = math.nan  # torch allocator peak, tensors only (screen trials on CUDA)
+    device_mem_mb: float = math.nan  # NVML: whole device in use, CUDA context included (isolated CUDA runs)
+    rss_peak_mb: float = math.nan  # the process's peak resident memory (isolated runs)
     wall_s: float = math.nan  # what the trial cost, start-up included
     stage: str = ""  # climb, refine, confirm, knob, quality
     run_id: str = ""  # the stored record, when the trial was an isolated run
@@ -67,6 +73,16 @@ class Trial:
     @property
     def batch(self) -> int:
         return self.spec.batch_size
+
+    @property
+    def memory(self) -> tuple[float, str]:
+        """This trial's memory figure and what it measures: one of three measures that are not
+        comparable with one another, the first one filled."""
+        for value, what in ((self.alloc_peak_mb, ALLOC_PEAK), (self.device_mem_mb, DEVICE_MEM),
+                            (self.rss_peak_mb, RSS_PEAK)):
+            if not math.isnan(value):
+                return value, what
+        return math.nan, ""
 
     def describe(self) -> str:
         """One line for the terminal."""
@@ -120,6 +136,9 @@ class SearchResult:
     trials: list[Trial] = field(default_factory=list)
     stop_reason: str = ""
     budget_hit: bool = False
+    reached_max: bool = False  # the climb stopped because the next doubling passed max_batch
+    limit: str = ""  # what set max_batch, in words: "the epoch size (16384 samples)", "--max-batch 4096"
+    device_total_mb: float = math.nan  # the device's memory, when the search measured it
 
     @property
     def best(self) -> Trial | None:
@@ -139,11 +158,30 @@ class SearchResult:
         return max(sizes) if sizes else None
 
     def memory_note(self) -> str:
+        """What bounded the batch size on the memory side, with the memory the largest ran batch
+        used: an out-of-memory failure, or the cap the search stopped at, or neither."""
         oom, safe = self.first_oom, self.largest_safe
-        if oom is None:
-            return "no out-of-memory failure within the range searched"
-        return (f"out of memory at batch {oom}; largest batch that ran: {safe}; "
-                f"with a safety margin against fragmentation and other tenants, stay at or below {oom // 2}")
+        if oom is not None:
+            return (f"out of memory at batch {oom}; largest batch that ran: {safe}; with a safety margin "
+                    f"against fragmentation and other tenants, stay at or below {oom // 2}")
+        ran = [t for t in self.trials if t.ok]
+        if not ran:
+            return "no batch size ran, so nothing is known about memory"
+        largest = max(ran, key=lambda t: t.batch)
+        used = self._memory_used(largest)
+        if self.reached_max:
+            where = self.limit or "the largest batch allowed"
+            return (f"no out-of-memory failure: the search stopped at {where}, not at a memory limit; "
+                    f"the largest batch run ({largest.batch}) {used}")
+        return (f"no out-of-memory failure up to batch {largest.batch}, which {used}; the search ended for "
+                "another reason (see the batch search), not at a memory limit")
+
+    def _memory_used(self, trial: Trial) -> str:
+        value, what = trial.memory
+        if math.isnan(value):
+            return "had no memory measure"
+        of = f" of the device's {self.device_total_mb:,.0f} MB" if what != RSS_PEAK and self.device_total_mb > 0 else ""
+        return f"peaked at {value:,.0f} MB{of} ({what})"
 
     def ranked(self) -> list[Trial]:
         """Successful trials, fastest first, one per batch size."""
@@ -187,6 +225,7 @@ def search_batch(
     while True:
         if batch > max_batch:
             result.stop_reason = f"reached the largest batch allowed ({max_batch})"
+            result.reached_max = True
             break
         best = result.best
         trial = run(batch, "climb")
