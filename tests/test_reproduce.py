@@ -24,11 +24,11 @@ def roles(plan: reproduce.Plan) -> list[tuple[str, int, int | None, str, str, tu
     return [(r.spec.device, r.spec.epochs, r.spec.threads, r.spec.loader, r.spec.compile, r.roles) for r in plan.runs]
 
 
-def test_thread_counts_double_up_to_the_cores() -> None:
-    assert reproduce.thread_counts(1) == [1]
-    assert reproduce.thread_counts(2) == [1, 2]
-    assert reproduce.thread_counts(6) == [1, 2, 4, 6]
-    assert reproduce.thread_counts(8) == [1, 2, 4, 8]
+def test_thread_counts_double_up_to_the_cores_then_oversubscribe() -> None:
+    assert reproduce.thread_counts(1) == [1, 2]
+    assert reproduce.thread_counts(2) == [1, 2, 4]
+    assert reproduce.thread_counts(6) == [1, 2, 4, 6, 12]
+    assert reproduce.thread_counts(16) == [1, 2, 4, 8, 16, 32]
 
 
 def test_quick_plan_on_a_cpu_only_machine() -> None:
@@ -50,6 +50,7 @@ def test_full_plan_runs_the_all_cores_point_once() -> None:
         ("cpu", 1, None, "tensor", "off", (WHAT_IF,)),
         ("cpu", 1, None, "device", "off", (WHAT_IF,)),
         ("cpu", 1, 1, "reference", "off", (SWEEP,)),
+        ("cpu", 1, 4, "reference", "off", (SWEEP,)),  # twice the cores: oversubscribed
     ]
 
 
@@ -58,11 +59,26 @@ def test_full_plan_with_a_gpu_and_hyperthreads() -> None:
     got = roles(plan)
     seeds = [("cuda:0", 10, None, "reference", "off", (SEED,)), ("cpu", 10, None, "reference", "off", (SEED,))]
     assert got[:2] == seeds
-    assert ("cuda:0", 1, None, "reference", "reduce-overhead", (WHAT_IF,)) in got
+    assert ("cuda:0", 1, None, "device", "reduce-overhead", (WHAT_IF,)) in got
+    gpu_whatifs = [s.spec for s in plan.runs if s.spec.device == "cuda:0" and WHAT_IF in s.roles]
+    assert [(s.loader, s.pin_memory, s.sync, s.cuda_graphs, s.compile) for s in gpu_whatifs] == [
+        ("tensor", True, "step", False, "off"),  # the ladder's rungs, each one knob more
+        ("device", False, "step", False, "off"),
+        ("device", False, "epoch", False, "off"),
+        ("device", False, "epoch", True, "off"),
+        ("device", False, "epoch", False, "reduce-overhead"),
+    ]
     assert not any(r[0] == "cuda:0" and SWEEP in r[5] for r in got)
     sweep = sorted((r[2] or 4) for r in got if SWEEP in r[5])
-    assert sweep == [1, 2, 4, 8]  # 4 = torch's default: the default-threads short run
+    assert sweep == [1, 2, 4, 8, 16]  # 4 = torch's default: the default-threads short run; 16 oversubscribes
     assert ("cpu", 1, None, "reference", "off", (BASELINE, SWEEP)) in got
+
+
+def test_epochs_size_the_seed_runs_and_the_report_says_so() -> None:
+    plan = reproduce.make_plan(BLOG.run, ["cpu"], quick=False, data="embedded", epochs=3, cores=2, default_threads=2)
+    assert plan.runs[0].spec.epochs == 3 and SEED in plan.runs[0].roles
+    comparison = reproduce_report.compare(BLOG, MEASURED, epochs=3)
+    assert any("3 epochs instead of 10" in note for note in comparison.notes)
 
 
 def row(device: str, roles_: str, epochs: int, real: float, user: float, sys_: float, **extra: object) -> dict:
@@ -133,7 +149,9 @@ def test_a_gpu_row_is_judged_and_labelled() -> None:
     outcomes = {v.relation.id: v.outcome for v in comparison.verdicts}
     assert outcomes == {"gpu-faster": "agrees", "gpu-mostly-idle": "agrees", "cpu-sys-above-user": "disagrees"}
     assert not any("No CUDA GPU measured" in n for n in comparison.notes)
-    assert any("idle 85% of each step" in f.text for f in comparison.findings)
+    split = next(f for f in comparison.findings if f.topic == "step-split" and "cuda:0" in f.text)
+    assert "stream time, not busy time" in split.text and "NVML utilization.gpu averaged 9%" in split.text
+    assert "idle" not in split.text  # no busy measure here: the events alone cannot say the GPU idled
 
 
 def fake_run(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
@@ -166,17 +184,17 @@ def test_reproduce_command_with_a_fake_runner(tmp_path: Path, monkeypatch: pytes
     args = ["reproduce", "--device", "cpu", "--data", "synthetic", "--samples", "256", "--out", str(out)]
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "5 runs on cpu with synthetic" in text
+    assert "6 runs on cpu with synthetic" in text
     assert "published  RTX 3090" in text and "cpu-sys-above-user: DISAGREES" in text
-    assert "From 1 to 2 threads on 2 cores" in text
+    assert "From 1 to 4 threads on 2 cores" in text and "oversubscribed" in text
     assert "loader=device ran an epoch in 4.00 s against the reference pipeline's 12.00 s (3.00x)" in text
     for name in ("reproduce.md", "reproduce.csv", "reproduce.png", "report.md", "summary.csv", "times.png"):
         assert (out / name).exists(), name
-    assert len(storage.read_rows(out)) == 5
+    assert len(storage.read_rows(out)) == 6
     # A second run reuses what the folder holds.
     assert main(args) == 0
-    assert "reused 5 runs" in capsys.readouterr().out
-    assert len(storage.read_rows(out)) == 5
+    assert "reused 6 runs" in capsys.readouterr().out
+    assert len(storage.read_rows(out)) == 6
 
 
 @pytest.mark.slow

@@ -67,3 +67,24 @@ def test_from_dict_ignores_extra_columns_and_restores_types() -> None:
     assert spec.batch_size == 64 and isinstance(spec.batch_size, int)
     assert spec.threads is None and spec.pin_memory is False
     assert spec.label() == "batch_size=64"
+
+
+def test_fields_added_later_keep_old_keys_at_their_default() -> None:
+    import hashlib
+    import json
+
+    first_release = {k: v for k, v in RunSpec().to_dict().items() if k not in ("sync", "cuda_graphs")}
+    old_key = hashlib.sha1(json.dumps(first_release, sort_keys=True).encode()).hexdigest()[:12]
+    assert RunSpec().key() == old_key
+    assert RunSpec(sync="epoch").key() != old_key
+
+
+def test_cuda_graphs_need_cuda_and_sync_epoch() -> None:
+    problems = {p.message for p in validate(RunSpec(cuda_graphs=True))}
+    assert any("needs a CUDA device" in m for m in problems)
+    assert any("needs --sync epoch" in m for m in problems)
+    cuda = Capabilities(cuda_devices=1)
+    assert validate(RunSpec(device="cuda", sync="epoch", cuda_graphs=True), cuda) == []
+    assert any("GradScaler" in p.message for p in validate(RunSpec(device="cuda", sync="epoch", cuda_graphs=True,
+                                                                    amp="fp16"), cuda))
+    assert [p.field for p in validate(RunSpec(sync="sometimes"))] == ["sync"]

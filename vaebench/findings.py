@@ -12,6 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .attribution import FP16_SYNC
+from .trace import NO_DEVICE_ROWS, NO_DEVICE_SOURCE, from_device_rows
+
 Row = Mapping[str, Any]
 
 # sys growing this many times faster than user from the fewest to the most threads is the
@@ -51,10 +54,15 @@ class WhatIf:
     samples_per_s: float
     steady_speedup: float  # steady-state samples/s over the seed configuration's
     compile_s: float = math.nan
+    knobs: tuple[str, ...] = ()  # the run fields this what-if changes
 
 
 def step_split(row: Row) -> Finding | None:
-    """Where one run's step time went on the host and, on a GPU, how long the device sat idle."""
+    """Where one run's step time went on the host and, on a GPU, what says how busy the GPU was.
+
+    The CUDA events time the stream from the start of the copy to the end of the step. For
+    a launch-bound model that is mostly the GPU waiting for the host's next launch, so it is
+    stream time, not busy time: busy comes only from the trace's device rows or from NVML."""
     parts = {name: number(row.get(f"split_{name}_ms")) for name, _ in HOST_PARTS}
     step = sum(v for v in parts.values() if not math.isnan(v))
     if not step > 0:
@@ -66,31 +74,59 @@ def step_split(row: Row) -> Finding | None:
     )
     numbers = {f"{name}_ms": value for name, value in parts.items()} | {"step_ms": step}
     text = f"On {device} a training step took {step:.2f} ms on the host: {shares}."
-    copy, compute = number(row.get("split_device_copy_ms")), number(row.get("split_device_compute_ms"))
-    if not math.isnan(compute):
-        busy = compute + (0.0 if math.isnan(copy) else copy)
-        idle = max(0.0, 1.0 - busy / step)
-        numbers |= {"device_busy_ms": busy, "gpu_idle_frac": idle}
-        text += (f" The GPU itself was busy {busy:.2f} ms per step (CUDA events: copy {copy:.2f} ms, "
-                 f"compute {compute:.2f} ms), so it sat idle {100 * idle:.0f}% of each step")
-        util = number(row.get("gpu_util_mean"))
-        if not math.isnan(util):
-            numbers["gpu_util_mean"] = util
-            text += f"; NVML utilization.gpu averaged {util:.0f}%"
-        text += "."
+    if device.startswith("cuda"):
+        text += _gpu_busy(row, numbers)
     data_share = parts["data"] / step if not math.isnan(parts["data"]) else math.nan
     if data_share >= 0.25:
         text += f" Waiting for the next batch is {100 * data_share:.0f}% of the step: input pipeline, not model."
     return Finding("step-split", text, numbers)
 
 
+def _gpu_busy(row: Row, numbers: dict[str, float]) -> str:
+    """The GPU sentences of `step_split`; fills `numbers` with what they quote."""
+    text = ""
+    copy, compute = number(row.get("split_device_copy_ms")), number(row.get("split_device_compute_ms"))
+    if not math.isnan(compute):
+        stream = compute + (0.0 if math.isnan(copy) else copy)
+        numbers |= {"stream_copy_ms": copy, "stream_to_end_ms": compute, "stream_ms": stream}
+        text += (f" CUDA events put {stream:.2f} ms per step on the stream from the copy to the step's end "
+                 f"(copy {copy:.2f} ms, then {compute:.2f} ms): stream time, not busy time, since it includes "
+                 "every gap where the GPU waited for the host to launch the next kernel.")
+    busy = number(row.get("profile_busy_fraction"))
+    if from_device_rows(str(row.get("profile_busy_source") or "")) and not math.isnan(busy):
+        numbers |= {"gpu_busy_frac": busy, "gpu_idle_frac": 1.0 - busy}
+        text += (f" The profiler's trace had the GPU busy {100 * busy:.0f}% of the profiled steps' wall time "
+                 f"(union of kernel, memcpy and memset time), idle {100 * (1 - busy):.0f}%.")
+    elif str(row.get("profile_busy_source") or "") == NO_DEVICE_SOURCE:
+        text += f" The profiler ran, but {NO_DEVICE_ROWS}."
+    util = number(row.get("gpu_util_mean"))
+    if not math.isnan(util):
+        numbers["gpu_util_mean"] = util
+        text += (f" NVML utilization.gpu averaged {util:.0f}% (the share of time any kernel ran, "
+                 "not how much of the GPU it used).")
+    if "gpu_busy_frac" not in numbers and math.isnan(util):
+        text += " Nothing here measured how busy the GPU was (--profile records its kernel time)."
+    if row.get("amp") == "fp16":
+        text += f" Caveat: {FP16_SYNC}."
+    return text
+
+
+def own_cpu_pct(row: Row) -> float:
+    """The run's own CPU as a share of all cores, over the window the monitor's means cover:
+    the training window (the child's own rusage there) when recorded, else the whole process."""
+    cores = number(row.get("fp_logical_cores"))
+    user, sys_, train = (number(row.get(k)) for k in ("train_user_s", "train_sys_s", "train_s"))
+    if train > 0 and not math.isnan(user + sys_) and not number(row.get("workers")) > 0:
+        return 100 * (user + sys_) / train / cores if cores > 0 else math.nan
+    return number(row.get("cpu_pct")) / cores if cores > 0 else math.nan
+
+
 def contention(rows: Sequence[Row]) -> Finding | None:
     """Whether other processes competed for the CPU: the outside monitor's mean use of all cores
-    against the run's own (user + sys) / real spread over the cores."""
+    against the run's own use of them over the same window."""
     worst, worst_row = -math.inf, None
     for row in rows:
-        machine, own, cores = (number(row.get(k)) for k in ("cpu_util_mean", "cpu_pct", "fp_logical_cores"))
-        others = machine - own / cores if cores > 0 else math.nan
+        others = number(row.get("cpu_util_mean")) - own_cpu_pct(row)
         if others > worst:
             worst, worst_row = others, row
     if worst_row is None or worst < CONTENDED:
@@ -206,27 +242,47 @@ def what_ifs(rows: Sequence[Row], baselines: Mapping[str, Row]) -> list[WhatIf]:
             samples_per_s=rate,
             steady_speedup=rate / base_rate if base_rate > 0 else math.nan,
             compile_s=number(row.get("compile_s")),
+            knobs=changed_knobs(row),
         ))
     return out
 
 
+# The knobs a what-if may change, with the seed configuration's value of each.
+SEED_PIPELINE = (("loader", "reference"), ("pin_memory", False), ("sync", "step"), ("cuda_graphs", False),
+                 ("compile", "off"), ("amp", "off"))
+INPUT_KNOBS = frozenset({"loader", "pin_memory"})  # what changes the input pipeline and nothing else
+
+
+def changed_knobs(row: Row) -> tuple[str, ...]:
+    return tuple(name for name, seed in SEED_PIPELINE if name in row and _differs(row[name], seed))
+
+
 def change_label(row: Row) -> str:
-    """What a run changes from the seed configuration's pipeline: `loader=device`, ..."""
-    changes = []
-    for name, seed in (("loader", "reference"), ("compile", "off")):
-        value = row.get(name)
-        if isinstance(value, str) and value != seed:
-            changes.append(f"{name}={value}")
-    return ",".join(changes) or "seed configuration"
+    """What a run changes from the seed configuration's pipeline: `loader=device,sync=epoch`, ..."""
+    parts = []
+    for name in changed_knobs(row):
+        value = row[name]
+        parts.append(f"{name}={'on' if value is True else value}")
+    return ",".join(parts) or "seed configuration"
+
+
+def _differs(value: Any, seed: Any) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if isinstance(seed, bool):
+        return bool(value) != seed
+    return str(value) != str(seed)
 
 
 def pipeline_share(whatifs: Sequence[WhatIf], baselines: Mapping[str, Row],
                    published_gpu_real_s: float = math.nan) -> list[Finding]:
     """How much of the seed configuration's epoch the input pipeline took, per device: the gain
-    of the fastest loader change (compile left out, it changes the compute, not the data)."""
+    of the fastest change of the input pipeline alone (loader, pinned memory); the changes of the
+    step itself (sync, CUDA graphs, compile) are listed after it with their own gains."""
     findings = []
     for device, base in baselines.items():
-        loaders = [w for w in whatifs if w.device == device and "compile" not in w.change and w.epoch_s > 0]
+        loaders = [w for w in whatifs if w.device == device and w.knobs and set(w.knobs) <= INPUT_KNOBS
+                   and w.epoch_s > 0]
         if not loaders:
             continue
         best = min(loaders, key=lambda w: w.epoch_s)
@@ -247,12 +303,48 @@ def pipeline_share(whatifs: Sequence[WhatIf], baselines: Mapping[str, Row],
                 numbers["published_pipeline_s"] = share * published_gpu_real_s
                 text += (f" If the published GPU run split the same way, about {share * published_gpu_real_s:.0f} s "
                          f"of its {published_gpu_real_s:.1f} s went to the input pipeline.")
-        compiled = [w for w in whatifs if w.device == device and "compile" in w.change]
-        for w in compiled:
-            text += (f" {w.change}: {w.speedup:.2f}x per epoch (compile {w.compile_s:.1f} s included), "
+        beyond = [w for w in whatifs if w.device == device and not set(w.knobs) <= INPUT_KNOBS]
+        for w in beyond:
+            compiled = f" (compile {w.compile_s:.1f} s included)" if w.compile_s > 0 else ""
+            text += (f" {w.change}: {w.speedup:.2f}x per epoch{compiled}, "
                      f"{w.steady_speedup:.2f}x in the steady state.")
         findings.append(Finding("pipeline", text, numbers))
     return findings
+
+
+STEP_PARTS = (("data", "data wait"), ("copy", "copy"), ("compute", "host compute (launching, on a GPU)"),
+              ("sync", "wait in loss.item()"))
+
+
+def rung_steps(rows: Sequence[Row]) -> list[Finding]:
+    """What each rung of a ladder removed: rows are runs of one device in ladder order. Each is
+    set against the latest earlier rung whose knobs it keeps (so a rung that replaces another,
+    like compile instead of CUDA graphs, is set against the one below both): the steady step
+    time, and the host phase that changed most, so a reader sees which wait a knob took away."""
+    found = []
+    for index, after in enumerate(rows):
+        mine = {k: str(after.get(k)) for k in changed_knobs(after)}
+        before = next((r for r in reversed(rows[:index])
+                       if all(mine.get(k) == str(r.get(k)) for k in changed_knobs(r))), None)
+        if before is None:
+            continue
+        step_a, step_b = number(before.get("step_median_ms")), number(after.get("step_median_ms"))
+        if not (step_a > 0 and step_b > 0):
+            continue
+        added = [k for k in mine if str(before.get(k)) != mine[k]]
+        changes = {name: number(after.get(f"split_{name}_ms")) - number(before.get(f"split_{name}_ms"))
+                   for name, _ in STEP_PARTS}
+        changes = {k: v for k, v in changes.items() if not math.isnan(v)}
+        knobs = ",".join(f"{k}={'on' if mine[k] == 'True' else mine[k]}" for k in added)
+        text = (f"{knobs} (against {change_label(before)}): step "
+                f"{step_a:.3f} -> {step_b:.3f} ms ({step_a / step_b:.2f}x)")
+        part = min(changes, key=lambda k: changes[k]) if changes else None
+        if part is not None and changes[part] < 0:
+            a, b = number(before.get(f"split_{part}_ms")), number(after.get(f"split_{part}_ms"))
+            text += f"; {dict(STEP_PARTS)[part]} {a:.3f} -> {b:.3f} ms per step"
+        numbers = {"step_before_ms": step_a, "step_after_ms": step_b} | {f"{k}_delta_ms": v for k, v in changes.items()}
+        found.append(Finding("rung", text + ".", numbers))
+    return found
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import resource
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ from .result import DataInfo, StepSplit, TrainMetrics
 from .spec import RunSpec
 
 Clock = Callable[[], float]
-Progress = Callable[[int, int, int, float], None]  # (step, total steps, epoch, running loss)
+Progress = Callable[[int, int, int, "float | None"], None]  # (step, total, epoch, running loss if known)
 WARMUP_STEPS = 10  # steps left out of steady-state figures: first-touch, allocator, compile
 
 
@@ -49,6 +50,7 @@ class StepLog:
     copy_ms: list[float] = field(default_factory=list)
     compute_ms: list[float] = field(default_factory=list)
     sync_ms: list[float] = field(default_factory=list)
+    batch: list[int] = field(default_factory=list)  # samples in each step: the ragged last one has fewer
     device_copy_ms: list[float] = field(default_factory=list)
     device_compute_ms: list[float] = field(default_factory=list)
     warmup: int = 0
@@ -86,11 +88,19 @@ class DeviceEvents:
     def add(self, *events: torch.cuda.Event) -> None:
         self.pending.append(events)
 
-    def flush(self, log: StepLog) -> None:
+    def flush(self, log: StepLog, *, steps_from_device: bool = False) -> None:
+        """Resolve the epoch's events. With `steps_from_device` the epoch's step times become
+        the device's: the interval from one step's start on the stream to the next one's, which
+        is the step's true period whether the GPU or the host is the slower side."""
         torch.cuda.synchronize()  # once per epoch: every event of the epoch has completed
         for start, copied, done in self.pending:
             log.device_copy_ms.append(start.elapsed_time(copied))
             log.device_compute_ms.append(copied.elapsed_time(done))
+        if steps_from_device and self.pending:
+            starts = [events[0] for events in self.pending]
+            periods = [a.elapsed_time(b) for a, b in zip(starts, starts[1:], strict=False)]
+            periods.append(self.pending[-1][0].elapsed_time(self.pending[-1][2]))
+            log.step_ms[len(log.step_ms) - len(periods):] = periods
         self.pending.clear()
 
 
@@ -106,6 +116,7 @@ class Workload:
     forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     scaler: torch.amp.GradScaler | None
     autocast: contextlib.AbstractContextManager[object]
+    graph: GraphedStep | None = None
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """Forward, loss and backward, outside the timed phases' bookkeeping; returns the loss."""
@@ -121,6 +132,59 @@ class Workload:
             self.scaler.update()
         else:
             self.optimizer.step()
+
+
+class GraphedStep:
+    """The whole training step captured once as a CUDA graph and replayed (`--cuda-graphs`).
+
+    The first `WARMUP` steps run eagerly on a side stream (capture needs warmed-up kernels and
+    allocator), then the next full batch is captured: zero-grad to None, forward, loss,
+    backward, Adam (capturable, its step count on the device) and the add to the epoch's loss
+    sum. Capturing executes nothing, so the captured step is then replayed on its batch: every
+    batch trains exactly once. A batch of another size (the epoch's ragged last one) runs
+    eagerly on the same parameters and optimizer state.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, work: Workload, epoch_sum: torch.Tensor) -> None:
+        self.work = work
+        self.epoch_sum = epoch_sum
+        self.eager_steps = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static_x: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor) -> None:
+        if x.shape[0] != self.work.spec.batch_size:
+            self.eager(x)
+        elif self.graph is None and self.eager_steps < self.WARMUP:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self.eager(x)
+            torch.cuda.current_stream().wait_stream(side)
+            self.eager_steps += 1
+        else:
+            if self.graph is None:
+                self.capture(x)
+            assert self.graph is not None and self.static_x is not None
+            self.static_x.copy_(x, non_blocking=True)
+            self.graph.replay()
+
+    def eager(self, x: torch.Tensor) -> None:
+        self.work.optimizer.zero_grad(set_to_none=True)
+        loss = self.work.step(x)
+        self.work.update()
+        self.epoch_sum.add_(loss.detach())
+
+    def capture(self, x: torch.Tensor) -> None:
+        self.static_x = torch.empty_like(x)
+        self.graph = torch.cuda.CUDAGraph()
+        self.work.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):
+            loss = self.work.step(self.static_x)
+            self.work.update()
+            self.epoch_sum.add_(loss.detach())
 
 
 @dataclass
@@ -144,11 +208,20 @@ def train(
     warmup: int | None = None,
 ) -> TrainOutcome:
     t0 = clock()
+    if spec.is_cuda:
+        # The CUDA context is the process's, not the data's: start it before the data timer,
+        # whichever loader would otherwise touch the device first, and count it with the model.
+        device = torch.device(spec.device)
+        if device.index is not None:  # events and synchronize() act on the current device
+            torch.cuda.set_device(device)
+        torch.empty(1, device=device)
+    t_context = clock() - t0
+    t0 = clock()
     source = make_source(spec, data, torch.device(spec.device))
     t_data = clock() - t0
     t0 = clock()
     work = build_on(spec, source)
-    t_model = clock() - t0
+    t_model = clock() - t0 + t_context
 
     steps_total = total_steps(spec, len(work.source))
     # A process that already trained (tune's screen) is warm: it may ask for fewer steps.
@@ -170,14 +243,16 @@ def train(
             on_step(step)
 
     start_unix = time.time()
+    usage_before = resource.getrusage(resource.RUSAGE_SELF)
     with window or contextlib.nullcontext():
         epochs = run_epochs(work, steps_total, log, clock=clock, instrument=instrument, progress=progress,
                             on_step=after_step)
+    usage = _usage_since(usage_before)
     end_unix = time.time()
 
     metrics = _metrics(spec, log, epochs)
     metrics.update(t_import_s=t_import_s, t_data_s=t_data, t_model_s=t_model, train_start_unix=start_unix,
-                   train_end_unix=end_unix)
+                   train_end_unix=end_unix, **usage)
     if watch is not None:
         # The eager probe steps on a batch already in hand, so compare without the data wait.
         no_wait = log.steady([step - data for step, data in zip(log.step_ms, log.data_ms, strict=True)])
@@ -192,13 +267,16 @@ def build_on(spec: RunSpec, source: BatchSource) -> Workload:
     device = torch.device(spec.device)
     torch.manual_seed(spec.seed)
     model = VAE().to(device)
-    forward = model if spec.compile == "off" else torch.compile(model, mode=_compile_mode(spec.compile))
+    # Static shapes: the ragged last batch compiles its own graph once instead of turning the
+    # whole model dynamic, which under reduce-overhead would re-record CUDA graphs every epoch.
+    forward = model if spec.compile == "off" else torch.compile(model, mode=_compile_mode(spec.compile), dynamic=False)
     return Workload(
         spec=spec,
         device=device,
         source=source,
         model=model,
-        optimizer=torch.optim.Adam(model.parameters(), lr=spec.lr),
+        # capturable keeps Adam's step count on the device, so a captured step can replay it.
+        optimizer=torch.optim.Adam(model.parameters(), lr=spec.lr, capturable=spec.cuda_graphs),
         forward=forward,
         scaler=torch.amp.GradScaler("cuda") if spec.amp == "fp16" else None,
         autocast=_autocast(spec),
@@ -226,6 +304,11 @@ def run_epochs(
 ) -> Epochs:
     spec, device, source, optimizer = work.spec, work.device, work.source, work.optimizer
     events = DeviceEvents() if instrument and device.type == "cuda" else None
+    read_every_step = spec.sync == "step"
+    # --sync epoch: the loss is summed on the device, in float64 like the host's Python float,
+    # and read once per epoch, so the host never waits for the device inside an epoch.
+    epoch_sum = None if read_every_step else torch.zeros((), dtype=torch.float64, device=device)
+    graphed = GraphedStep(work, epoch_sum) if spec.cuda_graphs and epoch_sum is not None else None
     losses: list[float] = []
     times: list[float] = []
     step = 0
@@ -244,18 +327,26 @@ def run_epochs(
             if x is None:
                 break
             t_b = clock()
-            optimizer.zero_grad()
+            if graphed is None:
+                optimizer.zero_grad()
             t_b2 = clock()
             e_copy = events.mark() if events else None
             if not source.on_device:
                 x = x.to(device, non_blocking=spec.pin_memory)
             e_copied = events.mark() if events else None
             t_c = clock()
-            loss = work.step(x)
-            t_d = clock()
-            summed += loss.item()  # sync point: the seed reads the loss every step
-            t_e = clock()
-            work.update()
+            if graphed is not None:
+                graphed(x)
+                t_d = t_e = clock()
+            else:
+                loss = work.step(x)
+                if epoch_sum is not None:
+                    epoch_sum.add_(loss.detach())
+                t_d = t_e = clock()
+                if epoch_sum is None:
+                    summed += loss.item()  # sync point: the seed reads the loss every step
+                    t_e = clock()
+                work.update()
             if events and e_copy and e_copied:
                 events.add(e_copy, e_copied, events.mark())
             t_f = clock()
@@ -265,6 +356,7 @@ def run_epochs(
                 first_step_s = t_f - t_a
             if instrument:
                 log.step_ms.append((t_f - t_a) * 1e3)
+                log.batch.append(x.shape[0])
                 log.data_ms.append((t_b - t_a) * 1e3)
                 log.copy_ms.append((t_c - t_b2) * 1e3)
                 log.compute_ms.append(((t_b2 - t_b) + (t_d - t_c) + (t_f - t_e)) * 1e3)
@@ -272,9 +364,12 @@ def run_epochs(
             if on_step is not None:
                 on_step(step)
             if progress is not None:
-                progress(step, steps_total, epoch + 1, summed / seen)
+                progress(step, steps_total, epoch + 1, summed / seen if read_every_step else None)
+        if epoch_sum is not None:
+            summed = epoch_sum.item()  # sync point: --sync epoch reads the loss once per epoch
+            epoch_sum.zero_()
         if events:
-            events.flush(log)
+            events.flush(log, steps_from_device=not read_every_step)
         times.append(clock() - epoch_start)
         losses.append(summed / max(seen, 1))  # the seed's: summed loss / samples
     return Epochs(losses, times, step, clock() - train_start, first_step_s)
@@ -301,6 +396,7 @@ class CompileWatch:
         return {
             "compile_s": counters.compile_s,
             "recompiles": counters.recompiles,
+            "compile_cudagraph_skips": counters.cudagraph_skips,
             "compile_graphs": counters.graphs,
             "compile_cache": counters.cache,
             "compile_warnings": warnings,
@@ -359,7 +455,9 @@ def _metrics(spec: RunSpec, log: StepLog, epochs: Epochs) -> dict[str, object]:
         iqr_ms = q[2] - q[0]
     else:
         iqr_ms = math.nan
-    samples_per_s = spec.batch_size / (median_ms / 1e3) if steady else math.nan
+    # Each step's own samples over its own time: a ragged or short epoch is not counted as full.
+    rates = log.steady([1e3 * n / ms if ms > 0 else math.nan for n, ms in zip(log.batch, log.step_ms, strict=True)])
+    samples_per_s = statistics.median(rates) if rates else math.nan
     return {
         "train_s": epochs.train_s,
         "t_first_step_s": epochs.first_step_s,
@@ -380,6 +478,18 @@ def _metrics(spec: RunSpec, log: StepLog, epochs: Epochs) -> dict[str, object]:
     }
 
 
+def _usage_since(before: resource.struct_rusage) -> dict[str, float]:
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "train_user_s": after.ru_utime - before.ru_utime,
+        "train_sys_s": after.ru_stime - before.ru_stime,
+        "train_minor_faults": float(after.ru_minflt - before.ru_minflt),
+        "train_major_faults": float(after.ru_majflt - before.ru_majflt),
+        "train_ctx_voluntary": float(after.ru_nvcsw - before.ru_nvcsw),
+        "train_ctx_involuntary": float(after.ru_nivcsw - before.ru_nivcsw),
+    }
+
+
 def _samples_in(spec: RunSpec, steps_done: int) -> int:
     per_epoch = -(-spec.samples // spec.batch_size)
     full_epochs, rest = divmod(steps_done, per_epoch)
@@ -394,4 +504,5 @@ def _autocast(spec: RunSpec) -> contextlib.AbstractContextManager[object]:
     if spec.amp == "off":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if spec.amp == "bf16" else torch.float16
-    return torch.autocast(device_type=torch.device(spec.device).type, dtype=dtype)
+    # A captured graph must not keep autocast's cast cache alive across replays.
+    return torch.autocast(device_type=torch.device(spec.device).type, dtype=dtype, cache_enabled=not spec.cuda_graphs)

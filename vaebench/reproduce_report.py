@@ -52,7 +52,8 @@ class Comparison:
     short_epochs: int = 0  # the length of the what-if and thread-sweep runs
 
 
-def compare(claim: Claim, measured: pd.DataFrame, *, quick: bool = False, cuda_devices: int = 0) -> Comparison:
+def compare(claim: Claim, measured: pd.DataFrame, *, quick: bool = False, cuda_devices: int = 0,
+            epochs: int | None = None) -> Comparison:
     """Judge `claim` on the measured rows of a reproduction (`reproduce.collect`'s frame);
     `cuda_devices` is the number of GPUs the plan ran on."""
     rows = measured.to_dict("records") if not measured.empty else []
@@ -70,7 +71,7 @@ def compare(claim: Claim, measured: pd.DataFrame, *, quick: bool = False, cuda_d
         whatifs=whatifs,
         threads=thread_table(sweep),
         findings=_findings(claim, ok, seeds, sweep, whatifs, baselines, by_id),
-        notes=_notes(claim, ok, quick, cuda_devices),
+        notes=_notes(claim, ok, 1 if quick else epochs, cuda_devices),
         failed=[f"{device_label(r)}, {fnd.change_label(r)} ({r.get('roles', '')}): {r.get('reason', '')}" for r in rows
                 if r.get("status") != OK],
         short_epochs=int(min((number(r.get("epochs")) for r in baselines.values()), default=0)),
@@ -90,6 +91,10 @@ def _findings(claim: Claim, ok: list[dict[str, Any]], seeds: list[dict[str, Any]
         found += [f for r in seeds if r.get("device") == "cpu" and (f := fnd.cpu_time_balance(r)) is not None]
     gpu_real = next((p.figures["real_s"] for p in claim.published if p.device == "cuda"), math.nan)
     found += fnd.pipeline_share(whatifs, baselines, gpu_real)
+    for device, base in baselines.items():
+        if device.startswith("cuda"):
+            rungs = [r for r in ok if r.get("device") == device and _has_role(r, "what-if")]
+            found += fnd.rung_steps([base, *rungs])
     for p in claim.published if ok else ():
         finding = fnd.machine_finding(f"{p.label} (published)", p.machine, (by_id[p.id] or ok)[0], claim.data)
         found += [finding] if finding is not None else []
@@ -131,7 +136,7 @@ def device_label(row: Mapping[str, Any]) -> str:
     return f"{device} ({inside})" if inside else device
 
 
-def _notes(claim: Claim, ok: list[dict[str, Any]], quick: bool, cuda_devices: int) -> list[str]:
+def _notes(claim: Claim, ok: list[dict[str, Any]], epochs: int | None, cuda_devices: int) -> list[str]:
     notes = []
     sources = sorted({str(r.get("data_source")) for r in ok if r.get("data_source")})
     if sources and sources != [claim.data]:
@@ -142,9 +147,11 @@ def _notes(claim: Claim, ok: list[dict[str, Any]], quick: bool, cuda_devices: in
             f"{', '.join(f'{n:,}' for n in samples)} samples per epoch; the published rows ran on "
             f"{SOURCE_NAMES.get(claim.data, claim.data)}. Times per epoch compare; final losses do not."
         )
-    if quick:
-        notes.append(f"--quick: one epoch instead of {claim.run.get('epochs', 10)}, so real times are about a tenth "
-                     "of the published ones and include a larger share of start-up; compare ratios, not seconds.")
+    published_epochs = int(claim.run.get("epochs", 10))
+    if epochs is not None and epochs != published_epochs:
+        notes.append(f"{epochs} epoch{'' if epochs == 1 else 's'} instead of {published_epochs} (sized to fit), so "
+                     f"real times are about {epochs}/{published_epochs} of the published ones and include a larger "
+                     "share of start-up; compare ratios, not seconds.")
     if cuda_devices == 0:
         gpus = ", ".join(p.label for p in claim.published if p.device == "cuda")
         if gpus:

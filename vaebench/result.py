@@ -88,6 +88,7 @@ class TrainMetrics:
     train_end_unix: float = math.nan
     compile_s: float = math.nan  # dynamo + inductor time, forward and backward, recompiles included
     recompiles: int = 0
+    compile_cudagraph_skips: int = 0  # graphs meant to replay as CUDA graphs that ran without them
     compile_graphs: int = 0
     compile_cache: str = ""  # warm, cold, partly warm: from the on-disk cache's hits and misses
     compile_warnings: list[str] = field(default_factory=list)
@@ -100,6 +101,14 @@ class TrainMetrics:
     profile_busy_source: str = ""
     profile_kernels_per_step: float = math.nan
     profile_overhead_pct: float = math.nan
+    # The training process's own rusage over the training window (all its threads, not the
+    # DataLoader workers): per-step kernel figures without the import's and set-up's faults.
+    train_user_s: float = math.nan
+    train_sys_s: float = math.nan
+    train_minor_faults: float = math.nan
+    train_major_faults: float = math.nan
+    train_ctx_voluntary: float = math.nan
+    train_ctx_involuntary: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -266,6 +275,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "train_end_unix",
     "compile_s",
     "recompiles",
+    "compile_cudagraph_skips",
     "compile_graphs",
     "compile_cache",
     "compile_warnings",
@@ -278,6 +288,12 @@ RUN_COLUMNS: tuple[str, ...] = (
     "profile_busy_source",
     "profile_kernels_per_step",
     "profile_overhead_pct",
+    "train_user_s",
+    "train_sys_s",
+    "train_minor_faults",
+    "train_major_faults",
+    "train_ctx_voluntary",
+    "train_ctx_involuntary",
     *(f.name for f in dataclasses.fields(MonitorSummary)),
     "gpu_energy_per_epoch_j",
     "gpu_energy_per_sample_mj",

