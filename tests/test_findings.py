@@ -214,3 +214,45 @@ def test_threads_that_burn_cpu_without_progress() -> None:
     assert "no sign of spin-waiting" in finding.text
     assert finding.numbers["cpu_per_sample_growth"] == pytest.approx((43.1 / 11.8) / (1144 / 6831))
     assert "user time per sample grew 21.81x" in finding.text
+
+
+def rung(loader: str = "reference", step: float = 8.9, data: float = 6.75, compute: float = 2.4, **knobs: object
+         ) -> dict:
+    return {"loader": loader, "pin_memory": False, "sync": "step", "cuda_graphs": False, "compile": "off",
+            "amp": "off", "step_median_ms": step, "split_data_ms": data, "split_copy_ms": 0.1,
+            "split_compute_ms": compute, "split_sync_ms": 0.04} | knobs
+
+
+def test_rung_steps_name_the_wait_each_knob_removed() -> None:
+    rows = [
+        rung(),
+        rung("device", step=2.44, data=0.07, compute=2.29),
+        rung("device", step=2.24, data=0.06, compute=2.15, sync="epoch", split_sync_ms=0.0),
+        rung("device", step=0.377, data=0.03, compute=0.27, sync="epoch", cuda_graphs=True, split_sync_ms=0.0),
+        rung("device", step=2.22, data=0.07, compute=2.58, sync="epoch", compile="reduce-overhead",
+             split_sync_ms=0.0),
+    ]
+    texts = [f.text for f in fnd.rung_steps(rows)]
+    assert texts[0].startswith("loader=device (against seed configuration): step 8.900 -> 2.440 ms")
+    assert "data wait 6.750 -> 0.070 ms" in texts[0]
+    assert texts[2].startswith("cuda_graphs=on (against loader=device,sync=epoch)") and "5.94x" in texts[2]
+    # compile replaces the graphs: it is set against the rung below both, not against cuda-graphs.
+    assert texts[3].startswith("compile=reduce-overhead (against loader=device,sync=epoch)")
+    assert "host compute" not in texts[3]  # nothing fell: no phase is named as removed
+
+
+def test_contention_compares_the_training_window_with_the_training_window() -> None:
+    # An H200 record: 16 threads busy during training (monitor 90%), but the process's whole-life
+    # %CPU, diluted by a single-threaded start-up, read as 28%: not a neighbour.
+    row = {"device": "cpu", "loader": "device", "cpu_util_mean": 90.2, "cpu_pct": 446.0, "fp_logical_cores": 16,
+           "train_user_s": 27.5, "train_sys_s": 6.7, "train_s": 2.31, "workers": 0}
+    assert fnd.contention([row]) is None
+    busy = row | {"train_user_s": 5.0, "train_sys_s": 0.5}
+    finding = fnd.contention([busy])
+    assert finding is not None and finding.numbers["others_pct"] == pytest.approx(90.2 - 100 * 5.5 / 2.31 / 16)
+
+
+def test_change_label_names_every_knob_off_the_seed() -> None:
+    assert fnd.change_label(rung()) == "seed configuration"
+    assert fnd.change_label(rung("tensor", pin_memory=True)) == "loader=tensor,pin_memory=on"
+    assert fnd.change_label(rung("device", sync="epoch", cuda_graphs=True)) == "loader=device,sync=epoch,cuda_graphs=on"
