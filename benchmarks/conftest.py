@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vaebench.data import prepare
+from vaebench.measure.data import prepare
 from vaebench.result import DataInfo
 from vaebench.spec import RunSpec
 

@@ -71,7 +71,7 @@ def snapshot(ref: str, dest: Path) -> None:
 
 
 def plant(root: Path, slowdown: float) -> None:
-    path = root / "vaebench" / "loop.py"
+    path = root / "vaebench" / "train" / "loop.py"
     text = path.read_text()
     if text.count(ANCHOR) != 1:
         raise SystemExit(f"{path}: expected one `t_f = clock()` line to plant after, found {text.count(ANCHOR)}")
@@ -89,7 +89,7 @@ def env_for(root: Path) -> dict[str, str]:
 def verify(root: Path, planted: bool) -> None:
     """The CLI and the training child started from `root` both import `root`'s package."""
     code = (
-        "import vaebench.loop as loop, vaebench.runner as runner\n"
+        "import vaebench.train.loop as loop, vaebench.measure.run as runner\n"
         "from vaebench.spec import RunSpec\n"
         "print(loop.__file__); print(runner.child_env(RunSpec())['PYTHONPATH'].split(':')[0]);"
         "print(hasattr(loop, 'PLANTED_SLOWDOWN'))"

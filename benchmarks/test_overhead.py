@@ -36,10 +36,10 @@ from typing import Any
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from vaebench.loop import train
-from vaebench.measure import Monitor
+from vaebench.measure.monitor import Monitor
 from vaebench.result import DataInfo
 from vaebench.spec import RunSpec
+from vaebench.train.loop import train
 
 TIMER_READS = 7  # t_a, t_b, t_b2, t_c, t_d, t_e, t_f in the loop's step
 MONITOR_HZ = 10.0  # run_once's default sample rate

@@ -14,11 +14,11 @@ import pytest
 import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from vaebench.loaders import BatchSource, make_source
-from vaebench.loop import train
-from vaebench.model import VAE, vae_loss
 from vaebench.result import DataInfo
 from vaebench.spec import LOADERS, RunSpec
+from vaebench.train.loaders import BatchSource, make_source
+from vaebench.train.loop import train
+from vaebench.train.model import VAE, vae_loss
 
 CPU = torch.device("cpu")
 Tiny = tuple[RunSpec, DataInfo]

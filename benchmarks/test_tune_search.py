@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from vaebench.runner import RunOptions, prepare_data
-from vaebench.screen import screen
+from vaebench.measure.run import RunOptions, prepare_data
 from vaebench.spec import RunSpec
-from vaebench.tuner import isolated
-from vaebench.tuning import START_BATCH, SearchResult, Trial, search_batch, trial_spec
+from vaebench.tune.driver import isolated
+from vaebench.tune.screen import screen
+from vaebench.tune.search import START_BATCH, SearchResult, Trial, search_batch, trial_spec
 
 SAMPLES = 16_384
 

@@ -142,5 +142,5 @@ def test_ctrl_c_keeps_what_finished_and_stops_the_running_child(tmp_path: Path) 
 
 
 def _child_pids() -> set[int]:
-    found = subprocess.run(["pgrep", "-f", "vaebench.child"], capture_output=True, text=True)
+    found = subprocess.run(["pgrep", "-f", "vaebench.train.child"], capture_output=True, text=True)
     return {int(pid) for pid in found.stdout.split()}

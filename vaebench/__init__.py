@@ -21,6 +21,16 @@ def load_runs(path: str, **kwargs: Any) -> pd.DataFrame:
     return _load_runs(path, **kwargs)
 
 
+def __getattr__(name: str) -> Any:
+    """`vaebench.report` (where `build_report` lived before the subpackages) without importing
+    pandas at `import vaebench`."""
+    if name == "report":
+        from .analysis import report
+
+        return report
+    raise AttributeError(f"module 'vaebench' has no attribute {name!r}")
+
+
 def load_epochs(path: str) -> pd.DataFrame:
     """One row per run and epoch: loss, epoch time, elapsed wall clock."""
     from .storage import load_epochs as _load_epochs

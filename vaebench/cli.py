@@ -17,8 +17,8 @@ from . import __version__
 from .spec import AMP_MODES, COMPILE_MODES, DATA_SOURCES, DEFAULT, LOADERS, SPEC_FIELDS, SYNC_MODES, RunSpec
 
 if TYPE_CHECKING:
-    from .claim import Claim
-    from .reproduce import Plan
+    from .reproduce.claim import Claim
+    from .reproduce.plan import Plan
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -144,8 +144,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .runner import InvalidRun, RunOptions, check, prepare_data, run_once
-    from .summary import format_run
+    from .analysis.summary import format_run
+    from .measure.run import InvalidRun, RunOptions, check, prepare_data, run_once
 
     spec = spec_from_args(args)
     _check_io(args)
@@ -214,7 +214,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import build_report, summary_table, write_report
+    from .analysis.report import build_report, summary_table, write_report
 
     runs = [r.strip() for r in args.runs.split(",") if r.strip()] if args.runs else None
     try:
@@ -256,7 +256,7 @@ def parse_fraction(text: str) -> float:
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
-    from .compare import DEFAULT_METRICS, METRICS
+    from .analysis.compare import DEFAULT_METRICS, METRICS
 
     parser = _command(
         sub, "compare", "Check a candidate results folder against a baseline for regressions.",
@@ -282,7 +282,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import DEFAULT_METRICS, CompareError, compare, load_step_times
+    from .analysis.compare import DEFAULT_METRICS, CompareError, compare, load_step_times
     from .storage import load_runs
 
     tables, steps = [], []
@@ -341,10 +341,10 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .execution import estimate_s, history_of, pending, resolve_points, run_points
+    from ._format import format_duration
     from .machine import capabilities
-    from .progress import format_duration
-    from .runner import RunOptions
+    from .measure.execution import estimate_s, history_of, pending, resolve_points, run_points
+    from .measure.run import RunOptions
     from .sweep import SweepConfig, SweepError, interleave, load_config, merge, parse_axes, split_valid
 
     try:
@@ -425,11 +425,11 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibration import calibration_report, recommend
-    from .compare import load_step_times
-    from .execution import pending, resolve_points, run_points
+    from .analysis.calibration import calibration_report, recommend
+    from .analysis.compare import load_step_times
     from .machine import capabilities
-    from .runner import RunOptions
+    from .measure.execution import pending, resolve_points, run_points
+    from .measure.run import RunOptions
     from .storage import load_runs
     from .sweep import SweepError, interleave, load_config, split_valid
 
@@ -481,7 +481,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 REPRODUCE_EPILOG = (
     "A claim file (TOML) holds the published rows, the configuration they ran and the relations "
-    "to check, with tolerances; the format is documented in docs/claims.md, and the default claim "
+    "to check, with tolerances; the format is documented in docs/claims.md, and 
     "is vaebench/claims/blog-3090.toml. Exit status: 0 the runs finished (whatever the verdicts), "
     "1 a run failed, 2 bad usage or a bad claim file."
 )
@@ -518,12 +518,12 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from . import claim as claims
-    from . import reproduce
-    from .execution import estimate_s, history_of
+    from ._format import format_duration
     from .machine import capabilities
-    from .progress import format_duration
-    from .runner import InvalidRun, RunOptions, check, prepare_data
+    from .measure.execution import estimate_s, history_of
+    from .measure.run import InvalidRun, RunOptions, check, prepare_data
+    from .reproduce import claim as claims
+    from .reproduce import plan as reproduce
 
     _check_io(args)
     if args.epochs is not None and args.epochs < 1:
@@ -571,7 +571,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _reproduce_report(args: argparse.Namespace, claim: Claim) -> int:
-    from . import reproduce
+    from .reproduce import plan as reproduce
     from .storage import load_runs
 
     out = Path(args.out)
@@ -584,8 +584,9 @@ def _reproduce_report(args: argparse.Namespace, claim: Claim) -> int:
 
 
 def _write_reproduction(args: argparse.Namespace, claim: Claim, plan: Plan, out: Path) -> None:
-    from . import reproduce, reproduce_report
-    from .report import build_report, write_report
+    from .analysis.report import build_report, write_report
+    from .reproduce import plan as reproduce
+    from .reproduce import report as reproduce_report
 
     comparison = reproduce_report.compare(claim, reproduce.collect(plan, out), quick=args.quick, epochs=args.epochs,
                                           cuda_devices=sum(d.startswith("cuda") for d in plan.devices))
@@ -605,8 +606,8 @@ TUNE_EPILOG = (
 
 
 def _add_tune(sub: argparse._SubParsersAction) -> None:
-    from .tuner import TUNE_SAMPLES
-    from .tuning import INCLUDABLE, LR_SCALINGS
+    from .tune.driver import TUNE_SAMPLES
+    from .tune.search import INCLUDABLE, LR_SCALINGS
 
     parser = _command(
         sub, "tune",
@@ -651,10 +652,10 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     from .machine import capabilities
-    from .runner import InvalidRun, RunOptions, check, prepare_data
-    from .tune_report import format_table, trials_frame, write
-    from .tuner import TuneSettings, tune
-    from .tuning import parse_budget, parse_include
+    from .measure.run import InvalidRun, RunOptions, check, prepare_data
+    from .tune.driver import TuneSettings, tune
+    from .tune.report import format_table, trials_frame, write
+    from .tune.search import parse_budget, parse_include
 
     try:
         budget, include = parse_budget(args.budget), parse_include(args.include)
@@ -696,7 +697,7 @@ LADDER_EPILOG = (
 
 
 def _add_ladder(sub: argparse._SubParsersAction) -> None:
-    from .ladder import DEFAULT_RUNGS, RUNG_NAMES
+    from .reproduce.ladder import DEFAULT_RUNGS, RUNG_NAMES
 
     parser = _command(
         sub, "ladder",
@@ -740,11 +741,11 @@ def _ladder_data(out: Path) -> str:
 
 
 def _cmd_ladder(args: argparse.Namespace) -> int:
-    from . import ladder
-    from .execution import SweepOutcome, pending, resolve_points, run_points
+    from .analysis.report import build_report, write_report
     from .machine import capabilities
-    from .report import build_report, write_report
-    from .runner import RunOptions
+    from .measure.execution import SweepOutcome, pending, resolve_points, run_points
+    from .measure.run import RunOptions
+    from .reproduce import ladder
     from .storage import load_runs
     from .sweep import Skipped, interleave, split_valid
 

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from vaebench.analysis.attribution import (
+    COMPUTE,
+    INPUT,
+    LAUNCH,
+    SYNC,
+    Evidence,
+    attribute,
+    utilization_note,
+)
+from vaebench.analysis.trace import CPU_SOURCE, DEVICE_SOURCE, NO_DEVICE_SOURCE
+from vaebench.result import StepSplit
+
+
+def split(data: float, copy: float, compute: float, sync: float) -> StepSplit:
+    return StepSplit(data_ms=data, copy_ms=copy, compute_ms=compute, sync_ms=sync)
+
+
+def test_waiting_for_batches_is_an_input_pipeline_bound() -> None:
+    found = attribute(Evidence(split(6.0, 1.0, 2.0, 1.0), "cuda", busy_fraction=0.15))
+    assert found.kind == INPUT
+    assert found.share == pytest.approx(0.7)
+    assert any("--loader" in k for k in found.knobs) and "--pin-memory" in found.knobs
+    assert "70% of the step" in str(found)
+
+
+def test_a_busy_device_is_a_compute_bound() -> None:
+    found = attribute(Evidence(split(0.1, 0.1, 1.0, 8.8), "cuda", busy_fraction=0.95))
+    assert found.kind == COMPUTE and found.share == pytest.approx(0.95)
+    assert "--amp bf16" in found.knobs
+    assert "busy 95%" in str(found)
+
+
+def test_an_idle_device_and_a_launching_host_is_launch_overhead() -> None:
+    ev = Evidence(split(0.1, 0.1, 5.0, 0.3), "cuda", busy_fraction=0.2, kernels_per_step=60)
+    found = attribute(ev)
+    assert found.kind == LAUNCH
+    assert any("reduce-overhead" in k for k in found.knobs)
+    text = str(found)
+    assert "idle 80%" in text and "60 kernels per step" in text
+
+
+def test_host_and_device_taking_turns_is_a_synchronization_bound() -> None:
+    found = attribute(Evidence(split(0.1, 0.1, 3.0, 3.0), "cuda", busy_fraction=0.5))
+    assert found.kind == SYNC
+    assert found.share == pytest.approx(3.0 / 6.2)
+    assert ".item()" in found.knobs[0]
+
+
+def test_without_a_trace_a_long_wait_for_the_device_reads_as_compute() -> None:
+    found = attribute(Evidence(split(0.1, 0.1, 0.5, 6.0), "cuda"))
+    assert found.kind == COMPUTE
+    assert "no trace" in str(found)
+
+
+def test_cpu_run_with_few_op_time_is_python_and_dispatch_overhead() -> None:
+    found = attribute(Evidence(split(0.2, math.nan, 4.0, math.nan), "cpu", busy_fraction=0.3))
+    assert found.kind == LAUNCH and found.share == pytest.approx(0.7)
+    assert not any("reduce-overhead" in k for k in found.knobs)
+
+
+def test_cpu_run_busy_in_ops_is_compute_bound_with_thread_knobs() -> None:
+    found = attribute(Evidence(split(0.2, 0.0, 4.0, 0.01), "cpu", busy_fraction=0.9))
+    assert found.kind == COMPUTE and "--threads N" in found.knobs
+
+
+def test_a_decisive_what_if_outranks_the_rules() -> None:
+    ev = Evidence(split(1.0, 0.2, 5.0, 0.3), "cuda", busy_fraction=0.2, whatifs={"--loader device": 1.5})
+    found = attribute(ev)
+    assert found.kind == INPUT
+    assert "rules pointed to host launch overhead" in str(found)
+    assert "--loader device ran 1.50x as fast" in found.whatif
+
+
+def test_a_what_if_on_one_of_the_knobs_backs_the_finding() -> None:
+    ev = Evidence(
+        split(0.1, 0.1, 5.0, 0.3),
+        "cuda",
+        busy_fraction=0.2,
+        whatifs={"--compile reduce-overhead": 1.8, "--amp bf16": 1.05, "--workers 4": math.nan},
+    )
+    found = attribute(ev)
+    assert found.kind == LAUNCH
+    assert found.whatif == "--compile reduce-overhead ran 1.80x as fast"
+    assert str(found).count("measured:") == 1
+
+
+def test_utilization_note_warns_against_reading_it_as_efficiency() -> None:
+    note = utilization_note(93.0)
+    assert "93%" in note and "not how much" in note and "compute efficiency" in note
+    assert "busy fraction" in utilization_note(93.0, busy_fraction=0.41)
+    assert "memcpy" in utilization_note(93.0, busy_fraction=0.41)
+    assert "41%" in utilization_note(93.0, busy_fraction=0.41)
+
+
+def test_a_host_op_share_is_not_device_busy_on_a_gpu_run() -> None:
+    # The same split reads as compute bound with a real device busy of 90%...
+    busy = attribute(Evidence(split(0.1, 0.1, 5.0, 0.3), "cuda", busy_fraction=0.9, busy_source=DEVICE_SOURCE))
+    assert busy.kind == COMPUTE
+    # ...but an aten-op share (an old CUDA record whose trace had no device rows) is ignored.
+    ev = Evidence(split(0.1, 0.1, 5.0, 0.3), "cuda", busy_fraction=0.9, busy_source=CPU_SOURCE)
+    assert math.isnan(ev.busy)
+    found = attribute(ev)
+    assert found.kind == LAUNCH and "busy 90%" not in str(found) and "idle" not in str(found)
+    assert "aten-op share, not the GPU's" in str(found)
+
+
+def test_a_gpu_trace_without_device_rows_is_named_in_the_evidence() -> None:
+    ev = Evidence(split(0.1, 0.1, 0.5, 6.0), "cuda:0", busy_fraction=math.nan, busy_source=NO_DEVICE_SOURCE)
+    found = attribute(ev)
+    assert found.kind == COMPUTE and "no trace to check" in str(found)
+    assert "CUPTI missing?" in str(found)
+
+
+def test_a_cpu_run_keeps_its_op_share() -> None:
+    ev = Evidence(split(0.2, math.nan, 4.0, math.nan), "cpu", busy_fraction=0.3, busy_source=CPU_SOURCE)
+    assert ev.busy == 0.3 and attribute(ev).kind == LAUNCH
+
+
+def test_fp16_notes_the_scalers_second_sync() -> None:
+    found = attribute(Evidence(split(0.1, 0.1, 5.0, 0.3), "cuda", busy_fraction=0.2, amp="fp16"))
+    assert "found_inf.item()" in str(found)
+    assert "found_inf" not in str(attribute(Evidence(split(0.1, 0.1, 5.0, 0.3), "cuda", amp="bf16")))

@@ -1,0 +1,359 @@
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from vaebench.analysis import compare as cmp
+from vaebench.analysis.calibration import calibration_report
+from vaebench.cli import main, parse_fraction
+from vaebench.spec import RunSpec
+from vaebench.storage import SERIES_DIR, append_row, write_json_atomic
+
+SPEC = RunSpec(batch_size=128, epochs=1, data="embedded-5k")
+OTHER = RunSpec(batch_size=256, epochs=1, data="embedded-5k")
+MACHINE = {"fp_cpu_model": "Xeon 8480", "fp_gpu_name": "", "fp_torch": "2.5.1",
+           "fp_threads_env": "OMP_NUM_THREADS=4", "fp_hostname": "ci-1"}
+
+
+def rows(
+    slowdown: float = 1.0,
+    noise: float = 0.01,
+    n: int = 5,
+    seed: int = 0,
+    spec: RunSpec = SPEC,
+    loss: float = 100.0,
+    **extra: Any,
+) -> list[dict[str, Any]]:
+    """n runs whose time-like metrics are `slowdown` times a base, with log-normal-ish noise."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        factor = slowdown * (1 + rng.gauss(0, noise))
+        out.append({
+            "run_id": f"{spec.key()}-{seed}-{i}", "spec_key": spec.key(), "repeat": i,
+            "status": "ok", **spec.to_dict(), "warmup_steps": 2,
+            "samples_per_s": spec.batch_size * 1000 / (5.0 * factor), "epoch_s": 60.0 * factor,
+            "real_s": 70.0 * factor, "user_s": 65.0 * factor, "sys_s": 2.0 * factor,
+            "peak_rss_mb": 900.0, "final_loss": loss + rng.gauss(0, 0.05),
+            **MACHINE, **extra,
+        })
+    return out
+
+
+def frame(*groups: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame([row for group in groups for row in group])
+
+
+def verdicts(comparison: cmp.Comparison) -> dict[str, str]:
+    return {c.metric: c.verdict for c in comparison.checks}
+
+
+# --- the decision rule on synthetic samples with known effects -----------------------------
+
+
+def test_identical_samples_pass_as_unchanged():
+    same = frame(rows(seed=1))
+    result = cmp.compare(same, same.copy())
+    assert verdicts(result) == {"samples_per_s": cmp.UNCHANGED, "epoch_s": cmp.UNCHANGED}
+    assert result.exit_code == 0
+    assert all(c.ratio == pytest.approx(1.0) for c in result.checks)
+
+
+def test_same_distribution_different_draws_is_not_a_regression():
+    result = cmp.compare(frame(rows(seed=1)), frame(rows(seed=2)))
+    assert not result.regressed
+    assert set(verdicts(result).values()) == {cmp.UNCHANGED}
+
+
+def test_planted_slowdown_with_low_noise_is_a_regression():
+    result = cmp.compare(frame(rows(seed=1)), frame(rows(1.20, seed=2)))
+    assert verdicts(result) == {"samples_per_s": cmp.REGRESSION, "epoch_s": cmp.REGRESSION}
+    assert result.exit_code == 1
+    throughput = next(c for c in result.checks if c.metric == "samples_per_s")
+    assert throughput.ratio == pytest.approx(1 / 1.2, rel=0.03)  # samples/s fell
+    assert throughput.change == pytest.approx(0.2, abs=0.03)  # the same slowdown as epoch time
+    assert throughput.ci_high < 1 / 1.1
+    assert throughput.p_value <= 0.05
+    sentence = str(throughput)
+    assert "slower" in sentence and "regression" in sentence and "samples/s" in sentence
+    assert "Regression found" in str(result)
+
+
+def test_ten_percent_slowdown_against_a_five_percent_threshold():
+    result = cmp.compare(frame(rows(seed=1)), frame(rows(1.10, seed=2)), threshold=0.05)
+    assert verdicts(result)["epoch_s"] == cmp.REGRESSION
+
+
+def test_large_noise_is_inconclusive_not_a_regression():
+    result = cmp.compare(frame(rows(noise=0.3, seed=1)), frame(rows(1.2, noise=0.3, seed=2)))
+    assert not result.regressed
+    assert verdicts(result)["epoch_s"] == cmp.INCONCLUSIVE
+    assert result.exit_code == 0
+
+
+def test_significant_change_below_the_threshold_is_not_a_regression():
+    check = cmp.check_metric("k", "c", "epoch_s", [60, 60.3, 59.8, 60.1, 59.9], [63, 63.2, 62.9, 63.1, 63.3])
+    assert check.p_value <= 0.05
+    assert check.verdict == cmp.UNCHANGED
+    assert "significant" in check.reason
+
+
+def test_speedup_is_reported_as_an_improvement():
+    result = cmp.compare(frame(rows(seed=1)), frame(rows(0.75, seed=2)))
+    assert verdicts(result) == {"samples_per_s": cmp.IMPROVEMENT, "epoch_s": cmp.IMPROVEMENT}
+    assert result.exit_code == 0
+    assert "faster" in str(result.checks[0])
+
+
+def test_one_run_a_side_is_never_judged_unchanged():
+    check = cmp.check_metric("k", "c", "epoch_s", [60.0], [60.0])
+    assert check.verdict == cmp.INCONCLUSIVE
+    slow = cmp.check_metric("k", "c", "epoch_s", [60.0], [90.0])
+    assert slow.verdict == cmp.INCONCLUSIVE  # 50 % slower, but one run cannot be significant
+
+
+def test_missing_metric_is_inconclusive():
+    check = cmp.check_metric("k", "c", "peak_rss_mb", [], [900.0])
+    assert check.verdict == cmp.INCONCLUSIVE
+    assert "baseline" in check.reason
+
+
+def test_requested_metrics_and_unknown_metric():
+    result = cmp.compare(frame(rows(seed=1)), frame(rows(1.2, seed=2)), metrics=("real_s", "peak_rss_mb"))
+    assert verdicts(result) == {"real_s": cmp.REGRESSION, "peak_rss_mb": cmp.UNCHANGED}
+    with pytest.raises(ValueError, match="unknown metric"):
+        cmp.compare(frame(rows()), frame(rows()), metrics=("bogus",))
+
+
+def test_step_times_give_each_run_its_median_after_warm_up():
+    base, cand = rows(seed=1, n=3), rows(seed=2, n=3)
+    # The records claim equal speed; the step times say the candidate's steps take 30 % longer.
+    # Warm-up steps (the first 2) are huge and must be ignored.
+    base_steps = {r["run_id"]: [500.0, 400.0] + [5.0, 5.1, 4.9] * 20 for r in base}
+    cand_steps = {r["run_id"]: [9.0, 9.0] + [6.5, 6.6, 6.4] * 20 for r in cand}
+    result = cmp.compare(frame(base), frame(cand), metrics=("samples_per_s",),
+                         baseline_series=base_steps, candidate_series=cand_steps)
+    check = result.checks[0]
+    assert check.baseline_median == pytest.approx(128 * 1000 / 5.0)
+    assert check.candidate_median == pytest.approx(128 * 1000 / 6.5)
+    assert check.verdict == cmp.REGRESSION
+    # Step times are not pooled: 3 runs a side stay 3 values a side.
+    assert len(check.baseline_values) == 3
+
+
+# --- final loss ---------------------------------------------------------------------------
+
+
+def test_final_loss_guard_uses_the_seed_band():
+    seeds = [rows(seed=s, spec=RunSpec(batch_size=128, epochs=1, data="embedded-5k", seed=s),
+                  loss=100.0 + s) for s in range(3)]
+    baseline = frame(*seeds)
+    inside = frame(rows(seed=9, loss=101.5))  # seed 0's config, within 100..102 widened
+    outside = frame(rows(seed=9, loss=106.0))
+    ok = cmp.compare(baseline, inside, metrics=("final_loss",))
+    assert verdicts(ok) == {"final_loss": cmp.UNCHANGED}
+    check = ok.checks[0]
+    assert check.band_low < 100.0 and check.band_high > 102.0
+    bad = cmp.compare(baseline, outside, metrics=("final_loss",))
+    assert verdicts(bad) == {"final_loss": cmp.REGRESSION}
+    assert bad.exit_code == 1
+    assert "seed-to-seed band" in str(bad.checks[0])
+
+
+def test_final_loss_single_seed_tolerates_one_percent():
+    assert cmp.check_final_loss("k", "c", [100.0, 100.0], [100.5]).verdict == cmp.UNCHANGED
+    assert cmp.check_final_loss("k", "c", [100.0, 100.0], [98.0]).verdict == cmp.REGRESSION
+
+
+# --- pairing and the fingerprint guard ----------------------------------------------------
+
+
+def test_unpaired_configurations_are_listed():
+    failed = [dict(r, status="failed", samples_per_s=None) for r in rows(seed=3, spec=OTHER, n=2)]
+    baseline = frame(rows(seed=1), rows(seed=1, spec=OTHER))
+    candidate = frame(rows(seed=2), failed, rows(seed=2, spec=RunSpec(batch_size=64)))
+    result = cmp.compare(baseline, candidate)
+    reasons = {u.spec_key: u.reason for u in result.unpaired}
+    assert reasons[OTHER.key()] == "all 2 run(s) failed in the candidate"
+    assert reasons[RunSpec(batch_size=64).key()] == "absent from the baseline"
+    assert result.configs == 1
+    assert "unpaired" in result.to_text()
+
+
+def test_nothing_paired_raises():
+    with pytest.raises(cmp.NothingPaired, match="absent from the candidate"):
+        cmp.compare(frame(rows(spec=OTHER)), frame(rows()))
+
+
+def test_fingerprint_guard_names_each_difference():
+    other_machine = frame(rows(seed=2, fp_cpu_model="EPYC 9654", fp_threads_env="OMP_NUM_THREADS=8"))
+    with pytest.raises(cmp.FingerprintMismatch) as caught:
+        cmp.compare(frame(rows(seed=1)), other_machine)
+    message = str(caught.value)
+    assert "fp_cpu_model: baseline 'Xeon 8480', candidate 'EPYC 9654'" in message
+    assert "fp_threads_env" in message and "OMP_NUM_THREADS=8" in message
+    assert "--allow-different-machines" in message
+    assert len(caught.value.differences) == 2
+
+
+def test_fingerprint_guard_checks_torch_and_thread_counts_not_hostnames():
+    differences = cmp.fingerprint_differences(
+        frame(rows(fp_torch_threads=4)), frame(rows(fp_torch="2.6.0", fp_hostname="ci-2", fp_torch_threads=8))
+    )
+    assert [d.split(":")[0] for d in differences] == ["fp_torch", "fp_torch_threads"]
+    # A column present on one side only is a difference too; ints read back as floats are not.
+    assert cmp.fingerprint_differences(frame(rows(fp_logical_cores=16)), frame(rows(fp_logical_cores=16.0))) == []
+    assert cmp.fingerprint_differences(frame(rows()), frame(rows(fp_gpu_name=None)))
+
+
+def test_allowed_fingerprint_difference_becomes_a_warning():
+    result = cmp.compare(frame(rows(seed=1)), frame(rows(seed=2, fp_cpu_model="EPYC")),
+                         allow_different_machines=True)
+    assert result.fingerprint_differences
+    assert "warning: fp_cpu_model" in result.to_text()
+    assert "Compared across different setups" in result.to_markdown()
+
+
+# --- output formats -------------------------------------------------------------------------
+
+
+def test_text_markdown_and_json_outputs():
+    result = cmp.compare(frame(rows(seed=1), rows(seed=1, spec=OTHER)),
+                         frame(rows(1.2, seed=2), rows(seed=2, spec=OTHER)))
+    text = result.to_text()
+    assert text.splitlines()[0].split()[:2] == ["configuration", "metric"]
+    assert text.count("regression") >= 2
+    markdown = result.to_markdown()
+    table = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + 4  # header and 2 configurations x 2 metrics
+    assert ":x:" in markdown
+    payload = json.loads(result.to_json())
+    assert payload["exit_code"] == 1
+    assert {c["verdict"] for c in payload["checks"]} == {"regression", "unchanged"}
+    assert payload["checks"][0]["baseline_values"] and payload["checks"][0]["summary"]
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def write_folder(folder: Path, groups: list[list[dict[str, Any]]], steps: dict[str, list[float]] | None = None) -> Path:
+    for group in groups:
+        for row in group:
+            append_row(folder, row)
+    for run_id, times in (steps or {}).items():
+        write_json_atomic(folder / SERIES_DIR / f"{run_id}.json", {"step_ms": times, "monitor": []})
+    return folder
+
+
+@pytest.fixture()
+def folders(tmp_path: Path) -> tuple[Path, Path, Path]:
+    base = write_folder(tmp_path / "base", [rows(seed=1)])
+    same = write_folder(tmp_path / "same", [rows(seed=2)])
+    slow = write_folder(tmp_path / "slow", [rows(1.25, seed=3)])
+    return base, same, slow
+
+
+def test_cli_exit_codes(folders: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    base, same, slow = folders
+    assert main(["compare", str(base), str(same)]) == 0
+    assert "No regression" in capsys.readouterr().out
+    assert main(["compare", str(base), str(slow), "--threshold", "10%"]) == 1
+    assert main(["compare", str(base), str(slow), "--threshold", "0.5"]) == 0  # 25 % < 50 %
+    assert main(["compare", str(base), str(tmp_path / "missing")]) == 2
+    assert "no such results folder" in capsys.readouterr().err
+
+
+def test_cli_infrastructure_errors_exit_2(folders: tuple[Path, Path, Path], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]):
+    base, _, _ = folders
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "runs.jsonl").write_text('{"run_id": "a"}\n{not json\n')
+    assert main(["compare", str(base), str(corrupt)]) == 2
+    assert "runs.jsonl:2" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["compare", str(base), str(empty)]) == 2  # no runs.jsonl
+    other = write_folder(tmp_path / "other", [rows(spec=OTHER)])
+    assert main(["compare", str(base), str(other)]) == 2
+    assert "no configuration" in capsys.readouterr().err
+    elsewhere = write_folder(tmp_path / "elsewhere", [rows(seed=2, fp_gpu_name="H100")])
+    assert main(["compare", str(base), str(elsewhere)]) == 2
+    assert "fp_gpu_name" in capsys.readouterr().err
+    assert main(["compare", str(base), str(elsewhere), "--allow-different-machines"]) == 0
+    series = rows(seed=4)
+    bad_series = write_folder(tmp_path / "bad_series", [series])
+    (bad_series / SERIES_DIR).mkdir()
+    (bad_series / SERIES_DIR / f"{series[0]['run_id']}.json").write_text("{torn")
+    assert main(["compare", str(base), str(bad_series)]) == 2
+
+
+def test_cli_reads_step_times_and_writes_markdown_and_json(tmp_path: Path):
+    base_rows, cand_rows = rows(seed=1, n=3), rows(seed=2, n=3)
+    base = write_folder(tmp_path / "b", [base_rows], {r["run_id"]: [50.0, 50.0] + [5.0] * 30 for r in base_rows})
+    cand = write_folder(tmp_path / "c", [cand_rows], {r["run_id"]: [50.0, 50.0] + [6.0] * 30 for r in cand_rows})
+    md, js = tmp_path / "summary.md", tmp_path / "out" / "result.json"
+    js.parent.mkdir()
+    code = main(["compare", str(base), str(cand), "--metric", "samples_per_s", "final_loss",
+                 "--markdown", str(md), "--json", str(js)])
+    assert code == 1  # the records agree, the step times show a 20 % slowdown
+    payload = json.loads(js.read_text())
+    assert [c["metric"] for c in payload["checks"]] == ["samples_per_s", "final_loss"]
+    assert payload["checks"][0]["verdict"] == "regression"
+    table_rows = [line for line in md.read_text().splitlines() if line.startswith("| ")]
+    assert len(table_rows) == 3 and "regression" in table_rows[1]
+
+
+def test_threshold_parsing():
+    assert parse_fraction("10%") == pytest.approx(0.10)
+    assert parse_fraction("0.1") == pytest.approx(0.10)
+    assert parse_fraction(" 2.5% ") == pytest.approx(0.025)
+    for bad in ("10", "ten", "0", "-5%"):
+        with pytest.raises(Exception, match="ambiguous|not a fraction|positive"):
+            parse_fraction(bad)
+    with pytest.raises(SystemExit) as caught:
+        main(["compare", "a", "b", "--threshold", "10"])
+    assert caught.value.code == 2
+
+
+def test_help_documents_exit_codes(capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "0 no regression" in text and "1 at least one regression" in text and "2 usage" in text
+
+
+# --- calibration ---------------------------------------------------------------------------
+
+
+def test_calibration_report_measures_noise_and_detectable_slowdown():
+    report = calibration_report(frame(rows(noise=0.02, n=12, seed=5)), repeats=(2, 3, 5, 10))
+    epoch = next(m for m in report.metrics if m.metric == "epoch_s")
+    assert epoch.runs == 12
+    assert 0.01 < epoch.log_sd < 0.04
+    assert epoch.cv == pytest.approx(epoch.log_sd, rel=0.1)
+    detectable = dict(epoch.detectable)
+    assert detectable[2] == float("inf")
+    assert detectable[3] > detectable[5] > detectable[10] > 0
+    assert epoch.repeats_for(detectable[5]) == 5
+    rss = next(m for m in report.metrics if m.metric == "peak_rss_mb")
+    assert rss.log_sd == 0 and dict(rss.detectable)[3] == 0
+    text = report.to_text(threshold=0.05)
+    assert "never" in text and "epoch time" in text and "n=10" in text
+
+
+def test_calibration_needs_one_configuration():
+    with pytest.raises(ValueError, match="exactly one"):
+        calibration_report(frame(rows(), rows(spec=OTHER)))
+    with pytest.raises(ValueError, match="at least 2"):
+        calibration_report(frame(rows(n=1)))
+
+
+def test_calibration_from_few_runs_says_so():
+    text = calibration_report(frame(rows(noise=0.02, n=3, seed=5)), repeats=(3,)).to_text()
+    assert "note: a noise level from 3 runs" in text

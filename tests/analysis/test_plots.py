@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.lines import Line2D
+
+from vaebench.analysis import plots
+
+NAN = math.nan
+
+
+def _xs(line: Line2D) -> list[float]:
+    return np.asarray(line.get_xdata(), dtype=float).tolist()
+
+
+def _ys(line: Line2D) -> list[float]:
+    return np.asarray(line.get_ydata(), dtype=float).tolist()
+
+
+def _summary(**columns: list) -> pd.DataFrame:
+    count = len(next(iter(columns.values())))
+    frame = pd.DataFrame(columns)
+    if "config" not in frame:
+        frame["config"] = [f"config{i}" for i in range(count)]
+    frame["n"] = 3
+    return frame
+
+
+def test_time_bars_draw_real_user_sys_per_configuration_with_a_dot_per_run() -> None:
+    summary = _summary(
+        config=["threads=1", "threads=2"],
+        real_s_median=[10.0, 6.0],
+        user_s_median=[9.5, 11.0],
+        sys_s_median=[0.5, 0.6],
+    )
+    runs = pd.DataFrame(
+        {
+            "config": ["threads=1", "threads=1", "threads=2", "threads=2"],
+            "status": ["ok", "ok", "ok", "failed"],
+            "real_s": [9.8, 10.2, 6.0, NAN],
+            "user_s": [9.4, 9.6, 11.0, NAN],
+            "sys_s": [0.5, 0.5, 0.6, NAN],
+        }
+    )
+    figure = plots.time_bars(summary, runs)
+    assert figure is not None
+    (ax,) = figure.axes
+    assert len(ax.containers) == 3
+    assert [len(bars) for bars in ax.containers] == [2, 2, 2]
+    assert [bar.get_height() for bar in ax.containers[0]] == [10.0, 6.0]
+    legend = ax.get_legend()
+    assert legend is not None
+    assert legend.get_texts()[0].get_text().startswith("real")
+    assert "seconds" in ax.get_ylabel()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["threads=1", "threads=2"]
+    dots = sum(len(_xs(line)) for line in ax.get_lines())
+    assert dots == 3 * 3  # three ok runs, three times each; the failed run draws nothing
+
+
+def test_time_bars_need_real_time() -> None:
+    assert plots.time_bars(_summary(real_s_median=[NAN, NAN])) is None
+
+
+def test_thread_scaling_has_speedup_efficiency_and_the_ideal_lines() -> None:
+    summary = _summary(threads=[1, 2, 4, NAN], real_s_median=[12.0, 6.5, 4.0, 3.0])
+    figure = plots.thread_scaling(summary)
+    assert figure is not None
+    speed_ax, eff_ax = figure.axes
+    assert speed_ax.get_xlabel() == eff_ax.get_xlabel() == "intra-op threads"
+    assert "speed-up" in speed_ax.get_ylabel()
+    assert "efficiency" in eff_ax.get_ylabel()
+    measured, ideal = speed_ax.get_lines()
+    assert ideal.get_label() == "ideal (linear)"
+    assert _ys(ideal) == [1.0, 2.0, 4.0]
+    assert _ys(measured) == pytest.approx([1.0, 12 / 6.5, 3.0])
+    eff_measured, eff_ideal = eff_ax.get_lines()
+    assert _ys(eff_measured) == pytest.approx([1.0, 6 / 6.5, 0.75])
+    assert _ys(eff_ideal) == [1.0, 1.0]
+
+
+def test_thread_scaling_draws_a_line_per_group_of_the_other_varying_fields() -> None:
+    summary = _summary(threads=[1, 2, 1, 2], batch_size=[128, 128, 512, 512], real_s_median=[10.0, 6.0, 8.0, 5.0])
+    figure = plots.thread_scaling(summary)
+    assert figure is not None
+    labels = [line.get_label() for line in figure.axes[0].get_lines()]
+    assert labels == ["batch_size=128", "batch_size=512", "ideal (linear)"]
+
+
+def test_thread_scaling_needs_two_thread_counts() -> None:
+    assert plots.thread_scaling(_summary(threads=[4, 4], real_s_median=[1.0, 1.1])) is None
+    assert plots.thread_scaling(_summary(real_s_median=[1.0, 1.1])) is None
+
+
+def test_batch_size_figure_adds_gpu_utilization_only_where_measured() -> None:
+    cpu = _summary(
+        batch_size=[64, 128, 256],
+        samples_per_s_median=[1e4, 2e4, 3e4],
+        final_loss_median=[105.0, 106, 108],
+    )
+    figure = plots.batch_size_scaling(cpu)
+    assert figure is not None
+    assert [ax.get_ylabel() for ax in figure.axes] == [
+        "samples/s (steady state)",
+        "final training loss",
+    ]
+    assert all(ax.get_xlabel().startswith("batch size") for ax in figure.axes)
+    assert _ys(figure.axes[0].get_lines()[0]) == [1e4, 2e4, 3e4]
+
+    gpu = cpu.assign(gpu_util_mean_median=[20.0, 35.0, 60.0])
+    figure = plots.batch_size_scaling(gpu)
+    assert figure is not None
+    assert len(figure.axes) == 3
+    assert "utilization" in figure.axes[1].get_ylabel()
+
+
+def test_batch_size_figure_needs_a_curve() -> None:
+    one_size = _summary(batch_size=[128, 128], samples_per_s_median=[1.0, 2.0], threads=[1, 2])
+    assert plots.batch_size_scaling(one_size) is None
+
+
+def test_loss_curves_draw_loss_per_epoch_and_against_wall_clock() -> None:
+    epochs = pd.DataFrame(
+        {
+            "run_id": ["a"] * 3 + ["b"] * 3,
+            "config": ["threads=1"] * 3 + ["threads=2"] * 3,
+            "epoch": [1, 2, 3] * 2,
+            "loss": [160.0, 120.0, 110.0, 161.0, 121.0, 111.0],
+            "elapsed_s": [10.0, 20.0, 30.0, 6.0, 12.0, 18.0],
+        }
+    )
+    figure = plots.loss_curves(epochs)
+    assert figure is not None
+    epoch_ax, time_ax = figure.axes
+    assert epoch_ax.get_xlabel() == "epoch"
+    assert "wall clock" in time_ax.get_xlabel()
+    assert len(epoch_ax.get_lines()) == len(time_ax.get_lines()) == 2
+    assert _xs(time_ax.get_lines()[1]) == [6.0, 12.0, 18.0]
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == ["threads=1", "threads=2"]
+    assert plots.loss_curves(epochs.iloc[:0]) is None
+
+
+def test_gpu_timeline_has_a_panel_per_measured_quantity_and_names_what_utilization_is() -> None:
+    samples = pd.DataFrame(
+        {
+            "t": [0.0, 0.1, 0.2],
+            "gpu_util": [10.0, 90.0, 80.0],
+            "gpu_power_w": [100.0, 200, 210],
+            "gpu_mem_mb": [500.0] * 3,
+        }
+    )
+    figure = plots.gpu_timeline({"batch_size=64 (r1)": samples, "batch_size=512 (r2)": samples})
+    assert figure is not None
+    assert len(figure.axes) == 3
+    assert "share of time any kernel ran" in figure.axes[0].get_ylabel()
+    assert "not compute efficiency" in figure.get_suptitle()
+    assert all(len(ax.get_lines()) == 2 for ax in figure.axes)
+    assert figure.axes[-1].get_xlabel() == "time since the run started (s)"
+
+
+def test_gpu_timeline_is_not_drawn_for_cpu_runs() -> None:
+    cpu_only = pd.DataFrame({"t": [0.0, 0.1], "cpu_util": [50.0, 60.0]})
+    assert plots.gpu_timeline({"cpu (r1)": cpu_only}) is None
+    assert plots.gpu_timeline({}) is None
+
+
+def test_step_split_stacks_the_four_parts() -> None:
+    summary = _summary(
+        split_data_ms=[0.5, 1.0],
+        split_copy_ms=[NAN, 0.2],
+        split_compute_ms=[5.0, 2.0],
+        split_sync_ms=[NAN, 0.3],
+    ).rename(columns=lambda c: f"{c}_median" if c.startswith("split") else c)
+    figure = plots.step_split(summary)
+    assert figure is not None
+    (ax,) = figure.axes
+    assert len(ax.containers) == 4
+    data, copy, compute, sync = ax.containers
+    assert [bar.get_y() for bar in compute] == [0.5, 1.2]  # stacked on data wait and copy
+    assert [bar.get_y() + bar.get_height() for bar in sync] == pytest.approx([5.5, 3.5])
+    assert "ms per step" in ax.get_ylabel()
+    assert plots.step_split(_summary(real_s_median=[1.0])) is None
+
+
+def test_flops_share_shows_percent_of_peak_with_achieved_labels() -> None:
+    summary = _summary(flops_frac_median=[0.05, 0.10], model_flops_per_s_median=[5e10, 1e11])
+    figure = plots.flops_share(summary)
+    assert figure is not None
+    (ax,) = figure.axes
+    assert [bar.get_height() for bar in ax.containers[0]] == pytest.approx([5.0, 10.0])
+    assert "%" in ax.get_ylabel()
+    assert [t.get_text() for t in ax.texts] == ["50.0 GFLOP/s", "100.0 GFLOP/s"]
+    assert plots.flops_share(_summary(flops_frac_median=[NAN])) is None

@@ -1,0 +1,228 @@
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from vaebench import storage
+from vaebench.analysis.report import Report, ReportError, build_report, export, render_markdown, write_report
+from vaebench.cli import main
+from vaebench.spec import RunSpec
+
+# Real times per thread count; by hand (type 7 quartiles):
+#   threads=1 [10, 11, 12, 13]: median 11.5, Q1 10.75, Q3 12.25, IQR 1.5 (13% of the median)
+#   threads=2 [6.0, 6.1, 6.2]:  median 6.1,  Q1 6.05,  Q3 6.15,  IQR 0.1 (1.6%)
+#   threads=4 [4.0] and one failed run
+REAL_S = {1: [10.0, 12.0, 11.0, 13.0], 2: [6.0, 6.1, 6.2], 4: [4.0]}
+
+
+def _row(run_id: str, threads: int, repeat: int, real_s: float | None, **extra: Any) -> dict[str, Any]:
+    spec = RunSpec(threads=threads, epochs=2)
+    row: dict[str, Any] = {
+        "schema_version": 1,
+        "run_id": run_id,
+        "spec_key": spec.key(),
+        "repeat": repeat,
+        "status": "ok",
+        "reason": "",
+        **spec.to_dict(),
+        "data": "mnist",
+        "fp_cpu_model": "Test CPU",
+    }
+    if real_s is not None:
+        row.update(
+            real_s=real_s,
+            user_s=real_s * threads * 0.9,
+            sys_s=0.1 * real_s,
+            cpu_pct=90.0 * threads,
+            samples_per_s=60_000 / real_s,
+            epoch_s=real_s / 2,
+            final_loss=110.0,
+            epoch_losses=[150.0, 110.0],
+            epoch_times_s=[real_s / 2, real_s / 2],
+            split_data_ms=0.5,
+            split_compute_ms=5.0,
+            model_flops_per_s=1e10,
+            peak_flops_per_s=1e11,
+            flops_frac=0.1,
+            peak_rss_mb=800.0,
+        )
+    row.update(extra)
+    return row
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return _make_folder(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Report, Path]:
+    """One report written to disk, shared: saving the figures is the slow part."""
+    folder = _make_folder(tmp_path_factory.mktemp("written"))
+    report = build_report(folder, baseline="threads=1")
+    return report, write_report(report)
+
+
+def _make_folder(tmp_path: Path) -> Path:
+    number = 0
+    for threads, times in REAL_S.items():
+        for repeat, real_s in enumerate(times):
+            number += 1
+            storage.append_row(tmp_path, _row(f"r{number}", threads, repeat, real_s))
+    failed = _row("r9", 4, 1, None, status="failed", reason="killed after the 60 s timeout")
+    storage.append_row(tmp_path, failed)
+    monitor = [{"t": 0.1 * i, "cpu_util": 50.0} for i in range(5)]
+    storage.write_json_atomic(tmp_path / "series" / "r1.json", {"step_ms": [5.0], "monitor": monitor})
+    (tmp_path / "samples").mkdir()
+    Figure(figsize=(1, 1)).savefig(tmp_path / "samples" / "r5.png")
+    return tmp_path
+
+
+def test_summary_has_hand_computed_medians_and_iqrs(folder: Path) -> None:
+    summary = build_report(folder).summary.set_index("config")
+    assert list(summary.index) == ["threads=1", "threads=2", "threads=4"]
+    assert summary.loc["threads=1", "real_s_median"] == pytest.approx(11.5)
+    assert summary.loc["threads=1", "real_s_iqr"] == pytest.approx(1.5)
+    assert summary.loc["threads=2", "real_s_median"] == pytest.approx(6.1)
+    assert summary.loc["threads=2", "real_s_iqr"] == pytest.approx(0.1)
+    assert summary.loc["threads=1", "sys_s_median"] == pytest.approx(1.15)
+    assert list(summary["n"]) == [4, 3, 1]
+    assert list(summary["failed"]) == [0, 0, 1]
+    assert summary.loc["threads=4", "real_s_iqr"] == 0.0
+
+
+def test_speedup_against_the_chosen_baseline(folder: Path) -> None:
+    summary = build_report(folder, baseline="device=cpu,threads=1").summary
+    assert list(summary["speedup"]) == pytest.approx([1.0, 11.5 / 6.1, 11.5 / 4.0])
+
+
+@pytest.mark.parametrize(
+    ("baseline", "message"),
+    [
+        ("threads=8", "matches no configuration"),
+        ("device=cpu", "ambiguous"),
+        ("threads=two", "whole number"),
+        ("threads", "expected field=value"),
+        ("colour=red", "unknown run field"),
+    ],
+)
+def test_a_baseline_that_does_not_pick_one_configuration_is_an_error(folder: Path, baseline: str, message: str) -> None:
+    with pytest.raises(ReportError, match=message):
+        build_report(folder, baseline=baseline)
+
+
+def test_warnings_name_high_spread_few_repeats_and_failures(folder: Path) -> None:
+    warnings = build_report(folder).warnings
+    kinds = {(w.kind, w.config) for w in warnings}
+    assert ("high-spread", "threads=1") in kinds
+    assert not any(k == "high-spread" and c == "threads=2" for k, c in kinds)
+    assert ("few-repeats", "threads=4") in kinds
+    assert ("few-repeats", "threads=1") not in kinds
+    assert any(w.kind == "failed" and "1 of 9 runs failed" in w.message for w in warnings)
+    assert not any(w.kind.startswith("mixed") for w in warnings)
+
+
+def test_failed_runs_are_listed_with_their_reasons(folder: Path) -> None:
+    failed = build_report(folder).failed
+    assert list(failed["run_id"]) == ["r9"]
+    assert failed.loc[0, "config"] == "threads=4"
+    assert failed.loc[0, "reason"] == "killed after the 60 s timeout"
+
+
+def test_mixed_data_and_machines_come_first(folder: Path) -> None:
+    storage.append_row(folder, _row("x1", 2, 3, 6.1, data="synthetic", fp_cpu_model="Other CPU"))
+    report = build_report(folder)
+    assert [w.kind for w in report.warnings[:2]] == ["mixed-data", "mixed-machine"]
+    assert "synthetic (1 runs)" in report.warnings[0].message
+    assert "data" in report.varying  # so the synthetic run is a configuration of its own
+    assert "threads=2,data=synthetic" in set(report.summary["config"])
+    text = render_markdown(report, folder)
+    assert "> **Warning: MIXED DATA SOURCES" in text
+    assert text.index("MIXED MACHINES") < text.index("## Summary")
+
+
+def test_figures_follow_the_data(folder: Path) -> None:
+    figures = build_report(folder).figures
+    assert set(figures) == {"times", "thread_scaling", "loss", "step_split", "flops"}
+
+
+def test_write_report_links_existing_pngs_and_shows_the_table(written: tuple[Report, Path]) -> None:
+    _, path = written
+    folder, text = path.parent, path.read_text()
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+    assert "thread_scaling.png" in links
+    assert "samples/r5.png" in links
+    assert all((folder / link).is_file() for link in links)
+    assert "| threads=2 | 3 | 0 | 6.10 [0.10] |" in text
+    assert "1.89x" in text
+    assert "killed after the 60 s timeout" in text
+
+
+def test_exports_round_trip_through_csv_and_parquet(written: tuple[Report, Path]) -> None:
+    report, path = written
+    folder = path.parent
+    runs = pd.read_parquet(folder / "runs.parquet")
+    assert list(runs["epoch_losses"].iloc[0]) == [150.0, 110.0]
+    assert runs["epoch_losses"].iloc[-1] is None  # the failed run
+    assert list(runs["run_id"]) == list(report.runs["run_id"])
+    csv = pd.read_csv(folder / "runs.csv")
+    assert json.loads(csv["epoch_times_s"].iloc[0]) == [5.0, 5.0]
+    epochs = pd.read_parquet(folder / "epochs.parquet")
+    pd.testing.assert_frame_equal(epochs, report.epochs, check_dtype=False)
+    assert len(pd.read_csv(folder / "epochs.csv")) == 8 * 2
+
+
+def test_parquet_takes_mixed_type_and_nested_columns(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "fp_gpu_count": [0, "n/a", None],
+            "fp_extra": [{"a": 1}, [1, "b"], None],
+            "losses": [[1, 2.5], None, [None, 3.0]],
+        }
+    )
+    export(frame, tmp_path / "runs")
+    back = pd.read_parquet(tmp_path / "runs.parquet")
+    assert back["fp_gpu_count"].iloc[:2].tolist() == ["0", "n/a"]
+    assert back["fp_extra"].iloc[:2].tolist() == ['{"a": 1}', '[1, "b"]']
+    assert back[["fp_gpu_count", "fp_extra"]].iloc[2].isna().all()
+    assert list(back["losses"].iloc[0]) == [1.0, 2.5]
+    assert back["losses"].iloc[1] is None
+    assert json.loads(pd.read_csv(tmp_path / "runs.csv")["fp_extra"].iloc[0]) == {"a": 1}
+
+
+def test_cli_prints_the_summary_and_writes_the_folder(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(folder), "--baseline", "threads=1", "--runs", "r1"]) == 0
+    out = capsys.readouterr().out
+    assert "threads=2" in out and "speed-up" in out
+    assert "warning: threads=1: real_s varies" in out
+    assert "failed: r9 threads=4: killed after the 60 s timeout" in out
+    assert (folder / "report.md").is_file()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["report", "{missing}"],
+        ["report", "{corrupt}"],
+        ["report", "{folder}", "--baseline", "device=cpu"],
+        ["report", "{folder}", "--runs", "nope"],
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(
+    folder: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+) -> None:
+    corrupt = tmp_path_factory.mktemp("corrupt")
+    (corrupt / "runs.jsonl").write_text('{"run_id": "a"}\n{"run_id": \n')
+    paths = {"missing": folder / "nowhere", "corrupt": corrupt, "folder": folder}
+    assert main([a.format(**paths) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vaebench report: error: ") and err.count("\n") == 1

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vaebench.machine import THREAD_ENV_VARS
+from vaebench.measure import peak
+from vaebench.measure.run import child_env
+from vaebench.spec import RunSpec
+
+
+class FakeProbe:
+    """Stands in for subprocess.run: records each probe's environment, answers from a list."""
+
+    def __init__(self, *answers: str | Exception) -> None:
+        self.answers = list(answers)
+        self.envs: list[dict[str, str]] = []
+
+    def __call__(self, argv: list[str], *, env: dict[str, str], **_: Any) -> subprocess.CompletedProcess[str]:
+        self.envs.append(env)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return subprocess.CompletedProcess(argv, 0, stdout=answer, stderr="")
+
+
+@pytest.fixture()
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("VAEBENCH_CACHE", str(tmp_path))
+    return tmp_path / "peak_flops.json"
+
+
+def test_the_probe_runs_with_the_same_thread_environment_as_a_run(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KMP_AFFINITY", "compact")
+    probe = FakeProbe("1.5e11\n")
+    monkeypatch.setattr(peak.subprocess, "run", probe)
+    spec = RunSpec(threads=3)
+    assert peak.cached_peak(spec) == 1.5e11
+    run_env = child_env(spec)
+    for name in (*THREAD_ENV_VARS, "CUDA_DEVICE_ORDER"):
+        assert probe.envs[0].get(name) == run_env.get(name), name
+    assert probe.envs[0]["OPENBLAS_NUM_THREADS"] == "3"
+
+
+def test_a_failed_probe_is_nan_and_is_not_cached(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    failure = subprocess.CalledProcessError(1, ["python"], stderr="RuntimeError: CUDA error: no device\n")
+    probe = FakeProbe(failure, "nan", "2e11")
+    monkeypatch.setattr(peak.subprocess, "run", probe)
+    spec = RunSpec()
+    assert math.isnan(peak.cached_peak(spec))
+    assert "no device" in capsys.readouterr().err
+    assert not cache.exists()
+    assert math.isnan(peak.cached_peak(spec))  # a probe printing nan is no peak either
+    assert "printed nan" in capsys.readouterr().err
+    assert peak.cached_peak(spec) == 2e11
+    assert peak.cached_peak(spec) == 2e11 and len(probe.envs) == 3  # now from the cache
+    assert json.loads(cache.read_text()) == {peak.peak_key(spec): 2e11}
+
+
+def test_a_nan_cached_by_an_older_version_is_measured_again(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = RunSpec()
+    cache.write_text(json.dumps({peak.peak_key(spec): math.nan}))
+    assert math.isnan(peak.cached_peak(spec, measure=False))
+    monkeypatch.setattr(peak.subprocess, "run", FakeProbe("3e11"))
+    assert peak.cached_peak(spec) == 3e11

@@ -1,0 +1,258 @@
+"""Findings from fixed records with known answers: step split, GPU idle, threads, what-ifs, machines."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from vaebench.analysis.trace import CPU_SOURCE, DEVICE_SOURCE, NO_DEVICE_SOURCE
+from vaebench.reproduce import findings as fnd
+
+
+def test_cpu_step_split_names_the_input_pipeline() -> None:
+    row = {"device": "cpu", "split_data_ms": 6.0, "split_copy_ms": 0.0, "split_compute_ms": 9.0, "split_sync_ms": 1.0}
+    finding = fnd.step_split(row)
+    assert finding is not None
+    assert finding.numbers["step_ms"] == pytest.approx(16.0)
+    assert "16.00 ms" in finding.text and "data wait 6.00 ms (38%)" in finding.text
+    assert "38% of the step: input pipeline" in finding.text
+    assert "GPU" not in finding.text
+
+
+GPU_ROW = {"device": "cuda:0", "split_data_ms": 1.2, "split_copy_ms": 0.05, "split_compute_ms": 0.5,
+           "split_sync_ms": 0.25, "split_device_copy_ms": 0.02, "split_device_compute_ms": 0.28}
+
+
+def test_gpu_step_split_calls_the_events_stream_time_not_busy_time() -> None:
+    # The events span the launch gaps, so 0.30 ms of a 2.00 ms step says nothing about idle time.
+    finding = fnd.step_split(GPU_ROW | {"gpu_util_mean": 9.0})
+    assert finding is not None
+    n = finding.numbers
+    assert n["stream_ms"] == pytest.approx(0.30) and n["stream_copy_ms"] == pytest.approx(0.02)
+    assert n["stream_to_end_ms"] == pytest.approx(0.28) and n["gpu_util_mean"] == 9.0
+    assert "gpu_idle_frac" not in n and "gpu_busy_frac" not in n and "device_busy_ms" not in n
+    assert "0.30 ms per step on the stream" in finding.text
+    assert "stream time, not busy time" in finding.text and "waited for the host to launch" in finding.text
+    assert "busy 0" not in finding.text and "sat idle" not in finding.text
+    assert "utilization.gpu averaged 9% (the share of time any kernel ran" in finding.text
+    assert "data wait 1.20 ms (60%)" in finding.text
+
+
+def test_gpu_busy_comes_from_the_traces_device_rows() -> None:
+    row = GPU_ROW | {"profile_busy_fraction": 0.07, "profile_busy_source": DEVICE_SOURCE}
+    finding = fnd.step_split(row)
+    assert finding is not None
+    assert finding.numbers["gpu_busy_frac"] == pytest.approx(0.07)
+    assert finding.numbers["gpu_idle_frac"] == pytest.approx(0.93)
+    assert "the GPU busy 7% of the profiled steps' wall time" in finding.text and "idle 93%" in finding.text
+    assert "Nothing here measured" not in finding.text
+
+
+def test_a_host_op_share_on_a_gpu_run_is_not_gpu_busy() -> None:
+    # An old record whose trace had no device rows and fell back to the CPU's aten-op share.
+    finding = fnd.step_split(GPU_ROW | {"profile_busy_fraction": 0.9, "profile_busy_source": CPU_SOURCE})
+    assert finding is not None
+    assert "gpu_busy_frac" not in finding.numbers and "90%" not in finding.text
+    assert "Nothing here measured how busy the GPU was" in finding.text
+
+
+def test_a_trace_without_gpu_activity_says_so() -> None:
+    row = GPU_ROW | {"profile_busy_fraction": None, "profile_busy_source": NO_DEVICE_SOURCE}
+    finding = fnd.step_split(row)
+    assert finding is not None
+    assert "no GPU activity" in finding.text and "CUPTI missing?" in finding.text
+    assert "gpu_busy_frac" not in finding.numbers
+
+
+def test_fp16_step_split_warns_of_the_scalers_second_sync() -> None:
+    finding = fnd.step_split(GPU_ROW | {"amp": "fp16"})
+    assert finding is not None and "found_inf.item()" in finding.text
+    plain = fnd.step_split(GPU_ROW | {"amp": "bf16"})
+    assert plain is not None and "found_inf" not in plain.text
+
+
+def test_no_split_no_finding() -> None:
+    assert fnd.step_split({"device": "cpu", "split_data_ms": None}) is None
+
+
+def cpu(threads: int | None, user: float, sys_: float, rate: float, cores: int = 20, **extra: object) -> dict:
+    return {"device": "cpu", "threads": threads, "user_s": user, "sys_s": sys_, "samples_per_s": rate,
+            "fp_logical_cores": cores, **extra}
+
+
+def test_sys_growing_faster_than_user_to_a_large_share_is_spin_waiting() -> None:
+    rows = [cpu(1, 10.0, 1.0, 5000), cpu(4, 12.0, 9.0, 6000), cpu(2, 11.0, 3.0, 5800)]
+    finding = fnd.thread_scaling(rows)
+    assert finding is not None
+    n = finding.numbers
+    assert (n["threads_low"], n["threads_high"]) == (1, 4)
+    assert n["sys_user_low"] == pytest.approx(0.1) and n["sys_user_high"] == pytest.approx(0.75)
+    assert n["sys_growth"] == pytest.approx(9.0) and n["user_growth"] == pytest.approx(1.2)
+    assert n["speedup"] == pytest.approx(1.2)
+    assert "spin-waiting and sleeping in the kernel" in finding.text
+    assert "0.10 -> 0.75" in finding.text and "30% of linear" in finding.text
+    assert "oversubscribed" not in finding.text
+
+
+def test_sys_growing_faster_but_small_is_only_the_signature() -> None:
+    finding = fnd.thread_scaling([cpu(1, 17.0, 0.9, 6000, cores=2), cpu(2, 18.4, 1.5, 9300, cores=2)])
+    assert finding is not None
+    assert "the signature of threads spin-waiting" in finding.text and "stays at 0.08 of user" in finding.text
+
+
+def test_no_spin_sign_when_sys_keeps_pace_with_user() -> None:
+    finding = fnd.thread_scaling([cpu(1, 10.0, 1.0, 5000, cores=2), cpu(2, 12.0, 1.2, 9000, cores=2)])
+    assert finding is not None
+    assert "no sign of spin-waiting" in finding.text
+
+
+def test_more_threads_than_cores_is_oversubscribed() -> None:
+    rows = [cpu(1, 10.0, 1.0, 5000, cores=2, ctx_involuntary=100), cpu(4, 14.0, 8.0, 4000, cores=2,
+                                                                         ctx_involuntary=90000)]
+    finding = fnd.thread_scaling(rows)
+    assert finding is not None
+    assert finding.numbers["oversubscribed"] == 1.0
+    assert "4 threads on 2 cores is oversubscribed" in finding.text and "100 -> 90,000" in finding.text
+
+
+def test_default_threads_read_from_the_child_fingerprint() -> None:
+    assert fnd.thread_count({"threads": None, "fp_torch_threads": 2}) == 2
+    assert fnd.thread_count({"threads": 1, "fp_torch_threads": 2}) == 1
+    assert fnd.thread_scaling([cpu(None, 10.0, 1.0, 1.0, fp_torch_threads=2)]) is None
+
+
+def test_cpu_time_balance_without_a_sweep() -> None:
+    finding = fnd.cpu_time_balance(cpu(None, 20.0, 2.0, 1.0, cores=2, fp_torch_threads=2))
+    assert finding is not None and finding.numbers["sys_user"] == pytest.approx(0.1)
+    assert "at 2 threads on 2 cores spent 2.00 s in the kernel against 20.00 s" in finding.text
+
+
+BASE = {"cpu": {"device": "cpu", "loader": "reference", "compile": "off", "epoch_s": 12.0, "samples_per_s": 5000.0},
+        "cuda:0": {"device": "cuda:0", "loader": "reference", "compile": "off", "epoch_s": 8.0,
+                   "samples_per_s": 8000.0}}
+CHANGES = [
+    {"device": "cpu", "loader": "tensor", "compile": "off", "epoch_s": 6.0, "samples_per_s": 10000.0},
+    {"device": "cpu", "loader": "device", "compile": "off", "epoch_s": 4.0, "samples_per_s": 15000.0},
+    {"device": "cuda:0", "loader": "device", "compile": "off", "epoch_s": 2.0, "samples_per_s": 32000.0},
+    {"device": "cuda:0", "loader": "reference", "compile": "reduce-overhead", "epoch_s": 10.0,
+     "samples_per_s": 12000.0, "compile_s": 5.0},
+]
+
+
+def test_what_if_speedups_against_the_same_device() -> None:
+    whatifs = fnd.what_ifs(CHANGES, BASE)
+    got = [(w.device, w.change, round(w.speedup, 3), round(w.steady_speedup, 3)) for w in whatifs]
+    assert got == [
+        ("cpu", "loader=tensor", 2.0, 2.0),
+        ("cpu", "loader=device", 3.0, 3.0),
+        ("cuda:0", "loader=device", 4.0, 4.0),
+        ("cuda:0", "compile=reduce-overhead", 0.8, 1.5),
+    ]
+
+
+def test_pipeline_share_and_the_published_gpu_seconds() -> None:
+    found = fnd.pipeline_share(fnd.what_ifs(CHANGES, BASE), BASE, published_gpu_real_s=76.44)
+    cpu_finding, gpu_finding = found
+    assert cpu_finding.numbers["share"] == pytest.approx(2 / 3)
+    assert "loader=device ran an epoch in 4.00 s against the reference pipeline's 12.00 s (3.00x)" in cpu_finding.text
+    assert "67% of the seed configuration's epoch" in cpu_finding.text
+    assert "needs a GPU run" not in cpu_finding.text  # there is one
+    assert gpu_finding.numbers["share"] == pytest.approx(0.75)
+    assert gpu_finding.numbers["published_pipeline_s"] == pytest.approx(0.75 * 76.44)
+    assert "about 57 s of its 76.4 s" in gpu_finding.text
+    assert "compile=reduce-overhead: 0.80x per epoch (compile 5.0 s included), 1.50x in the steady state" in (
+        gpu_finding.text)
+
+
+def test_pipeline_share_on_a_cpu_only_machine() -> None:
+    base = {"cpu": BASE["cpu"]}
+    (finding,) = fnd.pipeline_share(fnd.what_ifs(CHANGES[:2], base), base, published_gpu_real_s=76.44)
+    assert "needs a GPU run here" in finding.text
+
+
+def test_a_slower_loader_is_not_called_the_bottleneck() -> None:
+    base = {"cpu": BASE["cpu"]}
+    slow = [dict(CHANGES[0], epoch_s=13.0)]
+    (finding,) = fnd.pipeline_share(fnd.what_ifs(slow, base), base)
+    assert "was not what cost time" in finding.text and finding.numbers["share"] < 0
+
+
+def test_machine_differences_with_the_published_machine() -> None:
+    here = {"fp_logical_cores": 2, "fp_cpu_model": "AMD EPYC", "fp_gpu_name": "", "fp_torch": "2.14.1",
+            "data_source": "embedded-5k"}
+    differ, unknown = fnd.machine_differences({"logical_cores": 20, "gpu_name": "RTX 3090"}, here)
+    assert [(d.field, d.published, d.here) for d in differ] == [("logical_cores", 20, 2), ("gpu_name", "RTX 3090",
+                                                                                            "none")]
+    assert unknown == ["cpu_model", "torch"]
+    finding = fnd.machine_finding("20-core CPU", {"logical_cores": 20}, here, data="mnist")
+    assert finding is not None
+    assert "cores 20 published vs 2 here" in finding.text
+    assert "data mnist published vs embedded-5k here" in finding.text
+    assert "Not published, so not compared: CPU, GPU, torch" in finding.text
+    assert fnd.machine_finding("same", {"logical_cores": 2}, {"fp_logical_cores": 2}) is None
+
+
+def test_number_reads_cells_safely() -> None:
+    assert math.isnan(fnd.number(None)) and math.isnan(fnd.number("x")) and math.isnan(fnd.number(True))
+    assert fnd.number("2.5") == 2.5
+
+
+def test_contention_from_the_outside_monitor() -> None:
+    quiet = {"device": "cpu", "loader": "reference", "cpu_util_mean": 95.0, "cpu_pct": 180.0, "fp_logical_cores": 2}
+    busy = {"device": "cpu", "loader": "tensor", "cpu_util_mean": 98.0, "cpu_pct": 52.0, "fp_logical_cores": 2}
+    assert fnd.contention([quiet]) is None  # the run itself used 90% of the machine
+    finding = fnd.contention([quiet, busy])
+    assert finding is not None and finding.numbers["others_pct"] == pytest.approx(72.0)
+    assert "the cpu run (loader=tensor) the machine's cores were 98% busy while the run itself used 26%" in finding.text
+    assert fnd.contention([{"device": "cpu"}]) is None
+
+
+def test_threads_that_burn_cpu_without_progress() -> None:
+    finding = fnd.thread_scaling([cpu(1, 11.8, 1.38, 6831, cores=2), cpu(2, 43.1, 1.52, 1144, cores=2)])
+    assert finding is not None
+    assert "no sign of spin-waiting" in finding.text
+    assert finding.numbers["cpu_per_sample_growth"] == pytest.approx((43.1 / 11.8) / (1144 / 6831))
+    assert "user time per sample grew 21.81x" in finding.text
+
+
+def rung(loader: str = "reference", step: float = 8.9, data: float = 6.75, compute: float = 2.4, **knobs: object
+         ) -> dict:
+    return {"loader": loader, "pin_memory": False, "sync": "step", "cuda_graphs": False, "compile": "off",
+            "amp": "off", "step_median_ms": step, "split_data_ms": data, "split_copy_ms": 0.1,
+            "split_compute_ms": compute, "split_sync_ms": 0.04} | knobs
+
+
+def test_rung_steps_name_the_wait_each_knob_removed() -> None:
+    rows = [
+        rung(),
+        rung("device", step=2.44, data=0.07, compute=2.29),
+        rung("device", step=2.24, data=0.06, compute=2.15, sync="epoch", split_sync_ms=0.0),
+        rung("device", step=0.377, data=0.03, compute=0.27, sync="epoch", cuda_graphs=True, split_sync_ms=0.0),
+        rung("device", step=2.22, data=0.07, compute=2.58, sync="epoch", compile="reduce-overhead",
+             split_sync_ms=0.0),
+    ]
+    texts = [f.text for f in fnd.rung_steps(rows)]
+    assert texts[0].startswith("loader=device (against seed configuration): step 8.900 -> 2.440 ms")
+    assert "data wait 6.750 -> 0.070 ms" in texts[0]
+    assert texts[2].startswith("cuda_graphs=on (against loader=device,sync=epoch)") and "5.94x" in texts[2]
+    # compile replaces the graphs: it is set against the rung below both, not against cuda-graphs.
+    assert texts[3].startswith("compile=reduce-overhead (against loader=device,sync=epoch)")
+    assert "host compute" not in texts[3]  # nothing fell: no phase is named as removed
+
+
+def test_contention_compares_the_training_window_with_the_training_window() -> None:
+    # An H200 record: 16 threads busy during training (monitor 90%), but the process's whole-life
+    # %CPU, diluted by a single-threaded start-up, read as 28%: not a neighbour.
+    row = {"device": "cpu", "loader": "device", "cpu_util_mean": 90.2, "cpu_pct": 446.0, "fp_logical_cores": 16,
+           "train_user_s": 27.5, "train_sys_s": 6.7, "train_s": 2.31, "workers": 0}
+    assert fnd.contention([row]) is None
+    busy = row | {"train_user_s": 5.0, "train_sys_s": 0.5}
+    finding = fnd.contention([busy])
+    assert finding is not None and finding.numbers["others_pct"] == pytest.approx(90.2 - 100 * 5.5 / 2.31 / 16)
+
+
+def test_change_label_names_every_knob_off_the_seed() -> None:
+    assert fnd.change_label(rung()) == "seed configuration"
+    assert fnd.change_label(rung("tensor", pin_memory=True)) == "loader=tensor,pin_memory=on"
+    assert fnd.change_label(rung("device", sync="epoch", cuda_graphs=True)) == "loader=device,sync=epoch,cuda_graphs=on"

@@ -1,0 +1,73 @@
+"""The ladder's plan and table, from fake records: no training."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from vaebench.reproduce import ladder
+from vaebench.spec import Capabilities, validate
+
+
+def test_each_rung_adds_one_knob_to_the_seed_configuration() -> None:
+    base = ladder.seed_base("cuda")
+    specs = {rung.name: rung.spec(base) for rung in ladder.RUNGS}
+    assert specs["seed"] == base and base.batch_size == 128 and base.epochs == 10 and base.lr == 1e-3
+    assert (specs["pinned-tensor"].loader, specs["pinned-tensor"].pin_memory) == ("tensor", True)
+    assert (specs["sync-epoch"].loader, specs["sync-epoch"].sync) == ("device", "epoch")
+    assert specs["cuda-graphs"].cuda_graphs and specs["cuda-graphs"].sync == "epoch"
+    assert specs["reduce-overhead"].compile == "reduce-overhead" and not specs["reduce-overhead"].cuda_graphs
+    assert all(validate(spec, Capabilities(cuda_devices=1)) == [] for spec in specs.values())
+
+
+def test_pick_keeps_ladder_order_and_names_unknown_rungs() -> None:
+    assert [r.name for r in ladder.pick(["cuda-graphs", "seed"])] == ["seed", "cuda-graphs"]
+    assert "max-autotune" not in [r.name for r in ladder.pick(None)]
+    with pytest.raises(ValueError, match="unknown rung 'turbo'"):
+        ladder.pick(["turbo"])
+
+
+def test_plan_adds_a_short_profiled_run_per_rung() -> None:
+    plan = ladder.make_plan(ladder.seed_base("cuda"), ladder.pick(["seed", "device-loader"]))
+    assert len(plan.timed) == len(plan.profiled) == 2
+    profiled = plan.profiled[1][1]
+    assert profiled.profile and profiled.steps == ladder.PROFILED_RUN_STEPS and profiled.loader == "device"
+    assert not ladder.make_plan(ladder.seed_base("cuda"), ladder.pick(["seed"]), profile=False).profiled
+
+
+def record(spec, **values: float) -> dict:  # type: ignore[no-untyped-def]
+    return {"status": "ok", "spec_key": spec.key(), **values}
+
+
+def test_table_takes_time_from_the_timed_runs_and_the_trace_from_the_profiled_ones() -> None:
+    plan = ladder.make_plan(ladder.seed_base("cuda"), ladder.pick(["seed", "cuda-graphs"]))
+    (seed, seed_spec), (top, top_spec) = plan.timed
+    runs = pd.DataFrame([
+        record(seed_spec, train_s=40.0, samples_per_s=15_000.0, gpu_util_mean=8.0, final_loss=105.0),
+        record(top_spec, train_s=1.0, samples_per_s=600_000.0, gpu_util_mean=90.0, final_loss=106.5),
+        record(top_spec, train_s=1.2, samples_per_s=500_000.0, gpu_util_mean=80.0, final_loss=106.5),
+        record(plan.profiled[0][1], profile_busy_fraction=0.06, profile_kernels_per_step=60.0, train_s=9.0),
+        record(plan.profiled[1][1], profile_busy_fraction=0.7, profile_kernels_per_step=1.0, train_s=0.1),
+        {"status": "failed", "spec_key": seed_spec.key(), "train_s": 1e-3},
+    ])
+    frame = ladder.table(plan, runs).set_index("rung")
+    assert frame.loc["seed", "train_s"] == 40.0 and frame.loc["seed", "busy_fraction"] == pytest.approx(6.0)
+    assert frame.loc["cuda-graphs", "train_s"] == pytest.approx(1.1)  # median of its two runs
+    assert frame.loc["cuda-graphs", "speedup"] == pytest.approx(40 / 1.1)
+    assert frame.loc["cuda-graphs", "kernels_per_step"] == 1.0
+    assert frame.loc["cuda-graphs", "loss_delta"] == pytest.approx(1.5 / 105)
+    notes = ladder.loss_notes(frame.reset_index())
+    assert len(notes) == 1 and notes[0].startswith("cuda-graphs: final loss 106.50")
+    assert "36.4x" in ladder.render_text(frame.reset_index())
+
+
+def test_a_rung_without_runs_shows_as_not_available() -> None:
+    plan = ladder.make_plan(ladder.seed_base("cuda"), ladder.pick(["seed", "cuda-graphs"]), profile=False)
+    runs = pd.DataFrame([record(plan.timed[0][1], train_s=40.0, samples_per_s=1.0, gpu_util_mean=8.0,
+                                final_loss=105.0)])
+    frame = ladder.table(plan, runs)
+    assert math.isnan(frame.iloc[1]["train_s"])
+    assert "n/a" in ladder.render_text(frame).splitlines()[-1]
+    assert ladder.figure(frame) is not None

@@ -1,0 +1,213 @@
+"""`vaebench reproduce`: the plan, the comparison table fed fixed rows, and the command end to end
+(once with a fake runner, fast; once for real on tiny data, slow)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from vaebench import storage
+from vaebench.cli import main
+from vaebench.measure.run import RunOptions, new_run_id
+from vaebench.reproduce import claim as claims
+from vaebench.reproduce import plan as reproduce
+from vaebench.reproduce import report as reproduce_report
+from vaebench.reproduce.plan import BASELINE, SEED, SWEEP, WHAT_IF
+from vaebench.result import DataInfo, ProcessUsage, RunRecord, StepSplit, TrainMetrics
+from vaebench.spec import RunSpec
+
+BLOG = claims.load()
+
+
+def roles(plan: reproduce.Plan) -> list[tuple[str, int, int | None, str, str, tuple[str, ...]]]:
+    return [(r.spec.device, r.spec.epochs, r.spec.threads, r.spec.loader, r.spec.compile, r.roles) for r in plan.runs]
+
+
+def test_thread_counts_double_up_to_the_cores_then_oversubscribe() -> None:
+    assert reproduce.thread_counts(1) == [1, 2]
+    assert reproduce.thread_counts(2) == [1, 2, 4]
+    assert reproduce.thread_counts(6) == [1, 2, 4, 6, 12]
+    assert reproduce.thread_counts(16) == [1, 2, 4, 8, 16, 32]
+
+
+def test_quick_plan_on_a_cpu_only_machine() -> None:
+    plan = reproduce.make_plan(BLOG.run, ["cpu"], quick=True, data="embedded", cores=2, default_threads=2)
+    assert roles(plan) == [
+        ("cpu", 1, None, "reference", "off", (SEED, BASELINE)),  # the quick seed run is the what-if baseline
+        ("cpu", 1, None, "tensor", "off", (WHAT_IF,)),
+        ("cpu", 1, None, "device", "off", (WHAT_IF,)),
+    ]
+    seed = plan.runs[0].spec
+    assert (seed.batch_size, seed.lr, seed.data, seed.samples) == (128, 1e-3, "embedded", 60_000)
+
+
+def test_full_plan_runs_the_all_cores_point_once() -> None:
+    plan = reproduce.make_plan(BLOG.run, ["cpu"], quick=False, data="embedded", cores=2, default_threads=2)
+    assert roles(plan) == [
+        ("cpu", 10, None, "reference", "off", (SEED,)),
+        ("cpu", 1, None, "reference", "off", (BASELINE, SWEEP)),
+        ("cpu", 1, None, "tensor", "off", (WHAT_IF,)),
+        ("cpu", 1, None, "device", "off", (WHAT_IF,)),
+        ("cpu", 1, 1, "reference", "off", (SWEEP,)),
+        ("cpu", 1, 4, "reference", "off", (SWEEP,)),  # twice the cores: oversubscribed
+    ]
+
+
+def test_full_plan_with_a_gpu_and_hyperthreads() -> None:
+    plan = reproduce.make_plan(BLOG.run, ["cuda:0", "cpu"], quick=False, data="mnist", cores=8, default_threads=4)
+    got = roles(plan)
+    seeds = [("cuda:0", 10, None, "reference", "off", (SEED,)), ("cpu", 10, None, "reference", "off", (SEED,))]
+    assert got[:2] == seeds
+    assert ("cuda:0", 1, None, "device", "reduce-overhead", (WHAT_IF,)) in got
+    gpu_whatifs = [s.spec for s in plan.runs if s.spec.device == "cuda:0" and WHAT_IF in s.roles]
+    assert [(s.loader, s.pin_memory, s.sync, s.cuda_graphs, s.compile) for s in gpu_whatifs] == [
+        ("tensor", True, "step", False, "off"),  # the ladder's rungs, each one knob more
+        ("device", False, "step", False, "off"),
+        ("device", False, "epoch", False, "off"),
+        ("device", False, "epoch", True, "off"),
+        ("device", False, "epoch", False, "reduce-overhead"),
+    ]
+    assert not any(r[0] == "cuda:0" and SWEEP in r[5] for r in got)
+    sweep = sorted((r[2] or 4) for r in got if SWEEP in r[5])
+    assert sweep == [1, 2, 4, 8, 16]  # 4 = torch's default: the default-threads short run; 16 oversubscribes
+    assert ("cpu", 1, None, "reference", "off", (BASELINE, SWEEP)) in got
+
+
+def test_epochs_size_the_seed_runs_and_the_report_says_so() -> None:
+    plan = reproduce.make_plan(BLOG.run, ["cpu"], quick=False, data="embedded", epochs=3, cores=2, default_threads=2)
+    assert plan.runs[0].spec.epochs == 3 and SEED in plan.runs[0].roles
+    comparison = reproduce_report.compare(BLOG, MEASURED, epochs=3)
+    assert any("3 epochs instead of 10" in note for note in comparison.notes)
+
+
+def row(device: str, roles_: str, epochs: int, real: float, user: float, sys_: float, **extra: object) -> dict:
+    base = {"status": "ok", "device": device, "roles": roles_, "epochs": epochs, "real_s": real, "user_s": user,
+            "sys_s": sys_, "cpu_pct": 100 * (user + sys_) / real, "final_loss": 105.0, "data_source": "embedded-5k",
+            "data_samples": 60000, "fp_logical_cores": 2, "fp_torch_threads": 2, "threads": None, "loader": "reference",
+            "compile": "off", "epoch_s": real / epochs, "samples_per_s": 5000.0, "fp_gpu_name": "", "fp_torch": "2.14"}
+    return base | extra
+
+
+MEASURED = pd.DataFrame([
+    row("cpu", "seed", 10, 120.0, 180.0, 15.0, split_data_ms=6.0, split_copy_ms=0.0, split_compute_ms=9.0,
+        split_sync_ms=0.0),
+    row("cpu", "baseline,sweep", 1, 14.0, 19.0, 1.5, epoch_s=12.0),
+    row("cpu", "sweep", 1, 20.0, 17.0, 0.9, threads=1, samples_per_s=3500.0),
+    row("cpu", "what-if", 1, 8.0, 9.0, 0.7, loader="device", epoch_s=4.0, samples_per_s=15000.0),
+    {"status": "failed", "device": "cpu", "roles": "what-if", "reason": "crashed: killed by SIGKILL",
+     "loader": "tensor"},
+])
+
+
+def test_the_comparison_table_on_a_cpu_only_machine() -> None:
+    comparison = reproduce_report.compare(BLOG, MEASURED, quick=False, cuda_devices=0)
+    table = comparison.table
+    assert table["source"].tolist() == ["measured", "published", "published"]
+    assert table["device"].tolist() == ["cpu (2 cores, 2 threads)", "RTX 3090", "20-core CPU (all cores)"]
+    assert table.loc[0, ["real_s", "user_s", "sys_s"]].tolist() == [120.0, 180.0, 15.0]
+    assert table.loc[1, ["real_s", "user_s", "sys_s", "gpu_util_mean"]].tolist() == [76.44, 83.738, 32.552, 7.0]
+    assert table.loc[2, "sys_s"] == 1528.952 and math.isnan(table.loc[2, "gpu_util_mean"])
+    assert table["data"].tolist() == ["embedded-5k", "mnist", "mnist"]
+    outcomes = [(v.relation.id, v.outcome) for v in comparison.verdicts]
+    assert outcomes == [("gpu-faster", "not testable here"), ("gpu-mostly-idle", "not testable here"),
+                        ("cpu-sys-above-user", "disagrees")]
+    assert comparison.verdicts[2].measured == pytest.approx(15 / 180)
+    assert [(w.change, w.speedup) for w in comparison.whatifs] == [("loader=device", 3.0)]
+    assert comparison.threads["threads"].tolist() == [1, 2]
+    topics = [f.topic for f in comparison.findings]
+    assert topics == ["step-split", "threads", "pipeline", "machine", "machine"]
+    assert any("No CUDA GPU measured here" in n for n in comparison.notes)
+    assert any("embedded-5k" in n and "mnist" in n for n in comparison.notes)
+    assert comparison.failed == ["cpu, loader=tensor (what-if): crashed: killed by SIGKILL"]
+    assert comparison.short_epochs == 1
+
+
+def test_the_printed_text_marks_published_rows_and_verdicts(tmp_path: Path) -> None:
+    comparison = reproduce_report.compare(BLOG, MEASURED, quick=False, cuda_devices=0)
+    text = reproduce_report.render_text(comparison)
+    for part in ("GPU util % (NVML utilization.gpu)", "published  RTX 3090", "76.440", "1528.952", "~7",
+                 "cpu-sys-above-user: DISAGREES", "gpu-faster: not testable here", "published: gpu.real_s / "
+                 "cpu.real_s = 0.66x", "What if", "CPU threads (1-epoch runs each)", "Findings:", "input pipeline"):
+        assert part in text, part
+    path = reproduce_report.write(comparison, tmp_path)
+    assert path == tmp_path / "reproduce.md"
+    markdown = path.read_text()
+    assert "| published | RTX 3090 | mnist | 10 | 76.440 |" in markdown and "reproduce.png" in markdown
+    csv = pd.read_csv(tmp_path / "reproduce.csv")
+    assert csv["source"].tolist() == ["measured", "published", "published"]
+    assert (tmp_path / "reproduce.png").stat().st_size > 5000
+
+
+def test_a_gpu_row_is_judged_and_labelled() -> None:
+    gpu = row("cuda:0", "seed", 10, 60.0, 70.0, 20.0, gpu_util_mean=9.0, fp_gpu_name="NVIDIA H100",
+              split_data_ms=1.2, split_copy_ms=0.05, split_compute_ms=0.5, split_sync_ms=0.25,
+              split_device_copy_ms=0.02, split_device_compute_ms=0.28)
+    measured = pd.concat([MEASURED, pd.DataFrame([gpu])], ignore_index=True)
+    comparison = reproduce_report.compare(BLOG, measured, quick=False, cuda_devices=1)
+    assert "cuda:0 (NVIDIA H100)" in comparison.table["device"].tolist()
+    outcomes = {v.relation.id: v.outcome for v in comparison.verdicts}
+    assert outcomes == {"gpu-faster": "agrees", "gpu-mostly-idle": "agrees", "cpu-sys-above-user": "disagrees"}
+    assert not any("No CUDA GPU measured" in n for n in comparison.notes)
+    split = next(f for f in comparison.findings if f.topic == "step-split" and "cuda:0" in f.text)
+    assert "stream time, not busy time" in split.text and "NVML utilization.gpu averaged 9%" in split.text
+    assert "idle" not in split.text  # no busy measure here: the events alone cannot say the GPU idled
+
+
+def fake_run(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
+    """A record with plausible numbers that depend on the spec, appended like run_once does."""
+    threads = spec.threads or 2
+    epoch = {"reference": 12.0, "tensor": 6.0, "device": 4.0}[spec.loader] * (1.4 if threads == 1 else 1.0)
+    train = TrainMetrics(
+        t_import_s=1.0, t_data_s=1.0, t_model_s=0.0, t_first_step_s=0.1, train_s=epoch * spec.epochs,
+        steps_done=469 * spec.epochs, samples_seen=60_000 * spec.epochs, warmup_steps=10, step_median_ms=epoch / 0.469,
+        step_iqr_ms=0.5, samples_per_s=60_000 / epoch, epoch_s=epoch, final_loss=110.0,
+        epoch_losses=[110.0] * spec.epochs, epoch_times_s=[epoch] * spec.epochs,
+        split=StepSplit(data_ms=epoch / 0.469 * 0.4, copy_ms=0.0, compute_ms=epoch / 0.469 * 0.6, sync_ms=0.0),
+        model_flops_per_s=1e10, peak_flops_per_s=2e11, flops_frac=0.05,
+    )
+    real = 3.0 + epoch * spec.epochs
+    usage = ProcessUsage(real_s=real, user_s=real * min(threads, 2) * 0.7, sys_s=real * 0.05 * threads,
+                         peak_rss_mb=800.0, ctx_voluntary=10, ctx_involuntary=100, exit_code=0)
+    record = RunRecord(spec=spec, run_id=new_run_id(), started_at="2026-01-01T00:00:00+00:00", data=data,
+                       process=usage, train=train, repeat=options.repeat, sweep=options.sweep,
+                       fingerprint={"logical_cores": 2, "torch_threads": threads, "cpu_model": "Test CPU",
+                                    "gpu_name": "", "torch": "2.14.1"})
+    storage.append(options.out, record)
+    return record
+
+
+def test_reproduce_command_with_a_fake_runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(reproduce, "run_once", fake_run)
+    out = tmp_path / "out"
+    args = ["reproduce", "--device", "cpu", "--data", "synthetic", "--samples", "256", "--out", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "6 runs on cpu with synthetic" in text
+    assert "published  RTX 3090" in text and "cpu-sys-above-user: DISAGREES" in text
+    assert "From 1 to 4 threads on 2 cores" in text and "oversubscribed" in text
+    assert "loader=device ran an epoch in 4.00 s against the reference pipeline's 12.00 s (3.00x)" in text
+    for name in ("reproduce.md", "reproduce.csv", "reproduce.png", "report.md", "summary.csv", "times.png"):
+        assert (out / name).exists(), name
+    assert len(storage.read_rows(out)) == 6
+    # A second run reuses what the folder holds.
+    assert main(args) == 0
+    assert "reused 6 runs" in capsys.readouterr().out
+    assert len(storage.read_rows(out)) == 6
+
+
+@pytest.mark.slow
+def test_reproduce_quick_for_real_on_tiny_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    code = main(["reproduce", "--quick", "--device", "cpu", "--data", "synthetic", "--samples", "512",
+                 "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "3 runs on cpu" in text and "measured   cpu (" in text and "published  20-core CPU" in text
+    assert "Findings:" in text and "loader=device" in text
+    runs = storage.load_runs(out)
+    assert len(runs) == 3 and (runs["status"] == "ok").all()
+    assert (out / "reproduce.md").exists() and (out / "report.md").exists()

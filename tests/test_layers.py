@@ -1,0 +1,98 @@
+"""The package's layers, held as rules: which side imports torch, and which way imports flow."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "vaebench"
+EXAMPLE = PACKAGE.parent / "docs" / "examples" / "nvidia-h200"
+TORCH_FREE = ("", "measure", "analysis", "tune", "reproduce")  # "" is the root
+# Which subpackages each layer may import (the root's contract is open to all). cli sits on top.
+MAY_IMPORT = {
+    "": set(),
+    "analysis": set(),
+    "train": {"analysis"},  # the profiler window summarizes its trace with analysis.trace
+    "measure": {"analysis"},  # a record carries its bottleneck verdict, from analysis.attribution
+    "tune": {"analysis", "measure", "train"},
+    "reproduce": {"analysis", "measure"},
+}
+BLOCK_TORCH = (
+    "import sys\n"
+    "class Block:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name == 'torch' or name.startswith('torch.') or name.startswith('torchvision'):\n"
+    "            raise ImportError('torch is blocked in this test')\n"
+    "sys.meta_path.insert(0, Block())\n"
+    "from vaebench.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def modules(layer: str) -> list[str]:
+    folder = PACKAGE / layer if layer else PACKAGE
+    return sorted(f"vaebench{'.' + layer if layer else ''}.{p.stem}".replace(".__init__", "")
+                  for p in folder.glob("*.py"))
+
+
+def test_the_root_holds_about_a_dozen_modules() -> None:
+    assert len(modules("")) <= 13, modules("")
+
+
+def test_every_module_outside_train_imports_without_torch() -> None:
+    names = [m for layer in TORCH_FREE for m in modules(layer)]
+    code = "import sys\n" + "".join(f"import {m}\n" for m in names) + "sys.exit(int('torch' in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def imported_layers(path: Path) -> set[str]:
+    """The vaebench subpackages a module imports, at any depth of the file."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = list(parts[: len(parts) - node.level + 1])
+            target = [*base, *(node.module.split(".") if node.module else [])]
+            if target:
+                found.add(target[0])
+            else:  # from . import x (at the root): x itself may be a subpackage
+                found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vaebench."):
+            found.add(node.module.split(".")[1])
+    return found & {"train", "measure", "analysis", "tune", "reproduce"}
+
+
+@pytest.mark.parametrize("layer", sorted(MAY_IMPORT))
+def test_imports_flow_one_way(layer: str) -> None:
+    folder = PACKAGE / layer if layer else PACKAGE
+    files = [p for p in folder.glob("*.py") if p.stem not in ("cli", "__init__") or layer]
+    for path in files:
+        wrong = imported_layers(path) - MAY_IMPORT[layer] - {layer}
+        assert not wrong, f"{path.relative_to(PACKAGE)} imports {sorted(wrong)}"
+
+
+def test_the_analysis_commands_work_where_torch_cannot_be_imported(tmp_path: Path) -> None:
+    folder = tmp_path / "h200"
+    shutil.copytree(EXAMPLE, folder)
+
+    def vaebench(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", BLOCK_TORCH, *args], capture_output=True, text=True)
+
+    report = vaebench("report", str(folder))
+    assert report.returncode == 0, report.stderr
+    assert "wrote" in report.stdout
+    compare = vaebench("compare", str(folder), str(folder))
+    assert compare.returncode == 0, compare.stderr
+    reproduce = vaebench("reproduce", "--report-only", "--quick", "--out", str(folder))
+    assert reproduce.returncode == 0, reproduce.stderr
+    assert "gpu-faster: AGREES" in reproduce.stdout
+    ladder = vaebench("ladder", "--report-only", "--device", "cuda:0", "--out", str(folder))
+    assert ladder.returncode == 0, ladder.stderr
+    assert "cuda-graphs" in ladder.stdout
+    torch_itself = BLOCK_TORCH.split("from vaebench.cli")[0] + "import torch\n"
+    assert subprocess.run([sys.executable, "-c", torch_itself], capture_output=True).returncode != 0  # a real block

@@ -1,0 +1,342 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from vaebench.cli import main
+from vaebench.measure.run import RunOptions
+from vaebench.result import DataInfo, MonitorSummary, ProcessUsage, RunRecord, StepSplit, TrainMetrics
+from vaebench.spec import Capabilities, RunSpec
+from vaebench.tune.driver import TuneResult, TuneSettings, trial_from_record, tune
+from vaebench.tune.report import format_table, render_markdown, trials_frame, write
+from vaebench.tune.search import (
+    FAILED,
+    SearchResult,
+    Trial,
+    knob_groups,
+    parse_budget,
+    parse_include,
+    recommend,
+    refine_point,
+    round_batch,
+    scaled_lr,
+    search_batch,
+    trial_steps,
+)
+
+BASE = RunSpec(data="synthetic", samples=65_536)
+
+
+def peaked(peak: float, top: float = 10_000.0, oom_at: int | None = None):
+    """A throughput curve that rises to `peak` and falls after it, log-symmetric."""
+
+    def rate(batch: int) -> float:
+        return top / (1 + 0.3 * abs(math.log2(batch / peak)))
+
+    calls: list[int] = []
+
+    def measure(spec: RunSpec) -> Trial:
+        calls.append(spec.batch_size)
+        if oom_at is not None and spec.batch_size >= oom_at:
+            return Trial(spec, status=FAILED, reason="out of memory: CUDA out of memory", wall_s=1.0)
+        return Trial(spec, samples_per_s=rate(spec.batch_size), wall_s=1.0)
+
+    return measure, calls
+
+
+def test_climb_finds_a_power_of_two_peak_and_stops_when_throughput_falls() -> None:
+    measure, calls = peaked(256)
+    result = search_batch(BASE, measure, max_batch=65_536)
+    assert result.best is not None and result.best.batch == 256
+    assert max(calls) <= 1024, "the climb should stop soon after the peak"
+    assert "fell" in result.stop_reason or "levelled" in result.stop_reason
+
+
+def test_out_of_memory_bounds_the_search_and_the_safe_batch_has_a_margin() -> None:
+    measure, calls = peaked(100_000, oom_at=4096)
+    result = search_batch(BASE, measure, max_batch=65_536)
+    assert result.first_oom == 4096
+    assert 8192 not in calls
+    assert "out of memory at batch 4096" in result.stop_reason
+    # The refinement probes between the best and the boundary: 2896 ran, so it is the largest safe.
+    assert [b for b in calls if b & (b - 1)] == [2896]
+    assert result.largest_safe == 2896
+    assert "largest batch that ran: 2896" in result.memory_note() and "or below 2048" in result.memory_note()
+
+
+def test_refinement_finds_a_peak_between_powers_of_two() -> None:
+    measure, calls = peaked(1448)
+    result = search_batch(BASE, measure, max_batch=65_536)
+    assert result.best is not None and result.best.batch == 1448
+    assert result.best.stage == "refine"
+    assert sum(1 for b in calls if b & (b - 1)) == 1, "one midpoint, on the better neighbour's side"
+
+
+def test_refine_point_goes_towards_the_better_neighbour() -> None:
+    def trial(batch: int, rate: float) -> Trial:
+        return Trial(RunSpec(batch_size=batch), samples_per_s=rate)
+
+    lower = SearchResult([trial(512, 90), trial(1024, 100), trial(2048, 50)])
+    upper = SearchResult([trial(512, 50), trial(1024, 100), trial(2048, 90)])
+    assert refine_point(lower, 65_536) == round_batch(math.sqrt(512 * 1024)) == 728
+    assert refine_point(upper, 65_536) == 1448
+    assert refine_point(upper, 1024) == 728, "never past --max-batch: the other side instead"
+
+
+def test_plateau_stops_the_climb_well_before_max_batch() -> None:
+    calls: list[int] = []
+
+    def saturating(spec: RunSpec) -> Trial:
+        calls.append(spec.batch_size)
+        return Trial(spec, samples_per_s=10_000 * spec.batch_size / (spec.batch_size + 64), wall_s=1.0)
+
+    result = search_batch(BASE, saturating, max_batch=65_536)
+    assert "levelled off" in result.stop_reason
+    assert max(calls) <= 8192, "two doublings past the knee, not up to 65536"
+    assert result.best is not None and result.best.samples_per_s > 0.95 * 10_000 * 65_536 / (65_536 + 64)
+
+
+def test_budget_stops_cleanly_with_the_best_so_far() -> None:
+    now = [0.0]
+
+    def slow(spec: RunSpec) -> Trial:
+        wall = spec.batch_size / 100  # a fake clock: bigger batches take longer
+        now[0] += wall
+        return Trial(spec, samples_per_s=float(spec.batch_size), wall_s=wall)
+
+    result = search_batch(BASE, slow, max_batch=65_536, clock=lambda: now[0], deadline=10.0)
+    assert result.budget_hit
+    assert "budget" in result.stop_reason
+    assert result.best is not None and result.best.batch == max(t.batch for t in result.trials)
+    assert now[0] <= 10.0, "a trial that cannot finish in time is not started"
+
+
+def test_trials_are_sized_so_warm_up_is_excluded_and_big_batches_stay_short() -> None:
+    assert trial_steps(16) == 60  # 10 warm-up + 50 measured
+    assert trial_steps(1024) == 26  # 10 warm-up + 16 measured
+    assert trial_steps(65_536) == 10  # 5 warm-up + 5 measured: the loop drops half
+    assert RunSpec().batch_size == 128
+
+
+def _quality(batch: int, rate: float, loss: float, losses: tuple[float, ...] = ()) -> Trial:
+    return Trial(RunSpec(batch_size=batch), samples_per_s=rate, final_loss=loss, stage="quality",
+                 epoch_losses=losses or (loss,), epoch_times_s=(1.0,) * len(losses or (loss,)))
+
+
+def test_quality_guard_rejects_the_fastest_when_its_loss_is_worse() -> None:
+    runs = [_quality(128, 1000, 100.0), _quality(4096, 9000, 110.0), _quality(1024, 6000, 101.5)]
+    rec = recommend(runs, tolerance=0.02)
+    assert rec.trial is not None and rec.trial.batch == 1024
+    assert len(rec.rejected) == 1 and "batch 4096" in rec.rejected[0] and "10.0% worse" in rec.rejected[0]
+    assert "within 2%" in rec.reason
+
+
+def test_quality_guard_with_a_target_picks_the_first_to_reach_it() -> None:
+    runs = [_quality(128, 1000, 100.0, (130, 110, 100)), _quality(512, 3000, 104.0, (111, 104)),
+            _quality(4096, 9000, 120.0, (140, 120))]
+    rec = recommend(runs, tolerance=0.02, target=111.0)
+    assert rec.trial is not None and rec.trial.batch == 512  # reached 111 after 1 s; batch 128 after 2 s
+    assert any("4096 never reached" in r for r in rec.rejected)
+
+
+def test_quality_guard_says_so_when_the_reference_is_missing() -> None:
+    rec = recommend([_quality(1024, 6000, 101.5)], tolerance=0.02)
+    assert rec.trial is not None and "NOT quality-checked" in rec.reason
+    assert recommend([], tolerance=0.02).trial is None
+
+
+def test_lr_scaling() -> None:
+    assert scaled_lr(1e-3, 512, "none") == 1e-3
+    assert scaled_lr(1e-3, 512, "linear") == pytest.approx(4e-3)
+    assert scaled_lr(1e-3, 512, "sqrt") == pytest.approx(2e-3)
+    with pytest.raises(ValueError):
+        scaled_lr(1e-3, 512, "cubic")
+
+
+def test_knob_groups_skip_invalid_combinations() -> None:
+    cpu = dict(knob_groups(RunSpec(), Capabilities(logical_cores=4), include=("amp",)))
+    assert {s.loader for s in cpu["loader"]} == {"tensor", "device"}
+    assert {s.threads for s in cpu["threads"]} == {1, 2, 4}
+    assert [s.amp for s in cpu["amp"]] == ["bf16"]  # fp16 needs CUDA: skipped by validate
+    assert "compile" not in cpu and "workers/pin memory" not in cpu
+    gpu = dict(knob_groups(RunSpec(device="cuda"), Capabilities(cuda_devices=1, logical_cores=4)))
+    assert any(s.pin_memory and s.workers == 4 for s in gpu["workers/pin memory"])
+
+
+def test_parsers() -> None:
+    assert parse_budget("120s") == 120 and parse_budget("2m") == 120 and parse_budget("90") == 90
+    for bad in ("abc", "-5s", "0", ""):
+        with pytest.raises(ValueError):
+            parse_budget(bad)
+    assert parse_include("compile, amp") == ("compile", "amp")
+    with pytest.raises(ValueError, match="unknown --include item 'fp8'"):
+        parse_include("compile,fp8")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--budget", "abc"], "not a duration"),
+    (["--target-loss", "-3"], "--target-loss must be positive"),
+    (["--include", "turbo"], "unknown --include item"),
+    (["--max-batch", "0"], "--max-batch must be at least 1"),
+])
+def test_cli_rejects_bad_values_in_one_line(argv: list[str], message: str, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tune", "--out", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def _record(spec: RunSpec, options: RunOptions, rate: float, loss: float) -> RunRecord:
+    epochs = spec.epochs if spec.steps is None else 1
+    train = TrainMetrics(
+        t_import_s=1, t_data_s=1, t_model_s=0, t_first_step_s=0.1, train_s=1, steps_done=10, samples_seen=100,
+        warmup_steps=5, step_median_ms=1, step_iqr_ms=0.1, samples_per_s=rate, epoch_s=1, final_loss=loss,
+        epoch_losses=[loss + 10 * (epochs - e - 1) for e in range(epochs)], epoch_times_s=[1.0] * epochs,
+        split=StepSplit(), model_flops_per_s=1, peak_flops_per_s=math.nan, flops_frac=math.nan,
+    )
+    usage = ProcessUsage(real_s=2, user_s=2, sys_s=0, peak_rss_mb=500, ctx_voluntary=0, ctx_involuntary=0,
+                         exit_code=0)
+    return RunRecord(spec=spec, run_id=f"r{spec.batch_size}-{spec.loader}", started_at="now", sweep=options.sweep,
+                     process=usage, train=train, monitor=MonitorSummary())
+
+
+def test_tune_wires_search_knobs_and_guard_with_fakes(tmp_path: Path) -> None:
+    """The whole tune without torch: a fake screen, a fake isolated runner, a fake clock."""
+    measure, _ = peaked(1024)
+    now = [0.0]
+    ran: list[RunSpec] = []
+
+    def screen(base: RunSpec, data: DataInfo, **kw: object) -> SearchResult:
+        return search_batch(base, measure, max_batch=int(kw["max_batch"]))  # type: ignore[arg-type]
+
+    def run(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
+        ran.append(spec)
+        now[0] += 1
+        rate = measure(spec).samples_per_s * (1.5 if spec.loader == "tensor" else 1.0)
+        # Big batches see fewer optimizer steps: a worse loss at the same number of samples.
+        return _record(spec, options, rate, 100 + spec.batch_size / 200)
+
+    settings = TuneSettings(base=BASE, budget_s=100, lr_scaling="sqrt", quality_samples=4 * BASE.samples)
+    data = DataInfo("synthetic", BASE.samples, 1.0, "")
+    result = tune(settings, data, RunOptions(out=tmp_path), Capabilities(logical_cores=2),
+                  report=lambda line: None, clock=lambda: now[0], run=run, screen=screen)
+    assert result.config is not None and result.config.loader == "tensor", "a clearly faster loader is adopted"
+    quality = {t.batch: t for t in result.quality}
+    assert 128 in quality and 1024 in quality
+    assert quality[512].spec.lr == pytest.approx(1e-3 * 2)  # sqrt(512 / 128)
+    assert all(t.spec.loader == "tensor" and t.spec.epochs == 4 for t in result.quality)
+    rec = result.recommendation
+    assert rec.trial is not None and rec.trial.batch < 1024 and rec.rejected
+    path = write(result, tmp_path)
+    text = path.read_text()
+    assert "## Recommendation" in text and "tune_throughput.png" in text and (tmp_path / "tune_loss.png").exists()
+    assert json.loads((tmp_path / "tune.json").read_text())["recommendation"]["spec"]["batch_size"] == rec.trial.batch
+    frame = trials_frame(result)
+    assert {"climb", "refine", "confirm", "knob", "quality"} <= set(frame["stage"])
+
+
+def rising(memory_per_sample_mb: float = 0.05):
+    """A throughput curve that keeps rising and memory that grows with the batch: no OOM."""
+
+    def measure(spec: RunSpec) -> Trial:
+        return Trial(spec, samples_per_s=float(spec.batch_size), wall_s=1.0,
+                     alloc_peak_mb=200 + memory_per_sample_mb * spec.batch_size)
+
+    return measure
+
+
+def test_a_search_capped_by_the_epoch_says_so_not_that_memory_bounded_it() -> None:
+    result = search_batch(BASE, rising(), max_batch=16_384)
+    result.limit, result.device_total_mb = "the epoch size (16384 samples; a larger batch is meaningless)", 143_771.0
+    assert result.reached_max and result.first_oom is None
+    note = result.memory_note()
+    assert "no out-of-memory failure: the search stopped at the epoch size (16384 samples" in note
+    assert "not at a memory limit" in note and "within the range searched" not in note
+    assert "largest batch run (16384) peaked at 1,019 MB of the device's 143,771 MB (torch allocator peak)" in note
+
+
+def test_a_search_that_levelled_off_says_memory_did_not_bound_it() -> None:
+    measure, _ = peaked(256)
+    result = search_batch(BASE, measure, max_batch=65_536)
+    note = result.memory_note()
+    assert not result.reached_max
+    assert "no out-of-memory failure up to batch 1024" in note and "had no memory measure" in note
+    assert "ended for another reason (see the batch search), not at a memory limit" in note
+    assert SearchResult().memory_note() == "no batch size ran, so nothing is known about memory"
+
+
+def test_isolated_cuda_trials_carry_nvml_memory_and_training_window_utilization() -> None:
+    spec = RunSpec(device="cuda", batch_size=512)
+    record = _record(spec, RunOptions(out=Path(".")), 5000.0, 100.0)
+    record = dataclasses.replace(record, monitor=MonitorSummary(gpu_util_mean=37.0, gpu_mem_max_mb=1500.0))
+    trial = trial_from_record(record, "knob")
+    assert trial.gpu_util == 37.0
+    assert (trial.device_mem_mb, trial.rss_peak_mb) == (1500.0, 500.0) and math.isnan(trial.alloc_peak_mb)
+    assert trial.memory == (1500.0, "NVML device memory in use, CUDA context included")
+    cpu = trial_from_record(_record(RunSpec(), RunOptions(out=Path(".")), 5000.0, 100.0), "knob")
+    assert math.isnan(cpu.device_mem_mb) and cpu.memory == (500.0, "peak RSS")
+    assert Trial.from_dict(trial.to_dict()) == trial
+
+
+def test_tune_md_shows_gpu_utilization_per_batch_and_keeps_memory_measures_apart() -> None:
+    base = RunSpec(device="cuda", data="synthetic", samples=4096)
+    search = SearchResult([
+        Trial(dataclasses.replace(base, batch_size=b), samples_per_s=100.0 * b, gpu_util=u, alloc_peak_mb=m,
+              stage="climb") for b, u, m in ((256, 11.0, 300.0), (512, 19.0, 500.0))
+    ])
+    confirm = Trial(dataclasses.replace(base, batch_size=512), samples_per_s=50_000, gpu_util=21.0,
+                    device_mem_mb=1800.0, rss_peak_mb=900.0, stage="confirm")
+    result = TuneResult(TuneSettings(base=base), search, knobs=[confirm], wall_s=5.0)
+    frame = trials_frame(result)
+    assert "memory_mb" not in frame and {"alloc_peak_mb", "device_mem_mb", "rss_peak_mb"} <= set(frame)
+    text = render_markdown(result, frame, [])
+    section = text.split("## GPU utilization per batch size")[1].split("## Trials")[0]
+    assert "| 256 | climb | seed pipeline | 25,600 | 11.00 |" in section
+    assert "| 512 | confirm | seed pipeline | 50,000 | 21.00 |" in section
+    assert "share of time any kernel ran" in section
+    assert "not comparable" in text and "torch allocator peak" in text
+    assert "alloc_peak_mb" in format_table(frame)
+    cpu_base = RunSpec(data="synthetic", samples=4096)
+    cpu = TuneResult(TuneSettings(base=cpu_base), SearchResult([Trial(cpu_base, samples_per_s=10.0, stage="climb")]))
+    cpu_text = render_markdown(cpu, trials_frame(cpu), [])
+    assert "GPU utilization" not in cpu_text and "gpu_util_pct" not in cpu_text
+    assert "alloc_peak_mb" not in format_table(trials_frame(cpu))
+
+
+def test_tune_caps_the_search_at_the_epoch_and_names_that_cap(tmp_path: Path) -> None:
+    base = RunSpec(data="synthetic", samples=1024)
+    measure = rising()
+
+    def screen(base: RunSpec, data: DataInfo, **kw: object) -> SearchResult:
+        return search_batch(base, measure, max_batch=int(kw["max_batch"]))  # type: ignore[arg-type]
+
+    def run(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
+        return _record(spec, options, float(spec.batch_size), 100.0)
+
+    result = tune(TuneSettings(base=base, budget_s=100), DataInfo("synthetic", 1024, 1.0, ""), RunOptions(out=tmp_path),
+                  Capabilities(logical_cores=1), report=lambda line: None, clock=lambda: 0.0, run=run, screen=screen)
+    assert max(t.batch for t in result.search.trials) == 1024
+    assert "stopped at the epoch size (1024 samples" in result.search.memory_note()
+    capped = tune(TuneSettings(base=base, budget_s=100, max_batch=256), DataInfo("synthetic", 1024, 1.0, ""),
+                  RunOptions(out=tmp_path), Capabilities(logical_cores=1), report=lambda line: None,
+                  clock=lambda: 0.0, run=run, screen=screen)
+    assert "stopped at --max-batch 256" in capped.search.memory_note()
+
+
+def test_real_tiny_tune_on_the_cpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "tune"
+    code = main(["tune", "--device", "cpu", "--data", "synthetic", "--samples", "1024", "--max-batch", "32",
+                 "--budget", "20s", "--quality-samples", "1024", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "recommendation:" in printed
+    assert (out / "tune.md").exists() and (out / "runs.jsonl").exists() and (out / "tune_throughput.png").exists()
+    result = json.loads((out / "tune.json").read_text())
+    stages = {t["stage"] for t in result["trials"]}
+    assert {"climb", "confirm"} <= stages
+    assert result["recommendation"] is not None
+    assert dataclasses.asdict(DataInfo("a", 1, 1.0, ""))  # keeps the import honest

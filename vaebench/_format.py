@@ -1,0 +1,69 @@
+"""What vaebench shows a person: text and Markdown tables, durations, a progress bar."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns two spaces apart, a dashed rule under the header."""
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(headers), "|" + "---|" * len(headers), *map(line, rows)])
+
+REDRAW_S = 0.2
+
+
+def format_duration(seconds: float) -> str:
+    if seconds != seconds or seconds < 0:
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class ProgressBar:
+    def __init__(self, label: str = "", stream: TextIO | None = None, width: int = 24) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.start = time.monotonic()
+        self._last_draw = 0.0
+        self._drawn = False
+
+    def update(self, done: int, total: int, epoch: int | None = None, loss: float | None = None) -> None:
+        now = time.monotonic()
+        if done < total and now - self._last_draw < REDRAW_S:
+            return
+        self._last_draw = now
+        elapsed = now - self.start
+        left = elapsed / done * (total - done) if done else float("nan")
+        filled = int(self.width * done / total) if total else self.width
+        bar = "#" * filled + "-" * (self.width - filled)
+        parts = [self.label, f"[{bar}] {done}/{total}", f"{format_duration(elapsed)} elapsed",
+                 f"{format_duration(left)} left"]
+        if epoch is not None:
+            parts.append(f"epoch {epoch}")
+        if loss is not None:
+            parts.append(f"loss {loss:.2f}")
+        self.stream.write("\r" + "  ".join(p for p in parts if p) + "\x1b[K")
+        self.stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,216 @@
+"""What bounds a run, from its step split and its trace, and which knobs address it.
+
+Pure rules on numbers the run already measured. The split is the host's view of a step:
+`data` waiting for a batch, `copy` the host-to-device copy, `compute` the host running (on a
+GPU: launching) forward, backward and optimizer, `sync` the host blocked in `loss.item()`
+while the device catches up. The busy fraction (from a trace) says whether the device was
+the one working meanwhile; on a GPU only the trace's device rows measure that. The host's
+aten-op share (what a CPU run's trace gives) does not, nor do the CUDA events' copy-to-end
+stream times, which include every gap in which the GPU waited for the host to launch.
+A measured what-if (a rerun with one knob changed) outranks the rules: when one sped the
+run up clearly, it names the bottleneck.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..result import StepSplit
+from .trace import NO_DEVICE_ROWS, NO_DEVICE_SOURCE, from_device_rows
+
+INPUT = "input pipeline"
+LAUNCH = "host launch overhead"
+COMPUTE = "compute"
+SYNC = "synchronization"
+
+KNOBS: dict[str, tuple[str, ...]] = {
+    INPUT: ("--loader tensor|device", "--workers N", "--pin-memory"),
+    LAUNCH: (
+        "--compile reduce-overhead (CUDA graphs)",
+        "--compile default (fewer, fused kernels)",
+        "a larger --batch-size",
+    ),
+    COMPUTE: ("--amp bf16", "a larger --batch-size", "--compile default"),
+    SYNC: ("fewer .item() syncs: keep the running loss on the device and read it once per epoch",),
+}
+CPU_KNOBS: dict[str, tuple[str, ...]] = {
+    INPUT: ("--loader tensor", "--workers N"),
+    LAUNCH: ("--compile default (less Python and dispatch per op)", "a larger --batch-size"),
+    COMPUTE: ("--threads N", "--amp bf16", "--compile default"),
+    SYNC: KNOBS[SYNC],
+}
+# The flag of each knob that addresses one bottleneck only; a what-if on it names that one.
+WHATIF_FLAGS: dict[str, str] = {
+    "--loader": INPUT,
+    "--workers": INPUT,
+    "--pin-memory": INPUT,
+    "--amp": COMPUTE,
+    "--threads": COMPUTE,
+}
+
+INPUT_SHARE = 0.30  # data + copy above this share of the step: the loader is in the way
+DEVICE_BUSY = 0.80  # device busy above this: the device's own work bounds the step
+CPU_OP_BUSY = 0.50  # CPU run: aten ops below this share of wall, Python and dispatch dominate
+SYNC_SHARE = 0.25  # host work and sync wait both above this: host and device take turns
+DECISIVE_WHATIF = 1.20  # a what-if this much faster outranks the rules
+FP16_SYNC = (
+    "with fp16, GradScaler.step syncs the host a second time (found_inf.item()) and the split "
+    "counts that wait as compute: compute is overstated, sync understated"
+)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    split: StepSplit
+    device: str  # cpu, cuda, cuda:N, mps
+    busy_fraction: float = math.nan  # from the trace; on a CPU run the aten-op share
+    busy_source: str = ""  # the record's profile_busy_source; "" trusts busy_fraction as given
+    kernels_per_step: float = math.nan
+    gpu_util_pct: float = math.nan  # NVML utilization.gpu, mean over the run
+    whatifs: Mapping[str, float] = field(default_factory=dict)  # knob -> measured speed-up
+    amp: str = ""  # the run's autocast mode: fp16 adds a sync that the split misplaces
+
+    @property
+    def on_gpu(self) -> bool:
+        return not self.device.startswith("cpu")
+
+    @property
+    def busy(self) -> float:
+        """The busy fraction these rules may use: on a GPU run only the device's own (from
+        the trace's kernel and copy rows), never a host aten-op share; NaN otherwise."""
+        if not self.on_gpu or not self.busy_source:
+            return self.busy_fraction
+        return self.busy_fraction if from_device_rows(self.busy_source) else math.nan
+
+    @property
+    def step_ms(self) -> float:
+        parts = [self.split.data_ms, self.split.copy_ms, self.split.compute_ms, self.split.sync_ms]
+        return sum(p for p in parts if math.isfinite(p))
+
+    def share(self, *ms: float) -> float:
+        step = self.step_ms
+        return sum(m for m in ms if math.isfinite(m)) / step if step > 0 else math.nan
+
+
+@dataclass(frozen=True)
+class Bottleneck:
+    kind: str  # INPUT, LAUNCH, COMPUTE or SYNC
+    share: float  # of the step time the bounding part takes
+    evidence: tuple[str, ...]
+    knobs: tuple[str, ...]
+    whatif: str = ""  # the measured what-if that backs it, if any
+
+    def __str__(self) -> str:
+        text = f"bound by {self.kind}: " + "; ".join(self.evidence)
+        if self.whatif:
+            text += f"; measured: {self.whatif}"
+        return text + ". Knobs: " + ", ".join(self.knobs) + "."
+
+
+def attribute(ev: Evidence) -> Bottleneck:
+    """Name what bounds the run; see the module docstring for what the split parts mean."""
+    kind, share, why = _rule(ev)
+    measured = {k: v for k, v in ev.whatifs.items() if math.isfinite(v)}
+    decisive = {k: v for k, v in measured.items() if _flag_kind(k) and v >= DECISIVE_WHATIF}
+    if decisive:
+        best = max(decisive, key=lambda k: decisive[k])
+        best_kind = _flag_kind(best)
+        if best_kind and best_kind != kind:
+            why = [f"the rules pointed to {kind}", *why]
+            kind, share = best_kind, _share_of(ev, best_kind)
+    knobs = (KNOBS if ev.on_gpu else CPU_KNOBS)[kind]
+    backing = {k: v for k, v in measured.items() if _flag(k) and _flag(k) in " ".join(knobs)}
+    whatif = ", ".join(
+        f"{k} ran {v:.2f}x as fast" for k, v in sorted(backing.items(), key=lambda kv: -kv[1])
+    )
+    return Bottleneck(kind, share, tuple(why) + _context(ev), knobs, whatif)
+
+
+def _rule(ev: Evidence) -> tuple[str, float, list[str]]:
+    s = ev.split
+    input_share = ev.share(s.data_ms, s.copy_ms)
+    host_share = ev.share(s.compute_ms)
+    sync_share = ev.share(s.sync_ms)
+    busy = ev.busy
+    split = (
+        f"step {ev.step_ms:.2f} ms = data {s.data_ms:.2f} + copy {s.copy_ms:.2f} + "
+        f"host compute {s.compute_ms:.2f} + sync {s.sync_ms:.2f}"
+    )
+    if input_share >= INPUT_SHARE:
+        why = f"waiting for input is {100 * input_share:.0f}% of the step"
+        return INPUT, input_share, [split, why]
+    if not ev.on_gpu:
+        if math.isfinite(busy) and busy < CPU_OP_BUSY:
+            why = (
+                f"aten ops run only {100 * busy:.0f}% of the wall time; "
+                "the rest is Python and dispatch"
+            )
+            return LAUNCH, 1 - busy, [split, why]
+        return COMPUTE, host_share, [split, f"host compute is {100 * host_share:.0f}% of the step"]
+    if math.isfinite(busy) and busy >= DEVICE_BUSY:
+        return COMPUTE, busy, [split, f"the device is busy {100 * busy:.0f}% of the wall time"]
+    if host_share >= SYNC_SHARE and sync_share >= SYNC_SHARE:
+        why = (
+            f"the host launches for {100 * host_share:.0f}% of the step, then waits "
+            f"{100 * sync_share:.0f}% in loss.item(): host and device take turns, not overlapping"
+        )
+        return SYNC, sync_share, [split, why]
+    if math.isfinite(busy) or host_share >= sync_share:
+        reasons = [split, f"the host spends {100 * host_share:.0f}% of the step launching work"]
+        if math.isfinite(busy):
+            reasons.append(f"the device is idle {100 * (1 - busy):.0f}% of the wall time")
+        return LAUNCH, host_share, reasons
+    why = f"the host waits for the device {100 * sync_share:.0f}% of the step (no trace to check)"
+    return COMPUTE, sync_share, [split, why]
+
+
+def _context(ev: Evidence) -> tuple[str, ...]:
+    out = []
+    if ev.on_gpu and ev.busy_source == NO_DEVICE_SOURCE:
+        out.append(NO_DEVICE_ROWS)
+    elif ev.on_gpu and ev.busy_source and not from_device_rows(ev.busy_source):
+        out.append("the trace's busy figure is the host's aten-op share, not the GPU's, so it was not used")
+    if math.isfinite(ev.kernels_per_step) and ev.on_gpu:
+        per_kernel = ev.step_ms / ev.kernels_per_step if ev.kernels_per_step else math.nan
+        out.append(
+            f"{ev.kernels_per_step:g} kernels per step ({per_kernel * 1e3:.0f} us of step each)"
+        )
+    if math.isfinite(ev.gpu_util_pct):
+        out.append(f"NVML utilization.gpu {ev.gpu_util_pct:.0f}% (share of time any kernel ran)")
+    if ev.amp == "fp16" and ev.on_gpu:
+        out.append(FP16_SYNC)
+    return tuple(out)
+
+
+def _flag(knob: str) -> str:
+    return knob.split()[0].split("=")[0] if knob.strip() else ""
+
+
+def _flag_kind(knob: str) -> str | None:
+    return WHATIF_FLAGS.get(_flag(knob))
+
+
+def _share_of(ev: Evidence, kind: str) -> float:
+    s = ev.split
+    if kind == INPUT:
+        return ev.share(s.data_ms, s.copy_ms)
+    if kind == SYNC:
+        return ev.share(s.sync_ms)
+    if kind == COMPUTE and ev.on_gpu and math.isfinite(ev.busy):
+        return ev.busy
+    return ev.share(s.compute_ms)
+
+
+def utilization_note(gpu_util_pct: float, busy_fraction: float = math.nan) -> str:
+    """The caveat to print wherever NVML's utilization.gpu appears."""
+    note = (
+        f"NVML utilization.gpu {gpu_util_pct:.0f}% is the share of time at least one kernel "
+        "ran, not how much of the GPU the kernels used: a one-thread kernel running all the "
+        "time reads 100%. Do not read it as compute efficiency; see model FLOP/s against peak."
+    )
+    if math.isfinite(busy_fraction):
+        busy = 100 * busy_fraction
+        note += f" The trace's busy fraction (union of kernel, memcpy and memset time / wall) is {busy:.0f}%."
+    return note

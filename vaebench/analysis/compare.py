@@ -1,0 +1,627 @@
+"""Regression checks between two results folders: paired by spec key, tested per metric.
+
+The decision rule, per (configuration, metric):
+
+* The unit of evidence is the run. Each run contributes one value: its steady-state
+  samples/s (recomputed from its step times after warm-up when the series is at hand,
+  batch size / median step), its median epoch time, its wall/user/sys time or its peak RSS.
+  Step times never enter the test as samples of their own: steps inside a run share its
+  machine state (a noisy neighbour, a thermal state, a page-cache state), so thousands of
+  them are not thousands of independent samples and a step-level test would call a
+  run-level hiccup significant. They serve only to make each run's value a robust median.
+* The change is the ratio of medians, candidate over baseline, read as a cost ratio (time
+  ratio; for samples/s the inverse), so a 10 % slowdown is the same number for samples/s
+  and for epoch time. Its confidence interval, at level 1 - alpha, is a seeded percentile
+  bootstrap over runs.
+* **regression**: the cost ratio is at least 1 + threshold *and* a one-sided Mann-Whitney
+  test in the worse direction gives p <= alpha (exact for small samples). With 3 runs a
+  side the smallest possible p is 1/20, so at alpha 0.05 every candidate run must be slower
+  than every baseline run; 5 a side allow 1/252. `calibration` tells how many a runner needs.
+* **improvement**: the same the other way (a cost ratio at most 1 / (1 + threshold)).
+* **unchanged**: neither, with at least 2 runs a side, and the whole interval lies within
+  [1 / (1 + threshold), 1 + threshold]: a threshold-sized change is ruled out.
+* **inconclusive**: anything else (too few runs, too much noise, a change past the threshold
+  that is not significant). It does not fail the check: crying wolf is the failure to avoid.
+
+Final loss is a numerics guard, not a speed metric: see `check_final_loss`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import stats
+from .._format import markdown_table, text_table
+from ..spec import RunSpec
+from ..storage import finite
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+REGRESSION = "regression"
+IMPROVEMENT = "improvement"
+UNCHANGED = "unchanged"
+INCONCLUSIVE = "inconclusive"
+_PLURALS = {REGRESSION: "regressions", IMPROVEMENT: "improvements"}
+
+LOSS_BAND_WIDEN = 0.5
+"""The seed band is widened on each side by this share of its width..."""
+LOSS_BAND_FLOOR = 0.01
+"""...or by this share of the baseline loss, whichever is more, so a single-seed baseline
+(a band of width zero) tolerates run-to-run nondeterminism but not a changed computation."""
+
+GUARDED_FINGERPRINT = ("cpu_model", "logical_cores", "gpu_name", "torch", "cuda", "threads_env")
+"""Fingerprint fields that must match (as `fp_<name>`), as must any naming threads (the
+thread environment, torch's intra- and inter-op counts): the same list as
+`machine.COMPARABLE_FIELDS`, kept here so that compare does not import the machine probe."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # the run column
+    label: str
+    unit: str
+    higher_is_better: bool
+    worse: str  # the word for a change in the bad direction
+    better: str
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("samples_per_s", "samples/s", "samples/s", True, "slower", "faster"),
+        Metric("epoch_s", "epoch time", "s", False, "slower", "faster"),
+        Metric("real_s", "wall time", "s", False, "slower", "faster"),
+        Metric("user_s", "user CPU time", "s", False, "more", "less"),
+        Metric("sys_s", "system CPU time", "s", False, "more", "less"),
+        Metric("peak_rss_mb", "peak RSS", "MB", False, "more", "less"),
+        Metric("final_loss", "final loss", "", False, "higher", "lower"),
+    )
+}
+DEFAULT_METRICS = ("samples_per_s", "epoch_s")
+
+
+class CompareError(ValueError):
+    """The two folders cannot be compared (exit status 2, not a regression)."""
+
+
+class FingerprintMismatch(CompareError):
+    def __init__(self, differences: Sequence[str]) -> None:
+        self.differences = tuple(differences)
+        lines = "\n".join(f"  {d}" for d in self.differences)
+        super().__init__(
+            "baseline and candidate ran on different setups where it matters for speed:\n"
+            f"{lines}\ncompare anyway with --allow-different-machines"
+        )
+
+
+class NothingPaired(CompareError):
+    pass
+
+
+@dataclass(frozen=True)
+class MetricCheck:
+    """One metric of one configuration, baseline against candidate, with its verdict.
+
+    `ratio` is median(candidate) / median(baseline) of the metric as recorded; `change` is
+    the same move as a signed cost, positive meaning worse (0.12 reads as 12 % slower,
+    whether the metric is samples/s or seconds). `p_value` is one-sided, in the direction
+    the medians moved.
+    """
+
+    spec_key: str
+    config: str
+    metric: str
+    verdict: str
+    reason: str
+    baseline_values: tuple[float, ...]
+    candidate_values: tuple[float, ...]
+    baseline_median: float = math.nan
+    candidate_median: float = math.nan
+    ratio: float = math.nan
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    change: float = math.nan
+    p_value: float = math.nan
+    confidence: float = 0.95
+    band_low: float = math.nan  # final loss only: the widened seed-to-seed band
+    band_high: float = math.nan
+
+    @property
+    def info(self) -> Metric:
+        return METRICS[self.metric]
+
+    def describe_change(self) -> str:
+        """'12.3% slower', '4.0% less', 'no change' or 'n/a'."""
+        if math.isnan(self.change):
+            return "n/a"
+        if self.change == 0:
+            return "no change"
+        word = self.info.worse if self.change > 0 else self.info.better
+        return f"{abs(self.change):.1%} {word}"
+
+    def describe_interval(self) -> str:
+        if math.isnan(self.ci_low):
+            if not math.isnan(self.band_low):
+                return f"band {fmt(self.band_low)}–{fmt(self.band_high)}"
+            return ""
+        return f"×{self.ci_low:.3f}–{self.ci_high:.3f}"
+
+    def __str__(self) -> str:
+        parts = [f"{fmt(self.baseline_median)} → {fmt(self.candidate_median)}"]
+        if not math.isnan(self.ratio):
+            parts.append(f"×{self.ratio:.3f}")
+        if not math.isnan(self.ci_low):
+            parts.append(f"{self.confidence:.0%} CI ×{self.ci_low:.3f}–{self.ci_high:.3f}")
+        if not math.isnan(self.p_value):
+            parts.append(f"p={self.p_value:.3g}")
+        parts.append(f"{len(self.baseline_values)} vs {len(self.candidate_values)} runs")
+        return (
+            f"{self.info.label} of {self.config}: {self.describe_change()} "
+            f"({', '.join(parts)}): {self.verdict}, {self.reason}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        row = {**dataclasses.asdict(self), "label": self.info.label, "summary": str(self)}
+        return finite(row)
+
+
+@dataclass(frozen=True)
+class Unpaired:
+    spec_key: str
+    config: str
+    reason: str  # absent from one side, or all its runs failed there
+
+    def __str__(self) -> str:
+        return f"{self.config} ({self.spec_key}): {self.reason}"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    checks: tuple[MetricCheck, ...]
+    unpaired: tuple[Unpaired, ...] = ()
+    fingerprint_differences: tuple[str, ...] = ()  # allowed differences, shown as warnings
+    threshold: float = 0.10
+    alpha: float = 0.05
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+
+    def with_verdict(self, verdict: str) -> list[MetricCheck]:
+        return [c for c in self.checks if c.verdict == verdict]
+
+    @property
+    def regressed(self) -> bool:
+        return any(c.verdict == REGRESSION for c in self.checks)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.regressed else 0
+
+    @property
+    def configs(self) -> int:
+        return len({c.spec_key for c in self.checks})
+
+    def __str__(self) -> str:
+        counts = []
+        for verdict in (REGRESSION, IMPROVEMENT, UNCHANGED, INCONCLUSIVE):
+            n = len(self.with_verdict(verdict))
+            if n:
+                counts.append(f"{n} {_PLURALS.get(verdict, verdict) if n > 1 else verdict}")
+        head = "Regression found" if self.regressed else "No regression"
+        tail = f"; {len(self.unpaired)} unpaired" if self.unpaired else ""
+        return (
+            f"{head}: {', '.join(counts)} over {self.configs} paired configuration(s){tail} "
+            f"(threshold {self.threshold:.0%}, alpha {self.alpha:g})."
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return finite(
+            {
+                "summary": str(self),
+                "exit_code": self.exit_code,
+                "threshold": self.threshold,
+                "alpha": self.alpha,
+                "metrics": list(self.metrics),
+                "fingerprint_differences": list(self.fingerprint_differences),
+                "unpaired": [dataclasses.asdict(u) for u in self.unpaired],
+                "checks": [c.to_dict() for c in self.checks],
+            }
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
+
+    def to_text(self) -> str:
+        lines = [text_table(_HEADERS, [_cells(c) for c in self.checks])] if self.checks else []
+        lines += [f"regression: {c}" for c in self.with_verdict(REGRESSION)]
+        lines += [f"unpaired: {u}" for u in self.unpaired]
+        lines += [f"warning: {d}" for d in self.fingerprint_differences]
+        lines.append(str(self))
+        return "\n".join(lines)
+
+    def to_markdown(self) -> str:
+        icon = ":x:" if self.regressed else ":white_check_mark:"
+        lines = ["## vaebench compare", "", f"{icon} {self}", ""]
+        if self.checks:
+            lines.append(markdown_table(_HEADERS, [_cells(c) for c in self.checks]))
+        if self.with_verdict(REGRESSION):
+            lines += ["", "**Regressions**", ""]
+            lines += [f"- {c}" for c in self.with_verdict(REGRESSION)]
+        if self.unpaired:
+            lines += ["", "**Unpaired configurations**", ""]
+            lines += [f"- {u}" for u in self.unpaired]
+        if self.fingerprint_differences:
+            lines += ["", "**Compared across different setups**", ""]
+            lines += [f"- {d}" for d in self.fingerprint_differences]
+        return "\n".join(lines) + "\n"
+
+
+def compare(
+    baseline: pd.DataFrame,
+    candidate: pd.DataFrame,
+    *,
+    threshold: float = 0.10,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    alpha: float = 0.05,
+    allow_different_machines: bool = False,
+    baseline_series: Mapping[str, Sequence[float]] | None = None,
+    candidate_series: Mapping[str, Sequence[float]] | None = None,
+    seed: int = 0,
+) -> Comparison:
+    """Check every configuration the two tables share, metric by metric (module docstring).
+
+    The series mappings give each run's step times by run id (`load_step_times`); runs
+    without one fall back to their recorded samples/s. Raises FingerprintMismatch when the
+    paired runs' setups differ and that is not allowed, NothingPaired when no
+    configuration has successful runs on both sides, ValueError on a bad argument.
+    """
+    if not threshold > 0:
+        raise ValueError(f"threshold must be positive, got {threshold}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
+    base_ok, cand_ok = _ok_rows(baseline), _ok_rows(candidate)
+    paired = [key for key in _keys(base_ok) if key in set(_keys(cand_ok))]
+    unpaired = _unpaired(baseline, candidate, base_ok, cand_ok)
+    if not paired:
+        raise NothingPaired(
+            "no configuration has successful runs in both folders"
+            + "".join(f"\n  {u}" for u in unpaired)
+        )
+    base_rows = base_ok[base_ok["spec_key"].isin(paired)]
+    cand_rows = cand_ok[cand_ok["spec_key"].isin(paired)]
+    differences = fingerprint_differences(base_rows, cand_rows)
+    if differences and not allow_different_machines:
+        raise FingerprintMismatch(differences)
+    checks = []
+    for key in paired:
+        b = base_rows[base_rows["spec_key"] == key]
+        c = cand_rows[cand_rows["spec_key"] == key]
+        config = config_label(b)
+        for metric in metrics:
+            if metric == "final_loss":
+                family = _seed_family(base_ok, b)
+                checks.append(check_final_loss(key, config, family, run_values(c, metric)))
+                continue
+            checks.append(
+                check_metric(
+                    key,
+                    config,
+                    metric,
+                    run_values(b, metric, baseline_series),
+                    run_values(c, metric, candidate_series),
+                    threshold=threshold,
+                    alpha=alpha,
+                    seed=seed,
+                )
+            )
+    return Comparison(
+        tuple(checks), tuple(unpaired), tuple(differences), threshold, alpha, tuple(metrics)
+    )
+
+
+def check_metric(
+    spec_key: str,
+    config: str,
+    metric: str,
+    baseline: Sequence[float],
+    candidate: Sequence[float],
+    *,
+    threshold: float = 0.10,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> MetricCheck:
+    """The decision rule of the module docstring on one metric's per-run values."""
+    info = METRICS[metric]
+    check = MetricCheck(
+        spec_key, config, metric, INCONCLUSIVE, "", tuple(baseline), tuple(candidate),
+        confidence=1 - alpha,
+    )
+    if not baseline or not candidate:
+        side = "baseline" if not baseline else "candidate"
+        return dataclasses.replace(check, reason=f"the {side} recorded no {info.label}")
+    if min(baseline) <= 0 or min(candidate) <= 0:
+        return dataclasses.replace(check, reason=f"{info.label} has values at or below zero")
+    base_median, cand_median = stats.median(baseline), stats.median(candidate)
+    ratio = cand_median / base_median
+    low, high = stats.bootstrap_ratio_ci(baseline, candidate, confidence=1 - alpha, seed=seed)
+    test = stats.mann_whitney(candidate, baseline)
+    if info.higher_is_better:
+        cost, cost_low, cost_high = 1 / ratio, 1 / high, 1 / low
+        p_worse, p_better = test.p_less, test.p_greater
+    else:
+        cost, cost_low, cost_high = ratio, low, high
+        p_worse, p_better = test.p_greater, test.p_less
+    runs = min(len(baseline), len(candidate))
+    verdict, reason = _decide(cost, cost_low, cost_high, p_worse, p_better, runs, threshold, alpha)
+    return dataclasses.replace(
+        check,
+        verdict=verdict,
+        reason=reason,
+        baseline_median=base_median,
+        candidate_median=cand_median,
+        ratio=ratio,
+        ci_low=low,
+        ci_high=high,
+        change=cost - 1,
+        p_value=p_worse if cost >= 1 else p_better,
+    )
+
+
+def _decide(
+    cost: float,
+    cost_low: float,
+    cost_high: float,
+    p_worse: float,
+    p_better: float,
+    runs: int,
+    threshold: float,
+    alpha: float,
+) -> tuple[str, str]:
+    limit = 1 + threshold
+    past = f"past the {threshold:.0%} threshold"
+    if cost >= limit and p_worse <= alpha:
+        return REGRESSION, f"{past} and significant (p ≤ {alpha:g})"
+    if cost <= 1 / limit and p_better <= alpha:
+        return IMPROVEMENT, f"{past} and significant (p ≤ {alpha:g})"
+    if runs < 2:
+        return INCONCLUSIVE, "too few runs to judge the noise (need 2 a side)"
+    if 1 / limit <= cost_low and cost_high <= limit:
+        if min(p_worse, p_better) <= alpha:
+            return UNCHANGED, f"a significant change, but the interval rules out one {past}"
+        return UNCHANGED, f"the interval rules out a change {past}"
+    if cost >= limit or cost <= 1 / limit:
+        return INCONCLUSIVE, f"{past} but not significant; add repeats"
+    return INCONCLUSIVE, f"within the threshold, but the interval reaches {past}"
+
+
+def check_final_loss(
+    spec_key: str, config: str, baseline_family: Sequence[float], candidate: Sequence[float]
+) -> MetricCheck:
+    """Flag a candidate whose median final loss leaves the baseline's seed-to-seed band.
+
+    The band is the range of final losses over the baseline's runs of this configuration and
+    of every configuration that differs from it only in seed, widened on each side by
+    `LOSS_BAND_WIDEN` of its width or `LOSS_BAND_FLOOR` of the median loss, whichever is
+    more. A speed change should leave the numbers alone, so leaving the band either way is a
+    regression: a lower loss from the same spec means the computation changed too.
+    """
+    check = MetricCheck(
+        spec_key, config, "final_loss", INCONCLUSIVE, "", tuple(baseline_family), tuple(candidate)
+    )
+    if not baseline_family or not candidate:
+        side = "baseline" if not baseline_family else "candidate"
+        return dataclasses.replace(check, reason=f"the {side} recorded no final loss")
+    low, high = min(baseline_family), max(baseline_family)
+    base_median, cand_median = stats.median(baseline_family), stats.median(candidate)
+    margin = max(LOSS_BAND_WIDEN * (high - low), LOSS_BAND_FLOOR * abs(base_median))
+    band_low, band_high = low - margin, high + margin
+    inside = band_low <= cand_median <= band_high
+    return dataclasses.replace(
+        check,
+        verdict=UNCHANGED if inside else REGRESSION,
+        reason="within the seed-to-seed band" if inside else "outside the seed-to-seed band",
+        baseline_median=base_median,
+        candidate_median=cand_median,
+        ratio=cand_median / base_median if base_median else math.nan,
+        change=(cand_median - base_median) / abs(base_median) if base_median else math.nan,
+        band_low=band_low,
+        band_high=band_high,
+    )
+
+
+def fingerprint_differences(baseline: pd.DataFrame, candidate: pd.DataFrame) -> list[str]:
+    """One line per guarded `fp_` column whose values differ between the two tables."""
+    columns = sorted(c for c in {*baseline.columns, *candidate.columns} if _guarded(c))
+    differences = []
+    for column in columns:
+        ours, theirs = _fp_values(baseline, column), _fp_values(candidate, column)
+        if ours != theirs:
+            differences.append(f"{column}: baseline {_show(ours)}, candidate {_show(theirs)}")
+    return differences
+
+
+def run_values(
+    runs: pd.DataFrame, metric: str, series: Mapping[str, Sequence[float]] | None = None
+) -> list[float]:
+    """One value per run with the metric recorded; samples/s from the step times when given."""
+    values = []
+    for row in runs.to_dict("records"):
+        value = _steady_samples_per_s(row, series) if metric == "samples_per_s" and series else None
+        if value is None:
+            value = row.get(metric)
+        if _is_number(value):
+            values.append(float(value))
+    return values
+
+
+def load_step_times(
+    folder: str | os.PathLike[str], run_ids: Sequence[str]
+) -> dict[str, list[float]]:
+    """Step times of each run whose series file exists; a corrupt file raises ValueError."""
+    from ..storage import SERIES_DIR, load_series
+
+    times = {}
+    for run_id in run_ids:
+        path = Path(folder) / SERIES_DIR / f"{run_id}.json"
+        if path.exists():
+            try:
+                times[run_id] = [float(v) for v in load_series(folder, run_id).step_ms]
+            except (json.JSONDecodeError, TypeError) as exc:
+                raise ValueError(f"{path}: not a valid series file ({exc})") from None
+    return times
+
+
+def _steady_samples_per_s(
+    row: Mapping[str, Any], series: Mapping[str, Sequence[float]]
+) -> float | None:
+    steps = series.get(str(row.get("run_id")))
+    warmup, batch = row.get("warmup_steps"), row.get("batch_size")
+    if not steps or not _is_number(warmup) or not _is_number(batch):
+        return None
+    measured = steps[int(warmup or 0) :]
+    if not measured or stats.median(measured) <= 0:
+        return None
+    return float(batch or 0) * 1000.0 / stats.median(measured)
+
+
+def _ok_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty or "spec_key" not in frame.columns:
+        return frame.iloc[0:0].assign(spec_key=[])
+    if "status" in frame.columns:
+        return frame[frame["status"] == "ok"]
+    return frame
+
+
+def _keys(frame: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(frame["spec_key"])) if "spec_key" in frame.columns else []
+
+
+def _unpaired(
+    baseline: pd.DataFrame, candidate: pd.DataFrame, base_ok: pd.DataFrame, cand_ok: pd.DataFrame
+) -> list[Unpaired]:
+    """Every configuration that has runs somewhere but no successful run on one side."""
+    paired = set(_keys(base_ok)) & set(_keys(cand_ok))
+    result = []
+    for key in dict.fromkeys([*_keys(baseline), *_keys(candidate)]):
+        if key in paired:
+            continue
+        sides = (("baseline", baseline, base_ok), ("candidate", candidate, cand_ok))
+        reasons = [r for side, rows, ok in sides if (r := _absence(side, rows, ok, key))]
+        example = baseline if key in set(_keys(baseline)) else candidate
+        label = config_label(example[example["spec_key"] == key])
+        result.append(Unpaired(key, label, "; ".join(reasons)))
+    return result
+
+
+def _absence(side: str, rows: pd.DataFrame, ok: pd.DataFrame, key: str) -> str:
+    total = int((rows["spec_key"] == key).sum()) if "spec_key" in rows.columns else 0
+    if total == 0:
+        return f"absent from the {side}"
+    if not (ok["spec_key"] == key).any():
+        return f"all {total} run(s) failed in the {side}"
+    return ""
+
+
+def config_label(rows: pd.DataFrame) -> str:
+    """The first row's spec as `field=value,...` over its non-default fields."""
+    try:
+        return RunSpec.from_dict(rows.iloc[0].to_dict()).label() or "default"
+    except (TypeError, ValueError):
+        return str(rows.iloc[0]["spec_key"])
+
+
+def _seed_family(baseline_ok: pd.DataFrame, rows: pd.DataFrame) -> list[float]:
+    """Final losses of the baseline runs whose spec matches `rows`' in everything but seed."""
+    target = _seedless(rows.iloc[0].to_dict())
+    family = [r for r in baseline_ok.to_dict("records") if _seedless(r) == target]
+    return [float(r["final_loss"]) for r in family if _is_number(r.get("final_loss"))]
+
+
+def _seedless(row: Mapping[str, Any]) -> str:
+    try:
+        return dataclasses.replace(RunSpec.from_dict(row), seed=0).key()
+    except (TypeError, ValueError):
+        return str(row.get("spec_key"))
+
+
+def _guarded(column: str) -> bool:
+    if not column.startswith("fp_"):
+        return False
+    name = column[3:]
+    return name in GUARDED_FINGERPRINT or "thread" in name
+
+
+def _fp_values(frame: pd.DataFrame, column: str) -> frozenset[str]:
+    if column not in frame.columns:
+        return frozenset({"absent"})
+    return frozenset(_fp_text(v) for v in frame[column])
+
+
+def _fp_text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "absent"
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _show(values: frozenset[str]) -> str:
+    return " or ".join(repr(v) if v != "absent" else "absent" for v in sorted(values))
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        return value is not None and not isinstance(value, bool) and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def fmt(value: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    size = abs(value)
+    if size >= 1000:
+        return f"{value:,.0f}"
+    if size >= 100:
+        return f"{value:.1f}"
+    if size >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
+_HEADERS = (
+    "configuration",
+    "metric",
+    "baseline",
+    "candidate",
+    "change",
+    "ratio CI",
+    "p",
+    "runs",
+    "verdict",
+)
+
+
+def _cells(check: MetricCheck) -> list[str]:
+    return [
+        check.config,
+        check.info.label,
+        fmt(check.baseline_median),
+        fmt(check.candidate_median),
+        check.describe_change(),
+        check.describe_interval(),
+        "" if math.isnan(check.p_value) else f"{check.p_value:.3g}",
+        f"{len(check.baseline_values)}/{len(check.candidate_values)}",
+        check.verdict,
+    ]

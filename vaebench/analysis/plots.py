@@ -1,0 +1,273 @@
+"""Figures of a report, one function each: DataFrames in, a matplotlib Figure out, no file I/O.
+
+Every function returns None when the data lacks the figure's axis (thread scaling with one
+thread count, a GPU timeline of CPU runs), so callers draw only what the data can show.
+Figures are built on `matplotlib.figure.Figure` directly, which renders through Agg and
+leaves pyplot's global state and backend alone.
+
+`summary` is `report.summarize`'s frame: one row per configuration with `config`, the run
+fields, and `<metric>_median` / `<metric>_iqr` columns.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from ..result import OK
+from ..spec import SPEC_FIELDS, format_value
+
+TIME_PARTS = (
+    ("real_s", "real (wall clock)"),
+    ("user_s", "user (CPU in user mode)"),
+    ("sys_s", "sys (CPU in kernel)"),
+)
+SPLIT_PARTS = (
+    ("split_data_ms", "data wait"),
+    ("split_copy_ms", "host-to-device copy"),
+    ("split_compute_ms", "compute"),
+    ("split_sync_ms", "sync (waiting for the device)"),
+)
+GPU_PANELS = (
+    ("gpu_util", "NVML utilization.gpu (%)\n(share of time any kernel ran)"),
+    ("gpu_power_w", "power (W)"),
+    ("gpu_mem_mb", "memory used (MB)"),
+    ("gpu_sm_clock_mhz", "SM clock (MHz)"),
+)
+UTIL_NOTE = "NVML utilization.gpu is the share of time any kernel ran, not compute efficiency"
+
+
+def time_bars(summary: pd.DataFrame, runs: pd.DataFrame | None = None) -> Figure | None:
+    """Median real, user and sys time per configuration: the seed's `time` view. Dots are runs."""
+    if not _has(summary, "real_s_median"):
+        return None
+    x = np.arange(len(summary))
+    width = 0.27
+    figure, ax = _figure(len(summary))
+    for i, (column, name) in enumerate(TIME_PARTS):
+        offset = (i - 1) * width
+        ax.bar(x + offset, summary[f"{column}_median"], width, label=name, color=f"C{i}")
+        if runs is not None and column in runs:
+            _dots(ax, runs, summary, column, x + offset)
+    ax.set_ylabel("seconds (median over repeats)")
+    ax.set_title("Real, user and sys time per configuration (dots: single runs)")
+    _config_ticks(ax, x, summary)
+    ax.legend()
+    return figure
+
+
+def thread_scaling(summary: pd.DataFrame) -> Figure | None:
+    """Speed-up and parallel efficiency against intra-op threads, with the ideal lines.
+
+    Speed-up is the median real time at the fewest threads over that at each count, within
+    each group of the other fields that vary; efficiency is speed-up over the thread ratio.
+    """
+    if "threads" not in summary:
+        return None
+    data = summary.dropna(subset=["threads", "real_s_median"])
+    if data["threads"].nunique() < 2:
+        return None
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    speed_ax, eff_ax = figure.subplots(1, 2)
+    least = int(data["threads"].min())
+    for name, group in _groups(data, "threads"):
+        group = group.sort_values("threads")
+        ratio = group["threads"] / group["threads"].iloc[0]
+        speedup = group["real_s_median"].iloc[0] / group["real_s_median"]
+        speed_ax.plot(group["threads"], speedup, marker="o", label=name)
+        eff_ax.plot(group["threads"], speedup / ratio, marker="o", label=name)
+    counts = np.sort(data["threads"].unique())
+    speed_ax.plot(counts, counts / least, "k--", label="ideal (linear)")
+    eff_ax.axhline(1.0, color="k", linestyle="--", label="ideal (100%)")
+    speed_ax.set_ylabel(f"speed-up over {least} thread{'s' if least > 1 else ''} (real time)")
+    eff_ax.set_ylabel("parallel efficiency (speed-up / thread ratio)")
+    eff_ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
+    eff_ax.set_ylim(bottom=0)
+    speed_ax.set_title("Speed-up against threads")
+    eff_ax.set_title("Parallel efficiency against threads")
+    for ax in (speed_ax, eff_ax):
+        ax.set_xlabel("intra-op threads")
+        ax.set_xticks(counts)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    return figure
+
+
+def batch_size_scaling(summary: pd.DataFrame) -> Figure | None:
+    """Throughput, GPU utilization (where measured) and final loss against the batch size."""
+    if "batch_size" not in summary:
+        return None
+    data = summary.dropna(subset=["batch_size", "samples_per_s_median"])
+    # A group measured at one batch size is a point, not a curve: leave it out.
+    curves = [(name, g) for name, g in _groups(data, "batch_size") if g["batch_size"].nunique() > 1]
+    if not curves:
+        return None
+    data = pd.concat([g for _, g in curves])
+    panels = [("samples_per_s_median", "samples/s (steady state)", "Throughput")]
+    if _has(data, "gpu_util_mean_median"):
+        panels.append(("gpu_util_mean_median", "NVML utilization.gpu (%)", "GPU utilization"))
+    panels.append(("final_loss_median", "final training loss", "Final loss"))
+    figure = Figure(figsize=(5 * len(panels), 4.5), layout="constrained")
+    axes = figure.subplots(1, len(panels))
+    sizes = np.sort(data["batch_size"].unique())
+    for ax, (column, ylabel, title) in zip(axes, panels, strict=True):
+        for name, group in curves:
+            group = group.sort_values("batch_size")
+            ax.plot(group["batch_size"], group[column], marker="o", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [str(int(s)) for s in sizes])
+        ax.set_xlabel("batch size (samples per step)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{title} against batch size")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    return figure
+
+
+def loss_curves(epochs: pd.DataFrame) -> Figure | None:
+    """Loss per epoch, and loss against training wall clock (time to quality); a line per run.
+
+    `epochs` is `storage.load_epochs`'s frame with a `config` column; runs of one
+    configuration share a colour.
+    """
+    if epochs.empty or not _has(epochs, "loss"):
+        return None
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    epoch_ax, time_ax = figure.subplots(1, 2)
+    configs = list(dict.fromkeys(epochs["config"]))
+    colors = dict(zip(configs, _colors(len(configs)), strict=True))
+    for _, run in epochs.groupby("run_id", sort=False):
+        color = colors[run["config"].iloc[0]]
+        epoch_ax.plot(run["epoch"], run["loss"], marker=".", color=color, alpha=0.8)
+        time_ax.plot(run["elapsed_s"], run["loss"], marker=".", color=color, alpha=0.8)
+    epoch_ax.set_xlabel("epoch")
+    epoch_ax.set_title("Loss per epoch")
+    time_ax.set_xscale("log")
+    time_ax.set_xlabel("training wall clock (s, sum of epoch times; log scale)")
+    time_ax.set_title("Time to quality: loss against wall clock")
+    for ax in (epoch_ax, time_ax):
+        ax.set_ylabel("training loss (epoch mean)")
+        ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=colors[c], label=c) for c in configs]
+    figure.legend(handles=handles, loc="outside lower center", ncols=min(3, len(configs)), fontsize="small")
+    return figure
+
+
+def gpu_timeline(monitors: dict[str, pd.DataFrame]) -> Figure | None:
+    """GPU utilization, power, memory and clock over time, one line per run; None without GPU data.
+
+    `monitors` maps a legend label to a run's monitor samples (`storage.load_monitor`).
+    """
+    panels = [(k, label) for k, label in GPU_PANELS if any(_has(m, k) for m in monitors.values())]
+    if not any(k == "gpu_util" for k, _ in panels):
+        return None
+    figure = Figure(figsize=(11, 2.4 * len(panels) + 1.2), layout="constrained")
+    axes = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        for name, samples in monitors.items():
+            if _has(samples, key) and "t" in samples:
+                ax.plot(samples["t"], samples[key], label=name, linewidth=1)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(0, 105)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncols=2, fontsize="small")
+    axes[-1].set_xlabel("time since the run started (s)")
+    figure.suptitle(f"GPU over time\n({UTIL_NOTE})")
+    return figure
+
+
+def step_split(summary: pd.DataFrame) -> Figure | None:
+    """Where a training step's time goes: data wait, copy, compute, sync, stacked per config."""
+    columns = [f"{c}_median" for c, _ in SPLIT_PARTS]
+    if not any(_has(summary, c) for c in columns):
+        return None
+    x = np.arange(len(summary))
+    figure, ax = _figure(len(summary))
+    bottom = np.zeros(len(summary))
+    for i, (column, name) in enumerate(SPLIT_PARTS):
+        values = summary[f"{column}_median"].fillna(0.0).to_numpy(dtype=float)
+        ax.bar(x, values, 0.6, bottom=bottom, label=name, color=f"C{i}")
+        bottom += values
+    ax.set_ylabel("ms per step (mean over a run's steps, median over runs)")
+    ax.set_title("Where the step time goes")
+    _config_ticks(ax, x, summary)
+    ax.legend()
+    return figure
+
+
+def flops_share(summary: pd.DataFrame) -> Figure | None:
+    """Achieved model FLOP/s as a share of the measured peak, a bar per configuration."""
+    if not _has(summary, "flops_frac_median"):
+        return None
+    x = np.arange(len(summary))
+    figure, ax = _figure(len(summary))
+    share = 100.0 * summary["flops_frac_median"]
+    bars = ax.bar(x, share, 0.6, color="C4")
+    achieved = summary.get("model_flops_per_s_median", pd.Series(math.nan, index=summary.index))
+    ax.bar_label(bars, labels=[_gflops(v) for v in achieved], fontsize="small")
+    ax.set_ylabel("achieved / measured peak FLOP/s (%)")
+    ax.set_title("Model FLOP/s as a share of the measured peak (labels: achieved)")
+    ax.margins(y=0.15)
+    _config_ticks(ax, x, summary)
+    return figure
+
+
+def _figure(configs: int) -> tuple[Figure, Axes]:
+    figure = Figure(figsize=(max(6.0, 1.1 * configs + 2.5), 4.8), layout="constrained")
+    return figure, figure.subplots()
+
+
+def _config_ticks(ax: Axes, x: np.ndarray, summary: pd.DataFrame) -> None:
+    labels = [c.replace(",", ",\n") if len(c) > 24 else c for c in summary["config"]]
+    rotation = 30 if len(summary) > 3 else 0
+    ax.set_xticks(x, labels, rotation=rotation, ha="right" if rotation else "center", fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+
+
+def _dots(ax: Axes, runs: pd.DataFrame, summary: pd.DataFrame, column: str, x: np.ndarray) -> None:
+    ok = runs[runs["status"] == OK]
+    for position, config in zip(x, summary["config"], strict=True):
+        values = pd.to_numeric(ok.loc[ok["config"] == config, column], errors="coerce").dropna()
+        ax.plot([position] * len(values), values, "k.", markersize=4)
+
+
+def _groups(data: pd.DataFrame, axis: str) -> list[tuple[str, pd.DataFrame]]:
+    """Rows split by the other run fields that vary, each named by their values."""
+    others = [f for f in SPEC_FIELDS if f != axis and f in data and data[f].nunique(dropna=False) > 1]
+    if not others:
+        return [("measured", data)]
+    groups = []
+    for values, group in data.groupby(others, sort=False, dropna=False):
+        name = ",".join(f"{f}={_show(v)}" for f, v in zip(others, values, strict=True))
+        groups.append((name, group))
+    return groups
+
+
+def _show(value: object) -> str:
+    """A field value as a label: NaN is torch's default, 2.0 read back from a table is 2."""
+    if isinstance(value, float):
+        return "default" if math.isnan(value) else format_value(int(value) if value.is_integer() else value)
+    return format_value(value)
+
+
+def _colors(count: int) -> list[object]:
+    """The default cycle, or tab20 where ten colours would repeat."""
+    if count <= 10:
+        return [f"C{i}" for i in range(count)]
+    return [colormaps["tab20"](i % 20) for i in range(count)]
+
+
+def _has(frame: pd.DataFrame, column: str) -> bool:
+    return column in frame and bool(pd.to_numeric(frame[column], errors="coerce").notna().any())
+
+
+def _gflops(value: float) -> str:
+    return "" if value is None or math.isnan(value) else f"{value / 1e9:.1f} GFLOP/s"

@@ -1,0 +1,519 @@
+"""A results folder summarized: one row per configuration, warnings, figures, a report folder.
+
+A configuration is the set of run-spec values a row records, labelled by the fields that
+vary across the folder ("threads=2,batch_size=256"). Grouping by the recorded values rather
+than by `spec_key` alone keeps apart runs of one spec that resolved `data=auto` to different
+sources. Statistics are over successful repeats only: median and interquartile range from
+`stats` (type 7 quartiles, numpy's default). Failed runs are counted per configuration and
+listed with their reasons.
+
+The module never imports torch, so a report can be built on a machine without it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pandas as pd
+
+from .. import stats, storage
+from .._format import markdown_table
+from ..result import OK, StepSplit
+from ..spec import SPEC_FIELDS, RunSpec, format_value, parse_value
+from . import plots
+from .attribution import Evidence, attribute, utilization_note
+from .whatif import whatifs
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+SPREAD_LIMIT = 0.10  # IQR / median above this: the repeats disagree too much to trust a median
+MIN_REPEATS = 3  # fewer successful repeats than this: no spread can be judged
+MAX_TIMELINE_RUNS = 6  # default runs in the GPU timeline: more lines than this are unreadable
+SPREAD_METRICS = ("real_s", "samples_per_s")
+MACHINE_COLUMNS = ("fp_cpu_model", "fp_gpu_name")
+
+# (column, table header, format): what the summary table shows, in this order.
+TABLE_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("real_s", "real s", "{:.2f}"),
+    ("user_s", "user s", "{:.2f}"),
+    ("sys_s", "sys s", "{:.2f}"),
+    ("cpu_pct", "%CPU", "{:.0f}"),
+    ("samples_per_s", "samples/s", "{:,.0f}"),
+    ("epoch_s", "epoch s", "{:.2f}"),
+    ("gpu_util_mean", "GPU util %", "{:.0f}"),
+    ("gpu_mem_max_mb", "GPU mem MB", "{:,.0f}"),
+    ("peak_rss_mb", "RSS MB", "{:,.0f}"),
+    ("final_loss", "final loss", "{:.2f}"),
+)
+OTHER_METRICS = (
+    "split_data_ms",
+    "split_copy_ms",
+    "split_compute_ms",
+    "split_sync_ms",
+    "split_device_copy_ms",
+    "split_device_compute_ms",
+    "model_flops_per_s",
+    "peak_flops_per_s",
+    "flops_frac",
+    "profile_busy_fraction",
+    "profile_kernels_per_step",
+    "compile_s",
+    "gpu_energy_per_sample_mj",
+    "cpu_energy_per_sample_mj",
+)
+METRICS: tuple[str, ...] = tuple(name for name, _, _ in TABLE_METRICS) + OTHER_METRICS
+
+
+class ReportError(ValueError):
+    """The folder or the options cannot give a report; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class ReportWarning:
+    kind: str  # mixed-data, mixed-machine, failed, few-repeats, high-spread or no-series
+    message: str
+    config: str = ""  # the configuration it is about; empty for the whole folder
+
+    PROMINENT: ClassVar[tuple[str, ...]] = ("mixed-data", "mixed-machine")  # atop report.md
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class Report:
+    folder: Path
+    runs: pd.DataFrame  # every run, failed included, with its `config` label
+    epochs: pd.DataFrame  # one row per successful run and epoch, with `config`
+    summary: pd.DataFrame  # one row per configuration: n, failed, <metric>_median/_iqr, speedup
+    varying: tuple[str, ...]  # the run fields that differ across the folder
+    warnings: list[ReportWarning] = field(default_factory=list)
+    figures: dict[str, Figure] = field(default_factory=dict)
+    samples: dict[str, Path] = field(default_factory=dict)  # config -> its digit grid PNG
+    baseline: str | None = None
+    bottlenecks: dict[str, str] = field(default_factory=dict)  # config -> what bounds it, with evidence
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        bad = self.runs[self.runs["status"] != OK]
+        return bad.reindex(columns=["run_id", "config", "repeat", "reason"]).reset_index(drop=True)
+
+
+def build_report(
+    folder: str | os.PathLike[str],
+    baseline: str | None = None,
+    runs: Sequence[str] | None = None,
+) -> Report:
+    """Read a results folder and summarize it; `runs` picks the GPU timeline's runs.
+
+    Raises FileNotFoundError for a missing folder, storage.CorruptResults for a bad line and
+    ReportError for an empty folder, a baseline matching no or several configurations, or an
+    unknown run id.
+    """
+    folder = Path(folder)
+    table = storage.load_runs(folder)
+    if table.empty:
+        raise ReportError(f"no runs in {storage.runs_path(folder)}")
+    table, varying = label_runs(table)
+    summary = summarize(table)
+    if baseline is not None:
+        summary["speedup"] = speedups(summary, baseline)
+    epochs = _epochs(folder, table)
+    chosen = _timeline_runs(table, runs)
+    problems = find_warnings(table, summary)
+    monitors = _monitors(folder, table, chosen, problems)
+    return Report(
+        folder=folder,
+        runs=table,
+        epochs=epochs,
+        summary=summary,
+        varying=varying,
+        warnings=problems,
+        figures=draw_figures(summary, table, epochs, monitors),
+        samples=_sample_images(folder, table),
+        baseline=baseline,
+        bottlenecks=bottlenecks(summary),
+    )
+
+
+def label_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """Add a `config` label to every row; return it with the fields that vary."""
+    specs = [RunSpec.from_dict(row) for row in runs.to_dict("records")]
+    varying = tuple(f for f in SPEC_FIELDS if len({getattr(s, f) for s in specs}) > 1)
+    labelled = runs.copy()
+    labelled["config"] = [(s.label(varying) if varying else s.label()) or "default" for s in specs]
+    for name in METRICS:
+        if name not in labelled:
+            labelled[name] = math.nan
+    return labelled, varying
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration of a `label_runs` table, in the order of its field values."""
+    ok = runs[runs["status"] == OK]
+    rows = []
+    for config, group in runs.groupby("config", sort=False):
+        spec = RunSpec.from_dict(group.iloc[0].to_dict())
+        good = ok[ok["config"] == config]
+        row: dict[str, Any] = {"config": config, "n": len(good), "failed": len(group) - len(good)}
+        for name in METRICS:
+            values = pd.to_numeric(good[name], errors="coerce").dropna().tolist()
+            row[f"{name}_median"] = stats.median(values) if values else math.nan
+            row[f"{name}_iqr"] = stats.iqr(values) if values else math.nan
+        row.update(spec.to_dict())
+        row["spec_key"] = group["spec_key"].iloc[0]
+        rows.append((spec, row))
+    rows.sort(key=lambda pair: _spec_order(pair[0]))
+    return pd.DataFrame([row for _, row in rows])
+
+
+def bottlenecks(summary: pd.DataFrame) -> dict[str, str]:
+    """What bounds each configuration: the attribution rules on its median step split,
+    overruled by a measured what-if where the folder holds a sibling differing in one knob."""
+    measured = whatifs(summary)
+    found = {}
+    for row in summary.to_dict("records"):
+        parts = ("data", "copy", "compute", "sync")
+        split = StepSplit(*(row.get(f"split_{part}_ms_median", math.nan) for part in parts))
+        if not all(math.isfinite(v) for v in (split.data_ms, split.compute_ms)):
+            continue
+        evidence = Evidence(
+            split=split,
+            device=row["device"],
+            busy_fraction=row.get("profile_busy_fraction_median", math.nan),
+            kernels_per_step=row.get("profile_kernels_per_step_median", math.nan),
+            gpu_util_pct=row.get("gpu_util_mean_median", math.nan),
+            whatifs=measured.get(row["config"], {}),
+        )
+        found[row["config"]] = str(attribute(evidence))
+    return found
+
+
+def parse_baseline(text: str) -> dict[str, Any]:
+    """'device=cpu,threads=1' -> {'device': 'cpu', 'threads': 1}; raises ReportError."""
+    wanted: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ReportError(f"baseline {text!r}: expected field=value, got {part!r}")
+        try:
+            wanted[name.strip()] = parse_value(name.strip(), value)
+        except ValueError as exc:
+            raise ReportError(f"baseline {text!r}: {exc}") from None
+    if not wanted:
+        raise ReportError("baseline is empty: give field=value pairs like device=cpu,threads=1")
+    return wanted
+
+
+def speedups(summary: pd.DataFrame, baseline: str) -> pd.Series:
+    """Baseline median real time over each configuration's: above 1 is faster."""
+    wanted = parse_baseline(baseline)
+    matches = [
+        i
+        for i, row in summary.iterrows()
+        if all(getattr(RunSpec.from_dict(row.to_dict()), k) == v for k, v in wanted.items())
+    ]
+    if not matches:
+        known = "; ".join(summary["config"])
+        raise ReportError(f"baseline {baseline!r} matches no configuration; there are: {known}")
+    if len(matches) > 1:
+        found = "; ".join(summary.loc[matches, "config"])
+        raise ReportError(f"baseline {baseline!r} is ambiguous, it matches: {found}; add fields")
+    base = summary.loc[matches[0]]
+    if base["n"] == 0:
+        raise ReportError(f"baseline {base['config']!r} has no successful run to compare against")
+    return base["real_s_median"] / summary["real_s_median"]
+
+
+def find_warnings(runs: pd.DataFrame, summary: pd.DataFrame) -> list[ReportWarning]:
+    """What a reader must know before trusting the table; mixed sources and machines first."""
+    found = _mixed(runs)
+    failed = runs[runs["status"] != OK]
+    if len(failed):
+        text = f"{len(failed)} of {len(runs)} runs failed; their reasons are in the failed-runs table"
+        found.append(ReportWarning("failed", text))
+    for _, row in summary.iterrows():
+        found.extend(_config_warnings(row))
+    return found
+
+
+def _mixed(runs: pd.DataFrame) -> list[ReportWarning]:
+    found = []
+    checks: list[tuple[str, str, tuple[str, ...], str]] = [
+        (
+            "mixed-data",
+            "MIXED DATA SOURCES",
+            ("data",),
+            "times on different data are not comparable",
+        ),
+        ("mixed-machine", "MIXED MACHINES", MACHINE_COLUMNS, "compare configurations per machine"),
+    ]
+    for kind, title, columns, advice in checks:
+        for column in columns:
+            if column not in runs:
+                continue
+            counts = runs[column].dropna().astype(str).value_counts()
+            if len(counts) > 1:
+                parts = ", ".join(f"{value} ({count} runs)" for value, count in counts.items())
+                found.append(ReportWarning(kind, f"{title}: {column} is {parts}; {advice}"))
+    return found
+
+
+def _config_warnings(row: pd.Series) -> list[ReportWarning]:
+    config, n = row["config"], int(row["n"])
+    if n == 0:
+        return [ReportWarning("few-repeats", f"{config}: no successful run", config)]
+    found = []
+    if n < MIN_REPEATS:
+        text = f"{config}: only {n} successful run{'s' if n > 1 else ''}; use {MIN_REPEATS} or more"
+        found.append(ReportWarning("few-repeats", text, config))
+    for name in SPREAD_METRICS:
+        median, spread = row[f"{name}_median"], row[f"{name}_iqr"]
+        if n >= 2 and median and spread / median > SPREAD_LIMIT:
+            text = (
+                f"{config}: {name} varies, IQR {spread:.3g} is {spread / median:.0%} of the "
+                f"median {median:.3g} (limit {SPREAD_LIMIT:.0%})"
+            )
+            found.append(ReportWarning("high-spread", text, config))
+    return found
+
+
+def draw_figures(
+    summary: pd.DataFrame,
+    runs: pd.DataFrame,
+    epochs: pd.DataFrame,
+    monitors: dict[str, pd.DataFrame],
+) -> dict[str, Figure]:
+    """Every figure the data has the axes for, keyed by its file stem."""
+    measured = summary[summary["n"] > 0].reset_index(drop=True)
+    drawn = {
+        "times": plots.time_bars(measured, runs),
+        "thread_scaling": plots.thread_scaling(measured),
+        "batch_size": plots.batch_size_scaling(measured),
+        "loss": plots.loss_curves(epochs),
+        "gpu_timeline": plots.gpu_timeline(monitors),
+        "step_split": plots.step_split(measured),
+        "flops": plots.flops_share(measured),
+    }
+    return {name: figure for name, figure in drawn.items() if figure is not None}
+
+
+def _spec_order(spec: RunSpec) -> tuple[tuple[bool, Any], ...]:
+    return tuple((getattr(spec, f) is None, getattr(spec, f) or 0) for f in SPEC_FIELDS)
+
+
+def _epochs(folder: Path, runs: pd.DataFrame) -> pd.DataFrame:
+    epochs = storage.load_epochs(folder)
+    ok = runs[runs["status"] == OK].set_index("run_id")["config"]
+    epochs = epochs[epochs["run_id"].isin(ok.index)].copy()
+    epochs["config"] = epochs["run_id"].map(ok)
+    return epochs.reset_index(drop=True)
+
+
+def _timeline_runs(runs: pd.DataFrame, chosen: Sequence[str] | None) -> list[str]:
+    if chosen:
+        unknown = [r for r in chosen if r not in set(runs["run_id"])]
+        if unknown:
+            raise ReportError(f"unknown run id(s): {', '.join(unknown)}")
+        return list(chosen)
+    ok = runs[runs["status"] == OK]
+    on_gpu = ok[ok["gpu_util_mean"].notna()]
+    picked = on_gpu if len(on_gpu) else ok
+    return list(picked.groupby("config", sort=False)["run_id"].first())[:MAX_TIMELINE_RUNS]
+
+
+def _monitors(
+    folder: Path, runs: pd.DataFrame, chosen: list[str], problems: list[ReportWarning]
+) -> dict[str, pd.DataFrame]:
+    """Monitor samples of the chosen runs, keyed by a legend label."""
+    config = runs.set_index("run_id")["config"]
+    found = {}
+    for run_id in chosen:
+        try:
+            found[f"{config[run_id]} ({run_id})"] = storage.load_monitor(folder, run_id)
+        except FileNotFoundError:
+            text = f"run {run_id}: no series file, so it is left out of the GPU timeline"
+            problems.append(ReportWarning("no-series", text))
+    return found
+
+
+def _sample_images(folder: Path, runs: pd.DataFrame) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for row in runs[runs["status"] == OK].itertuples():
+        path = folder / storage.SAMPLES_DIR / f"{row.run_id}.png"
+        if row.config not in found and path.exists():
+            found[str(row.config)] = path
+    return found
+
+
+# Writing the report folder ------------------------------------------------------------------
+
+
+def summary_table(report: Report) -> pd.DataFrame:
+    """The summary as display strings: `median [IQR]` cells, columns with no data left out."""
+    summary = report.summary
+    table = pd.DataFrame({"config": summary["config"], "n": summary["n"], "failed": summary["failed"]})
+    for name, header, fmt in TABLE_METRICS:
+        if summary[f"{name}_median"].notna().any():
+            table[header] = [
+                _cell(m, q, fmt) for m, q in zip(summary[f"{name}_median"], summary[f"{name}_iqr"], strict=True)
+            ]
+    if "speedup" in summary:
+        table["speed-up"] = [_cell(s, math.nan, "{:.2f}x") for s in summary["speedup"]]
+    return table
+
+
+def _cell(median: float, spread: float, fmt: str) -> str:
+    if not isinstance(median, int | float) or math.isnan(median):
+        return "-"
+    text = fmt.format(median)
+    return text if math.isnan(spread) else f"{text} [{fmt.format(spread)}]"
+
+
+def write_report(report: Report, folder: str | os.PathLike[str] | None = None) -> Path:
+    """Write report.md, the figures as PNG and the tables as CSV and Parquet; return report.md."""
+    out = Path(folder) if folder is not None else report.folder
+    out.mkdir(parents=True, exist_ok=True)
+    for name, figure in report.figures.items():
+        figure.savefig(out / f"{name}.png", dpi=110, bbox_inches="tight")
+    for name, frame in (
+        ("runs", report.runs),
+        ("epochs", report.epochs),
+        ("summary", report.summary),
+    ):
+        export(frame, out / name)
+    path = out / "report.md"
+    path.write_text(render_markdown(report, out), encoding="utf-8")
+    return path
+
+
+def export(frame: pd.DataFrame, stem: Path) -> None:
+    """`stem`.csv (lists as JSON text) and `stem`.parquet (lists of numbers kept as lists)."""
+    frame.assign(**{c: frame[c].map(_json_text) for c in _nested_columns(frame)}).to_csv(
+        stem.with_suffix(".csv"), index=False
+    )
+    _for_parquet(frame).to_parquet(stem.with_suffix(".parquet"), index=False)
+
+
+def _nested_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if frame[c].map(lambda v: isinstance(v, list | dict)).any()]
+
+
+def _json_text(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, list | dict) else value
+
+
+def _for_parquet(frame: pd.DataFrame) -> pd.DataFrame:
+    """Numeric lists become list<double>; other nested or mixed-type columns become text."""
+    out = frame.copy()
+    for column in out.columns:
+        values = out[column].dropna()
+        if out[column].dtype != object or values.empty:
+            continue
+        if values.map(_is_number_list).all():
+            out[column] = out[column].map(lambda v: [_float(x) for x in v] if isinstance(v, list) else None)
+        elif values.map(type).nunique() > 1 or not values.map(lambda v: isinstance(v, str)).all():
+            out[column] = out[column].map(lambda v: None if _missing(v) else str(_json_text(v)))
+    return out
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _is_number_list(value: Any) -> bool:
+    return isinstance(value, list) and all(v is None or isinstance(v, int | float) for v in value)
+
+
+def _float(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def render_markdown(report: Report, out: Path) -> str:
+    """report.md: warnings first, the summary table, failed runs, figures, samples, exports."""
+    ok = int((report.runs["status"] == OK).sum())
+    lines = [f"# vaebench report: {report.folder}", ""]
+    differ = ", ".join(report.varying) or "nothing (one configuration)"
+    lines += [
+        f"{len(report.runs)} runs ({ok} ok, {len(report.runs) - ok} failed) in "
+        f"{len(report.summary)} configurations; they differ in: {differ}.",
+        "",
+    ]
+    lines += _warnings_markdown(report.warnings)
+    lines += ["## Summary", "", "Cells read `median [IQR]` over successful repeats."]
+    if report.baseline is not None:
+        lines.append(f"Speed-up is the median real time of `{report.baseline}` over each configuration's.")
+    lines += ["", _markdown(summary_table(report)), ""]
+    if len(report.failed):
+        lines += ["## Failed runs", "", _markdown(report.failed.fillna("")), ""]
+    lines += _bottlenecks_markdown(report)
+    lines += _figures_markdown(report)
+    lines += _samples_markdown(report, out)
+    lines += ["## Exports", ""]
+    lines += [f"- [{n}.csv]({n}.csv), [{n}.parquet]({n}.parquet)" for n in ("runs", "epochs", "summary")]
+    return "\n".join(lines) + "\n"
+
+
+def _bottlenecks_markdown(report: Report) -> list[str]:
+    if not report.bottlenecks:
+        return []
+    lines = ["## What bounds each configuration", ""]
+    lines += [f"- **{config}**: {text}" for config, text in report.bottlenecks.items()]
+    utilization = report.summary.get("gpu_util_mean_median", pd.Series(dtype=float)).dropna()
+    if len(utilization):
+        lines += ["", f"> {utilization_note(float(utilization.max()))}"]
+    return lines + [""]
+
+
+def _warnings_markdown(warnings: list[ReportWarning]) -> list[str]:
+    lines = [f"> **Warning: {w.message}**" for w in warnings if w.kind in ReportWarning.PROMINENT]
+    lines += [""] if lines else []
+    rest = [w for w in warnings if w.kind not in ReportWarning.PROMINENT]
+    if rest:
+        lines += ["## Warnings", "", *(f"- {w.message}" for w in rest), ""]
+    return lines
+
+
+FIGURE_TITLES = {
+    "times": "Real, user and sys time per configuration",
+    "thread_scaling": "Thread scaling",
+    "batch_size": "Batch size",
+    "loss": "Loss per epoch and time to quality",
+    "gpu_timeline": "GPU over time",
+    "step_split": "Where the step time goes",
+    "flops": "Achieved FLOP/s against the measured peak",
+}
+
+
+def _figures_markdown(report: Report) -> list[str]:
+    lines = ["## Figures", ""] if report.figures else []
+    for name in report.figures:
+        lines += [f"### {FIGURE_TITLES.get(name, name)}", "", f"![{name}]({name}.png)", ""]
+    return lines
+
+
+def _samples_markdown(report: Report, out: Path) -> list[str]:
+    if not report.samples:
+        return []
+    lines = [
+        "## Samples",
+        "",
+        "64 digits sampled from the trained model of one run per configuration.",
+        "",
+    ]
+    for config, path in report.samples.items():
+        link = Path(os.path.relpath(path, out)).as_posix()
+        lines += [f"**{config}** ({path.stem})", "", f"![{config}]({link})", ""]
+    return lines
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    rows = [[format_value(v) for v in row] for row in frame.itertuples(index=False)]
+    return markdown_table([str(c) for c in frame.columns], rows)

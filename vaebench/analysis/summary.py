@@ -1,0 +1,125 @@
+"""The terminal summary of one run: what a user reads right after `vaebench run`."""
+
+from __future__ import annotations
+
+import math
+
+from ..result import OK, RunRecord, TrainMetrics
+
+
+def _fmt(value: float, unit: str = "", digits: int = 2) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}{unit}"
+
+
+def format_run(record: RunRecord, results_path: str = "") -> str:
+    spec = record.spec
+    head = f"run {record.run_id}  {spec.label() or 'the seed configuration'}"
+    lines = [head]
+    if record.data is not None:
+        lines.append(
+            f"  data      {record.data.source}, {record.data.samples} samples/epoch "
+            f"(x{record.data.repeat:g} of the source)"
+        )
+    if record.status != OK:
+        lines.append(f"  FAILED    {record.reason}")
+    usage = record.process
+    if usage is not None:
+        lines.append(
+            f"  time      real {usage.real_s:.3f} s   user {usage.user_s:.3f} s   sys {usage.sys_s:.3f} s"
+            f"   %CPU {usage.cpu_pct:.0f}%   peak RSS {usage.peak_rss_mb:.0f} MB"
+        )
+    sandbox = record.fingerprint.get("sandbox")
+    if sandbox:
+        lines.append(
+            f"  sandbox   {sandbox}: sys time and context switches are the sandbox's own accounting, "
+            "not the host kernel's"
+        )
+    train = record.train
+    if train is not None:
+        lines.append(
+            f"  speed     {_fmt(train.samples_per_s, ' samples/s', 0)} steady "
+            f"(median step {_fmt(train.step_median_ms, ' ms', 3)}, IQR {_fmt(train.step_iqr_ms, ' ms', 3)}, "
+            f"{train.steps_done} steps, {train.warmup_steps} warm-up)"
+        )
+        lines.append(
+            f"  phases    import {train.t_import_s:.2f} s, data {train.t_data_s:.2f} s, "
+            f"model {train.t_model_s:.2f} s, first step {train.t_first_step_s * 1e3:.1f} ms, "
+            f"training {train.train_s:.2f} s"
+        )
+        split = train.split
+        step = sum(v for v in (split.data_ms, split.copy_ms, split.compute_ms, split.sync_ms) if not math.isnan(v))
+        if step > 0:
+            parts = [("data wait", split.data_ms), ("copy", split.copy_ms), ("compute", split.compute_ms),
+                     ("sync", split.sync_ms)]
+            lines.append("  step      " + ", ".join(f"{name} {v:.3f} ms ({100 * v / step:.0f}%)" for name, v in parts))
+        if not math.isnan(split.device_compute_ms):
+            lines.append(
+                f"  device    copy {split.device_copy_ms:.3f} ms, compute {split.device_compute_ms:.3f} ms per step "
+                "(CUDA events)"
+            )
+        losses = ", ".join(f"{loss:.2f}" for loss in train.epoch_losses)
+        lines.append(f"  loss      per epoch: {losses}")
+        lines.append(
+            f"  FLOP/s    {_fmt(train.model_flops_per_s / 1e9, ' GFLOP/s', 1)} achieved, "
+            f"{_fmt(100 * train.flops_frac, '%', 1)} of the measured matmul peak "
+            f"{_fmt(train.peak_flops_per_s / 1e9, ' GFLOP/s', 0)}"
+        )
+        lines.extend(_compile_lines(train))
+        lines.extend(_profile_lines(train))
+    monitor = record.monitor
+    if not math.isnan(monitor.gpu_util_mean):
+        lines.append(
+            f"  GPU       utilization.gpu (NVML: share of time any kernel ran, not efficiency) "
+            f"mean {monitor.gpu_util_mean:.0f}%, max {monitor.gpu_util_max:.0f}%; "
+            f"memory {_fmt(monitor.gpu_mem_max_mb, ' MB', 0)}, "
+            f"power {_fmt(monitor.gpu_power_mean_w, ' W', 0)}, energy {_fmt(monitor.gpu_energy_j, ' J', 0)}"
+        )
+    if not math.isnan(monitor.cpu_util_mean):
+        lines.append(
+            f"  CPU       {monitor.cpu_util_mean:.0f}% of all cores on average ({monitor.monitor_samples} samples)"
+        )
+    lines.extend(_energy_lines(record))
+    if record.bottleneck_note:
+        lines.append(f"  verdict   {record.bottleneck_note}")
+    if results_path:
+        lines.append(f"  saved     {results_path}")
+    return "\n".join(lines)
+
+
+def _compile_lines(train: TrainMetrics) -> list[str]:
+    if math.isnan(train.compile_s):
+        return []
+    payback = train.compile_payback_steps
+    pays = f"pays back after {payback:.0f} steps" if not math.isnan(payback) else "no payback"
+    lines = [
+        f"  compile   {train.compile_s:.1f} s, {train.compile_graphs} graph(s), {train.recompiles} recompile(s), "
+        f"{train.compile_cache or 'no'} cache; eager step {_fmt(train.eager_step_ms, ' ms', 3)} vs compiled "
+        f"{_fmt(train.compiled_step_ms, ' ms', 3)} (without data wait): {pays}"
+    ]
+    lines.extend(f"  WARNING   {warning}" for warning in train.compile_warnings)
+    return lines
+
+
+def _profile_lines(train: TrainMetrics) -> list[str]:
+    if not train.profile_trace:
+        return []
+    return [
+        f"  profile   trace {train.profile_trace} (open in ui.perfetto.dev); busy "
+        f"{_fmt(100 * train.profile_busy_fraction, '%', 1)} [{train.profile_busy_source}], "
+        f"{_fmt(train.profile_kernels_per_step, '', 1)} kernels/step, profiler overhead "
+        f"{_fmt(train.profile_overhead_pct, '%', 1)}"
+    ]
+
+
+def _energy_lines(record: RunRecord) -> list[str]:
+    lines = []
+    train, monitor = record.train, record.monitor
+    for name, joules, source in (("GPU", monitor.gpu_energy_train_j, "NVML energy counter"),
+                                 ("CPU", monitor.cpu_energy_train_j, "RAPL packages")):
+        if train is not None and not math.isnan(joules) and train.samples_seen:
+            epochs = max(len(train.epoch_losses), 1)
+            lines.append(
+                f"  energy    {name} {joules:.1f} J while training ({source}): {joules / epochs:.1f} J/epoch, "
+                f"{1e3 * joules / train.samples_seen:.3f} mJ/sample"
+            )
+    return lines

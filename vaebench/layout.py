@@ -1,0 +1,65 @@
+"""The data's layout on disk: torchvision's raw MNIST folder of idx files.
+
+Every data source is written in this layout by the parent (`measure.data`) and read by the
+training child (`train.loaders`), or by torchvision's own `MNIST` class, unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+TRAIN_IMAGES = "train-images-idx3-ubyte"
+TRAIN_LABELS = "train-labels-idx1-ubyte"
+TEST_IMAGES = "t10k-images-idx3-ubyte"
+TEST_LABELS = "t10k-labels-idx1-ubyte"
+
+
+def raw_folder(root: str | os.PathLike[str]) -> Path:
+    """Where torchvision's MNIST layout keeps the idx files under a data root."""
+    return Path(root) / "MNIST" / "raw"
+
+
+def write_layout(
+    root: Path, images: np.ndarray, labels: np.ndarray, test_images: np.ndarray, test_labels: np.ndarray
+) -> None:
+    """Write torchvision's raw MNIST layout under root, each file atomically."""
+    raw = raw_folder(root)
+    raw.mkdir(parents=True, exist_ok=True)
+    _write_idx(raw / TRAIN_IMAGES, images)
+    _write_idx(raw / TRAIN_LABELS, labels)
+    _write_idx(raw / TEST_IMAGES, test_images)
+    _write_idx(raw / TEST_LABELS, test_labels)
+
+
+def train_images(root: str | os.PathLike[str]) -> np.ndarray:
+    """The training images under root, uint8 (N, 28, 28): what torchvision's MNIST(...).data holds."""
+    return read_idx(raw_folder(root) / TRAIN_IMAGES)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An unsigned-byte idx file, as `_write_idx` and torchvision's download leave it."""
+    with open(path, "rb") as handle:
+        zero, dtype, ndim = struct.unpack(">HBB", handle.read(4))
+        if zero != 0 or dtype != 0x08:
+            raise ValueError(f"{path}: not an unsigned-byte idx file")
+        shape = struct.unpack(f">{ndim}I", handle.read(4 * ndim))
+        array = np.fromfile(handle, dtype=np.uint8)  # writable, read once
+    if array.size != math.prod(shape):
+        raise ValueError(f"{path}: {array.size} bytes of data for shape {shape}")
+    return array.reshape(shape)
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    # idx format: magic (0, 0, dtype 0x08 = ubyte, ndim), then big-endian int32 dims, then data.
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(header)
+        handle.write(np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+    os.replace(tmp, path)

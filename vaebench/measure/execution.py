@@ -1,0 +1,145 @@
+"""Running a sweep's points: resume, claim, progress, and a clean stop on Ctrl-C.
+
+Each point is one isolated `runner.run_once`. Points already in the results folder (by spec
+key and repeat) are skipped unless forced, so rerunning an interrupted sweep runs only what
+is missing; a point another sweep is running right now is left to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import storage
+from .._format import format_duration
+from ..result import OK, DataInfo, RunRecord
+from ..spec import RunSpec
+from ..sweep import Point
+from .run import InvalidRun, RunOptions, prepare_data, run_once
+
+STARTUP_S = 5.0  # a child's python + torch import, data set-up and exit, when nothing is known
+CPU_SAMPLES_PER_S = 8_000.0  # a rough first guess for the reference loader on a few cores
+CUDA_SAMPLES_PER_S = 40_000.0
+
+
+@dataclass(frozen=True)
+class Planned:
+    point: Point
+    data: DataInfo
+
+
+@dataclass
+class SweepOutcome:
+    records: list[RunRecord] = field(default_factory=list)
+    already_done: int = 0
+    held_elsewhere: int = 0
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[RunRecord]:
+        return [r for r in self.records if r.status != OK]
+
+
+def resolve_points(points: Iterable[Point], data_dir: str | None) -> tuple[list[Planned], list[tuple[RunSpec, str]]]:
+    """Prepare each point's data once per (source, samples); points whose data fails are returned apart."""
+    prepared: dict[tuple[str, int], tuple[str, DataInfo] | str] = {}
+    planned: list[Planned] = []
+    failed: list[tuple[RunSpec, str]] = []
+    for point in points:
+        key = (point.spec.data, point.spec.samples)
+        if key not in prepared:
+            try:
+                spec, info = prepare_data(point.spec, data_dir)
+                prepared[key] = (spec.data, info)
+            except InvalidRun as exc:
+                prepared[key] = str(exc)
+        entry = prepared[key]
+        if isinstance(entry, str):
+            failed.append((point.spec, entry))
+            continue
+        source, info = entry
+        planned.append(Planned(Point(dataclasses.replace(point.spec, data=source), point.repeat), info))
+    return planned, failed
+
+
+def pending(planned: Sequence[Planned], out: Path, force: bool) -> tuple[list[Planned], int]:
+    if force:
+        return list(planned), 0
+    done = storage.done_keys(out)
+    todo = [p for p in planned if (p.point.spec.key(), p.point.repeat) not in done]
+    return todo, len(planned) - len(todo)
+
+
+def estimate_s(spec: RunSpec, history: dict[str, float]) -> float:
+    """Seconds one run of `spec` will take: its own past median if known, else a rough model."""
+    if spec.key() in history:
+        return history[spec.key()]
+    per_epoch = spec.samples if spec.steps is None else min(spec.samples, spec.steps * spec.batch_size)
+    rate = CUDA_SAMPLES_PER_S if spec.is_cuda else CPU_SAMPLES_PER_S
+    return STARTUP_S + spec.epochs * per_epoch / rate if spec.steps is None else STARTUP_S + per_epoch / rate
+
+
+def history_of(out: Path) -> dict[str, float]:
+    """Median real time of each finished configuration in a results folder."""
+    if not storage.runs_path(out).exists():
+        return {}
+    times: dict[str, list[float]] = {}
+    for row in storage.read_rows(out):
+        if row.get("status") == OK and row.get("real_s"):
+            times.setdefault(row["spec_key"], []).append(float(row["real_s"]))
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
+Report = Callable[[str], None]
+
+
+def run_points(
+    todo: Sequence[Planned],
+    options: RunOptions,
+    *,
+    force: bool = False,
+    report: Report = print,
+    run: Callable[[RunSpec, DataInfo, RunOptions], RunRecord] = run_once,
+) -> SweepOutcome:
+    outcome = SweepOutcome()
+    history = history_of(options.out)
+    left_s = sum(estimate_s(p.point.spec, history) for p in todo)
+    start = time.monotonic()
+    try:
+        for index, planned in enumerate(todo, start=1):
+            spec, repeat = planned.point.spec, planned.point.repeat
+            with storage.claim(options.out, spec.key(), repeat) as mine:
+                if not mine or (not force and (spec.key(), repeat) in storage.done_keys(options.out)):
+                    outcome.held_elsewhere += 1
+                    continue
+                point_options = dataclasses.replace(options, repeat=repeat, label=f"[{index}/{len(todo)}]")
+                record = run(spec, planned.data, point_options)
+            outcome.records.append(record)
+            left_s = max(0.0, left_s - estimate_s(spec, history))
+            elapsed = time.monotonic() - start
+            # Once a few runs are in, their pace beats the rough first guess.
+            eta = elapsed / index * (len(todo) - index) if index >= 3 else left_s
+            report(_line(index, len(todo), record, elapsed, eta))
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+    return outcome
+
+
+def _line(index: int, total: int, record: RunRecord, elapsed: float, eta: float) -> str:
+    spec = record.spec
+    head = f"[{index}/{total}] {spec.label() or 'seed configuration'} #{record.repeat + 1}"
+    if record.status != OK:
+        body = f"FAILED: {record.reason}"
+    else:
+        assert record.process is not None and record.train is not None
+        rate, usage = record.train.samples_per_s, record.process
+        body = (
+            f"real {usage.real_s:.2f} s, user {usage.user_s:.2f} s, sys {usage.sys_s:.2f} s, "
+            f"{'n/a' if math.isnan(rate) else f'{rate:.0f}'} samples/s, loss {record.train.final_loss:.2f}"
+        )
+    return f"{head}: {body}  ({format_duration(elapsed)} elapsed, ~{format_duration(eta)} left)"

@@ -1,0 +1,78 @@
+"""The device's measured matmul peak, the denominator of `flops_frac`; cached per machine.
+
+Measured in its own child process (`python -m vaebench.train.peak DEVICE DTYPE`) so the
+measured run never pays for it, and cached under the vaebench cache folder keyed by CPU or
+GPU, torch version, dtype and threads. A failed measurement is NaN and is not cached, so
+the next run tries again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ..machine import cache_dir, child_process_env, cpu_model, gpu_fingerprint, package_version
+from ..spec import RunSpec
+
+
+def peak_key(spec: RunSpec) -> str:
+    where = gpu_fingerprint().get("gpu_name", "") if spec.is_cuda else cpu_model()
+    dtype = "fp32" if spec.amp == "off" else spec.amp
+    threads = spec.threads or os.cpu_count()
+    return f"{spec.device}|{where}|torch {package_version('torch')}|{dtype}|threads {threads}"
+
+
+def cached_peak(spec: RunSpec, *, measure: bool = True, timeout: float = 120.0) -> float:
+    """Peak FLOP/s for the spec's device, dtype and threads; NaN if it cannot be measured."""
+    path = cache_dir() / "peak_flops.json"
+    key = peak_key(spec)
+    cache = _read(path)
+    if _usable(cache.get(key)) or not measure:
+        return float(cache.get(key, math.nan))
+    value = _probe(spec, timeout)
+    if not _usable(value):
+        return math.nan
+    cache[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cache, indent=1))
+    os.replace(tmp, path)
+    return value
+
+
+def _probe(spec: RunSpec, timeout: float) -> float:
+    """Measure in a child with the run's own environment; NaN, with a line on stderr, on failure."""
+    dtype = "fp32" if spec.amp == "off" else spec.amp
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "vaebench.train.peak", spec.device, dtype], env=child_process_env(spec.threads),
+            capture_output=True, text=True, timeout=timeout, check=True,
+        )
+        value = float(out.stdout.strip().splitlines()[-1])
+        if not _usable(value):
+            raise ValueError(f"the probe printed {value}")
+        return value
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+        print(f"vaebench: the matmul peak probe failed ({_why(exc)}); flops_frac will be n/a", file=sys.stderr)
+        return math.nan
+
+
+def _why(exc: Exception) -> str:
+    stderr = getattr(exc, "stderr", None)
+    last = stderr.strip().splitlines()[-1:] if isinstance(stderr, str) else []
+    return f"{type(exc).__name__}: {last[0] if last else exc}"
+
+
+def _usable(value: object) -> bool:
+    return isinstance(value, float | int) and math.isfinite(value) and value > 0
+
+
+def _read(path: Path) -> dict[str, float]:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,193 @@
+"""One measured run: a fresh child process, watched from outside, recorded on disk.
+
+The parent never imports torch for a CPU run. It sets the thread variables in the child's
+environment, starts the outside monitor, waits for the child with `wait4` (so the whole
+process tree's CPU time is counted), and appends one record, ok or failed, to the results
+folder. A crash, an out-of-memory error or a timeout becomes a failed record, never a
+lost or torn one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import storage
+from ..analysis.attribution import Evidence, attribute
+from ..machine import capabilities, child_process_env, host_fingerprint
+from ..result import FAILED, OK, DataInfo, MonitorSummary, RunRecord, RunSeries, StepSplit, TrainMetrics
+from ..spec import Capabilities, RunSpec, validate
+from .data import DataUnavailable, check_writable, prepare
+from .monitor import Monitor, open_gpu_probe
+from .peak import cached_peak
+from .process import run_child
+from .rapl import EnergyMeter
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run and where to keep the result; none of it changes the numbers."""
+
+    out: Path
+    timeout: float | None = None
+    sample_hz: float = 10.0  # outside monitor rate
+    progress: bool = False  # a progress bar on the terminal's stderr
+    instrument: bool = True  # per-step timers; off only to measure their cost
+    sweep: str = ""
+    repeat: int = 0
+    label: str = ""
+    measure_peak: bool = True
+
+
+def new_run_id() -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+def child_env(spec: RunSpec) -> dict[str, str]:
+    """The training child's environment, as `machine.child_process_env` builds it for the spec."""
+    return child_process_env(spec.threads)
+
+
+def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
+    run_id = new_run_id()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    peak = cached_peak(spec, measure=options.measure_peak)
+    with tempfile.TemporaryDirectory(prefix="vaebench-") as tmp:
+        request = Path(tmp) / "request.json"
+        result = Path(tmp) / "result.json"
+        request.write_text(json.dumps({
+            "spec": spec.to_dict(),
+            "data": dataclasses.asdict(data),
+            "out": str(options.out),
+            "run_id": run_id,
+            "result": str(result),
+            "instrument": options.instrument,
+            "progress": options.progress,
+            "label": options.label,
+        }))
+        rapl = EnergyMeter()
+        rapl.start()
+        monitor = Monitor(1.0 / options.sample_hz, gpu=open_gpu_probe(spec.device),
+                          cpu_energy=rapl.sample if rapl.available else None)
+        with monitor:
+            exit_ = run_child([sys.executable, "-m", "vaebench.train.child", str(request)],
+                              env=child_env(spec), timeout=options.timeout)
+        answer = _read_answer(result)
+
+    status, reason = OK, ""
+    train = None
+    if exit_.timed_out:
+        status, reason = FAILED, f"timeout: killed after {options.timeout:g} s"
+    elif answer is None:
+        status, reason = FAILED, _death_reason(exit_.usage.exit_code)
+    elif answer["status"] != OK:
+        status, reason = FAILED, answer.get("reason", "failed without a reason")
+    else:
+        try:
+            train = _train_metrics(answer["metrics"], peak)
+        except (KeyError, TypeError, ValueError) as exc:  # a child of another vaebench version
+            status, reason = FAILED, f"unreadable answer from the training child: {exc}"
+    usage = exit_.usage
+    if answer is not None and "main_cpu_s" in answer:
+        usage = dataclasses.replace(usage, main_cpu_s=answer["main_cpu_s"])
+    summary = monitor.summary(*((train.train_start_unix, train.train_end_unix) if train else ()))
+    fingerprint = host_fingerprint()
+    if answer is not None:
+        fingerprint.update(answer.get("runtime", {}))
+    record = RunRecord(
+        spec=spec,
+        run_id=run_id,
+        started_at=started,
+        status=status,
+        reason=reason,
+        repeat=options.repeat,
+        sweep=options.sweep,
+        data=data,
+        process=usage,
+        train=train,
+        monitor=summary,
+        fingerprint=fingerprint,
+        **_bottleneck(spec, train, summary),
+    )
+    series = RunSeries(step_ms=(answer or {}).get("step_ms", []), monitor=monitor.samples)
+    storage.append(options.out, record, series)
+    return record
+
+
+def _bottleneck(spec: RunSpec, train: TrainMetrics | None, monitor: MonitorSummary) -> dict[str, str]:
+    if train is None or not train.warmup_steps or math.isnan(train.split.compute_ms):  # uninstrumented: no split
+        return {}
+    found = attribute(Evidence(
+        split=train.split,
+        device=spec.device,
+        busy_fraction=train.profile_busy_fraction,
+        busy_source=train.profile_busy_source,
+        amp=spec.amp,
+        kernels_per_step=train.profile_kernels_per_step,
+        gpu_util_pct=monitor.gpu_util_mean,
+    ))
+    return {"bottleneck": found.kind, "bottleneck_note": str(found)}
+
+
+def _train_metrics(values: dict[str, Any], peak: float) -> TrainMetrics:
+    values = dict(values)
+    values["split"] = StepSplit(**{k: _nan(v) for k, v in values["split"].items()})
+    values = {k: _nan(v) for k, v in values.items()}
+    values["peak_flops_per_s"] = peak
+    values["flops_frac"] = values["model_flops_per_s"] / peak if peak == peak and peak > 0 else float("nan")
+    return TrainMetrics(**values)
+
+
+def _nan(value: Any) -> Any:
+    return float("nan") if value is None else value
+
+
+def _read_answer(path: Path) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def _death_reason(exit_code: int) -> str:
+    if exit_code < 0:
+        name = signal.Signals(-exit_code).name
+        hint = " (the kernel's out-of-memory killer?)" if name == "SIGKILL" else ""
+        return f"crashed: killed by {name}{hint}"
+    return f"crashed: exited with status {exit_code} before reporting"
+
+
+class InvalidRun(ValueError):
+    """The spec cannot run here; raised before anything is trained."""
+
+
+def check(spec: RunSpec, caps: Capabilities | None = None) -> None:
+    """Raise InvalidRun with every problem, one per line, or return quietly."""
+    if caps is None:
+        caps = capabilities(probe_torch=spec.device != "cpu")
+    problems = validate(spec, caps)
+    if problems:
+        raise InvalidRun("; ".join(str(p) for p in problems))
+
+
+def prepare_data(spec: RunSpec, data_dir: str | None) -> tuple[RunSpec, DataInfo]:
+    """Resolve `auto`, write the data's files if needed, and return the spec as it will run."""
+    problem = check_writable(data_dir)
+    if problem:
+        raise InvalidRun(problem)
+    try:
+        info = prepare(spec.data, data_dir, spec.samples)
+    except DataUnavailable as exc:
+        raise InvalidRun(str(exc)) from None
+    source = {"embedded-5k": "embedded"}.get(info.source, info.source)
+    return dataclasses.replace(spec, data=source), info

@@ -1,0 +1,395 @@
+"""What the measurements say about the blog's comparison, as sentences built from records.
+
+Pure functions of result rows (mappings with `load_runs` columns): no torch, no I/O, no text
+that does not come with its numbers. Each returns `Finding`s, or None where the rows cannot
+show the thing (a GPU split without a GPU run, thread scaling from one thread count).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..analysis.attribution import FP16_SYNC
+from ..analysis.trace import NO_DEVICE_ROWS, NO_DEVICE_SOURCE, from_device_rows
+
+Row = Mapping[str, Any]
+
+# sys growing this many times faster than user from the fewest to the most threads is the
+# signature of threads waiting in the kernel; below it, one run's noise could explain it.
+SYS_FASTER = 1.25
+# sys at half of user or more is a cost worth a sentence of its own (the blog's CPU: 2.17).
+SYS_HEAVY = 0.5
+HOST_PARTS = (("data", "data wait"), ("copy", "copy to the device"), ("compute", "compute"),
+              ("sync", "waiting for the device"))
+# Other processes using this share of the machine's CPU during a run make its times unreliable.
+CONTENDED = 25.0
+# How a measured fingerprint field differs from a published one, and why it could matter.
+MACHINE_WHY = {
+    "logical_cores": "torch's default thread count follows the cores, and kernel (sys) time grows with threads",
+    "cpu_model": "the CPU's speed sets the CPU run's compute and the GPU run's data pipeline",
+    "gpu_name": "the GPU's kernel and launch speed set the GPU run's compute",
+    "torch": "torch versions change kernels, the OpenMP thread pool and the DataLoader",
+}
+MACHINE_NAMES = {"logical_cores": "cores", "cpu_model": "CPU", "gpu_name": "GPU", "torch": "torch"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    topic: str  # step-split, threads, what-if, pipeline, machine
+    text: str
+    numbers: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    """A short run of one change against the seed configuration, same device, same length."""
+
+    device: str
+    change: str  # e.g. loader=device, compile=reduce-overhead
+    epoch_s: float
+    speedup: float  # the seed configuration's epoch time over this one's: above 1 is faster
+    samples_per_s: float
+    steady_speedup: float  # steady-state samples/s over the seed configuration's
+    compile_s: float = math.nan
+    knobs: tuple[str, ...] = ()  # the run fields this what-if changes
+
+
+def step_split(row: Row) -> Finding | None:
+    """Where one run's step time went on the host and, on a GPU, what says how busy the GPU was.
+
+    The CUDA events time the stream from the start of the copy to the end of the step. For
+    a launch-bound model that is mostly the GPU waiting for the host's next launch, so it is
+    stream time, not busy time: busy comes only from the trace's device rows or from NVML."""
+    parts = {name: number(row.get(f"split_{name}_ms")) for name, _ in HOST_PARTS}
+    step = sum(v for v in parts.values() if not math.isnan(v))
+    if not step > 0:
+        return None
+    device = str(row.get("device", "?"))
+    shares = ", ".join(
+        f"{label} {parts[name]:.2f} ms ({100 * parts[name] / step:.0f}%)"
+        for name, label in HOST_PARTS if not math.isnan(parts[name])
+    )
+    numbers = {f"{name}_ms": value for name, value in parts.items()} | {"step_ms": step}
+    text = f"On {device} a training step took {step:.2f} ms on the host: {shares}."
+    if device.startswith("cuda"):
+        text += _gpu_busy(row, numbers)
+    data_share = parts["data"] / step if not math.isnan(parts["data"]) else math.nan
+    if data_share >= 0.25:
+        text += f" Waiting for the next batch is {100 * data_share:.0f}% of the step: input pipeline, not model."
+    return Finding("step-split", text, numbers)
+
+
+def _gpu_busy(row: Row, numbers: dict[str, float]) -> str:
+    """The GPU sentences of `step_split`; fills `numbers` with what they quote."""
+    text = ""
+    copy, compute = number(row.get("split_device_copy_ms")), number(row.get("split_device_compute_ms"))
+    if not math.isnan(compute):
+        stream = compute + (0.0 if math.isnan(copy) else copy)
+        numbers |= {"stream_copy_ms": copy, "stream_to_end_ms": compute, "stream_ms": stream}
+        text += (f" CUDA events put {stream:.2f} ms per step on the stream from the copy to the step's end "
+                 f"(copy {copy:.2f} ms, then {compute:.2f} ms): stream time, not busy time, since it includes "
+                 "every gap where the GPU waited for the host to launch the next kernel.")
+    busy = number(row.get("profile_busy_fraction"))
+    if from_device_rows(str(row.get("profile_busy_source") or "")) and not math.isnan(busy):
+        numbers |= {"gpu_busy_frac": busy, "gpu_idle_frac": 1.0 - busy}
+        text += (f" The profiler's trace had the GPU busy {100 * busy:.0f}% of the profiled steps' wall time "
+                 f"(union of kernel, memcpy and memset time), idle {100 * (1 - busy):.0f}%.")
+    elif str(row.get("profile_busy_source") or "") == NO_DEVICE_SOURCE:
+        text += f" The profiler ran, but {NO_DEVICE_ROWS}."
+    util = number(row.get("gpu_util_mean"))
+    if not math.isnan(util):
+        numbers["gpu_util_mean"] = util
+        text += (f" NVML utilization.gpu averaged {util:.0f}% (the share of time any kernel ran, "
+                 "not how much of the GPU it used).")
+    if "gpu_busy_frac" not in numbers and math.isnan(util):
+        text += " Nothing here measured how busy the GPU was (--profile records its kernel time)."
+    if row.get("amp") == "fp16":
+        text += f" Caveat: {FP16_SYNC}."
+    return text
+
+
+def own_cpu_pct(row: Row) -> float:
+    """The run's own CPU as a share of all cores, over the window the monitor's means cover:
+    the training window (the child's own rusage there) when recorded, else the whole process."""
+    cores = number(row.get("fp_logical_cores"))
+    user, sys_, train = (number(row.get(k)) for k in ("train_user_s", "train_sys_s", "train_s"))
+    if train > 0 and not math.isnan(user + sys_) and not number(row.get("workers")) > 0:
+        return 100 * (user + sys_) / train / cores if cores > 0 else math.nan
+    return number(row.get("cpu_pct")) / cores if cores > 0 else math.nan
+
+
+def contention(rows: Sequence[Row]) -> Finding | None:
+    """Whether other processes competed for the CPU: the outside monitor's mean use of all cores
+    against the run's own use of them over the same window."""
+    worst, worst_row = -math.inf, None
+    for row in rows:
+        others = number(row.get("cpu_util_mean")) - own_cpu_pct(row)
+        if others > worst:
+            worst, worst_row = others, row
+    if worst_row is None or worst < CONTENDED:
+        return None
+    machine = number(worst_row.get("cpu_util_mean"))
+    text = (f"Other processes competed for the CPU: during the {worst_row.get('device')} run "
+            f"({change_label(worst_row)}) the machine's cores were {machine:.0f}% busy while the run itself used "
+            f"{machine - worst:.0f}% of them, so times here are inflated and their ratios noisy.")
+    return Finding("contention", text, {"others_pct": worst})
+
+
+def thread_count(row: Row) -> int | None:
+    """The intra-op threads a run used: its setting, else what torch reported in the child."""
+    for key in ("threads", "fp_torch_threads"):
+        value = number(row.get(key))
+        if not math.isnan(value):
+            return int(value)
+    return None
+
+
+def thread_scaling(rows: Sequence[Row]) -> Finding | None:
+    """How user and sys time grew with threads on the CPU, and what that points to.
+
+    Rows are runs of one configuration at different thread counts, of the same length. The
+    sys/user ratio is what matters: OpenMP threads that finish their slice of a small op
+    spin, yield and sleep in futex calls until the rest arrive, which is kernel time that
+    grows with the thread count while the useful (user) work stays the same.
+    """
+    by_threads = {t: r for r in rows if (t := thread_count(r)) is not None and number(r.get("user_s")) > 0}
+    if len(by_threads) < 2:
+        return None
+    low, high = min(by_threads), max(by_threads)
+    a, b = by_threads[low], by_threads[high]
+    user = (number(a["user_s"]), number(b["user_s"]))
+    sys_ = (number(a["sys_s"]), number(b["sys_s"]))
+    ratio = (sys_[0] / user[0], sys_[1] / user[1])
+    user_growth, sys_growth = user[1] / user[0], sys_[1] / sys_[0] if sys_[0] > 0 else math.inf
+    rate = (number(a.get("samples_per_s")), number(b.get("samples_per_s")))
+    speedup = rate[1] / rate[0] if rate[0] > 0 else math.nan
+    cores = int(number(b.get("fp_logical_cores"))) if not math.isnan(number(b.get("fp_logical_cores"))) else None
+    numbers = {"threads_low": low, "threads_high": high, "sys_user_low": ratio[0], "sys_user_high": ratio[1],
+               "user_growth": user_growth, "sys_growth": sys_growth, "speedup": speedup}
+    on = f" on {cores} cores" if cores else ""
+    text = (f"From {low} to {high} threads{on}, user time went {user[0]:.1f} -> {user[1]:.1f} s ({user_growth:.2f}x) "
+            f"and sys {sys_[0]:.2f} -> {sys_[1]:.2f} s ({sys_growth:.2f}x), so sys/user went "
+            f"{ratio[0]:.2f} -> {ratio[1]:.2f}")
+    if not math.isnan(speedup):
+        text += (f", while samples/s went {rate[0]:,.0f} -> {rate[1]:,.0f} ({speedup:.2f}x, "
+                 f"{100 * speedup / (high / low):.0f}% of linear)")
+    text += ". " + _thread_verdict(numbers, ratio[1], cores, by_threads)
+    return Finding("threads", text, numbers)
+
+
+def _thread_verdict(numbers: dict[str, float], top_ratio: float, cores: int | None, by_threads: Mapping[int, Row]
+                    ) -> str:
+    over = sorted(t for t in by_threads if cores and t > cores)
+    parts = []
+    faster = numbers["sys_growth"] >= SYS_FASTER * numbers["user_growth"]
+    if faster and top_ratio >= SYS_HEAVY:
+        parts.append("sys grows faster than user and reaches a large share of it: threads spin-waiting and sleeping "
+                     "in the kernel at OpenMP barriers, since each op is too small to split; fewer threads would cost "
+                     "little speed")
+    elif faster:
+        parts.append(f"sys grows faster than user, the signature of threads spin-waiting at OpenMP barriers, but it "
+                     f"stays at {top_ratio:.2f} of user here (the blog's 20-core CPU reached sys above user)")
+    else:
+        parts.append("sys does not grow faster than user, so up to this thread count there is no sign of "
+                     "spin-waiting threads")
+    waste = numbers["user_growth"] / numbers["speedup"] if numbers["speedup"] > 0 else math.nan
+    if waste >= SYS_FASTER:
+        numbers["cpu_per_sample_growth"] = waste
+        parts.append(f"user time per sample grew {waste:.2f}x: the extra threads burn CPU without progress, "
+                     "spinning in user space while they wait for each other or for a core")
+    if over and cores:
+        a, b = by_threads[min(by_threads)], by_threads[max(by_threads)]
+        switches = (number(a.get("ctx_involuntary")), number(b.get("ctx_involuntary")))
+        parts.append(f"{', '.join(map(str, over))} threads on {cores} cores is oversubscribed: threads queue for a "
+                     f"core (involuntary context switches {switches[0]:,.0f} -> {switches[1]:,.0f})")
+        numbers["oversubscribed"] = 1.0
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + "."
+
+
+def cpu_time_balance(row: Row) -> Finding | None:
+    """One CPU run's kernel time against its user time, for when there is no thread sweep."""
+    user, sys_ = number(row.get("user_s")), number(row.get("sys_s"))
+    if not user > 0 or math.isnan(sys_):
+        return None
+    threads, cores = thread_count(row), number(row.get("fp_logical_cores"))
+    at = f" at {threads} threads" if threads else ""
+    on = f" on {cores:.0f} cores" if not math.isnan(cores) else ""
+    text = (f"The CPU run{at}{on} spent {sys_:.2f} s in the kernel against {user:.2f} s in user mode "
+            f"(sys/user {sys_ / user:.2f}); how that ratio grows with threads needs the thread sweep "
+            "(run without --quick).")
+    return Finding("threads", text, {"sys_user": sys_ / user})
+
+
+def what_ifs(rows: Sequence[Row], baselines: Mapping[str, Row]) -> list[WhatIf]:
+    """Each change's speed-up on its device against that device's seed-configuration short run."""
+    out = []
+    for row in rows:
+        device = str(row.get("device"))
+        base = baselines.get(device)
+        if base is None:
+            continue
+        epoch, base_epoch = number(row.get("epoch_s")), number(base.get("epoch_s"))
+        rate, base_rate = number(row.get("samples_per_s")), number(base.get("samples_per_s"))
+        out.append(WhatIf(
+            device=device,
+            change=change_label(row),
+            epoch_s=epoch,
+            speedup=base_epoch / epoch if epoch > 0 else math.nan,
+            samples_per_s=rate,
+            steady_speedup=rate / base_rate if base_rate > 0 else math.nan,
+            compile_s=number(row.get("compile_s")),
+            knobs=changed_knobs(row),
+        ))
+    return out
+
+
+# The knobs a what-if may change, with the seed configuration's value of each.
+SEED_PIPELINE = (("loader", "reference"), ("pin_memory", False), ("sync", "step"), ("cuda_graphs", False),
+                 ("compile", "off"), ("amp", "off"))
+INPUT_KNOBS = frozenset({"loader", "pin_memory"})  # what changes the input pipeline and nothing else
+
+
+def changed_knobs(row: Row) -> tuple[str, ...]:
+    return tuple(name for name, seed in SEED_PIPELINE if name in row and _differs(row[name], seed))
+
+
+def change_label(row: Row) -> str:
+    """What a run changes from the seed configuration's pipeline: `loader=device,sync=epoch`, ..."""
+    parts = []
+    for name in changed_knobs(row):
+        value = row[name]
+        parts.append(f"{name}={'on' if value is True else value}")
+    return ",".join(parts) or "seed configuration"
+
+
+def _differs(value: Any, seed: Any) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if isinstance(seed, bool):
+        return bool(value) != seed
+    return str(value) != str(seed)
+
+
+def pipeline_share(whatifs: Sequence[WhatIf], baselines: Mapping[str, Row],
+                   published_gpu_real_s: float = math.nan) -> list[Finding]:
+    """How much of the seed configuration's epoch the input pipeline took, per device: the gain
+    of the fastest change of the input pipeline alone (loader, pinned memory); the changes of the
+    step itself (sync, CUDA graphs, compile) are listed after it with their own gains."""
+    findings = []
+    for device, base in baselines.items():
+        loaders = [w for w in whatifs if w.device == device and w.knobs and set(w.knobs) <= INPUT_KNOBS
+                   and w.epoch_s > 0]
+        if not loaders:
+            continue
+        best = min(loaders, key=lambda w: w.epoch_s)
+        base_epoch = number(base.get("epoch_s"))
+        share = 1.0 - best.epoch_s / base_epoch
+        numbers = {"base_epoch_s": base_epoch, "best_epoch_s": best.epoch_s, "share": share}
+        if share <= 0:
+            text = (f"On {device} no loader beat the seed's reference pipeline ({best.change}: {best.epoch_s:.2f} s "
+                    f"against {base_epoch:.2f} s per epoch): the input pipeline was not what cost time.")
+        else:
+            text = (f"On {device}, {best.change} ran an epoch in {best.epoch_s:.2f} s against the reference "
+                    f"pipeline's {base_epoch:.2f} s ({best.speedup:.2f}x): {100 * share:.0f}% of the seed "
+                    "configuration's epoch was the input pipeline.")
+            if device == "cpu" and published_gpu_real_s > 0 and not any(d.startswith("cuda") for d in baselines):
+                text += (f" How much of the published GPU run's {published_gpu_real_s:.1f} s was the input pipeline "
+                         "needs a GPU run here.")
+            if device.startswith("cuda") and published_gpu_real_s > 0:
+                numbers["published_pipeline_s"] = share * published_gpu_real_s
+                text += (f" If the published GPU run split the same way, about {share * published_gpu_real_s:.0f} s "
+                         f"of its {published_gpu_real_s:.1f} s went to the input pipeline.")
+        beyond = [w for w in whatifs if w.device == device and not set(w.knobs) <= INPUT_KNOBS]
+        for w in beyond:
+            compiled = f" (compile {w.compile_s:.1f} s included)" if w.compile_s > 0 else ""
+            text += (f" {w.change}: {w.speedup:.2f}x per epoch{compiled}, "
+                     f"{w.steady_speedup:.2f}x in the steady state.")
+        findings.append(Finding("pipeline", text, numbers))
+    return findings
+
+
+STEP_PARTS = (("data", "data wait"), ("copy", "copy"), ("compute", "host compute (launching, on a GPU)"),
+              ("sync", "wait in loss.item()"))
+
+
+def rung_steps(rows: Sequence[Row]) -> list[Finding]:
+    """What each rung of a ladder removed: rows are runs of one device in ladder order. Each is
+    set against the latest earlier rung whose knobs it keeps (so a rung that replaces another,
+    like compile instead of CUDA graphs, is set against the one below both): the steady step
+    time, and the host phase that changed most, so a reader sees which wait a knob took away."""
+    found = []
+    for index, after in enumerate(rows):
+        mine = {k: str(after.get(k)) for k in changed_knobs(after)}
+        before = next((r for r in reversed(rows[:index])
+                       if all(mine.get(k) == str(r.get(k)) for k in changed_knobs(r))), None)
+        if before is None:
+            continue
+        step_a, step_b = number(before.get("step_median_ms")), number(after.get("step_median_ms"))
+        if not (step_a > 0 and step_b > 0):
+            continue
+        added = [k for k in mine if str(before.get(k)) != mine[k]]
+        changes = {name: number(after.get(f"split_{name}_ms")) - number(before.get(f"split_{name}_ms"))
+                   for name, _ in STEP_PARTS}
+        changes = {k: v for k, v in changes.items() if not math.isnan(v)}
+        knobs = ",".join(f"{k}={'on' if mine[k] == 'True' else mine[k]}" for k in added)
+        text = (f"{knobs} (against {change_label(before)}): step "
+                f"{step_a:.3f} -> {step_b:.3f} ms ({step_a / step_b:.2f}x)")
+        part = min(changes, key=lambda k: changes[k]) if changes else None
+        if part is not None and changes[part] < 0:
+            a, b = number(before.get(f"split_{part}_ms")), number(after.get(f"split_{part}_ms"))
+            text += f"; {dict(STEP_PARTS)[part]} {a:.3f} -> {b:.3f} ms per step"
+        numbers = {"step_before_ms": step_a, "step_after_ms": step_b} | {f"{k}_delta_ms": v for k, v in changes.items()}
+        found.append(Finding("rung", text + ".", numbers))
+    return found
+
+
+@dataclass(frozen=True)
+class Difference:
+    field: str
+    published: Any
+    here: Any
+    why: str
+
+
+def machine_differences(machine: Mapping[str, Any], here: Row) -> tuple[list[Difference], list[str]]:
+    """Fingerprint fields that differ from the published machine's, and those it does not publish."""
+    differ, unknown = [], []
+    for name, why in MACHINE_WHY.items():
+        mine = here.get(f"fp_{name}")
+        mine = "none" if name == "gpu_name" and not mine else mine
+        if name not in machine:
+            unknown.append(name)
+        elif mine is not None and str(mine) != str(machine[name]):
+            differ.append(Difference(name, machine[name], mine, why))
+    return differ, unknown
+
+
+def machine_finding(label: str, machine: Mapping[str, Any], here: Row, data: str = "") -> Finding | None:
+    """One sentence per published row: what differs from it here, and what it could explain."""
+    differ, unknown = machine_differences(machine, here)
+    source = str(here.get("data_source") or "")
+    parts = [f"{MACHINE_NAMES[d.field]} {d.published} published vs {d.here} here ({d.why})" for d in differ]
+    if data and source and source != data:
+        parts.append(f"data {data} published vs {source} here (the losses are not comparable; "
+                     "the time per sample is, at the same samples per epoch)")
+    if not parts:
+        return None
+    text = f"Against {label}: " + "; ".join(parts) + "."
+    if unknown:
+        text += " Not published, so not compared: " + ", ".join(MACHINE_NAMES[n] for n in unknown) + "."
+    numbers = {d.field: float(d.here) for d in differ if isinstance(d.here, int | float)}
+    return Finding("machine", text, numbers)
+
+
+def number(value: Any) -> float:
+    """A row's cell as a float; NaN for missing, None, text or booleans."""
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan

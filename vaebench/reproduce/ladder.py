@@ -1,0 +1,233 @@
+"""The ladder: from the seed's idle GPU to a busy one, one knob per rung.
+
+Every rung keeps the seed's hyperparameters (batch 128, Adam 1e-3, the same samples in the
+same order) and adds one knob to the rung below it, so the step from one rung to the next is
+what that knob is worth. Each rung runs twice: once for time (the full epochs, unprofiled) and
+once, short and profiled, for the trace's busy fraction and kernels per step, since a profiler
+window inside the timed run would cost the top rung more than its whole training.
+
+Pure planning and tables here; running goes through `execution.run_points`. No torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._format import markdown_table, text_table
+from ..result import OK
+from ..spec import DEFAULT, RunSpec
+from .findings import rung_steps
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+PROFILE_STEPS = 20  # kernels per step and busy fraction over this many steps
+PROFILED_RUN_STEPS = 60  # warm-up (10), the profiler window, and steps after it
+LOSS_TOLERANCE = 0.01  # a rung's final loss may differ from the seed rung's by this share
+
+
+@dataclass(frozen=True)
+class Rung:
+    name: str
+    knob: str  # what a user adds on the command line to climb to this rung
+    changes: tuple[tuple[str, Any], ...]  # run fields, cumulative from the seed configuration
+
+    def spec(self, base: RunSpec) -> RunSpec:
+        return dataclasses.replace(base, **dict(self.changes))
+
+
+_DEVICE_EPOCH = (("loader", "device"), ("sync", "epoch"))
+RUNGS: tuple[Rung, ...] = (
+    Rung("seed", "(the seed: reference loader, loss.item() every step)", ()),
+    Rung("pinned-tensor", "--loader tensor --pin-memory", (("loader", "tensor"), ("pin_memory", True))),
+    Rung("device-loader", "--loader device", (("loader", "device"),)),
+    Rung("sync-epoch", "--sync epoch", _DEVICE_EPOCH),
+    Rung("cuda-graphs", "--cuda-graphs", (*_DEVICE_EPOCH, ("cuda_graphs", True))),
+    Rung("reduce-overhead", "--compile reduce-overhead (instead of --cuda-graphs)",
+         (*_DEVICE_EPOCH, ("compile", "reduce-overhead"))),
+    Rung("max-autotune", "--compile max-autotune (instead of --cuda-graphs)",
+         (*_DEVICE_EPOCH, ("compile", "max-autotune"))),
+)
+RUNG_NAMES = tuple(rung.name for rung in RUNGS)
+DEFAULT_RUNGS = RUNG_NAMES[:-1]  # max-autotune's search takes minutes: asked for by name
+
+
+def pick(names: Sequence[str] | None) -> list[Rung]:
+    """The rungs named, in ladder order; ValueError names an unknown one."""
+    if names is None:
+        names = DEFAULT_RUNGS
+    unknown = [n for n in names if n not in RUNG_NAMES]
+    if unknown:
+        raise ValueError(f"unknown rung {unknown[0]!r}; choose from {', '.join(RUNG_NAMES)}")
+    return [rung for rung in RUNGS if rung.name in names]
+
+
+@dataclass(frozen=True)
+class LadderPlan:
+    timed: tuple[tuple[Rung, RunSpec], ...]
+    profiled: tuple[tuple[Rung, RunSpec], ...]
+
+    def specs(self) -> list[RunSpec]:
+        return [spec for _, spec in (*self.timed, *self.profiled)]
+
+
+def make_plan(base: RunSpec, rungs: Sequence[Rung], *, profile: bool = True) -> LadderPlan:
+    timed = tuple((rung, rung.spec(base)) for rung in rungs)
+    profiled = tuple(
+        (rung, dataclasses.replace(spec, profile=True, profile_steps=PROFILE_STEPS, steps=PROFILED_RUN_STEPS))
+        for rung, spec in timed
+    ) if profile else ()
+    return LadderPlan(timed, profiled)
+
+
+def seed_base(device: str, *, epochs: int = DEFAULT.epochs, **fields: Any) -> RunSpec:
+    return dataclasses.replace(DEFAULT, device=device, epochs=epochs, **fields)
+
+
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("train_s", "train s", "{:.2f}"),
+    ("samples_per_s", "samples/s", "{:,.0f}"),
+    ("speedup", "vs seed", "{:.1f}x"),
+    ("gpu_util_mean", "NVML util %", "{:.0f}"),
+    ("busy_fraction", "trace busy %", "{:.0f}"),
+    ("kernels_per_step", "kernels/step", "{:.0f}"),
+    ("compile_s", "compile s", "{:.1f}"),
+    ("final_loss", "final loss", "{:.2f}"),
+    ("loss_delta", "loss vs seed", "{:+.2%}"),
+)
+
+
+def table(plan: LadderPlan, runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per rung: the timed run's medians over its ok repeats, the profiled run's trace."""
+    import pandas as pd
+
+    ok = runs[runs["status"] == OK] if not runs.empty else runs
+    profiled = {rung.name: spec for rung, spec in plan.profiled}
+    rows = []
+    for rung, spec in plan.timed:
+        mine = ok[ok["spec_key"] == spec.key()] if not ok.empty else ok
+        row: dict[str, Any] = {"rung": rung.name, "knob": rung.knob, "runs": len(mine)}
+        for column in ("train_s", "samples_per_s", "gpu_util_mean", "compile_s", "final_loss", "real_s",
+                       "profile_busy_fraction", "profile_kernels_per_step"):
+            row[column] = _median(mine, column)
+        trace = ok[ok["spec_key"] == profiled[rung.name].key()] if rung.name in profiled and not ok.empty else None
+        busy = _median(trace, "profile_busy_fraction") if trace is not None else row["profile_busy_fraction"]
+        row["busy_fraction"] = 100 * busy
+        row["kernels_per_step"] = (_median(trace, "profile_kernels_per_step") if trace is not None
+                                   else row["profile_kernels_per_step"])
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    seed = frame.iloc[0]
+    frame["speedup"] = seed["train_s"] / frame["train_s"]
+    frame["loss_delta"] = frame["final_loss"] / seed["final_loss"] - 1
+    return frame.drop(columns=["profile_busy_fraction", "profile_kernels_per_step"])
+
+
+def step_notes(plan: LadderPlan, runs: pd.DataFrame) -> list[str]:
+    """What each rung took away from the step, from the timed runs' steady step and split."""
+    ok = runs[runs["status"] == OK] if not runs.empty else runs
+    rows = []
+    for _, spec in plan.timed:
+        mine = ok[ok["spec_key"] == spec.key()] if not ok.empty else ok
+        if not mine.empty:
+            rows.append(mine.sort_values("started_at").iloc[-1].to_dict())
+    return [finding.text for finding in rung_steps(rows)]
+
+
+def loss_notes(frame: pd.DataFrame, tolerance: float = LOSS_TOLERANCE) -> list[str]:
+    """Rungs whose final loss strays from the seed rung's by more than the tolerance."""
+    strays = frame[frame["loss_delta"].abs() > tolerance] if "loss_delta" in frame else frame.iloc[0:0]
+    return [f"{row.rung}: final loss {row.final_loss:.2f} is {row.loss_delta:+.2%} from the seed rung's, past the "
+            f"{tolerance:.0%} tolerance: this knob changes the training, not only its speed"
+            for row in strays.itertuples()]
+
+
+def cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    headers = ["rung", "knob", *[header for _, header, _ in COLUMNS]]
+    rows = [[str(r["rung"]), str(r["knob"]), *[_fmt(r.get(c), fmt) for c, _, fmt in COLUMNS]]
+            for r in frame.to_dict("records")]
+    return headers, rows
+
+
+def render_text(frame: pd.DataFrame) -> str:
+    return text_table(*cells(frame))
+
+
+def render_markdown(frame: pd.DataFrame, *, device: str, epochs: int, gpu_name: str, notes: Sequence[str]) -> str:
+    lines = [
+        f"# The ladder on {gpu_name or device}",
+        "",
+        f"Each rung adds one knob to the rung above it; every rung trains {epochs} epoch(s) with the seed's "
+        "hyperparameters (batch 128, Adam 1e-3) on the same samples in the same order. `train s` is the training "
+        "loop alone (no process start, no data preparation, compile time included); `trace busy %` and "
+        f"`kernels/step` come from a separate profiled run of {PROFILED_RUN_STEPS} steps per rung. NVML's "
+        "utilization is the share of time any kernel ran, averaged over the training window.",
+        "",
+        markdown_table(*cells(frame)),
+        "",
+        "![samples/s and GPU utilization per rung](ladder.png)",
+    ]
+    if notes:
+        lines += ["", "## Notes", "", *[f"- {note}" for note in notes]]
+    return "\n".join(lines) + "\n"
+
+
+def figure(frame: pd.DataFrame) -> Figure | None:
+    """A staircase of samples/s per rung, NVML utilization and trace busy share on a second axis."""
+    from matplotlib.figure import Figure
+
+    if frame.empty:
+        return None
+    fig = Figure(figsize=(max(6.0, 1.3 * len(frame) + 2), 4.5))
+    ax = fig.subplots()
+    x = range(len(frame))
+    ax.bar(x, frame["samples_per_s"], color="C0", label="samples/s (steady state)")
+    ax.set_ylabel("samples/s")
+    ax.set_xticks(list(x), [str(r) for r in frame["rung"]], rotation=20, ha="right", fontsize=8)
+    right = ax.twinx()
+    right.step(list(x), frame["gpu_util_mean"], where="mid", color="C1", marker="o", label="NVML utilization %")
+    if frame["busy_fraction"].notna().any():
+        right.plot(list(x), frame["busy_fraction"], color="C2", marker="s", linestyle="--", label="trace busy %")
+    right.set_ylim(0, 105)
+    right.set_ylabel("percent")
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    ax.legend(handles, [str(h.get_label()) for h in handles], loc="upper left", fontsize=8)
+    ax.set_title("the ladder: each rung one knob more")
+    fig.tight_layout()
+    return fig
+
+
+def write(frame: pd.DataFrame, folder: Path, *, device: str, epochs: int, gpu_name: str, notes: Sequence[str]
+          ) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(folder / "ladder.csv", index=False)
+    fig = figure(frame)
+    if fig is not None:
+        fig.savefig(folder / "ladder.png", dpi=110, bbox_inches="tight")
+    path = folder / "ladder.md"
+    path.write_text(render_markdown(frame, device=device, epochs=epochs, gpu_name=gpu_name, notes=notes),
+                    encoding="utf-8")
+    return path
+
+
+def _median(frame: pd.DataFrame | None, column: str) -> float:
+    if frame is None or frame.empty or column not in frame:
+        return math.nan
+    values = frame[column].dropna()
+    return float(values.median()) if not values.empty else math.nan
+
+
+def _fmt(value: Any, fmt: str) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if math.isnan(number) else fmt.format(number)

@@ -1,0 +1,165 @@
+"""`vaebench reproduce`: the plan of runs behind a claim, and running it.
+
+The plan, per device here (each CUDA GPU, then the CPU with all its cores):
+- the seed run: the claim's configuration (for the blog, the seed program's: reference
+  loader, batch 128, 10 epochs, lr 1e-3, torch's default threads), once. `--quick` runs one
+  epoch instead.
+- the what-if runs: on the CPU the `tensor` and `device` loaders, on a GPU the ladder's
+  rungs (pinned tensor loader, device loader, --sync epoch, --cuda-graphs, compile
+  reduce-overhead), each for `SHORT_EPOCHS`, against a run of the claim's configuration of the
+  same length on the same device, so that a speed-up compares runs measured the same way.
+  Under `--quick` that short run is the seed run itself.
+- unless `--quick`, a CPU thread sweep of short runs at 1, 2, 4, ... threads up to the
+  logical core count and twice that (oversubscribed), since only rates and the sys/user
+  ratio matter there. The point at
+  torch's default thread count is the short run above, so it runs once.
+
+Runs already in the results folder (same configuration) are reused, like a resumed sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import storage
+from ..measure.execution import Planned, SweepOutcome, pending, run_points
+from ..measure.run import RunOptions, run_once
+from ..result import OK, DataInfo
+from ..spec import DEFAULT, RunSpec
+from ..sweep import Point
+from . import ladder
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SHORT_EPOCHS = 1  # what-if and sweep runs: one epoch of 60,000 samples gives steady rates and CPU times
+SEED, BASELINE, SWEEP, WHAT_IF = "seed", "baseline", "sweep", "what-if"
+ROLE_ORDER = (SEED, BASELINE, WHAT_IF, SWEEP)  # seed runs first: they are the comparison itself
+WHAT_IF_LOADERS = ("tensor", "device")
+GPU_WHAT_IFS = ("pinned-tensor", "device-loader", "sync-epoch", "cuda-graphs", "reduce-overhead")  # ladder rungs
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    spec: RunSpec
+    roles: tuple[str, ...]  # a run can serve several: the quick seed run is also the baseline
+
+
+@dataclass(frozen=True)
+class Plan:
+    runs: tuple[PlannedRun, ...]
+    devices: tuple[str, ...]
+    quick: bool
+
+    def with_role(self, role: str) -> list[RunSpec]:
+        return [run.spec for run in self.runs if role in run.roles]
+
+
+def devices_here(cuda_devices: int) -> list[str]:
+    return [f"cuda:{i}" for i in range(cuda_devices)] + ["cpu"]
+
+
+def thread_counts(cores: int) -> list[int]:
+    """1, 2, 4, ... below `cores`, then `cores` itself and twice it: oversubscribed, as a
+    default thread count that counts hyperthreads or another process's cores would be."""
+    counts, t = [], 1
+    while t < cores:
+        counts.append(t)
+        t *= 2
+    return [*counts, max(cores, 1), 2 * max(cores, 1)]
+
+
+def make_plan(
+    run: Mapping[str, Any],
+    devices: Sequence[str],
+    *,
+    quick: bool,
+    data: str,
+    epochs: int | None = None,
+    samples: int = DEFAULT.samples,
+    cores: int = 1,
+    default_threads: int = 1,
+) -> Plan:
+    """The runs for `devices`; `run` holds the claim's run fields over vaebench's defaults.
+
+    `default_threads` is the thread count torch picks on its own (the physical cores): the
+    sweep point at that count is the default-threads run and is not run a second time.
+    `epochs` sizes the seed runs (default: the claim's; `quick` means one).
+    """
+    base = dataclasses.replace(DEFAULT, **run, data=data, samples=samples).normalized()
+    roles: dict[RunSpec, list[str]] = {}
+
+    def add(spec: RunSpec, role: str) -> None:
+        entry = roles.setdefault(spec, [])
+        if role not in entry:
+            entry.append(role)
+
+    for device in devices:
+        seed_epochs = SHORT_EPOCHS if quick else epochs or base.epochs
+        seed = dataclasses.replace(base, device=device, epochs=seed_epochs)
+        short = dataclasses.replace(seed, epochs=SHORT_EPOCHS)
+        add(seed, SEED)
+        add(short, BASELINE)
+        if device.startswith("cuda"):
+            for rung in ladder.pick(GPU_WHAT_IFS):
+                add(rung.spec(short), WHAT_IF)
+        else:
+            for loader in WHAT_IF_LOADERS:
+                if loader != base.loader:
+                    add(dataclasses.replace(short, loader=loader), WHAT_IF)
+        if device == "cpu" and not quick:
+            for threads in thread_counts(cores):
+                same = short.threads == threads or (short.threads is None and threads == default_threads)
+                add(short if same else dataclasses.replace(short, threads=threads), SWEEP)
+    ordered = sorted(roles.items(), key=lambda item: min(ROLE_ORDER.index(r) for r in item[1]))
+    return Plan(tuple(PlannedRun(spec, tuple(r)) for spec, r in ordered), tuple(devices), quick)
+
+
+def plan_of_folder(run: Mapping[str, Any], runs: pd.DataFrame, *, quick: bool, epochs: int | None = None) -> Plan:
+    """The plan that filled a results folder, rebuilt from its records (devices, data, samples,
+    the CPU's cores and torch's default threads there), to report on it again without running."""
+    mine = runs[runs["sweep"] == "reproduce"] if "sweep" in runs else runs
+    if mine.empty:
+        raise ValueError("no reproduce runs in this folder")
+    devices = sorted(set(mine["device"]), key=lambda d: (d == "cpu", d))
+    cpu = mine[mine["device"] == "cpu"]
+    first = (cpu if not cpu.empty else mine).iloc[0]
+    return make_plan(run, devices, quick=quick, epochs=epochs, data=str(first["data"]), samples=int(first["samples"]),
+                     cores=int(first.get("fp_logical_cores") or 1), default_threads=int(first.get("fp_physical_cores")
+                                                                                        or 1))
+
+
+def run_plan(
+    plan: Plan,
+    data: DataInfo,
+    options: RunOptions,
+    *,
+    force: bool = False,
+    report: Callable[[str], None] = print,
+) -> tuple[SweepOutcome, int]:
+    """Run what the folder lacks (everything with `force`); return the outcome and the reused count."""
+    planned = [Planned(Point(run.spec, 0), data) for run in plan.runs]
+    todo, reused = pending(planned, options.out, force)
+    # run_once is looked up here, at call time, so that tests can stand in a fake runner.
+    return run_points(todo, options, force=force, report=report, run=run_once), reused
+
+
+def collect(plan: Plan, folder: str | Path) -> pd.DataFrame:
+    """The folder's latest record of each planned run, with its `roles` ("seed,baseline")."""
+    import pandas as pd
+
+    runs = storage.load_runs(folder)
+    rows = []
+    for run in plan.runs:
+        mine = runs[runs["spec_key"] == run.spec.key()] if not runs.empty else runs
+        if mine.empty:
+            continue
+        ok = mine[mine["status"] == OK]
+        latest = (ok if not ok.empty else mine).sort_values("started_at").iloc[-1].to_dict()
+        latest["roles"] = ",".join(run.roles)
+        rows.append(latest)
+    return pd.DataFrame(rows)

@@ -1,0 +1,305 @@
+"""The comparison `vaebench reproduce` prints and writes: measured rows beside the published
+ones, the claim's relations judged, the what-if and thread tables, and the findings.
+
+`compare` is pure: measured rows in (a `reproduce.collect` frame, with `roles`), a
+`Comparison` out. The rest renders it as text, Markdown, CSV and one figure. No torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .._format import markdown_table, text_table
+from ..result import OK
+from . import findings as fnd
+from .claim import AGREES, DISAGREES, Claim, Verdict, evaluate
+from .findings import Finding, WhatIf, number
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+MEASURED, PUBLISHED = "measured", "published"
+UTIL_HEADER = "GPU util % (NVML utilization.gpu)"
+# (column, header, format) of the comparison table, the blog's `time` output and more.
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("real_s", "real s", "{:.3f}"),
+    ("user_s", "user s", "{:.3f}"),
+    ("sys_s", "sys s", "{:.3f}"),
+    ("cpu_pct", "%CPU", "{:.0f}"),
+    ("gpu_util_mean", UTIL_HEADER, "{:.0f}"),
+    ("final_loss", "final loss", "{:.2f}"),
+)
+SOURCE_NAMES = {"embedded-5k": "embedded-5k (5,000 real MNIST digits, repeated)", "mnist": "mnist (full MNIST)",
+                "synthetic": "synthetic (random pixels)"}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    claim: Claim
+    table: pd.DataFrame  # one row per measured seed run, then one per published row
+    verdicts: list[Verdict]
+    whatifs: list[WhatIf]
+    threads: pd.DataFrame  # the CPU thread sweep: threads, user_s, sys_s, sys_user, samples_per_s
+    findings: list[Finding]
+    notes: list[str] = field(default_factory=list)  # what to keep in mind when reading the table
+    failed: list[str] = field(default_factory=list)
+    short_epochs: int = 0  # the length of the what-if and thread-sweep runs
+
+
+def compare(claim: Claim, measured: pd.DataFrame, *, quick: bool = False, cuda_devices: int = 0,
+            epochs: int | None = None) -> Comparison:
+    """Judge `claim` on the measured rows of a reproduction (`reproduce.collect`'s frame);
+    `cuda_devices` is the number of GPUs the plan ran on."""
+    rows = measured.to_dict("records") if not measured.empty else []
+    ok = [r for r in rows if r.get("status") == OK]
+    seeds = [r for r in ok if _has_role(r, "seed")]
+    baselines = {str(r["device"]): r for r in ok if _has_role(r, "baseline")}
+    whatifs = fnd.what_ifs([r for r in ok if _has_role(r, "what-if")], baselines)
+    sweep = sorted((r for r in ok if _has_role(r, "sweep") and r.get("device") == "cpu"),
+                   key=lambda r: fnd.thread_count(r) or 0)
+    by_id = {p.id: [dict(r, label=device_label(r)) for r in seeds if _kind(r) == p.device] for p in claim.published}
+    return Comparison(
+        claim=claim,
+        table=comparison_table(claim, seeds),
+        verdicts=evaluate(claim, by_id),
+        whatifs=whatifs,
+        threads=thread_table(sweep),
+        findings=_findings(claim, ok, seeds, sweep, whatifs, baselines, by_id),
+        notes=_notes(claim, ok, 1 if quick else epochs, cuda_devices),
+        failed=[f"{device_label(r)}, {fnd.change_label(r)} ({r.get('roles', '')}): {r.get('reason', '')}" for r in rows
+                if r.get("status") != OK],
+        short_epochs=int(min((number(r.get("epochs")) for r in baselines.values()), default=0)),
+    )
+
+
+def _findings(claim: Claim, ok: list[dict[str, Any]], seeds: list[dict[str, Any]], sweep: list[dict[str, Any]],
+              whatifs: list[WhatIf], baselines: dict[str, dict[str, Any]], by_id: Mapping[str, list[dict[str, Any]]]
+              ) -> list[Finding]:
+    busy = fnd.contention(ok)  # first: it qualifies every number after it
+    found = [busy] if busy is not None else []
+    found += [f for r in seeds if (f := fnd.step_split(r)) is not None]
+    scaling = fnd.thread_scaling(sweep)
+    if scaling is not None:
+        found.append(scaling)
+    else:
+        found += [f for r in seeds if r.get("device") == "cpu" and (f := fnd.cpu_time_balance(r)) is not None]
+    gpu_real = next((p.figures["real_s"] for p in claim.published if p.device == "cuda"), math.nan)
+    found += fnd.pipeline_share(whatifs, baselines, gpu_real)
+    for device, base in baselines.items():
+        if device.startswith("cuda"):
+            rungs = [r for r in ok if r.get("device") == device and _has_role(r, "what-if")]
+            found += fnd.rung_steps([base, *rungs])
+    for p in claim.published if ok else ():
+        finding = fnd.machine_finding(f"{p.label} (published)", p.machine, (by_id[p.id] or ok)[0], claim.data)
+        found += [finding] if finding is not None else []
+    return found
+
+
+def comparison_table(claim: Claim, seeds: list[dict[str, Any]]) -> pd.DataFrame:
+    """Measured seed runs, then the published rows; numbers stay numbers (NaN where unknown)."""
+    run_epochs = claim.run.get("epochs", 10)
+    rows = []
+    for r in seeds:
+        rows.append({"source": MEASURED, "device": device_label(r), "data": r.get("data_source", ""),
+                     "epochs": r.get("epochs"), **{c: number(r.get(c)) for c, _, _ in COLUMNS}})
+    for p in claim.published:
+        rows.append({"source": PUBLISHED, "device": p.label, "data": claim.data, "epochs": run_epochs,
+                     **{c: p.figures.get(c, math.nan) for c, _, _ in COLUMNS}})
+    return pd.DataFrame(rows, columns=["source", "device", "data", "epochs", *(c for c, _, _ in COLUMNS)])
+
+
+def thread_table(sweep: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = [{"threads": fnd.thread_count(r), "user_s": number(r.get("user_s")), "sys_s": number(r.get("sys_s")),
+             "sys_user": number(r.get("sys_s")) / number(r.get("user_s")),
+             "samples_per_s": number(r.get("samples_per_s")), "ctx_involuntary": number(r.get("ctx_involuntary"))}
+            for r in sweep]
+    return pd.DataFrame(rows, columns=["threads", "user_s", "sys_s", "sys_user", "samples_per_s", "ctx_involuntary"])
+
+
+def device_label(row: Mapping[str, Any]) -> str:
+    """`cuda:0 (NVIDIA H100)` or `cpu (2 cores, 2 threads)`, from the record's fingerprint."""
+    device = str(row.get("device", "?"))
+    if device.startswith("cuda"):
+        names = str(row.get("fp_gpu_name") or "").split(";")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        return f"{device} ({names[index]})" if index < len(names) and names[index] else device
+    threads = fnd.thread_count(row)
+    cores = number(row.get("fp_logical_cores"))
+    parts = [f"{cores:.0f} cores" if not math.isnan(cores) else "", f"{threads} threads" if threads else ""]
+    inside = ", ".join(p for p in parts if p)
+    return f"{device} ({inside})" if inside else device
+
+
+def _notes(claim: Claim, ok: list[dict[str, Any]], epochs: int | None, cuda_devices: int) -> list[str]:
+    notes = []
+    sources = sorted({str(r.get("data_source")) for r in ok if r.get("data_source")})
+    if sources and sources != [claim.data]:
+        counts = (number(r.get("data_samples")) for r in ok)
+        samples = sorted({int(n) for n in counts if not math.isnan(n)})
+        notes.append(
+            f"Measured on {', '.join(SOURCE_NAMES.get(s, s) for s in sources)} at "
+            f"{', '.join(f'{n:,}' for n in samples)} samples per epoch; the published rows ran on "
+            f"{SOURCE_NAMES.get(claim.data, claim.data)}. Times per epoch compare; final losses do not."
+        )
+    published_epochs = int(claim.run.get("epochs", 10))
+    if epochs is not None and epochs != published_epochs:
+        notes.append(f"{epochs} epoch{'' if epochs == 1 else 's'} instead of {published_epochs} (sized to fit), so "
+                     f"real times are about {epochs}/{published_epochs} of the published ones and include a larger "
+                     "share of start-up; compare ratios, not seconds.")
+    if cuda_devices == 0:
+        gpus = ", ".join(p.label for p in claim.published if p.device == "cuda")
+        if gpus:
+            notes.append(f"No CUDA GPU measured here: the GPU side is not measured; the published {gpus} row is "
+                         "shown as published and its relations are not testable here.")
+    notes.append("Single runs on a shared machine: timings are noisy by several percent.")
+    return notes
+
+
+def _has_role(row: Mapping[str, Any], role: str) -> bool:
+    return role in str(row.get("roles", "")).split(",")
+
+
+def _kind(row: Mapping[str, Any]) -> str:
+    return str(row.get("device", "")).split(":")[0]
+
+
+# Rendering -----------------------------------------------------------------------------------
+
+
+def _cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    headers = ["source", "device", "data", "epochs", *(h for _, h, _ in COLUMNS)]
+    rows = []
+    for r in frame.to_dict("records"):
+        cells = [r["source"], r["device"], str(r["data"]), _fmt(r["epochs"], "{:.0f}")]
+        for column, _, fmt in COLUMNS:
+            cell = _fmt(r[column], fmt)
+            if column == "gpu_util_mean" and r["source"] == PUBLISHED and cell != "-":
+                cell = f"~{cell}"
+            cells.append(cell)
+        rows.append(cells)
+    return headers, rows
+
+
+def _fmt(value: Any, fmt: str) -> str:
+    value = number(value)
+    return "-" if math.isnan(value) else fmt.format(value)
+
+
+def _verdict_lines(comparison: Comparison) -> list[str]:
+    lines = []
+    for v in comparison.verdicts:
+        outcome = v.outcome.upper() if v.outcome in (AGREES, DISAGREES) else v.outcome
+        detail = v.detail[0].upper() + v.detail[1:]
+        if math.isnan(v.measured) and not math.isnan(v.published):
+            detail += f" (published: {v.relation.left} / {v.relation.right} = {v.published:.2f}x)"
+        lines.append(f"{v.relation.id}: {outcome}. Claim: {v.relation.says}. {detail}.")
+    return lines
+
+
+def _whatif_cells(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
+    headers = ["device", "change", "epoch s", "speed-up (epoch)", "samples/s", "speed-up (steady state)"]
+    rows = [[w.device, w.change, _fmt(w.epoch_s, "{:.2f}"), _fmt(w.speedup, "{:.2f}x"),
+             _fmt(w.samples_per_s, "{:,.0f}"), _fmt(w.steady_speedup, "{:.2f}x")] for w in comparison.whatifs]
+    return headers, rows
+
+
+def _thread_cells(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
+    headers = ["threads", "user s", "sys s", "sys/user", "samples/s", "involuntary switches"]
+    rows = [[str(r["threads"]), _fmt(r["user_s"], "{:.2f}"), _fmt(r["sys_s"], "{:.2f}"), _fmt(r["sys_user"], "{:.3f}"),
+             _fmt(r["samples_per_s"], "{:,.0f}"), _fmt(r["ctx_involuntary"], "{:,.0f}")]
+            for r in comparison.threads.to_dict("records")]
+    return headers, rows
+
+
+def render_text(comparison: Comparison) -> str:
+    claim = comparison.claim
+    out = [f"Claim {claim.name}: {claim.says}.", f"Source: {claim.source}" if claim.source else "", ""]
+    out += [f"note: {n}" for n in comparison.notes] + [""]
+    out += [text_table(*_cells(comparison.table)), ""]
+    out += [f"failed: {f}" for f in comparison.failed]
+    out += ["Relation by relation:", *(f"  {line}" for line in _verdict_lines(comparison)), ""]
+    if comparison.whatifs:
+        out += [f"What if (same device, {_short(comparison)}, against the seed configuration run the same way):",
+                _indent(text_table(*_whatif_cells(comparison))), ""]
+    if not comparison.threads.empty:
+        out += [f"CPU threads ({_short(comparison)} each):", _indent(text_table(*_thread_cells(comparison))), ""]
+    out += ["Findings:", *(f"  - {f.text}" for f in comparison.findings)]
+    return "\n".join(out)
+
+
+def render_markdown(comparison: Comparison, report_link: str = "report.md") -> str:
+    claim = comparison.claim
+    out = [f"# Reproducing {claim.name}", "", f"**Claim:** {claim.says}.", ""]
+    out += [f"**Source:** {claim.source}", ""] if claim.source else []
+    out += [*(f"> {n}" for n in comparison.notes), ""]
+    out += ["## Measured and published", "", markdown_table(*_cells(comparison.table)), "",
+            "![real, user and sys per device](reproduce.png)", ""]
+    out += [f"- failed: {f}" for f in comparison.failed]
+    out += ["## Relation by relation", "", *(f"- {line}" for line in _verdict_lines(comparison)), ""]
+    if comparison.whatifs:
+        out += [f"## What if ({_short(comparison)} each)", "", markdown_table(*_whatif_cells(comparison)), ""]
+    if not comparison.threads.empty:
+        out += ["## CPU threads", "", markdown_table(*_thread_cells(comparison)), ""]
+    out += ["## Findings", "", *(f"- {f.text}" for f in comparison.findings), ""]
+    out += [f"The runs themselves: [{report_link}]({report_link}).", ""]
+    return "\n".join(out)
+
+
+def _short(comparison: Comparison) -> str:
+    epochs = comparison.short_epochs
+    return f"{epochs}-epoch runs" if epochs else "short runs"
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+def figure(comparison: Comparison) -> Figure | None:
+    """Real, user and sys per device: measured bars solid, published bars hatched, log scale
+    (the blog's 1,529 s of sys would flatten every other bar)."""
+    from matplotlib.figure import Figure
+
+    table = comparison.table
+    if table.empty:
+        return None
+    fig = Figure(figsize=(max(6.0, 1.6 * len(table) + 2), 4.5))
+    ax = fig.subplots()
+    width = 0.27
+    for i, (column, name) in enumerate((("real_s", "real"), ("user_s", "user"), ("sys_s", "sys"))):
+        for x, row in enumerate(table.to_dict("records")):
+            published = row["source"] == PUBLISHED
+            ax.bar(x + (i - 1) * width, row[column], width, color=f"C{i}", hatch="//" if published else None,
+                   edgecolor="white" if published else None, alpha=0.6 if published else 1.0,
+                   label=name if x == 0 else None)
+    labels = [f"{r['device']}\n({PUBLISHED})" if r["source"] == PUBLISHED else f"{r['device']}\n({r['data']}, "
+              f"{_fmt(r['epochs'], '{:.0f}')} epoch{'' if r['epochs'] == 1 else 's'})"
+              for r in table.to_dict("records")]
+    ax.set_xticks(range(len(table)), labels, fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("seconds (log scale)")
+    ax.set_title("real, user and sys per device: measured (solid) and published (hatched)")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def write(comparison: Comparison, folder: str | Path) -> Path:
+    """reproduce.md, reproduce.csv (the table), reproduce_whatif.csv, reproduce_threads.csv and
+    reproduce.png into `folder`; return the Markdown's path."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    comparison.table.to_csv(out / "reproduce.csv", index=False)
+    pd.DataFrame([w.__dict__ for w in comparison.whatifs]).to_csv(out / "reproduce_whatif.csv", index=False)
+    comparison.threads.to_csv(out / "reproduce_threads.csv", index=False)
+    fig = figure(comparison)
+    if fig is not None:
+        fig.savefig(out / "reproduce.png", dpi=110, bbox_inches="tight")
+    path = out / "reproduce.md"
+    path.write_text(render_markdown(comparison), encoding="utf-8")
+    return path

@@ -1,0 +1,131 @@
+"""The training child: `python -m vaebench.train.child REQUEST.json`.
+
+Started fresh for every measured run so thread settings, compile caches and the CUDA
+context never leak between runs. The parent has already put the thread variables in the
+environment; torch is imported only after the clock starts, so `t_import_s` is real.
+It writes its answer to the request's `result` path, atomically, and exits 0 (trained),
+1 (failed, reason in the answer) or dies (the parent reports how).
+"""
+
+from __future__ import annotations
+
+import time
+
+_START = time.perf_counter()
+
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from .._format import ProgressBar  # noqa: E402
+from ..result import DataInfo  # noqa: E402
+from ..spec import RunSpec  # noqa: E402
+from ..storage import SAMPLES_DIR, write_json_atomic  # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    request = json.loads(Path(argv[0]).read_text())
+    result_path = Path(request["result"])
+    try:
+        answer = _train(request)
+        code = 0
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a reason in the record
+        traceback.print_exc(file=sys.stderr)
+        answer = {"status": "failed", "reason": failure_reason(exc)}
+        code = 1
+    write_json_atomic(result_path, answer)
+    return code
+
+
+def _train(request: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    t_import = time.perf_counter() - _START
+    spec = RunSpec.from_dict(request["spec"])
+    data = DataInfo(**request["data"])
+    if spec.threads is not None:
+        torch.set_num_threads(spec.threads)
+    if spec.interop_threads is not None:
+        torch.set_num_interop_threads(spec.interop_threads)
+
+    from ..machine import runtime_fingerprint
+    from .loop import train
+
+    bar = ProgressBar(label=request.get("label", "")) if request.get("progress") else None
+    try:
+        outcome = train(
+            spec, data, t_import_s=t_import, progress=bar.update if bar else None,
+            instrument=request.get("instrument", True), on_step=_fault_injector(),
+            out_dir=Path(request["out"]), run_id=request["run_id"],
+        )
+    finally:
+        if bar:
+            bar.close()
+    out = Path(request["out"])
+    _save_digits(outcome.model, out / SAMPLES_DIR / f"{request['run_id']}.png")
+    return {
+        "status": "ok",
+        "metrics": dataclasses.asdict(outcome.metrics),
+        "step_ms": outcome.step_ms,
+        "runtime": runtime_fingerprint(),
+        "main_cpu_s": _own_cpu_s(),
+    }
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _fault_injector() -> Callable[[int], None] | None:
+    """VAEBENCH_FAULT=oom|crash|hang fails the run after its first step: tests of crash safety."""
+    fault = os.environ.get("VAEBENCH_FAULT")
+    if not fault:
+        return None
+
+    def inject(step: int) -> None:
+        if fault == "oom":
+            import torch
+
+            raise torch.OutOfMemoryError("injected: tried to allocate 1 TiB")
+        if fault == "crash":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if fault == "hang":
+            time.sleep(3600)
+
+    return inject
+
+
+# Messages that mean memory ran out without torch's OutOfMemoryError: cuBLAS failing to
+# allocate its workspace (a RuntimeError), and the CPU allocator ("[enforce fail ...]
+# DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes").
+OOM_MESSAGES = ("out of memory", "cublas_status_alloc_failed", "defaultcpuallocator: can't allocate memory")
+
+
+def failure_reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    whole = str(exc).lower()
+    if type(exc).__name__ == "OutOfMemoryError" or any(m in whole for m in OOM_MESSAGES):
+        return f"out of memory: {first}"
+    return f"{type(exc).__name__}: {first}"
+
+
+def _save_digits(model: Any, path: Path) -> None:
+    from torchvision.utils import save_image
+
+    from .model import sample_digits
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(sample_digits(model), str(path), nrow=8, padding=2)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

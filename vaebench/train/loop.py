@@ -1,0 +1,508 @@
+"""The measured training loop: build, compile, warm up, measure; it runs in the child.
+
+The step keeps the seed's order of operations (zero_grad, copy, forward, loss, backward,
+`loss.item()`, optimizer step) so the host-device interplay matches the blog's program.
+Timing adds a handful of `perf_counter` calls per step and, on CUDA, four events that are
+read once per epoch; `benchmarks/test_overhead.py` shows the cost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import resource
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..result import DataInfo, StepSplit, TrainMetrics
+from ..spec import RunSpec
+from .compile_stats import compile_counters, payback_steps, recompile_warnings
+from .loaders import BatchSource, make_source
+from .model import VAE, train_flops_per_sample, vae_loss
+from .profiling import ProfileWindow
+
+Clock = Callable[[], float]
+Progress = Callable[[int, int, int, "float | None"], None]  # (step, total, epoch, running loss if known)
+WARMUP_STEPS = 10  # steps left out of steady-state figures: first-touch, allocator, compile
+
+
+def warmup_steps(total_steps: int) -> int:
+    return min(WARMUP_STEPS, total_steps // 2)
+
+
+def total_steps(spec: RunSpec, steps_per_epoch: int) -> int:
+    planned = spec.epochs * steps_per_epoch
+    return min(planned, spec.steps) if spec.steps is not None else planned
+
+
+@dataclass
+class StepLog:
+    """Raw per-step host timings; device events are resolved once per epoch."""
+
+    step_ms: list[float] = field(default_factory=list)
+    data_ms: list[float] = field(default_factory=list)
+    copy_ms: list[float] = field(default_factory=list)
+    compute_ms: list[float] = field(default_factory=list)
+    sync_ms: list[float] = field(default_factory=list)
+    batch: list[int] = field(default_factory=list)  # samples in each step: the ragged last one has fewer
+    device_copy_ms: list[float] = field(default_factory=list)
+    device_compute_ms: list[float] = field(default_factory=list)
+    warmup: int = 0
+    excluded: frozenset[int] = frozenset()  # 0-based steps left out of steady state (profiled)
+
+    def steady(self, values: list[float]) -> list[float]:
+        return [v for i, v in enumerate(values) if i >= self.warmup and i not in self.excluded]
+
+    def split(self) -> StepSplit:
+        def mean(values: list[float]) -> float:
+            tail = self.steady(values)
+            return statistics.fmean(tail) if tail else math.nan
+
+        return StepSplit(
+            data_ms=mean(self.data_ms),
+            copy_ms=mean(self.copy_ms),
+            compute_ms=mean(self.compute_ms),
+            sync_ms=mean(self.sync_ms),
+            device_copy_ms=mean(self.device_copy_ms),
+            device_compute_ms=mean(self.device_compute_ms),
+        )
+
+
+class DeviceEvents:
+    """CUDA events around the copy and the compute of each step, read after the epoch."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[torch.cuda.Event, ...]] = []
+
+    def mark(self) -> torch.cuda.Event:
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def add(self, *events: torch.cuda.Event) -> None:
+        self.pending.append(events)
+
+    def flush(self, log: StepLog, *, steps_from_device: bool = False) -> None:
+        """Resolve the epoch's events. With `steps_from_device` the epoch's step times become
+        the device's: the interval from one step's start on the stream to the next one's, which
+        is the step's true period whether the GPU or the host is the slower side."""
+        torch.cuda.synchronize()  # once per epoch: every event of the epoch has completed
+        for start, copied, done in self.pending:
+            log.device_copy_ms.append(start.elapsed_time(copied))
+            log.device_compute_ms.append(copied.elapsed_time(done))
+        if steps_from_device and self.pending:
+            starts = [events[0] for events in self.pending]
+            periods = [a.elapsed_time(b) for a, b in zip(starts, starts[1:], strict=False)]
+            periods.append(self.pending[-1][0].elapsed_time(self.pending[-1][2]))
+            log.step_ms[len(log.step_ms) - len(periods):] = periods
+        self.pending.clear()
+
+
+@dataclass
+class Workload:
+    """Everything a step needs, built before the clock for training starts."""
+
+    spec: RunSpec
+    device: torch.device
+    source: BatchSource
+    model: VAE
+    optimizer: torch.optim.Optimizer
+    forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    scaler: torch.amp.GradScaler | None
+    autocast: contextlib.AbstractContextManager[object]
+    graph: GraphedStep | None = None
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward, loss and backward, outside the timed phases' bookkeeping; returns the loss."""
+        with self.autocast:
+            recon, mu, logvar = self.forward(x)
+        loss = vae_loss(recon.float(), x, mu.float(), logvar.float())
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        return loss
+
+    def update(self) -> None:
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+
+
+class GraphedStep:
+    """The whole training step captured once as a CUDA graph and replayed (`--cuda-graphs`).
+
+    The first `WARMUP` steps run eagerly on a side stream (capture needs warmed-up kernels and
+    allocator), then the next full batch is captured: zero-grad to None, forward, loss,
+    backward, Adam (capturable, its step count on the device) and the add to the epoch's loss
+    sum. Capturing executes nothing, so the captured step is then replayed on its batch: every
+    batch trains exactly once. A batch of another size (the epoch's ragged last one) runs
+    eagerly on the same parameters and optimizer state.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, work: Workload, epoch_sum: torch.Tensor) -> None:
+        self.work = work
+        self.epoch_sum = epoch_sum
+        self.eager_steps = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static_x: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor) -> None:
+        if x.shape[0] != self.work.spec.batch_size:
+            self.eager(x)
+        elif self.graph is None and self.eager_steps < self.WARMUP:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self.eager(x)
+            torch.cuda.current_stream().wait_stream(side)
+            self.eager_steps += 1
+        else:
+            if self.graph is None:
+                self.capture(x)
+            assert self.graph is not None and self.static_x is not None
+            self.static_x.copy_(x, non_blocking=True)
+            self.graph.replay()
+
+    def eager(self, x: torch.Tensor) -> None:
+        self.work.optimizer.zero_grad(set_to_none=True)
+        loss = self.work.step(x)
+        self.work.update()
+        self.epoch_sum.add_(loss.detach())
+
+    def capture(self, x: torch.Tensor) -> None:
+        self.static_x = torch.empty_like(x)
+        self.graph = torch.cuda.CUDAGraph()
+        self.work.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):
+            loss = self.work.step(self.static_x)
+            self.work.update()
+            self.epoch_sum.add_(loss.detach())
+
+
+@dataclass
+class TrainOutcome:
+    metrics: TrainMetrics
+    step_ms: list[float]
+    model: VAE
+
+
+def train(
+    spec: RunSpec,
+    data: DataInfo,
+    *,
+    t_import_s: float = math.nan,
+    clock: Clock = time.perf_counter,
+    progress: Progress | None = None,
+    instrument: bool = True,
+    on_step: Callable[[int], None] | None = None,
+    out_dir: Path | None = None,
+    run_id: str = "run",
+    warmup: int | None = None,
+) -> TrainOutcome:
+    t0 = clock()
+    if spec.is_cuda:
+        # The CUDA context is the process's, not the data's: start it before the data timer,
+        # whichever loader would otherwise touch the device first, and count it with the model.
+        device = torch.device(spec.device)
+        if device.index is not None:  # events and synchronize() act on the current device
+            torch.cuda.set_device(device)
+        torch.empty(1, device=device)
+    t_context = clock() - t0
+    t0 = clock()
+    source = make_source(spec, data, torch.device(spec.device))
+    t_data = clock() - t0
+    t0 = clock()
+    work = build_on(spec, source)
+    t_model = clock() - t0 + t_context
+
+    steps_total = total_steps(spec, len(work.source))
+    # A process that already trained (tune's screen) is warm: it may ask for fewer steps.
+    warmup = warmup_steps(steps_total) if warmup is None else min(warmup, steps_total // 2)
+    watch = CompileWatch(work, clock) if spec.compile != "off" else None
+    window = (
+        ProfileWindow(out_dir or Path("."), run_id, spec.device, spec.profile_steps, start_after=warmup, clock=clock)
+        if spec.profile
+        else None
+    )
+    log = StepLog(warmup=warmup)
+    if window is not None:
+        log.excluded = frozenset(n - 1 for n in window.profiled_steps)
+
+    def after_step(step: int) -> None:
+        if window is not None:
+            window.step()
+        if on_step is not None:
+            on_step(step)
+
+    start_unix = time.time()
+    usage_before = resource.getrusage(resource.RUSAGE_SELF)
+    with window or contextlib.nullcontext():
+        epochs = run_epochs(work, steps_total, log, clock=clock, instrument=instrument, progress=progress,
+                            on_step=after_step)
+    usage = _usage_since(usage_before)
+    end_unix = time.time()
+
+    metrics = _metrics(spec, log, epochs)
+    metrics.update(t_import_s=t_import_s, t_data_s=t_data, t_model_s=t_model, train_start_unix=start_unix,
+                   train_end_unix=end_unix, **usage)
+    if watch is not None:
+        # The eager probe steps on a batch already in hand, so compare without the data wait.
+        no_wait = log.steady([step - data for step, data in zip(log.step_ms, log.data_ms, strict=True)])
+        metrics.update(watch.report(statistics.median(no_wait) if no_wait else math.nan))
+    if window is not None:
+        metrics.update(_profile_metrics(window, metrics["step_median_ms"]))  # type: ignore[arg-type]
+    return TrainOutcome(TrainMetrics(**metrics), log.step_ms, work.model)  # type: ignore[arg-type]
+
+
+def build_on(spec: RunSpec, source: BatchSource) -> Workload:
+    """The model, optimizer and step around an input pipeline, from the spec's seed."""
+    device = torch.device(spec.device)
+    torch.manual_seed(spec.seed)
+    model = VAE().to(device)
+    # Static shapes: the ragged last batch compiles its own graph once instead of turning the
+    # whole model dynamic, which under reduce-overhead would re-record CUDA graphs every epoch.
+    forward = model if spec.compile == "off" else torch.compile(model, mode=_compile_mode(spec.compile), dynamic=False)
+    return Workload(
+        spec=spec,
+        device=device,
+        source=source,
+        model=model,
+        # capturable keeps Adam's step count on the device, so a captured step can replay it.
+        optimizer=torch.optim.Adam(model.parameters(), lr=spec.lr, capturable=spec.cuda_graphs),
+        forward=forward,
+        scaler=torch.amp.GradScaler("cuda") if spec.amp == "fp16" else None,
+        autocast=_autocast(spec),
+    )
+
+
+@dataclass
+class Epochs:
+    losses: list[float]
+    times_s: list[float]
+    steps_done: int
+    train_s: float
+    first_step_s: float
+
+
+def run_epochs(
+    work: Workload,
+    steps_total: int,
+    log: StepLog,
+    *,
+    clock: Clock = time.perf_counter,
+    instrument: bool = True,
+    progress: Progress | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> Epochs:
+    spec, device, source, optimizer = work.spec, work.device, work.source, work.optimizer
+    events = DeviceEvents() if instrument and device.type == "cuda" else None
+    read_every_step = spec.sync == "step"
+    # --sync epoch: the loss is summed on the device, in float64 like the host's Python float,
+    # and read once per epoch, so the host never waits for the device inside an epoch.
+    epoch_sum = None if read_every_step else torch.zeros((), dtype=torch.float64, device=device)
+    graphed = GraphedStep(work, epoch_sum) if spec.cuda_graphs and epoch_sum is not None else None
+    losses: list[float] = []
+    times: list[float] = []
+    step = 0
+    first_step_s = math.nan
+    work.model.train()
+    train_start = clock()
+    for epoch in range(spec.epochs):
+        if step >= steps_total:
+            break
+        epoch_start = clock()
+        summed, seen = 0.0, 0
+        batches: Iterator[torch.Tensor] = source.epoch(epoch)
+        while step < steps_total:
+            t_a = clock()
+            x = next(batches, None)
+            if x is None:
+                break
+            t_b = clock()
+            if graphed is None:
+                optimizer.zero_grad()
+            t_b2 = clock()
+            e_copy = events.mark() if events else None
+            if not source.on_device:
+                x = x.to(device, non_blocking=spec.pin_memory)
+            e_copied = events.mark() if events else None
+            t_c = clock()
+            if graphed is not None:
+                graphed(x)
+                t_d = t_e = clock()
+            else:
+                loss = work.step(x)
+                if epoch_sum is not None:
+                    epoch_sum.add_(loss.detach())
+                t_d = t_e = clock()
+                if epoch_sum is None:
+                    summed += loss.item()  # sync point: the seed reads the loss every step
+                    t_e = clock()
+                work.update()
+            if events and e_copy and e_copied:
+                events.add(e_copy, e_copied, events.mark())
+            t_f = clock()
+            seen += x.shape[0]
+            step += 1
+            if step == 1:
+                first_step_s = t_f - t_a
+            if instrument:
+                log.step_ms.append((t_f - t_a) * 1e3)
+                log.batch.append(x.shape[0])
+                log.data_ms.append((t_b - t_a) * 1e3)
+                log.copy_ms.append((t_c - t_b2) * 1e3)
+                log.compute_ms.append(((t_b2 - t_b) + (t_d - t_c) + (t_f - t_e)) * 1e3)
+                log.sync_ms.append((t_e - t_d) * 1e3)
+            if on_step is not None:
+                on_step(step)
+            if progress is not None:
+                progress(step, steps_total, epoch + 1, summed / seen if read_every_step else None)
+        if epoch_sum is not None:
+            summed = epoch_sum.item()  # sync point: --sync epoch reads the loss once per epoch
+            epoch_sum.zero_()
+        if events:
+            events.flush(log, steps_from_device=not read_every_step)
+        times.append(clock() - epoch_start)
+        losses.append(summed / max(seen, 1))  # the seed's: summed loss / samples
+    return Epochs(losses, times, step, clock() - train_start, first_step_s)
+
+
+class CompileWatch:
+    """torch.compile accounting: dynamo's counters across the run, the on-disk cache, and
+    an eager baseline timed on a copy of the model so the payback can be counted."""
+
+    def __init__(self, work: Workload, clock: Clock) -> None:
+        self.before = compile_counters()
+        self.eager_ms = eager_step_ms(work, clock)
+
+    def report(self, compiled_step_ms: float) -> dict[str, object]:
+        """`compiled_step_ms`: the compiled run's median step without its data wait."""
+        counters = compile_counters().since(self.before)
+        warnings = recompile_warnings(counters)
+        payback = payback_steps(counters.compile_s, self.eager_ms, compiled_step_ms)
+        if payback == math.inf:
+            warnings.append(
+                f"the compiled step ({compiled_step_ms:.3f} ms) is not faster than eager ({self.eager_ms:.3f} ms): "
+                "compiling never pays back here"
+            )
+        return {
+            "compile_s": counters.compile_s,
+            "recompiles": counters.recompiles,
+            "compile_cudagraph_skips": counters.cudagraph_skips,
+            "compile_graphs": counters.graphs,
+            "compile_cache": counters.cache,
+            "compile_warnings": warnings,
+            "eager_step_ms": self.eager_ms,
+            "compiled_step_ms": compiled_step_ms,
+            "compile_payback_steps": payback if math.isfinite(payback) else math.nan,
+        }
+
+
+EAGER_PROBE_STEPS = 30  # enough for a stable median once the first few are dropped
+
+
+def eager_step_ms(work: Workload, clock: Clock) -> float:
+    """Median step of an uncompiled copy on the first batch; RNG state is put back after."""
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if work.device.type == "cuda" else None
+    probe = copy.deepcopy(work.model)
+    optimizer = torch.optim.Adam(probe.parameters(), lr=work.spec.lr)
+    x = next(iter(work.source.epoch(0))).to(work.device)
+    times = []
+    for _ in range(EAGER_PROBE_STEPS):
+        t0 = clock()
+        optimizer.zero_grad()
+        with work.autocast:
+            recon, mu, logvar = probe(x)
+        loss = vae_loss(recon.float(), x, mu.float(), logvar.float())
+        loss.backward()
+        loss.item()  # the same sync as a training step
+        optimizer.step()
+        times.append((clock() - t0) * 1e3)
+    torch.set_rng_state(cpu_rng)
+    if cuda_rng is not None:
+        torch.cuda.set_rng_state_all(cuda_rng)
+    return statistics.median(times[EAGER_PROBE_STEPS // 3 :])
+
+
+def _profile_metrics(window: ProfileWindow, outside_step_ms: float) -> dict[str, object]:
+    summary = window.summary(outside_step_ms=outside_step_ms)
+    if summary is None:
+        return {}
+    return {
+        "profile_trace": summary.trace_path,
+        "profile_busy_fraction": summary.busy_fraction,
+        "profile_kernel_fraction": summary.trace.busy.kernel_fraction,
+        "profile_busy_source": summary.busy_source,
+        "profile_kernels_per_step": summary.kernels_per_step,
+        "profile_overhead_pct": summary.overhead_pct,
+    }
+
+
+def _metrics(spec: RunSpec, log: StepLog, epochs: Epochs) -> dict[str, object]:
+    steady = log.steady(log.step_ms)
+    median_ms = statistics.median(steady) if steady else math.nan
+    if len(steady) >= 4:
+        q = statistics.quantiles(steady, n=4, method="inclusive")
+        iqr_ms = q[2] - q[0]
+    else:
+        iqr_ms = math.nan
+    # Each step's own samples over its own time: a ragged or short epoch is not counted as full.
+    rates = log.steady([1e3 * n / ms if ms > 0 else math.nan for n, ms in zip(log.batch, log.step_ms, strict=True)])
+    samples_per_s = statistics.median(rates) if rates else math.nan
+    return {
+        "train_s": epochs.train_s,
+        "t_first_step_s": epochs.first_step_s,
+        "steps_done": epochs.steps_done,
+        "samples_seen": _samples_in(spec, epochs.steps_done),
+        "warmup_steps": log.warmup,
+        "step_median_ms": median_ms,
+        "step_iqr_ms": iqr_ms,
+        "samples_per_s": samples_per_s,
+        "epoch_s": statistics.median(epochs.times_s) if epochs.times_s else math.nan,
+        "final_loss": epochs.losses[-1] if epochs.losses else math.nan,
+        "epoch_losses": epochs.losses,
+        "epoch_times_s": epochs.times_s,
+        "split": log.split(),
+        "model_flops_per_s": samples_per_s * train_flops_per_sample(),
+        "peak_flops_per_s": math.nan,
+        "flops_frac": math.nan,
+    }
+
+
+def _usage_since(before: resource.struct_rusage) -> dict[str, float]:
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "train_user_s": after.ru_utime - before.ru_utime,
+        "train_sys_s": after.ru_stime - before.ru_stime,
+        "train_minor_faults": float(after.ru_minflt - before.ru_minflt),
+        "train_major_faults": float(after.ru_majflt - before.ru_majflt),
+        "train_ctx_voluntary": float(after.ru_nvcsw - before.ru_nvcsw),
+        "train_ctx_involuntary": float(after.ru_nivcsw - before.ru_nivcsw),
+    }
+
+
+def _samples_in(spec: RunSpec, steps_done: int) -> int:
+    per_epoch = -(-spec.samples // spec.batch_size)
+    full_epochs, rest = divmod(steps_done, per_epoch)
+    return full_epochs * spec.samples + min(rest * spec.batch_size, spec.samples)
+
+
+def _compile_mode(mode: str) -> str | None:
+    return None if mode == "default" else mode
+
+
+def _autocast(spec: RunSpec) -> contextlib.AbstractContextManager[object]:
+    if spec.amp == "off":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if spec.amp == "bf16" else torch.float16
+    # A captured graph must not keep autocast's cast cache alive across replays.
+    return torch.autocast(device_type=torch.device(spec.device).type, dtype=dtype, cache_enabled=not spec.cuda_graphs)

@@ -1,0 +1,218 @@
+"""A whole tune: search the batch size, try the pipeline knobs at the best one, guard quality.
+
+Three stages share one time budget. The batch search gets the first `SEARCH_SHARE` of it
+(in one warm process, or as isolated runs), the knobs run until `KNOB_SHARE`, and the
+quality guard uses the rest. Every knob trial and quality run is an isolated
+`runner.run_once` stored in the results folder, so `vaebench report` reads it like a sweep.
+A stage that meets the deadline stops cleanly, keeps what it measured, and says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..measure.run import RunOptions, run_once
+from ..result import DataInfo, RunRecord
+from ..spec import Capabilities, RunSpec
+from .search import (
+    KNOB_GAIN,
+    REFERENCE_BATCH,
+    START_BATCH,
+    Clock,
+    Measure,
+    Recommendation,
+    SearchResult,
+    Trial,
+    knob_groups,
+    recommend,
+    scaled_lr,
+    search_batch,
+    trial_spec,
+)
+
+SEARCH_SHARE = 0.4
+KNOB_SHARE = 0.6
+STARTUP_S = 4.0  # an isolated run's start-up before its first step, on a small machine
+QUALITY_CANDIDATES = 3  # the fastest batch sizes that get a quality run beside the reference
+SWEEP_NAME = "tune"
+TUNE_SAMPLES = 16_384  # samples per epoch: enough for batches up to 16k, quick quality runs
+
+Run = Callable[[RunSpec, DataInfo, RunOptions], RunRecord]
+Screen = Callable[..., SearchResult]
+Report = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    base: RunSpec  # device, data, samples and any knob the user fixed
+    budget_s: float = 600.0
+    max_batch: int = 65_536
+    start_batch: int = START_BATCH
+    target_loss: float | None = None
+    lr_scaling: str = "none"
+    include: tuple[str, ...] = ()
+    quality_samples: int | None = None  # None: four epochs of the base's samples
+    tolerance: float = 0.02  # how much worse than batch 128's loss a recommendation may be
+    isolated: bool = False  # every search trial its own process, instead of one warm screen
+
+    @property
+    def quality_budget(self) -> int:
+        return self.quality_samples or 4 * self.base.samples
+
+
+@dataclass
+class TuneResult:
+    settings: TuneSettings
+    search: SearchResult
+    knobs: list[Trial] = field(default_factory=list)
+    quality: list[Trial] = field(default_factory=list)
+    recommendation: Recommendation = field(default_factory=lambda: Recommendation(None, "nothing ran"))
+    config: RunSpec | None = None  # the best pipeline found, at the best batch
+    notes: list[str] = field(default_factory=list)
+    wall_s: float = math.nan
+
+    @property
+    def trials(self) -> list[Trial]:
+        return [*self.search.trials, *self.knobs, *self.quality]
+
+
+def trial_from_record(record: RunRecord, stage: str) -> Trial:
+    train, process, monitor = record.train, record.process, record.monitor
+    return Trial(
+        spec=record.spec,
+        status=record.status,
+        reason=record.reason,
+        samples_per_s=train.samples_per_s if train else math.nan,
+        gpu_util=monitor.gpu_util_mean,  # the monitor's mean over the training window
+        device_mem_mb=monitor.gpu_mem_max_mb if record.spec.is_cuda else math.nan,
+        rss_peak_mb=process.peak_rss_mb if process else math.nan,
+        wall_s=process.real_s if process else math.nan,
+        stage=stage,
+        run_id=record.run_id,
+        final_loss=train.final_loss if train else math.nan,
+        epoch_losses=tuple(train.epoch_losses) if train else (),
+        epoch_times_s=tuple(train.epoch_times_s) if train else (),
+    )
+
+
+def isolated(data: DataInfo, options: RunOptions, stage: str, run: Run = run_once) -> Measure:
+    """A `measure` that runs each spec as its own stored run."""
+
+    def measure(spec: RunSpec) -> Trial:
+        return trial_from_record(run(spec, data, dataclasses.replace(options, sweep=SWEEP_NAME)), stage)
+
+    return measure
+
+
+def tune(
+    settings: TuneSettings,
+    data: DataInfo,
+    options: RunOptions,
+    caps: Capabilities,
+    *,
+    report: Report = print,
+    clock: Clock = time.monotonic,
+    run: Run = run_once,
+    screen: Screen | None = None,
+) -> TuneResult:
+    start = clock()
+    budget = settings.budget_s
+    base = settings.base
+    # A batch larger than an epoch is meaningless, so the epoch caps the search. On a large GPU
+    # this model reaches that cap long before memory runs out; the memory note says which ended it.
+    max_batch = min(settings.max_batch, base.samples)
+    if base.samples <= settings.max_batch:
+        limit = f"the epoch size ({base.samples} samples; a larger batch is meaningless)"
+    else:
+        limit = f"--max-batch {settings.max_batch}"
+
+    if settings.isolated:
+        search = search_batch(base, isolated(data, options, "climb", run), max_batch=max_batch,
+                              start=settings.start_batch, clock=clock, deadline=start + SEARCH_SHARE * budget,
+                              report=lambda t: report(t.describe()))
+    else:
+        if screen is None:
+            from .screen import screen as one_process
+            screen = one_process
+        search = screen(base, data, work=Path(options.out) / "screen", max_batch=max_batch,
+                        start=settings.start_batch, budget_s=SEARCH_SHARE * budget)
+    search.limit = limit
+    result = TuneResult(settings, search)
+    report(f"batch search: {search.stop_reason}")
+    best = search.best
+    if best is None:
+        result.recommendation = Recommendation(None, f"no batch size ran: {search.stop_reason}")
+        result.wall_s = clock() - start
+        return result
+
+    config = _tune_knobs(result, best, data, options, caps, run, report, clock, start + KNOB_SHARE * budget)
+    result.config = config
+    _guard_quality(result, config, data, options, run, report, clock, start + budget)
+    result.recommendation = recommend(result.quality, tolerance=settings.tolerance, target=settings.target_loss)
+    if result.recommendation.trial is None:
+        fastest = max((t for t in [best, *result.knobs] if t.ok), key=lambda t: t.samples_per_s)
+        result.recommendation = Recommendation(
+            fastest, f"batch {fastest.batch} is the fastest found ({fastest.samples_per_s:.0f} samples/s); "
+            "NOT quality-checked: the time budget ran out before the quality runs")
+    report(f"recommendation: {result.recommendation.reason}")
+    result.wall_s = clock() - start
+    return result
+
+
+def _tune_knobs(
+    result: TuneResult, best: Trial, data: DataInfo, options: RunOptions, caps: Capabilities,
+    run: Run, report: Report, clock: Clock, deadline: float,
+) -> RunSpec:
+    """Greedy, one knob at a time at the best batch; a knob is adopted when it clearly wins."""
+    measure = isolated(data, options, "knob", run)
+    current = isolated(data, options, "confirm", run)(trial_spec(best.spec, best.batch))
+    result.knobs.append(current)
+    report(current.describe())
+    if not current.ok:
+        result.notes.append(f"the best batch failed when run on its own: {current.reason}")
+        return current.spec
+    include = result.settings.include
+    for group, _ in knob_groups(current.spec, caps, include):
+        # Alternatives are rebuilt around the current winner, so adopted knobs carry forward.
+        for spec in dict(knob_groups(current.spec, caps, include)).get(group, []):
+            if clock() >= deadline:
+                result.notes.append(f"time budget: knob {group!r} and later ones were not (all) tried")
+                return current.spec
+            trial = measure(trial_spec(spec, best.batch))
+            result.knobs.append(trial)
+            report(trial.describe())
+            if trial.ok and trial.samples_per_s > current.samples_per_s * (1 + KNOB_GAIN):
+                current = trial
+    return current.spec
+
+
+def _guard_quality(
+    result: TuneResult, config: RunSpec, data: DataInfo, options: RunOptions, run: Run,
+    report: Report, clock: Clock, deadline: float,
+) -> None:
+    """Train the reference batch and the fastest candidates to the same number of samples."""
+    settings = result.settings
+    epochs = max(1, -(-settings.quality_budget // config.samples))
+    leaders = [t.batch for t in result.search.ranked()][:QUALITY_CANDIDATES]
+    batches = list(dict.fromkeys([REFERENCE_BATCH, *leaders]))
+    measure = isolated(data, options, "quality", run)
+    measured = result.search.ranked()
+    for batch in batches:
+        # The nearest measured batch size stands in for one the search did not try (often 128).
+        nearest = min(measured, key=lambda t: abs(math.log2(t.batch / batch)))
+        rate = nearest.samples_per_s
+        expected = STARTUP_S + (epochs * config.samples / rate if rate > 0 else 0.0)
+        if clock() + expected > deadline:
+            result.notes.append(f"time budget: no quality run for batch {batch}; "
+                                "it cannot be recommended without one")
+            continue
+        lr = scaled_lr(settings.base.lr, batch, settings.lr_scaling)
+        spec = dataclasses.replace(config, batch_size=batch, lr=lr, steps=None, epochs=epochs)
+        trial = measure(spec)
+        result.quality.append(trial)
+        report(trial.describe())
