@@ -481,8 +481,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 REPRODUCE_EPILOG = (
     "A claim file (TOML) holds the published rows, the configuration they ran and the relations "
-    "to check, with tolerances; the format is documented in docs/claims.md, and 
-    "is vaebench/claims/blog-3090.toml. Exit status: 0 the runs finished (whatever the verdicts), "
+    "to check, with tolerances; the format is documented in docs/claims.md, and the default claim "
+    "is vaebench/reproduce/claims/blog-3090.toml. Exit status: 0 the runs finished (whatever the verdicts), "
     "1 a run failed, 2 bad usage or a bad claim file."
 )
 
