@@ -9,27 +9,31 @@ import argparse
 import dataclasses
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
+from .errors import (
+    BUG_REPORT,
+    EXIT_BUG,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Interrupted,
+    UsageError,
+    VaebenchError,
+)
 from .spec import AMP_MODES, COMPILE_MODES, DATA_SOURCES, DEFAULT, LOADERS, SPEC_FIELDS, SYNC_MODES, RunSpec
 
 if TYPE_CHECKING:
-    from .reproduce.claim import Claim
-    from .reproduce.plan import Plan
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """Bad input found after parsing: printed as one line, exit status 2."""
-
+    from .sweep import Skipped
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit status: 0 ok, 1 failed or regression, 2 bad usage or input,
+    130/143/129 interrupted (SIGINT/SIGTERM/SIGHUP), 70 a bug (the traceback is printed)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
@@ -37,12 +41,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.handler(args))
-    except UsageError as exc:
-        print(f"vaebench {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except VaebenchError as exc:
+        print(f"vaebench {args.command}: {'error: ' if exc.exit_code == EXIT_USAGE else ''}{exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"vaebench {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception:  # noqa: BLE001 - anything else is a bug, not bad input
+        traceback.print_exc()
+        print(f"vaebench {args.command}: internal error: {BUG_REPORT} (exit status {EXIT_BUG})", file=sys.stderr)
+        return EXIT_BUG
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vaebench",
         description="Benchmark and profile PyTorch training of the reference MNIST VAE.",
         epilog="Run `vaebench COMMAND --help` for a command's options. "
-        "Exit status: 0 ok, 1 a run failed or a regression was found, 2 bad usage.",
+        "Exit status: 0 ok, 1 a run failed or a regression was found, 2 bad usage or input, "
+        "130/143/129 interrupted (SIGINT/SIGTERM/SIGHUP), 70 an internal error (please report it).",
     )
     parser.add_argument("--version", action="version", version=f"vaebench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -145,15 +154,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .analysis.summary import format_run
-    from .measure.run import InvalidRun, RunOptions, check, prepare_data, run_once
+    from .measure.run import RunOptions, check, prepare_data, run_once
 
     spec = spec_from_args(args)
     _check_io(args)
-    try:
-        check(spec)
-        spec, data = prepare_data(spec, args.data_dir)
-    except InvalidRun as exc:
-        raise UsageError(str(exc)) from None
+    check(spec)
+    spec, data = prepare_data(spec, args.data_dir)
     if args.data is None or args.data == "auto":
         print(f"data: {data.source} ({data.samples} samples/epoch) at {data.path}", file=sys.stderr)
     options = RunOptions(out=Path(args.out), timeout=args.timeout, sample_hz=args.sample_hz,
@@ -217,10 +223,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .analysis.report import build_report, summary_table, write_report
 
     runs = [r.strip() for r in args.runs.split(",") if r.strip()] if args.runs else None
-    try:
-        report = build_report(args.folder, baseline=args.baseline, runs=runs)
-    except (FileNotFoundError, ValueError) as exc:  # a missing folder, a corrupt line, a bad option
-        raise UsageError(str(exc)) from None
+    report = build_report(args.folder, baseline=args.baseline, runs=runs)
     print(summary_table(report).to_string(index=False))
     for warning in report.warnings:
         print(f"warning: {warning}")
@@ -282,7 +285,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .analysis.compare import DEFAULT_METRICS, CompareError, compare, load_step_times
+    from .analysis.compare import DEFAULT_METRICS, compare, load_step_times
     from .storage import load_runs
 
     tables, steps = [], []
@@ -294,17 +297,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             ids = [str(i) for i in runs["run_id"]] if "run_id" in runs.columns else []
             tables.append(runs)
             steps.append(load_step_times(folder, ids))
-        except (OSError, ValueError) as exc:  # no runs.jsonl, a corrupt line or series file
-            raise UsageError(str(exc)) from None
-    try:
-        comparison = compare(
-            tables[0], tables[1], threshold=args.threshold, alpha=args.alpha,
-            metrics=tuple(dict.fromkeys(args.metrics or DEFAULT_METRICS)),
-            allow_different_machines=args.allow_different_machines,
-            baseline_series=steps[0], candidate_series=steps[1],
-        )
-    except CompareError as exc:  # fingerprints differ, or nothing paired
-        raise UsageError(str(exc)) from None
+        except OSError as exc:  # a series file that cannot be read
+            raise UsageError(f"{folder}: {exc}") from None
+    comparison = compare(
+        tables[0], tables[1], threshold=args.threshold, alpha=args.alpha,
+        metrics=tuple(dict.fromkeys(args.metrics or DEFAULT_METRICS)),
+        allow_different_machines=args.allow_different_machines,
+        baseline_series=steps[0], candidate_series=steps[1],
+    )
     print(comparison.to_text())
     try:
         if args.markdown:
@@ -343,19 +343,16 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from ._format import format_duration
     from .machine import capabilities
-    from .measure.execution import estimate_s, history_of, pending, resolve_points, run_points
+    from .measure.execution import estimate_s, history_of, run_points, schedule
     from .measure.run import RunOptions
-    from .sweep import SweepConfig, SweepError, interleave, load_config, merge, parse_axes, split_valid
+    from .sweep import SweepConfig, load_config, merge, parse_axes
 
-    try:
-        config = load_config(args.config) if args.config else SweepConfig()
-        axes = parse_axes({name: getattr(args, name, None) for name in SPEC_FIELDS})
-        if args.profile:
-            axes["profile"] = [True]
-        config = merge(config, axes, repeats=args.repeats, order_seed=args.order_seed, out=args.out,
-                       timeout=args.timeout, data_dir=args.data_dir, sample_hz=args.sample_hz)
-    except (SweepError, ValueError) as exc:
-        raise UsageError(str(exc)) from None
+    config = load_config(args.config) if args.config else SweepConfig()
+    axes = parse_axes({name: getattr(args, name, None) for name in SPEC_FIELDS})
+    if args.profile:
+        axes["profile"] = [True]
+    config = merge(config, axes, repeats=args.repeats, order_seed=args.order_seed, out=args.out,
+                   timeout=args.timeout, data_dir=args.data_dir, sample_hz=args.sample_hz)
     if config.repeats < 1:
         raise UsageError(f"--repeats must be at least 1, got {config.repeats}")
     opts = config.options
@@ -363,40 +360,35 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     args.timeout, args.sample_hz = opts.get("timeout"), float(opts.get("sample_hz") or 10.0)
     _check_io(args)
     specs = config.specs()
-    caps = capabilities(probe_torch=any(spec.device != "cpu" for spec in specs))
-    runnable, skipped = split_valid(specs, caps)
-    for item in skipped:
-        print(f"skip {item.spec.label() or 'seed configuration'}: {item.reason}", file=sys.stderr)
-    if not runnable:
-        raise UsageError("no point of this sweep can run here (reasons above)")
-    planned, unavailable = resolve_points(interleave(runnable, config.repeats, config.order_seed), opts.get("data_dir"))
-    for spec, reason in unavailable:
-        print(f"skip {spec.label()}: {reason}", file=sys.stderr)
     out = Path(args.out)
-    try:
-        todo, done = pending(planned, out, args.force)
-        history = history_of(out)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    total_s = sum(estimate_s(p.point.spec, history) for p in todo)
-    print(f"sweep: {len(runnable)} configurations x {config.repeats} repeats = {len(planned)} runs; "
-          f"{done} already in {out}, {len(todo)} to run, about {format_duration(total_s)}")
+    plan = schedule([(specs, config.repeats)], out=out, data_dir=opts.get("data_dir"), force=args.force,
+                    caps=capabilities(probe_torch=any(spec.device != "cpu" for spec in specs)),
+                    order_seed=config.order_seed)
+    _print_skipped(plan.skipped)
+    history = history_of(out)
+    total_s = sum(estimate_s(p.point.spec, history) for p in plan.todo)
+    print(f"sweep: {len(specs) - len(plan.skipped)} configurations x {config.repeats} repeats = {len(plan.planned)} "
+          f"runs; {plan.done} already in {out}, {len(plan.todo)} to run, about {format_duration(total_s)}")
     if args.dry_run:
-        for p in todo:
+        for p in plan.todo:
             print(f"  {p.point.spec.label() or 'seed configuration'} #{p.point.repeat + 1}  "
                   f"~{format_duration(estimate_s(p.point.spec, history))}  ({p.data.source})")
         return EXIT_OK
     options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz,
                          sweep=Path(args.config).stem if args.config else "cli")
-    outcome = run_points(todo, options, force=args.force)
+    outcome = run_points(plan.todo, options, force=args.force)
     failed = len(outcome.failed)
     print(f"sweep: {len(outcome.records)} runs recorded in {out / 'runs.jsonl'}, {failed} failed"
           + (f", {outcome.held_elsewhere} left to another sweep" if outcome.held_elsewhere else ""))
     if outcome.interrupted:
-        print("sweep: interrupted; what finished is kept: run the same command again to resume", file=sys.stderr)
-        return 130
+        raise Interrupted(message="interrupted; what finished is kept: run the same command again to resume")
     print(f"next: vaebench report {out}")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _print_skipped(skipped: Sequence[Skipped]) -> None:
+    for item in skipped:
+        print(f"skip {item.spec.label() or 'seed configuration'}: {item.reason}", file=sys.stderr)
 
 
 CALIBRATE_EPILOG = (
@@ -425,58 +417,40 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from .analysis.calibration import calibration_report, recommend
-    from .analysis.compare import load_step_times
+    from .analysis.calibration import calibrate_folder, recommend
     from .machine import capabilities
-    from .measure.execution import pending, resolve_points, run_points
+    from .measure.execution import run_points, schedule
     from .measure.run import RunOptions
-    from .storage import load_runs
-    from .sweep import SweepError, interleave, load_config, split_valid
+    from .sweep import load_config
 
     if args.repeats < 2:
         raise UsageError(f"--repeats must be at least 2 to see any noise, got {args.repeats}")
     _check_io(args)
-    try:
-        config = load_config(args.config)
-    except SweepError as exc:
-        raise UsageError(str(exc)) from None
+    config = load_config(args.config)
     specs = config.specs()
     if len(specs) != 1:
         labels = "; ".join(s.label() or "seed configuration" for s in specs[:4]) + ("; ..." if len(specs) > 4 else "")
         raise UsageError(f"{args.config} expands to {len(specs)} configurations ({labels}); calibrate measures "
                          "one: give each [grid] field a single value")
-    runnable, skipped = split_valid(specs, capabilities(probe_torch=specs[0].device != "cpu"))
-    if skipped:
-        raise UsageError(f"{args.config}: cannot run here: {skipped[0].reason}")
-    planned, unavailable = resolve_points(interleave(runnable, args.repeats), args.data_dir)
-    if unavailable:
-        raise UsageError(unavailable[0][1])
     out = Path(args.out)
-    try:
-        todo, done = pending(planned, out, force=False)
-    except ValueError as exc:  # a corrupt runs.jsonl
-        raise UsageError(str(exc)) from None
+    plan = schedule([(specs, args.repeats)], out=out, data_dir=args.data_dir,
+                    caps=capabilities(probe_torch=specs[0].device != "cpu"))
+    if plan.skipped:
+        raise UsageError(f"{args.config}: cannot run here: {plan.skipped[0].reason}")
     print(f"calibrate: {args.repeats} A/A runs of {specs[0].label() or 'seed configuration'}; "
-          f"{done} already in {out}, {len(todo)} to run")
+          f"{plan.done} already in {out}, {len(plan.todo)} to run")
     options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz, sweep="calibrate")
-    outcome = run_points(todo, options)
-    if outcome.interrupted:
-        print("calibrate: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    key = planned[0].point.spec.key()
-    runs = load_runs(out)
-    runs = runs[(runs["spec_key"] == key) & (runs["repeat"] < args.repeats)]
-    ok = runs[runs["status"] == "ok"]
-    for row in runs[runs["status"] != "ok"].itertuples():
-        print(f"failed: {row.run_id}: {row.reason}", file=sys.stderr)
-    if len(ok) < 2:
-        print(f"calibrate: only {len(ok)} successful run(s); the noise needs 2 or more", file=sys.stderr)
+    if run_points(plan.todo, options).interrupted:
+        raise Interrupted(message="interrupted; run the same command again to resume")
+    result = calibrate_folder(out, plan.planned[0].point.spec.key(), args.repeats, config.repeats)
+    for line in result.failed:
+        print(f"failed: {line}", file=sys.stderr)
+    if result.report is None:
+        print(f"calibrate: only {result.ok} successful run(s); the noise needs 2 or more", file=sys.stderr)
         return EXIT_FAILED
-    sizes = sorted({3, 5, 10, 20, config.repeats})
-    report = calibration_report(ok, repeats=sizes, series=load_step_times(out, [str(i) for i in ok["run_id"]]))
-    print(report.to_text(threshold=args.threshold))
-    print(recommend(report, config.repeats))
-    return EXIT_FAILED if len(ok) < len(runs) else EXIT_OK
+    print(result.report.to_text(threshold=args.threshold))
+    print(recommend(result.report, config.repeats))
+    return EXIT_FAILED if result.failed else EXIT_OK
 
 
 REPRODUCE_EPILOG = (
@@ -521,80 +495,38 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from ._format import format_duration
     from .machine import capabilities
     from .measure.execution import estimate_s, history_of
-    from .measure.run import InvalidRun, RunOptions, check, prepare_data
+    from .measure.run import RunOptions
     from .reproduce import claim as claims
     from .reproduce import plan as reproduce
 
     _check_io(args)
     if args.epochs is not None and args.epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
-    try:
-        claim = claims.load(args.claim)
-    except claims.ClaimError as exc:
-        raise UsageError(str(exc)) from None
+    claim = claims.load(args.claim)
+    out = Path(args.out)
+    outcome = None
     if args.report_only:
-        return _reproduce_report(args, claim)
-    caps = capabilities(probe_torch=args.device != "cpu")  # CUDA is asked through torch
-    devices = [args.device] if args.device else reproduce.devices_here(caps.cuda_devices)
-    base = dataclasses.replace(DEFAULT, **claim.run, data=args.data or "auto",
-                               samples=args.samples if args.samples is not None else DEFAULT.samples)
-    try:
-        for device in devices:
-            check(dataclasses.replace(base, device=device), caps)
-        base, data = prepare_data(base, args.data_dir)
-    except InvalidRun as exc:
-        raise UsageError(str(exc)) from None
-    import psutil
-
-    plan = reproduce.make_plan(claim.run, devices, quick=args.quick, data=base.data, samples=base.samples,
-                               epochs=args.epochs,
-                               cores=caps.logical_cores, default_threads=psutil.cpu_count(logical=False) or 1)
-    out = Path(args.out)
-    history = history_of(out)
-    total = sum(estimate_s(run.spec, history) for run in plan.runs)
-    print(f"reproduce {claim.name}: {len(plan.runs)} runs on {', '.join(devices)} with {data.source} "
-          f"({data.samples:,} samples/epoch), about {format_duration(total)}"
-          + ("" if caps.cuda_devices or args.device else "; no CUDA GPU here, so only the CPU side runs"))
-    options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz,
-                         progress=sys.stderr.isatty(), sweep="reproduce")
-    try:
+        plan = reproduce.plan_of_folder(claim.run, out, quick=args.quick, epochs=args.epochs)
+    else:
+        caps = capabilities(probe_torch=args.device != "cpu")  # CUDA is asked through torch
+        plan, data = reproduce.prepare(claim.run, caps, device=args.device, quick=args.quick, epochs=args.epochs,
+                                       data=args.data, samples=args.samples, data_dir=args.data_dir)
+        total = sum(estimate_s(run.spec, history_of(out)) for run in plan.runs)
+        print(f"reproduce {claim.name}: {len(plan.runs)} runs on {', '.join(plan.devices)} with {data.source} "
+              f"({data.samples:,} samples/epoch), about {format_duration(total)}"
+              + ("" if caps.cuda_devices or args.device else "; no CUDA GPU here, so only the CPU side runs"))
+        options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz,
+                             progress=sys.stderr.isatty(), sweep="reproduce")
         outcome, reused = reproduce.run_plan(plan, data, options, force=args.force)
-    except ValueError as exc:  # a corrupt runs.jsonl in --out
-        raise UsageError(str(exc)) from None
-    if reused:
-        print(f"reused {reused} runs already in {out} (--force measures them again)")
-    _write_reproduction(args, claim, plan, out)
-    if outcome.interrupted:
-        print("reproduce: interrupted; run the same command again to finish", file=sys.stderr)
-        return 130
-    return EXIT_FAILED if outcome.failed else EXIT_OK
-
-
-def _reproduce_report(args: argparse.Namespace, claim: Claim) -> int:
-    from .reproduce import plan as reproduce
-    from .storage import load_runs
-
-    out = Path(args.out)
-    try:
-        plan = reproduce.plan_of_folder(claim.run, load_runs(out), quick=args.quick, epochs=args.epochs)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{out}: {exc}") from None
-    _write_reproduction(args, claim, plan, out)
-    return EXIT_OK
-
-
-def _write_reproduction(args: argparse.Namespace, claim: Claim, plan: Plan, out: Path) -> None:
-    from .analysis.report import build_report, write_report
-    from .reproduce import plan as reproduce
-    from .reproduce import report as reproduce_report
-
-    comparison = reproduce_report.compare(claim, reproduce.collect(plan, out), quick=args.quick, epochs=args.epochs,
-                                          cuda_devices=sum(d.startswith("cuda") for d in plan.devices))
+        if reused:
+            print(f"reused {reused} runs already in {out} (--force measures them again)")
+    comparison, markdown = reproduce.judge(claim, plan, out, quick=args.quick, epochs=args.epochs)
     print()
-    print(reproduce_report.render_text(comparison))
-    markdown = reproduce_report.write(comparison, out)
-    write_report(build_report(out))
+    print(comparison)
     print(f"\nReport: {markdown} (table: reproduce.csv, figure: reproduce.png; every run: {out / 'report.md'})")
+    if outcome is not None and outcome.interrupted:
+        raise Interrupted(message="interrupted; run the same command again to finish")
+    return EXIT_FAILED if outcome is not None and outcome.failed else EXIT_OK
 
 
 TUNE_EPILOG = (
@@ -652,15 +584,12 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     from .machine import capabilities
-    from .measure.run import InvalidRun, RunOptions, check, prepare_data
+    from .measure.run import RunOptions, check, prepare_data
     from .tune.driver import TuneSettings, tune
     from .tune.report import format_table, trials_frame, write
     from .tune.search import parse_budget, parse_include
 
-    try:
-        budget, include = parse_budget(args.budget), parse_include(args.include)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    budget, include = parse_budget(args.budget), parse_include(args.include)
     if args.target_loss is not None and not args.target_loss > 0:
         raise UsageError(f"--target-loss must be positive, got {args.target_loss:g}")
     for flag in ("max_batch", "quality_samples"):
@@ -670,11 +599,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     base = dataclasses.replace(DEFAULT, device=args.device, samples=args.samples, **fixed)
     _check_io(args)
     caps = capabilities(probe_torch=base.device != "cpu")
-    try:
-        check(base, caps)
-        base, data = prepare_data(base, args.data_dir)
-    except InvalidRun as exc:
-        raise UsageError(str(exc)) from None
+    check(base, caps)
+    base, data = prepare_data(base, args.data_dir)
     settings = TuneSettings(base=base, budget_s=budget, max_batch=args.max_batch or 65_536,
                             target_loss=args.target_loss, lr_scaling=args.lr_scaling, include=include,
                             quality_samples=args.quality_samples, tolerance=args.tolerance, isolated=args.isolated)
@@ -727,33 +653,14 @@ def _add_ladder(sub: argparse._SubParsersAction) -> None:
     add_io_options(parser, out_default="reports/ladder")
 
 
-def _ladder_data(out: Path) -> str:
-    from .storage import load_runs
-
-    try:
-        runs = load_runs(out)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{out}: {exc}") from None
-    mine = runs[runs["sweep"] == "ladder"] if "sweep" in runs else runs
-    if mine.empty:
-        raise UsageError(f"{out}: no ladder runs to report on")
-    return str(mine["data"].mode().iloc[0])
-
-
 def _cmd_ladder(args: argparse.Namespace) -> int:
-    from .analysis.report import build_report, write_report
     from .machine import capabilities
-    from .measure.execution import SweepOutcome, pending, resolve_points, run_points
+    from .measure.execution import SweepOutcome, run_points, schedule
     from .measure.run import RunOptions
     from .reproduce import ladder
-    from .storage import load_runs
-    from .sweep import Skipped, interleave, split_valid
 
     _check_io(args)
-    try:
-        rungs = ladder.pick([n.strip() for n in args.rungs.split(",") if n.strip()] if args.rungs else None)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    rungs = ladder.pick([n.strip() for n in args.rungs.split(",") if n.strip()] if args.rungs else None)
     for flag in ("epochs", "repeats", "samples", "steps"):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -762,52 +669,26 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
                             samples=args.samples)
     plan = ladder.make_plan(base, rungs, profile=args.profile)
     out = Path(args.out)
-    skipped: list[Skipped] = []
-    outcome = SweepOutcome()
+    outcome, skipped = SweepOutcome(), []
     if args.report_only:
-        data = _ladder_data(out) if args.data is None else args.data
+        data = args.data or ladder.data_of_folder(out)
     else:
-        caps = capabilities(probe_torch=args.device != "cpu")
-        runnable, skipped = split_valid(plan.specs(), caps)
-        for item in skipped:
-            print(f"skip {item.spec.label() or 'seed configuration'}: {item.reason}", file=sys.stderr)
-        if not runnable:
-            raise UsageError("no rung of the ladder can run here (reasons above)")
-        timed = [spec for _, spec in plan.timed]
-        points = [*interleave([s for s in runnable if s in timed], args.repeats),
-                  *interleave([s for s in runnable if s not in timed], 1)]
-        planned, unavailable = resolve_points(points, args.data_dir)
-        if unavailable:
-            raise UsageError(unavailable[0][1])
-        try:
-            todo, done = pending(planned, out, args.force)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        print(f"ladder: {len(rungs)} rungs on {args.device}, {len(planned)} runs; {done} already in {out}, "
-              f"{len(todo)} to run")
+        runs = schedule([([s for _, s in plan.timed], args.repeats), ([s for _, s in plan.profiled], 1)], out=out,
+                        data_dir=args.data_dir, caps=capabilities(probe_torch=args.device != "cpu"), force=args.force)
+        _print_skipped(runs.skipped)
+        skipped = [item.reason for item in runs.skipped]
+        print(f"ladder: {len(rungs)} rungs on {args.device}, {len(runs.planned)} runs; {runs.done} already in {out}, "
+              f"{len(runs.todo)} to run")
         options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz, sweep="ladder")
-        outcome = run_points(todo, options, force=args.force)
-        data = planned[0].point.spec.data
+        outcome = run_points(runs.todo, options, force=args.force)
+        data = runs.planned[0].point.spec.data
     # The plan's specs carry data=auto; the records carry the resolved source.
-    resolved = ladder.make_plan(dataclasses.replace(base, data=data), rungs, profile=args.profile)
-    try:
-        runs = load_runs(out)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{out}: {exc}") from None
-    frame = ladder.table(resolved, runs)
-    reasons = dict.fromkeys(item.reason for item in skipped)
-    notes = [*ladder.step_notes(resolved, runs), *ladder.loss_notes(frame),
-             *[f"skipped here: {reason}" for reason in reasons]]
-    print(ladder.render_text(frame))
-    for note in notes:
-        print(f"note: {note}")
-    gpu = str(runs["fp_gpu_name"].dropna().iloc[-1]) if "fp_gpu_name" in runs and args.device != "cpu" else ""
-    path = ladder.write(frame, out, device=args.device, epochs=args.epochs, gpu_name=gpu, notes=notes)
-    write_report(build_report(out))
+    text, path = ladder.report_folder(dataclasses.replace(base, data=data), rungs, out, profile=args.profile,
+                                      skipped=skipped)
+    print(text)
     print(f"wrote {path} and {out / 'report.md'}")
     if outcome.interrupted:
-        print("ladder: interrupted; run the same command again to finish", file=sys.stderr)
-        return 130
+        raise Interrupted(message="interrupted; run the same command again to finish")
     return EXIT_FAILED if outcome.failed else EXIT_OK
 
 

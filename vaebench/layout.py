@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UsageError
+
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"
 TEST_IMAGES = "t10k-images-idx3-ubyte"
@@ -47,11 +49,11 @@ def read_idx(path: Path) -> np.ndarray:
     with open(path, "rb") as handle:
         zero, dtype, ndim = struct.unpack(">HBB", handle.read(4))
         if zero != 0 or dtype != 0x08:
-            raise ValueError(f"{path}: not an unsigned-byte idx file")
+            raise UsageError(f"{path}: not an unsigned-byte idx file")
         shape = struct.unpack(f">{ndim}I", handle.read(4 * ndim))
         array = np.fromfile(handle, dtype=np.uint8)  # writable, read once
     if array.size != math.prod(shape):
-        raise ValueError(f"{path}: {array.size} bytes of data for shape {shape}")
+        raise UsageError(f"{path}: {array.size} bytes of data for shape {shape}")
     return array.reshape(shape)
 
 

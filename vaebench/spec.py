@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import UsageError
+
 DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 LOADERS = ("reference", "tensor", "device")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
@@ -134,13 +136,13 @@ def parse_bool(value: Any) -> bool:
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"not a yes/no value: {value!r}")
+    raise UsageError(f"not a yes/no value: {value!r}")
 
 
 def parse_value(name: str, text: str) -> Any:
-    """Parse one command-line or sweep-file value for field `name`; raises ValueError."""
+    """Parse one command-line or sweep-file value for field `name`; raises UsageError."""
     if name not in FIELD_TYPES:
-        raise ValueError(f"unknown run field {name!r}; known: {', '.join(SPEC_FIELDS)}")
+        raise UsageError(f"unknown run field {name!r}; known: {', '.join(SPEC_FIELDS)}")
     text = text.strip()
     if text.lower() in ("default", "none") and name in ("threads", "interop_threads", "steps"):
         return None
@@ -151,12 +153,12 @@ def parse_value(name: str, text: str) -> Any:
         try:
             return int(text)
         except ValueError:
-            raise ValueError(f"{name} must be a whole number, got {text!r}") from None
+            raise UsageError(f"{name} must be a whole number, got {text!r}") from None
     if kind is float:
         try:
             return float(text)
         except ValueError:
-            raise ValueError(f"{name} must be a number, got {text!r}") from None
+            raise UsageError(f"{name} must be a number, got {text!r}") from None
     return text
 
 

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import UsageError
 from .result import OK, RunRecord, RunSeries
 
 if TYPE_CHECKING:
@@ -33,7 +34,11 @@ SERIES_DIR = "series"
 SAMPLES_DIR = "samples"
 
 
-class CorruptResults(ValueError):
+class NoResults(UsageError, FileNotFoundError):
+    """No results where a folder of them was expected."""
+
+
+class CorruptResults(UsageError):
     """A line of runs.jsonl that is not a JSON record; nothing is changed on disk."""
 
     def __init__(self, path: Path, line_no: int, detail: str) -> None:
@@ -94,7 +99,7 @@ def read_rows(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Every record as a dict, in file order; raises CorruptResults naming a bad line."""
     path = runs_path(folder)
     if not path.exists():
-        raise FileNotFoundError(f"no results at {path}: run `vaebench run` or `vaebench sweep` first")
+        raise NoResults(f"no results at {path}: run `vaebench run` or `vaebench sweep` first")
     rows = []
     with open(path, encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError
 from .spec import DEFAULT, SPEC_FIELDS, Capabilities, RunSpec, parse_value, validate
 
 if sys.version_info >= (3, 11):
@@ -26,7 +27,7 @@ else:  # pragma: no cover
 SWEEP_OPTIONS = ("repeats", "order_seed", "out", "timeout", "data_dir", "sample_hz", "name")
 
 
-class SweepError(ValueError):
+class SweepError(UsageError):
     """A sweep file or grid that cannot be understood; the message says where."""
 
 

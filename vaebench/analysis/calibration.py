@@ -12,10 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import stats
 from .._format import text_table
+from ..result import OK
 from .compare import METRICS, config_label, fmt, run_values
 
 if TYPE_CHECKING:
@@ -173,3 +175,26 @@ def recommend(
         "of size S nearly always, set the threshold near S/2 and the repeats where the n= column above is "
         "below it."
     )
+
+
+@dataclass(frozen=True)
+class FolderCalibration:
+    report: CalibrationReport | None  # None with fewer than two successful runs
+    ok: int
+    failed: list[str]  # "run_id: reason" of each failed repeat
+
+
+def calibrate_folder(folder: Path, key: str, repeats: int, advise_for: int) -> FolderCalibration:
+    """The noise of one configuration's first `repeats` runs in a results folder."""
+    from .. import storage
+    from .compare import load_step_times
+
+    runs = storage.load_runs(folder)
+    runs = runs[(runs["spec_key"] == key) & (runs["repeat"] < repeats)]
+    ok = runs[runs["status"] == OK]
+    failed = [f"{row.run_id}: {row.reason}" for row in runs[runs["status"] != OK].itertuples()]
+    if len(ok) < 2:
+        return FolderCalibration(None, len(ok), failed)
+    sizes = sorted({3, 5, 10, 20, advise_for})
+    report = calibration_report(ok, repeats=sizes, series=load_step_times(folder, [str(i) for i in ok["run_id"]]))
+    return FolderCalibration(report, len(ok), failed)

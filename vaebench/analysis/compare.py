@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import stats
 from .._format import markdown_table, text_table
+from ..errors import UsageError
 from ..spec import RunSpec
 from ..storage import finite
 
@@ -88,7 +89,7 @@ METRICS: dict[str, Metric] = {
 DEFAULT_METRICS = ("samples_per_s", "epoch_s")
 
 
-class CompareError(ValueError):
+class CompareError(UsageError):
     """The two folders cannot be compared (exit status 2, not a regression)."""
 
 
@@ -282,12 +283,12 @@ def compare(
     configuration has successful runs on both sides, ValueError on a bad argument.
     """
     if not threshold > 0:
-        raise ValueError(f"threshold must be positive, got {threshold}")
+        raise UsageError(f"threshold must be positive, got {threshold}")
     if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+        raise UsageError(f"alpha must lie in (0, 1), got {alpha}")
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
-        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
+        raise UsageError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
     base_ok, cand_ok = _ok_rows(baseline), _ok_rows(candidate)
     paired = [key for key in _keys(base_ok) if key in set(_keys(cand_ok))]
     unpaired = _unpaired(baseline, candidate, base_ok, cand_ok)
@@ -476,7 +477,7 @@ def load_step_times(
             try:
                 times[run_id] = [float(v) for v in load_series(folder, run_id).step_ms]
             except (json.JSONDecodeError, TypeError) as exc:
-                raise ValueError(f"{path}: not a valid series file ({exc})") from None
+                raise UsageError(f"{path}: not a valid series file ({exc})") from None
     return times
 
 

@@ -24,6 +24,7 @@ import pandas as pd
 
 from .. import stats, storage
 from .._format import markdown_table
+from ..errors import UsageError
 from ..result import OK, StepSplit
 from ..spec import SPEC_FIELDS, RunSpec, format_value, parse_value
 from . import plots
@@ -71,7 +72,7 @@ OTHER_METRICS = (
 METRICS: tuple[str, ...] = tuple(name for name, _, _ in TABLE_METRICS) + OTHER_METRICS
 
 
-class ReportError(ValueError):
+class ReportError(UsageError):
     """The folder or the options cannot give a report; the message says why, in one line."""
 
 

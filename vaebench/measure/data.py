@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UsageError
 from ..layout import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, raw_folder, read_idx, write_layout
 from ..machine import cache_dir
 from ..result import DataInfo
@@ -31,7 +32,7 @@ MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/train-labels-idx1-uby
 REACH_TIMEOUT_S = 3.0  # how long `auto` waits to learn whether MNIST can be downloaded
 
 
-class DataUnavailable(Exception):
+class DataUnavailable(UsageError):
     """The asked-for data cannot be had here; the message names the alternatives."""
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from .. import storage
 from .._format import format_duration
+from ..errors import UsageError
 from ..result import OK, DataInfo, RunRecord
-from ..spec import RunSpec
-from ..sweep import Point
+from ..spec import Capabilities, RunSpec
+from ..sweep import Point, Skipped, interleave, split_valid
 from .run import InvalidRun, RunOptions, prepare_data, run_once
 
 STARTUP_S = 5.0  # a child's python + torch import, data set-up and exit, when nothing is known
@@ -43,6 +44,45 @@ class SweepOutcome:
     @property
     def failed(self) -> list[RunRecord]:
         return [r for r in self.records if r.status != OK]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A plan of runs checked against this machine and the results folder."""
+
+    planned: list[Planned]  # every point that can run here, with its prepared data
+    todo: list[Planned]  # those the folder does not hold yet (all of them, forced)
+    skipped: list[Skipped]  # cannot run here: the spec, or its data
+
+    @property
+    def done(self) -> int:
+        return len(self.planned) - len(self.todo)
+
+
+def schedule(
+    groups: Sequence[tuple[Sequence[RunSpec], int]],
+    *,
+    out: Path,
+    data_dir: str | None,
+    caps: Capabilities,
+    force: bool = False,
+    order_seed: int = 0,
+) -> Schedule:
+    """Every group's specs that can run here, `repeats` times each, interleaved, with their data
+    prepared; raises UsageError when nothing can run. A group is (specs, repeats)."""
+    points: list[Point] = []
+    skipped: list[Skipped] = []
+    for specs, repeats in groups:
+        runnable, cannot = split_valid(specs, caps)
+        skipped += cannot
+        points += interleave(runnable, repeats, order_seed)
+    planned, unavailable = resolve_points(points, data_dir)
+    skipped += [Skipped(spec, reason) for spec, reason in dict(unavailable).items()]
+    if not planned:
+        reasons = "; ".join(dict.fromkeys(item.reason for item in skipped)) or "nothing was asked for"
+        raise UsageError(f"nothing can run here: {reasons}")
+    todo, _ = pending(planned, out, force)
+    return Schedule(planned, todo, skipped)
 
 
 def resolve_points(points: Iterable[Point], data_dir: str | None) -> tuple[list[Planned], list[tuple[RunSpec, str]]]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from .. import storage
 from ..analysis.attribution import Evidence, attribute
+from ..errors import UsageError
 from ..machine import capabilities, child_process_env, host_fingerprint
 from ..result import FAILED, OK, DataInfo, MonitorSummary, RunRecord, RunSeries, StepSplit, TrainMetrics
 from ..spec import Capabilities, RunSpec, validate
@@ -167,7 +168,7 @@ def _death_reason(exit_code: int) -> str:
     return f"crashed: exited with status {exit_code} before reporting"
 
 
-class InvalidRun(ValueError):
+class InvalidRun(UsageError):
     """The spec cannot run here; raised before anything is trained."""
 
 

@@ -19,6 +19,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
 from ..spec import SPEC_FIELDS, parse_value
 from .findings import number
 
@@ -42,7 +43,7 @@ TOO_CLOSE = "too close to call"
 NOT_TESTABLE = "not testable here"
 
 
-class ClaimError(ValueError):
+class ClaimError(UsageError):
     """A claim file that cannot be used; the message names the file and the bad key."""
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._format import markdown_table, text_table
+from ..errors import UsageError
 from ..result import OK
 from ..spec import DEFAULT, RunSpec
 from .findings import rung_steps
@@ -64,7 +65,7 @@ def pick(names: Sequence[str] | None) -> list[Rung]:
         names = DEFAULT_RUNGS
     unknown = [n for n in names if n not in RUNG_NAMES]
     if unknown:
-        raise ValueError(f"unknown rung {unknown[0]!r}; choose from {', '.join(RUNG_NAMES)}")
+        raise UsageError(f"unknown rung {unknown[0]!r}; choose from {', '.join(RUNG_NAMES)}")
     return [rung for rung in RUNGS if rung.name in names]
 
 
@@ -216,6 +217,34 @@ def write(frame: pd.DataFrame, folder: Path, *, device: str, epochs: int, gpu_na
     path.write_text(render_markdown(frame, device=device, epochs=epochs, gpu_name=gpu_name, notes=notes),
                     encoding="utf-8")
     return path
+
+
+def data_of_folder(folder: Path) -> str:
+    """The data source a folder's ladder ran on, to rebuild its plan without running."""
+    from .. import storage
+
+    runs = storage.load_runs(folder)
+    mine = runs[runs["sweep"] == "ladder"] if "sweep" in runs else runs
+    if mine.empty:
+        raise UsageError(f"{folder}: no ladder runs to report on")
+    return str(mine["data"].mode().iloc[0])
+
+
+def report_folder(base: RunSpec, rungs: Sequence[Rung], folder: Path, *, profile: bool, skipped: Sequence[str] = ()
+                  ) -> tuple[str, Path]:
+    """ladder.md, .csv and .png and the folder's report from the runs of this ladder in `folder`;
+    returns the table and notes as text, and the Markdown's path."""
+    from .. import storage
+    from ..analysis.report import build_report, write_report
+
+    plan = make_plan(base, rungs, profile=profile)
+    runs = storage.load_runs(folder)
+    frame = table(plan, runs)
+    notes = [*step_notes(plan, runs), *loss_notes(frame), *[f"skipped here: {r}" for r in dict.fromkeys(skipped)]]
+    gpu = str(runs["fp_gpu_name"].dropna().iloc[-1]) if "fp_gpu_name" in runs and base.is_cuda else ""
+    path = write(frame, folder, device=base.device, epochs=base.epochs, gpu_name=gpu, notes=notes)
+    write_report(build_report(folder))
+    return "\n".join([render_text(frame), *[f"note: {note}" for note in notes]]), path
 
 
 def _median(frame: pd.DataFrame | None, column: str) -> float:

@@ -26,15 +26,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import storage
+from ..errors import UsageError
 from ..measure.execution import Planned, SweepOutcome, pending, run_points
-from ..measure.run import RunOptions, run_once
+from ..measure.run import RunOptions, check, prepare_data, run_once
 from ..result import OK, DataInfo
-from ..spec import DEFAULT, RunSpec
+from ..spec import DEFAULT, Capabilities, RunSpec
 from ..sweep import Point
 from . import ladder
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from .claim import Claim
 
 SHORT_EPOCHS = 1  # what-if and sweep runs: one epoch of 60,000 samples gives steady rates and CPU times
 SEED, BASELINE, SWEEP, WHAT_IF = "seed", "baseline", "sweep", "what-if"
@@ -119,18 +122,58 @@ def make_plan(
     return Plan(tuple(PlannedRun(spec, tuple(r)) for spec, r in ordered), tuple(devices), quick)
 
 
-def plan_of_folder(run: Mapping[str, Any], runs: pd.DataFrame, *, quick: bool, epochs: int | None = None) -> Plan:
+def prepare(
+    run: Mapping[str, Any],
+    caps: Capabilities,
+    *,
+    device: str | None,
+    quick: bool,
+    epochs: int | None,
+    data: str | None,
+    samples: int | None,
+    data_dir: str | None,
+) -> tuple[Plan, DataInfo]:
+    """The plan for this machine (every CUDA GPU and the CPU, or `device`), its data prepared;
+    raises UsageError when a device or the data cannot be had."""
+    import psutil
+
+    devices = [device] if device else devices_here(caps.cuda_devices)
+    base = dataclasses.replace(DEFAULT, **run, data=data or "auto",
+                               samples=samples if samples is not None else DEFAULT.samples)
+    for name in devices:
+        check(dataclasses.replace(base, device=name), caps)
+    base, info = prepare_data(base, data_dir)
+    plan = make_plan(run, devices, quick=quick, data=base.data, samples=base.samples, epochs=epochs,
+                     cores=caps.logical_cores, default_threads=psutil.cpu_count(logical=False) or 1)
+    return plan, info
+
+
+def plan_of_folder(run: Mapping[str, Any], folder: Path, *, quick: bool, epochs: int | None = None) -> Plan:
     """The plan that filled a results folder, rebuilt from its records (devices, data, samples,
     the CPU's cores and torch's default threads there), to report on it again without running."""
+    runs = storage.load_runs(folder)
     mine = runs[runs["sweep"] == "reproduce"] if "sweep" in runs else runs
     if mine.empty:
-        raise ValueError("no reproduce runs in this folder")
+        raise UsageError(f"{folder}: no reproduce runs in this folder")
     devices = sorted(set(mine["device"]), key=lambda d: (d == "cpu", d))
     cpu = mine[mine["device"] == "cpu"]
     first = (cpu if not cpu.empty else mine).iloc[0]
     return make_plan(run, devices, quick=quick, epochs=epochs, data=str(first["data"]), samples=int(first["samples"]),
-                     cores=int(first.get("fp_logical_cores") or 1), default_threads=int(first.get("fp_physical_cores")
-                                                                                        or 1))
+                     cores=int(first.get("fp_logical_cores") or 1),
+                     default_threads=int(first.get("fp_physical_cores") or 1))
+
+
+def judge(claim: Claim, plan: Plan, folder: Path, *, quick: bool, epochs: int | None) -> tuple[str, Path]:
+    """Judge the claim on the folder's runs of `plan`; write reproduce.md and the folder's report.
+    Returns the comparison as text and the Markdown's path."""
+    from ..analysis.report import build_report, write_report
+    from . import report
+
+    comparison = report.compare(claim, collect(plan, folder), quick=quick, epochs=epochs,
+                                cuda_devices=sum(d.startswith("cuda") for d in plan.devices))
+    markdown = report.write(comparison, folder)
+    write_report(build_report(folder))
+    return report.render_text(comparison), markdown
 
 
 def run_plan(

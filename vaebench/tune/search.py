@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import UsageError
 from ..spec import DEFAULT, Capabilities, RunSpec, validate
 
 OK = "ok"
@@ -296,7 +297,7 @@ def scaled_lr(lr: float, batch: int, mode: str, reference: int = REFERENCE_BATCH
         return lr * batch / reference
     if mode == "sqrt":
         return lr * math.sqrt(batch / reference)
-    raise ValueError(f"unknown lr scaling {mode!r}; choose from {', '.join(LR_SCALINGS)}")
+    raise UsageError(f"unknown lr scaling {mode!r}; choose from {', '.join(LR_SCALINGS)}")
 
 
 def knob_groups(spec: RunSpec, caps: Capabilities, include: Sequence[str] = ()) -> list[tuple[str, list[RunSpec]]]:
@@ -407,9 +408,9 @@ def parse_budget(text: str) -> float:
     try:
         seconds = float(number) * (scale or 1.0)
     except ValueError:
-        raise ValueError(f"not a duration: {text!r}; write e.g. 120s, 10m or 1h") from None
+        raise UsageError(f"not a duration: {text!r}; write e.g. 120s, 10m or 1h") from None
     if not seconds > 0 or math.isinf(seconds):
-        raise ValueError(f"the budget must be a positive duration, got {text!r}")
+        raise UsageError(f"the budget must be a positive duration, got {text!r}")
     return seconds
 
 
@@ -418,5 +419,5 @@ def parse_include(text: str | None) -> tuple[str, ...]:
     items = tuple(item.strip() for item in (text or "").split(",") if item.strip())
     unknown = [item for item in items if item not in INCLUDABLE]
     if unknown:
-        raise ValueError(f"unknown --include item {unknown[0]!r}; choose from {', '.join(INCLUDABLE)}")
+        raise UsageError(f"unknown --include item {unknown[0]!r}; choose from {', '.join(INCLUDABLE)}")
     return items

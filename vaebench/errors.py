@@ -1,0 +1,44 @@
+"""What can go wrong, as exceptions that carry their exit status.
+
+`cli.main` catches `VaebenchError` once and prints its message as one line. Anything else that
+escapes a command is a bug (in vaebench or a library under it): it prints its traceback, asks
+for a report, and exits with `EXIT_BUG`, never with the status of bad input.
+"""
+
+from __future__ import annotations
+
+import signal
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # a run failed, or compare found a regression
+EXIT_USAGE = 2  # bad usage or input, refused before anything ran
+EXIT_BUG = 70  # an internal error (sysexits' EX_SOFTWARE): please report it
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130; SIGTERM gives 143, SIGHUP 129
+BUG_REPORT = "this is a bug in vaebench or a library it uses; please report it with the traceback above"
+
+
+class VaebenchError(Exception):
+    """A failure vaebench understands; `exit_code` is the process's exit status."""
+
+    exit_code = EXIT_FAILED
+
+
+class UsageError(VaebenchError, ValueError):
+    """Bad usage or input (an option, a file, a results folder): exit status 2."""
+
+    exit_code = EXIT_USAGE
+
+
+class RunFailed(VaebenchError):
+    """A run failed (crash, out of memory, timeout), or compare found a regression: exit status 1."""
+
+    exit_code = EXIT_FAILED
+
+
+class Interrupted(VaebenchError):
+    """Stopped by a signal: Ctrl-C (130), SIGTERM (143), SIGHUP (129); what finished is kept."""
+
+    def __init__(self, signum: int = signal.SIGINT, message: str = "interrupted") -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
