@@ -47,6 +47,7 @@ PLANT = (
     + "                pass\n"
     + "            t_f = clock()\n"
 )
+CLOCK_LINE = "Clock = Callable[[], float]\n"  # a module-level line of loop.py to define the slowdown before
 SIDES = ("A", "A2", "P")
 
 
@@ -76,7 +77,7 @@ def plant(root: Path, slowdown: float) -> None:
     if text.count(ANCHOR) != 1:
         raise SystemExit(f"{path}: expected one `t_f = clock()` line to plant after, found {text.count(ANCHOR)}")
     text = text.replace(ANCHOR, PLANT)
-    text = text.replace("WARMUP_STEPS = 10", f"PLANTED_SLOWDOWN = {slowdown!r}\nWARMUP_STEPS = 10", 1)
+    text = text.replace(CLOCK_LINE, f"PLANTED_SLOWDOWN = {slowdown!r}\n{CLOCK_LINE}", 1)
     path.write_text(text)
 
 

@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
+
+from . import stats
+
+
+def fmt(value: Any, spec: str = "{:.2f}", missing: str = "n/a") -> str:
+    """A cell: the number through `spec`, or `missing` where there is none (None, NaN, text)."""
+    number = stats.number(value)
+    return missing if math.isnan(number) else spec.format(number)
+
+
+def fmt_auto(value: Any, missing: str = "n/a") -> str:
+    """A number with as many digits as its size deserves: 12,345 / 123.4 / 12.34 / 0.123."""
+    number = stats.number(value)
+    if math.isnan(number):
+        return missing
+    size = abs(number)
+    if size >= 1000:
+        return f"{number:,.0f}"
+    if size >= 100:
+        return f"{number:.1f}"
+    if size >= 1:
+        return f"{number:.2f}"
+    return f"{number:.3g}"
 
 
 def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

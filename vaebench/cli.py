@@ -26,6 +26,8 @@ from .errors import (
     UsageError,
     VaebenchError,
 )
+from .result import OK
+from .rules import SAMPLE_HZ
 from .spec import AMP_MODES, COMPILE_MODES, DATA_SOURCES, DEFAULT, LOADERS, SPEC_FIELDS, SYNC_MODES, RunSpec
 
 if TYPE_CHECKING:
@@ -123,7 +125,7 @@ def add_io_options(parser: argparse.ArgumentParser, *, out_default: str) -> None
     group.add_argument("--out", default=out_default, help=f"results folder (default: {out_default})")
     group.add_argument("--timeout", type=float, default=None,
                        help="kill a run after this many seconds, recorded as failed (default: none)")
-    group.add_argument("--sample-hz", type=float, default=10.0,
+    group.add_argument("--sample-hz", type=float, default=SAMPLE_HZ,
                        help="outside monitor's sampling rate (default: 10 Hz)")
 
 
@@ -166,7 +168,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                          progress=sys.stderr.isatty(), instrument=args.instrument)
     record = run_once(spec, data, options)
     print(format_run(record, str(Path(args.out) / "runs.jsonl")))
-    return EXIT_OK if record.status == "ok" else EXIT_FAILED
+    return EXIT_OK if record.status == OK else EXIT_FAILED
 
 
 def _check_io(args: argparse.Namespace) -> None:
@@ -357,7 +359,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError(f"--repeats must be at least 1, got {config.repeats}")
     opts = config.options
     args.out = str(opts.get("out") or "reports/sweep")
-    args.timeout, args.sample_hz = opts.get("timeout"), float(opts.get("sample_hz") or 10.0)
+    args.timeout, args.sample_hz = opts.get("timeout"), float(opts.get("sample_hz") or SAMPLE_HZ)
     _check_io(args)
     specs = config.specs()
     out = Path(args.out)
@@ -579,7 +581,7 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
     data.add_argument("--data-dir", default=None, help="where MNIST lives (default: $VAEBENCH_DATA or "
                       "~/.cache/vaebench/data)")
     data.add_argument("--out", default="reports/tune", help="results folder (default: reports/tune)")
-    parser.set_defaults(timeout=None, sample_hz=10.0)
+    parser.set_defaults(timeout=None, sample_hz=SAMPLE_HZ)
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:

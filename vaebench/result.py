@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .spec import SPEC_FIELDS, RunSpec
+from .stats import finite
 
 SCHEMA_VERSION = 1
 OK = "ok"
@@ -50,15 +51,57 @@ class DataInfo:
 class StepSplit:
     """Mean per-step milliseconds after warm-up, as the host saw them; the four host parts
     add up to the step time. On a GPU, `compute` is the host's launch time and `sync` the
-    wait for the device; the device's own busy time is in the `device_*` fields."""
+    wait for the device. The `device_*` fields are CUDA events' stream time from the copy to
+    the step's end: it includes every gap where the GPU waited for the host, so it is not
+    busy time (the profiler's `profile_busy_fraction` is)."""
 
     data_ms: float = math.nan  # host waiting for the next batch
     copy_ms: float = math.nan  # host-to-device copy
     compute_ms: float = math.nan  # forward, backward and optimizer
     sync_ms: float = math.nan  # blocked in loss.item() until the device caught up
-    # CUDA only, from events: how long the device itself spent copying and computing.
+    # CUDA only, from events: stream time of the copy, and from the copy to the step's end.
     device_copy_ms: float = math.nan
     device_compute_ms: float = math.nan
+
+
+@dataclass(frozen=True)
+class CompileStats:
+    """torch.compile accounting; absent (NaN, zeros) for an eager run."""
+
+    compile_s: float = math.nan  # dynamo + inductor time, forward and backward, recompiles included
+    recompiles: int = 0
+    compile_cudagraph_skips: int = 0  # graphs meant to replay as CUDA graphs that ran without them
+    compile_graphs: int = 0
+    compile_cache: str = ""  # warm, cold, partly warm: from the on-disk cache's hits and misses
+    compile_warnings: list[str] = field(default_factory=list)
+    eager_step_ms: float = math.nan  # median step of an uncompiled copy, for the payback
+    compiled_step_ms: float = math.nan  # the compiled run's median step less its data wait, to set beside it
+    compile_payback_steps: float = math.nan
+
+
+@dataclass(frozen=True)
+class ProfileStats:
+    """The torch.profiler window's summary; absent for an unprofiled run."""
+
+    profile_trace: str = ""  # Chrome/Perfetto JSON of the profiler window
+    profile_busy_fraction: float = math.nan  # union of kernel (or, on a CPU, aten op) time over wall
+    profile_kernel_fraction: float = math.nan  # kernels alone: the figure to set beside utilization.gpu
+    profile_busy_source: str = ""
+    profile_kernels_per_step: float = math.nan
+    profile_overhead_pct: float = math.nan
+
+
+@dataclass(frozen=True)
+class TrainUsage:
+    """The training process's own rusage over the training window (all its threads, not the
+    DataLoader workers): per-step kernel figures without the import's and set-up's faults."""
+
+    train_user_s: float = math.nan
+    train_sys_s: float = math.nan
+    train_minor_faults: float = math.nan
+    train_major_faults: float = math.nan
+    train_ctx_voluntary: float = math.nan
+    train_ctx_involuntary: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -75,7 +118,7 @@ class TrainMetrics:
     warmup_steps: int
     step_median_ms: float
     step_iqr_ms: float
-    samples_per_s: float  # steady state: batch size / median step time after warm-up
+    samples_per_s: float  # steady state: the median over steps of their samples / their time
     epoch_s: float  # median epoch wall time
     final_loss: float
     epoch_losses: list[float]
@@ -86,29 +129,9 @@ class TrainMetrics:
     flops_frac: float
     train_start_unix: float = math.nan  # wall clock, to place the training window in the monitor's samples
     train_end_unix: float = math.nan
-    compile_s: float = math.nan  # dynamo + inductor time, forward and backward, recompiles included
-    recompiles: int = 0
-    compile_cudagraph_skips: int = 0  # graphs meant to replay as CUDA graphs that ran without them
-    compile_graphs: int = 0
-    compile_cache: str = ""  # warm, cold, partly warm: from the on-disk cache's hits and misses
-    compile_warnings: list[str] = field(default_factory=list)
-    eager_step_ms: float = math.nan  # median step of an uncompiled copy, for the payback
-    compiled_step_ms: float = math.nan  # the compiled run's median step less its data wait, to set beside it
-    compile_payback_steps: float = math.nan
-    profile_trace: str = ""  # Chrome/Perfetto JSON of the profiler window
-    profile_busy_fraction: float = math.nan  # union of kernel (or, on a CPU, aten op) time over wall
-    profile_kernel_fraction: float = math.nan  # kernels alone: the figure to set beside utilization.gpu
-    profile_busy_source: str = ""
-    profile_kernels_per_step: float = math.nan
-    profile_overhead_pct: float = math.nan
-    # The training process's own rusage over the training window (all its threads, not the
-    # DataLoader workers): per-step kernel figures without the import's and set-up's faults.
-    train_user_s: float = math.nan
-    train_sys_s: float = math.nan
-    train_minor_faults: float = math.nan
-    train_major_faults: float = math.nan
-    train_ctx_voluntary: float = math.nan
-    train_ctx_involuntary: float = math.nan
+    compile: CompileStats = field(default_factory=CompileStats)
+    profile: ProfileStats = field(default_factory=ProfileStats)
+    usage: TrainUsage = field(default_factory=TrainUsage)
 
 
 @dataclass(frozen=True)
@@ -137,9 +160,11 @@ class RunSeries:
 
     step_ms: list[float] = field(default_factory=list)  # every step's wall time, warm-up included
     monitor: list[dict[str, float]] = field(default_factory=list)  # outside samples, `t` in s
+    step_samples: list[int] = field(default_factory=list)  # the samples in each step
+    excluded_steps: list[int] = field(default_factory=list)  # 0-based, besides warm-up (profiled)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"step_ms": self.step_ms, "monitor": self.monitor}
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -179,7 +204,7 @@ class RunRecord:
         row.update(_energy_columns(self))
         row.update({"bottleneck": self.bottleneck, "bottleneck_note": self.bottleneck_note})
         row.update({f"fp_{k}": v for k, v in sorted(self.fingerprint.items())})
-        return {k: _jsonable(v) for k, v in row.items()}
+        return {k: finite(v) for k, v in row.items()}
 
 
 def _data_columns(data: DataInfo | None) -> dict[str, Any]:
@@ -198,11 +223,14 @@ def _process_columns(process: ProcessUsage | None) -> dict[str, Any]:
 
 
 def _train_columns(train: TrainMetrics | None) -> dict[str, Any]:
+    """The metrics as columns: the step split's prefixed `split_`, the other sub-records'
+    fields (already named for their columns) as they are."""
     if train is None:
         return {}
     row = dataclasses.asdict(train)
-    split = row.pop("split")
-    row.update({f"split_{k}": v for k, v in split.items()})
+    row.update({f"split_{k}": v for k, v in row.pop("split").items()})
+    for part in ("compile", "profile", "usage"):
+        row.update(row.pop(part))
     return row
 
 
@@ -219,12 +247,6 @@ def _energy_columns(record: RunRecord) -> dict[str, Any]:
     return row
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 RUN_COLUMNS: tuple[str, ...] = (
     "schema_version",
     "run_id",
@@ -238,62 +260,11 @@ RUN_COLUMNS: tuple[str, ...] = (
     "data_source",
     "data_samples",
     "data_repeat",
-    "real_s",
-    "user_s",
-    "sys_s",
+    *(f.name for f in dataclasses.fields(ProcessUsage)),
     "cpu_pct",
-    "peak_rss_mb",
-    "ctx_voluntary",
-    "ctx_involuntary",
-    "exit_code",
-    "main_cpu_s",
-    "t_import_s",
-    "t_data_s",
-    "t_model_s",
-    "t_first_step_s",
-    "train_s",
-    "steps_done",
-    "samples_seen",
-    "warmup_steps",
-    "step_median_ms",
-    "step_iqr_ms",
-    "samples_per_s",
-    "epoch_s",
-    "final_loss",
-    "epoch_losses",
-    "epoch_times_s",
-    "split_data_ms",
-    "split_copy_ms",
-    "split_compute_ms",
-    "split_sync_ms",
-    "split_device_copy_ms",
-    "split_device_compute_ms",
-    "model_flops_per_s",
-    "peak_flops_per_s",
-    "flops_frac",
-    "train_start_unix",
-    "train_end_unix",
-    "compile_s",
-    "recompiles",
-    "compile_cudagraph_skips",
-    "compile_graphs",
-    "compile_cache",
-    "compile_warnings",
-    "eager_step_ms",
-    "compiled_step_ms",
-    "compile_payback_steps",
-    "profile_trace",
-    "profile_busy_fraction",
-    "profile_kernel_fraction",
-    "profile_busy_source",
-    "profile_kernels_per_step",
-    "profile_overhead_pct",
-    "train_user_s",
-    "train_sys_s",
-    "train_minor_faults",
-    "train_major_faults",
-    "train_ctx_voluntary",
-    "train_ctx_involuntary",
+    *(f.name for f in dataclasses.fields(TrainMetrics) if f.name not in ("split", "compile", "profile", "usage")),
+    *(f"split_{f.name}" for f in dataclasses.fields(StepSplit)),
+    *(f.name for part in (CompileStats, ProfileStats, TrainUsage) for f in dataclasses.fields(part)),
     *(f.name for f in dataclasses.fields(MonitorSummary)),
     "gpu_energy_per_epoch_j",
     "gpu_energy_per_sample_mj",

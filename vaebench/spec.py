@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import UsageError
+from .stats import is_missing
 
 DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 LOADERS = ("reference", "tensor", "device")
@@ -74,7 +75,7 @@ class RunSpec:
     def from_dict(cls, values: Mapping[str, Any]) -> RunSpec:
         """Build from a mapping, ignoring unknown keys (a record carries many more)."""
         known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: _none_if_nan(v) for k, v in values.items() if k in known}
+        kwargs: dict[str, Any] = {k: None if is_missing(v) else v for k, v in values.items() if k in known}
         return cls(**kwargs).normalized()
 
     def normalized(self) -> RunSpec:
@@ -116,6 +117,9 @@ FIELD_TYPES: dict[str, type] = {
     "cuda_graphs": bool,
 }
 SPEC_FIELDS: tuple[str, ...] = tuple(FIELD_TYPES)
+# The fields a user turns to make the same training faster; the others (seed, epochs, data, lr,
+# ...) change the question. batch_size is one too, but it also changes the optimization.
+SPEED_KNOBS: tuple[str, ...] = ("loader", "workers", "pin_memory", "sync", "cuda_graphs", "threads", "compile", "amp")
 LATER_FIELDS: dict[str, Any] = {"sync": "step", "cuda_graphs": False}  # name -> default, left out of keys
 DEFAULT = RunSpec()
 
@@ -254,7 +258,3 @@ def _device_problems(spec: RunSpec, caps: Capabilities) -> list[Problem]:
     return []
 
 
-def _none_if_nan(value: Any) -> Any:
-    if isinstance(value, float) and value != value:
-        return None
-    return value

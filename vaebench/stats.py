@@ -14,8 +14,37 @@ import random
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 _NORMAL = statistics.NormalDist()
+
+
+# Values as records hold them: a missing measurement is None in JSON and NaN in memory.
+
+
+def is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def number(value: Any) -> float:
+    """A cell as a float; NaN for missing, None, text or booleans."""
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def finite(value: Any) -> Any:
+    """For JSON, which has no NaN: non-finite floats become null, in dicts and lists too."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
 EXACT_MAX_TOTAL = 40
 """Mann-Whitney uses the exact null distribution when there are no ties and nx + ny <= this."""
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
 from .result import OK, RunRecord, RunSeries
+from .stats import finite
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -160,7 +160,8 @@ def load_series(folder: str | os.PathLike[str], run_id: str) -> RunSeries:
     path = Path(folder) / SERIES_DIR / f"{run_id}.json"
     with open(path, encoding="utf-8") as handle:
         payload = json.load(handle)
-    return RunSeries(step_ms=payload.get("step_ms", []), monitor=payload.get("monitor", []))
+    return RunSeries(step_ms=payload.get("step_ms", []), monitor=payload.get("monitor", []),
+                     step_samples=payload.get("step_samples", []), excluded_steps=payload.get("excluded_steps", []))
 
 
 def load_monitor(folder: str | os.PathLike[str], run_id: str) -> pd.DataFrame:
@@ -209,12 +210,3 @@ def _ends_torn(path: Path) -> bool:
         return handle.read(1) != b"\n"
 
 
-def finite(value: Any) -> Any:
-    """JSON has no NaN: missing measurements are stored as null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
-    return value

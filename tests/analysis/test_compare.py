@@ -2,15 +2,18 @@ from __future__ import annotations
 
 import json
 import random
+import statistics
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
+from vaebench import rules
 from vaebench.analysis import compare as cmp
 from vaebench.analysis.calibration import calibration_report
 from vaebench.cli import main, parse_fraction
+from vaebench.result import RunSeries
 from vaebench.spec import RunSpec
 from vaebench.storage import SERIES_DIR, append_row, write_json_atomic
 
@@ -134,8 +137,8 @@ def test_step_times_give_each_run_its_median_after_warm_up():
     base, cand = rows(seed=1, n=3), rows(seed=2, n=3)
     # The records claim equal speed; the step times say the candidate's steps take 30 % longer.
     # Warm-up steps (the first 2) are huge and must be ignored.
-    base_steps = {r["run_id"]: [500.0, 400.0] + [5.0, 5.1, 4.9] * 20 for r in base}
-    cand_steps = {r["run_id"]: [9.0, 9.0] + [6.5, 6.6, 6.4] * 20 for r in cand}
+    base_steps = {r["run_id"]: RunSeries(step_ms=[500.0, 400.0] + [5.0, 5.1, 4.9] * 20) for r in base}
+    cand_steps = {r["run_id"]: RunSeries(step_ms=[9.0, 9.0] + [6.5, 6.6, 6.4] * 20) for r in cand}
     result = cmp.compare(frame(base), frame(cand), metrics=("samples_per_s",),
                          baseline_series=base_steps, candidate_series=cand_steps)
     check = result.checks[0]
@@ -144,6 +147,20 @@ def test_step_times_give_each_run_its_median_after_warm_up():
     assert check.verdict == cmp.REGRESSION
     # Step times are not pooled: 3 runs a side stay 3 values a side.
     assert len(check.baseline_values) == 3
+
+
+def test_steady_state_from_series_is_the_loops_rule() -> None:
+    # Was: compare dropped the warm-up only and counted every step as a full batch. The loop
+    # also drops the profiled steps and counts each step's own samples; now both read alike.
+    row = rows(seed=1, n=1)[0]
+    steps = [50.0, 50.0] + [10.0] * 10 + [40.0] * 20  # a 20-step profiler window, 4x slower
+    samples = [128] * 32
+    series = {row["run_id"]: RunSeries(step_ms=steps, step_samples=samples, excluded_steps=list(range(12, 32)))}
+    value = cmp.run_values(frame([row]), "samples_per_s", series)[0]
+    assert value == pytest.approx(rules.steady_rate(steps, samples, 2, set(range(12, 32))))
+    assert value == pytest.approx(12_800)
+    old_rule = 128 * 1000 / statistics.median(steps[2:])  # the profiled steps were the majority
+    assert old_rule == pytest.approx(3_200)
 
 
 # --- final loss ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from vaebench import stats
 from vaebench.analysis.trace import CPU_SOURCE, DEVICE_SOURCE, NO_DEVICE_SOURCE
 from vaebench.reproduce import findings as fnd
 
@@ -194,8 +195,8 @@ def test_machine_differences_with_the_published_machine() -> None:
 
 
 def test_number_reads_cells_safely() -> None:
-    assert math.isnan(fnd.number(None)) and math.isnan(fnd.number("x")) and math.isnan(fnd.number(True))
-    assert fnd.number("2.5") == 2.5
+    assert math.isnan(stats.number(None)) and math.isnan(stats.number("x")) and math.isnan(stats.number(True))
+    assert stats.number("2.5") == 2.5
 
 
 def test_contention_from_the_outside_monitor() -> None:
@@ -256,3 +257,18 @@ def test_change_label_names_every_knob_off_the_seed() -> None:
     assert fnd.change_label(rung()) == "seed configuration"
     assert fnd.change_label(rung("tensor", pin_memory=True)) == "loader=tensor,pin_memory=on"
     assert fnd.change_label(rung("device", sync="epoch", cuda_graphs=True)) == "loader=device,sync=epoch,cuda_graphs=on"
+
+
+def test_input_bound_is_one_rule_for_findings_and_attribution() -> None:
+    from vaebench.analysis.attribution import INPUT, Evidence, attribute
+    from vaebench.result import StepSplit
+
+    # Was: findings called a step input-bound at 25% data wait alone, attribution at 30% of
+    # data + copy; these two steps got opposite verdicts from the two.
+    for data, copy, bound in ((2.7, 0.0, False), (2.0, 1.5, True)):
+        row = {"device": "cuda:0", "split_data_ms": data, "split_copy_ms": copy,
+               "split_compute_ms": 10.0 - data - copy - 0.5, "split_sync_ms": 0.5}
+        found = fnd.step_split(row)
+        assert found is not None and ("input pipeline, not model" in found.text) is bound
+        verdict = attribute(Evidence(split=StepSplit(data, copy, 10.0 - data - copy - 0.5, 0.5), device="cuda:0"))
+        assert (verdict.kind == INPUT) is bound

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from vaebench.result import FAILED
 from vaebench.spec import RunSpec
 from vaebench.train.child import failure_reason
-from vaebench.tune.search import FAILED, Trial
+from vaebench.tune.search import Trial
 
 
 class OutOfMemoryError(RuntimeError):

@@ -9,12 +9,11 @@ import pytest
 
 from vaebench.cli import main
 from vaebench.measure.run import RunOptions
-from vaebench.result import DataInfo, MonitorSummary, ProcessUsage, RunRecord, StepSplit, TrainMetrics
+from vaebench.result import FAILED, DataInfo, MonitorSummary, ProcessUsage, RunRecord, StepSplit, TrainMetrics
 from vaebench.spec import Capabilities, RunSpec
 from vaebench.tune.driver import TuneResult, TuneSettings, trial_from_record, tune
 from vaebench.tune.report import format_table, render_markdown, trials_frame, write
 from vaebench.tune.search import (
-    FAILED,
     SearchResult,
     Trial,
     knob_groups,

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..result import StepSplit
+from ..rules import INPUT_BOUND_SHARE
 from .trace import NO_DEVICE_ROWS, NO_DEVICE_SOURCE, from_device_rows
 
 INPUT = "input pipeline"
@@ -50,7 +51,6 @@ WHATIF_FLAGS: dict[str, str] = {
     "--threads": COMPUTE,
 }
 
-INPUT_SHARE = 0.30  # data + copy above this share of the step: the loader is in the way
 DEVICE_BUSY = 0.80  # device busy above this: the device's own work bounds the step
 CPU_OP_BUSY = 0.50  # CPU run: aten ops below this share of wall, Python and dispatch dominate
 SYNC_SHARE = 0.25  # host work and sync wait both above this: host and device take turns
@@ -138,7 +138,7 @@ def _rule(ev: Evidence) -> tuple[str, float, list[str]]:
         f"step {ev.step_ms:.2f} ms = data {s.data_ms:.2f} + copy {s.copy_ms:.2f} + "
         f"host compute {s.compute_ms:.2f} + sync {s.sync_ms:.2f}"
     )
-    if input_share >= INPUT_SHARE:
+    if input_share >= INPUT_BOUND_SHARE:
         why = f"waiting for input is {100 * input_share:.0f}% of the step"
         return INPUT, input_share, [split, why]
     if not ev.on_gpu:

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import stats
-from .._format import text_table
-from ..result import OK
-from .compare import METRICS, config_label, fmt, run_values
+from .._format import fmt, fmt_auto, text_table
+from ..result import OK, RunSeries
+from .compare import METRICS, config_label, run_values
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,10 +64,10 @@ class CalibrationReport:
         rows = [
             [
                 METRICS[m.metric].label,
-                fmt(m.median),
-                _pct(m.rel_iqr),
-                _pct(m.cv),
-                *[_pct(d) if math.isfinite(d) else "never" for _, d in m.detectable],
+                fmt_auto(m.median),
+                fmt(m.rel_iqr, "{:.1%}"),
+                fmt(m.cv, "{:.1%}"),
+                *[fmt(d, "{:.1%}") if math.isfinite(d) else "never" for _, d in m.detectable],
             ]
             for m in self.metrics
         ]
@@ -101,7 +101,7 @@ def calibration_report(
     metrics: Sequence[str] = CALIBRATED_METRICS,
     alpha: float = 0.05,
     power: float = 0.8,
-    series: Mapping[str, Sequence[float]] | None = None,
+    series: Mapping[str, RunSeries] | None = None,
 ) -> CalibrationReport:
     """Noise floor and detectable slowdown of each metric over A/A runs of one configuration.
 
@@ -137,10 +137,6 @@ def calibration_report(
             )
         )
     return CalibrationReport(keys[0], config_label(ok), len(ok), alpha, power, tuple(noises))
-
-
-def _pct(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.1%}"
 
 
 def recommend(

@@ -38,10 +38,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import stats
-from .._format import markdown_table, text_table
+from .._format import fmt_auto, markdown_table, text_table
 from ..errors import UsageError
+from ..result import OK, RunSeries
+from ..rules import steady_rate
 from ..spec import RunSpec
-from ..storage import finite
+from ..stats import finite, number
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -151,12 +153,12 @@ class MetricCheck:
     def describe_interval(self) -> str:
         if math.isnan(self.ci_low):
             if not math.isnan(self.band_low):
-                return f"band {fmt(self.band_low)}–{fmt(self.band_high)}"
+                return f"band {fmt_auto(self.band_low)}–{fmt_auto(self.band_high)}"
             return ""
         return f"×{self.ci_low:.3f}–{self.ci_high:.3f}"
 
     def __str__(self) -> str:
-        parts = [f"{fmt(self.baseline_median)} → {fmt(self.candidate_median)}"]
+        parts = [f"{fmt_auto(self.baseline_median)} → {fmt_auto(self.candidate_median)}"]
         if not math.isnan(self.ratio):
             parts.append(f"×{self.ratio:.3f}")
         if not math.isnan(self.ci_low):
@@ -271,8 +273,8 @@ def compare(
     metrics: Sequence[str] = DEFAULT_METRICS,
     alpha: float = 0.05,
     allow_different_machines: bool = False,
-    baseline_series: Mapping[str, Sequence[float]] | None = None,
-    candidate_series: Mapping[str, Sequence[float]] | None = None,
+    baseline_series: Mapping[str, RunSeries] | None = None,
+    candidate_series: Mapping[str, RunSeries] | None = None,
     seed: int = 0,
 ) -> Comparison:
     """Check every configuration the two tables share, metric by metric (module docstring).
@@ -451,7 +453,7 @@ def fingerprint_differences(baseline: pd.DataFrame, candidate: pd.DataFrame) -> 
 
 
 def run_values(
-    runs: pd.DataFrame, metric: str, series: Mapping[str, Sequence[float]] | None = None
+    runs: pd.DataFrame, metric: str, series: Mapping[str, RunSeries] | None = None
 ) -> list[float]:
     """One value per run with the metric recorded; samples/s from the step times when given."""
     values = []
@@ -459,46 +461,44 @@ def run_values(
         value = _steady_samples_per_s(row, series) if metric == "samples_per_s" and series else None
         if value is None:
             value = row.get(metric)
-        if _is_number(value):
+        if math.isfinite(number(value)):
             values.append(float(value))
     return values
 
 
-def load_step_times(
-    folder: str | os.PathLike[str], run_ids: Sequence[str]
-) -> dict[str, list[float]]:
-    """Step times of each run whose series file exists; a corrupt file raises ValueError."""
+def load_step_times(folder: str | os.PathLike[str], run_ids: Sequence[str]) -> dict[str, RunSeries]:
+    """The step series of each run whose series file exists; a corrupt file is a UsageError."""
     from ..storage import SERIES_DIR, load_series
 
-    times = {}
+    found = {}
     for run_id in run_ids:
         path = Path(folder) / SERIES_DIR / f"{run_id}.json"
         if path.exists():
             try:
-                times[run_id] = [float(v) for v in load_series(folder, run_id).step_ms]
-            except (json.JSONDecodeError, TypeError) as exc:
+                series = load_series(folder, run_id)
+                found[run_id] = dataclasses.replace(series, step_ms=[float(v) for v in series.step_ms], monitor=[])
+            except (json.JSONDecodeError, TypeError, ValueError) as exc:
                 raise UsageError(f"{path}: not a valid series file ({exc})") from None
-    return times
+    return found
 
 
-def _steady_samples_per_s(
-    row: Mapping[str, Any], series: Mapping[str, Sequence[float]]
-) -> float | None:
-    steps = series.get(str(row.get("run_id")))
+def _steady_samples_per_s(row: Mapping[str, Any], series: Mapping[str, RunSeries]) -> float | None:
+    """samples/s by the loop's own steady-state rule, from the raw steps; older series without
+    per-step samples count the configured batch for every step."""
+    found = series.get(str(row.get("run_id")))
     warmup, batch = row.get("warmup_steps"), row.get("batch_size")
-    if not steps or not _is_number(warmup) or not _is_number(batch):
+    if found is None or not found.step_ms or not math.isfinite(number(warmup)) or not math.isfinite(number(batch)):
         return None
-    measured = steps[int(warmup or 0) :]
-    if not measured or stats.median(measured) <= 0:
-        return None
-    return float(batch or 0) * 1000.0 / stats.median(measured)
+    samples = found.step_samples or [int(batch or 0)] * len(found.step_ms)
+    rate = steady_rate(found.step_ms, samples, int(warmup or 0), set(found.excluded_steps))
+    return rate if rate > 0 else None
 
 
 def _ok_rows(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty or "spec_key" not in frame.columns:
         return frame.iloc[0:0].assign(spec_key=[])
     if "status" in frame.columns:
-        return frame[frame["status"] == "ok"]
+        return frame[frame["status"] == OK]
     return frame
 
 
@@ -544,7 +544,7 @@ def _seed_family(baseline_ok: pd.DataFrame, rows: pd.DataFrame) -> list[float]:
     """Final losses of the baseline runs whose spec matches `rows`' in everything but seed."""
     target = _seedless(rows.iloc[0].to_dict())
     family = [r for r in baseline_ok.to_dict("records") if _seedless(r) == target]
-    return [float(r["final_loss"]) for r in family if _is_number(r.get("final_loss"))]
+    return [float(r["final_loss"]) for r in family if math.isfinite(number(r.get("final_loss")))]
 
 
 def _seedless(row: Mapping[str, Any]) -> str:
@@ -581,26 +581,6 @@ def _show(values: frozenset[str]) -> str:
     return " or ".join(repr(v) if v != "absent" else "absent" for v in sorted(values))
 
 
-def _is_number(value: Any) -> bool:
-    try:
-        return value is not None and not isinstance(value, bool) and math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def fmt(value: float) -> str:
-    if math.isnan(value):
-        return "n/a"
-    size = abs(value)
-    if size >= 1000:
-        return f"{value:,.0f}"
-    if size >= 100:
-        return f"{value:.1f}"
-    if size >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3g}"
-
-
 _HEADERS = (
     "configuration",
     "metric",
@@ -618,8 +598,8 @@ def _cells(check: MetricCheck) -> list[str]:
     return [
         check.config,
         check.info.label,
-        fmt(check.baseline_median),
-        fmt(check.candidate_median),
+        fmt_auto(check.baseline_median),
+        fmt_auto(check.candidate_median),
         check.describe_change(),
         check.describe_interval(),
         "" if math.isnan(check.p_value) else f"{check.p_value:.3g}",

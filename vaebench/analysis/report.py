@@ -27,6 +27,7 @@ from .._format import markdown_table
 from ..errors import UsageError
 from ..result import OK, StepSplit
 from ..spec import SPEC_FIELDS, RunSpec, format_value, parse_value
+from ..stats import is_missing, number
 from . import plots
 from .attribution import Evidence, attribute, utilization_note
 from .whatif import whatifs
@@ -419,22 +420,14 @@ def _for_parquet(frame: pd.DataFrame) -> pd.DataFrame:
         if out[column].dtype != object or values.empty:
             continue
         if values.map(_is_number_list).all():
-            out[column] = out[column].map(lambda v: [_float(x) for x in v] if isinstance(v, list) else None)
+            out[column] = out[column].map(lambda v: [number(x) for x in v] if isinstance(v, list) else None)
         elif values.map(type).nunique() > 1 or not values.map(lambda v: isinstance(v, str)).all():
-            out[column] = out[column].map(lambda v: None if _missing(v) else str(_json_text(v)))
+            out[column] = out[column].map(lambda v: None if is_missing(v) else str(_json_text(v)))
     return out
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _is_number_list(value: Any) -> bool:
     return isinstance(value, list) and all(v is None or isinstance(v, int | float) for v in value)
-
-
-def _float(value: Any) -> float:
-    return math.nan if value is None else float(value)
 
 
 def render_markdown(report: Report, out: Path) -> str:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import math
 
+from .._format import fmt
 from ..result import OK, RunRecord, TrainMetrics
-
-
-def _fmt(value: float, unit: str = "", digits: int = 2) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}{unit}"
 
 
 def format_run(record: RunRecord, results_path: str = "") -> str:
@@ -37,8 +34,8 @@ def format_run(record: RunRecord, results_path: str = "") -> str:
     train = record.train
     if train is not None:
         lines.append(
-            f"  speed     {_fmt(train.samples_per_s, ' samples/s', 0)} steady "
-            f"(median step {_fmt(train.step_median_ms, ' ms', 3)}, IQR {_fmt(train.step_iqr_ms, ' ms', 3)}, "
+            f"  speed     {fmt(train.samples_per_s, '{:.0f} samples/s')} steady "
+            f"(median step {fmt(train.step_median_ms, '{:.3f} ms')}, IQR {fmt(train.step_iqr_ms, '{:.3f} ms')}, "
             f"{train.steps_done} steps, {train.warmup_steps} warm-up)"
         )
         lines.append(
@@ -60,9 +57,9 @@ def format_run(record: RunRecord, results_path: str = "") -> str:
         losses = ", ".join(f"{loss:.2f}" for loss in train.epoch_losses)
         lines.append(f"  loss      per epoch: {losses}")
         lines.append(
-            f"  FLOP/s    {_fmt(train.model_flops_per_s / 1e9, ' GFLOP/s', 1)} achieved, "
-            f"{_fmt(100 * train.flops_frac, '%', 1)} of the measured matmul peak "
-            f"{_fmt(train.peak_flops_per_s / 1e9, ' GFLOP/s', 0)}"
+            f"  FLOP/s    {fmt(train.model_flops_per_s / 1e9, '{:.1f} GFLOP/s')} achieved, "
+            f"{fmt(100 * train.flops_frac, '{:.1f}%')} of the measured matmul peak "
+            f"{fmt(train.peak_flops_per_s / 1e9, '{:.0f} GFLOP/s')}"
         )
         lines.extend(_compile_lines(train))
         lines.extend(_profile_lines(train))
@@ -71,8 +68,8 @@ def format_run(record: RunRecord, results_path: str = "") -> str:
         lines.append(
             f"  GPU       utilization.gpu (NVML: share of time any kernel ran, not efficiency) "
             f"mean {monitor.gpu_util_mean:.0f}%, max {monitor.gpu_util_max:.0f}%; "
-            f"memory {_fmt(monitor.gpu_mem_max_mb, ' MB', 0)}, "
-            f"power {_fmt(monitor.gpu_power_mean_w, ' W', 0)}, energy {_fmt(monitor.gpu_energy_j, ' J', 0)}"
+            f"memory {fmt(monitor.gpu_mem_max_mb, '{:.0f} MB')}, "
+            f"power {fmt(monitor.gpu_power_mean_w, '{:.0f} W')}, energy {fmt(monitor.gpu_energy_j, '{:.0f} J')}"
         )
     if not math.isnan(monitor.cpu_util_mean):
         lines.append(
@@ -87,27 +84,29 @@ def format_run(record: RunRecord, results_path: str = "") -> str:
 
 
 def _compile_lines(train: TrainMetrics) -> list[str]:
-    if math.isnan(train.compile_s):
+    c = train.compile
+    if math.isnan(c.compile_s):
         return []
-    payback = train.compile_payback_steps
-    pays = f"pays back after {payback:.0f} steps" if not math.isnan(payback) else "no payback"
+    pays = f"pays back after {c.compile_payback_steps:.0f} steps" if not math.isnan(c.compile_payback_steps) \
+        else "no payback"
     lines = [
-        f"  compile   {train.compile_s:.1f} s, {train.compile_graphs} graph(s), {train.recompiles} recompile(s), "
-        f"{train.compile_cache or 'no'} cache; eager step {_fmt(train.eager_step_ms, ' ms', 3)} vs compiled "
-        f"{_fmt(train.compiled_step_ms, ' ms', 3)} (without data wait): {pays}"
+        f"  compile   {c.compile_s:.1f} s, {c.compile_graphs} graph(s), {c.recompiles} recompile(s), "
+        f"{c.compile_cache or 'no'} cache; eager step {fmt(c.eager_step_ms, '{:.3f} ms')} vs compiled "
+        f"{fmt(c.compiled_step_ms, '{:.3f} ms')} (without data wait): {pays}"
     ]
-    lines.extend(f"  WARNING   {warning}" for warning in train.compile_warnings)
+    lines.extend(f"  WARNING   {warning}" for warning in c.compile_warnings)
     return lines
 
 
 def _profile_lines(train: TrainMetrics) -> list[str]:
-    if not train.profile_trace:
+    p = train.profile
+    if not p.profile_trace:
         return []
     return [
-        f"  profile   trace {train.profile_trace} (open in ui.perfetto.dev); busy "
-        f"{_fmt(100 * train.profile_busy_fraction, '%', 1)} [{train.profile_busy_source}], "
-        f"{_fmt(train.profile_kernels_per_step, '', 1)} kernels/step, profiler overhead "
-        f"{_fmt(train.profile_overhead_pct, '%', 1)}"
+        f"  profile   trace {p.profile_trace} (open in ui.perfetto.dev); busy "
+        f"{fmt(100 * p.profile_busy_fraction, '{:.1f}%')} [{p.profile_busy_source}], "
+        f"{fmt(p.profile_kernels_per_step, '{:.1f}')} kernels/step, profiler overhead "
+        f"{fmt(p.profile_overhead_pct, '{:.1f}%')}"
     ]
 
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pandas as pd
 
-from ..spec import SPEC_FIELDS, format_value
+from ..spec import SPEC_FIELDS, SPEED_KNOBS, format_value
+from ..stats import is_missing, number
 
-# Knobs a user turns to remove a bottleneck; the rest (seed, epochs, data) change the question.
-KNOBS = ("loader", "workers", "pin_memory", "amp", "threads", "compile", "batch_size")
+KNOBS = (*SPEED_KNOBS, "batch_size")  # a sibling differing in one of these is a what-if
 IDENTITY = tuple(name for name in SPEC_FIELDS if name not in ("profile", "profile_steps"))
 
 
@@ -24,7 +24,7 @@ def whatifs(summary: pd.DataFrame, metric: str = "samples_per_s_median") -> dict
         mine = row.get(metric, math.nan)
         for other in rows:
             knob = _single_difference(row, other)
-            if knob is None or not _positive(mine) or not _positive(other.get(metric)):
+            if knob is None or not number(mine) > 0 or not number(other.get(metric)) > 0:
                 continue
             flag = f"--{knob.replace('_', '-')} {format_value(other[knob])}"
             found.setdefault(row["config"], {})[flag] = float(other[metric]) / float(mine)
@@ -32,15 +32,6 @@ def whatifs(summary: pd.DataFrame, metric: str = "samples_per_s_median") -> dict
 
 
 def _single_difference(row: dict[str, Any], other: dict[str, Any]) -> str | None:
-    differing = [name for name in IDENTITY if not _same(row.get(name), other.get(name))]
+    differing = [name for name in IDENTITY if not (
+        (is_missing(row.get(name)) and is_missing(other.get(name))) or row.get(name) == other.get(name))]
     return differing[0] if len(differing) == 1 and differing[0] in KNOBS else None
-
-
-def _same(a: Any, b: Any) -> bool:
-    a_missing = a is None or (isinstance(a, float) and math.isnan(a))
-    b_missing = b is None or (isinstance(b, float) and math.isnan(b))
-    return (a_missing and b_missing) or a == b
-
-
-def _positive(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value) and value > 0

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..result import MonitorSummary
+from ..rules import SAMPLE_HZ
 from .gpm import GpmSampler, open_gpm
 
 Clock = Callable[[], float]
@@ -162,7 +163,7 @@ class Monitor:
 
     def __init__(
         self,
-        interval_s: float = 0.1,
+        interval_s: float = 1.0 / SAMPLE_HZ,
         gpu: GpuProbe | None = None,
         cpu_percent: Callable[[], list[float]] | None = None,
         clock: Clock = time.monotonic,

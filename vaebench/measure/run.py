@@ -10,7 +10,6 @@ lost or torn one.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import signal
 import sys
@@ -19,13 +18,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from .. import storage
 from ..analysis.attribution import Evidence, attribute
 from ..errors import UsageError
 from ..machine import capabilities, child_process_env, host_fingerprint
-from ..result import FAILED, OK, DataInfo, MonitorSummary, RunRecord, RunSeries, StepSplit, TrainMetrics
+from ..protocol import Answer, Request
+from ..result import FAILED, OK, DataInfo, MonitorSummary, RunRecord, RunSeries, TrainMetrics
+from ..rules import SAMPLE_HZ
 from ..spec import Capabilities, RunSpec, validate
 from .data import DataUnavailable, check_writable, prepare
 from .monitor import Monitor, open_gpu_probe
@@ -40,7 +40,7 @@ class RunOptions:
 
     out: Path
     timeout: float | None = None
-    sample_hz: float = 10.0  # outside monitor rate
+    sample_hz: float = SAMPLE_HZ  # outside monitor rate
     progress: bool = False  # a progress bar on the terminal's stderr
     instrument: bool = True  # per-step timers; off only to measure their cost
     sweep: str = ""
@@ -66,16 +66,8 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
     with tempfile.TemporaryDirectory(prefix="vaebench-") as tmp:
         request = Path(tmp) / "request.json"
         result = Path(tmp) / "result.json"
-        request.write_text(json.dumps({
-            "spec": spec.to_dict(),
-            "data": dataclasses.asdict(data),
-            "out": str(options.out),
-            "run_id": run_id,
-            "result": str(result),
-            "instrument": options.instrument,
-            "progress": options.progress,
-            "label": options.label,
-        }))
+        Request(spec=spec, data=data, out=str(options.out), run_id=run_id, result=str(result),
+                instrument=options.instrument, progress=options.progress, label=options.label).write(request)
         rapl = EnergyMeter()
         rapl.start()
         monitor = Monitor(1.0 / options.sample_hz, gpu=open_gpu_probe(spec.device),
@@ -83,7 +75,7 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
         with monitor:
             exit_ = run_child([sys.executable, "-m", "vaebench.train.child", str(request)],
                               env=child_env(spec), timeout=options.timeout)
-        answer = _read_answer(result)
+        answer = Answer.read(result)
 
     status, reason = OK, ""
     train = None
@@ -91,20 +83,17 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
         status, reason = FAILED, f"timeout: killed after {options.timeout:g} s"
     elif answer is None:
         status, reason = FAILED, _death_reason(exit_.usage.exit_code)
-    elif answer["status"] != OK:
-        status, reason = FAILED, answer.get("reason", "failed without a reason")
+    elif not answer.ok or answer.metrics is None:
+        status, reason = FAILED, answer.reason or "failed without a reason"
     else:
-        try:
-            train = _train_metrics(answer["metrics"], peak)
-        except (KeyError, TypeError, ValueError) as exc:  # a child of another vaebench version
-            status, reason = FAILED, f"unreadable answer from the training child: {exc}"
+        train = _with_peak(answer.metrics, peak)
     usage = exit_.usage
-    if answer is not None and "main_cpu_s" in answer:
-        usage = dataclasses.replace(usage, main_cpu_s=answer["main_cpu_s"])
+    if answer is not None and not math.isnan(answer.main_cpu_s):
+        usage = dataclasses.replace(usage, main_cpu_s=answer.main_cpu_s)
     summary = monitor.summary(*((train.train_start_unix, train.train_end_unix) if train else ()))
     fingerprint = host_fingerprint()
     if answer is not None:
-        fingerprint.update(answer.get("runtime", {}))
+        fingerprint.update(answer.runtime)
     record = RunRecord(
         spec=spec,
         run_id=run_id,
@@ -120,7 +109,9 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
         fingerprint=fingerprint,
         **_bottleneck(spec, train, summary),
     )
-    series = RunSeries(step_ms=(answer or {}).get("step_ms", []), monitor=monitor.samples)
+    series = RunSeries(step_ms=answer.step_ms if answer else [], monitor=monitor.samples,
+                       step_samples=answer.step_samples if answer else [],
+                       excluded_steps=answer.excluded_steps if answer else [])
     storage.append(options.out, record, series)
     return record
 
@@ -131,33 +122,18 @@ def _bottleneck(spec: RunSpec, train: TrainMetrics | None, monitor: MonitorSumma
     found = attribute(Evidence(
         split=train.split,
         device=spec.device,
-        busy_fraction=train.profile_busy_fraction,
-        busy_source=train.profile_busy_source,
+        busy_fraction=train.profile.profile_busy_fraction,
+        busy_source=train.profile.profile_busy_source,
         amp=spec.amp,
-        kernels_per_step=train.profile_kernels_per_step,
+        kernels_per_step=train.profile.profile_kernels_per_step,
         gpu_util_pct=monitor.gpu_util_mean,
     ))
     return {"bottleneck": found.kind, "bottleneck_note": str(found)}
 
 
-def _train_metrics(values: dict[str, Any], peak: float) -> TrainMetrics:
-    values = dict(values)
-    values["split"] = StepSplit(**{k: _nan(v) for k, v in values["split"].items()})
-    values = {k: _nan(v) for k, v in values.items()}
-    values["peak_flops_per_s"] = peak
-    values["flops_frac"] = values["model_flops_per_s"] / peak if peak == peak and peak > 0 else float("nan")
-    return TrainMetrics(**values)
-
-
-def _nan(value: Any) -> Any:
-    return float("nan") if value is None else value
-
-
-def _read_answer(path: Path) -> dict[str, Any] | None:
-    try:
-        return dict(json.loads(path.read_text()))
-    except (OSError, ValueError):
-        return None
+def _with_peak(train: TrainMetrics, peak: float) -> TrainMetrics:
+    frac = train.model_flops_per_s / peak if peak > 0 else math.nan
+    return dataclasses.replace(train, peak_flops_per_s=peak, flops_frac=frac)
 
 
 def _death_reason(exit_code: int) -> str:

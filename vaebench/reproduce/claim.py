@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..spec import SPEC_FIELDS, parse_value
-from .findings import number
+from ..stats import number
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -14,6 +14,9 @@ from typing import Any
 
 from ..analysis.attribution import FP16_SYNC
 from ..analysis.trace import NO_DEVICE_ROWS, NO_DEVICE_SOURCE, from_device_rows
+from ..rules import INPUT_BOUND_SHARE
+from ..spec import DEFAULT, SPEED_KNOBS
+from ..stats import number
 
 Row = Mapping[str, Any]
 
@@ -76,9 +79,10 @@ def step_split(row: Row) -> Finding | None:
     text = f"On {device} a training step took {step:.2f} ms on the host: {shares}."
     if device.startswith("cuda"):
         text += _gpu_busy(row, numbers)
-    data_share = parts["data"] / step if not math.isnan(parts["data"]) else math.nan
-    if data_share >= 0.25:
-        text += f" Waiting for the next batch is {100 * data_share:.0f}% of the step: input pipeline, not model."
+    input_share = sum(0.0 if math.isnan(parts[k]) else parts[k] for k in ("data", "copy")) / step
+    if input_share >= INPUT_BOUND_SHARE:
+        text += (f" Waiting for the next batch and copying it is {100 * input_share:.0f}% of the step: "
+                 "input pipeline, not model.")
     return Finding("step-split", text, numbers)
 
 
@@ -248,8 +252,7 @@ def what_ifs(rows: Sequence[Row], baselines: Mapping[str, Row]) -> list[WhatIf]:
 
 
 # The knobs a what-if may change, with the seed configuration's value of each.
-SEED_PIPELINE = (("loader", "reference"), ("pin_memory", False), ("sync", "step"), ("cuda_graphs", False),
-                 ("compile", "off"), ("amp", "off"))
+SEED_PIPELINE = tuple((name, getattr(DEFAULT, name)) for name in SPEED_KNOBS)
 INPUT_KNOBS = frozenset({"loader", "pin_memory"})  # what changes the input pipeline and nothing else
 
 
@@ -383,13 +386,3 @@ def machine_finding(label: str, machine: Mapping[str, Any], here: Row, data: str
         text += " Not published, so not compared: " + ", ".join(MACHINE_NAMES[n] for n in unknown) + "."
     numbers = {d.field: float(d.here) for d in differ if isinstance(d.here, int | float)}
     return Finding("machine", text, numbers)
-
-
-def number(value: Any) -> float:
-    """A row's cell as a float; NaN for missing, None, text or booleans."""
-    if value is None or isinstance(value, bool):
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._format import markdown_table, text_table
+from .._format import fmt, markdown_table, text_table
 from ..errors import UsageError
 from ..result import OK
 from ..spec import DEFAULT, RunSpec
@@ -153,7 +153,7 @@ def loss_notes(frame: pd.DataFrame, tolerance: float = LOSS_TOLERANCE) -> list[s
 
 def cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     headers = ["rung", "knob", *[header for _, header, _ in COLUMNS]]
-    rows = [[str(r["rung"]), str(r["knob"]), *[_fmt(r.get(c), fmt) for c, _, fmt in COLUMNS]]
+    rows = [[str(r["rung"]), str(r["knob"]), *[fmt(r.get(c), spec) for c, _, spec in COLUMNS]]
             for r in frame.to_dict("records")]
     return headers, rows
 
@@ -252,11 +252,3 @@ def _median(frame: pd.DataFrame | None, column: str) -> float:
         return math.nan
     values = frame[column].dropna()
     return float(values.median()) if not values.empty else math.nan
-
-
-def _fmt(value: Any, fmt: str) -> str:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
-    return "n/a" if math.isnan(number) else fmt.format(number)

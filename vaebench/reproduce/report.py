@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .._format import markdown_table, text_table
+from .._format import fmt, markdown_table, text_table
 from ..result import OK
+from ..stats import number
 from . import findings as fnd
 from .claim import AGREES, DISAGREES, Claim, Verdict, evaluate
-from .findings import Finding, WhatIf, number
+from .findings import Finding, WhatIf
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -176,19 +177,14 @@ def _cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     headers = ["source", "device", "data", "epochs", *(h for _, h, _ in COLUMNS)]
     rows = []
     for r in frame.to_dict("records"):
-        cells = [r["source"], r["device"], str(r["data"]), _fmt(r["epochs"], "{:.0f}")]
-        for column, _, fmt in COLUMNS:
-            cell = _fmt(r[column], fmt)
+        cells = [r["source"], r["device"], str(r["data"]), fmt(r["epochs"], "{:.0f}", missing="-")]
+        for column, _, spec in COLUMNS:
+            cell = fmt(r[column], spec, missing="-")
             if column == "gpu_util_mean" and r["source"] == PUBLISHED and cell != "-":
                 cell = f"~{cell}"
             cells.append(cell)
         rows.append(cells)
     return headers, rows
-
-
-def _fmt(value: Any, fmt: str) -> str:
-    value = number(value)
-    return "-" if math.isnan(value) else fmt.format(value)
 
 
 def _verdict_lines(comparison: Comparison) -> list[str]:
@@ -204,15 +200,17 @@ def _verdict_lines(comparison: Comparison) -> list[str]:
 
 def _whatif_cells(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     headers = ["device", "change", "epoch s", "speed-up (epoch)", "samples/s", "speed-up (steady state)"]
-    rows = [[w.device, w.change, _fmt(w.epoch_s, "{:.2f}"), _fmt(w.speedup, "{:.2f}x"),
-             _fmt(w.samples_per_s, "{:,.0f}"), _fmt(w.steady_speedup, "{:.2f}x")] for w in comparison.whatifs]
+    rows = [[w.device, w.change, fmt(w.epoch_s, "{:.2f}", missing="-"), fmt(w.speedup, "{:.2f}x", missing="-"),
+             fmt(w.samples_per_s, "{:,.0f}", missing="-"), fmt(w.steady_speedup, "{:.2f}x", missing="-")]
+            for w in comparison.whatifs]
     return headers, rows
 
 
 def _thread_cells(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     headers = ["threads", "user s", "sys s", "sys/user", "samples/s", "involuntary switches"]
-    rows = [[str(r["threads"]), _fmt(r["user_s"], "{:.2f}"), _fmt(r["sys_s"], "{:.2f}"), _fmt(r["sys_user"], "{:.3f}"),
-             _fmt(r["samples_per_s"], "{:,.0f}"), _fmt(r["ctx_involuntary"], "{:,.0f}")]
+    rows = [[str(r["threads"]), fmt(r["user_s"], "{:.2f}", missing="-"), fmt(r["sys_s"], "{:.2f}", missing="-"),
+             fmt(r["sys_user"], "{:.3f}", missing="-"), fmt(r["samples_per_s"], "{:,.0f}", missing="-"),
+             fmt(r["ctx_involuntary"], "{:,.0f}", missing="-")]
             for r in comparison.threads.to_dict("records")]
     return headers, rows
 
@@ -278,7 +276,7 @@ def figure(comparison: Comparison) -> Figure | None:
                    edgecolor="white" if published else None, alpha=0.6 if published else 1.0,
                    label=name if x == 0 else None)
     labels = [f"{r['device']}\n({PUBLISHED})" if r["source"] == PUBLISHED else f"{r['device']}\n({r['data']}, "
-              f"{_fmt(r['epochs'], '{:.0f}')} epoch{'' if r['epochs'] == 1 else 's'})"
+              f"{fmt(r['epochs'], '{:.0f}', missing='-')} epoch{'' if r['epochs'] == 1 else 's'})"
               for r in table.to_dict("records")]
     ax.set_xticks(range(len(table)), labels, fontsize=8)
     ax.set_yscale("log")

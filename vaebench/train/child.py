@@ -13,8 +13,6 @@ import time
 
 _START = time.perf_counter()
 
-import dataclasses  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
 import signal  # noqa: E402
@@ -25,31 +23,29 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from .._format import ProgressBar  # noqa: E402
-from ..result import DataInfo  # noqa: E402
-from ..spec import RunSpec  # noqa: E402
-from ..storage import SAMPLES_DIR, write_json_atomic  # noqa: E402
+from ..protocol import Answer, Request  # noqa: E402
+from ..result import OK  # noqa: E402
+from ..storage import SAMPLES_DIR  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
-    request = json.loads(Path(argv[0]).read_text())
-    result_path = Path(request["result"])
+    request = Request.read(Path(argv[0]))
     try:
         answer = _train(request)
         code = 0
     except Exception as exc:  # noqa: BLE001 - every failure becomes a reason in the record
         traceback.print_exc(file=sys.stderr)
-        answer = {"status": "failed", "reason": failure_reason(exc)}
+        answer = Answer.failed(failure_reason(exc))
         code = 1
-    write_json_atomic(result_path, answer)
+    answer.write(Path(request.result))
     return code
 
 
-def _train(request: dict[str, Any]) -> dict[str, Any]:
+def _train(request: Request) -> Answer:
     import torch
 
     t_import = time.perf_counter() - _START
-    spec = RunSpec.from_dict(request["spec"])
-    data = DataInfo(**request["data"])
+    spec = request.spec
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
     if spec.interop_threads is not None:
@@ -58,25 +54,26 @@ def _train(request: dict[str, Any]) -> dict[str, Any]:
     from ..machine import runtime_fingerprint
     from .loop import train
 
-    bar = ProgressBar(label=request.get("label", "")) if request.get("progress") else None
+    bar = ProgressBar(label=request.label) if request.progress else None
     try:
         outcome = train(
-            spec, data, t_import_s=t_import, progress=bar.update if bar else None,
-            instrument=request.get("instrument", True), on_step=_fault_injector(),
-            out_dir=Path(request["out"]), run_id=request["run_id"],
+            spec, request.data, t_import_s=t_import, progress=bar.update if bar else None,
+            instrument=request.instrument, on_step=_fault_injector(), out_dir=Path(request.out),
+            run_id=request.run_id,
         )
     finally:
         if bar:
             bar.close()
-    out = Path(request["out"])
-    _save_digits(outcome.model, out / SAMPLES_DIR / f"{request['run_id']}.png")
-    return {
-        "status": "ok",
-        "metrics": dataclasses.asdict(outcome.metrics),
-        "step_ms": outcome.step_ms,
-        "runtime": runtime_fingerprint(),
-        "main_cpu_s": _own_cpu_s(),
-    }
+    _save_digits(outcome.model, Path(request.out) / SAMPLES_DIR / f"{request.run_id}.png")
+    return Answer(
+        status=OK,
+        metrics=outcome.metrics,
+        step_ms=outcome.step_ms,
+        step_samples=outcome.step_samples,
+        excluded_steps=outcome.excluded_steps,
+        runtime=runtime_fingerprint(),
+        main_cpu_s=_own_cpu_s(),
+    )
 
 
 def _own_cpu_s() -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import resource
 import statistics
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from ..result import DataInfo, StepSplit, TrainMetrics
+from ..result import CompileStats, DataInfo, ProfileStats, StepSplit, TrainMetrics, TrainUsage
+from ..rules import steady, steady_rate, warmup_steps
 from ..spec import RunSpec
 from .compile_stats import compile_counters, payback_steps, recompile_warnings
 from .loaders import BatchSource, make_source
@@ -29,13 +31,6 @@ from .profiling import ProfileWindow
 
 Clock = Callable[[], float]
 Progress = Callable[[int, int, int, "float | None"], None]  # (step, total, epoch, running loss if known)
-WARMUP_STEPS = 10  # steps left out of steady-state figures: first-touch, allocator, compile
-
-
-def warmup_steps(total_steps: int) -> int:
-    return min(WARMUP_STEPS, total_steps // 2)
-
-
 def total_steps(spec: RunSpec, steps_per_epoch: int) -> int:
     planned = spec.epochs * steps_per_epoch
     return min(planned, spec.steps) if spec.steps is not None else planned
@@ -57,7 +52,7 @@ class StepLog:
     excluded: frozenset[int] = frozenset()  # 0-based steps left out of steady state (profiled)
 
     def steady(self, values: list[float]) -> list[float]:
-        return [v for i, v in enumerate(values) if i >= self.warmup and i not in self.excluded]
+        return steady(values, self.warmup, self.excluded)
 
     def split(self) -> StepSplit:
         def mean(values: list[float]) -> float:
@@ -190,7 +185,9 @@ class GraphedStep:
 @dataclass
 class TrainOutcome:
     metrics: TrainMetrics
-    step_ms: list[float]
+    step_ms: list[float]  # every step, warm-up included
+    step_samples: list[int]  # the samples in each step
+    excluded_steps: list[int]  # 0-based steps left out of steady state besides warm-up (profiled)
     model: VAE
 
 
@@ -250,16 +247,17 @@ def train(
     usage = _usage_since(usage_before)
     end_unix = time.time()
 
-    metrics = _metrics(spec, log, epochs)
-    metrics.update(t_import_s=t_import_s, t_data_s=t_data, t_model_s=t_model, train_start_unix=start_unix,
-                   train_end_unix=end_unix, **usage)
+    metrics = measured(spec, log, epochs)
+    compiled = CompileStats()
     if watch is not None:
         # The eager probe steps on a batch already in hand, so compare without the data wait.
         no_wait = log.steady([step - data for step, data in zip(log.step_ms, log.data_ms, strict=True)])
-        metrics.update(watch.report(statistics.median(no_wait) if no_wait else math.nan))
-    if window is not None:
-        metrics.update(_profile_metrics(window, metrics["step_median_ms"]))  # type: ignore[arg-type]
-    return TrainOutcome(TrainMetrics(**metrics), log.step_ms, work.model)  # type: ignore[arg-type]
+        compiled = watch.report(statistics.median(no_wait) if no_wait else math.nan)
+    profiled = _profile_stats(window, metrics.step_median_ms) if window is not None else ProfileStats()
+    metrics = dataclasses.replace(metrics, t_import_s=t_import_s, t_data_s=t_data, t_model_s=t_model,
+                                  train_start_unix=start_unix, train_end_unix=end_unix, compile=compiled,
+                                  profile=profiled, usage=usage)
+    return TrainOutcome(metrics, log.step_ms, log.batch, sorted(log.excluded), work.model)
 
 
 def build_on(spec: RunSpec, source: BatchSource) -> Workload:
@@ -383,7 +381,7 @@ class CompileWatch:
         self.before = compile_counters()
         self.eager_ms = eager_step_ms(work, clock)
 
-    def report(self, compiled_step_ms: float) -> dict[str, object]:
+    def report(self, compiled_step_ms: float) -> CompileStats:
         """`compiled_step_ms`: the compiled run's median step without its data wait."""
         counters = compile_counters().since(self.before)
         warnings = recompile_warnings(counters)
@@ -393,17 +391,17 @@ class CompileWatch:
                 f"the compiled step ({compiled_step_ms:.3f} ms) is not faster than eager ({self.eager_ms:.3f} ms): "
                 "compiling never pays back here"
             )
-        return {
-            "compile_s": counters.compile_s,
-            "recompiles": counters.recompiles,
-            "compile_cudagraph_skips": counters.cudagraph_skips,
-            "compile_graphs": counters.graphs,
-            "compile_cache": counters.cache,
-            "compile_warnings": warnings,
-            "eager_step_ms": self.eager_ms,
-            "compiled_step_ms": compiled_step_ms,
-            "compile_payback_steps": payback if math.isfinite(payback) else math.nan,
-        }
+        return CompileStats(
+            compile_s=counters.compile_s,
+            recompiles=counters.recompiles,
+            compile_cudagraph_skips=counters.cudagraph_skips,
+            compile_graphs=counters.graphs,
+            compile_cache=counters.cache,
+            compile_warnings=warnings,
+            eager_step_ms=self.eager_ms,
+            compiled_step_ms=compiled_step_ms,
+            compile_payback_steps=payback if math.isfinite(payback) else math.nan,
+        )
 
 
 EAGER_PROBE_STEPS = 30  # enough for a stable median once the first few are dropped
@@ -433,21 +431,23 @@ def eager_step_ms(work: Workload, clock: Clock) -> float:
     return statistics.median(times[EAGER_PROBE_STEPS // 3 :])
 
 
-def _profile_metrics(window: ProfileWindow, outside_step_ms: float) -> dict[str, object]:
+def _profile_stats(window: ProfileWindow, outside_step_ms: float) -> ProfileStats:
     summary = window.summary(outside_step_ms=outside_step_ms)
     if summary is None:
-        return {}
-    return {
-        "profile_trace": summary.trace_path,
-        "profile_busy_fraction": summary.busy_fraction,
-        "profile_kernel_fraction": summary.trace.busy.kernel_fraction,
-        "profile_busy_source": summary.busy_source,
-        "profile_kernels_per_step": summary.kernels_per_step,
-        "profile_overhead_pct": summary.overhead_pct,
-    }
+        return ProfileStats()
+    return ProfileStats(
+        profile_trace=summary.trace_path,
+        profile_busy_fraction=summary.busy_fraction,
+        profile_kernel_fraction=summary.trace.busy.kernel_fraction,
+        profile_busy_source=summary.busy_source,
+        profile_kernels_per_step=summary.kernels_per_step,
+        profile_overhead_pct=summary.overhead_pct,
+    )
 
 
-def _metrics(spec: RunSpec, log: StepLog, epochs: Epochs) -> dict[str, object]:
+def measured(spec: RunSpec, log: StepLog, epochs: Epochs) -> TrainMetrics:
+    """The loop's figures from its raw log: steady state after warm-up (and profiled steps),
+    throughput from the samples actually in each step. Set-up times are filled in by `train`."""
     steady = log.steady(log.step_ms)
     median_ms = statistics.median(steady) if steady else math.nan
     if len(steady) >= 4:
@@ -455,39 +455,40 @@ def _metrics(spec: RunSpec, log: StepLog, epochs: Epochs) -> dict[str, object]:
         iqr_ms = q[2] - q[0]
     else:
         iqr_ms = math.nan
-    # Each step's own samples over its own time: a ragged or short epoch is not counted as full.
-    rates = log.steady([1e3 * n / ms if ms > 0 else math.nan for n, ms in zip(log.batch, log.step_ms, strict=True)])
-    samples_per_s = statistics.median(rates) if rates else math.nan
-    return {
-        "train_s": epochs.train_s,
-        "t_first_step_s": epochs.first_step_s,
-        "steps_done": epochs.steps_done,
-        "samples_seen": _samples_in(spec, epochs.steps_done),
-        "warmup_steps": log.warmup,
-        "step_median_ms": median_ms,
-        "step_iqr_ms": iqr_ms,
-        "samples_per_s": samples_per_s,
-        "epoch_s": statistics.median(epochs.times_s) if epochs.times_s else math.nan,
-        "final_loss": epochs.losses[-1] if epochs.losses else math.nan,
-        "epoch_losses": epochs.losses,
-        "epoch_times_s": epochs.times_s,
-        "split": log.split(),
-        "model_flops_per_s": samples_per_s * train_flops_per_sample(),
-        "peak_flops_per_s": math.nan,
-        "flops_frac": math.nan,
-    }
+    samples_per_s = steady_rate(log.step_ms, log.batch, log.warmup, log.excluded)
+    return TrainMetrics(
+        t_import_s=math.nan,
+        t_data_s=math.nan,
+        t_model_s=math.nan,
+        t_first_step_s=epochs.first_step_s,
+        train_s=epochs.train_s,
+        steps_done=epochs.steps_done,
+        samples_seen=_samples_in(spec, epochs.steps_done),
+        warmup_steps=log.warmup,
+        step_median_ms=median_ms,
+        step_iqr_ms=iqr_ms,
+        samples_per_s=samples_per_s,
+        epoch_s=statistics.median(epochs.times_s) if epochs.times_s else math.nan,
+        final_loss=epochs.losses[-1] if epochs.losses else math.nan,
+        epoch_losses=epochs.losses,
+        epoch_times_s=epochs.times_s,
+        split=log.split(),
+        model_flops_per_s=samples_per_s * train_flops_per_sample(),
+        peak_flops_per_s=math.nan,
+        flops_frac=math.nan,
+    )
 
 
-def _usage_since(before: resource.struct_rusage) -> dict[str, float]:
+def _usage_since(before: resource.struct_rusage) -> TrainUsage:
     after = resource.getrusage(resource.RUSAGE_SELF)
-    return {
-        "train_user_s": after.ru_utime - before.ru_utime,
-        "train_sys_s": after.ru_stime - before.ru_stime,
-        "train_minor_faults": float(after.ru_minflt - before.ru_minflt),
-        "train_major_faults": float(after.ru_majflt - before.ru_majflt),
-        "train_ctx_voluntary": float(after.ru_nvcsw - before.ru_nvcsw),
-        "train_ctx_involuntary": float(after.ru_nivcsw - before.ru_nivcsw),
-    }
+    return TrainUsage(
+        train_user_s=after.ru_utime - before.ru_utime,
+        train_sys_s=after.ru_stime - before.ru_stime,
+        train_minor_faults=float(after.ru_minflt - before.ru_minflt),
+        train_major_faults=float(after.ru_majflt - before.ru_majflt),
+        train_ctx_voluntary=float(after.ru_nvcsw - before.ru_nvcsw),
+        train_ctx_involuntary=float(after.ru_nivcsw - before.ru_nivcsw),
+    )
 
 
 def _samples_in(spec: RunSpec, steps_done: int) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .._format import fmt_auto
 from ..spec import format_value
 from .driver import TuneResult
 from .search import ALLOC_PEAK, DEVICE_MEM, REFERENCE_BATCH, RSS_PEAK, Quality, pipeline_label
@@ -194,11 +195,7 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 
 def _cell(value: object) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "-"
-        return f"{value:g}" if abs(value) < 0.1 else f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
-    return str(value)
+    return fmt_auto(value, missing="-") if isinstance(value, float) else str(value)
 
 
 def _json(result: TuneResult) -> dict[str, object]:

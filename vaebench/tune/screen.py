@@ -24,9 +24,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from ..result import DataInfo
+from ..result import FAILED, DataInfo
+from ..rules import SAMPLE_HZ
 from ..spec import RunSpec
-from .search import FAILED, SearchResult, Trial
+from .search import SearchResult, Trial
 
 TRIALS_FILE = "trials.jsonl"
 # Warm-up steps of every trial in this one warm process: libraries, code paths and the
@@ -135,7 +136,7 @@ def main(argv: list[str]) -> int:
 
     def measure(spec: RunSpec) -> Trial:
         _append(work / TRIALS_FILE, {"started": spec.to_dict()})
-        monitor = Monitor(0.1, gpu=open_gpu_probe(spec.device))
+        monitor = Monitor(1.0 / SAMPLE_HZ, gpu=open_gpu_probe(spec.device))
         if spec.is_cuda:
             torch.cuda.reset_peak_memory_stats(spec.device)
         t0 = time.perf_counter()

@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
-from ..spec import DEFAULT, Capabilities, RunSpec, validate
+from ..result import OK
+from ..rules import WARMUP_STEPS
+from ..spec import DEFAULT, SPEED_KNOBS, Capabilities, RunSpec, validate
 
-OK = "ok"
-FAILED = "failed"
-WARMUP_STEPS = 10  # loop.WARMUP_STEPS: the loop drops min(10, total // 2) steps from the median
 TRIAL_SAMPLES = 16_384  # measured samples per throughput trial: small batches get more steps
 MIN_MEASURED_STEPS = 5  # a median of fewer is too easily one slow step
 MAX_MEASURED_STEPS = 50  # small batches: enough for a stable median, past that only start-up costs
@@ -36,7 +35,6 @@ PLATEAU_GAIN = 0.03  # a doubling that gains less than this did not pay (noise o
 PLATEAU_PATIENCE = 2  # doublings in a row that did not pay before the climb stops
 KNOB_GAIN = 0.03  # a knob must beat the current best by this much to be adopted
 LR_SCALINGS = ("none", "linear", "sqrt")
-KNOB_FIELDS = ("loader", "workers", "pin_memory", "threads", "compile", "amp")
 INCLUDABLE = ("compile", "amp")
 ALLOC_PEAK = "torch allocator peak"
 DEVICE_MEM = "NVML device memory in use, CUDA context included"
@@ -109,7 +107,7 @@ class Trial:
 
 def pipeline_label(spec: RunSpec) -> str:
     """The pipeline knobs that differ from the seed's, or 'seed pipeline'."""
-    changed = tuple(f for f in KNOB_FIELDS if getattr(spec, f) != getattr(DEFAULT, f))
+    changed = tuple(f for f in SPEED_KNOBS if getattr(spec, f) != getattr(DEFAULT, f))
     return spec.label(changed) or "seed pipeline"
 
 

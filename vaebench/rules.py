@@ -1,0 +1,41 @@
+"""The rules every side applies to a run's numbers, each in one place.
+
+A threshold, a cut or a default that two modules each spelled out would drift, and then one
+run would get two verdicts; so they live here and everyone imports them.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Collection, Sequence
+
+# Steady state --------------------------------------------------------------------------------
+WARMUP_STEPS = 10  # steps left out of steady-state figures: first touch, allocator, compile
+
+
+def warmup_steps(total_steps: int) -> int:
+    """The warm-up a run of `total_steps` leaves out: 10, or half a short run."""
+    return min(WARMUP_STEPS, total_steps // 2)
+
+
+def steady(values: Sequence[float], warmup: int, excluded: Collection[int] = ()) -> list[float]:
+    """The steady-state part of a run's per-step values: past the warm-up, without the steps
+    the run excluded (a profiler window's, which the profiler slowed)."""
+    return [v for i, v in enumerate(values) if i >= warmup and i not in excluded]
+
+
+def steady_rate(step_ms: Sequence[float], step_samples: Sequence[int], warmup: int,
+                excluded: Collection[int] = ()) -> float:
+    """Steady-state samples/s: the median over steady steps of each step's own samples over its
+    own time, so a ragged last batch or a short epoch is not counted as a full one."""
+    rates = [1e3 * n / ms if ms > 0 else math.nan for n, ms in zip(step_samples, step_ms, strict=True)]
+    kept = [r for r in steady(rates, warmup, excluded) if not math.isnan(r)]
+    return statistics.median(kept) if kept else math.nan
+
+
+# What bounds a step ----------------------------------------------------------------------------
+INPUT_BOUND_SHARE = 0.30  # data wait + copy above this share of the step: the input pipeline bounds it
+
+# Measuring -------------------------------------------------------------------------------------
+SAMPLE_HZ = 10.0  # the outside monitor's default rate: 0.3% of a core (benchmarks/test_overhead.py)
