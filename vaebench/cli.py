@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import (
@@ -31,6 +31,10 @@ from .rules import SAMPLE_HZ
 from .spec import AMP_MODES, COMPILE_MODES, DATA_SOURCES, DEFAULT, LOADERS, SPEC_FIELDS, SYNC_MODES, RunSpec
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    SubParsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]  # add_subparsers()' type
+
     from .sweep import Skipped
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,9 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command(
-    sub: argparse._SubParsersAction, name: str, help_text: str, handler: Callable[[argparse.Namespace], int]
+    sub: SubParsers, name: str, help_text: str, handler: Callable[[argparse.Namespace], int]
 ) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=help_text, description=help_text)
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
     parser.set_defaults(handler=handler)
     return parser
 
@@ -84,8 +88,8 @@ def add_run_knobs(parser: argparse.ArgumentParser, *, lists: bool = False) -> No
     text = str if lists else None
     group = parser.add_argument_group("run configuration" + (": comma lists form a grid" if lists else ""))
 
-    def knob(flag: str, kind: type | None, help_text: str, **kwargs: object) -> None:
-        group.add_argument(flag, type=text or kind, help=help_text + many, **kwargs)  # type: ignore[arg-type]
+    def knob(flag: str, kind: Callable[[str], Any], help_text: str, **kwargs: Any) -> None:
+        group.add_argument(flag, type=text or kind, help=help_text + many, **kwargs)
 
     knob("--device", str, f"cpu, cuda, cuda:N or mps (default: {DEFAULT.device})")
     knob("--threads", int, "intra-op threads, set before torch loads (default: torch's, all cores)")
@@ -135,7 +139,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     return dataclasses.replace(DEFAULT, **values)
 
 
-def _add_run(sub: argparse._SubParsersAction) -> None:
+def _add_run(sub: SubParsers) -> None:
     parser = _command(sub, "run", "Train the reference VAE once in a fresh child process, measured from "
                       "inside and outside, and append its record to --out/runs.jsonl.", _cmd_run)
     parser.epilog = (
@@ -185,7 +189,7 @@ def _check_io(args: argparse.Namespace) -> None:
         raise UsageError(f"results folder {out} cannot be written")
 
 
-def _add_env(sub: argparse._SubParsersAction) -> None:
+def _add_env(sub: SubParsers) -> None:
     parser = _command(sub, "env", "Print this machine's fingerprint, as every record carries it.", _cmd_env)
     parser.add_argument("--json", action="store_true", help="print JSON instead of aligned text")
 
@@ -206,7 +210,7 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_report(sub: argparse._SubParsersAction) -> None:
+def _add_report(sub: SubParsers) -> None:
     parser = _command(
         sub, "report", "Summarize a results folder: tables, figures, report.md, CSV and Parquet.",
         _cmd_report,
@@ -260,7 +264,7 @@ def parse_fraction(text: str) -> float:
     return value
 
 
-def _add_compare(sub: argparse._SubParsersAction) -> None:
+def _add_compare(sub: SubParsers) -> None:
     from .analysis.compare import DEFAULT_METRICS, METRICS
 
     parser = _command(
@@ -318,7 +322,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return comparison.exit_code
 
 
-def _add_sweep(sub: argparse._SubParsersAction) -> None:
+def _add_sweep(sub: SubParsers) -> None:
     parser = _command(
         sub, "sweep",
         "Run a grid of configurations, each repeated, interleaved, resumable. Every knob takes a comma "
@@ -400,7 +404,7 @@ CALIBRATE_EPILOG = (
 )
 
 
-def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+def _add_calibrate(sub: SubParsers) -> None:
     parser = _command(
         sub, "calibrate",
         "Measure this machine's noise: run one configuration repeatedly (A/A), then print each "
@@ -463,7 +467,7 @@ REPRODUCE_EPILOG = (
 )
 
 
-def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+def _add_reproduce(sub: SubParsers) -> None:
     parser = _command(
         sub, "reproduce",
         "Reproduce a published GPU-vs-CPU comparison (by default the blog's RTX 3090 vs 20-core CPU): "
@@ -539,7 +543,7 @@ TUNE_EPILOG = (
 )
 
 
-def _add_tune(sub: argparse._SubParsersAction) -> None:
+def _add_tune(sub: SubParsers) -> None:
     from .tune.driver import TUNE_SAMPLES
     from .tune.search import INCLUDABLE, LR_SCALINGS
 
@@ -624,7 +628,7 @@ LADDER_EPILOG = (
 )
 
 
-def _add_ladder(sub: argparse._SubParsersAction) -> None:
+def _add_ladder(sub: SubParsers) -> None:
     from .reproduce.ladder import DEFAULT_RUNGS, RUNG_NAMES
 
     parser = _command(
@@ -694,7 +698,7 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
     return EXIT_FAILED if outcome.failed else EXIT_OK
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+COMMANDS: list[Callable[[SubParsers], None]] = [
     _add_run, _add_sweep, _add_env, _add_report, _add_compare, _add_calibrate, _add_reproduce, _add_tune,
     _add_ladder,
 ]

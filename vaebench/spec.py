@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -95,27 +96,16 @@ class RunSpec:
         return dataclasses.replace(self, **changes) if changes else self
 
 
-FIELD_TYPES: dict[str, type] = {
-    "device": str,
-    "threads": int,
-    "interop_threads": int,
-    "batch_size": int,
-    "epochs": int,
-    "steps": int,
-    "lr": float,
-    "loader": str,
-    "workers": int,
-    "pin_memory": bool,
-    "compile": str,
-    "amp": str,
-    "seed": int,
-    "data": str,
-    "samples": int,
-    "profile": bool,
-    "profile_steps": int,
-    "sync": str,
-    "cuda_graphs": bool,
-}
+def _field_types() -> dict[str, type]:
+    """Each field's type from RunSpec's annotations, `X | None` as X."""
+    types_ = {}
+    for name, hint in typing.get_type_hints(RunSpec).items():
+        options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        types_[name] = options[0] if options else hint
+    return types_
+
+
+FIELD_TYPES: dict[str, type] = _field_types()
 SPEC_FIELDS: tuple[str, ...] = tuple(FIELD_TYPES)
 # The fields a user turns to make the same training faster; the others (seed, epochs, data, lr,
 # ...) change the question. batch_size is one too, but it also changes the optimization.

@@ -172,8 +172,8 @@ class MetricCheck:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        row = {**dataclasses.asdict(self), "label": self.info.label, "summary": str(self)}
-        return finite(row)
+        row: dict[str, Any] = finite({**dataclasses.asdict(self), "label": self.info.label, "summary": str(self)})
+        return row
 
 
 @dataclass(frozen=True)
@@ -224,7 +224,7 @@ class Comparison:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return finite(
+        row: dict[str, Any] = finite(
             {
                 "summary": str(self),
                 "exit_code": self.exit_code,
@@ -236,6 +236,7 @@ class Comparison:
                 "checks": [c.to_dict() for c in self.checks],
             }
         )
+        return row
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)

@@ -248,7 +248,7 @@ def counter_at(samples: list[dict[str, Any]], key: str, t: float) -> float:
         return math.nan
     for (t0, v0), (t1, v1) in zip(points, points[1:], strict=False):
         if t0 <= t <= t1:
-            return v0 if t1 == t0 else v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+            return float(v0 if t1 == t0 else v0 + (v1 - v0) * (t - t0) / (t1 - t0))
     return math.nan
 
 

@@ -53,10 +53,10 @@ class BatchSource(Protocol):
     def __len__(self) -> int: ...
 
 
-class _Wrapped(Dataset):
+class _Wrapped(Dataset[object]):
     """Index i of an epoch of `samples` maps to image i mod the dataset's size."""
 
-    def __init__(self, base: Dataset, samples: int, size: int) -> None:
+    def __init__(self, base: Dataset[object], samples: int, size: int) -> None:
         self.base, self.samples, self.size = base, samples, size
 
     def __len__(self) -> int:

@@ -57,4 +57,5 @@ def sample_digits(model: VAE, count: int = 64, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     z = torch.randn(count, model.latent_dim, generator=generator).to(device)
     with torch.no_grad():
-        return model.decoder(z).float().view(-1, 1, 28, 28).cpu()
+        images: torch.Tensor = model.decoder(z).float().view(-1, 1, 28, 28).cpu()
+    return images

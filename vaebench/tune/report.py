@@ -183,7 +183,7 @@ def format_table(frame: pd.DataFrame) -> str:
                            ("rss_peak_mb", 0), ("loss_at_budget", 2), ("time_to_target_s", 1)):
         if column in shown:
             shown[column] = shown[column].map(lambda v, d=digits: "-" if pd.isna(v) else f"{v:,.{d}f}")
-    return shown.to_string(index=False)
+    return str(shown.to_string(index=False))
 
 
 def _markdown(frame: pd.DataFrame) -> str:

@@ -302,8 +302,8 @@ def knob_groups(spec: RunSpec, caps: Capabilities, include: Sequence[str] = ()) 
     """The alternatives to try at the best batch, one group per knob, invalid ones dropped."""
     groups: list[tuple[str, list[RunSpec]]] = []
 
-    def alternatives(name: str, changes: list[dict[str, object]]) -> None:
-        specs = [dataclasses.replace(spec, **c) for c in changes]  # type: ignore[arg-type]
+    def alternatives(name: str, changes: list[dict[str, Any]]) -> None:
+        specs = [dataclasses.replace(spec, **c) for c in changes]
         specs = [s for s in specs if s != spec and not validate(s, caps)]
         if specs:
             groups.append((name, list(dict.fromkeys(specs))))

@@ -1,0 +1,129 @@
+"""The measured loop with a fake clock: known phase times in, the recorded split and
+steady-state figures out. No model trains here; the phases only move the clock."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from vaebench.spec import RunSpec
+from vaebench.train.loop import StepLog, measured, run_epochs
+
+# Milliseconds each phase of a step takes, in the loop's order.
+DATA, ZERO_GRAD, COPY, COMPUTE, SYNC, UPDATE = 2.0, 0.5, 1.0, 3.0, 4.0, 0.5
+STEP = DATA + ZERO_GRAD + COPY + COMPUTE + SYNC + UPDATE  # 11 ms
+
+
+@dataclass
+class Clock:
+    now: float = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def spend(self, ms: float) -> None:
+        self.now += ms / 1e3
+
+
+@dataclass
+class Batch:
+    clock: Clock
+    rows: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.rows, 784)
+
+    def to(self, device: object, non_blocking: bool = False) -> Batch:
+        self.clock.spend(COPY)
+        return self
+
+
+@dataclass
+class Loss:
+    clock: Clock
+    value: float
+
+    def item(self) -> float:
+        self.clock.spend(SYNC)
+        return self.value
+
+    def detach(self) -> Loss:
+        return self
+
+
+@dataclass
+class Source:
+    clock: Clock
+    sizes: list[int]
+    on_device: bool = False
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        for rows in self.sizes:
+            self.clock.spend(DATA)
+            yield Batch(self.clock, rows)
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+
+@dataclass
+class Work:
+    """Stands in for loop.Workload: the same attributes, each phase only moves the clock."""
+
+    clock: Clock
+    spec: RunSpec
+    source: Source
+    device: object = field(default_factory=lambda: type("Device", (), {"type": "cpu"})())
+    losses: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        clock = self.clock
+        self.model = type("Model", (), {"train": lambda _self: None})()
+        self.optimizer = type("Optimizer", (), {"zero_grad": lambda _self: clock.spend(ZERO_GRAD)})()
+
+    def step(self, x: Batch) -> Loss:
+        self.clock.spend(COMPUTE)
+        return Loss(self.clock, 100.0 * x.rows)  # summed loss: 100 per sample
+
+    def update(self) -> None:
+        self.clock.spend(UPDATE)
+
+
+def test_the_split_and_steady_state_come_out_as_the_phases_went_in() -> None:
+    clock = Clock()
+    # 2 epochs of 64 + 64 + 32 samples: the ragged last batch of each epoch has 32.
+    spec = RunSpec(batch_size=64, samples=160, epochs=2)
+    work = Work(clock, spec, Source(clock, [64, 64, 32]))
+    log = StepLog(warmup=2)
+    epochs = run_epochs(work, 6, log, clock=clock)  # type: ignore[arg-type]
+
+    assert log.step_ms == pytest.approx([STEP] * 6)
+    split = log.split()
+    assert (split.data_ms, split.copy_ms, split.sync_ms) == pytest.approx((DATA, COPY, SYNC))
+    assert split.compute_ms == pytest.approx(ZERO_GRAD + COMPUTE + UPDATE)
+    assert math.isnan(split.device_compute_ms)  # no CUDA events on a CPU run
+    assert epochs.losses == pytest.approx([100.0, 100.0])  # summed loss / samples, as the seed prints it
+    assert epochs.times_s == pytest.approx([3 * STEP / 1e3] * 2)
+
+    metrics = measured(spec, log, epochs)
+    assert metrics.step_median_ms == pytest.approx(STEP)
+    # Steady steps 3..6 hold 32, 64, 64, 32 samples in 11 ms each: the median of their own rates.
+    assert metrics.samples_per_s == pytest.approx(1e3 * 48 / STEP)
+    assert metrics.samples_seen == 320 and metrics.steps_done == 6
+    assert metrics.train_s == pytest.approx(6 * STEP / 1e3)
+
+
+def test_profiled_steps_are_left_out_of_the_steady_state() -> None:
+    clock = Clock()
+    spec = RunSpec(batch_size=64, samples=640, epochs=1)
+    work = Work(clock, spec, Source(clock, [64] * 10))
+    log = StepLog(warmup=1, excluded=frozenset({4, 5, 6}))
+    epochs = run_epochs(work, 10, log, clock=clock)  # type: ignore[arg-type]
+    log.step_ms[4:7] = [100.0, 100.0, 100.0]  # as a profiler window slows its steps
+    metrics = measured(spec, log, epochs)
+    assert metrics.step_median_ms == pytest.approx(STEP)
+    assert metrics.samples_per_s == pytest.approx(1e3 * 64 / STEP)
