@@ -188,30 +188,28 @@ def busy_fraction(trace: Trace, device: str | None = None) -> Busy:
         )
     if trace.has_device:
         busy = [span(e) for e in trace.of(*DEVICE_BUSY_CATS)]
-        kernels = [span(e) for e in trace.of(KERNEL_CAT)]
         window = _window(trace, steps, busy)
-        busy_us = union_length(clip(busy, window))
-        kernel_us = union_length(clip(kernels, window))
-        wall = window[1] - window[0]
-        return Busy(
-            fraction=busy_us / wall if wall > 0 else math.nan,
-            busy_ms=busy_us / 1e3,
-            wall_ms=wall / 1e3,
-            kind="device",
-            source=DEVICE_SOURCE,
-            kernel_fraction=kernel_us / wall if wall > 0 else math.nan,
-        )
+        kernels = [span(e) for e in trace.of(KERNEL_CAT)]
+        return _busy(busy, window, "device", DEVICE_SOURCE, kernels)
     thread = main_thread(trace, steps)
     ops = [span(e) for e in trace.of(CPU_OP_CAT) if (e.get("pid"), e.get("tid")) == thread]
-    window = _window(trace, steps, [])
-    busy_us = union_length(clip(ops, window))
+    return _busy(ops, _window(trace, steps, []), "cpu", CPU_SOURCE)
+
+
+def _busy(spans: list[Interval], window: Interval, kind: str, source: str, kernels: list[Interval] | None = None) -> Busy:
+    """The union of `spans` inside `window` over its length; `kernels` alone as well, on a GPU."""
     wall = window[1] - window[0]
+
+    def share(of: list[Interval]) -> float:
+        return union_length(clip(of, window)) / wall if wall > 0 else math.nan
+
     return Busy(
-        fraction=busy_us / wall if wall > 0 else math.nan,
-        busy_ms=busy_us / 1e3,
+        fraction=share(spans),
+        busy_ms=union_length(clip(spans, window)) / 1e3,
         wall_ms=wall / 1e3,
-        kind="cpu",
-        source=CPU_SOURCE,
+        kind=kind,
+        source=source,
+        kernel_fraction=share(kernels) if kernels is not None else math.nan,
     )
 
 
