@@ -196,7 +196,9 @@ def busy_fraction(trace: Trace, device: str | None = None) -> Busy:
     return _busy(ops, _window(trace, steps, []), "cpu", CPU_SOURCE)
 
 
-def _busy(spans: list[Interval], window: Interval, kind: str, source: str, kernels: list[Interval] | None = None) -> Busy:
+def _busy(
+    spans: list[Interval], window: Interval, kind: str, source: str, kernels: list[Interval] | None = None
+) -> Busy:
     """The union of `spans` inside `window` over its length; `kernels` alone as well, on a GPU."""
     wall = window[1] - window[0]
 
