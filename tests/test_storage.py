@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
+from multiprocessing.queues import Queue
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,18 @@ from vaebench.result import (
     TrainMetrics,
 )
 from vaebench.spec import RunSpec
-from vaebench.storage import CorruptResults, append, append_row, done_keys, load_epochs, load_series, read_rows
+from vaebench.storage import (
+    RECORDS_DIR,
+    CorruptResults,
+    append,
+    append_row,
+    done_keys,
+    has_results,
+    load_epochs,
+    load_series,
+    read_rows,
+    write_record,
+)
 
 
 def make_record(run_id: str = "r1", repeat: int = 0, **spec: object) -> RunRecord:
@@ -104,3 +117,76 @@ def test_missing_folder_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="vaebench run"):
         read_rows(tmp_path / "nothing")
     assert not os.path.exists(tmp_path / "nothing")
+
+
+def test_done_keys_count_only_successful_runs(tmp_path: Path) -> None:
+    append(tmp_path, make_record("ok", repeat=0))
+    append(tmp_path, dataclasses.replace(make_record("bad", repeat=1), status="failed", reason="preempted"))
+    assert done_keys(tmp_path) == {(RunSpec().key(), 0)}  # the failed point runs again on resume
+
+
+def test_record_files_merge_with_runs_jsonl_each_run_once(tmp_path: Path) -> None:
+    assert not has_results(tmp_path)
+    append(tmp_path, make_record("20260101T000000-a"))
+    write_record(tmp_path, make_record("20260101T000001-b"), RunSeries(step_ms=[1.0]))
+    write_record(tmp_path, make_record("20260101T000000-a"))  # the same run seen twice: counted once
+    assert has_results(tmp_path)
+    assert [r["run_id"] for r in read_rows(tmp_path)] == ["20260101T000000-a", "20260101T000001-b"]
+    assert load_series(tmp_path, "20260101T000001-b").step_ms == [1.0]
+    assert len(load_runs(str(tmp_path))) == 2
+    only_files = tmp_path / "files"
+    write_record(only_files, make_record("c"))
+    assert [r["run_id"] for r in read_rows(only_files)] == ["c"]  # no runs.jsonl at all
+
+
+def test_a_writer_between_write_and_rename_leaves_no_record(tmp_path: Path) -> None:
+    write_record(tmp_path, make_record("a"))
+    (tmp_path / RECORDS_DIR / ".b.json.x1y2.tmp").write_text('{"run_id": "b", "tru')  # died mid-write
+    assert [r["run_id"] for r in read_rows(tmp_path)] == ["a"]
+
+
+def test_a_corrupt_record_file_is_named(tmp_path: Path) -> None:
+    write_record(tmp_path, make_record("a"))
+    (tmp_path / RECORDS_DIR / "b.json").write_text("{not json")
+    with pytest.raises(CorruptResults, match=r"records/b.json:1: "):
+        read_rows(tmp_path)
+
+
+def _file_writer(folder: str, worker: int, count: int) -> None:
+    for i in range(count):
+        write_record(folder, make_record(f"w{worker}-{i:03d}", repeat=i))
+
+
+def _reader(folder: str, seconds: float, failures: Queue) -> None:  # type: ignore[type-arg]
+    """Reads the folder over and over while it is written: every read whole, never fewer than before."""
+    import time
+
+    seen, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            rows = read_rows(folder) if has_results(folder) else []
+        except Exception as exc:  # noqa: BLE001 - any failure to read is the test's failure
+            failures.put(repr(exc))
+            return
+        if len(rows) < seen or len({r["run_id"] for r in rows}) != len(rows):
+            failures.put(f"{len(rows)} rows after {seen}")
+            return
+        seen = len(rows)
+
+
+def test_many_writers_and_a_reader_lose_tear_or_duplicate_nothing(tmp_path: Path) -> None:
+    """Hosts of a cluster, played by processes: each writes its records as files while an
+    appender uses runs.jsonl and a reader reads throughout."""
+    ctx = multiprocessing.get_context("fork")
+    failures = ctx.Queue()
+    procs = [ctx.Process(target=_file_writer, args=(str(tmp_path), w, 60)) for w in range(4)]
+    procs.append(ctx.Process(target=_writer, args=(str(tmp_path), 9, 60)))
+    procs.append(ctx.Process(target=_reader, args=(str(tmp_path), 3.0, failures)))
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    assert failures.empty(), failures.get()
+    rows = read_rows(tmp_path)
+    assert len(rows) == 300 and len({r["run_id"] for r in rows}) == 300
+    assert not list((tmp_path / RECORDS_DIR).glob("*.tmp"))

@@ -2,13 +2,20 @@
 
 Layout of a results folder `DIR`:
 
-    DIR/runs.jsonl            one JSON record per line, appended under an exclusive lock
-    DIR/series/<run_id>.json  every step time and the outside monitor's samples
-    DIR/samples/<run_id>.png  64 digits sampled from the trained model
+    DIR/runs.jsonl             one JSON record per line, appended under an exclusive lock
+    DIR/records/<run_id>.json  one JSON record per file: runs of jobs on a cluster's shared filesystem
+    DIR/series/<run_id>.json   every step time and the outside monitor's samples
+    DIR/samples/<run_id>.png   64 digits sampled from the trained model
 
 Appends are a single `write` of a whole line on an `O_APPEND` descriptor under `flock`, so
 two sweeps writing into one folder cannot interleave, and a crash leaves at worst a torn
 last line, which readers report by number and writers step past.
+
+Jobs on many hosts share a folder over NFS, where neither `O_APPEND` nor `flock` is coherent
+between clients. They write one file per run instead: to a unique temporary name in the same
+folder, flushed, then renamed, which the NFS server does atomically. A run id names one run
+only, so no two writers ever touch one file; a reader sees a record whole or not at all.
+Readers merge `runs.jsonl` and `records/`, each run id once.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 RUNS_FILE = "runs.jsonl"
+RECORDS_DIR = "records"
 SERIES_DIR = "series"
 SAMPLES_DIR = "samples"
 
@@ -55,6 +63,11 @@ def runs_path(folder: str | os.PathLike[str]) -> Path:
     return path if path.name == RUNS_FILE else path / RUNS_FILE
 
 
+def has_results(folder: str | os.PathLike[str]) -> bool:
+    """Whether the folder holds any record, in runs.jsonl or in records/."""
+    return runs_path(folder).exists() or bool(_record_files(folder))
+
+
 def append(folder: str | os.PathLike[str], record: RunRecord, series: RunSeries | None = None) -> Path:
     """Write the series (atomically, first) and then append the record's line."""
     folder = Path(folder)
@@ -63,6 +76,21 @@ def append(folder: str | os.PathLike[str], record: RunRecord, series: RunSeries 
         write_json_atomic(folder / SERIES_DIR / f"{record.run_id}.json", series.to_dict())
     append_row(folder, record.to_row())
     return runs_path(folder)
+
+
+def write_record(folder: str | os.PathLike[str], record: RunRecord, series: RunSeries | None = None) -> Path:
+    """The record as a file of its own (`records/<run_id>.json`), written atomically after its series:
+    safe where many hosts write into one folder at once (module docstring)."""
+    folder = Path(folder)
+    if series is not None:
+        write_json_atomic(folder / SERIES_DIR / f"{record.run_id}.json", series.to_dict())
+    path = record_path(folder, record.run_id)
+    write_json_atomic(path, record.to_row())
+    return path
+
+
+def record_path(folder: str | os.PathLike[str], run_id: str) -> Path:
+    return Path(folder) / RECORDS_DIR / f"{run_id}.json"
 
 
 def append_row(folder: str | os.PathLike[str], row: dict[str, Any]) -> None:
@@ -96,10 +124,22 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 
 
 def read_rows(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every record as a dict, in file order; raises CorruptResults naming a bad line."""
+    """Every record as a dict: runs.jsonl in file order, then records/ in run id (start time) order,
+    each run id once; raises CorruptResults naming a bad line or file."""
     path = runs_path(folder)
-    if not path.exists():
+    files = _record_files(folder)
+    if not path.exists() and not files:
         raise NoResults(f"no results at {path}: run `vaebench run` or `vaebench sweep` first")
+    rows = _read_lines(path) if path.exists() else []
+    for file in files:
+        rows.append(_read_record_file(file))
+    unique: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        unique.setdefault(str(row["run_id"]), row)
+    return list(unique.values())
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
     rows = []
     with open(path, encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
@@ -115,11 +155,32 @@ def read_rows(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def _read_record_file(path: Path) -> dict[str, Any]:
+    try:
+        row = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CorruptResults(path, exc.lineno, exc.msg) from None
+    if not isinstance(row, dict) or "run_id" not in row:
+        raise CorruptResults(path, 1, "a record needs an object with a run_id")
+    return row
+
+
+def _record_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """records/*.json, sorted: run ids start with their UTC start time. Temporary files (a writer
+    between its write and its rename, or one that died there) end in .tmp and are not records."""
+    base = Path(folder)
+    base = base.parent if base.name == RUNS_FILE else base
+    records = base / RECORDS_DIR
+    return sorted(records.glob("*.json")) if records.is_dir() else []
+
+
 def done_keys(folder: str | os.PathLike[str]) -> set[tuple[str, int]]:
-    """(spec_key, repeat) of every finished run, ok or failed, for resuming a sweep."""
-    if not runs_path(folder).exists():
+    """(spec_key, repeat) of every point with a successful run: what a resumed sweep skips.
+    A point whose runs all failed (a crash, a preempted job) runs again."""
+    if not has_results(folder):
         return set()
-    return {(row["spec_key"], int(row.get("repeat", 0))) for row in read_rows(folder)}
+    return {(row["spec_key"], int(row.get("repeat", 0))) for row in read_rows(folder)
+            if row.get("status", OK) == OK}
 
 
 def load_runs(folder: str | os.PathLike[str], *, ok_only: bool = False) -> pd.DataFrame:
