@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from vaebench.spec import DEFAULT, Capabilities, RunSpec, parse_value, validate
+from vaebench.spec import DEFAULT, LATER_FIELDS, Capabilities, RunSpec, parse_value, validate
 
 
 def fields_of(spec: RunSpec, caps: Capabilities | None = None) -> set[str]:
@@ -73,7 +73,7 @@ def test_fields_added_later_keep_old_keys_at_their_default() -> None:
     import hashlib
     import json
 
-    first_release = {k: v for k, v in RunSpec().to_dict().items() if k not in ("sync", "cuda_graphs")}
+    first_release = {k: v for k, v in RunSpec().to_dict().items() if k not in LATER_FIELDS}
     old_key = hashlib.sha1(json.dumps(first_release, sort_keys=True).encode()).hexdigest()[:12]
     assert RunSpec().key() == old_key
     assert RunSpec(sync="epoch").key() != old_key
@@ -88,3 +88,37 @@ def test_cuda_graphs_need_cuda_and_sync_epoch() -> None:
     assert any("GradScaler" in p.message for p in validate(RunSpec(device="cuda", sync="epoch", cuda_graphs=True,
                                                                     amp="fp16"), cuda))
     assert [p.field for p in validate(RunSpec(sync="sometimes"))] == ["sync"]
+
+
+def test_ranks_multiply_the_batch_and_keep_old_keys() -> None:
+    spec = RunSpec(batch_size=64, nproc_per_node=4, nnodes=2)
+    assert spec.world_size == 8 and spec.global_batch == 512
+    assert RunSpec(nproc_per_node=1, nnodes=1).key() == RunSpec().key()  # records before the field keep theirs
+    assert RunSpec(nproc_per_node=2).key() != RunSpec().key()
+    old = {**RunSpec().to_dict(), "nproc_per_node": float("nan"), "nnodes": None}  # a table with older rows
+    assert RunSpec.from_dict(old) == RunSpec()
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "words"),
+    [
+        (RunSpec(nproc_per_node=0), "nproc_per_node", "at least 1"),
+        (RunSpec(nnodes=0), "nnodes", "at least 1"),
+        (RunSpec(nproc_per_node=2, device="mps"), "device", "gloo"),
+        (RunSpec(nproc_per_node=2, device="cuda:1"), "device", "rank r uses cuda:r"),
+        (RunSpec(nproc_per_node=2, compile="default"), "compile", "not supported"),
+        (RunSpec(nproc_per_node=2, profile=True), "profile", "not supported"),
+        (RunSpec(nproc_per_node=4, batch_size=128, samples=256), "batch_size", "4 ranks x batch 128"),
+    ],
+)
+def test_rank_problems_are_named(spec: RunSpec, field: str, words: str) -> None:
+    found = [p for p in validate(spec) if p.field == field]
+    assert found and words in found[0].message
+
+
+def test_every_cuda_rank_needs_a_gpu_of_its_own() -> None:
+    caps = Capabilities(cuda_devices=2, logical_cores=8)
+    assert validate(RunSpec(device="cuda", nproc_per_node=2), caps) == []
+    problems = validate(RunSpec(device="cuda", nproc_per_node=4), caps)
+    assert [p.field for p in problems] == ["nproc_per_node"]
+    assert "4 CUDA ranks asked for, but 2 GPU(s) here" in problems[0].message

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 import traceback
@@ -119,6 +120,9 @@ def add_run_knobs(parser: argparse.ArgumentParser, *, lists: bool = False) -> No
     knob("--data", str, f"data source: {', '.join(DATA_SOURCES)} (default: auto = mnist if on "
          "disk, else the embedded 5k digits)")
     knob("--samples", int, f"samples per epoch (default: {DEFAULT.samples}, MNIST's size)")
+    knob("--nproc-per-node", int, "data-parallel ranks on each host, started by torchrun (DDP: gloo on cpu, nccl "
+         f"on cuda with one GPU per rank); --batch-size stays per rank (default: {DEFAULT.nproc_per_node})")
+    knob("--nnodes", int, f"hosts in one data-parallel run (default: {DEFAULT.nnodes})")
 
 
 def add_io_options(parser: argparse.ArgumentParser, *, out_default: str) -> None:
@@ -156,22 +160,43 @@ def _add_run(sub: SubParsers) -> None:
                         help=f"steps in the profiler window (default: {DEFAULT.profile_steps})")
     parser.add_argument("--no-instrument", dest="instrument", action="store_false",
                         help="drop the per-step timers (to measure their cost)")
+    hosts = parser.add_argument_group("several hosts (with --nnodes above 1; run the same command on every host)")
+    hosts.add_argument("--node-rank", type=int, default=0, help="this host's place, 0 to nnodes-1 (default: 0)")
+    hosts.add_argument("--rdzv-endpoint", default="", metavar="HOST:PORT",
+                       help="node 0's rendezvous, reachable from every host (torchrun's --rdzv-endpoint)")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .analysis.summary import format_run
+    from .machine import host_fingerprint
+    from .measure.launch import Launch, one_rank, single_rank_rate
     from .measure.run import RunOptions, check, prepare_data, run_once
+    from .storage import has_results, read_rows
 
     spec = spec_from_args(args)
+    launch = Launch(node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint)
+    launch.check(spec)
     _check_io(args)
     check(spec)
     spec, data = prepare_data(spec, args.data_dir)
     if args.data is None or args.data == "auto":
         print(f"data: {data.source} ({data.samples} samples/epoch) at {data.path}", file=sys.stderr)
-    options = RunOptions(out=Path(args.out), timeout=args.timeout, sample_hz=args.sample_hz,
-                         progress=sys.stderr.isatty(), instrument=args.instrument)
+    out = Path(args.out)
+    options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz,
+                         progress=sys.stderr.isatty(), instrument=args.instrument, launch=launch)
+    if spec.world_size > 1 and launch.node_rank == 0:
+        # Scaling efficiency needs one rank's samples/s at the same per-rank batch on this host.
+        rows = read_rows(out) if has_results(out) else []
+        if math.isnan(single_rank_rate(rows, spec, host_fingerprint()["hostname"])):
+            print("measuring one rank first: the baseline of the scaling efficiency", file=sys.stderr)
+            baseline = run_once(one_rank(spec), data, options)
+            print(format_run(baseline, str(out / "runs.jsonl")) + "\n")
+            if baseline.status != OK:
+                return EXIT_FAILED
     record = run_once(spec, data, options)
-    print(format_run(record, str(Path(args.out) / "runs.jsonl")))
+    print(format_run(record, str(out / "runs.jsonl") if launch.node_rank == 0 else ""))
+    if launch.node_rank > 0:
+        print(f"node {launch.node_rank} of {spec.nnodes}: the run's record is written on node 0, with rank 0")
     return EXIT_OK if record.status == OK else EXIT_FAILED
 
 

@@ -52,6 +52,8 @@ class Answer:
     step_ms: list[float] = field(default_factory=list)  # every step's time, warm-up included
     step_samples: list[int] = field(default_factory=list)  # the samples in each step
     excluded_steps: list[int] = field(default_factory=list)  # left out of steady state besides warm-up
+    rank_step_ms: list[list[float]] = field(default_factory=list)  # several ranks: every rank's step times
+    allreduce_ms: list[list[float]] = field(default_factory=list)  # ... and every rank's all-reduce per step
     runtime: dict[str, Any] = field(default_factory=dict)  # the runtime half of the fingerprint
     main_cpu_s: float = math.nan  # the training process's own CPU time
 

@@ -105,6 +105,18 @@ class TrainUsage:
 
 
 @dataclass(frozen=True)
+class RankStats:
+    """A data-parallel run's ranks (world size above 1); empty for one process. The step and
+    samples/s of the metrics are rank 0's view of the whole job (DDP holds the ranks in step);
+    these keep every rank's own."""
+
+    rank_step_median_ms: list[float] = field(default_factory=list)  # each rank's median steady step
+    rank_allreduce_ms: list[float] = field(default_factory=list)  # each rank's median gradient all-reduce
+    allreduce_ms: float = math.nan  # mean over ranks of the median time a step spends in the all-reduce
+    allreduce_share: float = math.nan  # allreduce_ms over the median step
+
+
+@dataclass(frozen=True)
 class TrainMetrics:
     """What the child measured inside its own loop."""
 
@@ -132,6 +144,7 @@ class TrainMetrics:
     compile: CompileStats = field(default_factory=CompileStats)
     profile: ProfileStats = field(default_factory=ProfileStats)
     usage: TrainUsage = field(default_factory=TrainUsage)
+    ranks: RankStats = field(default_factory=RankStats)
 
 
 @dataclass(frozen=True)
@@ -162,6 +175,8 @@ class RunSeries:
     monitor: list[dict[str, float]] = field(default_factory=list)  # outside samples, `t` in s
     step_samples: list[int] = field(default_factory=list)  # the samples in each step
     excluded_steps: list[int] = field(default_factory=list)  # 0-based, besides warm-up (profiled)
+    rank_step_ms: list[list[float]] = field(default_factory=list)  # several ranks: each one's step times
+    allreduce_ms: list[list[float]] = field(default_factory=list)  # ... and each one's all-reduce per step
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -183,6 +198,10 @@ class RunRecord:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     bottleneck: str = ""  # what bounds the step: input pipeline, host launch overhead, compute, synchronization
     bottleneck_note: str = ""  # the finding with its numbers and the knobs that address it
+    # Several ranks: samples/s over (world size x samples/s of one rank at the same per-rank batch),
+    # against the median of this host's one-rank runs of the same configuration in the folder.
+    scaling_efficiency: float = math.nan
+    single_rank_samples_per_s: float = math.nan
 
     def to_row(self) -> dict[str, Any]:
         """One flat JSON-ready dict; columns are documented in README.md."""
@@ -197,12 +216,16 @@ class RunRecord:
             "reason": self.reason,
         }
         row.update(self.spec.to_dict())
+        row.update({"world_size": self.spec.world_size, "global_batch": self.spec.global_batch})
         row.update(_data_columns(self.data))
         row.update(_process_columns(self.process))
         row.update(_train_columns(self.train))
         row.update(dataclasses.asdict(self.monitor))
         row.update(_energy_columns(self))
         row.update({"bottleneck": self.bottleneck, "bottleneck_note": self.bottleneck_note})
+        if self.spec.world_size > 1:
+            row.update({"scaling_efficiency": self.scaling_efficiency,
+                        "single_rank_samples_per_s": self.single_rank_samples_per_s})
         row.update({f"fp_{k}": v for k, v in sorted(self.fingerprint.items())})
         return {k: finite(v) for k, v in row.items()}
 
@@ -229,9 +252,12 @@ def _train_columns(train: TrainMetrics | None) -> dict[str, Any]:
         return {}
     row = dataclasses.asdict(train)
     row.update({f"split_{k}": v for k, v in row.pop("split").items()})
-    for part in ("compile", "profile", "usage"):
+    for part in TRAIN_PARTS[1:]:
         row.update(row.pop(part))
     return row
+
+
+TRAIN_PARTS = ("split", "compile", "profile", "usage", "ranks")  # TrainMetrics' sub-records
 
 
 def _energy_columns(record: RunRecord) -> dict[str, Any]:
@@ -257,14 +283,16 @@ RUN_COLUMNS: tuple[str, ...] = (
     "status",
     "reason",
     *SPEC_FIELDS,
+    "world_size",
+    "global_batch",
     "data_source",
     "data_samples",
     "data_repeat",
     *(f.name for f in dataclasses.fields(ProcessUsage)),
     "cpu_pct",
-    *(f.name for f in dataclasses.fields(TrainMetrics) if f.name not in ("split", "compile", "profile", "usage")),
+    *(f.name for f in dataclasses.fields(TrainMetrics) if f.name not in TRAIN_PARTS),
     *(f"split_{f.name}" for f in dataclasses.fields(StepSplit)),
-    *(f.name for part in (CompileStats, ProfileStats, TrainUsage) for f in dataclasses.fields(part)),
+    *(f.name for part in (CompileStats, ProfileStats, TrainUsage, RankStats) for f in dataclasses.fields(part)),
     *(f.name for f in dataclasses.fields(MonitorSummary)),
     "gpu_energy_per_epoch_j",
     "gpu_energy_per_sample_mj",
@@ -272,5 +300,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "cpu_energy_per_sample_mj",
     "bottleneck",
     "bottleneck_note",
+    "scaling_efficiency",
+    "single_rank_samples_per_s",
 )
 """Every column a row may hold besides the `fp_*` fingerprint; failed runs leave metrics empty."""

@@ -49,6 +49,18 @@ class RunSpec:
     profile_steps: int = 20  # steps inside that window
     sync: str = "step"  # when the host reads the loss: every step (the seed's) or once per epoch
     cuda_graphs: bool = False  # capture the whole step once and replay it (CUDA, --sync epoch)
+    nproc_per_node: int = 1  # data-parallel ranks per host, launched by torchrun; batch_size stays per rank
+    nnodes: int = 1  # hosts taking part in one data-parallel run
+
+    @property
+    def world_size(self) -> int:
+        """Ranks in the run: every one trains on its own batch of `batch_size` samples."""
+        return self.nproc_per_node * self.nnodes
+
+    @property
+    def global_batch(self) -> int:
+        """Samples per optimizer step over all ranks: what one process would need for the same update."""
+        return self.batch_size * self.world_size
 
     @property
     def is_cuda(self) -> bool:
@@ -77,6 +89,8 @@ class RunSpec:
         """Build from a mapping, ignoring unknown keys (a record carries many more)."""
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {k: None if is_missing(v) else v for k, v in values.items() if k in known}
+        # A field recorded after a record was written reads as missing (NaN in a table): its default.
+        kwargs = {k: v for k, v in kwargs.items() if v is not None or k not in LATER_FIELDS}
         return cls(**kwargs).normalized()
 
     def normalized(self) -> RunSpec:
@@ -110,7 +124,8 @@ SPEC_FIELDS: tuple[str, ...] = tuple(FIELD_TYPES)
 # The fields a user turns to make the same training faster; the others (seed, epochs, data, lr,
 # ...) change the question. batch_size is one too, but it also changes the optimization.
 SPEED_KNOBS: tuple[str, ...] = ("loader", "workers", "pin_memory", "sync", "cuda_graphs", "threads", "compile", "amp")
-LATER_FIELDS: dict[str, Any] = {"sync": "step", "cuda_graphs": False}  # name -> default, left out of keys
+# Fields added after the first release, with their defaults: left out of keys at their default.
+LATER_FIELDS: dict[str, Any] = {"sync": "step", "cuda_graphs": False, "nproc_per_node": 1, "nnodes": 1}
 DEFAULT = RunSpec()
 
 
@@ -181,7 +196,7 @@ def validate(spec: RunSpec, caps: Capabilities | None = None) -> list[Problem]:
     def bad(name: str, message: str) -> None:
         problems.append(Problem(name, message))
 
-    for name in ("batch_size", "epochs", "samples", "profile_steps"):
+    for name in ("batch_size", "epochs", "samples", "profile_steps", "nproc_per_node", "nnodes"):
         if getattr(spec, name) < 1:
             bad(name, f"{name.replace('_', ' ')} must be at least 1, got {getattr(spec, name)}")
     for name in ("threads", "interop_threads", "steps"):
@@ -191,6 +206,9 @@ def validate(spec: RunSpec, caps: Capabilities | None = None) -> list[Problem]:
     if spec.batch_size > spec.samples >= 1:
         bad("batch_size", f"batch size {spec.batch_size} is above the {spec.samples} samples of an epoch: "
             "every step would be the whole epoch; lower --batch-size or raise --samples")
+    elif spec.world_size > 1 and spec.global_batch > spec.samples >= 1:
+        bad("batch_size", f"{spec.world_size} ranks x batch {spec.batch_size} = {spec.global_batch} samples per "
+            f"step is above the {spec.samples} samples of an epoch; lower --batch-size or raise --samples")
     if spec.workers < 0:
         bad("workers", f"workers must be 0 or more, got {spec.workers}")
     if not spec.lr > 0:
@@ -216,6 +234,8 @@ def validate(spec: RunSpec, caps: Capabilities | None = None) -> list[Problem]:
         bad("amp", f"fp16 autocast with a GradScaler needs CUDA, not {spec.device!r}; try bf16")
     if spec.cuda_graphs:
         problems.extend(_graph_problems(spec))
+    if spec.world_size > 1:
+        problems.extend(_rank_problems(spec))
     if caps is not None:
         problems.extend(_device_problems(spec, caps))
     return problems
@@ -236,7 +256,25 @@ def _graph_problems(spec: RunSpec) -> list[Problem]:
     return [Problem("cuda_graphs", reason) for reason in reasons]
 
 
+def _rank_problems(spec: RunSpec) -> list[Problem]:
+    """Data-parallel runs: one whole device per rank, and the knobs the distributed step supports."""
+    reasons = []
+    if spec.device == "mps":
+        reasons.append(("device", "--nproc-per-node above 1 needs cpu (gloo) or cuda (nccl), not mps"))
+    elif spec.is_cuda and ":" in spec.device:
+        reasons.append(("device", f"with --nproc-per-node give --device cuda, not {spec.device}: rank r uses cuda:r"))
+    for name, flag in (("cuda_graphs", "--cuda-graphs"), ("profile", "--profile")):
+        if getattr(spec, name):
+            reasons.append((name, f"{flag} is not supported with more than one rank yet"))
+    if spec.compile != "off":
+        reasons.append(("compile", "--compile is not supported with more than one rank yet"))
+    return [Problem(name, reason) for name, reason in reasons]
+
+
 def _device_problems(spec: RunSpec, caps: Capabilities) -> list[Problem]:
+    if spec.is_cuda and spec.world_size > 1 and spec.nproc_per_node > caps.cuda_devices:
+        return [Problem("nproc_per_node", f"{spec.nproc_per_node} CUDA ranks asked for, but "
+                        f"{caps.cuda_devices or 'no'} GPU(s) here: every rank needs a GPU of its own")]
     if spec.is_cuda:
         index = int(spec.device.split(":")[1]) if ":" in spec.device else 0
         if caps.cuda_devices == 0:

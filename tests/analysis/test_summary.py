@@ -16,3 +16,29 @@ def test_a_sandboxed_run_says_whose_accounting_sys_time_is() -> None:
     assert "gvisor" in line and "sys time and context switches" in line and "not the host kernel" in line
     assert "sandbox" not in format_run(record({"sandbox": "", "kernel": "6.8.0"}))
     assert "sandbox" not in format_run(record({}))
+
+
+def test_a_data_parallel_run_shows_its_ranks_and_scaling() -> None:
+    import dataclasses
+
+    from vaebench.result import RankStats, StepSplit, TrainMetrics
+
+    train = TrainMetrics(
+        t_import_s=1.0, t_data_s=0.5, t_model_s=0.1, t_first_step_s=0.1, train_s=4.6, steps_done=100,
+        samples_seen=25600, warmup_steps=10, step_median_ms=43.6, step_iqr_ms=1.0, samples_per_s=5873.0,
+        epoch_s=4.6, final_loss=231.9, epoch_losses=[231.9], epoch_times_s=[4.6], split=StepSplit(13.9, 0.0, 31.0, 0.1),
+        model_flops_per_s=2e10, peak_flops_per_s=1.8e11, flops_frac=0.12,
+        ranks=RankStats(rank_step_median_ms=[43.59, 42.03], rank_allreduce_ms=[18.0, 19.8], allreduce_ms=18.9,
+                        allreduce_share=0.43),
+    )
+    two = dataclasses.replace(record({}), spec=RunSpec(nproc_per_node=2), train=train,
+                              scaling_efficiency=0.405, single_rank_samples_per_s=7247.0)
+    text = format_run(two)
+    assert "2 x batch 128 = global batch 256 (gloo, 1 host(s))" in text
+    assert "median step per rank 43.59, 42.03 ms" in text
+    assert "18.900 ms per step, inside compute (43% of the step)" in text
+    assert "efficiency 0.41: 5873 samples/s on 2 ranks vs 2 x 7247 of one rank" in text
+    alone = dataclasses.replace(two, scaling_efficiency=float("nan"))
+    assert "efficiency n/a: no one-rank run" in format_run(alone)
+    row = two.to_row()
+    assert row["world_size"] == 2 and row["global_batch"] == 256 and row["scaling_efficiency"] == 0.405

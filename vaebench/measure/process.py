@@ -6,9 +6,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import IO
 
 from ..result import ProcessUsage
 
@@ -20,6 +22,7 @@ class ChildExit:
     usage: ProcessUsage
     timed_out: bool
     signal: int | None  # the signal that ended the child, if one did
+    stderr_tail: str = ""  # the end of what it wrote to stderr, when asked to keep it
 
 
 def run_child(
@@ -30,15 +33,20 @@ def run_child(
     clock: Clock = time.perf_counter,
     poll_s: float = 0.02,
     on_start: Callable[[int], None] | None = None,
+    keep_stderr: int = 0,
 ) -> ChildExit:
     """Run `argv` in a new session and measure it as `/usr/bin/time` does.
 
     `os.wait4` returns the child's rusage including every descendant it waited for, so
-    DataLoader workers' CPU time is counted. Killing by process group takes the workers
-    down with the child on a timeout or an interrupt.
+    DataLoader workers' and torchrun's ranks' CPU time is counted. On a timeout or an interrupt
+    the child's whole tree is killed: its process group, and every descendant that started a
+    session of its own (torchrun's ranks do). With `keep_stderr`, the child's stderr still goes
+    to ours as it comes, and its last `keep_stderr` bytes come back in the answer.
     """
     start = clock()
-    proc = subprocess.Popen(list(argv), env=env, start_new_session=True)
+    proc = subprocess.Popen(list(argv), env=env, start_new_session=True,
+                            stderr=subprocess.PIPE if keep_stderr else None)
+    tee = _Tee(proc.stderr, keep_stderr) if proc.stderr is not None else None
     if on_start is not None:
         on_start(proc.pid)
     timed_out = False
@@ -49,15 +57,18 @@ def run_child(
                 break
             if timeout is not None and clock() - start > timeout:
                 timed_out = True
-                _kill_group(proc.pid)
+                kill_tree(proc.pid)
                 _, status, usage = os.wait4(proc.pid, 0)
                 break
             time.sleep(poll_s)
     except BaseException:
-        _kill_group(proc.pid)
+        kill_tree(proc.pid)
         os.wait4(proc.pid, 0)
         proc.returncode = -1
         raise
+    finally:
+        if tee is not None:
+            tee.join()
     real = clock() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     return ChildExit(
@@ -72,7 +83,24 @@ def run_child(
         ),
         timed_out=timed_out,
         signal=-proc.returncode if proc.returncode < 0 else None,
+        stderr_tail=tee.text() if tee is not None else "",
     )
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL the process group of `pid` and every descendant of `pid`, wherever its group."""
+    import psutil
+
+    try:
+        descendants = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        descendants = []
+    _kill_group(pid)
+    for child in descendants:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
 
 
 def _kill_group(pid: int) -> None:
@@ -80,6 +108,33 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+class _Tee:
+    """Copies a child's stream to our stderr as it arrives and keeps its last `keep` bytes."""
+
+    def __init__(self, stream: IO[bytes], keep: int) -> None:
+        self.stream, self.keep = stream, keep
+        self.tail = b""
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        out = getattr(sys.stderr, "buffer", None)
+        while chunk := os.read(self.stream.fileno(), 65536):
+            self.tail = (self.tail + chunk)[-self.keep :]
+            if out is not None:
+                out.write(chunk)
+                out.flush()
+            else:
+                sys.stderr.write(chunk.decode(errors="replace"))
+
+    def join(self) -> None:
+        self.thread.join(timeout=5)
+        self.stream.close()
+
+    def text(self) -> str:
+        return self.tail.decode(errors="replace")
 
 
 def _maxrss_mb(maxrss: int) -> float:

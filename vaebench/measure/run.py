@@ -4,7 +4,8 @@ The parent never imports torch for a CPU run. It sets the thread variables in th
 environment, starts the outside monitor, waits for the child with `wait4` (so the whole
 process tree's CPU time is counted), and appends one record, ok or failed, to the results
 folder. A crash, an out-of-memory error or a timeout becomes a failed record, never a
-lost or torn one.
+lost or torn one. A data-parallel run is the same with torchrun in the child's place
+(`launch`): the tree is torchrun and every rank.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import signal
-import sys
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -28,6 +28,17 @@ from ..result import FAILED, OK, DataInfo, MonitorSummary, RunRecord, RunSeries,
 from ..rules import SAMPLE_HZ
 from ..spec import Capabilities, RunSpec, validate
 from .data import DataUnavailable, check_writable, prepare
+from .launch import (
+    ONE_HOST,
+    STDERR_KEPT,
+    Launch,
+    child_argv,
+    failure_reason,
+    rank_answers,
+    root_cause,
+    scaling_efficiency,
+    single_rank_rate,
+)
 from .monitor import Monitor, open_gpu_probe
 from .peak import cached_peak
 from .process import run_child
@@ -47,6 +58,8 @@ class RunOptions:
     repeat: int = 0
     label: str = ""
     measure_peak: bool = True
+    launch: Launch = ONE_HOST  # several hosts: this one's node rank and the rendezvous
+    shared: bool = False  # a folder many hosts write at once (cluster jobs): one file per record
 
 
 def new_run_id() -> str:
@@ -73,20 +86,24 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
         monitor = Monitor(1.0 / options.sample_hz, gpu=open_gpu_probe(spec.device),
                           cpu_energy=rapl.sample if rapl.available else None)
         with monitor:
-            exit_ = run_child([sys.executable, "-m", "vaebench.train.child", str(request)],
-                              env=child_env(spec), timeout=options.timeout)
+            exit_ = run_child(child_argv(spec, request, options.launch), env=child_env(spec), timeout=options.timeout,
+                              keep_stderr=STDERR_KEPT if spec.world_size > 1 else 0)
         answer = Answer.read(result)
+        ranks = rank_answers(Path(tmp)) if spec.world_size > 1 else {}
 
     status, reason = OK, ""
     train = None
     if exit_.timed_out:
         status, reason = FAILED, f"timeout: killed after {options.timeout:g} s"
+    elif answer is None and spec.world_size > 1:
+        status, reason = FAILED, failure_reason(spec.world_size, root_cause(exit_.stderr_tail), ranks,
+                                                exit_.usage.exit_code)
     elif answer is None:
         status, reason = FAILED, _death_reason(exit_.usage.exit_code)
     elif not answer.ok or answer.metrics is None:
         status, reason = FAILED, answer.reason or "failed without a reason"
     else:
-        train = _with_peak(answer.metrics, peak)
+        train = _with_peak(answer.metrics, peak * spec.world_size)
     usage = exit_.usage
     if answer is not None and not math.isnan(answer.main_cpu_s):
         usage = dataclasses.replace(usage, main_cpu_s=answer.main_cpu_s)
@@ -94,6 +111,9 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
     fingerprint = host_fingerprint()
     if answer is not None:
         fingerprint.update(answer.runtime)
+    single = math.nan
+    if train is not None and spec.world_size > 1 and storage.has_results(options.out):
+        single = single_rank_rate(storage.read_rows(options.out), spec, fingerprint.get("hostname", ""))
     record = RunRecord(
         spec=spec,
         run_id=run_id,
@@ -108,11 +128,20 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
         monitor=summary,
         fingerprint=fingerprint,
         **_bottleneck(spec, train, summary),
+        scaling_efficiency=scaling_efficiency(train.samples_per_s, spec.world_size, single) if train else math.nan,
+        single_rank_samples_per_s=single,
     )
     series = RunSeries(step_ms=answer.step_ms if answer else [], monitor=monitor.samples,
                        step_samples=answer.step_samples if answer else [],
-                       excluded_steps=answer.excluded_steps if answer else [])
-    storage.append(options.out, record, series)
+                       excluded_steps=answer.excluded_steps if answer else [],
+                       rank_step_ms=answer.rank_step_ms if answer else [],
+                       allreduce_ms=answer.allreduce_ms if answer else [])
+    if options.launch.node_rank > 0:
+        return record  # rank 0 is on node 0, and so is the run's record
+    if options.shared:
+        storage.write_record(options.out, record, series)
+    else:
+        storage.append(options.out, record, series)
     return record
 
 
@@ -139,7 +168,8 @@ def _with_peak(train: TrainMetrics, peak: float) -> TrainMetrics:
 def _death_reason(exit_code: int) -> str:
     if exit_code < 0:
         name = signal.Signals(-exit_code).name
-        hint = " (the kernel's out-of-memory killer?)" if name == "SIGKILL" else ""
+        hint = {"SIGKILL": " (the kernel's out-of-memory killer?)",
+                "SIGUSR2": " (Slurm's warning of a time limit or preemption, through submitit)"}.get(name, "")
         return f"crashed: killed by {name}{hint}"
     return f"crashed: exited with status {exit_code} before reporting"
 

@@ -5,6 +5,10 @@ context never leak between runs. The parent has already put the thread variables
 environment; torch is imported only after the clock starts, so `t_import_s` is real.
 It writes its answer to the request's `result` path, atomically, and exits 0 (trained),
 1 (failed, reason in the answer) or dies (the parent reports how).
+
+Under torchrun (`--nproc-per-node N`) every rank runs this module: rank 0 answers for the run,
+with every rank's step times; a rank that fails writes its reason beside the answer as
+`rank<r>.json`, so the parent can name the rank that took the run down.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import time
 
 _START = time.perf_counter()
 
+import ctypes  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
 import signal  # noqa: E402
@@ -30,18 +35,47 @@ from ..storage import SAMPLES_DIR  # noqa: E402
 
 def main(argv: list[str]) -> int:
     request = Request.read(Path(argv[0]))
+    rank = int(os.environ.get("RANK", 0))
+    distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1
+    die_with_parent()
     try:
-        answer = _train(request)
+        answer = _train(request, rank)
         code = 0
     except Exception as exc:  # noqa: BLE001 - every failure becomes a reason in the record
         traceback.print_exc(file=sys.stderr)
         answer = Answer.failed(failure_reason(exc))
         code = 1
-    answer.write(Path(request.result))
+    if code and distributed:
+        answer.write(rank_answer_path(Path(request.result), rank))
+    elif rank == 0:
+        answer.write(Path(request.result))
     return code
 
 
-def _train(request: Request) -> Answer:
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to kill this process when its parent dies, however it dies. A run whose
+    measuring parent is gone measures nothing; and torchrun starts each rank in a session of its
+    own, where a kill aimed at the launcher's process group would miss it."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took hold
+        os._exit(1)
+
+
+def rank_answer_path(result: Path, rank: int) -> Path:
+    """Where rank `rank` of a data-parallel run leaves its reason when it fails."""
+    return result.parent / f"rank{rank}.json"
+
+
+def _train(request: Request, rank: int = 0) -> Answer:
     import torch
 
     t_import = time.perf_counter() - _START
@@ -58,12 +92,17 @@ def _train(request: Request) -> Answer:
     try:
         outcome = train(
             spec, request.data, t_import_s=t_import, progress=bar.update if bar else None,
-            instrument=request.instrument, on_step=_fault_injector(), out_dir=Path(request.out),
+            instrument=request.instrument, on_step=_fault_injector(rank), out_dir=Path(request.out),
             run_id=request.run_id,
         )
     finally:
         if bar:
             bar.close()
+    from .distributed import stop
+
+    stop()  # every rank has what it needs: the gather was the last collective
+    if rank != 0:
+        return Answer(status=OK)
     _save_digits(outcome.model, Path(request.out) / SAMPLES_DIR / f"{request.run_id}.png")
     return Answer(
         status=OK,
@@ -71,6 +110,8 @@ def _train(request: Request) -> Answer:
         step_ms=outcome.step_ms,
         step_samples=outcome.step_samples,
         excluded_steps=outcome.excluded_steps,
+        rank_step_ms=outcome.rank_step_ms,
+        allreduce_ms=outcome.allreduce_ms,
         runtime=runtime_fingerprint(),
         main_cpu_s=_own_cpu_s(),
     )
@@ -81,10 +122,12 @@ def _own_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _fault_injector() -> Callable[[int], None] | None:
-    """VAEBENCH_FAULT=oom|crash|hang fails the run after its first step: tests of crash safety."""
+def _fault_injector(rank: int = 0) -> Callable[[int], None] | None:
+    """VAEBENCH_FAULT=oom|crash|hang fails the run after its first step: tests of crash safety.
+    VAEBENCH_FAULT_RANK=r limits it to rank r of a data-parallel run."""
     fault = os.environ.get("VAEBENCH_FAULT")
-    if not fault:
+    target = os.environ.get("VAEBENCH_FAULT_RANK")
+    if not fault or (target is not None and int(target) != rank):
         return None
 
     def inject(step: int) -> None:

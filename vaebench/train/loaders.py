@@ -5,7 +5,8 @@
 - device: that tensor resident on the device, sliced there: no host work per step.
 
 All three draw each epoch's order from `epoch_order(samples, seed, epoch)`, so for one
-seed they deliver identical batches and their losses are comparable.
+seed they deliver identical batches and their losses are comparable. A rank of a data-parallel
+run takes its `Shard` of each global batch of that same order.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from collections.abc import Iterator
 from typing import Protocol
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from ..layout import train_images
 from ..result import DataInfo
 from ..spec import RunSpec
+from .distributed import ONE_PROCESS, Shard
 
 ORDER_SEED_STRIDE = 1_000_003  # keeps (seed, epoch) pairs from sharing a shuffle
 
@@ -41,6 +43,30 @@ class EpochSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         return iter(epoch_order(self.samples, self.seed, self.epoch).tolist())
+
+
+class ShardBatches(Sampler[list[int]]):
+    """A rank's batches: its rows of every global batch of the epoch's order (`Shard`)."""
+
+    def __init__(self, samples: int, batch_size: int, seed: int, shard: Shard) -> None:
+        self.samples, self.batch_size, self.seed, self.shard = samples, batch_size, seed, shard
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.shard.steps(self.samples, self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = epoch_order(self.samples, self.seed, self.epoch).tolist()
+        for step in range(len(self)):
+            begin, end = self.shard.indices(step, self.samples, self.batch_size)
+            yield order[begin:end]
+
+
+def collate_or_empty(batch: list[object]) -> object:
+    """default_collate, and an empty batch for a rank left no rows of the ragged last step."""
+    if not batch:
+        return torch.empty(0, 1, 28, 28), torch.empty(0, dtype=torch.long)
+    return default_collate(batch)
 
 
 class BatchSource(Protocol):
@@ -69,16 +95,22 @@ class _Wrapped(Dataset[object]):
 class ReferenceSource:
     on_device = False
 
-    def __init__(self, spec: RunSpec, data: DataInfo) -> None:
+    def __init__(self, spec: RunSpec, data: DataInfo, shard: Shard = ONE_PROCESS) -> None:
         from torchvision import datasets, transforms
 
         base = datasets.MNIST(root=data.path, train=True, download=False, transform=transforms.ToTensor())
         dataset = base if len(base) == spec.samples else _Wrapped(base, spec.samples, len(base))
-        self.sampler = EpochSampler(spec.samples, spec.seed)
+        self.sampler: EpochSampler | ShardBatches
+        batching: dict[str, object]
+        if shard.distributed:
+            self.sampler = ShardBatches(spec.samples, spec.batch_size, spec.seed, shard)
+            batching = {"batch_sampler": self.sampler, "collate_fn": collate_or_empty}
+        else:  # the seed's own batching
+            self.sampler = EpochSampler(spec.samples, spec.seed)
+            batching = {"batch_size": spec.batch_size, "sampler": self.sampler}
         self.loader = DataLoader(
             dataset,
-            batch_size=spec.batch_size,
-            sampler=self.sampler,
+            **batching,  # type: ignore[arg-type]
             num_workers=spec.workers,
             pin_memory=spec.pin_memory,
             # A private generator keeps the loader's base-seed draw off the global RNG,
@@ -99,28 +131,32 @@ class ReferenceSource:
 class TensorSource:
     on_device = False
 
-    def __init__(self, spec: RunSpec, data: DataInfo, device: torch.device | None = None) -> None:
+    def __init__(
+        self, spec: RunSpec, data: DataInfo, device: torch.device | None = None, shard: Shard = ONE_PROCESS
+    ) -> None:
         images = decoded_images(data)
         self.images = images.to(device) if device is not None else images
         self.samples, self.batch_size, self.seed = spec.samples, spec.batch_size, spec.seed
         self.pin = spec.pin_memory and device is None
+        self.shard = shard
 
     def __len__(self) -> int:
-        return -(-self.samples // self.batch_size)
+        return self.shard.steps(self.samples, self.batch_size)
 
     def epoch(self, epoch: int) -> Iterator[torch.Tensor]:
         order = epoch_order(self.samples, self.seed, epoch) % len(self.images)
         order = order.to(self.images.device)
-        for start in range(0, self.samples, self.batch_size):
-            batch = self.images.index_select(0, order[start : start + self.batch_size])
+        for step in range(len(self)):
+            begin, end = self.shard.indices(step, self.samples, self.batch_size)
+            batch = self.images.index_select(0, order[begin:end])
             yield batch.pin_memory() if self.pin else batch
 
 
 class DeviceSource(TensorSource):
     on_device = True
 
-    def __init__(self, spec: RunSpec, data: DataInfo, device: torch.device) -> None:
-        super().__init__(spec, data, device)
+    def __init__(self, spec: RunSpec, data: DataInfo, device: torch.device, shard: Shard = ONE_PROCESS) -> None:
+        super().__init__(spec, data, device, shard)
 
 
 def decoded_images(data: DataInfo) -> torch.Tensor:
@@ -130,11 +166,11 @@ def decoded_images(data: DataInfo) -> torch.Tensor:
     return raw.unsqueeze(1).to(dtype=torch.get_default_dtype()).div(255)
 
 
-def make_source(spec: RunSpec, data: DataInfo, device: torch.device) -> BatchSource:
+def make_source(spec: RunSpec, data: DataInfo, device: torch.device, shard: Shard = ONE_PROCESS) -> BatchSource:
     if spec.loader == "reference":
-        return ReferenceSource(spec, data)
+        return ReferenceSource(spec, data, shard)
     if spec.loader == "tensor":
-        return TensorSource(spec, data)
+        return TensorSource(spec, data, shard=shard)
     if spec.loader == "device":
-        return DeviceSource(spec, data, device)
+        return DeviceSource(spec, data, device, shard)
     raise ValueError(f"unknown loader {spec.loader!r}")

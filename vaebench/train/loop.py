@@ -21,10 +21,12 @@ from pathlib import Path
 
 import torch
 
-from ..result import CompileStats, DataInfo, ProfileStats, StepSplit, TrainMetrics, TrainUsage
+from ..result import CompileStats, DataInfo, ProfileStats, RankStats, StepSplit, TrainMetrics, TrainUsage
 from ..rules import steady, steady_rate, warmup_steps
 from ..spec import RunSpec
+from . import distributed
 from .compile_stats import compile_counters, payback_steps, recompile_warnings
+from .distributed import ONE_PROCESS, AllreduceTimer, Shard
 from .loaders import BatchSource, make_source
 from .model import VAE, train_flops_per_sample, vae_loss
 from .profiling import ProfileWindow
@@ -108,15 +110,18 @@ class Workload:
     source: BatchSource
     model: VAE
     optimizer: torch.optim.Optimizer
-    forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    forward: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     scaler: torch.amp.GradScaler | None
     autocast: contextlib.AbstractContextManager[object]
     graph: GraphedStep | None = None
+    shard: Shard = ONE_PROCESS  # this rank's part of every global batch; one process: all of it
+    allreduce: AllreduceTimer | None = None  # several ranks: DDP's gradient all-reduce, timed
 
-    def step(self, x: torch.Tensor) -> torch.Tensor:
-        """Forward, loss and backward, outside the timed phases' bookkeeping; returns the loss."""
+    def step(self, x: torch.Tensor, noise_rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """Forward, loss and backward, outside the timed phases' bookkeeping; returns the loss.
+        Under DDP the backward also sums the gradients over the ranks (`distributed`)."""
         with self.autocast:
-            recon, mu, logvar = self.forward(x)
+            recon, mu, logvar = self.forward(x) if noise_rows is None else self.forward(x, noise_rows)
         loss = vae_loss(recon.float(), x, mu.float(), logvar.float())
         (self.scaler.scale(loss) if self.scaler else loss).backward()
         return loss
@@ -189,6 +194,8 @@ class TrainOutcome:
     step_samples: list[int]  # the samples in each step
     excluded_steps: list[int]  # 0-based steps left out of steady state besides warm-up (profiled)
     model: VAE
+    rank_step_ms: list[list[float]] = field(default_factory=list)  # several ranks: every rank's steps
+    allreduce_ms: list[list[float]] = field(default_factory=list)  # ... and every rank's all-reduce
 
 
 def train(
@@ -205,19 +212,24 @@ def train(
     warmup: int | None = None,
 ) -> TrainOutcome:
     t0 = clock()
+    shard = distributed.shard_from_env()
     if spec.is_cuda:
         # The CUDA context is the process's, not the data's: start it before the data timer,
         # whichever loader would otherwise touch the device first, and count it with the model.
         device = torch.device(spec.device)
+        if shard.distributed:  # one GPU per rank: rank r of this host on cuda:r
+            device = torch.device("cuda", distributed.local_rank())
         if device.index is not None:  # events and synchronize() act on the current device
             torch.cuda.set_device(device)
         torch.empty(1, device=device)
+    if shard.distributed:  # the rendezvous, counted with the model's set-up
+        distributed.start(shard, torch.device(spec.device))
     t_context = clock() - t0
     t0 = clock()
-    source = make_source(spec, data, torch.device(spec.device))
+    source = make_source(spec, data, torch.device(spec.device), shard)
     t_data = clock() - t0
     t0 = clock()
-    work = build_on(spec, source)
+    work = build_on(spec, source, shard)
     t_model = clock() - t0 + t_context
 
     steps_total = total_steps(spec, len(work.source))
@@ -254,20 +266,31 @@ def train(
         no_wait = log.steady([step - data for step, data in zip(log.step_ms, log.data_ms, strict=True)])
         compiled = watch.report(statistics.median(no_wait) if no_wait else math.nan)
     profiled = _profile_stats(window, metrics.step_median_ms) if window is not None else ProfileStats()
+    rank_steps: list[list[float]] = []
+    allreduce: list[list[float]] = []
+    ranked = RankStats()
+    if work.allreduce is not None:  # after the training window: every rank's samples to rank 0
+        rank_steps, allreduce = _rank_samples(work.allreduce, log)
+        ranked = _rank_stats(rank_steps, allreduce, warmup=log.warmup, step_median_ms=metrics.step_median_ms)
     metrics = dataclasses.replace(metrics, t_import_s=t_import_s, t_data_s=t_data, t_model_s=t_model,
                                   train_start_unix=start_unix, train_end_unix=end_unix, compile=compiled,
-                                  profile=profiled, usage=usage)
-    return TrainOutcome(metrics, log.step_ms, log.batch, sorted(log.excluded), work.model)
+                                  profile=profiled, usage=usage, ranks=ranked)
+    return TrainOutcome(metrics, log.step_ms, log.batch, sorted(log.excluded), work.model, rank_steps, allreduce)
 
 
-def build_on(spec: RunSpec, source: BatchSource) -> Workload:
+def build_on(spec: RunSpec, source: BatchSource, shard: Shard = ONE_PROCESS) -> Workload:
     """The model, optimizer and step around an input pipeline, from the spec's seed."""
     device = torch.device(spec.device)
     torch.manual_seed(spec.seed)
     model = VAE().to(device)
     # Static shapes: the ragged last batch compiles its own graph once instead of turning the
     # whole model dynamic, which under reduce-overhead would re-record CUDA graphs every epoch.
-    forward = model if spec.compile == "off" else torch.compile(model, mode=_compile_mode(spec.compile), dynamic=False)
+    forward: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = (
+        model if spec.compile == "off" else torch.compile(model, mode=_compile_mode(spec.compile), dynamic=False)
+    )
+    allreduce = None
+    if shard.distributed:
+        forward, allreduce = distributed.wrap(model, device)
     return Workload(
         spec=spec,
         device=device,
@@ -278,6 +301,8 @@ def build_on(spec: RunSpec, source: BatchSource) -> Workload:
         forward=forward,
         scaler=torch.amp.GradScaler("cuda") if spec.amp == "fp16" else None,
         autocast=_autocast(spec),
+        shard=shard,
+        allreduce=allreduce,
     )
 
 
@@ -300,7 +325,7 @@ def run_epochs(
     progress: Progress | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> Epochs:
-    spec, device, source, optimizer = work.spec, work.device, work.source, work.optimizer
+    spec, device, source, optimizer, shard = work.spec, work.device, work.source, work.optimizer, work.shard
     events = DeviceEvents() if instrument and device.type == "cuda" else None
     read_every_step = spec.sync == "step"
     # --sync epoch: the loss is summed on the device, in float64 like the host's Python float,
@@ -319,7 +344,10 @@ def run_epochs(
         epoch_start = clock()
         summed, seen = 0.0, 0
         batches: Iterator[torch.Tensor] = source.epoch(epoch)
+        in_epoch = 0
         while step < steps_total:
+            # Several ranks: the global batch's size and this rank's offset in it, for the noise.
+            noise_rows = shard.noise_rows(in_epoch, spec.samples, spec.batch_size) if shard.distributed else None
             t_a = clock()
             x = next(batches, None)
             if x is None:
@@ -337,7 +365,7 @@ def run_epochs(
                 graphed(x)
                 t_d = t_e = clock()
             else:
-                loss = work.step(x)
+                loss = work.step(x, noise_rows)
                 if epoch_sum is not None:
                     epoch_sum.add_(loss.detach())
                 t_d = t_e = clock()
@@ -348,13 +376,16 @@ def run_epochs(
             if events and e_copy and e_copied:
                 events.add(e_copy, e_copied, events.mark())
             t_f = clock()
+            if work.allreduce is not None:
+                work.allreduce.end_step()
             seen += x.shape[0]
             step += 1
+            in_epoch += 1
             if step == 1:
                 first_step_s = t_f - t_a
             if instrument:
                 log.step_ms.append((t_f - t_a) * 1e3)
-                log.batch.append(x.shape[0])
+                log.batch.append(noise_rows[0] if noise_rows else x.shape[0])  # the whole job's samples
                 log.data_ms.append((t_b - t_a) * 1e3)
                 log.copy_ms.append((t_c - t_b2) * 1e3)
                 log.compute_ms.append(((t_b2 - t_b) + (t_d - t_c) + (t_f - t_e)) * 1e3)
@@ -366,6 +397,9 @@ def run_epochs(
         if epoch_sum is not None:
             summed = epoch_sum.item()  # sync point: --sync epoch reads the loss once per epoch
             epoch_sum.zero_()
+        if shard.distributed:  # the epoch's loss over every rank's samples, as one process sees it
+            summed, total = distributed.sum_over_ranks(summed, seen, device=device)
+            seen = int(total)
         if events:
             events.flush(log, steps_from_device=not read_every_step)
         times.append(clock() - epoch_start)
@@ -479,6 +513,27 @@ def measured(spec: RunSpec, log: StepLog, epochs: Epochs) -> TrainMetrics:
     )
 
 
+def _rank_samples(timer: AllreduceTimer, log: StepLog) -> tuple[list[list[float]], list[list[float]]]:
+    """Every rank's step times and all-reduce times, gathered from all ranks."""
+    gathered = distributed.gather((log.step_ms, timer.milliseconds()))
+    return [steps for steps, _ in gathered], [spans for _, spans in gathered]
+
+
+def _rank_stats(
+    rank_steps: list[list[float]], allreduce: list[list[float]], *, warmup: int, step_median_ms: float
+) -> RankStats:
+    """Each rank's median step and all-reduce after warm-up; the all-reduce's mean over ranks and
+    its share of the (rank 0's) median step. DDP holds the ranks in step, so their step periods agree."""
+    spans = distributed.medians(allreduce, warmup)
+    mean = statistics.fmean(spans) if spans else math.nan
+    return RankStats(
+        rank_step_median_ms=distributed.medians(rank_steps, warmup),
+        rank_allreduce_ms=spans,
+        allreduce_ms=mean,
+        allreduce_share=mean / step_median_ms if step_median_ms > 0 else math.nan,
+    )
+
+
 def _usage_since(before: resource.struct_rusage) -> TrainUsage:
     after = resource.getrusage(resource.RUSAGE_SELF)
     return TrainUsage(
@@ -492,9 +547,10 @@ def _usage_since(before: resource.struct_rusage) -> TrainUsage:
 
 
 def _samples_in(spec: RunSpec, steps_done: int) -> int:
-    per_epoch = -(-spec.samples // spec.batch_size)
+    """Samples trained on over all ranks."""
+    per_epoch = -(-spec.samples // spec.global_batch)
     full_epochs, rest = divmod(steps_done, per_epoch)
-    return full_epochs * spec.samples + min(rest * spec.batch_size, spec.samples)
+    return full_epochs * spec.samples + min(rest * spec.global_batch, spec.samples)
 
 
 def _compile_mode(mode: str) -> str | None:

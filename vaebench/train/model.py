@@ -31,10 +31,21 @@ class VAE(nn.Module):
             nn.Sigmoid(),
         )
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, noise_rows: tuple[int, int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`noise_rows` (a rank of a data-parallel run): (rows of the global batch, this rank's offset
+        in it). The noise of the whole global batch is drawn and this rank's rows kept, so every
+        sample gets the noise one process on the global batch would draw for it."""
         mu_logvar = self.encoder(x)
         mu, logvar = mu_logvar[:, : self.latent_dim], mu_logvar[:, self.latent_dim :]
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        if noise_rows is None:
+            noise = torch.randn_like(mu)
+        else:
+            total, offset = noise_rows
+            everyone = torch.randn((total, self.latent_dim), dtype=mu.dtype, device=mu.device)
+            noise = everyone[offset : offset + mu.shape[0]]
+        z = mu + noise * torch.exp(0.5 * logvar)
         return self.decoder(z), mu, logvar
 
 
