@@ -93,3 +93,13 @@ def test_child_env_pins_threads_and_cuda_order(monkeypatch: pytest.MonkeyPatch) 
     assert env["OMP_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "2"
     assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     assert child_process_env(None)["OMP_NUM_THREADS"] == "16"
+
+
+def test_machine_labels_name_the_gpu_then_the_cpu() -> None:
+    h200 = {"cpu_model": "Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.00GHz", "logical_cores": 32,
+            "gpu_name": "NVIDIA H200"}
+    assert machine.machine_label(h200) == "NVIDIA H200, Intel Xeon Platinum 8480+ x32"
+    row = {"fp_cpu_model": "AMD EPYC 7763 64-Core Processor", "fp_logical_cores": 128.0, "fp_gpu_name": ""}
+    assert machine.machine_label(row) == "AMD EPYC 7763 x128"
+    assert machine.machine_label({"gpu_name": "A100;A100", "cpu_model": "EPYC"}) == "2x A100, EPYC"
+    assert machine.machine_label({}) == ""

@@ -11,8 +11,9 @@ import functools
 import importlib.metadata
 import os
 import platform
+import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,30 @@ THREAD_COUNT_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS
 GVISOR = "gvisor"
 # The fields whose difference makes two records incomparable for timing.
 COMPARABLE_FIELDS = ("cpu_model", "logical_cores", "gpu_name", "torch", "cuda", "threads_env")
+
+
+# What makes two hosts the same machine in a report: one row of its machines table each.
+MACHINE_FIELDS = ("cpu_model", "logical_cores", "gpu_name")
+_CPU_NOISE = re.compile(r"\((?:R|TM)\)|\bCPU\b|\bProcessor\b|@ *[\d.]+ *GHz|\d+-Core", re.I)
+
+
+def machine_label(fingerprint: Mapping[str, Any]) -> str:
+    """A short name for the hardware a record ran on, from its fingerprint (keys with or without
+    the `fp_` of a table row): its GPUs if it has any, then its CPU model and logical cores;
+    empty when the record carries none (a job lost before it could say)."""
+
+    def field(name: str) -> Any:
+        value = fingerprint.get(f"fp_{name}", fingerprint.get(name))
+        return None if value is None or (isinstance(value, float) and value != value) else value
+
+    cpu = " ".join(_CPU_NOISE.sub(" ", str(field("cpu_model") or "")).split())
+    cores = field("logical_cores")
+    parts = [f"{cpu} x{int(cores)}" if cpu and cores else cpu]
+    gpus = [name for name in str(field("gpu_name") or "").split(";") if name]
+    if gpus:
+        names = list(dict.fromkeys(gpus))
+        parts.insert(0, " + ".join(f"{len(gpus) // len(names)}x {n}" if len(gpus) > 1 else n for n in names))
+    return ", ".join(p for p in parts if p)
 
 
 def host_fingerprint() -> dict[str, Any]:

@@ -374,3 +374,22 @@ def test_calibration_needs_one_configuration():
 def test_calibration_from_few_runs_says_so():
     text = calibration_report(frame(rows(noise=0.02, n=3, seed=5)), repeats=(3,)).to_text()
     assert "note: a noise level from 3 runs" in text
+
+
+def test_folders_from_many_machines_pair_like_machine_with_like():
+    a100 = {"fp_cpu_model": "EPYC 7763", "fp_gpu_name": "A100"}
+    h100 = {"fp_cpu_model": "Xeon 8480", "fp_gpu_name": "H100"}
+    l40 = {"fp_cpu_model": "Xeon 6430", "fp_gpu_name": "L40S"}
+    baseline = frame(rows(seed=1, **a100), rows(seed=2, **h100), rows(seed=3, **l40))
+    # The candidate is slower on the A100 only, and has no L40S runs.
+    candidate = frame(rows(1.3, seed=4, **a100), rows(seed=5, **h100))
+    result = cmp.compare(baseline, candidate, metrics=("samples_per_s",))
+    by_config = {c.config: c.verdict for c in result.checks}
+    label = SPEC.label()
+    assert by_config == {f"{label} @ A100, EPYC 7763": "regression", f"{label} @ H100, Xeon 8480": "unchanged"}
+    assert [u.config for u in result.unpaired] == [f"{label} @ L40S, Xeon 6430"]
+    assert result.unpaired[0].reason == "absent from the candidate"
+    assert not result.fingerprint_differences
+    # Pooled across machines the A100's slowdown would drown in the H100's runs.
+    with pytest.raises(cmp.FingerprintMismatch):
+        cmp.compare(frame(rows(seed=1, **a100)), frame(rows(seed=2, **h100)))

@@ -141,10 +141,10 @@ def test_mixed_data_and_machines_come_first(folder: Path) -> None:
     assert [w.kind for w in report.warnings[:2]] == ["mixed-data", "mixed-machine"]
     assert "synthetic (1 runs)" in report.warnings[0].message
     assert "data" in report.varying  # so the synthetic run is a configuration of its own
-    assert "threads=2,data=synthetic" in set(report.summary["config"])
+    assert "threads=2,data=synthetic @ Other" in set(report.summary["config"])  # and per machine
     text = render_markdown(report, folder)
     assert "> **Warning: MIXED DATA SOURCES" in text
-    assert text.index("MIXED MACHINES") < text.index("## Summary")
+    assert text.index("MIXED MACHINES") < text.index("## Machines") < text.index("## Summary")
 
 
 def test_figures_follow_the_data(folder: Path) -> None:
@@ -226,3 +226,51 @@ def test_cli_bad_input_is_one_line_and_exit_2(
     assert main([a.format(**paths) for a in args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("vaebench report: error: ") and err.count("\n") == 1
+
+
+def test_a_folder_from_many_hosts_is_grouped_by_machine(tmp_path: Path) -> None:
+    """The same two configurations on an A100 node and an H100 node (two hosts of the latter)."""
+    a100 = {"fp_cpu_model": "AMD EPYC 7763 64-Core Processor", "fp_logical_cores": 128, "fp_gpu_name": "A100",
+            "fp_hostname": "a1", "fp_torch": "2.5.1"}
+    h100 = {"fp_cpu_model": "Intel Xeon Platinum 8480+", "fp_logical_cores": 112, "fp_gpu_name": "H100",
+            "fp_torch": "2.5.1"}
+    number = 0
+    for fingerprint, hosts, scale in ((a100, ["a1"], 1.0), (h100, ["h1", "h2"], 0.5)):
+        for threads in (1, 2):
+            for repeat, host in enumerate(hosts * 2):
+                number += 1
+                row = _row(f"r{number}", threads, repeat, 10.0 * scale / threads, **fingerprint)
+                storage.write_record(tmp_path, _record_of(row | {"fp_hostname": host}))
+    report = build_report(tmp_path, baseline="threads=1")
+    names = ("A100, AMD EPYC 7763 x128", "H100, Intel Xeon Platinum 8480+ x112")
+    assert set(report.summary["config"]) == {f"threads={t} @ {m}" for t in (1, 2) for m in names}
+    machines = report.machines.set_index("machine")
+    assert machines.loc["H100, Intel Xeon Platinum 8480+ x112", "hosts"] == "h1, h2"
+    assert machines.loc["A100, AMD EPYC 7763 x128", "runs"] == 4
+    assert report.summary["speedup"].tolist() == pytest.approx([1.0, 1.0, 2.0, 2.0])  # per machine's own baseline
+    text = render_markdown(report, tmp_path)
+    assert "## Machines" in text and "### Per machine, side by side" in text
+    side = text.split("### Per machine, side by side")[1]
+    assert "| threads=1 | 6,000 | 12,000 |" in side
+
+
+def _record_of(row: dict[str, Any]) -> Any:
+    """A row written as a record file, as a cluster job writes it."""
+    class Row:
+        run_id = row["run_id"]
+
+        @staticmethod
+        def to_row() -> dict[str, Any]:
+            return row
+
+    return Row()
+
+
+def test_the_scaling_figure_appears_with_data_parallel_runs(tmp_path: Path) -> None:
+    for number, (ranks, rate) in enumerate(((1, 1000.0), (2, 1800.0), (4, 3000.0))):
+        spec = RunSpec(threads=1, nproc_per_node=ranks)
+        storage.append_row(tmp_path, {**_row(f"w{number}", 1, 0, 5.0), **spec.to_dict(), "spec_key": spec.key(),
+                                      "samples_per_s": rate, "world_size": ranks})
+    report = build_report(tmp_path)
+    assert "rank_scaling" in report.figures
+    assert report.summary["world_size"].tolist() == [1, 2, 4]

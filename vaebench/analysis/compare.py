@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from .. import stats
 from .._format import fmt_auto, markdown_table, text_table
 from ..errors import UsageError
+from ..machine import machine_label
 from ..result import OK, RunSeries
 from ..rules import steady_rate
 from ..spec import RunSpec
@@ -292,6 +293,7 @@ def compare(
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise UsageError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
+    baseline, candidate, several = _pair_by_machine(baseline, candidate, allow_different_machines)
     base_ok, cand_ok = _ok_rows(baseline), _ok_rows(candidate)
     paired = [key for key in _keys(base_ok) if key in set(_keys(cand_ok))]
     unpaired = _unpaired(baseline, candidate, base_ok, cand_ok)
@@ -300,16 +302,17 @@ def compare(
             "no configuration has successful runs in both folders"
             + "".join(f"\n  {u}" for u in unpaired)
         )
-    base_rows = base_ok[base_ok["spec_key"].isin(paired)]
-    cand_rows = cand_ok[cand_ok["spec_key"].isin(paired)]
+    base_rows = base_ok[base_ok[PAIR].isin(paired)]
+    cand_rows = cand_ok[cand_ok[PAIR].isin(paired)]
     differences = fingerprint_differences(base_rows, cand_rows)
     if differences and not allow_different_machines:
         raise FingerprintMismatch(differences)
     checks = []
-    for key in paired:
-        b = base_rows[base_rows["spec_key"] == key]
-        c = cand_rows[cand_rows["spec_key"] == key]
-        config = config_label(b)
+    for pair in paired:
+        b = base_rows[base_rows[PAIR] == pair]
+        c = cand_rows[cand_rows[PAIR] == pair]
+        key = str(b["spec_key"].iloc[0])
+        config = config_label(b) + (f" @ {machine_label(b.iloc[0].to_dict()) or 'unknown machine'}" if several else "")
         for metric in metrics:
             if metric == "final_loss":
                 family = _seed_family(base_ok, b)
@@ -495,16 +498,56 @@ def _steady_samples_per_s(row: Mapping[str, Any], series: Mapping[str, RunSeries
     return rate if rate > 0 else None
 
 
+PAIR = "_pair"  # the column runs are paired on: the spec key, and the machine where that is asked
+
+
+def _pair_by_machine(
+    baseline: pd.DataFrame, candidate: pd.DataFrame, allow_different: bool
+) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+    """Add the pairing column. Folders filled by many hosts pair like machine with like: where the
+    two sides share a machine (every guarded fingerprint field equal), a configuration is paired
+    per machine, and runs on a machine the other side lacks are left unpaired. Where they share
+    none (or differences are allowed), pairing is by configuration alone, and the fingerprint
+    guard speaks. Returns the tables and whether several machines were paired."""
+    columns = sorted(c for c in {*baseline.columns, *candidate.columns} if _guarded(c))
+
+    def machine(frame: pd.DataFrame) -> list[str]:
+        return ["|".join(_fp_text(row.get(c)) for c in columns) for row in frame.to_dict("records")]
+
+    base_machines, cand_machines = machine(baseline), machine(candidate)
+    ok_machines = [
+        {m for m, ok in zip(machines, _ok_mask(frame), strict=True) if ok}
+        for machines, frame in ((base_machines, baseline), (cand_machines, candidate))
+    ]
+    common = ok_machines[0] & ok_machines[1]
+    by_machine = bool(common) and not allow_different
+    tables = []
+    for frame, machines in ((baseline, base_machines), (candidate, cand_machines)):
+        keys = frame["spec_key"].astype(str) if "spec_key" in frame.columns else pd.Series([], dtype=str)
+        pairs = [f"{k}@{m}" if by_machine else k for k, m in zip(keys, machines, strict=False)]
+        tables.append(frame.assign(**{PAIR: pairs}) if "spec_key" in frame.columns else frame)
+    return tables[0], tables[1], by_machine and len(common) > 1
+
+
+def _ok_mask(frame: pd.DataFrame) -> list[bool]:
+    if "status" not in frame.columns:
+        return [True] * len(frame)
+    return [status == "ok" for status in frame["status"]]
+
+
 def _ok_rows(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty or "spec_key" not in frame.columns:
-        return frame.iloc[0:0].assign(spec_key=[])
+        return frame.iloc[0:0].assign(spec_key=[], **{PAIR: []})
+    if PAIR not in frame.columns:
+        frame = frame.assign(**{PAIR: frame["spec_key"]})
     if "status" in frame.columns:
         return frame[frame["status"] == OK]
     return frame
 
 
 def _keys(frame: pd.DataFrame) -> list[str]:
-    return list(dict.fromkeys(frame["spec_key"])) if "spec_key" in frame.columns else []
+    column = PAIR if PAIR in frame.columns else "spec_key"
+    return list(dict.fromkeys(frame[column])) if column in frame.columns else []
 
 
 def _unpaired(
@@ -519,16 +562,23 @@ def _unpaired(
         sides = (("baseline", baseline, base_ok), ("candidate", candidate, cand_ok))
         reasons = [r for side, rows, ok in sides if (r := _absence(side, rows, ok, key))]
         example = baseline if key in set(_keys(baseline)) else candidate
-        label = config_label(example[example["spec_key"] == key])
-        result.append(Unpaired(key, label, "; ".join(reasons)))
+        rows = example[_column(example) == key]
+        label = config_label(rows)
+        if "@" in key:  # paired per machine: say which
+            label += f" @ {machine_label(rows.iloc[0].to_dict()) or 'unknown machine'}"
+        result.append(Unpaired(str(rows.iloc[0]["spec_key"]), label, "; ".join(reasons)))
     return result
 
 
+def _column(frame: pd.DataFrame) -> pd.Series:
+    return frame[PAIR] if PAIR in frame.columns else frame["spec_key"]
+
+
 def _absence(side: str, rows: pd.DataFrame, ok: pd.DataFrame, key: str) -> str:
-    total = int((rows["spec_key"] == key).sum()) if "spec_key" in rows.columns else 0
+    total = int((_column(rows) == key).sum()) if "spec_key" in rows.columns else 0
     if total == 0:
         return f"absent from the {side}"
-    if not (ok["spec_key"] == key).any():
+    if not (_column(ok) == key).any():
         return f"all {total} run(s) failed in the {side}"
     return ""
 

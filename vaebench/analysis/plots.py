@@ -219,6 +219,45 @@ def flops_share(summary: pd.DataFrame) -> Figure | None:
     return figure
 
 
+def rank_scaling(summary: pd.DataFrame) -> Figure | None:
+    """Data-parallel runs: samples/s and scaling efficiency against the world size (ranks), with the
+    ideal lines. Efficiency is samples/s at N ranks over N x samples/s of one rank at the same
+    per-rank batch: from the folder's one-rank row where it has one, else as each run recorded it."""
+    if "world_size" not in summary:
+        return None
+    data = summary.dropna(subset=["world_size", "samples_per_s_median"])
+    if data["world_size"].nunique() < 2 and not _has(data, "scaling_efficiency_median"):
+        return None
+    if data["world_size"].max() < 2:
+        return None
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    rate_ax, eff_ax = figure.subplots(1, 2)
+    for name, group in _groups(data, "world_size", exclude=("nproc_per_node", "nnodes")):
+        group = group.sort_values("world_size")
+        ranks = group["world_size"].astype(float)
+        one = group.loc[group["world_size"] == 1, "samples_per_s_median"]
+        if len(one):
+            efficiency = group["samples_per_s_median"] / (ranks * float(one.iloc[0]))
+            rate_ax.plot(ranks, ranks * float(one.iloc[0]), ":", color="grey")
+        else:
+            efficiency = group.get("scaling_efficiency_median", pd.Series(math.nan, index=group.index))
+        rate_ax.plot(ranks, group["samples_per_s_median"], marker="o", label=name)
+        eff_ax.plot(ranks, efficiency, marker="o", label=name)
+    eff_ax.axhline(1.0, color="k", linestyle="--", label="ideal (100%)")
+    rate_ax.set_ylabel("samples/s, all ranks (dotted: N x one rank)")
+    eff_ax.set_ylabel("scaling efficiency")
+    eff_ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
+    eff_ax.set_ylim(bottom=0)
+    counts = np.sort(data["world_size"].unique())
+    for ax, title in ((rate_ax, "Throughput against ranks"), (eff_ax, "Scaling efficiency against ranks")):
+        ax.set_xlabel("ranks (world size; per-rank batch fixed)")
+        ax.set_xticks(counts, [str(int(c)) for c in counts])
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    return figure
+
+
 def _figure(configs: int) -> tuple[Figure, Axes]:
     figure = Figure(figsize=(max(6.0, 1.1 * configs + 2.5), 4.8), layout="constrained")
     return figure, figure.subplots()
@@ -239,9 +278,10 @@ def _dots(ax: Axes, runs: pd.DataFrame, summary: pd.DataFrame, column: str, x: n
         ax.plot([position] * len(values), values, "k.", markersize=4)
 
 
-def _groups(data: pd.DataFrame, axis: str) -> list[tuple[str, pd.DataFrame]]:
-    """Rows split by the other run fields that vary, each named by their values."""
-    others = [f for f in SPEC_FIELDS if f != axis and f in data and data[f].nunique(dropna=False) > 1]
+def _groups(data: pd.DataFrame, axis: str, exclude: tuple[str, ...] = ()) -> list[tuple[str, pd.DataFrame]]:
+    """Rows split by the other run fields (and the machine) that vary, each named by their values."""
+    fields = (*SPEC_FIELDS, "machine")
+    others = [f for f in fields if f != axis and f not in exclude and f in data and data[f].nunique(dropna=False) > 1]
     if not others:
         return [("measured", data)]
     groups = []

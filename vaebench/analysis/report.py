@@ -3,9 +3,13 @@
 A configuration is the set of run-spec values a row records, labelled by the fields that
 vary across the folder ("threads=2,batch_size=256"). Grouping by the recorded values rather
 than by `spec_key` alone keeps apart runs of one spec that resolved `data=auto` to different
-sources. Statistics are over successful repeats only: median and interquartile range from
-`stats` (type 7 quartiles, numpy's default). Failed runs are counted per configuration and
-listed with their reasons.
+sources. A folder filled by several machines (a sweep on a cluster) is grouped by machine as
+well: each label ends in "@ <machine>" (`machine.machine_label`), a machines table lists the
+hosts of each, and the per-machine results stand side by side.
+
+Statistics are over successful repeats only: median and interquartile range from `stats`
+(type 7 quartiles, numpy's default). Failed runs are counted per configuration and listed
+with their reasons.
 
 The module never imports torch, so a report can be built on a machine without it.
 """
@@ -25,6 +29,7 @@ import pandas as pd
 from .. import stats, storage
 from .._format import markdown_table
 from ..errors import UsageError
+from ..machine import MACHINE_FIELDS, machine_label
 from ..result import OK, StepSplit
 from ..spec import SPEC_FIELDS, RunSpec, format_value, parse_value
 from ..stats import is_missing, number
@@ -53,6 +58,8 @@ TABLE_METRICS: tuple[tuple[str, str, str], ...] = (
     ("gpu_mem_max_mb", "GPU mem MB", "{:,.0f}"),
     ("peak_rss_mb", "RSS MB", "{:,.0f}"),
     ("final_loss", "final loss", "{:.2f}"),
+    ("allreduce_ms", "all-reduce ms", "{:.2f}"),
+    ("scaling_efficiency", "scaling eff.", "{:.2f}"),
 )
 OTHER_METRICS = (
     "split_data_ms",
@@ -69,6 +76,7 @@ OTHER_METRICS = (
     "compile_s",
     "gpu_energy_per_sample_mj",
     "cpu_energy_per_sample_mj",
+    "allreduce_share",
 )
 METRICS: tuple[str, ...] = tuple(name for name, _, _ in TABLE_METRICS) + OTHER_METRICS
 
@@ -101,6 +109,7 @@ class Report:
     samples: dict[str, Path] = field(default_factory=dict)  # config -> its digit grid PNG
     baseline: str | None = None
     bottlenecks: dict[str, str] = field(default_factory=dict)  # config -> what bounds it, with evidence
+    machines: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per machine: hosts, CPU, GPU, runs
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -122,9 +131,10 @@ def build_report(
     folder = Path(folder)
     table = storage.load_runs(folder)
     if table.empty:
-        raise ReportError(f"no runs in {storage.runs_path(folder)}")
+        raise ReportError(f"no runs in {folder}")
     table, varying = label_runs(table)
     summary = summarize(table)
+    machines = machines_table(table)
     if baseline is not None:
         summary["speedup"] = speedups(summary, baseline)
     epochs = _epochs(folder, table)
@@ -142,15 +152,24 @@ def build_report(
         samples=_sample_images(folder, table),
         baseline=baseline,
         bottlenecks=bottlenecks(summary),
+        machines=machines,
     )
 
 
 def label_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]]:
-    """Add a `config` label to every row; return it with the fields that vary."""
-    specs = [RunSpec.from_dict(row) for row in runs.to_dict("records")]
+    """Add a `config` label (with "@ machine" where the folder holds several), the `setup` (the
+    label without the machine) and the `machine` to every row; return it with the fields that vary."""
+    records = runs.to_dict("records")
+    specs = [RunSpec.from_dict(row) for row in records]
     varying = tuple(f for f in SPEC_FIELDS if len({getattr(s, f) for s in specs}) > 1)
     labelled = runs.copy()
-    labelled["config"] = [(s.label(varying) if varying else s.label()) or "default" for s in specs]
+    labelled["setup"] = [(s.label(varying) if varying else s.label()) or "default" for s in specs]
+    labelled["machine"] = [machine_label(row) for row in records]
+    several = labelled.loc[labelled["status"] == OK, "machine"].replace("", math.nan).nunique() > 1
+    labelled["config"] = [
+        f"{setup} @ {machine}" if several and machine else setup
+        for setup, machine in zip(labelled["setup"], labelled["machine"], strict=True)
+    ]
     for name in METRICS:
         if name not in labelled:
             labelled[name] = math.nan
@@ -170,10 +189,37 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
             row[f"{name}_median"] = stats.median(values) if values else math.nan
             row[f"{name}_iqr"] = stats.iqr(values) if values else math.nan
         row.update(spec.to_dict())
+        row.update(world_size=spec.world_size, global_batch=spec.global_batch)
         row["spec_key"] = group["spec_key"].iloc[0]
+        row["setup"] = group["setup"].iloc[0] if "setup" in group else config
+        row["machine"] = group["machine"].iloc[0] if "machine" in group else ""
         rows.append((spec, row))
-    rows.sort(key=lambda pair: _spec_order(pair[0]))
+    rows.sort(key=lambda pair: (_spec_order(pair[0]), pair[1]["machine"]))
     return pd.DataFrame([row for _, row in rows])
+
+
+def machines_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per machine of a `label_runs` table: its hosts, CPU and GPU, torch, and its runs."""
+    rows = []
+    for machine, group in runs[runs["machine"] != ""].groupby("machine", sort=False):
+        first = group.iloc[0]
+        row: dict[str, Any] = {"machine": machine}
+        hosts = group["fp_hostname"].dropna().astype(str) if "fp_hostname" in group else pd.Series(dtype=str)
+        row["hosts"] = ", ".join(sorted(set(hosts))) or "-"
+        for name in (*MACHINE_FIELDS, "gpu_count", "torch"):
+            value = first.get(f"fp_{name}")
+            row[name] = "-" if is_missing(value) or value == "" else value
+        row["runs"] = len(group)
+        row["ok"] = int((group["status"] == OK).sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def side_by_side(summary: pd.DataFrame, metric: str = "samples_per_s") -> pd.DataFrame:
+    """Each setup's median `metric` on every machine, a column per machine (cells as text)."""
+    data = summary[summary["machine"] != ""]
+    table = data.pivot_table(index="setup", columns="machine", values=f"{metric}_median", aggfunc="first", sort=False)
+    return table.map(lambda v: "-" if pd.isna(v) else f"{v:,.0f}").reset_index()
 
 
 def bottlenecks(summary: pd.DataFrame) -> dict[str, str]:
@@ -215,8 +261,10 @@ def parse_baseline(text: str) -> dict[str, Any]:
 
 
 def speedups(summary: pd.DataFrame, baseline: str) -> pd.Series:
-    """Baseline median real time over each configuration's: above 1 is faster."""
+    """Baseline median real time over each configuration's: above 1 is faster. With several
+    machines, each machine's configurations are set against that machine's baseline."""
     wanted = parse_baseline(baseline)
+    machines = summary["machine"] if "machine" in summary else pd.Series("", index=summary.index)
     matches = [
         i
         for i, row in summary.iterrows()
@@ -225,13 +273,18 @@ def speedups(summary: pd.DataFrame, baseline: str) -> pd.Series:
     if not matches:
         known = "; ".join(summary["config"])
         raise ReportError(f"baseline {baseline!r} matches no configuration; there are: {known}")
-    if len(matches) > 1:
-        found = "; ".join(summary.loc[matches, "config"])
-        raise ReportError(f"baseline {baseline!r} is ambiguous, it matches: {found}; add fields")
-    base = summary.loc[matches[0]]
-    if base["n"] == 0:
-        raise ReportError(f"baseline {base['config']!r} has no successful run to compare against")
-    return base["real_s_median"] / summary["real_s_median"]
+    result = pd.Series(math.nan, index=summary.index)
+    for machine in dict.fromkeys(machines[matches]):
+        mine = [i for i in matches if machines[i] == machine]
+        if len(mine) > 1:
+            found = "; ".join(summary.loc[mine, "config"])
+            raise ReportError(f"baseline {baseline!r} is ambiguous, it matches: {found}; add fields")
+        base = summary.loc[mine[0]]
+        if base["n"] == 0:
+            raise ReportError(f"baseline {base['config']!r} has no successful run to compare against")
+        same = machines == machine
+        result[same] = base["real_s_median"] / summary.loc[same, "real_s_median"]
+    return result
 
 
 def find_warnings(runs: pd.DataFrame, summary: pd.DataFrame) -> list[ReportWarning]:
@@ -255,7 +308,8 @@ def _mixed(runs: pd.DataFrame) -> list[ReportWarning]:
             ("data",),
             "times on different data are not comparable",
         ),
-        ("mixed-machine", "MIXED MACHINES", MACHINE_COLUMNS, "compare configurations per machine"),
+        ("mixed-machine", "MIXED MACHINES", MACHINE_COLUMNS,
+         "every configuration is reported per machine (see Machines)"),
     ]
     for kind, title, columns, advice in checks:
         for column in columns:
@@ -303,6 +357,7 @@ def draw_figures(
         "gpu_timeline": plots.gpu_timeline(monitors),
         "step_split": plots.step_split(measured),
         "flops": plots.flops_share(measured),
+        "rank_scaling": plots.rank_scaling(measured),
     }
     return {name: figure for name, figure in drawn.items() if figure is not None}
 
@@ -441,6 +496,7 @@ def render_markdown(report: Report, out: Path) -> str:
         "",
     ]
     lines += _warnings_markdown(report.warnings)
+    lines += _machines_markdown(report)
     lines += ["## Summary", "", "Cells read `median [IQR]` over successful repeats."]
     if report.baseline is not None:
         lines.append(f"Speed-up is the median real time of `{report.baseline}` over each configuration's.")
@@ -453,6 +509,17 @@ def render_markdown(report: Report, out: Path) -> str:
     lines += ["## Exports", ""]
     lines += [f"- [{n}.csv]({n}.csv), [{n}.parquet]({n}.parquet)" for n in ("runs", "epochs", "summary")]
     return "\n".join(lines) + "\n"
+
+
+def _machines_markdown(report: Report) -> list[str]:
+    """The machines table and, with several machines, each setup's samples/s on each side by side."""
+    if len(report.machines) < 2:
+        return []
+    lines = ["## Machines", "", f"{len(report.machines)} machines ran this folder's runs; every configuration "
+             "is summarized per machine.", "", _markdown(report.machines), ""]
+    lines += ["### Per machine, side by side", "", "Median samples/s (steady state) of each setup on each machine.",
+              "", _markdown(side_by_side(report.summary)), ""]
+    return lines
 
 
 def _bottlenecks_markdown(report: Report) -> list[str]:
@@ -483,6 +550,7 @@ FIGURE_TITLES = {
     "gpu_timeline": "GPU over time",
     "step_split": "Where the step time goes",
     "flops": "Achieved FLOP/s against the measured peak",
+    "rank_scaling": "Data-parallel scaling: samples/s and efficiency against ranks",
 }
 
 

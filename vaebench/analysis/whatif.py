@@ -13,7 +13,8 @@ from ..spec import SPEC_FIELDS, SPEED_KNOBS, format_value
 from ..stats import is_missing, number
 
 KNOBS = (*SPEED_KNOBS, "batch_size")  # a sibling differing in one of these is a what-if
-IDENTITY = tuple(name for name in SPEC_FIELDS if name not in ("profile", "profile_steps"))
+# Siblings share everything but the knob, the machine included (a folder filled by several).
+IDENTITY = (*(name for name in SPEC_FIELDS if name not in ("profile", "profile_steps")), "machine")
 
 
 def whatifs(summary: pd.DataFrame, metric: str = "samples_per_s_median") -> dict[str, dict[str, float]]:
