@@ -12,7 +12,18 @@ import pytest
 from vaebench.cli import main
 from vaebench.spec import Capabilities, RunSpec
 from vaebench.storage import read_rows
-from vaebench.sweep import SweepConfig, SweepError, interleave, load_config, merge, parse_axes, split_valid
+from vaebench.sweep import (
+    ExecutorSettings,
+    SweepConfig,
+    SweepError,
+    executor_settings,
+    interleave,
+    load_config,
+    merge,
+    parse_axes,
+    parse_minutes,
+    split_valid,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,3 +155,50 @@ def test_ctrl_c_keeps_what_finished_and_stops_the_running_child(tmp_path: Path) 
 def _child_pids() -> set[int]:
     found = subprocess.run(["pgrep", "-f", "vaebench.train.child"], capture_output=True, text=True)
     return {int(pid) for pid in found.stdout.split()}
+
+
+def test_an_executor_table_is_read_and_the_command_line_wins(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.toml"
+    path.write_text('[grid]\nthreads = [1, 2]\n[executor]\nkind = "slurm"\npartition = "a100"\ntime = "1:30:00"\n'
+                    'max_parallel = 4\n[executor.extra]\naccount = "lab"\nexclusive = true\n')
+    config = load_config(path)
+    settings = executor_settings(config.executor, {"kind": None, "max_parallel": 2, "extra": None})
+    assert settings == ExecutorSettings(kind="slurm", partition="a100", time_min=90, max_parallel=2,
+                                        extra=(("account", "lab"), ("exclusive", "true")))
+    from_cli = executor_settings({}, {"kind": "submitit-local", "extra": ["qos=high"], "time": "2h"})
+    assert from_cli.extra == (("qos", "high"),) and from_cli.time_min == 120
+    assert from_cli.parallel() == 2 and ExecutorSettings(kind="slurm").parallel() is None
+    assert ExecutorSettings().parallel() is None and not ExecutorSettings().submitit
+
+
+@pytest.mark.parametrize(("text", "minutes"), [("90", 90), (45, 45), ("90m", 90), ("2h", 120), ("30s", 1),
+                                               ("1:30:00", 90), ("10:00", 10), ("1-00:00:00", 1440)])
+def test_time_limits_read_as_slurm_writes_them(text: object, minutes: int) -> None:
+    assert parse_minutes(text) == minutes
+
+
+@pytest.mark.parametrize(
+    ("table", "overrides", "message"),
+    [({"kind": "pbs"}, {}, "unknown executor 'pbs'"), ({}, {"time": "soon"}, "not a time limit"),
+     ({}, {"time": "0"}, "must be positive"), ({}, {"max_parallel": 0}, "at least 1"),
+     ({}, {"extra": ["account"]}, "KEY=VALUE")],
+)
+def test_bad_executor_settings_say_what_is_wrong(table: dict[str, object], overrides: dict[str, object],
+                                                 message: str) -> None:
+    with pytest.raises(SweepError, match=message):
+        executor_settings(table, overrides)
+
+
+def test_unknown_executor_keys_in_a_file_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[executor]\nkind = "slurm"\nqueue = "x"\n')
+    with pytest.raises(SweepError, match=r"\[executor\] has unknown keys \['queue'\]"):
+        load_config(path)
+
+
+def test_a_local_sweep_can_be_listed_with_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sweep", *TINY, "--batch-size", "64,128", "--steps", "3", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["sweep", "--status", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 points: 2 done, 0 failed, 0 running, 0 pending" in out and "batch_size=64" in out

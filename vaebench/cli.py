@@ -30,13 +30,16 @@ from .errors import (
 from .result import OK
 from .rules import SAMPLE_HZ
 from .spec import AMP_MODES, COMPILE_MODES, DATA_SOURCES, DEFAULT, LOADERS, SPEC_FIELDS, SYNC_MODES, RunSpec
+from .sweep import DEFAULT_JOB_MINUTES, EXECUTORS, SUBMITIT_LOCAL_PARALLEL
 
 if TYPE_CHECKING:
     from typing import TypeAlias
 
     SubParsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]  # add_subparsers()' type
 
-    from .sweep import Skipped
+    from .measure.execution import Planned
+    from .measure.run import RunOptions
+    from .sweep import ExecutorSettings, Skipped
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit status: 0 ok, 1 failed or regression, 2 bad usage or input,
@@ -369,16 +372,47 @@ def _add_sweep(sub: SubParsers) -> None:
                     help="where MNIST lives (default: $VAEBENCH_DATA or ~/.cache/vaebench/data)")
     io.add_argument("--timeout", type=float, default=None, help="kill a run after this many seconds (default: none)")
     io.add_argument("--sample-hz", type=float, default=None, help="outside monitor's sampling rate (default: 10 Hz)")
+    jobs = parser.add_argument_group(
+        "where the points run (or a sweep file's [executor] table: kind, partition, time, gpus_per_job, "
+        "cpus_per_job, max_parallel, extra); slurm and submitit-local need `pip install 'vaebench[slurm]'`")
+    jobs.add_argument("--executor", choices=EXECUTORS, default=None,
+                      help="local: here, one point after another (default); slurm: one Slurm job per point, a job "
+                      "array through submitit; submitit-local: the same jobs as local processes, to try a set-up")
+    jobs.add_argument("--slurm-partition", default=None, help="the jobs' partition (default: the cluster's)")
+    jobs.add_argument("--slurm-time", default=None, metavar="LIMIT",
+                      help=f"each job's time limit: minutes, 90m, 2h or H:MM:SS (default: {DEFAULT_JOB_MINUTES} min)")
+    jobs.add_argument("--slurm-gpus-per-job", type=int, default=None,
+                      help="GPUs per job (default: a CUDA point's ranks, none for a CPU point)")
+    jobs.add_argument("--slurm-cpus-per-job", type=int, default=None,
+                      help="CPUs per job (default: threads x ranks where --threads is set, else Slurm's)")
+    jobs.add_argument("--max-parallel", type=int, default=None,
+                      help=f"jobs at once (default: Slurm's array limit; {SUBMITIT_LOCAL_PARALLEL} for submitit-local, "
+                      "which shares this machine between them: 1 for clean timings)")
+    jobs.add_argument("--slurm-extra", action="append", default=None, metavar="KEY=VALUE",
+                      help="another of submitit's Slurm parameters, e.g. account=lab, constraint=a100, "
+                      "exclusive=true; repeatable")
+    jobs.add_argument("--status", metavar="DIR", default=None,
+                      help="run nothing: list every point of the sweep in DIR as done, failed (with the reason), "
+                      "running or pending, with job ids")
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from ._format import format_duration
     from .machine import capabilities
+    from .measure import cluster
     from .measure.execution import estimate_s, history_of, run_points, schedule
     from .measure.run import RunOptions
-    from .sweep import SweepConfig, load_config, merge, parse_axes
+    from .sweep import SweepConfig, executor_settings, load_config, merge, parse_axes
 
+    if args.status is not None:
+        return _sweep_status(Path(args.status))
     config = load_config(args.config) if args.config else SweepConfig()
+    settings = executor_settings(config.executor, {
+        "kind": args.executor, "partition": args.slurm_partition, "time": args.slurm_time,
+        "gpus_per_job": args.slurm_gpus_per_job, "cpus_per_job": args.slurm_cpus_per_job,
+        "max_parallel": args.max_parallel, "extra": args.slurm_extra})
+    if settings.submitit:
+        cluster.check(settings)
     axes = parse_axes({name: getattr(args, name, None) for name in SPEC_FIELDS})
     if args.profile:
         axes["profile"] = [True]
@@ -392,8 +426,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     _check_io(args)
     specs = config.specs()
     out = Path(args.out)
+    # Slurm's nodes are not this machine: only what can run nowhere is skipped here.
+    here = settings.kind != "slurm"
     plan = schedule([(specs, config.repeats)], out=out, data_dir=opts.get("data_dir"), force=args.force,
-                    caps=capabilities(probe_torch=any(spec.device != "cpu" for spec in specs)),
+                    caps=capabilities(probe_torch=any(spec.device != "cpu" for spec in specs)) if here else None,
                     order_seed=config.order_seed)
     _print_skipped(plan.skipped)
     history = history_of(out)
@@ -407,6 +443,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         return EXIT_OK
     options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz,
                          sweep=Path(args.config).stem if args.config else "cli")
+    if settings.submitit:
+        return _sweep_on_jobs(plan.planned, plan.todo, options, settings)
+    cluster.plan(out, plan.planned, options.sweep, "local", plan.todo)  # for --status
     outcome = run_points(plan.todo, options, force=args.force)
     failed = len(outcome.failed)
     print(f"sweep: {len(outcome.records)} runs recorded in {out / 'runs.jsonl'}, {failed} failed"
@@ -415,6 +454,50 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise Interrupted(message="interrupted; what finished is kept: run the same command again to resume")
     print(f"next: vaebench report {out}")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _sweep_on_jobs(planned: Sequence[Planned], todo: Sequence[Planned], options: RunOptions,
+                   settings: ExecutorSettings) -> int:
+    """Submit the points without an ok record as jobs, then follow them until each has a record."""
+    from .measure import cluster
+
+    out = options.out
+    busy = cluster.in_flight(out, todo)
+    entries = cluster.plan(out, planned, options.sweep, settings.kind,
+                           [p for p in todo if (p.point.spec.key(), p.point.repeat) not in busy])
+    if busy:
+        print(f"sweep: {len(busy)} point(s) already have a job queued or running; left to it")
+    if not entries:
+        print(f"sweep: nothing to submit; `vaebench sweep --status {out}` lists every point")
+        return EXIT_OK
+    limit = settings.parallel()
+    crowded = cluster.crowding(entries, settings)
+    if crowded:
+        print(f"warning: {crowded}", file=sys.stderr)
+    submitted = cluster.submit(out, entries, settings, options)
+    print(f"sweep: {len(entries)} job(s) through {settings.kind}, "
+          f"{f'{limit} at a time' if limit else 'as many at once as Slurm allows'}; logs in {out / 'jobs'}")
+    follow_hint = (f"follow them with `vaebench sweep --status {out}` (and `vaebench report {out}` when they are "
+                   f"done); cancel them with `{submitted.cancel}`")
+    try:
+        followed = cluster.follow(out, submitted)
+    except KeyboardInterrupt:
+        raise Interrupted(message=f"stopped following; the jobs keep running: {follow_hint}") from None
+    print(f"sweep: {len(followed.rows)} runs recorded in {out}, {followed.failed} failed"
+          + (f", {followed.unsubmitted} never submitted (the queue was stopped)" if followed.unsubmitted else ""))
+    print(f"next: vaebench report {out}")
+    return EXIT_FAILED if followed.failed or followed.unsubmitted else EXIT_OK
+
+
+def _sweep_status(out: Path) -> int:
+    from .measure import cluster, ledger
+
+    statuses = cluster.status(out)
+    if not statuses:
+        raise UsageError(f"{out}: no sweep plan here (no {ledger.POINTS_DIR}/ folder); run `vaebench sweep --out "
+                         f"{out} ...` first")
+    print(ledger.format_status(statuses))
+    return EXIT_OK
 
 
 def _print_skipped(skipped: Sequence[Skipped]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import random
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,6 +26,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SWEEP_OPTIONS = ("repeats", "order_seed", "out", "timeout", "data_dir", "sample_hz", "name")
+EXECUTORS = ("local", "slurm", "submitit-local")
+EXECUTOR_KEYS = ("kind", "partition", "time", "gpus_per_job", "cpus_per_job", "max_parallel", "extra")
+DEFAULT_JOB_MINUTES = 60
+SUBMITIT_LOCAL_PARALLEL = 2  # enough to see a job array's parallelism; --max-parallel 1 for clean timings
 
 
 class SweepError(UsageError):
@@ -52,6 +57,7 @@ class SweepConfig:
     repeats: int = 1
     order_seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)  # out, timeout, data_dir, ...
+    executor: dict[str, Any] = field(default_factory=dict)  # the file's [executor] table, as written
 
     def base(self) -> RunSpec:
         return dataclasses.replace(DEFAULT, **self.fixed).normalized()
@@ -113,9 +119,14 @@ def load_config(path: str | Path) -> SweepConfig:
         raise SweepError(f"no sweep file at {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SweepError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(document) - {"grid", "run", *SWEEP_OPTIONS}
+    unknown = set(document) - {"grid", "run", "executor", *SWEEP_OPTIONS}
     if unknown:
-        raise SweepError(f"{path}: unknown keys {sorted(unknown)}; expected [grid], [run] and {SWEEP_OPTIONS}")
+        raise SweepError(f"{path}: unknown keys {sorted(unknown)}; expected [grid], [run], [executor] "
+                         f"and {SWEEP_OPTIONS}")
+    executor = document.get("executor", {})
+    if not isinstance(executor, dict) or set(executor) - set(EXECUTOR_KEYS):
+        wrong = sorted(set(executor) - set(EXECUTOR_KEYS)) if isinstance(executor, dict) else executor
+        raise SweepError(f"{path}: [executor] has unknown keys {wrong}; known: {', '.join(EXECUTOR_KEYS)}")
     grid = {name: _typed(path, name, v if isinstance(v, list) else [v]) for name, v in document.get("grid", {}).items()}
     fixed = {name: _typed(path, name, [v])[0] for name, v in document.get("run", {}).items()}
     options = {k: document[k] for k in SWEEP_OPTIONS if k in document and k not in ("repeats", "order_seed")}
@@ -125,6 +136,7 @@ def load_config(path: str | Path) -> SweepConfig:
         repeats=int(document.get("repeats", 1)),
         order_seed=int(document.get("order_seed", 0)),
         options=options,
+        executor=executor,
     )
 
 
@@ -155,3 +167,87 @@ def merge(config: SweepConfig, axes: Mapping[str, list[Any]], **overrides: Any) 
         order_seed=given.pop("order_seed", config.order_seed),
         options={**config.options, **given},
     )
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """Where a sweep's points run: here, one after another (`local`), or as jobs through submitit,
+    on a Slurm cluster (`slurm`) or as local processes (`submitit-local`, for trying a set-up)."""
+
+    kind: str = "local"
+    partition: str = ""  # Slurm partition; empty: the cluster's default
+    time_min: int = DEFAULT_JOB_MINUTES  # each job's time limit: Slurm's --time, submitit-local's timeout
+    gpus_per_job: int | None = None  # None: a CUDA point's ranks (one GPU each), none for a CPU point
+    cpus_per_job: int | None = None  # None: a point's threads x ranks where threads is set, else Slurm's default
+    max_parallel: int | None = None  # jobs at once; None: Slurm's array limit, SUBMITIT_LOCAL_PARALLEL on one machine
+    extra: tuple[tuple[str, str], ...] = ()  # more of submitit's Slurm parameters, KEY=VALUE
+
+    @property
+    def submitit(self) -> bool:
+        return self.kind != "local"
+
+    def parallel(self) -> int | None:
+        """Jobs at once: as given, else a couple on one machine, else Slurm's own limit."""
+        if self.max_parallel is not None:
+            return self.max_parallel
+        return SUBMITIT_LOCAL_PARALLEL if self.kind == "submitit-local" else None
+
+
+def executor_settings(table: Mapping[str, Any], overrides: Mapping[str, Any]) -> ExecutorSettings:
+    """A sweep file's [executor] table with the command line's options over it; raises SweepError."""
+    given = {**table, **{k: v for k, v in overrides.items() if v not in (None, [], ())}}
+    kind = str(given.get("kind", "local"))
+    if kind not in EXECUTORS:
+        raise SweepError(f"unknown executor {kind!r}; choose from {', '.join(EXECUTORS)}")
+    extra = given.get("extra", {})
+    pairs = list(extra.items()) if isinstance(extra, Mapping) else [parse_pair(text) for text in extra]
+    settings = ExecutorSettings(
+        kind=kind,
+        partition=str(given.get("partition", "")),
+        time_min=parse_minutes(given["time"]) if "time" in given else DEFAULT_JOB_MINUTES,
+        gpus_per_job=_count(given, "gpus_per_job", 0),
+        cpus_per_job=_count(given, "cpus_per_job", 1),
+        max_parallel=_count(given, "max_parallel", 1),
+        extra=tuple((str(k), str(v).lower() if isinstance(v, bool) else str(v)) for k, v in pairs),
+    )
+    return settings
+
+
+def parse_pair(text: str) -> tuple[str, str]:
+    key, sep, value = str(text).partition("=")
+    if not sep or not key.strip():
+        raise SweepError(f"--slurm-extra takes KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def parse_minutes(value: Any) -> int:
+    """A time limit as whole minutes: 90, '90', '90m', '2h', '1:30:00', '2-00:00:00' (Slurm's forms)."""
+    text = str(value).strip().lower()
+    try:
+        if text.endswith(("s", "m", "h")):
+            scale = {"s": 1 / 60, "m": 1, "h": 60}[text[-1]]
+            minutes = float(text[:-1]) * scale
+        elif ":" in text or "-" in text:
+            days, _, clock = text.rpartition("-")
+            parts = [float(p) for p in clock.split(":")]
+            hours, mins, secs = ([0.0] * (3 - len(parts)) + parts) if len(parts) > 1 else (0.0, parts[0], 0.0)
+            minutes = (float(days) if days else 0) * 1440 + hours * 60 + mins + secs / 60
+        else:
+            minutes = float(text)
+    except ValueError:
+        raise SweepError(f"not a time limit: {value!r}; write minutes (90), 90m, 2h or H:MM:SS") from None
+    if not minutes > 0:
+        raise SweepError(f"a time limit must be positive, got {value!r}")
+    return max(1, math.ceil(minutes))
+
+
+def _count(given: Mapping[str, Any], name: str, least: int) -> int | None:
+    if given.get(name) is None:
+        return None
+    try:
+        value = int(given[name])
+    except (TypeError, ValueError):
+        raise SweepError(f"{name.replace('_', '-')} must be a whole number, got {given[name]!r}") from None
+    if value < least:
+        raise SweepError(f"--{name.replace('_', '-')} must be at least {least}, got {value}")
+    return value

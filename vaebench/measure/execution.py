@@ -64,12 +64,13 @@ def schedule(
     *,
     out: Path,
     data_dir: str | None,
-    caps: Capabilities,
+    caps: Capabilities | None,
     force: bool = False,
     order_seed: int = 0,
 ) -> Schedule:
     """Every group's specs that can run here, `repeats` times each, interleaved, with their data
-    prepared; raises UsageError when nothing can run. A group is (specs, repeats)."""
+    prepared; raises UsageError when nothing can run. A group is (specs, repeats). Without `caps`
+    (the points run on other machines) only what can run nowhere is skipped."""
     points: list[Point] = []
     skipped: list[Skipped] = []
     for specs, repeats in groups:
@@ -126,7 +127,7 @@ def estimate_s(spec: RunSpec, history: dict[str, float]) -> float:
 
 def history_of(out: Path) -> dict[str, float]:
     """Median real time of each finished configuration in a results folder."""
-    if not storage.runs_path(out).exists():
+    if not storage.has_results(out):
         return {}
     times: dict[str, list[float]] = {}
     for row in storage.read_rows(out):
