@@ -222,7 +222,8 @@ def load_series(folder: str | os.PathLike[str], run_id: str) -> RunSeries:
     with open(path, encoding="utf-8") as handle:
         payload = json.load(handle)
     return RunSeries(step_ms=payload.get("step_ms", []), monitor=payload.get("monitor", []),
-                     step_samples=payload.get("step_samples", []), excluded_steps=payload.get("excluded_steps", []))
+                     step_samples=payload.get("step_samples", []), excluded_steps=payload.get("excluded_steps", []),
+                     rank_step_ms=payload.get("rank_step_ms", []), allreduce_ms=payload.get("allreduce_ms", []))
 
 
 def load_monitor(folder: str | os.PathLike[str], run_id: str) -> pd.DataFrame:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import uuid
 from pathlib import Path
@@ -15,7 +14,7 @@ from vaebench import load_runs
 from vaebench.cli import main
 from vaebench.measure.run import RunOptions, prepare_data, run_once
 from vaebench.spec import RunSpec
-from vaebench.storage import SERIES_DIR
+from vaebench.storage import load_series
 
 pytest.importorskip("torch")
 
@@ -37,9 +36,10 @@ def test_two_cpu_ranks_record_world_size_global_batch_and_scaling(
     assert two["scaling_efficiency"] == pytest.approx(two["samples_per_s"] / (2 * two["single_rank_samples_per_s"]))
     assert 0 < two["allreduce_ms"] < two["step_median_ms"] and 0 < two["allreduce_share"] < 1
     assert len(two["rank_step_median_ms"]) == 2
-    series = json.loads((tmp_path / SERIES_DIR / f"{two['run_id']}.json").read_text())
-    assert [len(steps) for steps in series["rank_step_ms"]] == [30, 30]
-    assert [len(spans) for spans in series["allreduce_ms"]] == [30, 30]
+    series = load_series(tmp_path, two["run_id"])
+    assert [len(steps) for steps in series.rank_step_ms] == [30, 30]
+    assert [len(spans) for spans in series.allreduce_ms] == [30, 30]
+    assert series.step_samples == [256] * 30  # the whole job's samples in each step
     # torchrun and both ranks are in the tree's CPU time: more than one rank's own.
     assert two["user_s"] + two["sys_s"] > two["main_cpu_s"] * 1.5
 
