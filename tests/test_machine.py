@@ -2,12 +2,26 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from vaebench import machine
-from vaebench.machine import GVISOR, child_process_env, gpu_fingerprint, sandbox, thread_env
+from vaebench.errors import UsageError
+from vaebench.machine import (
+    GVISOR,
+    allocator_libraries,
+    allocators_in,
+    bind_env,
+    child_process_env,
+    gpu_fingerprint,
+    loaded_runtimes,
+    sandbox,
+    thread_env,
+    wait_policy_env,
+)
+from vaebench.spec import RunSpec
 
 GVISOR_PROC_VERSION = "Linux version 4.4.0 #1 SMP Sun Jan 10 15:06:54 PST 2016\n"
 
@@ -89,10 +103,10 @@ def test_thread_env_sets_every_pool_or_nothing() -> None:
 def test_child_env_pins_threads_and_cuda_order(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "16")
     monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
-    env = child_process_env(2)
+    env = child_process_env(RunSpec(threads=2))
     assert env["OMP_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "2"
     assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
-    assert child_process_env(None)["OMP_NUM_THREADS"] == "16"
+    assert child_process_env(RunSpec())["OMP_NUM_THREADS"] == "16"
 
 
 def test_machine_labels_name_the_gpu_then_the_cpu() -> None:
@@ -103,3 +117,75 @@ def test_machine_labels_name_the_gpu_then_the_cpu() -> None:
     assert machine.machine_label(row) == "AMD EPYC 7763 x128"
     assert machine.machine_label({"gpu_name": "A100;A100", "cpu_model": "EPYC"}) == "2x A100, EPYC"
     assert machine.machine_label({}) == ""
+
+
+LDCONFIG = """\
+1234 libs found in cache `/etc/ld.so.cache'
+	libtcmalloc_minimal_debug.so.4 (libc6,x86-64) => /lib/x86_64-linux-gnu/libtcmalloc_minimal_debug.so.4
+	libtcmalloc_minimal.so.4 (libc6,x86-64) => /lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+	libjemalloc.so.2 (libc6,x86-64) => /lib/x86_64-linux-gnu/libjemalloc.so.2
+	libc.so.6 (libc6,x86-64, OS ABI: Linux 3.2.0) => /lib/x86_64-linux-gnu/libc.so.6
+"""
+
+
+def test_allocators_are_found_in_ldconfigs_cache_never_the_debug_build() -> None:
+    assert allocators_in(LDCONFIG) == {"jemalloc": "/lib/x86_64-linux-gnu/libjemalloc.so.2",
+                                       "tcmalloc": "/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"}
+    assert allocators_in("") == {}
+
+
+def test_allocator_path_stands_in_for_the_allocator_its_name_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(machine, "_ldconfig_allocators", lambda: ())
+    assert allocator_libraries() == {}
+    library = tmp_path / "libjemalloc.so.2"
+    library.write_bytes(b"")
+    assert allocator_libraries(str(library)) == {"jemalloc": str(library)}
+    with pytest.raises(UsageError, match="no such file"):
+        allocator_libraries(str(tmp_path / "libtcmalloc.so"))
+    other = tmp_path / "libmimalloc.so"
+    other.write_bytes(b"")
+    with pytest.raises(UsageError, match="cannot tell which allocator"):
+        allocator_libraries(str(other))
+    with pytest.raises(UsageError, match="apt-get install libtcmalloc-minimal4"):
+        child_process_env(RunSpec(allocator="tcmalloc"))
+
+
+def test_the_child_environment_carries_every_kernel_knob(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(machine, "_ldconfig_allocators", lambda: tuple(allocators_in(LDCONFIG).items()))
+    monkeypatch.setenv("GOMP_SPINCOUNT", "12345")  # inherited: it would overrule the policy in libgomp
+    monkeypatch.setenv("LD_PRELOAD", "/opt/other.so")
+    env = child_process_env(RunSpec(threads=4, omp_wait_policy="passive", allocator="jemalloc", bind=True))
+    assert (env["OMP_WAIT_POLICY"], env["GOMP_SPINCOUNT"], env["KMP_BLOCKTIME"]) == ("PASSIVE", "0", "0")
+    assert env["LD_PRELOAD"] == "/lib/x86_64-linux-gnu/libjemalloc.so.2:/opt/other.so"
+    assert (env["OMP_PROC_BIND"], env["OMP_PLACES"]) == ("close", "cores")
+    active = child_process_env(RunSpec(omp_wait_policy="active"))
+    assert (active["OMP_WAIT_POLICY"], active["GOMP_SPINCOUNT"], active["KMP_BLOCKTIME"]) == (
+        "ACTIVE", "infinite", "infinite")
+    default = child_process_env(RunSpec())
+    assert default["GOMP_SPINCOUNT"] == "12345" and "OMP_WAIT_POLICY" not in default
+    assert default["LD_PRELOAD"] == "/opt/other.so" and "OMP_PROC_BIND" not in default
+    assert wait_policy_env("default") == {} and bind_env(False) == {}
+
+
+MAPS = """\
+7f10 r-xp 00000000 fe:00 1 /work/.venv/lib/python3.11/site-packages/torch/lib/libgomp.so.1
+7f11 r-xp 00000000 fe:00 2 /lib/x86_64-linux-gnu/libjemalloc.so.2
+7f12 rw-p 00000000 00:00 0 [heap]
+7f13 r-xp 00000000 fe:00 3 /lib/x86_64-linux-gnu/libc.so.6
+"""
+
+
+def test_the_runtimes_a_child_really_loaded_are_read_from_its_maps() -> None:
+    assert loaded_runtimes(MAPS) == {"openmp_runtime": "libgomp (GNU)", "allocator": "jemalloc",
+                                     "allocator_library": "/lib/x86_64-linux-gnu/libjemalloc.so.2"}
+    plain = MAPS.replace("libjemalloc.so.2", "libm.so.6").replace("libgomp.so.1", "libiomp5.so")
+    assert loaded_runtimes(plain) == {"openmp_runtime": "libiomp5 (Intel)", "allocator": "system",
+                                      "allocator_library": ""}
+    assert loaded_runtimes("") == {}
+
+
+def test_capabilities_list_the_allocators_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(machine, "_ldconfig_allocators", lambda: (("jemalloc", "/lib/libjemalloc.so.2"),))
+    assert machine.capabilities(probe_torch=False).allocators == ("jemalloc",)

@@ -76,7 +76,10 @@ def test_fields_added_later_keep_old_keys_at_their_default() -> None:
     first_release = {k: v for k, v in RunSpec().to_dict().items() if k not in LATER_FIELDS}
     old_key = hashlib.sha1(json.dumps(first_release, sort_keys=True).encode()).hexdigest()[:12]
     assert RunSpec().key() == old_key
-    assert RunSpec(sync="epoch").key() != old_key
+    assert RunSpec(threads=16).key() == "ba69c1bcdac6"  # as recorded before issue 13's fields
+    for changed in (RunSpec(sync="epoch"), RunSpec(omp_wait_policy="passive"), RunSpec(allocator="jemalloc"),
+                    RunSpec(bind=True)):
+        assert changed.key() != old_key
 
 
 def test_cuda_graphs_need_cuda_and_sync_epoch() -> None:
@@ -122,3 +125,26 @@ def test_every_cuda_rank_needs_a_gpu_of_its_own() -> None:
     problems = validate(RunSpec(device="cuda", nproc_per_node=4), caps)
     assert [p.field for p in problems] == ["nproc_per_node"]
     assert "4 CUDA ranks asked for, but 2 GPU(s) here" in problems[0].message
+
+
+def test_kernel_knobs_take_only_their_values() -> None:
+    assert [p.field for p in validate(RunSpec(omp_wait_policy="sometimes"))] == ["omp_wait_policy"]
+    assert [p.field for p in validate(RunSpec(allocator="foo"))] == ["allocator"]
+    assert validate(RunSpec(omp_wait_policy="passive", bind=True, threads=64), Capabilities(logical_cores=2)) == []
+    with pytest.raises(ValueError, match="unknown OpenMP wait policy 'sometimes'"):
+        parse_value("omp_wait_policy", "sometimes")
+    with pytest.raises(ValueError, match="unknown allocator 'foo'; choose from system, jemalloc, tcmalloc"):
+        parse_value("allocator", "foo")
+    with pytest.raises(ValueError, match="threads must be at least 1, got 0"):
+        parse_value("threads", "0")
+    assert parse_value("bind", "on") is True and parse_value("omp_wait_policy", "active") == "active"
+
+
+def test_an_allocator_this_machine_lacks_names_the_package_to_install() -> None:
+    spec = RunSpec(allocator="jemalloc")
+    problems = validate(spec, Capabilities(logical_cores=2))
+    assert [p.field for p in problems] == ["allocator"]
+    assert "libjemalloc2" in problems[0].message and "--allocator-path" in problems[0].message
+    assert "libtcmalloc-minimal4" in validate(RunSpec(allocator="tcmalloc"), Capabilities())[0].message
+    assert validate(spec, Capabilities(logical_cores=2, allocators=("jemalloc",))) == []
+    assert validate(spec) == []  # without capabilities only the value itself is judged

@@ -29,7 +29,18 @@ from .errors import (
 )
 from .result import OK
 from .rules import SAMPLE_HZ
-from .spec import AMP_MODES, COMPILE_MODES, DATA_SOURCES, DEFAULT, LOADERS, SPEC_FIELDS, SYNC_MODES, RunSpec
+from .spec import (
+    ALLOCATORS,
+    AMP_MODES,
+    COMPILE_MODES,
+    DATA_SOURCES,
+    DEFAULT,
+    LOADERS,
+    SPEC_FIELDS,
+    SYNC_MODES,
+    WAIT_POLICIES,
+    RunSpec,
+)
 from .sweep import DEFAULT_JOB_MINUTES, EXECUTORS, SUBMITIT_LOCAL_PARALLEL
 
 if TYPE_CHECKING:
@@ -119,6 +130,19 @@ def add_run_knobs(parser: argparse.ArgumentParser, *, lists: bool = False) -> No
         group.add_argument("--cuda-graphs", action="store_true", default=None,
                            help="capture the whole training step once as a CUDA graph and replay it; "
                            "needs CUDA and --sync epoch (default: off)")
+    knob("--omp-wait-policy", str, f"how idle OpenMP threads wait: {', '.join(WAIT_POLICIES)}; active spins, passive "
+         "sleeps in the kernel at once, default keeps the runtime's (libgomp: spin about 3 ms, then sleep); "
+         f"GOMP_SPINCOUNT and KMP_BLOCKTIME are set to match (default: {DEFAULT.omp_wait_policy})")
+    knob("--allocator", str, f"C allocator: {', '.join(ALLOCATORS)}; jemalloc and tcmalloc are preloaded (LD_PRELOAD), "
+         f"found through ldconfig or --allocator-path (default: {DEFAULT.allocator}, glibc's malloc)")
+    if lists:
+        knob("--bind", str, "pin OpenMP threads to cores (OMP_PROC_BIND=close, OMP_PLACES=cores): on, off")
+    else:
+        group.add_argument("--bind", action="store_true", default=None,
+                           help="pin OpenMP threads to cores: OMP_PROC_BIND=close, OMP_PLACES=cores (default: off)")
+    group.add_argument("--allocator-path", default=None, metavar="LIB",
+                       help="the library to preload for --allocator jemalloc or tcmalloc, where ldconfig does not "
+                       "know it; its file name must contain jemalloc or tcmalloc (default: found through ldconfig)")
     knob("--seed", int, f"seed for init, noise and shuffling (default: {DEFAULT.seed})")
     knob("--data", str, f"data source: {', '.join(DATA_SOURCES)} (default: auto = mnist if on "
          "disk, else the embedded 5k digits)")
@@ -167,6 +191,10 @@ def _add_run(sub: SubParsers) -> None:
     hosts.add_argument("--node-rank", type=int, default=0, help="this host's place, 0 to nnodes-1 (default: 0)")
     hosts.add_argument("--rdzv-endpoint", default="", metavar="HOST:PORT",
                        help="node 0's rendezvous, reachable from every host (torchrun's --rdzv-endpoint)")
+    parser.add_argument("--syscalls", action="store_true",
+                        help="after the timed run, a diagnostic run of the same spec under `strace -c -f` (or "
+                        "`perf trace -s`), never the timed one: calls and seconds per syscall, stored with the run, "
+                        "the top ones printed (default: off)")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -174,25 +202,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .machine import host_fingerprint
     from .measure.launch import Launch, one_rank, single_rank_rate
     from .measure.run import RunOptions, check, prepare_data, run_once
+    from .measure.syscalls import find_tracer
     from .storage import has_results, read_rows
 
     spec = spec_from_args(args)
     launch = Launch(node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint)
     launch.check(spec)
     _check_io(args)
-    check(spec)
+    check(spec, allocator_path=args.allocator_path or "")
+    if args.syscalls:
+        find_tracer()  # without strace or perf: exit 2 naming what to install, before anything trains
     spec, data = prepare_data(spec, args.data_dir)
     if args.data is None or args.data == "auto":
         print(f"data: {data.source} ({data.samples} samples/epoch) at {data.path}", file=sys.stderr)
     out = Path(args.out)
     options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz,
-                         progress=sys.stderr.isatty(), instrument=args.instrument, launch=launch)
+                         progress=sys.stderr.isatty(), instrument=args.instrument, launch=launch,
+                         allocator_path=args.allocator_path or "", syscalls=args.syscalls)
     if spec.world_size > 1 and launch.node_rank == 0:
         # Scaling efficiency needs one rank's samples/s at the same per-rank batch on this host.
         rows = read_rows(out) if has_results(out) else []
         if math.isnan(single_rank_rate(rows, spec, host_fingerprint()["hostname"])):
             print("measuring one rank first: the baseline of the scaling efficiency", file=sys.stderr)
-            baseline = run_once(one_rank(spec), data, options)
+            baseline = run_once(one_rank(spec), data, dataclasses.replace(options, syscalls=False))
             print(format_run(baseline, str(out / "runs.jsonl")) + "\n")
             if baseline.status != OK:
                 return EXIT_FAILED
@@ -417,7 +449,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.profile:
         axes["profile"] = [True]
     config = merge(config, axes, repeats=args.repeats, order_seed=args.order_seed, out=args.out,
-                   timeout=args.timeout, data_dir=args.data_dir, sample_hz=args.sample_hz)
+                   timeout=args.timeout, data_dir=args.data_dir, sample_hz=args.sample_hz,
+                   allocator_path=args.allocator_path)
     if config.repeats < 1:
         raise UsageError(f"--repeats must be at least 1, got {config.repeats}")
     opts = config.options
@@ -426,10 +459,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     _check_io(args)
     specs = config.specs()
     out = Path(args.out)
+    allocator_path = str(opts.get("allocator_path") or "")
     # Slurm's nodes are not this machine: only what can run nowhere is skipped here.
     here = settings.kind != "slurm"
     plan = schedule([(specs, config.repeats)], out=out, data_dir=opts.get("data_dir"), force=args.force,
-                    caps=capabilities(probe_torch=any(spec.device != "cpu" for spec in specs)) if here else None,
+                    caps=capabilities(probe_torch=any(spec.device != "cpu" for spec in specs),
+                                      allocator_path=allocator_path) if here else None,
                     order_seed=config.order_seed)
     _print_skipped(plan.skipped)
     history = history_of(out)
@@ -442,7 +477,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                   f"~{format_duration(estimate_s(p.point.spec, history))}  ({p.data.source})")
         return EXIT_OK
     options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz,
-                         sweep=Path(args.config).stem if args.config else "cli")
+                         sweep=Path(args.config).stem if args.config else "cli", allocator_path=allocator_path)
     if settings.submitit:
         return _sweep_on_jobs(plan.planned, plan.todo, options, settings)
     cluster.plan(out, plan.planned, options.sweep, "local", plan.todo)  # for --status

@@ -12,16 +12,18 @@ import importlib.metadata
 import os
 import platform
 import re
+import shutil
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .spec import Capabilities
+from .errors import UsageError
+from .spec import ALLOCATORS, Capabilities, RunSpec, allocator_missing
 
 THREAD_ENV_VARS = (
-    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "KMP_AFFINITY", "OMP_PROC_BIND",
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "KMP_AFFINITY", "OMP_PROC_BIND", "OMP_PLACES",
     "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "LD_PRELOAD",
 )
 # The pool sizes a child's `threads` sets; the rest of THREAD_ENV_VARS pass through untouched.
@@ -29,6 +31,13 @@ THREAD_COUNT_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS
 GVISOR = "gvisor"
 # The fields whose difference makes two records incomparable for timing.
 COMPARABLE_FIELDS = ("cpu_model", "logical_cores", "gpu_name", "torch", "cuda", "threads_env")
+# The shared libraries each preloadable allocator is found as in ldconfig's cache, best first.
+ALLOCATOR_LIBRARIES = {
+    "jemalloc": ("libjemalloc.so.2", "libjemalloc.so"),
+    "tcmalloc": ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4", "libtcmalloc_minimal.so", "libtcmalloc.so"),
+}
+# OpenMP runtimes by the file name they are loaded as (torch's wheels bundle GNU's libgomp).
+OPENMP_RUNTIMES = (("libgomp", "libgomp (GNU)"), ("libiomp5", "libiomp5 (Intel)"), ("libomp", "libomp (LLVM)"))
 
 
 # What makes two hosts the same machine in a report: one row of its machines table each.
@@ -63,6 +72,7 @@ def host_fingerprint() -> dict[str, Any]:
         "cpu_model": cpu_model(),
         "physical_cores": psutil.cpu_count(logical=False),
         "logical_cores": psutil.cpu_count(logical=True),
+        "usable_cores": usable_cores(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "os": f"{platform.system()} {platform.release()}",
         "kernel": platform.release(),
@@ -92,7 +102,24 @@ def runtime_fingerprint() -> dict[str, Any]:
         "cudnn": str(torch.backends.cudnn.version() or "") if torch.cuda.is_available() else "",
         "threads_env": threads_env(),  # as the training process saw them
     }
+    info.update(loaded_runtimes(_read_text("/proc/self/maps")))
     return info
+
+
+def loaded_runtimes(maps: str) -> dict[str, str]:
+    """The OpenMP runtime and the allocator a process really runs with, from its /proc/self/maps:
+    what was preloaded is checked, not assumed. Empty where the maps cannot be read (macOS)."""
+    if not maps:
+        return {}
+    paths = {line.split()[-1] for line in maps.splitlines() if "/" in line}
+    names = {os.path.basename(path): path for path in paths}
+    openmp = next((label for prefix, label in OPENMP_RUNTIMES if any(n.startswith(prefix + ".") or
+                                                                      n.startswith(prefix + "-") for n in names)), "")
+    for allocator in ALLOCATORS[1:]:
+        found = sorted(path for name, path in names.items() if name.startswith(f"lib{allocator}"))
+        if found:
+            return {"openmp_runtime": openmp, "allocator": allocator, "allocator_library": found[0]}
+    return {"openmp_runtime": openmp, "allocator": "system", "allocator_library": ""}
 
 
 def threads_env() -> str:
@@ -104,18 +131,107 @@ def thread_env(threads: int | None) -> dict[str, str]:
     return {} if threads is None else {name: str(threads) for name in THREAD_COUNT_VARS}
 
 
-def child_process_env(threads: int | None) -> dict[str, str]:
-    """The environment of every vaebench child that loads torch (a run, a screen, the peak probe).
+def wait_policy_env(policy: str) -> dict[str, str]:
+    """OMP_WAIT_POLICY, with the spin settings of GNU's and Intel/LLVM's runtimes set to match.
 
-    The thread variables must be in place before torch loads, and CUDA_DEVICE_ORDER makes CUDA
-    ordinals match NVML's indices, which the parent's monitor uses.
+    Each runtime reads its own variable and ignores the other's, so both are set: libgomp's
+    GOMP_SPINCOUNT (which, inherited, would overrule the policy) and KMP_BLOCKTIME. active spins
+    without end (libgomp's own active value is 30e9 spins, about 5 minutes), passive sleeps in the
+    kernel at once; `default` leaves the runtime's own (libgomp: about 3 ms of spinning, 100 spins
+    when it has more threads than CPUs) and whatever the environment holds.
     """
-    env = dict(os.environ) | thread_env(threads)
+    if policy == "active":
+        return {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "infinite", "KMP_BLOCKTIME": "infinite"}
+    if policy == "passive":
+        return {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "0", "KMP_BLOCKTIME": "0"}
+    return {}
+
+
+def bind_env(bind: bool) -> dict[str, str]:
+    """One OpenMP thread per core, threads kept on theirs (libgomp and Intel's runtime both read these)."""
+    return {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"} if bind else {}
+
+
+def preload_env(allocator: str, allocator_path: str = "", inherited: str = "") -> dict[str, str]:
+    """LD_PRELOAD of the allocator's library before any other preloaded one; raises UsageError
+    naming the package to install where it is missing."""
+    if allocator == "system":
+        return {}
+    library = allocator_libraries(allocator_path).get(allocator)
+    if not library:
+        raise UsageError(allocator_missing(allocator))
+    return {"LD_PRELOAD": ":".join(part for part in (library, inherited) if part)}
+
+
+def child_process_env(spec: RunSpec | None, allocator_path: str = "") -> dict[str, str]:
+    """The environment of every vaebench child that loads torch (a run, a screen, the peak probe);
+    None for a helper process that trains nothing itself (the submitit-local queue).
+
+    The thread, wait-policy, binding and allocator settings must be in place before torch loads
+    (the OpenMP runtime reads them once, the loader preloads once), and CUDA_DEVICE_ORDER makes
+    CUDA ordinals match NVML's indices, which the parent's monitor uses.
+    """
+    env = dict(os.environ)
+    if spec is not None:
+        env |= thread_env(spec.threads) | wait_policy_env(spec.omp_wait_policy) | bind_env(spec.bind)
+        env |= preload_env(spec.allocator, allocator_path, os.environ.get("LD_PRELOAD", ""))
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     env["PYTHONUNBUFFERED"] = "1"
     package_root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     return env
+
+
+def allocator_libraries(allocator_path: str = "") -> dict[str, str]:
+    """The preloadable allocators here, name -> library, from ldconfig's cache; `allocator_path`
+    (--allocator-path) stands in for the allocator its file name names. Raises UsageError for a
+    path that is missing or names neither."""
+    found = dict(_ldconfig_allocators())
+    if allocator_path:
+        name = next((n for n in ALLOCATOR_LIBRARIES if n in os.path.basename(allocator_path)), None)
+        if not os.path.isfile(allocator_path):
+            raise UsageError(f"--allocator-path {allocator_path}: no such file")
+        if name is None:
+            raise UsageError(f"--allocator-path {allocator_path}: cannot tell which allocator it is; its file name "
+                             f"should contain {' or '.join(ALLOCATOR_LIBRARIES)}")
+        found[name] = os.path.abspath(allocator_path)
+    return found
+
+
+def allocators_in(ldconfig_cache: str) -> dict[str, str]:
+    """Allocator -> library path from `ldconfig -p`'s listing (lines `soname (flags) => path`)."""
+    libraries: dict[str, str] = {}
+    for line in ldconfig_cache.splitlines():
+        name, arrow, path = line.strip().partition(" => ")
+        if arrow:
+            libraries.setdefault(name.split(" (")[0].strip(), path.strip())
+    found = {}
+    for allocator, sonames in ALLOCATOR_LIBRARIES.items():
+        library = next((libraries[s] for s in sonames if s in libraries), None)
+        if library:
+            found[allocator] = library
+    return found
+
+
+@functools.lru_cache(maxsize=1)
+def _ldconfig_allocators() -> tuple[tuple[str, str], ...]:
+    tool = shutil.which("ldconfig") or next((p for p in ("/sbin/ldconfig", "/usr/sbin/ldconfig")
+                                              if os.path.exists(p)), None)
+    if tool is None:  # macOS, or a system without glibc's loader cache
+        return ()
+    try:
+        listing = subprocess.run([tool, "-p"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return tuple(allocators_in(listing).items())
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, a container's cpuset), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS has no affinity mask
+        return os.cpu_count() or 1
 
 
 def sandbox(release: str, proc_version: str) -> str:
@@ -210,15 +326,17 @@ def git_commit() -> str:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def capabilities(*, probe_torch: bool) -> Capabilities:
-    """Devices here; `probe_torch` imports torch to ask CUDA and MPS (skip it for CPU-only work)."""
+def capabilities(*, probe_torch: bool, allocator_path: str = "") -> Capabilities:
+    """Devices and allocators here; `probe_torch` imports torch to ask CUDA and MPS (skip it for
+    CPU-only work); `allocator_path` is --allocator-path."""
     cores = os.cpu_count() or 1
+    allocators = tuple(sorted(allocator_libraries(allocator_path)))
     if not probe_torch:
-        return Capabilities(logical_cores=cores)
+        return Capabilities(logical_cores=cores, allocators=allocators)
     import torch
 
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    return Capabilities(cuda_devices=torch.cuda.device_count(), mps=mps, logical_cores=cores)
+    return Capabilities(cuda_devices=torch.cuda.device_count(), mps=mps, logical_cores=cores, allocators=allocators)
 
 
 def cache_dir() -> Path:

@@ -32,6 +32,8 @@ class ProcessUsage:
     ctx_involuntary: int
     exit_code: int
     main_cpu_s: float = math.nan  # the training process alone; the rest is its workers'
+    minor_faults: float = math.nan  # page faults served from memory: mostly fresh pages zero-filled on first touch
+    major_faults: float = math.nan  # page faults that waited for the disk
 
     @property
     def cpu_pct(self) -> float:
@@ -165,6 +167,36 @@ class MonitorSummary:
     cpu_energy_j: float = math.nan  # RAPL packages over the whole child, where readable
     gpu_energy_train_j: float = math.nan  # over the training window only
     cpu_energy_train_j: float = math.nan
+    # The training process's threads, from /proc/<pid>/task/*/schedstat and stat, over the
+    # training window (its DataLoader workers are other processes, not counted here).
+    runqueue_wait_s: float = math.nan  # summed over its threads: time runnable but waiting for a core
+    os_threads_max: float = math.nan  # its threads (every pool, not only OpenMP's), at most
+    runnable_max: float = math.nan  # most of them running or waiting for a core at one sample
+    runnable_mean: float = math.nan
+    sched_note: str = ""  # why the figures above are NaN, where they are
+
+
+@dataclass(frozen=True)
+class SyscallCount:
+    syscall: str
+    calls: int
+    errors: int
+    seconds: float  # strace -c: system CPU time in the call; perf trace -s: wall time in it
+
+
+@dataclass(frozen=True)
+class SyscallTable:
+    """The syscalls of a separate diagnostic run of the same spec under a tracer; never the
+    timed run, which tracing would slow. The table covers the whole child tree, torch's
+    import and set-up included; `steps` is what that run trained."""
+
+    tool: str  # the command that counted: "strace -c -f" or "perf trace -s"
+    counts: tuple[SyscallCount, ...]  # most seconds first
+    steps: int = 0
+    real_s: float = math.nan  # the traced run's wall time
+
+    def top(self, n: int = 5) -> tuple[SyscallCount, ...]:
+        return self.counts[:n]
 
 
 @dataclass(frozen=True)
@@ -202,6 +234,16 @@ class RunRecord:
     # against the median of this host's one-rank runs of the same configuration in the folder.
     scaling_efficiency: float = math.nan
     single_rank_samples_per_s: float = math.nan
+    syscalls: SyscallTable | None = None  # --syscalls: a traced diagnostic run of the same spec
+
+    @property
+    def oversubscribed(self) -> bool | None:
+        """More intra-op threads than cores this process may use; None where either is unknown."""
+        threads = self.spec.threads or self.fingerprint.get("torch_threads")
+        cores = self.fingerprint.get("usable_cores") or self.fingerprint.get("logical_cores")
+        if not isinstance(threads, int) or not isinstance(cores, int) or cores < 1:
+            return None
+        return threads > cores
 
     def to_row(self) -> dict[str, Any]:
         """One flat JSON-ready dict; columns are documented in README.md."""
@@ -226,6 +268,8 @@ class RunRecord:
         if self.spec.world_size > 1:
             row.update({"scaling_efficiency": self.scaling_efficiency,
                         "single_rank_samples_per_s": self.single_rank_samples_per_s})
+        row["oversubscribed"] = self.oversubscribed
+        row.update(_syscall_columns(self.syscalls))
         row.update({f"fp_{k}": v for k, v in sorted(self.fingerprint.items())})
         return {k: finite(v) for k, v in row.items()}
 
@@ -255,6 +299,13 @@ def _train_columns(train: TrainMetrics | None) -> dict[str, Any]:
     for part in TRAIN_PARTS[1:]:
         row.update(row.pop(part))
     return row
+
+
+def _syscall_columns(table: SyscallTable | None) -> dict[str, Any]:
+    if table is None:
+        return {}
+    return {"syscall_tool": table.tool, "syscall_steps": table.steps, "syscall_real_s": table.real_s,
+            "syscalls": [dataclasses.asdict(count) for count in table.counts]}
 
 
 TRAIN_PARTS = ("split", "compile", "profile", "usage", "ranks")  # TrainMetrics' sub-records
@@ -302,5 +353,10 @@ RUN_COLUMNS: tuple[str, ...] = (
     "bottleneck_note",
     "scaling_efficiency",
     "single_rank_samples_per_s",
+    "oversubscribed",
+    "syscall_tool",
+    "syscall_steps",
+    "syscall_real_s",
+    "syscalls",
 )
 """Every column a row may hold besides the `fp_*` fingerprint; failed runs leave metrics empty."""

@@ -25,6 +25,10 @@ COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 AMP_MODES = ("off", "bf16", "fp16")
 DATA_SOURCES = ("auto", "mnist", "embedded", "synthetic")
 SYNC_MODES = ("step", "epoch")
+WAIT_POLICIES = ("default", "active", "passive")
+# The C allocator a child runs with, and the Debian package that provides each preloadable one.
+ALLOCATOR_PACKAGES = {"system": "", "jemalloc": "libjemalloc2", "tcmalloc": "libtcmalloc-minimal4"}
+ALLOCATORS = tuple(ALLOCATOR_PACKAGES)
 MNIST_TRAIN_SIZE = 60_000
 
 
@@ -51,6 +55,12 @@ class RunSpec:
     cuda_graphs: bool = False  # capture the whole step once and replay it (CUDA, --sync epoch)
     nproc_per_node: int = 1  # data-parallel ranks per host, launched by torchrun; batch_size stays per rank
     nnodes: int = 1  # hosts taking part in one data-parallel run
+
+    # How idle OpenMP threads wait: default leaves the runtime's own (libgomp spins ~3 ms, then
+    # sleeps in futex), active spins, passive sleeps at once. Kernel time depends on it.
+    omp_wait_policy: str = "default"
+    allocator: str = "system"  # the C allocator: glibc's malloc, or jemalloc/tcmalloc preloaded
+    bind: bool = False  # OpenMP threads pinned to cores (OMP_PROC_BIND=close, OMP_PLACES=cores)
 
     @property
     def world_size(self) -> int:
@@ -123,9 +133,28 @@ FIELD_TYPES: dict[str, type] = _field_types()
 SPEC_FIELDS: tuple[str, ...] = tuple(FIELD_TYPES)
 # The fields a user turns to make the same training faster; the others (seed, epochs, data, lr,
 # ...) change the question. batch_size is one too, but it also changes the optimization.
-SPEED_KNOBS: tuple[str, ...] = ("loader", "workers", "pin_memory", "sync", "cuda_graphs", "threads", "compile", "amp")
+SPEED_KNOBS: tuple[str, ...] = (
+    "loader", "workers", "pin_memory", "sync", "cuda_graphs", "threads", "compile", "amp", "omp_wait_policy",
+    "allocator", "bind",
+)
 # Fields added after the first release, with their defaults: left out of keys at their default.
-LATER_FIELDS: dict[str, Any] = {"sync": "step", "cuda_graphs": False, "nproc_per_node": 1, "nnodes": 1}
+LATER_FIELDS: dict[str, Any] = {
+    "sync": "step", "cuda_graphs": False, "nproc_per_node": 1, "nnodes": 1, "omp_wait_policy": "default",
+    "allocator": "system", "bind": False,
+}
+# The values each field may take on its own, whatever the machine: a bad one is refused before
+# anything runs, in a single run and in a sweep alike.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "loader": LOADERS, "compile": COMPILE_MODES, "amp": AMP_MODES, "sync": SYNC_MODES, "data": DATA_SOURCES,
+    "omp_wait_policy": WAIT_POLICIES, "allocator": ALLOCATORS,
+}
+CHOICE_NAMES = {"compile": "compile mode", "amp": "amp mode", "sync": "sync mode", "data": "data source",
+                "omp_wait_policy": "OpenMP wait policy"}
+MINIMUMS: dict[str, int] = {
+    "batch_size": 1, "epochs": 1, "samples": 1, "profile_steps": 1, "threads": 1, "interop_threads": 1, "steps": 1,
+    "workers": 0, "nproc_per_node": 1, "nnodes": 1,
+}
+OPTIONAL_FIELDS = ("threads", "interop_threads", "steps")  # None: torch's default, or no step limit
 DEFAULT = RunSpec()
 
 
@@ -149,26 +178,47 @@ def parse_bool(value: Any) -> bool:
 
 
 def parse_value(name: str, text: str) -> Any:
-    """Parse one command-line or sweep-file value for field `name`; raises UsageError."""
+    """Parse one command-line or sweep-file value for field `name`; raises UsageError, also for
+    a value the field can never take (`--omp-wait-policy sometimes`, `--threads 0`)."""
     if name not in FIELD_TYPES:
         raise UsageError(f"unknown run field {name!r}; known: {', '.join(SPEC_FIELDS)}")
     text = text.strip()
-    if text.lower() in ("default", "none") and name in ("threads", "interop_threads", "steps"):
+    if text.lower() in ("default", "none") and name in OPTIONAL_FIELDS:
         return None
     kind = FIELD_TYPES[name]
+    value: Any = text
     if kind is bool:
-        return parse_bool(text)
-    if kind is int:
+        value = parse_bool(text)
+    elif kind is int:
         try:
-            return int(text)
+            value = int(text)
         except ValueError:
             raise UsageError(f"{name} must be a whole number, got {text!r}") from None
-    if kind is float:
+    elif kind is float:
         try:
-            return float(text)
+            value = float(text)
         except ValueError:
             raise UsageError(f"{name} must be a number, got {text!r}") from None
-    return text
+    problem = value_problem(name, value)
+    if problem:
+        raise UsageError(problem)
+    return value
+
+
+def value_problem(name: str, value: Any) -> str:
+    """Why `value` can never be field `name`'s, whatever the machine and the other fields; "" if it can."""
+    if value is None:
+        return ""
+    if name in CHOICES and value not in CHOICES[name]:
+        return f"unknown {CHOICE_NAMES.get(name, name)} {value!r}; choose from {', '.join(CHOICES[name])}"
+    if name in MINIMUMS and value < MINIMUMS[name]:
+        least = "0 or more" if MINIMUMS[name] == 0 else f"at least {MINIMUMS[name]}"
+        return f"{name.replace('_', ' ')} must be {least}, got {value}"
+    if name == "lr" and not value > 0:
+        return f"learning rate must be positive, got {value}"
+    if name == "device" and not DEVICE_PATTERN.match(value):
+        return f"unknown device {value!r}; use cpu, cuda, cuda:N or mps"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -178,6 +228,7 @@ class Capabilities:
     cuda_devices: int = 0
     mps: bool = False
     logical_cores: int = 1
+    allocators: tuple[str, ...] = ()  # preloadable allocators found here (jemalloc, tcmalloc)
 
 
 @dataclass(frozen=True)
@@ -196,37 +247,19 @@ def validate(spec: RunSpec, caps: Capabilities | None = None) -> list[Problem]:
     def bad(name: str, message: str) -> None:
         problems.append(Problem(name, message))
 
-    for name in ("batch_size", "epochs", "samples", "profile_steps", "nproc_per_node", "nnodes"):
-        if getattr(spec, name) < 1:
-            bad(name, f"{name.replace('_', ' ')} must be at least 1, got {getattr(spec, name)}")
-    for name in ("threads", "interop_threads", "steps"):
-        value = getattr(spec, name)
-        if value is not None and value < 1:
-            bad(name, f"{name.replace('_', ' ')} must be at least 1, got {value}")
+    for name in SPEC_FIELDS:
+        message = value_problem(name, getattr(spec, name))
+        if message:
+            bad(name, message)
     if spec.batch_size > spec.samples >= 1:
         bad("batch_size", f"batch size {spec.batch_size} is above the {spec.samples} samples of an epoch: "
             "every step would be the whole epoch; lower --batch-size or raise --samples")
     elif spec.world_size > 1 and spec.global_batch > spec.samples >= 1:
         bad("batch_size", f"{spec.world_size} ranks x batch {spec.batch_size} = {spec.global_batch} samples per "
             f"step is above the {spec.samples} samples of an epoch; lower --batch-size or raise --samples")
-    if spec.workers < 0:
-        bad("workers", f"workers must be 0 or more, got {spec.workers}")
-    if not spec.lr > 0:
-        bad("lr", f"learning rate must be positive, got {spec.lr}")
-    if spec.loader not in LOADERS:
-        bad("loader", f"unknown loader {spec.loader!r}; choose from {', '.join(LOADERS)}")
-    if spec.compile not in COMPILE_MODES:
-        bad("compile", f"unknown compile mode {spec.compile!r}; choose from {', '.join(COMPILE_MODES)}")
-    if spec.amp not in AMP_MODES:
-        bad("amp", f"unknown amp mode {spec.amp!r}; choose from {', '.join(AMP_MODES)}")
-    if spec.sync not in SYNC_MODES:
-        bad("sync", f"unknown sync mode {spec.sync!r}; choose from {', '.join(SYNC_MODES)}")
-    if spec.data not in DATA_SOURCES:
-        bad("data", f"unknown data source {spec.data!r}; choose from {', '.join(DATA_SOURCES)}")
     if spec.workers > 0 and spec.loader != "reference":
         bad("workers", f"--workers applies to the reference loader only, not {spec.loader!r}")
     if not DEVICE_PATTERN.match(spec.device):
-        bad("device", f"unknown device {spec.device!r}; use cpu, cuda, cuda:N or mps")
         return problems
     if spec.pin_memory and not spec.is_cuda:
         bad("pin_memory", "--pin-memory only matters for a CUDA device")
@@ -272,6 +305,8 @@ def _rank_problems(spec: RunSpec) -> list[Problem]:
 
 
 def _device_problems(spec: RunSpec, caps: Capabilities) -> list[Problem]:
+    if spec.allocator in ALLOCATORS and spec.allocator != "system" and spec.allocator not in caps.allocators:
+        return [Problem("allocator", allocator_missing(spec.allocator))]
     if spec.is_cuda and spec.world_size > 1 and spec.nproc_per_node > caps.cuda_devices:
         return [Problem("nproc_per_node", f"{spec.nproc_per_node} CUDA ranks asked for, but "
                         f"{caps.cuda_devices or 'no'} GPU(s) here: every rank needs a GPU of its own")]
@@ -285,4 +320,9 @@ def _device_problems(spec: RunSpec, caps: Capabilities) -> list[Problem]:
         return [Problem("device", "mps asked for, but the MPS backend is not available here")]
     return []
 
+
+def allocator_missing(name: str) -> str:
+    package = ALLOCATOR_PACKAGES[name]
+    return (f"--allocator {name}: its library is not installed here; install Debian's {package} "
+            f"(apt-get install {package}) or give the library's path with --allocator-path")
 

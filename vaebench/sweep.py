@@ -25,7 +25,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-SWEEP_OPTIONS = ("repeats", "order_seed", "out", "timeout", "data_dir", "sample_hz", "name")
+SWEEP_OPTIONS = ("repeats", "order_seed", "out", "timeout", "data_dir", "sample_hz", "name", "allocator_path")
 EXECUTORS = ("local", "slurm", "submitit-local")
 EXECUTOR_KEYS = ("kind", "partition", "time", "gpus_per_job", "cpus_per_job", "max_parallel", "extra")
 DEFAULT_JOB_MINUTES = 60

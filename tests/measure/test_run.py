@@ -66,6 +66,9 @@ def test_workers_cpu_time_is_counted(tmp_path: Path) -> None:
         (["--amp", "fp16"], "needs CUDA"),
         (["--loader", "tensor", "--workers", "2"], "reference loader only"),
         (["--timeout", "0"], "--timeout must be positive"),
+        (["--omp-wait-policy", "sometimes"], "unknown OpenMP wait policy 'sometimes'"),
+        (["--allocator", "foo"], "unknown allocator 'foo'"),
+        (["--allocator", "jemalloc", "--allocator-path", "/nowhere/libjemalloc.so.2"], "no such file"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -81,6 +84,59 @@ def test_bad_input_is_one_line_and_exit_2(
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "runs.jsonl").exists()
+
+
+def test_a_missing_allocator_or_tracer_is_refused_naming_the_package(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vaebench import machine
+    from vaebench.measure import syscalls
+
+    monkeypatch.setattr(machine, "_ldconfig_allocators", lambda: ())
+    assert run(tmp_path, "--allocator", "jemalloc") == 2
+    assert "apt-get install libjemalloc2" in capsys.readouterr().err
+    monkeypatch.setattr(syscalls.shutil, "which", lambda name: None)
+    assert run(tmp_path, "--syscalls") == 2
+    assert "apt-get install strace" in capsys.readouterr().err
+    assert not (tmp_path / "runs.jsonl").exists()
+
+
+def test_sweep_refuses_a_bad_value_before_any_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["sweep", *TINY, "--omp-wait-policy", "active,sometimes", "--out", str(tmp_path)])
+    assert code == 2 and "unknown OpenMP wait policy 'sometimes'" in capsys.readouterr().err
+    assert main(["sweep", *TINY, "--threads", "0,1", "--out", str(tmp_path)]) == 2
+    assert not (tmp_path / "runs.jsonl").exists()
+
+
+def test_kernel_counters_and_knobs_are_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An oversubscribed passive run: faults, switches, run-queue wait, the runtimes the child
+    really loaded, and, where strace exists, the syscall table of a separate traced run."""
+    import shutil
+
+    from vaebench import machine
+
+    cores = machine.usable_cores()
+    extra = ["--allocator", "jemalloc"] if "jemalloc" in machine.allocator_libraries() else []
+    traced = ["--syscalls"] if shutil.which("strace") else []
+    assert run(tmp_path, "--threads", str(2 * cores), "--omp-wait-policy", "passive", "--bind", *extra, *traced) == 0
+    out = capsys.readouterr().out
+    row = load_runs(str(tmp_path)).iloc[0]
+    assert row["minor_faults"] > 10_000 and row["major_faults"] >= 0  # torch's import alone faults ~100k pages
+    assert row["train_minor_faults"] < row["minor_faults"]
+    assert row["oversubscribed"] is True or row["oversubscribed"] == 1
+    assert "OMP_WAIT_POLICY=PASSIVE" in row["fp_threads_env"] and "OMP_PROC_BIND=close" in row["fp_threads_env"]
+    assert row["os_threads_max"] >= 2 * cores and row["runnable_max"] >= 1
+    if Path("/proc/self/schedstat").exists():
+        assert row["runqueue_wait_s"] >= 0 and not row["sched_note"]
+    assert row["fp_openmp_runtime"].startswith("libgomp")
+    assert row["fp_allocator"] == ("jemalloc" if extra else "system")
+    kernel = next(line for line in out.splitlines() if line.strip().startswith("kernel"))
+    assert "sys/user" in kernel and "minor faults/step" in kernel and "(oversubscribed)" in kernel
+    assert "cause: " in out
+    if traced:
+        assert row["syscall_tool"] == "strace -c -f" and row["syscall_steps"] == row["steps_done"]
+        names = [entry["syscall"] for entry in row["syscalls"]]
+        assert "futex" in names and "syscalls  strace -c -f" in out
 
 
 def test_unwritable_data_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 
 from .._format import fmt
-from ..result import OK, RunRecord, TrainMetrics
+from ..result import OK, RunRecord, SyscallTable, TrainMetrics
+from .kernel import counters, verdict
 
 
 def format_run(record: RunRecord, results_path: str = "") -> str:
@@ -77,6 +78,9 @@ def format_run(record: RunRecord, results_path: str = "") -> str:
             f"  CPU       {monitor.cpu_util_mean:.0f}% of all cores on average ({monitor.monitor_samples} samples)"
         )
     lines.extend(_energy_lines(record))
+    lines.extend(_kernel_lines(record))
+    if record.syscalls is not None:
+        lines.extend(syscall_lines(record.syscalls))
     if record.bottleneck_note:
         lines.append(f"  verdict   {record.bottleneck_note}")
     if results_path:
@@ -145,3 +149,42 @@ def _energy_lines(record: RunRecord) -> list[str]:
                 f"{1e3 * joules / train.samples_seen:.3f} mJ/sample"
             )
     return lines
+
+
+def _kernel_lines(record: RunRecord) -> list[str]:
+    """The "kernel time" line: sys/user and the counters per step over the training window, the
+    run-queue wait, and the cause they point to (`analysis.kernel`)."""
+    found = counters(record.to_row())
+    if found is None:
+        return []
+    per_step = found.per_step
+    queue = per_step(found.runqueue_s) * 1e3
+    wait = f"run-queue wait {queue:.1f} ms/step" if math.isfinite(queue) else "run-queue wait n/a"
+    threads = f"{found.threads:.0f} threads" if math.isfinite(found.threads) else "default threads"
+    cores = f" on {found.cores:.0f} cores" if math.isfinite(found.cores) else ""
+    over = " (oversubscribed)" if found.oversubscribed else ""
+    lines = [
+        f"  kernel    sys/user {fmt(found.sys_user, '{:.2f}')}, {per_step(found.minor_faults):,.0f} minor faults/step, "
+        f"{per_step(found.switches):,.0f} context switches/step ({per_step(found.voluntary):,.0f} voluntary), "
+        f"{wait}; {threads}{cores}{over}"
+    ]
+    monitor = record.monitor
+    if math.isfinite(monitor.os_threads_max):
+        lines[0] += f"; {monitor.os_threads_max:.0f} OS threads, at most {monitor.runnable_max:.0f} runnable at once"
+    if monitor.sched_note:
+        lines.append(f"            ({monitor.sched_note})")
+    lines.append(f"            cause: {verdict(found)}")
+    return lines
+
+
+def syscall_lines(table: SyscallTable, top: int = 5) -> list[str]:
+    """The top calls of a `--syscalls` diagnostic run, by seconds."""
+    if not table.counts:
+        return [f"  syscalls  {table.tool}: the tracer wrote no table"]
+    calls = sum(c.calls for c in table.counts)
+    seconds = sum(c.seconds for c in table.counts)
+    head = (f"  syscalls  {table.tool}, a separate traced run ({table.steps} steps, {fmt(table.real_s, '{:.1f} s')}, "
+            f"import included): {calls:,} calls, {seconds:.2f} s in all; top by seconds:")
+    rows = [f"            {c.syscall:<16} {c.calls:>10,} calls  {c.errors:>8,} errors  {c.seconds:8.3f} s"
+            for c in table.top(top)]
+    return [head, *rows]

@@ -12,11 +12,13 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from ..result import MonitorSummary
 from ..rules import SAMPLE_HZ
 from .gpm import GpmSampler, open_gpm
+from .sched import TaskSampler
 
 Clock = Callable[[], float]
 
@@ -153,12 +155,14 @@ def _text(value: str | bytes) -> str:
 
 
 class Monitor:
-    """Samples CPU per core and, on CUDA, NVML at a fixed rate in a daemon thread.
+    """Samples CPU per core, the watched process's threads and, on CUDA, NVML at a fixed rate
+    in a daemon thread.
 
     Every sample is kept with its timestamp (seconds since `start`). psutil's per-core
     figures are each the share of the interval since the previous call, so the first
     sample is taken to prime the counters and dropped. A sample that overruns its tick
-    (NVML can be slow, in a sandbox especially) skips the ticks it missed.
+    (NVML can be slow, in a sandbox especially) skips the ticks it missed. `watch(pid)`, called
+    once the child exists, adds its threads' scheduler counters (`sched.TaskSampler`).
     """
 
     def __init__(
@@ -182,6 +186,11 @@ class Monitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0 = 0.0
+        self.tasks: TaskSampler | None = None
+
+    def watch(self, pid: int, proc: Path = Path("/proc")) -> None:
+        """Sample this process's threads from now on (`run_child`'s `on_start`)."""
+        self.tasks = TaskSampler(pid, proc)
 
     def __enter__(self) -> Monitor:
         self.start()
@@ -212,6 +221,9 @@ class Monitor:
             "cpu_util": statistics.fmean(cores) if cores else math.nan,
             "cpu_cores": cores,
         }
+        tasks = self.tasks
+        if tasks is not None:
+            sample.update(tasks.read())
         if self.gpu is not None:
             sample.update(self.gpu.read())
         if self.cpu_energy is not None:
@@ -230,7 +242,8 @@ class Monitor:
 
     def summary(self, train_start_unix: float = math.nan, train_end_unix: float = math.nan) -> MonitorSummary:
         window = (train_start_unix - self.t0_unix, train_end_unix - self.t0_unix)
-        return summarize(self.samples, self.interval_s, window)
+        note = self.tasks.note if self.tasks is not None else ""
+        return summarize(self.samples, self.interval_s, window, sched_note=note)
 
 
 def next_tick(due: float, now: float, interval_s: float) -> float:
@@ -253,14 +266,18 @@ def counter_at(samples: list[dict[str, Any]], key: str, t: float) -> float:
 
 
 def summarize(
-    samples: list[dict[str, Any]], interval_s: float, window: tuple[float, float] = (math.nan, math.nan)
+    samples: list[dict[str, Any]],
+    interval_s: float,
+    window: tuple[float, float] = (math.nan, math.nan),
+    sched_note: str = "",
 ) -> MonitorSummary:
     """The monitor's figures; `window` is the training's (start, end) in seconds of sample time.
 
-    With a finite window, the utilization, power, clock and GPM figures cover the samples
-    inside it (see `window_values`), so process start-up, compile and teardown do not dilute
-    them; without one they cover every sample. Peak memory and the whole-child energy always
-    cover every sample; the `_train_` energies interpolate the counters at the window's ends.
+    With a finite window, the utilization, power, clock, GPM and thread figures cover the
+    samples inside it (see `window_values`), so process start-up, compile and teardown do not
+    dilute them; without one they cover every sample. Peak memory and the whole-child energy
+    always cover every sample; the `_train_` energies and the run-queue wait interpolate their
+    counters at the window's ends (without a window: first to last sample).
     """
     windowed = all(math.isfinite(edge) for edge in window)
 
@@ -282,6 +299,12 @@ def summarize(
     def over_window(key: str, scale: float) -> float:
         return (counter_at(samples, key, window[1]) - counter_at(samples, key, window[0])) * scale
 
+    queued = _values(samples, "runqueue_s")
+    if windowed:
+        runqueue_s = over_window("runqueue_s", 1.0)
+    else:
+        runqueue_s = queued[-1] - queued[0] if len(queued) >= 2 else math.nan
+
     return MonitorSummary(
         monitor_samples=len(samples),
         interval_s=interval_s,
@@ -297,6 +320,11 @@ def summarize(
         cpu_energy_j=cpu_energy[-1] - cpu_energy[0] if len(cpu_energy) >= 2 else math.nan,
         gpu_energy_train_j=over_window("gpu_energy_mj", 1e-3),
         cpu_energy_train_j=over_window("cpu_energy_j", 1.0),
+        runqueue_wait_s=runqueue_s,
+        os_threads_max=peak("os_threads"),
+        runnable_max=peak("runnable"),
+        runnable_mean=mean("runnable"),
+        sched_note=sched_note,
     )
 
 

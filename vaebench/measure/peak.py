@@ -23,17 +23,24 @@ def peak_key(spec: RunSpec) -> str:
     where = gpu_fingerprint().get("gpu_name", "") if spec.is_cuda else cpu_model()
     dtype = "fp32" if spec.amp == "off" else spec.amp
     threads = spec.threads or os.cpu_count()
-    return f"{spec.device}|{where}|torch {package_version('torch')}|{dtype}|threads {threads}"
+    key = f"{spec.device}|{where}|torch {package_version('torch')}|{dtype}|threads {threads}"
+    # The OpenMP and allocator settings join the key only off their defaults: older caches stay valid.
+    extras = [f"{name} {getattr(spec, name)}" for name, default in PEAK_SETTINGS if getattr(spec, name) != default]
+    return "|".join([key, *extras])
 
 
-def cached_peak(spec: RunSpec, *, measure: bool = True, timeout: float = 120.0) -> float:
-    """Peak FLOP/s for the spec's device, dtype and threads; NaN if it cannot be measured."""
+PEAK_SETTINGS = (("omp_wait_policy", "default"), ("allocator", "system"), ("bind", False))
+
+
+def cached_peak(spec: RunSpec, *, measure: bool = True, timeout: float = 120.0, allocator_path: str = "") -> float:
+    """Peak FLOP/s for the spec's device, dtype, threads and OpenMP and allocator settings, measured
+    in the run's own environment; NaN if it cannot be measured."""
     path = cache_dir() / "peak_flops.json"
     key = peak_key(spec)
     cache = _read(path)
     if _usable(cache.get(key)) or not measure:
         return float(cache.get(key, math.nan))
-    value = _probe(spec, timeout)
+    value = _probe(spec, timeout, allocator_path)
     if not _usable(value):
         return math.nan
     cache[key] = value
@@ -44,12 +51,13 @@ def cached_peak(spec: RunSpec, *, measure: bool = True, timeout: float = 120.0) 
     return value
 
 
-def _probe(spec: RunSpec, timeout: float) -> float:
+def _probe(spec: RunSpec, timeout: float, allocator_path: str = "") -> float:
     """Measure in a child with the run's own environment; NaN, with a line on stderr, on failure."""
     dtype = "fp32" if spec.amp == "off" else spec.amp
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "vaebench.train.peak", spec.device, dtype], env=child_process_env(spec.threads),
+            [sys.executable, "-m", "vaebench.train.peak", spec.device, dtype],
+            env=child_process_env(spec, allocator_path),
             capture_output=True, text=True, timeout=timeout, check=True,
         )
         value = float(out.stdout.strip().splitlines()[-1])

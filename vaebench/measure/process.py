@@ -80,6 +80,8 @@ def run_child(
             ctx_voluntary=usage.ru_nvcsw,
             ctx_involuntary=usage.ru_nivcsw,
             exit_code=proc.returncode,
+            minor_faults=usage.ru_minflt,
+            major_faults=usage.ru_majflt,
         ),
         timed_out=timed_out,
         signal=-proc.returncode if proc.returncode < 0 else None,

@@ -18,13 +18,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from .. import storage
 from ..analysis.attribution import Evidence, attribute
 from ..errors import UsageError
 from ..machine import capabilities, child_process_env, host_fingerprint
 from ..protocol import Answer, Request
-from ..result import FAILED, OK, DataInfo, MonitorSummary, RunRecord, RunSeries, TrainMetrics
+from ..result import FAILED, OK, DataInfo, MonitorSummary, RunRecord, RunSeries, SyscallTable, TrainMetrics
 from ..rules import SAMPLE_HZ
 from ..spec import Capabilities, RunSpec, validate
 from .data import DataUnavailable, check_writable, prepare
@@ -43,6 +44,7 @@ from .monitor import Monitor, open_gpu_probe
 from .peak import cached_peak
 from .process import run_child
 from .rapl import EnergyMeter
+from .syscalls import Tracer, find_tracer, trace
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class RunOptions:
     measure_peak: bool = True
     launch: Launch = ONE_HOST  # several hosts: this one's node rank and the rendezvous
     shared: bool = False  # a folder many hosts write at once (cluster jobs): one file per record
+    syscalls: bool = False  # also a traced diagnostic run of the same spec, for its syscall table
+    allocator_path: str = ""  # --allocator-path: the library for --allocator, where ldconfig does not know it
 
 
 def new_run_id() -> str:
@@ -67,27 +71,29 @@ def new_run_id() -> str:
     return f"{stamp}-{uuid.uuid4().hex[:8]}"
 
 
-def child_env(spec: RunSpec) -> dict[str, str]:
+def child_env(spec: RunSpec, allocator_path: str = "") -> dict[str, str]:
     """The training child's environment, as `machine.child_process_env` builds it for the spec."""
-    return child_process_env(spec.threads)
+    return child_process_env(spec, allocator_path)
 
 
 def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
+    tracer = find_tracer() if options.syscalls else None  # refused before anything trains
     run_id = new_run_id()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    peak = cached_peak(spec, measure=options.measure_peak)
+    peak = cached_peak(spec, measure=options.measure_peak, allocator_path=options.allocator_path)
     with tempfile.TemporaryDirectory(prefix="vaebench-") as tmp:
         request = Path(tmp) / "request.json"
         result = Path(tmp) / "result.json"
-        Request(spec=spec, data=data, out=str(options.out), run_id=run_id, result=str(result),
-                instrument=options.instrument, progress=options.progress, label=options.label).write(request)
+        _request(spec, data, options, run_id, result).write(request)
         rapl = EnergyMeter()
         rapl.start()
         monitor = Monitor(1.0 / options.sample_hz, gpu=open_gpu_probe(spec.device),
                           cpu_energy=rapl.sample if rapl.available else None)
         with monitor:
-            exit_ = run_child(child_argv(spec, request, options.launch), env=child_env(spec), timeout=options.timeout,
-                              keep_stderr=STDERR_KEPT if spec.world_size > 1 else 0)
+            # The threads watched are the training process's: with several ranks it is torchrun's, so none.
+            exit_ = run_child(child_argv(spec, request, options.launch), env=child_env(spec, options.allocator_path),
+                              timeout=options.timeout, keep_stderr=STDERR_KEPT if spec.world_size > 1 else 0,
+                              on_start=monitor.watch if spec.world_size == 1 else None)
         answer = Answer.read(result)
         ranks = rank_answers(Path(tmp)) if spec.world_size > 1 else {}
 
@@ -131,6 +137,8 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
         scaling_efficiency=scaling_efficiency(train.samples_per_s, spec.world_size, single) if train else math.nan,
         single_rank_samples_per_s=single,
     )
+    if tracer is not None:
+        record = dataclasses.replace(record, syscalls=traced_run(tracer, spec, data, options, run_id))
     series = RunSeries(step_ms=answer.step_ms if answer else [], monitor=monitor.samples,
                        step_samples=answer.step_samples if answer else [],
                        excluded_steps=answer.excluded_steps if answer else [],
@@ -145,7 +153,28 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
     return record
 
 
-def _bottleneck(spec: RunSpec, train: TrainMetrics | None, monitor: MonitorSummary) -> dict[str, str]:
+def _request(spec: RunSpec, data: DataInfo, options: RunOptions, run_id: str, result: Path) -> Request:
+    """What the training child reads: the spec, the data, where to write."""
+    return Request(spec=spec, data=data, out=str(options.out), run_id=run_id, result=str(result),
+                   instrument=options.instrument, progress=options.progress, label=options.label)
+
+
+def traced_run(tracer: Tracer, spec: RunSpec, data: DataInfo, options: RunOptions, run_id: str) -> SyscallTable:
+    """The same spec again under the tracer (`--syscalls`): a diagnostic run whose files stay in
+    a temporary folder and whose timings are thrown away; only its syscall table is kept."""
+    with tempfile.TemporaryDirectory(prefix="vaebench-traced-") as tmp:
+        result = Path(tmp) / "result.json"
+        traced = dataclasses.replace(options, out=Path(tmp), progress=False)
+        request = Path(tmp) / "request.json"
+        _request(spec, data, traced, f"{run_id}-traced", result).write(request)
+        exit_, counts = trace(tracer, child_argv(spec, request, options.launch),
+                              env=child_env(spec, options.allocator_path), timeout=options.timeout)
+        answer = Answer.read(result)
+    steps = answer.metrics.steps_done if answer is not None and answer.metrics is not None else 0
+    return SyscallTable(tool=tracer.name, counts=counts, steps=steps, real_s=exit_.usage.real_s)
+
+
+def _bottleneck(spec: RunSpec, train: TrainMetrics | None, monitor: MonitorSummary) -> dict[str, Any]:
     if train is None or not train.warmup_steps or math.isnan(train.split.compute_ms):  # uninstrumented: no split
         return {}
     found = attribute(Evidence(
@@ -178,10 +207,10 @@ class InvalidRun(UsageError):
     """The spec cannot run here; raised before anything is trained."""
 
 
-def check(spec: RunSpec, caps: Capabilities | None = None) -> None:
+def check(spec: RunSpec, caps: Capabilities | None = None, allocator_path: str = "") -> None:
     """Raise InvalidRun with every problem, one per line, or return quietly."""
     if caps is None:
-        caps = capabilities(probe_torch=spec.device != "cpu")
+        caps = capabilities(probe_torch=spec.device != "cpu", allocator_path=allocator_path)
     problems = validate(spec, caps)
     if problems:
         raise InvalidRun("; ".join(str(p) for p in problems))

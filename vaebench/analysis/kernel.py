@@ -1,0 +1,228 @@
+"""Where a CPU run's kernel (sys) time goes, read from its counters, and which knob stops it.
+
+Pure rules on numbers a run already records; the one home of their thresholds. The causes,
+each with its own signature:
+
+- **allocator page faults**: glibc hands buffers above its mmap threshold (a batch of
+  128 x 784 floats is 401 KB) back to the kernel when freed and maps them again, zero-filled
+  page by page, at the next step: minor faults per step, the same at any thread count, gone
+  with `--allocator jemalloc` or `tcmalloc`, which keep freed memory.
+- **OpenMP wake-ups**: at every parallel op the pool's idle threads sleep in futex calls and
+  are woken again: voluntary context switches per step, growing with the threads, none at one.
+  `--omp-wait-policy active` keeps them spinning in user space instead.
+- **oversubscription**: more intra-op threads than usable cores. Threads wait in the run
+  queue (`runqueue_wait_s`) and are preempted (involuntary switches), and the runtime gives up
+  spinning (libgomp spins 100 times instead of ~3 ms when it has more threads than CPUs), so
+  every wait becomes a sleep and a wake-up: the switches above, caused by the thread count.
+- **DataLoader workers**: each worker process runs its own interpreter and thread pools; their
+  CPU is the tree's less the training process's own.
+
+Each cause is costed in kernel milliseconds per step from its counters at a few microseconds
+per event (`FAULT_US`, `SWITCH_US`, fitted on recorded runs; see `docs/kernel-time.md`), so
+causes of different kinds compare on one scale, and the largest is named with its evidence.
+The per-step counters come from the training window, never the whole process: importing
+torch alone costs about 110,000 minor faults.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ALLOCATOR = "allocator page faults"
+WAKEUPS = "OpenMP wake-ups"
+OVERSUBSCRIPTION = "oversubscription"
+WORKERS = "DataLoader workers"
+CAUSES = (ALLOCATOR, WAKEUPS, OVERSUBSCRIPTION, WORKERS)
+
+FAULT_US = 2.0  # kernel time per minor fault: the fault, a zeroed 4 KiB page, its share of mmap/munmap
+SWITCH_US = 3.0  # kernel time per context switch: the futex call and the scheduler on both sides
+SYS_SMALL = 0.10  # sys/user below this: little kernel time, whatever its cause
+ALSO = 0.5  # a second cause costing at least this share of the first is named beside it
+WORKER_SHARE = 0.25  # workers using this share of the tree's CPU or more are a cause of their own
+
+KNOBS: dict[str, str] = {
+    ALLOCATOR: "--allocator jemalloc (or tcmalloc)",
+    WAKEUPS: "--omp-wait-policy active, or fewer --threads",
+    OVERSUBSCRIPTION: "--threads at most the usable cores",
+    WORKERS: "fewer --workers, or --loader tensor",
+}
+# Run columns the rules read; the report takes their medians per configuration.
+INPUTS = (
+    "steps_done", "train_s", "train_user_s", "train_sys_s", "train_minor_faults", "train_ctx_voluntary",
+    "train_ctx_involuntary", "runqueue_wait_s", "user_s", "sys_s", "main_cpu_s", "fp_torch_threads",
+    "fp_usable_cores", "fp_logical_cores",
+)
+# Per-step columns derived from them, for tables and figures: (column, what it is).
+PER_STEP = (
+    ("sys_user", "sys / user, training window"),
+    ("faults_per_step", "minor page faults per step"),
+    ("voluntary_per_step", "voluntary context switches per step"),
+    ("involuntary_per_step", "involuntary context switches per step"),
+    ("runqueue_ms_per_step", "run-queue wait per step (ms, summed over threads)"),
+)
+
+
+@dataclass(frozen=True)
+class Counters:
+    """One CPU run's (or configuration's median) kernel-time counters over its training window."""
+
+    steps: float
+    train_s: float
+    user_s: float  # the training process's own, training window
+    sys_s: float
+    minor_faults: float
+    voluntary: float
+    involuntary: float
+    runqueue_s: float = math.nan  # summed over the training process's threads
+    threads: float = math.nan  # intra-op threads
+    cores: float = math.nan  # usable cores
+    workers: float = 0.0
+    workers_cpu_s: float = math.nan  # the tree's CPU less the training process's, whole run
+    tree_cpu_s: float = math.nan
+    tree_sys_share: float = math.nan  # the tree's sys / (user + sys), whole run
+
+    def per_step(self, value: float) -> float:
+        return value / self.steps if self.steps > 0 else math.nan
+
+    @property
+    def sys_user(self) -> float:
+        return self.sys_s / self.user_s if self.user_s > 0 else math.nan
+
+    @property
+    def oversubscribed(self) -> bool:
+        return self.threads > self.cores  # False where either is NaN
+
+    @property
+    def switches(self) -> float:
+        return _finite(self.voluntary) + _finite(self.involuntary)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    cause: str  # one of CAUSES
+    costs_ms: dict[str, float]  # cause -> estimated kernel ms per step
+    evidence: tuple[str, ...]
+    also: str = ""  # a second cause nearly as costly
+    small: bool = False  # sys/user below SYS_SMALL: the cause is named, the problem is small
+    numbers: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def knob(self) -> str:
+        return KNOBS[self.cause]
+
+    def __str__(self) -> str:
+        head = f"{self.cause}" + (f" (and {self.also})" if self.also else "")
+        if self.small:
+            head = f"little kernel time, most of it {head}"
+        return f"{head}: " + "; ".join(self.evidence) + f". Knob: {self.knob}."
+
+
+def counters(row: Mapping[str, Any]) -> Counters | None:
+    """The counters of a CPU run from a record row (`load_runs` columns); None for a GPU run
+    or one without training-window counters (recorded before they existed)."""
+    if str(row.get("device", "cpu")) != "cpu":
+        return None  # a GPU run's sys time is the driver's: none of these causes
+    steps, user, sys_ = _num(row, "steps_done"), _num(row, "train_user_s"), _num(row, "train_sys_s")
+    faults, voluntary = _num(row, "train_minor_faults"), _num(row, "train_ctx_voluntary")
+    if not (steps > 0 and user > 0) or math.isnan(sys_ + faults + voluntary):
+        return None
+    threads = _num(row, "threads")
+    threads = _num(row, "fp_torch_threads") if math.isnan(threads) else threads
+    cores = _num(row, "fp_usable_cores")
+    cores = _num(row, "fp_logical_cores") if math.isnan(cores) else cores
+    tree_user, tree_sys, main = _num(row, "user_s"), _num(row, "sys_s"), _num(row, "main_cpu_s")
+    tree = tree_user + tree_sys
+    return Counters(
+        steps=steps, train_s=_num(row, "train_s"), user_s=user, sys_s=sys_, minor_faults=faults,
+        voluntary=voluntary, involuntary=_num(row, "train_ctx_involuntary"), runqueue_s=_num(row, "runqueue_wait_s"),
+        threads=threads, cores=cores, workers=_finite(_num(row, "workers")),
+        workers_cpu_s=max(tree - main, 0.0) if tree > 0 and main > 0 else math.nan,
+        tree_cpu_s=tree, tree_sys_share=tree_sys / tree if tree > 0 else math.nan,
+    )
+
+
+def costs(c: Counters) -> dict[str, float]:
+    """Estimated kernel milliseconds per step of each cause the counters show."""
+    switch_ms = c.per_step(c.switches) * SWITCH_US / 1e3
+    found = {
+        ALLOCATOR: c.per_step(c.minor_faults) * FAULT_US / 1e3,
+        # One pool's switches are either cause, never both: the thread count says which.
+        OVERSUBSCRIPTION if c.oversubscribed else WAKEUPS: switch_ms,
+    }
+    if c.workers > 0 and c.workers_cpu_s >= WORKER_SHARE * c.tree_cpu_s:
+        found[WORKERS] = c.per_step(c.workers_cpu_s * c.tree_sys_share) * 1e3
+    return {k: v for k, v in found.items() if math.isfinite(v)}
+
+
+def verdict(c: Counters) -> Verdict:
+    """Name the cause that costs the kernel most per step, with the counts behind it."""
+    found = costs(c)
+    ranked = sorted(found, key=lambda k: -found[k])
+    cause = ranked[0]
+    second = ranked[1] if len(ranked) > 1 and found[ranked[1]] >= ALSO * found[cause] > 0 else ""
+    sys_ms = c.per_step(c.sys_s) * 1e3
+    numbers = {
+        "sys_user": c.sys_user, "sys_ms_per_step": sys_ms, "faults_per_step": c.per_step(c.minor_faults),
+        "voluntary_per_step": c.per_step(c.voluntary), "involuntary_per_step": c.per_step(c.involuntary),
+        "runqueue_ms_per_step": c.per_step(c.runqueue_s) * 1e3, **{f"cost_ms:{k}": v for k, v in found.items()},
+    }
+    evidence = [f"sys/user {c.sys_user:.2f} over the training window ({sys_ms:.2f} ms of sys per step)"]
+    evidence += [_explain(name, c, found[name]) for name in ranked]
+    return Verdict(cause, found, tuple(evidence), second, c.sys_user < SYS_SMALL, numbers)
+
+
+def kernel_verdict(row: Mapping[str, Any]) -> Verdict | None:
+    """`verdict` of a record row, or None where it has no CPU training-window counters."""
+    found = counters(row)
+    return verdict(found) if found is not None else None
+
+
+def per_step_columns(row: Mapping[str, Any]) -> dict[str, float]:
+    """`PER_STEP`'s columns of one row; NaN where the counters are missing."""
+    c = counters(dict(row, device="cpu"))  # the counters alone, whatever the device
+    if c is None:
+        return {name: math.nan for name, _ in PER_STEP}
+    return {
+        "sys_user": c.sys_user,
+        "faults_per_step": c.per_step(c.minor_faults),
+        "voluntary_per_step": c.per_step(c.voluntary),
+        "involuntary_per_step": c.per_step(c.involuntary),
+        "runqueue_ms_per_step": c.per_step(c.runqueue_s) * 1e3,
+    }
+
+
+def _explain(cause: str, c: Counters, cost_ms: float) -> str:
+    cost = f"~{cost_ms:.2f} ms of kernel per step"
+    if cause == ALLOCATOR:
+        return f"{c.per_step(c.minor_faults):,.0f} minor page faults per step ({cost} at {FAULT_US:g} us each)"
+    if cause == WORKERS:
+        share = c.workers_cpu_s / c.tree_cpu_s
+        return f"{c.workers:.0f} DataLoader workers use {100 * share:.0f}% of the tree's CPU ({cost})"
+    switches = (f"{c.per_step(c.voluntary):,.0f} voluntary + {c.per_step(c.involuntary):,.0f} involuntary "
+                f"context switches per step ({cost} at {SWITCH_US:g} us each)")
+    if cause == WAKEUPS:
+        return switches + f" with {_count(c.threads)} threads on {_count(c.cores)} cores"
+    queued = c.per_step(c.runqueue_s) * 1e3
+    wait = f", {queued:.1f} ms of run-queue wait per step" if math.isfinite(queued) else ""
+    return switches + f": {_count(c.threads)} threads on {_count(c.cores)} cores{wait}"
+
+
+def _count(value: float) -> str:
+    return "?" if math.isnan(value) else f"{value:.0f}"
+
+
+def _num(row: Mapping[str, Any], key: str) -> float:
+    value = row.get(key)
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else 0.0
