@@ -286,7 +286,7 @@ def _add_report(sub: SubParsers) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .analysis.report import build_report, summary_table, write_report
+    from .analysis.report import build_report, kernel_table, summary_table, write_report
 
     runs = [r.strip() for r in args.runs.split(",") if r.strip()] if args.runs else None
     report = build_report(args.folder, baseline=args.baseline, runs=runs)
@@ -297,6 +297,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"failed: {row.run_id} {row.config}: {row.reason}")
     for config, verdict in report.bottlenecks.items():
         print(f"{config}: {verdict}")
+    if report.kernel:
+        print()
+        print(kernel_table(report).to_string(index=False))
+        for config, cause in report.kernel.items():
+            print(f"{config}: kernel time: {cause}")
     print(f"wrote {write_report(report)}")
     return EXIT_OK
 

@@ -193,3 +193,31 @@ def test_flops_share_shows_percent_of_peak_with_achieved_labels() -> None:
     assert "%" in ax.get_ylabel()
     assert [t.get_text() for t in ax.texts] == ["50.0 GFLOP/s", "100.0 GFLOP/s"]
     assert plots.flops_share(_summary(flops_frac_median=[NAN])) is None
+
+
+def test_kernel_figure_has_a_line_per_wait_policy_and_allocator_against_threads() -> None:
+    summary = _summary(
+        threads=[1, 4, 1, 4, 1, 4], omp_wait_policy=["active", "active", "passive", "passive", "passive", "passive"],
+        allocator=["system", "system", "system", "system", "jemalloc", "jemalloc"],
+        sys_user_median=[0.09, 0.15, 0.10, 0.20, 0.00, 0.08], faults_per_step_median=[883, 755, 898, 909, 20, 25],
+        voluntary_per_step_median=[0, 300, 0, 324, 0, 324], involuntary_per_step_median=[5, 60, 5, 85, 3, 94],
+        runqueue_ms_per_step_median=[13.1, 55.8, 7.5, 28.1, 10.5, 51.8],
+        samples_per_s_median=[4096, 2476, 4222, 4656, 5076, 3183], fp_usable_cores_median=[2] * 6,
+    )
+    figure = plots.kernel_counters(summary)
+    assert figure is not None
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles == ["sys / user, training window", "minor page faults per step",
+                      "voluntary context switches per step", "involuntary context switches per step",
+                      "run-queue wait per step (ms, summed over threads)", "samples/s (steady state)"]
+    lines = figure.axes[1].get_lines()
+    labels = [line.get_label() for line in lines]
+    assert labels == ["omp_wait_policy=active,allocator=system", "omp_wait_policy=passive,allocator=system",
+                      "omp_wait_policy=passive,allocator=jemalloc", "usable cores"]
+    assert _ys(lines[2]) == [20, 25] and _xs(lines[0]) == [1, 4]
+    assert figure.axes[0].get_xscale() == "log"
+
+
+def test_kernel_figure_needs_threads_and_counters() -> None:
+    assert plots.kernel_counters(_summary(threads=[1, 2], real_s_median=[1.0, 1.1])) is None
+    assert plots.kernel_counters(_summary(threads=[2, 2], sys_user_median=[0.1, 0.2])) is None

@@ -274,3 +274,37 @@ def test_the_scaling_figure_appears_with_data_parallel_runs(tmp_path: Path) -> N
     report = build_report(tmp_path)
     assert "rank_scaling" in report.figures
     assert report.summary["world_size"].tolist() == [1, 2, 4]
+
+
+def test_report_names_the_kernel_time_cause_of_each_cpu_configuration(tmp_path: Path) -> None:
+    from tests.analysis.test_kernel import MIXED_RUN, OVERSUBSCRIBED_RUN, WAKEUPS_RUN
+
+    counters = ("steps_done", "train_s", "train_user_s", "train_sys_s", "train_minor_faults", "train_ctx_voluntary",
+                "train_ctx_involuntary", "runqueue_wait_s", "main_cpu_s", "fp_torch_threads", "fp_usable_cores")
+    for number, (recorded, policy) in enumerate(((WAKEUPS_RUN, "passive"), (OVERSUBSCRIBED_RUN, "passive"),
+                                                 (MIXED_RUN, "active"), (WAKEUPS_RUN, "active"))):
+        threads = int(recorded["threads"])
+        spec = RunSpec(threads=threads, epochs=2, omp_wait_policy=policy)
+        row = _row(f"k{number}", threads, 0, 10.0, **{k: recorded[k] for k in counters})
+        row.update(spec.to_dict(), spec_key=spec.key(), data="mnist")
+        storage.append_row(tmp_path, row)
+    report = build_report(tmp_path)
+    causes = {config: verdict.label for config, verdict in report.kernel.items()}
+    assert causes == {
+        "threads=2,omp_wait_policy=active": "OpenMP wake-ups",
+        "threads=2,omp_wait_policy=passive": "OpenMP wake-ups",
+        "threads=8,omp_wait_policy=active": "oversubscription (+ allocator page faults)",
+        "threads=16,omp_wait_policy=passive": "oversubscription",
+    }
+    assert "kernel_time" in report.figures
+    markdown = render_markdown(report, tmp_path)
+    assert "## Where the kernel (sys) time went" in markdown
+    assert "| threads=16,omp_wait_policy=passive | 0.230 | 41 | 1,620 | 112 | 168.3 |" in markdown
+    assert "- **threads=16,omp_wait_policy=passive**: oversubscription: sys/user 0.23" in markdown
+    assert "Kernel time and its counters per step against threads" in markdown
+
+
+def test_a_gpu_or_counterless_folder_has_no_kernel_section(folder: Path) -> None:
+    report = build_report(folder)
+    assert report.kernel == {} and "kernel_time" not in report.figures
+    assert "kernel (sys) time" not in render_markdown(report, folder)

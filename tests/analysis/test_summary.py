@@ -42,3 +42,37 @@ def test_a_data_parallel_run_shows_its_ranks_and_scaling() -> None:
     assert "efficiency n/a: no one-rank run" in format_run(alone)
     row = two.to_row()
     assert row["world_size"] == 2 and row["global_batch"] == 256 and row["scaling_efficiency"] == 0.405
+
+
+def test_the_kernel_time_line_gives_the_counters_per_step_and_the_cause() -> None:
+    from vaebench.result import MonitorSummary, StepSplit, SyscallCount, SyscallTable, TrainMetrics
+
+    train = TrainMetrics(
+        t_import_s=1.0, t_data_s=1.0, t_model_s=0.0, t_first_step_s=0.1, train_s=11.37, steps_done=300,
+        samples_seen=38_400, warmup_steps=10, step_median_ms=27.0, step_iqr_ms=1.0, samples_per_s=4628.0,
+        epoch_s=11.37, final_loss=183.2, epoch_losses=[183.2], epoch_times_s=[11.37], split=StepSplit(),
+        model_flops_per_s=1e10, peak_flops_per_s=1e11, flops_frac=0.1, train_user_s=7.1417, train_sys_s=1.6423,
+        train_minor_faults=12273.0, train_ctx_voluntary=486142.0, train_ctx_involuntary=33692.0,
+    )
+    usage = ProcessUsage(13.0, 10.8, 2.24, 800.0, 500_000, 40_000, 0, main_cpu_s=12.05, minor_faults=140_000,
+                         major_faults=0)
+    monitor = MonitorSummary(runqueue_wait_s=50.4776, os_threads_max=32, runnable_max=16, runnable_mean=6.4)
+    table = SyscallTable("strace -c -f", (SyscallCount("futex", 47_017, 10_485, 4.409),
+                                          SyscallCount("newfstatat", 36_253, 1_239, 0.232)), steps=300, real_s=11.0)
+    record = RunRecord(spec=RunSpec(threads=16, omp_wait_policy="passive"), run_id="r1", started_at="now",
+                       process=usage, train=train, monitor=monitor, syscalls=table,
+                       fingerprint={"usable_cores": 2, "logical_cores": 2, "torch_threads": 16})
+    lines = format_run(record).splitlines()
+    kernel = next(line for line in lines if line.strip().startswith("kernel"))
+    assert kernel.strip() == (
+        "kernel    sys/user 0.23, 41 minor faults/step, 1,733 context switches/step (1,620 voluntary), run-queue "
+        "wait 168.3 ms/step; 16 threads on 2 cores (oversubscribed); 32 OS threads, at most 16 runnable at once")
+    cause = next(line for line in lines if line.strip().startswith("cause:"))
+    assert "oversubscription" in cause and "--threads at most the usable cores" in cause
+    assert any("syscalls  strace -c -f, a separate traced run (300 steps" in line for line in lines)
+    assert any(line.split()[:2] == ["futex", "47,017"] for line in lines)
+    assert record.to_row()["oversubscribed"] is True
+
+
+def test_no_kernel_line_without_training_window_counters() -> None:
+    assert "kernel" not in format_run(record({}))

@@ -37,10 +37,11 @@ OVERSUBSCRIPTION = "oversubscription"
 WORKERS = "DataLoader workers"
 CAUSES = (ALLOCATOR, WAKEUPS, OVERSUBSCRIPTION, WORKERS)
 
-FAULT_US = 2.0  # kernel time per minor fault: the fault, a zeroed 4 KiB page, its share of mmap/munmap
-SWITCH_US = 3.0  # kernel time per context switch: the futex call and the scheduler on both sides
+FAULT_US = 3.0  # kernel time per minor fault: the fault, a zeroed 4 KiB page, its share of mmap/munmap
+SWITCH_US = 3.3  # kernel time per context switch: the futex call and the scheduler on both sides
 SYS_SMALL = 0.10  # sys/user below this: little kernel time, whatever its cause
-ALSO = 0.5  # a second cause costing at least this share of the first is named beside it
+ALSO = 0.5  # a second cause costing at least this share of the first is named beside it...
+ALSO_MIN_MS = 0.1  # ...and at least this much kernel time per step
 WORKER_SHARE = 0.25  # workers using this share of the tree's CPU or more are a cause of their own
 
 KNOBS: dict[str, str] = {
@@ -113,6 +114,11 @@ class Verdict:
     def knob(self) -> str:
         return KNOBS[self.cause]
 
+    @property
+    def label(self) -> str:
+        """The cause, with the second one where it is nearly as costly: `oversubscription (+ ...)`."""
+        return self.cause + (f" (+ {self.also})" if self.also else "")
+
     def __str__(self) -> str:
         head = f"{self.cause}" + (f" (and {self.also})" if self.also else "")
         if self.small:
@@ -145,12 +151,17 @@ def counters(row: Mapping[str, Any]) -> Counters | None:
 
 
 def costs(c: Counters) -> dict[str, float]:
-    """Estimated kernel milliseconds per step of each cause the counters show."""
-    switch_ms = c.per_step(c.switches) * SWITCH_US / 1e3
+    """Estimated kernel milliseconds per step of each cause the counters show.
+
+    One pool's switches are either cause, never both, and the thread count says which: with
+    more threads than cores every switch is the pool's (it sleeps where it would spin, and is
+    preempted); with no more, only the voluntary ones are wake-ups, the involuntary ones being
+    other processes taking the cores.
+    """
+    switches = c.switches if c.oversubscribed else _finite(c.voluntary)
     found = {
         ALLOCATOR: c.per_step(c.minor_faults) * FAULT_US / 1e3,
-        # One pool's switches are either cause, never both: the thread count says which.
-        OVERSUBSCRIPTION if c.oversubscribed else WAKEUPS: switch_ms,
+        OVERSUBSCRIPTION if c.oversubscribed else WAKEUPS: c.per_step(switches) * SWITCH_US / 1e3,
     }
     if c.workers > 0 and c.workers_cpu_s >= WORKER_SHARE * c.tree_cpu_s:
         found[WORKERS] = c.per_step(c.workers_cpu_s * c.tree_sys_share) * 1e3
@@ -162,7 +173,8 @@ def verdict(c: Counters) -> Verdict:
     found = costs(c)
     ranked = sorted(found, key=lambda k: -found[k])
     cause = ranked[0]
-    second = ranked[1] if len(ranked) > 1 and found[ranked[1]] >= ALSO * found[cause] > 0 else ""
+    runner_up = found[ranked[1]] if len(ranked) > 1 else 0.0
+    second = ranked[1] if runner_up >= max(ALSO * found[cause], ALSO_MIN_MS) else ""
     sys_ms = c.per_step(c.sys_s) * 1e3
     numbers = {
         "sys_user": c.sys_user, "sys_ms_per_step": sys_ms, "faults_per_step": c.per_step(c.minor_faults),
@@ -201,17 +213,20 @@ def _explain(cause: str, c: Counters, cost_ms: float) -> str:
     if cause == WORKERS:
         share = c.workers_cpu_s / c.tree_cpu_s
         return f"{c.workers:.0f} DataLoader workers use {100 * share:.0f}% of the tree's CPU ({cost})"
+    placed = f"{_count(c.threads, 'thread')} on {_count(c.cores, 'core')}"
+    if cause == WAKEUPS:
+        return (f"{c.per_step(c.voluntary):,.0f} voluntary context switches per step ({cost} at {SWITCH_US:g} us "
+                f"each) with {placed}; {c.per_step(c.involuntary):,.0f} involuntary ones are other processes "
+                "taking the cores")
     switches = (f"{c.per_step(c.voluntary):,.0f} voluntary + {c.per_step(c.involuntary):,.0f} involuntary "
                 f"context switches per step ({cost} at {SWITCH_US:g} us each)")
-    if cause == WAKEUPS:
-        return switches + f" with {_count(c.threads)} threads on {_count(c.cores)} cores"
     queued = c.per_step(c.runqueue_s) * 1e3
     wait = f", {queued:.1f} ms of run-queue wait per step" if math.isfinite(queued) else ""
-    return switches + f": {_count(c.threads)} threads on {_count(c.cores)} cores{wait}"
+    return switches + f": {placed}{wait}"
 
 
-def _count(value: float) -> str:
-    return "?" if math.isnan(value) else f"{value:.0f}"
+def _count(value: float, noun: str) -> str:
+    return f"? {noun}s" if math.isnan(value) else f"{value:.0f} {noun}{'' if value == 1 else 's'}"
 
 
 def _num(row: Mapping[str, Any], key: str) -> float:

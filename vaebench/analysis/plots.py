@@ -22,6 +22,7 @@ from matplotlib.lines import Line2D
 
 from ..result import OK
 from ..spec import SPEC_FIELDS, format_value
+from .kernel import PER_STEP
 
 TIME_PARTS = (
     ("real_s", "real (wall clock)"),
@@ -41,6 +42,7 @@ GPU_PANELS = (
     ("gpu_sm_clock_mhz", "SM clock (MHz)"),
 )
 UTIL_NOTE = "NVML utilization.gpu is the share of time any kernel ran, not compute efficiency"
+KERNEL_PANELS = (*PER_STEP, ("samples_per_s", "samples/s (steady state)"))
 
 
 def time_bars(summary: pd.DataFrame, runs: pd.DataFrame | None = None) -> Figure | None:
@@ -96,6 +98,38 @@ def thread_scaling(summary: pd.DataFrame) -> Figure | None:
         ax.set_xticks(counts)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
+    return figure
+
+
+def kernel_counters(summary: pd.DataFrame) -> Figure | None:
+    """sys/user and each kernel-time counter per step against intra-op threads, one line per
+    group of the other fields that vary (wait policy, allocator, ...), log-scaled where the
+    counters span decades; the usable cores are marked, oversubscription lies to their right."""
+    if "threads" not in summary or not _has(summary, "sys_user_median"):
+        return None
+    data = summary.dropna(subset=["threads", "sys_user_median"])
+    if data["threads"].nunique() < 2:
+        return None
+    figure = Figure(figsize=(14, 7.5), layout="constrained")
+    axes = figure.subplots(2, 3).ravel()
+    counts = np.sort(data["threads"].unique())
+    cores = pd.to_numeric(data.get("fp_usable_cores_median", pd.Series(dtype=float)), errors="coerce").dropna()
+    for ax, (column, label) in zip(axes, KERNEL_PANELS, strict=True):
+        for name, group in _groups(data, "threads"):
+            group = group.sort_values("threads")
+            ax.plot(group["threads"], group[f"{column}_median"], marker="o", label=name)
+        if len(cores):
+            ax.axvline(float(cores.max()), color="grey", linestyle=":", label="usable cores")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(counts, [str(int(c)) for c in counts])
+        ax.set_xlabel("intra-op threads")
+        ax.set_title(label, fontsize="medium")
+        ax.grid(alpha=0.3)
+        if column in ("voluntary_per_step", "runqueue_ms_per_step") and (data[f"{column}_median"] > 0).all():
+            ax.set_yscale("log")  # these span decades from one thread to many
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize="small")
+    figure.suptitle("Where the kernel time goes: counters per step of the training window against threads")
     return figure
 
 

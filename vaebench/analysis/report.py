@@ -33,7 +33,7 @@ from ..machine import MACHINE_FIELDS, machine_label
 from ..result import OK, StepSplit
 from ..spec import SPEC_FIELDS, RunSpec, format_value, parse_value
 from ..stats import is_missing, number
-from . import plots
+from . import kernel, plots
 from .attribution import Evidence, attribute, utilization_note
 from .whatif import whatifs
 
@@ -77,8 +77,19 @@ OTHER_METRICS = (
     "gpu_energy_per_sample_mj",
     "cpu_energy_per_sample_mj",
     "allreduce_share",
+    *(name for name, _ in kernel.PER_STEP),
+    *(name for name in kernel.INPUTS if name not in ("user_s", "sys_s")),
 )
 METRICS: tuple[str, ...] = tuple(name for name, _, _ in TABLE_METRICS) + OTHER_METRICS
+# The kernel-time table of report.md: (column, header, format), medians per configuration.
+KERNEL_TABLE: tuple[tuple[str, str, str], ...] = (
+    ("sys_user", "sys/user", "{:.3f}"),
+    ("faults_per_step", "minor faults/step", "{:,.0f}"),
+    ("voluntary_per_step", "voluntary sw/step", "{:,.0f}"),
+    ("involuntary_per_step", "involuntary sw/step", "{:,.0f}"),
+    ("runqueue_ms_per_step", "run-queue ms/step", "{:.1f}"),
+    ("samples_per_s", "samples/s", "{:,.0f}"),
+)
 
 
 class ReportError(UsageError):
@@ -110,6 +121,7 @@ class Report:
     baseline: str | None = None
     bottlenecks: dict[str, str] = field(default_factory=dict)  # config -> what bounds it, with evidence
     machines: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per machine: hosts, CPU, GPU, runs
+    kernel: dict[str, kernel.Verdict] = field(default_factory=dict)  # config -> where its sys time went (CPU runs)
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -153,6 +165,7 @@ def build_report(
         baseline=baseline,
         bottlenecks=bottlenecks(summary),
         machines=machines,
+        kernel=kernel_causes(summary),
     )
 
 
@@ -170,6 +183,8 @@ def label_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]]:
         f"{setup} @ {machine}" if several and machine else setup
         for setup, machine in zip(labelled["setup"], labelled["machine"], strict=True)
     ]
+    per_step = pd.DataFrame([kernel.per_step_columns(row) for row in runs.to_dict("records")], index=runs.index)
+    labelled[list(per_step.columns)] = per_step
     for name in METRICS:
         if name not in labelled:
             labelled[name] = math.nan
@@ -241,6 +256,17 @@ def bottlenecks(summary: pd.DataFrame) -> dict[str, str]:
             whatifs=measured.get(row["config"], {}),
         )
         found[row["config"]] = str(attribute(evidence))
+    return found
+
+
+def kernel_causes(summary: pd.DataFrame) -> dict[str, kernel.Verdict]:
+    """Where each CPU configuration's kernel time went: `analysis.kernel` on its median counters."""
+    found = {}
+    for row in summary.to_dict("records"):
+        medians = {name: row.get(f"{name}_median", math.nan) for name in kernel.INPUTS}
+        verdict = kernel.kernel_verdict({**row, **medians})
+        if verdict is not None:
+            found[row["config"]] = verdict
     return found
 
 
@@ -358,6 +384,7 @@ def draw_figures(
         "step_split": plots.step_split(measured),
         "flops": plots.flops_share(measured),
         "rank_scaling": plots.rank_scaling(measured),
+        "kernel_time": plots.kernel_counters(measured),
     }
     return {name: figure for name, figure in drawn.items() if figure is not None}
 
@@ -504,6 +531,7 @@ def render_markdown(report: Report, out: Path) -> str:
     if len(report.failed):
         lines += ["## Failed runs", "", _markdown(report.failed.fillna("")), ""]
     lines += _bottlenecks_markdown(report)
+    lines += _kernel_markdown(report)
     lines += _figures_markdown(report)
     lines += _samples_markdown(report, out)
     lines += ["## Exports", ""]
@@ -533,6 +561,27 @@ def _bottlenecks_markdown(report: Report) -> list[str]:
     return lines + [""]
 
 
+def kernel_table(report: Report) -> pd.DataFrame:
+    """The CPU configurations' kernel-time counters (medians) with the cause each points to."""
+    rows = report.summary[report.summary["config"].isin(list(report.kernel))]
+    table = pd.DataFrame({"config": rows["config"]})
+    for name, header, fmt in KERNEL_TABLE:
+        table[header] = [_cell(value, math.nan, fmt) for value in rows[f"{name}_median"]]
+    table["cause"] = [report.kernel[config].label for config in rows["config"]]
+    return table.reset_index(drop=True)
+
+
+def _kernel_markdown(report: Report) -> list[str]:
+    if not report.kernel:
+        return []
+    lines = ["## Where the kernel (sys) time went", "",
+             "Counters of the training process over its training window, per step (medians over repeats); each "
+             "cause is costed in kernel time at a few microseconds per event (`vaebench.analysis.kernel`).", "",
+             _markdown(kernel_table(report)), ""]
+    lines += [f"- **{config}**: {verdict}" for config, verdict in report.kernel.items()]
+    return lines + [""]
+
+
 def _warnings_markdown(warnings: list[ReportWarning]) -> list[str]:
     lines = [f"> **Warning: {w.message}**" for w in warnings if w.kind in ReportWarning.PROMINENT]
     lines += [""] if lines else []
@@ -551,6 +600,7 @@ FIGURE_TITLES = {
     "step_split": "Where the step time goes",
     "flops": "Achieved FLOP/s against the measured peak",
     "rank_scaling": "Data-parallel scaling: samples/s and efficiency against ranks",
+    "kernel_time": "Kernel time and its counters per step against threads",
 }
 
 

@@ -160,7 +160,8 @@ def _kernel_lines(record: RunRecord) -> list[str]:
     per_step = found.per_step
     queue = per_step(found.runqueue_s) * 1e3
     wait = f"run-queue wait {queue:.1f} ms/step" if math.isfinite(queue) else "run-queue wait n/a"
-    threads = f"{found.threads:.0f} threads" if math.isfinite(found.threads) else "default threads"
+    threads = f"{found.threads:.0f} thread{'s' * (found.threads != 1)}" if math.isfinite(found.threads) else \
+        "default threads"
     cores = f" on {found.cores:.0f} cores" if math.isfinite(found.cores) else ""
     over = " (oversubscribed)" if found.oversubscribed else ""
     lines = [
