@@ -272,3 +272,68 @@ def test_input_bound_is_one_rule_for_findings_and_attribution() -> None:
         assert found is not None and ("input pipeline, not model" in found.text) is bound
         verdict = attribute(Evidence(split=StepSplit(data, copy, 10.0 - data - copy - 0.5, 0.5), device="cuda:0"))
         assert (verdict.kind == INPUT) is bound
+
+
+def _sweep_rows() -> list[dict]:
+    from tests.analysis.test_kernel import ALLOCATOR_RUN, MIXED_RUN, OVERSUBSCRIBED_RUN
+
+    return [ALLOCATOR_RUN, MIXED_RUN, OVERSUBSCRIBED_RUN | {"allocator": "system"}]
+
+
+def test_kernel_anatomy_reads_the_counters_across_the_thread_sweep() -> None:
+    finding = fnd.kernel_anatomy(_sweep_rows())
+    assert finding is not None and finding.topic == "kernel"
+    text = finding.text
+    assert text.startswith("From 1 to 16 threads on 2 cores, over the training windows sys/user went 0.10 -> 0.23")
+    assert "voluntary context switches per step 0 -> 1,620" in text and "minor faults per step 898 -> 41" in text
+    assert "At 1 thread the kernel time is allocator page faults" in text and "at 16 it is oversubscription" in text
+    assert finding.numbers["voluntary_high"] == pytest.approx(486142 / 300)
+    assert fnd.kernel_anatomy(_sweep_rows()[:1]) is None
+
+
+def test_flat_faults_and_growing_switches_say_threads_not_allocator() -> None:
+    from tests.analysis.test_kernel import ALLOCATOR_RUN, MIXED_RUN
+
+    glibc_16 = MIXED_RUN | {"threads": 16, "fp_torch_threads": 16, "train_ctx_voluntary": 486142.0}
+    finding = fnd.kernel_anatomy([ALLOCATOR_RUN, glibc_16])
+    assert finding is not None
+    assert "(x1.0)" in finding.text and "the threads, not the allocator, add the kernel time" in finding.text
+
+
+def test_wait_policy_and_allocator_what_ifs_say_what_they_did_to_sys() -> None:
+    from tests.analysis.test_kernel import ALLOCATOR_RUN, OVERSUBSCRIBED_RUN, WAKEUPS_RUN
+
+    default = OVERSUBSCRIBED_RUN | {"samples_per_s": 4000.0}
+    active = OVERSUBSCRIBED_RUN | {"omp_wait_policy": "active", "train_sys_s": 1.0, "train_user_s": 14.0,
+                                   "samples_per_s": 2000.0}
+    finding = fnd.wait_policy_effect([default], [active])
+    assert finding is not None
+    assert "--omp-wait-policy active at 16 threads: sys 1.64 -> 1.00 s, user 7.14 -> 14.00 s" in finding.text
+    assert "samples/s x0.50" in finding.text
+    assert fnd.wait_policy_effect([default], []) is None
+    base = ALLOCATOR_RUN | {"step_median_ms": 7.3}
+    jemalloc = WAKEUPS_RUN | {"threads": 1, "allocator": "jemalloc", "step_median_ms": 5.0}
+    found = fnd.allocator_effect([jemalloc, base | {"loader": "tensor"}], {"cpu": base})
+    assert len(found) == 1
+    assert found[0].text == ("--allocator jemalloc: minor faults per step 898 -> 27, sys over the training window "
+                             "0.65 -> 0.31 s, median step 7.30 -> 5.00 ms (1.46x).")
+
+
+def test_the_sys_claim_names_the_machine_differences_that_can_account_for_it() -> None:
+    sweep = _sweep_rows()
+    here = {"fp_logical_cores": 2, "fp_openmp_runtime": "libgomp (GNU)", "fp_sandbox": "", "sys_s": 1.2,
+            "user_s": 10.5, "fp_torch_threads": 2}
+    finding = fnd.sys_claim("disagrees", 2.17, [r | {"user_s": 10.0, "sys_s": 2.0} for r in sweep],
+                            {"logical_cores": 20}, here)
+    assert finding is not None and finding.topic == "claim"
+    text = finding.text
+    assert "spent 2.17x as long in the kernel as in user mode; here it does not: even at 16 threads sys/user is 0.20" \
+        in text
+    assert "cores: 20 published against 2 here" in text and "0 -> 1,620 from 1 to 16 threads" in text
+    assert "the OpenMP runtime: libgomp (GNU) here; the published machine's is not published" in text
+    assert "sandbox" not in text
+    sandboxed = fnd.sys_claim("disagrees", 2.17, sweep, {"logical_cores": 2}, here | {"fp_sandbox": "gvisor"})
+    assert sandboxed is not None and "sandboxed kernel (gvisor)" in sandboxed.text and "cores:" not in sandboxed.text
+    held = fnd.sys_claim("agrees", 2.17, sweep, {"logical_cores": 20}, here)
+    assert held is not None and "holds here" in held.text
+    assert fnd.sys_claim("not testable here", 2.17, sweep, {}, here) is None

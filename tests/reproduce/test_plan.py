@@ -15,7 +15,7 @@ from vaebench.measure.run import RunOptions, new_run_id
 from vaebench.reproduce import claim as claims
 from vaebench.reproduce import plan as reproduce
 from vaebench.reproduce import report as reproduce_report
-from vaebench.reproduce.plan import BASELINE, SEED, SWEEP, WHAT_IF
+from vaebench.reproduce.plan import BASELINE, POLICY, SEED, SWEEP, WHAT_IF
 from vaebench.result import DataInfo, ProcessUsage, RunRecord, StepSplit, TrainMetrics
 from vaebench.spec import RunSpec
 
@@ -46,7 +46,7 @@ def test_quick_plan_on_a_cpu_only_machine() -> None:
 
 def test_full_plan_runs_the_all_cores_point_once() -> None:
     plan = reproduce.make_plan(BLOG.run, ["cpu"], quick=False, data="embedded", cores=2, default_threads=2)
-    assert roles(plan) == [
+    assert roles(plan)[:6] == [
         ("cpu", 10, None, "reference", "off", (SEED,)),
         ("cpu", 1, None, "reference", "off", (BASELINE, SWEEP)),
         ("cpu", 1, None, "tensor", "off", (WHAT_IF,)),
@@ -54,6 +54,19 @@ def test_full_plan_runs_the_all_cores_point_once() -> None:
         ("cpu", 1, 1, "reference", "off", (SWEEP,)),
         ("cpu", 1, 4, "reference", "off", (SWEEP,)),  # twice the cores: oversubscribed
     ]
+    # Every count of the thread sweep also runs with both wait policies, after the rest.
+    policies = [(r.spec.threads, r.spec.omp_wait_policy) for r in plan.runs if POLICY in r.roles]
+    assert sorted(policies, key=str) == sorted([(t, p) for t in (None, 1, 4) for p in ("active", "passive")], key=str)
+    assert all(r.roles == (POLICY,) for r in plan.runs[6:])
+
+
+def test_each_allocator_found_here_is_a_cpu_what_if() -> None:
+    plan = reproduce.make_plan(BLOG.run, ["cpu"], quick=True, data="embedded", cores=2, default_threads=2,
+                               allocators=("jemalloc", "tcmalloc"))
+    whatifs = [(r.spec.loader, r.spec.allocator) for r in plan.runs if WHAT_IF in r.roles]
+    assert whatifs == [("tensor", "system"), ("device", "system"), ("reference", "jemalloc"),
+                       ("reference", "tcmalloc")]
+    assert not any(POLICY in r.roles for r in plan.runs)  # --quick: no thread sweep, no policies
 
 
 def test_full_plan_with_a_gpu_and_hyperthreads() -> None:
@@ -118,7 +131,10 @@ def test_the_comparison_table_on_a_cpu_only_machine() -> None:
     assert [(w.change, w.speedup) for w in comparison.whatifs] == [("loader=device", 3.0)]
     assert comparison.threads["threads"].tolist() == [1, 2]
     topics = [f.topic for f in comparison.findings]
-    assert topics == ["step-split", "threads", "pipeline", "machine", "machine"]
+    assert topics == ["step-split", "threads", "claim", "pipeline", "machine", "machine"]
+    claim = next(f for f in comparison.findings if f.topic == "claim")
+    assert "here it does not: even at 2 threads sys/user is 0.08" in claim.text
+    assert "cores: 20 published against 2 here" in claim.text
     assert any("No CUDA GPU measured here" in n for n in comparison.notes)
     assert any("embedded-5k" in n and "mnist" in n for n in comparison.notes)
     assert comparison.failed == ["cpu, loader=tensor (what-if): crashed: killed by SIGKILL"]
@@ -181,22 +197,25 @@ def fake_run(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
 
 def test_reproduce_command_with_a_fake_runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from vaebench import machine
+
     monkeypatch.setattr(reproduce, "run_once", fake_run)
+    monkeypatch.setattr(machine, "_ldconfig_allocators", lambda: ())  # no allocator what-ifs: a fixed plan
     out = tmp_path / "out"
     args = ["reproduce", "--device", "cpu", "--data", "synthetic", "--samples", "256", "--out", str(out)]
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "6 runs on cpu with synthetic" in text
+    assert "12 runs on cpu with synthetic" in text  # 6, and both wait policies at each of 3 thread counts
     assert "published  RTX 3090" in text and "cpu-sys-above-user: DISAGREES" in text
     assert "From 1 to 4 threads on 2 cores" in text and "oversubscribed" in text
     assert "loader=device ran an epoch in 4.00 s against the reference pipeline's 12.00 s (3.00x)" in text
     for name in ("reproduce.md", "reproduce.csv", "reproduce.png", "report.md", "summary.csv", "times.png"):
         assert (out / name).exists(), name
-    assert len(storage.read_rows(out)) == 6
+    assert len(storage.read_rows(out)) == 12
     # A second run reuses what the folder holds.
     assert main(args) == 0
-    assert "reused 6 runs" in capsys.readouterr().out
-    assert len(storage.read_rows(out)) == 6
+    assert "reused 12 runs" in capsys.readouterr().out
+    assert len(storage.read_rows(out)) == 12
 
 
 @pytest.mark.slow

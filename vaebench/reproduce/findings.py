@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..analysis import kernel
 from ..analysis.attribution import FP16_SYNC
 from ..analysis.trace import NO_DEVICE_ROWS, NO_DEVICE_SOURCE, from_device_rows
 from ..rules import INPUT_BOUND_SHARE
@@ -348,6 +349,146 @@ def rung_steps(rows: Sequence[Row]) -> list[Finding]:
         numbers = {"step_before_ms": step_a, "step_after_ms": step_b} | {f"{k}_delta_ms": v for k, v in changes.items()}
         found.append(Finding("rung", text + ".", numbers))
     return found
+
+
+def kernel_anatomy(sweep: Sequence[Row]) -> Finding | None:
+    """Where the CPU sweep's kernel time went, from the counters of its training windows: how
+    sys/user, voluntary switches and minor faults per step moved from the fewest threads to the
+    most, and the cause `analysis.kernel` names at each end."""
+    by_threads = {t: c for r in sweep if (t := thread_count(r)) is not None and (c := kernel.counters(r)) is not None}
+    if len(by_threads) < 2:
+        return None
+    low, high = min(by_threads), max(by_threads)
+    a, b = by_threads[low], by_threads[high]
+    verdict_a, verdict_b = kernel.verdict(a), kernel.verdict(b)
+    vol = (a.per_step(a.voluntary), b.per_step(b.voluntary))
+    faults = (a.per_step(a.minor_faults), b.per_step(b.minor_faults))
+    numbers = {"sys_user_low": a.sys_user, "sys_user_high": b.sys_user, "voluntary_low": vol[0],
+               "voluntary_high": vol[1], "faults_low": faults[0], "faults_high": faults[1]}
+    on = f" on {b.cores:.0f} cores" if math.isfinite(b.cores) else ""
+    text = (f"From {low} to {high} threads{on}, over the training windows sys/user went {a.sys_user:.2f} -> "
+            f"{b.sys_user:.2f}; voluntary context switches per step {vol[0]:,.0f} -> {vol[1]:,.0f}"
+            f"{_times(vol)}; minor faults per step {faults[0]:,.0f} -> {faults[1]:,.0f}{_times(faults)}")
+    queue = (a.per_step(a.runqueue_s) * 1e3, b.per_step(b.runqueue_s) * 1e3)
+    if all(math.isfinite(q) for q in queue):
+        text += f"; run-queue wait {queue[0]:.1f} -> {queue[1]:.1f} ms per step"
+        numbers |= {"runqueue_ms_low": queue[0], "runqueue_ms_high": queue[1]}
+    text += (f". At {low} thread{'s' if low > 1 else ''} the kernel time is {verdict_a.label} "
+             f"({_costs(verdict_a)}); at {high} it is {verdict_b.label} ({_costs(verdict_b)}).")
+    flat = FLAT_LOW <= faults[1] / faults[0] <= FLAT_HIGH if faults[0] > 0 else False
+    if flat and verdict_b.cause != kernel.ALLOCATOR:
+        text += " The faults stay flat while the switches grow: the threads, not the allocator, add the kernel time."
+    return Finding("kernel", text, numbers)
+
+
+FLAT_LOW, FLAT_HIGH = 0.75, 1.33  # a counter per step that moves less than this across threads is flat
+
+
+def wait_policy_effect(sweep: Sequence[Row], policy_rows: Sequence[Row]) -> Finding | None:
+    """What `--omp-wait-policy passive` and `active` did to sys, user and speed, at the top thread
+    count where both the default and the policy ran."""
+    default = {t: r for r in sweep if (t := thread_count(r)) is not None}
+    found = []
+    numbers: dict[str, float] = {}
+    for policy in ("passive", "active"):
+        pairs = {t: (default[t], r) for r in policy_rows if r.get("omp_wait_policy") == policy
+                 and (t := thread_count(r)) in default}
+        if not pairs:
+            continue
+        top = max(pairs)
+        base, other = (kernel.counters(r) for r in pairs[top])
+        if base is None or other is None:
+            continue
+        speed = number(pairs[top][1].get("samples_per_s")) / number(pairs[top][0].get("samples_per_s"))
+        found.append(f"--omp-wait-policy {policy} at {top} threads: sys {base.sys_s:.2f} -> {other.sys_s:.2f} s, "
+                     f"user {base.user_s:.2f} -> {other.user_s:.2f} s, voluntary switches per step "
+                     f"{base.per_step(base.voluntary):,.0f} -> {other.per_step(other.voluntary):,.0f}, samples/s "
+                     f"x{speed:.2f}")
+        numbers |= {f"{policy}_sys_ratio": other.sys_s / base.sys_s if base.sys_s > 0 else math.nan,
+                    f"{policy}_speedup": speed}
+    if not found:
+        return None
+    text = "Against the runtime's default wait policy (training windows): " + "; ".join(found) + "."
+    return Finding("kernel", text, numbers)
+
+
+def allocator_effect(whatif_rows: Sequence[Row], baselines: Mapping[str, Row]) -> list[Finding]:
+    """Each preloaded allocator against glibc's, same configuration otherwise: faults, sys, speed."""
+    found = []
+    for row in whatif_rows:
+        allocator = str(row.get("allocator") or "system")
+        base = baselines.get(str(row.get("device")))
+        if allocator == "system" or base is None:
+            continue
+        mine, theirs = kernel.counters(row), kernel.counters(base)
+        if mine is None or theirs is None:
+            continue
+        step = (number(base.get("step_median_ms")), number(row.get("step_median_ms")))
+        speed = step[0] / step[1] if step[1] > 0 else math.nan
+        text = (f"--allocator {allocator}: minor faults per step {theirs.per_step(theirs.minor_faults):,.0f} -> "
+                f"{mine.per_step(mine.minor_faults):,.0f}, sys over the training window {theirs.sys_s:.2f} -> "
+                f"{mine.sys_s:.2f} s, median step {step[0]:.2f} -> {step[1]:.2f} ms ({speed:.2f}x)")
+        numbers = {"faults_before": theirs.per_step(theirs.minor_faults),
+                   "faults_after": mine.per_step(mine.minor_faults), "sys_before": theirs.sys_s,
+                   "sys_after": mine.sys_s, "speedup": speed}
+        found.append(Finding("kernel", text + ".", numbers))
+    return found
+
+
+def sys_claim(outcome: str, published_sys_user: float, sweep: Sequence[Row], machine: Mapping[str, Any],
+              here: Row) -> Finding | None:
+    """Whether a published sys-above-user claim holds here, and if not, which difference of
+    machine can account for it: a sandbox's accounting, fewer cores (a smaller pool to wake at
+    every op), or another OpenMP runtime. `outcome` is the relation's verdict here."""
+    if outcome not in ("agrees", "disagrees", "too close to call"):
+        return None
+    rows = [r for r in sweep if kernel.counters(r) is not None] or [here]
+    top = max(rows, key=lambda r: thread_count(r) or 0)
+    ratio = number(top.get("sys_s")) / number(top.get("user_s")) if number(top.get("user_s")) > 0 else math.nan
+    threads, cores = thread_count(top), number(here.get("fp_logical_cores"))
+    if outcome == "agrees":
+        text = f"The published sys above user holds here (published sys/user {published_sys_user:.2f})."
+        return Finding("claim", text, {"sys_user_top": ratio})
+    text = (f"The published CPU run spent {published_sys_user:.2f}x as long in the kernel as in user mode; here it "
+            f"does not: even at {threads} threads sys/user is {ratio:.2f}.")
+    reasons = []
+    sandbox = str(here.get("fp_sandbox") or "")
+    if sandbox:
+        reasons.append(f"this machine runs a sandboxed kernel ({sandbox}): its sys time is the sandbox's own "
+                       "accounting, not a host kernel's, so the ratio is not comparable")
+    published_cores = number(machine.get("logical_cores"))
+    if published_cores > cores:
+        switches = [(t, c.per_step(c.voluntary)) for r in rows if (t := thread_count(r)) and
+                    (c := kernel.counters(r)) is not None]
+        grow = ""
+        if len(switches) >= 2:
+            (t0, v0), (t1, v1) = min(switches), max(switches)
+            grow = (f" (here voluntary switches per step went {v0:,.0f} -> {v1:,.0f} from {t0} to {t1} threads: "
+                    "each parallel op wakes every sleeping thread of the pool)")
+        reasons.append(f"cores: {published_cores:.0f} published against {cores:.0f} here. Kernel time here grows "
+                       f"with the pool{grow}, but a pool larger than the cores keeps at most {cores:.0f} threads in "
+                       f"the kernel at once and queues the rest; {published_cores:.0f} cores let "
+                       f"{published_cores:.0f} threads sleep and wake in parallel. Only a machine with many cores "
+                       "can show whether that is the published ratio")
+    runtime = str(here.get("fp_openmp_runtime") or "")
+    if runtime and "openmp_runtime" not in machine:
+        reasons.append(f"the OpenMP runtime: {runtime} here; the published machine's is not published (pip's torch "
+                       "bundles libgomp, so probably the same)")
+    elif runtime and str(machine["openmp_runtime"]) != runtime:
+        reasons.append(f"the OpenMP runtime: {machine['openmp_runtime']} published against {runtime} here: their "
+                       "wait policies differ (libgomp sleeps after ~3 ms of spinning, Intel's after 200 ms)")
+    if reasons:
+        text += " What differs: " + "; ".join(reasons) + "."
+    return Finding("claim", text, {"sys_user_top": ratio, "published_sys_user": published_sys_user})
+
+
+def _times(pair: tuple[float, float]) -> str:
+    return f" (x{pair[1] / pair[0]:.1f})" if pair[0] > 0 and math.isfinite(pair[1]) else ""
+
+
+def _costs(verdict: kernel.Verdict) -> str:
+    ranked = sorted(verdict.costs_ms.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{name} ~{ms:.2f} ms/step" for name, ms in ranked)
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,12 @@ The plan, per device here (each CUDA GPU, then the CPU with all its cores):
   reduce-overhead), each for `SHORT_EPOCHS`, against a run of the claim's configuration of the
   same length on the same device, so that a speed-up compares runs measured the same way.
   Under `--quick` that short run is the seed run itself.
+- on the CPU, one what-if per preloadable allocator found here (jemalloc, tcmalloc).
 - unless `--quick`, a CPU thread sweep of short runs at 1, 2, 4, ... threads up to the
-  logical core count and twice that (oversubscribed), since only rates and the sys/user
-  ratio matter there. The point at
-  torch's default thread count is the short run above, so it runs once.
+  logical core count and twice that (oversubscribed), since only rates, the sys/user
+  ratio and the kernel-time counters matter there; each thread count also runs with
+  `--omp-wait-policy passive` and `active`. The point at torch's default thread count is
+  the short run above, so it runs once.
 
 Runs already in the results folder (same configuration) are reused, like a resumed sweep.
 """
@@ -40,8 +42,9 @@ if TYPE_CHECKING:
     from .claim import Claim
 
 SHORT_EPOCHS = 1  # what-if and sweep runs: one epoch of 60,000 samples gives steady rates and CPU times
-SEED, BASELINE, SWEEP, WHAT_IF = "seed", "baseline", "sweep", "what-if"
-ROLE_ORDER = (SEED, BASELINE, WHAT_IF, SWEEP)  # seed runs first: they are the comparison itself
+SEED, BASELINE, SWEEP, WHAT_IF, POLICY = "seed", "baseline", "sweep", "what-if", "wait-policy"
+ROLE_ORDER = (SEED, BASELINE, WHAT_IF, SWEEP, POLICY)  # seed runs first: they are the comparison itself
+SWEPT_POLICIES = ("passive", "active")  # beside the runtime's default, at every count of the CPU thread sweep
 WHAT_IF_LOADERS = ("tensor", "device")
 GPU_WHAT_IFS = ("pinned-tensor", "device-loader", "sync-epoch", "cuda-graphs", "reduce-overhead")  # ladder rungs
 
@@ -86,12 +89,14 @@ def make_plan(
     samples: int = DEFAULT.samples,
     cores: int = 1,
     default_threads: int = 1,
+    allocators: Sequence[str] = (),
 ) -> Plan:
     """The runs for `devices`; `run` holds the claim's run fields over vaebench's defaults.
 
     `default_threads` is the thread count torch picks on its own (the physical cores): the
     sweep point at that count is the default-threads run and is not run a second time.
-    `epochs` sizes the seed runs (default: the claim's; `quick` means one).
+    `epochs` sizes the seed runs (default: the claim's; `quick` means one). `allocators` are
+    the preloadable ones this machine has, each a CPU what-if.
     """
     base = dataclasses.replace(DEFAULT, **run, data=data, samples=samples).normalized()
     roles: dict[RunSpec, list[str]] = {}
@@ -114,10 +119,17 @@ def make_plan(
             for loader in WHAT_IF_LOADERS:
                 if loader != base.loader:
                     add(dataclasses.replace(short, loader=loader), WHAT_IF)
+            for allocator in allocators:
+                if allocator != base.allocator:
+                    add(dataclasses.replace(short, allocator=allocator), WHAT_IF)
         if device == "cpu" and not quick:
             for threads in thread_counts(cores):
                 same = short.threads == threads or (short.threads is None and threads == default_threads)
-                add(short if same else dataclasses.replace(short, threads=threads), SWEEP)
+                point = short if same else dataclasses.replace(short, threads=threads)
+                add(point, SWEEP)
+                for policy in SWEPT_POLICIES:
+                    if policy != point.omp_wait_policy:
+                        add(dataclasses.replace(point, omp_wait_policy=policy), POLICY)
     ordered = sorted(roles.items(), key=lambda item: min(ROLE_ORDER.index(r) for r in item[1]))
     return Plan(tuple(PlannedRun(spec, tuple(r)) for spec, r in ordered), tuple(devices), quick)
 
@@ -144,7 +156,8 @@ def prepare(
         check(dataclasses.replace(base, device=name), caps)
     base, info = prepare_data(base, data_dir)
     plan = make_plan(run, devices, quick=quick, data=base.data, samples=base.samples, epochs=epochs,
-                     cores=caps.logical_cores, default_threads=psutil.cpu_count(logical=False) or 1)
+                     cores=caps.logical_cores, default_threads=psutil.cpu_count(logical=False) or 1,
+                     allocators=caps.allocators)
     return plan, info
 
 
@@ -158,9 +171,11 @@ def plan_of_folder(run: Mapping[str, Any], folder: Path, *, quick: bool, epochs:
     devices = sorted(set(mine["device"]), key=lambda d: (d == "cpu", d))
     cpu = mine[mine["device"] == "cpu"]
     first = (cpu if not cpu.empty else mine).iloc[0]
+    used = mine["allocator"].dropna() if "allocator" in mine else []
+    allocators = sorted({str(a) for a in used} - {"system"})
     return make_plan(run, devices, quick=quick, epochs=epochs, data=str(first["data"]), samples=int(first["samples"]),
                      cores=int(first.get("fp_logical_cores") or 1),
-                     default_threads=int(first.get("fp_physical_cores") or 1))
+                     default_threads=int(first.get("fp_physical_cores") or 1), allocators=allocators)
 
 
 def judge(claim: Claim, plan: Plan, folder: Path, *, quick: bool, epochs: int | None) -> tuple[str, Path]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .._format import fmt, markdown_table, text_table
+from ..analysis import kernel
 from ..result import OK
 from ..stats import number
 from . import findings as fnd
@@ -64,14 +65,17 @@ def compare(claim: Claim, measured: pd.DataFrame, *, quick: bool = False, cuda_d
     whatifs = fnd.what_ifs([r for r in ok if _has_role(r, "what-if")], baselines)
     sweep = sorted((r for r in ok if _has_role(r, "sweep") and r.get("device") == "cpu"),
                    key=lambda r: fnd.thread_count(r) or 0)
+    policies = sorted((r for r in ok if _has_role(r, "wait-policy") and r.get("device") == "cpu"),
+                      key=lambda r: (str(r.get("omp_wait_policy")), fnd.thread_count(r) or 0))
     by_id = {p.id: [dict(r, label=device_label(r)) for r in seeds if _kind(r) == p.device] for p in claim.published}
+    verdicts = evaluate(claim, by_id)
     return Comparison(
         claim=claim,
         table=comparison_table(claim, seeds),
-        verdicts=evaluate(claim, by_id),
+        verdicts=verdicts,
         whatifs=whatifs,
-        threads=thread_table(sweep),
-        findings=_findings(claim, ok, seeds, sweep, whatifs, baselines, by_id),
+        threads=thread_table([*sweep, *policies]),
+        findings=_findings(claim, ok, seeds, (sweep, policies), whatifs, baselines, by_id, verdicts),
         notes=_notes(claim, ok, 1 if quick else epochs, cuda_devices),
         failed=[f"{device_label(r)}, {fnd.change_label(r)} ({r.get('roles', '')}): {r.get('reason', '')}" for r in rows
                 if r.get("status") != OK],
@@ -79,9 +83,11 @@ def compare(claim: Claim, measured: pd.DataFrame, *, quick: bool = False, cuda_d
     )
 
 
-def _findings(claim: Claim, ok: list[dict[str, Any]], seeds: list[dict[str, Any]], sweep: list[dict[str, Any]],
-              whatifs: list[WhatIf], baselines: dict[str, dict[str, Any]], by_id: Mapping[str, list[dict[str, Any]]]
+def _findings(claim: Claim, ok: list[dict[str, Any]], seeds: list[dict[str, Any]],
+              sweeps: tuple[list[dict[str, Any]], list[dict[str, Any]]], whatifs: list[WhatIf],
+              baselines: dict[str, dict[str, Any]], by_id: Mapping[str, list[dict[str, Any]]], verdicts: list[Verdict]
               ) -> list[Finding]:
+    sweep, policies = sweeps
     busy = fnd.contention(ok)  # first: it qualifies every number after it
     found = [busy] if busy is not None else []
     found += [f for r in seeds if (f := fnd.step_split(r)) is not None]
@@ -90,6 +96,9 @@ def _findings(claim: Claim, ok: list[dict[str, Any]], seeds: list[dict[str, Any]
         found.append(scaling)
     else:
         found += [f for r in seeds if r.get("device") == "cpu" and (f := fnd.cpu_time_balance(r)) is not None]
+    found += [f for f in (fnd.kernel_anatomy(sweep), fnd.wait_policy_effect(sweep, policies)) if f is not None]
+    found += fnd.allocator_effect([r for r in ok if _has_role(r, "what-if")], baselines)
+    found += _sys_claim(claim, verdicts, sweep, by_id)
     gpu_real = next((p.figures["real_s"] for p in claim.published if p.device == "cuda"), math.nan)
     found += fnd.pipeline_share(whatifs, baselines, gpu_real)
     for device, base in baselines.items():
@@ -98,6 +107,23 @@ def _findings(claim: Claim, ok: list[dict[str, Any]], seeds: list[dict[str, Any]
             found += fnd.rung_steps([base, *rungs])
     for p in claim.published if ok else ():
         finding = fnd.machine_finding(f"{p.label} (published)", p.machine, (by_id[p.id] or ok)[0], claim.data)
+        found += [finding] if finding is not None else []
+    return found
+
+
+def _sys_claim(claim: Claim, verdicts: list[Verdict], sweep: list[dict[str, Any]],
+               by_id: Mapping[str, list[dict[str, Any]]]) -> list[Finding]:
+    """The claim's sys-above-user relations (`X.sys_s > X.user_s`), each explained from the counters."""
+    found = []
+    for v in verdicts:
+        left, right = v.relation.left, v.relation.right
+        if (left.figure, right.figure, v.relation.op) != ("sys_s", "user_s", ">") or left.row != right.row:
+            continue
+        here = by_id.get(left.row) or []
+        if not here:
+            continue
+        row = claim.row(left.row)
+        finding = fnd.sys_claim(v.outcome, v.published, sweep, row.machine, here[0])
         found += [finding] if finding is not None else []
     return found
 
@@ -115,12 +141,26 @@ def comparison_table(claim: Claim, seeds: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["source", "device", "data", "epochs", *(c for c, _, _ in COLUMNS)])
 
 
+THREAD_COLUMNS = ("threads", "wait_policy", "user_s", "sys_s", "sys_user", "samples_per_s", "ctx_involuntary",
+                  "train_sys_user", "faults_per_step", "voluntary_per_step", "involuntary_per_step",
+                  "runqueue_ms_per_step", "kernel_cause")
+
+
 def thread_table(sweep: list[dict[str, Any]]) -> pd.DataFrame:
-    rows = [{"threads": fnd.thread_count(r), "user_s": number(r.get("user_s")), "sys_s": number(r.get("sys_s")),
-             "sys_user": number(r.get("sys_s")) / number(r.get("user_s")),
-             "samples_per_s": number(r.get("samples_per_s")), "ctx_involuntary": number(r.get("ctx_involuntary"))}
-            for r in sweep]
-    return pd.DataFrame(rows, columns=["threads", "user_s", "sys_s", "sys_user", "samples_per_s", "ctx_involuntary"])
+    """The CPU thread sweep, one row per run: whole-process times, then the training window's
+    kernel-time counters per step (`train_sys_user` is its sys/user) and the cause they name."""
+    rows = []
+    for r in sweep:
+        verdict = kernel.kernel_verdict(r)
+        per_step = kernel.per_step_columns(r)
+        per_step["train_sys_user"] = per_step.pop("sys_user")
+        rows.append({"threads": fnd.thread_count(r), "wait_policy": str(r.get("omp_wait_policy") or "default"),
+                     "user_s": number(r.get("user_s")), "sys_s": number(r.get("sys_s")),
+                     "sys_user": number(r.get("sys_s")) / number(r.get("user_s")),
+                     "samples_per_s": number(r.get("samples_per_s")),
+                     "ctx_involuntary": number(r.get("ctx_involuntary")), **per_step,
+                     "kernel_cause": verdict.label if verdict is not None else ""})
+    return pd.DataFrame(rows, columns=list(THREAD_COLUMNS))
 
 
 def device_label(row: Mapping[str, Any]) -> str:
@@ -206,11 +246,16 @@ def _whatif_cells(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+THREAD_CELLS = (("user_s", "{:.2f}"), ("sys_s", "{:.2f}"), ("sys_user", "{:.3f}"), ("samples_per_s", "{:,.0f}"),
+                ("train_sys_user", "{:.3f}"), ("faults_per_step", "{:,.0f}"), ("voluntary_per_step", "{:,.0f}"),
+                ("involuntary_per_step", "{:,.0f}"), ("runqueue_ms_per_step", "{:.1f}"))
+
+
 def _thread_cells(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
-    headers = ["threads", "user s", "sys s", "sys/user", "samples/s", "involuntary switches"]
-    rows = [[str(r["threads"]), fmt(r["user_s"], "{:.2f}", missing="-"), fmt(r["sys_s"], "{:.2f}", missing="-"),
-             fmt(r["sys_user"], "{:.3f}", missing="-"), fmt(r["samples_per_s"], "{:,.0f}", missing="-"),
-             fmt(r["ctx_involuntary"], "{:,.0f}", missing="-")]
+    headers = ["threads", "wait policy", "user s", "sys s", "sys/user", "samples/s", "sys/user (train)",
+               "faults/step", "vol. sw/step", "invol. sw/step", "run-queue ms/step", "kernel time goes to"]
+    rows = [[str(r["threads"]), r["wait_policy"], *(fmt(r[name], spec, missing="-") for name, spec in THREAD_CELLS),
+             r["kernel_cause"] or "-"]
             for r in comparison.threads.to_dict("records")]
     return headers, rows
 
