@@ -166,6 +166,14 @@ def test_knob_groups_skip_invalid_combinations() -> None:
     assert any(s.pin_memory and s.workers == 4 for s in gpu["workers/pin memory"])
 
 
+def test_the_knob_stage_tries_the_allocators_and_wait_policies_this_machine_has() -> None:
+    bare = dict(knob_groups(RunSpec(), Capabilities(logical_cores=4)))
+    assert "allocator" not in bare  # none found here: nothing to try, nothing to fail
+    assert [s.omp_wait_policy for s in bare["wait policy"]] == ["active", "passive"]
+    found = dict(knob_groups(RunSpec(), Capabilities(logical_cores=4, allocators=("jemalloc",))))
+    assert [s.allocator for s in found["allocator"]] == ["jemalloc"]
+
+
 def test_parsers() -> None:
     assert parse_budget("120s") == 120 and parse_budget("2m") == 120 and parse_budget("90") == 90
     for bad in ("abc", "-5s", "0", ""):
@@ -236,6 +244,29 @@ def test_tune_wires_search_knobs_and_guard_with_fakes(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "tune.json").read_text())["recommendation"]["spec"]["batch_size"] == rec.trial.batch
     frame = trials_frame(result)
     assert {"climb", "refine", "confirm", "knob", "quality"} <= set(frame["stage"])
+
+
+def test_a_faster_allocator_is_adopted_and_named_in_the_recommendation_with_its_gain(tmp_path: Path) -> None:
+    measure, _ = peaked(512)
+    now = [0.0]
+
+    def screen(base: RunSpec, data: DataInfo, **kw: object) -> SearchResult:
+        return search_batch(base, measure, max_batch=int(kw["max_batch"]))  # type: ignore[arg-type]
+
+    def run(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
+        now[0] += 1
+        rate = measure(spec).samples_per_s * (1.25 if spec.allocator == "jemalloc" else 1.0)
+        return _record(spec, options, rate, 100.0)
+
+    settings = TuneSettings(base=BASE, budget_s=1000, quality_samples=BASE.samples)
+    caps = Capabilities(logical_cores=2, allocators=("jemalloc", "tcmalloc"))
+    result = tune(settings, DataInfo("synthetic", BASE.samples, 1.0, ""), RunOptions(out=tmp_path), caps,
+                  report=lambda line: None, clock=lambda: now[0], run=run, screen=screen)
+    assert result.config is not None and result.config.allocator == "jemalloc"
+    assert {t.spec.allocator for t in result.knobs} >= {"jemalloc", "tcmalloc"}
+    assert any(a.startswith("allocator: --allocator jemalloc measured") and "(1.25x)" in a for a in result.adopted)
+    assert "with allocator: --allocator jemalloc" in result.recommendation.reason
+    assert set(trials_frame(result)["allocator"]) == {"system", "jemalloc", "tcmalloc"}
 
 
 def rising(memory_per_sample_mb: float = 0.05):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..measure.run import RunOptions, run_once
 from ..result import DataInfo, RunRecord
-from ..spec import Capabilities, RunSpec
+from ..spec import SPEED_KNOBS, Capabilities, RunSpec, format_value
 from .search import (
     KNOB_GAIN,
     REFERENCE_BATCH,
@@ -73,6 +73,7 @@ class TuneResult:
     quality: list[Trial] = field(default_factory=list)
     recommendation: Recommendation = field(default_factory=lambda: Recommendation(None, "nothing ran"))
     config: RunSpec | None = None  # the best pipeline found, at the best batch
+    adopted: list[str] = field(default_factory=list)  # each knob the knob stage kept, with its measured gain
     notes: list[str] = field(default_factory=list)
     wall_s: float = math.nan
 
@@ -154,6 +155,10 @@ def tune(
     result.config = config
     _guard_quality(result, config, data, options, run, report, clock, start + budget)
     result.recommendation = recommend(result.quality, tolerance=settings.tolerance, target=settings.target_loss)
+    if result.recommendation.trial is not None and result.adopted:
+        rec = result.recommendation
+        result.recommendation = Recommendation(rec.trial, f"{rec.reason}; with {'; '.join(result.adopted)}",
+                                               rec.rejected)
     if result.recommendation.trial is None:
         fastest = max((t for t in [best, *result.knobs] if t.ok), key=lambda t: t.samples_per_s)
         result.recommendation = Recommendation(
@@ -187,8 +192,18 @@ def _tune_knobs(
             result.knobs.append(trial)
             report(trial.describe())
             if trial.ok and trial.samples_per_s > current.samples_per_s * (1 + KNOB_GAIN):
+                result.adopted = [a for a in result.adopted if not a.startswith(f"{group}: ")]
+                result.adopted.append(f"{group}: {changed(current.spec, trial.spec)} measured "
+                                      f"{trial.samples_per_s:,.0f} samples/s against {current.samples_per_s:,.0f} "
+                                      f"({trial.samples_per_s / current.samples_per_s:.2f}x)")
                 current = trial
     return current.spec
+
+
+def changed(before: RunSpec, after: RunSpec) -> str:
+    """The knobs `after` sets differently from `before`, as flags: `--allocator jemalloc`."""
+    names = [f for f in SPEED_KNOBS if getattr(before, f) != getattr(after, f)]
+    return " ".join(f"--{name.replace('_', '-')} {format_value(getattr(after, name))}" for name in names)
 
 
 def _guard_quality(

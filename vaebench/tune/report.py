@@ -44,6 +44,8 @@ def trials_frame(result: TuneResult) -> pd.DataFrame:
             "pin": format_value(t.spec.pin_memory),
             "compile": t.spec.compile,
             "amp": t.spec.amp,
+            "allocator": t.spec.allocator,
+            "wait_policy": t.spec.omp_wait_policy,
             "lr": t.spec.lr,
             "samples_per_s": t.samples_per_s,
             "gpu_util_pct": t.gpu_util,

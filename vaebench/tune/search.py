@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import UsageError
 from ..result import OK
 from ..rules import WARMUP_STEPS
-from ..spec import DEFAULT, SPEED_KNOBS, Capabilities, RunSpec, validate
+from ..spec import ALLOCATORS, DEFAULT, SPEED_KNOBS, WAIT_POLICIES, Capabilities, RunSpec, validate
 
 TRIAL_SAMPLES = 16_384  # measured samples per throughput trial: small batches get more steps
 MIN_MEASURED_STEPS = 5  # a median of fewer is too easily one slow step
@@ -317,6 +317,9 @@ def knob_groups(spec: RunSpec, caps: Capabilities, include: Sequence[str] = ()) 
     else:
         counts = sorted({1, caps.logical_cores, *(2**k for k in range(1, 8) if 2**k < caps.logical_cores)})
         alternatives("threads", [{"threads": n} for n in counts])
+        # The kernel-time knobs: validate drops the allocators this machine does not have.
+        alternatives("allocator", [{"allocator": name} for name in ALLOCATORS])
+        alternatives("wait policy", [{"omp_wait_policy": policy} for policy in WAIT_POLICIES])
     if "compile" in include:
         alternatives("compile", [{"compile": "default"}])
     if "amp" in include:
