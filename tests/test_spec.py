@@ -148,3 +148,11 @@ def test_an_allocator_this_machine_lacks_names_the_package_to_install() -> None:
     assert "libtcmalloc-minimal4" in validate(RunSpec(allocator="tcmalloc"), Capabilities())[0].message
     assert validate(spec, Capabilities(logical_cores=2, allocators=("jemalloc",))) == []
     assert validate(spec) == []  # without capabilities only the value itself is judged
+
+
+def test_a_record_from_before_a_field_existed_reads_as_its_default() -> None:
+    old = {"device": "cpu", "threads": 2.0, "sync": float("nan"), "omp_wait_policy": float("nan"),
+           "allocator": None, "bind": float("nan")}
+    spec = RunSpec.from_dict(old)
+    assert (spec.sync, spec.omp_wait_policy, spec.allocator, spec.bind) == ("step", "default", "system", False)
+    assert spec == RunSpec(threads=2)
