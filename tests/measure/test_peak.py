@@ -41,12 +41,21 @@ def test_the_probe_runs_with_the_same_thread_environment_as_a_run(
     monkeypatch.setenv("KMP_AFFINITY", "compact")
     probe = FakeProbe("1.5e11\n")
     monkeypatch.setattr(peak.subprocess, "run", probe)
-    spec = RunSpec(threads=3)
+    spec = RunSpec(threads=3, omp_wait_policy="passive", bind=True)
     assert peak.cached_peak(spec) == 1.5e11
     run_env = child_env(spec)
     for name in (*THREAD_ENV_VARS, "CUDA_DEVICE_ORDER"):
         assert probe.envs[0].get(name) == run_env.get(name), name
     assert probe.envs[0]["OPENBLAS_NUM_THREADS"] == "3"
+    assert (probe.envs[0]["OMP_WAIT_POLICY"], probe.envs[0]["OMP_PROC_BIND"]) == ("PASSIVE", "close")
+
+
+def test_kernel_knobs_off_their_default_get_a_peak_of_their_own() -> None:
+    plain = peak.peak_key(RunSpec(threads=2))
+    assert peak.peak_key(RunSpec(threads=2, omp_wait_policy="default")) == plain  # older caches stay valid
+    assert peak.peak_key(RunSpec(threads=2, allocator="jemalloc")) == plain + "|allocator jemalloc"
+    assert peak.peak_key(RunSpec(threads=2, omp_wait_policy="active", bind=True)).endswith(
+        "|omp_wait_policy active|bind True")
 
 
 def test_a_failed_probe_is_nan_and_is_not_cached(
