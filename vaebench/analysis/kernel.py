@@ -52,7 +52,7 @@ KNOBS: dict[str, str] = {
 }
 # Run columns the rules read; the report takes their medians per configuration.
 INPUTS = (
-    "steps_done", "train_s", "train_user_s", "train_sys_s", "train_minor_faults", "train_ctx_voluntary",
+    "steps_done", "train_user_s", "train_sys_s", "train_minor_faults", "train_ctx_voluntary",
     "train_ctx_involuntary", "runqueue_wait_s", "user_s", "sys_s", "main_cpu_s", "fp_torch_threads",
     "fp_usable_cores", "fp_logical_cores",
 )
@@ -71,7 +71,6 @@ class Counters:
     """One CPU run's (or configuration's median) kernel-time counters over its training window."""
 
     steps: float
-    train_s: float
     user_s: float  # the training process's own, training window
     sys_s: float
     minor_faults: float
@@ -142,7 +141,7 @@ def counters(row: Mapping[str, Any]) -> Counters | None:
     tree_user, tree_sys, main = _num(row, "user_s"), _num(row, "sys_s"), _num(row, "main_cpu_s")
     tree = tree_user + tree_sys
     return Counters(
-        steps=steps, train_s=_num(row, "train_s"), user_s=user, sys_s=sys_, minor_faults=faults,
+        steps=steps, user_s=user, sys_s=sys_, minor_faults=faults,
         voluntary=voluntary, involuntary=_num(row, "train_ctx_involuntary"), runqueue_s=_num(row, "runqueue_wait_s"),
         threads=threads, cores=cores, workers=_finite(_num(row, "workers")),
         workers_cpu_s=max(tree - main, 0.0) if tree > 0 and main > 0 else math.nan,
