@@ -45,14 +45,15 @@ def test_a_data_parallel_run_shows_its_ranks_and_scaling() -> None:
 
 
 def test_the_kernel_time_line_gives_the_counters_per_step_and_the_cause() -> None:
-    from vaebench.result import MonitorSummary, StepSplit, SyscallCount, SyscallTable, TrainMetrics
+    from vaebench.result import MonitorSummary, StepSplit, SyscallCount, SyscallTable, TrainMetrics, TrainUsage
 
     train = TrainMetrics(
         t_import_s=1.0, t_data_s=1.0, t_model_s=0.0, t_first_step_s=0.1, train_s=11.37, steps_done=300,
         samples_seen=38_400, warmup_steps=10, step_median_ms=27.0, step_iqr_ms=1.0, samples_per_s=4628.0,
         epoch_s=11.37, final_loss=183.2, epoch_losses=[183.2], epoch_times_s=[11.37], split=StepSplit(),
-        model_flops_per_s=1e10, peak_flops_per_s=1e11, flops_frac=0.1, train_user_s=7.1417, train_sys_s=1.6423,
-        train_minor_faults=12273.0, train_ctx_voluntary=486142.0, train_ctx_involuntary=33692.0,
+        model_flops_per_s=1e10, peak_flops_per_s=1e11, flops_frac=0.1,
+        usage=TrainUsage(train_user_s=7.1417, train_sys_s=1.6423, train_minor_faults=12273.0,
+                         train_ctx_voluntary=486142.0, train_ctx_involuntary=33692.0),
     )
     usage = ProcessUsage(13.0, 10.8, 2.24, 800.0, 500_000, 40_000, 0, main_cpu_s=12.05, minor_faults=140_000,
                          major_faults=0)

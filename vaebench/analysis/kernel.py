@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..stats import number
+
 ALLOCATOR = "allocator page faults"
 WAKEUPS = "OpenMP wake-ups"
 OVERSUBSCRIPTION = "oversubscription"
@@ -130,22 +132,19 @@ def counters(row: Mapping[str, Any]) -> Counters | None:
     or one without training-window counters (recorded before they existed)."""
     if str(row.get("device", "cpu")) != "cpu":
         return None  # a GPU run's sys time is the driver's: none of these causes
-    steps, user, sys_ = _num(row, "steps_done"), _num(row, "train_user_s"), _num(row, "train_sys_s")
-    faults, voluntary = _num(row, "train_minor_faults"), _num(row, "train_ctx_voluntary")
+    cell = {name: number(row.get(name)) for name in (*INPUTS, "threads", "workers", "train_ctx_involuntary")}
+    steps, user, sys_ = cell["steps_done"], cell["train_user_s"], cell["train_sys_s"]
+    faults, voluntary = cell["train_minor_faults"], cell["train_ctx_voluntary"]
     if not (steps > 0 and user > 0) or math.isnan(sys_ + faults + voluntary):
         return None
-    threads = _num(row, "threads")
-    threads = _num(row, "fp_torch_threads") if math.isnan(threads) else threads
-    cores = _num(row, "fp_usable_cores")
-    cores = _num(row, "fp_logical_cores") if math.isnan(cores) else cores
-    tree_user, tree_sys, main = _num(row, "user_s"), _num(row, "sys_s"), _num(row, "main_cpu_s")
-    tree = tree_user + tree_sys
+    threads = cell["fp_torch_threads"] if math.isnan(cell["threads"]) else cell["threads"]
+    cores = cell["fp_logical_cores"] if math.isnan(cell["fp_usable_cores"]) else cell["fp_usable_cores"]
+    tree, main = cell["user_s"] + cell["sys_s"], cell["main_cpu_s"]
     return Counters(
-        steps=steps, user_s=user, sys_s=sys_, minor_faults=faults,
-        voluntary=voluntary, involuntary=_num(row, "train_ctx_involuntary"), runqueue_s=_num(row, "runqueue_wait_s"),
-        threads=threads, cores=cores, workers=_finite(_num(row, "workers")),
-        workers_cpu_s=max(tree - main, 0.0) if tree > 0 and main > 0 else math.nan,
-        tree_cpu_s=tree, tree_sys_share=tree_sys / tree if tree > 0 else math.nan,
+        steps=steps, user_s=user, sys_s=sys_, minor_faults=faults, voluntary=voluntary,
+        involuntary=cell["train_ctx_involuntary"], runqueue_s=cell["runqueue_wait_s"], threads=threads, cores=cores,
+        workers=_finite(cell["workers"]), workers_cpu_s=max(tree - main, 0.0) if tree > 0 and main > 0 else math.nan,
+        tree_cpu_s=tree, tree_sys_share=cell["sys_s"] / tree if tree > 0 else math.nan,
     )
 
 
@@ -226,16 +225,6 @@ def _explain(cause: str, c: Counters, cost_ms: float) -> str:
 
 def _count(value: float, noun: str) -> str:
     return f"? {noun}s" if math.isnan(value) else f"{value:.0f} {noun}{'' if value == 1 else 's'}"
-
-
-def _num(row: Mapping[str, Any], key: str) -> float:
-    value = row.get(key)
-    if value is None or isinstance(value, bool):
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _finite(value: float) -> float:
