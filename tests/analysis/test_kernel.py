@@ -1,5 +1,6 @@
 """The kernel-time rules on counter sets recorded on the 2-core VM (issue 13), one per cause and a
-mixed one: 300 steps of the seed's configuration on the embedded data, `vaebench sweep`/`run`."""
+mixed one: 300 steps of the seed's configuration on the embedded data, from the sweep in
+docs/kernel-time.md (the median run of its three repeats) and one `vaebench run --workers 2`."""
 
 from __future__ import annotations
 
@@ -15,34 +16,34 @@ CORES = {"device": "cpu", "fp_usable_cores": 2, "fp_logical_cores": 2, "steps_do
 
 # threads=1, passive, glibc: ~900 minor faults a step and not one voluntary switch.
 ALLOCATOR_RUN = CORES | {
-    "run_id": "20261126T052949-bf3a2d02", "threads": 1, "workers": 0, "train_s": 9.525, "train_user_s": 6.5976,
-    "train_sys_s": 0.6475, "train_minor_faults": 269337.0, "train_ctx_voluntary": 0.0,
-    "train_ctx_involuntary": 1369.0, "runqueue_wait_s": 2.2605, "user_s": 10.5489, "sys_s": 1.1897,
-    "main_cpu_s": 10.5415, "fp_torch_threads": 1}
+    "run_id": "20261126T061423-3b7e3669", "threads": 1, "workers": 0, "train_user_s": 4.6999, "train_sys_s": 0.5042,
+    "train_minor_faults": 268589.0, "train_major_faults": 1.0, "train_ctx_voluntary": 1.0,
+    "train_ctx_involuntary": 1130.0, "runqueue_wait_s": 2.7159, "user_s": 7.5934, "sys_s": 1.025,
+    "main_cpu_s": 7.8257, "fp_torch_threads": 1}
 # threads=2 on 2 cores, passive, jemalloc: the faults are gone, the pool sleeps and wakes.
 WAKEUPS_RUN = CORES | {
-    "run_id": "20261126T053831-c8633f71", "threads": 2, "workers": 0, "train_s": 10.4747, "train_user_s": 5.6886,
-    "train_sys_s": 0.3065, "train_minor_faults": 8102.0, "train_ctx_voluntary": 32317.0,
-    "train_ctx_involuntary": 20241.0, "runqueue_wait_s": 6.8162, "user_s": 9.4191, "sys_s": 0.8129,
-    "main_cpu_s": 9.1302, "fp_torch_threads": 2}
+    "run_id": "20261126T061613-822fb4cf", "threads": 2, "workers": 0, "train_user_s": 4.6106, "train_sys_s": 0.1634,
+    "train_minor_faults": 4616.0, "train_major_faults": 7.0, "train_ctx_voluntary": 32416.0,
+    "train_ctx_involuntary": 28352.0, "runqueue_wait_s": 1.4914, "user_s": 7.2799, "sys_s": 0.8667,
+    "main_cpu_s": 7.4445, "fp_torch_threads": 2}
 # threads=16 on 2 cores, passive, jemalloc: 1,620 voluntary switches a step and a long run queue.
 OVERSUBSCRIBED_RUN = CORES | {
-    "run_id": "20261126T053613-4898bd83", "threads": 16, "workers": 0, "train_s": 11.3706, "train_user_s": 7.1417,
-    "train_sys_s": 1.6423, "train_minor_faults": 12273.0, "train_ctx_voluntary": 486142.0,
-    "train_ctx_involuntary": 33692.0, "runqueue_wait_s": 50.4776, "user_s": 10.8022, "sys_s": 2.2441,
-    "main_cpu_s": 12.0511, "fp_torch_threads": 16}
-# threads=1, 2 DataLoader workers, jemalloc: the workers burn 32% of the tree's CPU.
+    "run_id": "20261126T061722-401beb97", "threads": 16, "workers": 0, "train_user_s": 5.3788, "train_sys_s": 1.4576,
+    "train_minor_faults": 7677.0, "train_major_faults": 0.0, "train_ctx_voluntary": 486150.0,
+    "train_ctx_involuntary": 31441.0, "runqueue_wait_s": 33.2202, "user_s": 8.1002, "sys_s": 1.9754,
+    "main_cpu_s": 9.2671, "fp_torch_threads": 16}
+# threads=8 on 2 cores, passive, glibc: oversubscription and the allocator, nearly even.
+MIXED_RUN = CORES | {
+    "run_id": "20261126T061010-5adcf6ec", "threads": 8, "workers": 0, "train_user_s": 5.0761, "train_sys_s": 1.2803,
+    "train_minor_faults": 266785.0, "train_major_faults": 0.0, "train_ctx_voluntary": 226867.0,
+    "train_ctx_involuntary": 26743.0, "runqueue_wait_s": 14.0794, "user_s": 8.1679, "sys_s": 1.7634,
+    "main_cpu_s": 9.0329, "fp_torch_threads": 8}
+# threads=1, 2 DataLoader workers, jemalloc: the workers burn 39% of the tree's CPU.
 WORKERS_RUN = CORES | {
-    "run_id": "20261126T053720-7fa8607d", "threads": 1, "workers": 2, "train_s": 13.5841, "train_user_s": 3.5744,
+    "run_id": "20261126T053720-7fa8607d", "threads": 1, "workers": 2, "train_user_s": 3.5744,
     "train_sys_s": 0.1826, "train_minor_faults": 16598.0, "train_ctx_voluntary": 3295.0,
     "train_ctx_involuntary": 3375.0, "runqueue_wait_s": 9.0424, "user_s": 10.333, "sys_s": 1.1944,
     "main_cpu_s": 7.0368, "fp_torch_threads": 1}
-# threads=8 on 2 cores, passive, glibc: oversubscription and the allocator, nearly even.
-MIXED_RUN = CORES | {
-    "run_id": "20261126T052858-5337fcdc", "threads": 8, "workers": 0, "train_s": 8.2172, "train_user_s": 6.1495,
-    "train_sys_s": 1.604, "train_minor_faults": 269676.0, "train_ctx_voluntary": 226810.0,
-    "train_ctx_involuntary": 26110.0, "runqueue_wait_s": 14.8305, "user_s": 9.7321, "sys_s": 2.0636,
-    "main_cpu_s": 10.5754, "fp_torch_threads": 8}
 
 
 def verdict_of(row: dict[str, Any]) -> kernel.Verdict:
@@ -53,18 +54,22 @@ def verdict_of(row: dict[str, Any]) -> kernel.Verdict:
 
 def test_glibc_page_faults_at_one_thread_are_the_allocator() -> None:
     found = verdict_of(ALLOCATOR_RUN)
-    assert (found.cause, found.also, found.small) == (ALLOCATOR, "", True)  # sys/user 0.10 > 0.098: small
-    assert found.numbers["faults_per_step"] == pytest.approx(897.8, abs=0.1)
-    assert found.costs_ms[ALLOCATOR] == pytest.approx(897.79 * kernel.FAULT_US / 1e3, rel=1e-3)
-    assert found.costs_ms[WAKEUPS] == 0.0  # one thread: no pool to wake; involuntary switches are not its
+    assert (found.cause, found.also, found.small) == (ALLOCATOR, "", False)  # sys/user 0.107
+    assert found.numbers["faults_per_step"] == pytest.approx(895.3, abs=0.1)
+    assert found.costs_ms[ALLOCATOR] == pytest.approx(895.3 * kernel.FAULT_US / 1e3, rel=1e-3)
+    assert found.costs_ms[WAKEUPS] < 0.01  # one thread: no pool to wake; involuntary switches are not its
     text = str(found)
-    assert "898 minor page faults per step" in text and "--allocator jemalloc" in text
+    assert "895 minor page faults per step" in text and "Knob: --allocator jemalloc" in text
+    assert "major faults" not in text  # 1 in 300 steps: no memory pressure
+    small = verdict_of(ALLOCATOR_RUN | {"train_sys_s": 0.3})
+    assert small.small and str(small).startswith("little kernel time, most of it allocator page faults")
+    assert "Knob, should it matter: --allocator jemalloc" in str(small)
 
 
 def test_a_pool_on_as_many_cores_sleeping_and_waking_is_openmp_wakeups() -> None:
     found = verdict_of(WAKEUPS_RUN)
     assert found.cause == WAKEUPS and found.also == ""
-    assert found.numbers["voluntary_per_step"] == pytest.approx(107.7, abs=0.1)
+    assert found.numbers["voluntary_per_step"] == pytest.approx(108.1, abs=0.1)
     assert "108 voluntary context switches per step" in str(found) and "--omp-wait-policy active" in found.knob
     assert "2 threads on 2 cores" in str(found)
 
@@ -72,10 +77,10 @@ def test_a_pool_on_as_many_cores_sleeping_and_waking_is_openmp_wakeups() -> None
 def test_more_threads_than_cores_is_oversubscription_with_its_run_queue() -> None:
     found = verdict_of(OVERSUBSCRIBED_RUN)
     assert found.cause == OVERSUBSCRIPTION and found.also == ""
-    assert found.numbers["runqueue_ms_per_step"] == pytest.approx(168.3, abs=0.1)
+    assert found.numbers["runqueue_ms_per_step"] == pytest.approx(110.7, abs=0.1)
     text = str(found)
-    assert "1,620 voluntary + 112 involuntary" in text and "16 threads on 2 cores" in text
-    assert "168.3 ms of run-queue wait per step" in text and "--threads at most the usable cores" in text
+    assert "1,620 voluntary + 105 involuntary" in text and "16 threads on 2 cores" in text
+    assert "110.7 ms of run-queue wait per step" in text and "--threads at most the usable cores" in text
 
 
 def test_workers_burning_the_trees_cpu_are_the_dataloader() -> None:
@@ -92,18 +97,26 @@ def test_mixed_counters_name_the_larger_cause_and_the_one_beside_it() -> None:
     assert found.cause == OVERSUBSCRIPTION and found.also == ALLOCATOR
     assert found.label == "oversubscription (+ allocator page faults)"
     assert found.costs_ms[ALLOCATOR] >= kernel.ALSO * found.costs_ms[OVERSUBSCRIPTION]
-    assert str(found).startswith("oversubscription (and allocator page faults): sys/user 0.26")
+    assert str(found).startswith("oversubscription (and allocator page faults): sys/user 0.25")
     # The same faults at two threads (no oversubscription): the allocator leads.
     assert verdict_of(MIXED_RUN | {"threads": 2, "fp_torch_threads": 2}).cause == ALLOCATOR
 
 
 def test_the_costed_causes_account_for_the_measured_sys_time() -> None:
-    # Within a factor of 2.5: the wake-ups run also had 67 involuntary switches a step from other
+    # Within a factor of 2: the wake-ups run also had 95 involuntary switches a step from other
     # processes on the busy VM, which no cause of its own claims.
     for row in (ALLOCATOR_RUN, WAKEUPS_RUN, OVERSUBSCRIBED_RUN, MIXED_RUN):
         found = verdict_of(row)
         explained = sum(found.costs_ms.values())
-        assert 0.4 < explained / found.numbers["sys_ms_per_step"] < 2.5, row["run_id"]
+        assert 0.5 < explained / found.numbers["sys_ms_per_step"] < 2.0, row["run_id"]
+
+
+def test_major_faults_say_memory_ran_short() -> None:
+    # One run of the sweep stalled for 265 s in a step with 11,019 major faults: another process
+    # had taken the memory. The verdict says so beside its cause.
+    found = verdict_of(OVERSUBSCRIBED_RUN | {"train_major_faults": 11019.0})
+    assert found.numbers["major_faults_per_step"] == pytest.approx(36.73, abs=0.01)
+    assert "11,019 major faults in the training window" in str(found) and "memory ran short" in str(found)
 
 
 def test_no_verdict_without_training_window_counters_or_on_a_gpu() -> None:
@@ -114,8 +127,8 @@ def test_no_verdict_without_training_window_counters_or_on_a_gpu() -> None:
 
 def test_per_step_columns_and_missing_run_queue() -> None:
     columns = kernel.per_step_columns(OVERSUBSCRIBED_RUN | {"runqueue_wait_s": None})
-    assert columns["voluntary_per_step"] == pytest.approx(486142 / 300)
-    assert columns["sys_user"] == pytest.approx(1.6423 / 7.1417)
+    assert columns["voluntary_per_step"] == pytest.approx(486150 / 300)
+    assert columns["sys_user"] == pytest.approx(1.4576 / 5.3788)
     assert math.isnan(columns["runqueue_ms_per_step"])
     assert "run-queue wait" not in str(verdict_of(OVERSUBSCRIBED_RUN | {"runqueue_wait_s": None}))
     assert all(math.isnan(v) for v in kernel.per_step_columns({"device": "cpu"}).values())

@@ -279,7 +279,7 @@ def test_the_scaling_figure_appears_with_data_parallel_runs(tmp_path: Path) -> N
 def test_report_names_the_kernel_time_cause_of_each_cpu_configuration(tmp_path: Path) -> None:
     from tests.analysis.test_kernel import MIXED_RUN, OVERSUBSCRIBED_RUN, WAKEUPS_RUN
 
-    counters = ("steps_done", "train_s", "train_user_s", "train_sys_s", "train_minor_faults", "train_ctx_voluntary",
+    counters = ("steps_done", "train_user_s", "train_sys_s", "train_minor_faults", "train_ctx_voluntary",
                 "train_ctx_involuntary", "runqueue_wait_s", "main_cpu_s", "fp_torch_threads", "fp_usable_cores")
     for number, (recorded, policy) in enumerate(((WAKEUPS_RUN, "passive"), (OVERSUBSCRIBED_RUN, "passive"),
                                                  (MIXED_RUN, "active"), (WAKEUPS_RUN, "active"))):
@@ -299,8 +299,8 @@ def test_report_names_the_kernel_time_cause_of_each_cpu_configuration(tmp_path: 
     assert "kernel_time" in report.figures
     markdown = render_markdown(report, tmp_path)
     assert "## Where the kernel (sys) time went" in markdown
-    assert "| threads=16,omp_wait_policy=passive | 0.230 | 41 | 1,620 | 112 | 168.3 |" in markdown
-    assert "- **threads=16,omp_wait_policy=passive**: oversubscription: sys/user 0.23" in markdown
+    assert "| threads=16,omp_wait_policy=passive | 0.271 | 26 | 1,620 | 105 | 110.7 |" in markdown
+    assert "- **threads=16,omp_wait_policy=passive**: oversubscription: sys/user 0.27" in markdown
     assert "Kernel time and its counters per step against threads" in markdown
 
 

@@ -284,20 +284,21 @@ def test_kernel_anatomy_reads_the_counters_across_the_thread_sweep() -> None:
     finding = fnd.kernel_anatomy(_sweep_rows())
     assert finding is not None and finding.topic == "kernel"
     text = finding.text
-    assert text.startswith("From 1 to 16 threads on 2 cores, over the training windows sys/user went 0.10 -> 0.23")
-    assert "voluntary context switches per step 0 -> 1,620" in text and "minor faults per step 898 -> 41" in text
+    assert text.startswith("From 1 to 16 threads on 2 cores, over the training windows sys/user went 0.11 -> 0.27")
+    assert "voluntary context switches per step 0 -> 1,620;" in text  # no ratio to nearly nothing
+    assert "minor faults per step 895 -> 26 (x0.029)" in text and "run-queue wait 9.1 -> 110.7 ms per step" in text
     assert "At 1 thread the kernel time is allocator page faults" in text and "at 16 it is oversubscription" in text
-    assert finding.numbers["voluntary_high"] == pytest.approx(486142 / 300)
+    assert finding.numbers["voluntary_high"] == pytest.approx(486150 / 300)
     assert fnd.kernel_anatomy(_sweep_rows()[:1]) is None
 
 
 def test_flat_faults_and_growing_switches_say_threads_not_allocator() -> None:
     from tests.analysis.test_kernel import ALLOCATOR_RUN, MIXED_RUN
 
-    glibc_16 = MIXED_RUN | {"threads": 16, "fp_torch_threads": 16, "train_ctx_voluntary": 486142.0}
+    glibc_16 = MIXED_RUN | {"threads": 16, "fp_torch_threads": 16, "train_ctx_voluntary": 486150.0}
     finding = fnd.kernel_anatomy([ALLOCATOR_RUN, glibc_16])
     assert finding is not None
-    assert "(x1.0)" in finding.text and "the threads, not the allocator, add the kernel time" in finding.text
+    assert "895 -> 889 (x0.99)" in finding.text and "the threads, not the allocator, add the kernel time" in finding.text
 
 
 def test_wait_policy_and_allocator_what_ifs_say_what_they_did_to_sys() -> None:
@@ -308,15 +309,15 @@ def test_wait_policy_and_allocator_what_ifs_say_what_they_did_to_sys() -> None:
                                    "samples_per_s": 2000.0}
     finding = fnd.wait_policy_effect([default], [active])
     assert finding is not None
-    assert "--omp-wait-policy active at 16 threads: sys 1.64 -> 1.00 s, user 7.14 -> 14.00 s" in finding.text
+    assert "--omp-wait-policy active at 16 threads: sys 1.46 -> 1.00 s, user 5.38 -> 14.00 s" in finding.text
     assert "samples/s x0.50" in finding.text
     assert fnd.wait_policy_effect([default], []) is None
     base = ALLOCATOR_RUN | {"step_median_ms": 7.3}
     jemalloc = WAKEUPS_RUN | {"threads": 1, "allocator": "jemalloc", "step_median_ms": 5.0}
     found = fnd.allocator_effect([jemalloc, base | {"loader": "tensor"}], {"cpu": base})
     assert len(found) == 1
-    assert found[0].text == ("--allocator jemalloc: minor faults per step 898 -> 27, sys over the training window "
-                             "0.65 -> 0.31 s, median step 7.30 -> 5.00 ms (1.46x).")
+    assert found[0].text == ("--allocator jemalloc: minor faults per step 895 -> 15, sys over the training window "
+                             "0.50 -> 0.16 s, median step 7.30 -> 5.00 ms (1.46x).")
 
 
 def test_the_sys_claim_names_the_machine_differences_that_can_account_for_it() -> None:

@@ -39,12 +39,15 @@ OVERSUBSCRIPTION = "oversubscription"
 WORKERS = "DataLoader workers"
 CAUSES = (ALLOCATOR, WAKEUPS, OVERSUBSCRIPTION, WORKERS)
 
-FAULT_US = 3.0  # kernel time per minor fault: the fault, a zeroed 4 KiB page, its share of mmap/munmap
-SWITCH_US = 3.3  # kernel time per context switch: the futex call and the scheduler on both sides
+# Kernel time per event, fitted (least squares, no intercept) on the 59 runs of the 2-core VM's
+# sweep in docs/kernel-time.md: sys ms/step ~ faults/step x 2.6 us + switches/step x 3.0 us, R^2 0.91.
+FAULT_US = 2.6  # a minor fault: the trap, a zeroed 4 KiB page, its share of mmap/munmap
+SWITCH_US = 3.0  # a context switch: the futex call and the scheduler on both sides
 SYS_SMALL = 0.10  # sys/user below this: little kernel time, whatever its cause
 ALSO = 0.5  # a second cause costing at least this share of the first is named beside it...
 ALSO_MIN_MS = 0.1  # ...and at least this much kernel time per step
 WORKER_SHARE = 0.25  # workers using this share of the tree's CPU or more are a cause of their own
+MAJOR_FAULTS = 1.0  # major faults per step at or above this: pages came back from disk, memory ran short
 
 KNOBS: dict[str, str] = {
     ALLOCATOR: "--allocator jemalloc (or tcmalloc)",
@@ -54,7 +57,7 @@ KNOBS: dict[str, str] = {
 }
 # Run columns the rules read; the report takes their medians per configuration.
 INPUTS = (
-    "steps_done", "train_user_s", "train_sys_s", "train_minor_faults", "train_ctx_voluntary",
+    "steps_done", "train_user_s", "train_sys_s", "train_minor_faults", "train_major_faults", "train_ctx_voluntary",
     "train_ctx_involuntary", "runqueue_wait_s", "user_s", "sys_s", "main_cpu_s", "fp_torch_threads",
     "fp_usable_cores", "fp_logical_cores",
 )
@@ -79,6 +82,7 @@ class Counters:
     voluntary: float
     involuntary: float
     runqueue_s: float = math.nan  # summed over the training process's threads
+    major_faults: float = math.nan
     threads: float = math.nan  # intra-op threads
     cores: float = math.nan  # usable cores
     workers: float = 0.0
@@ -124,7 +128,8 @@ class Verdict:
         head = f"{self.cause}" + (f" (and {self.also})" if self.also else "")
         if self.small:
             head = f"little kernel time, most of it {head}"
-        return f"{head}: " + "; ".join(self.evidence) + f". Knob: {self.knob}."
+        knob = f"Knob, should it matter: {self.knob}" if self.small else f"Knob: {self.knob}"
+        return f"{head}: " + "; ".join(self.evidence) + f". {knob}."
 
 
 def counters(row: Mapping[str, Any]) -> Counters | None:
@@ -142,6 +147,7 @@ def counters(row: Mapping[str, Any]) -> Counters | None:
     tree, main = cell["user_s"] + cell["sys_s"], cell["main_cpu_s"]
     return Counters(
         steps=steps, user_s=user, sys_s=sys_, minor_faults=faults, voluntary=voluntary,
+        major_faults=cell["train_major_faults"],
         involuntary=cell["train_ctx_involuntary"], runqueue_s=cell["runqueue_wait_s"], threads=threads, cores=cores,
         workers=_finite(cell["workers"]), workers_cpu_s=max(tree - main, 0.0) if tree > 0 and main > 0 else math.nan,
         tree_cpu_s=tree, tree_sys_share=cell["sys_s"] / tree if tree > 0 else math.nan,
@@ -181,6 +187,10 @@ def verdict(c: Counters) -> Verdict:
     }
     evidence = [f"sys/user {c.sys_user:.2f} over the training window ({sys_ms:.2f} ms of sys per step)"]
     evidence += [_explain(name, c, found[name]) for name in ranked]
+    if c.per_step(c.major_faults) >= MAJOR_FAULTS:
+        numbers["major_faults_per_step"] = c.per_step(c.major_faults)
+        evidence.append(f"and {c.major_faults:,.0f} major faults in the training window: pages were read back from "
+                        "disk, so memory ran short on this machine (another process?), which none of these causes is")
     return Verdict(cause, found, tuple(evidence), second, c.sys_user < SYS_SMALL, numbers)
 
 

@@ -171,7 +171,9 @@ def _kernel_lines(record: RunRecord) -> list[str]:
     ]
     monitor = record.monitor
     if math.isfinite(monitor.os_threads_max):
-        lines[0] += f"; {monitor.os_threads_max:.0f} OS threads, at most {monitor.runnable_max:.0f} runnable at once"
+        plural = "s" * (monitor.os_threads_max != 1)
+        lines[0] += (f"; {monitor.os_threads_max:.0f} OS thread{plural}, at most {monitor.runnable_max:.0f} "
+                     "runnable at once")
     if monitor.sched_note:
         lines.append(f"            ({monitor.sched_note})")
     lines.append(f"            cause: {verdict(found)}")

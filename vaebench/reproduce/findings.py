@@ -483,7 +483,9 @@ def sys_claim(outcome: str, published_sys_user: float, sweep: Sequence[Row], mac
 
 
 def _times(pair: tuple[float, float]) -> str:
-    return f" (x{pair[1] / pair[0]:.1f})" if pair[0] > 0 and math.isfinite(pair[1]) else ""
+    """` (x3.2)`: how many times the first; nothing where the first is under one (a ratio to
+    nearly nothing says nothing)."""
+    return f" (x{pair[1] / pair[0]:.2g})" if pair[0] >= 1 and math.isfinite(pair[1]) else ""
 
 
 def _costs(verdict: kernel.Verdict) -> str:
