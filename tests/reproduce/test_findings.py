@@ -298,7 +298,8 @@ def test_flat_faults_and_growing_switches_say_threads_not_allocator() -> None:
     glibc_16 = MIXED_RUN | {"threads": 16, "fp_torch_threads": 16, "train_ctx_voluntary": 486150.0}
     finding = fnd.kernel_anatomy([ALLOCATOR_RUN, glibc_16])
     assert finding is not None
-    assert "895 -> 889 (x0.99)" in finding.text and "the threads, not the allocator, add the kernel time" in finding.text
+    assert "895 -> 889 (x0.99)" in finding.text
+    assert "the threads, not the allocator, add the kernel time" in finding.text
 
 
 def test_wait_policy_and_allocator_what_ifs_say_what_they_did_to_sys() -> None:
