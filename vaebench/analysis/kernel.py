@@ -223,9 +223,9 @@ def _explain(cause: str, c: Counters, cost_ms: float) -> str:
         return f"{c.workers:.0f} DataLoader workers use {100 * share:.0f}% of the tree's CPU ({cost})"
     placed = f"{_count(c.threads, 'thread')} on {_count(c.cores, 'core')}"
     if cause == WAKEUPS:
+        others = _count(c.per_step(c.involuntary), "involuntary one")
         return (f"{c.per_step(c.voluntary):,.0f} voluntary context switches per step ({cost} at {SWITCH_US:g} us "
-                f"each) with {placed}; {c.per_step(c.involuntary):,.0f} involuntary ones are other processes "
-                "taking the cores")
+                f"each) with {placed}; {others} per step: other processes taking the cores")
     switches = (f"{c.per_step(c.voluntary):,.0f} voluntary + {c.per_step(c.involuntary):,.0f} involuntary "
                 f"context switches per step ({cost} at {SWITCH_US:g} us each)")
     queued = c.per_step(c.runqueue_s) * 1e3
@@ -234,7 +234,7 @@ def _explain(cause: str, c: Counters, cost_ms: float) -> str:
 
 
 def _count(value: float, noun: str) -> str:
-    return f"? {noun}s" if math.isnan(value) else f"{value:.0f} {noun}{'' if value == 1 else 's'}"
+    return f"? {noun}s" if math.isnan(value) else f"{value:.0f} {noun}{'' if round(value) == 1 else 's'}"
 
 
 def _finite(value: float) -> float:
