@@ -181,7 +181,7 @@ class SyscallCount:
     syscall: str
     calls: int
     errors: int
-    seconds: float  # strace -c: system CPU time in the call; perf trace -s: wall time in it
+    seconds: float  # strace -c: its estimate of system time in the call (futex's includes sleeps); perf: wall time
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,12 @@
 Pure rules on numbers a run already records; the one home of their thresholds. The causes,
 each with its own signature:
 
-- **allocator page faults**: glibc hands buffers above its mmap threshold (a batch of
-  128 x 784 floats is 401 KB) back to the kernel when freed and maps them again, zero-filled
-  page by page, at the next step: minor faults per step, the same at any thread count, gone
-  with `--allocator jemalloc` or `tcmalloc`, which keep freed memory.
+- **allocator page faults**: glibc gives freed memory back to the kernel and takes it again
+  at the next step, zero-filled page by page. For the step's buffers (a batch of 128 x 784
+  floats is 401 KB) that is mostly its heap trimmed and regrown with `brk` (~7 calls a step
+  here; its mmap threshold rises past the batch after the first free), rather than one mmap
+  per buffer: minor faults per step, the same at any thread count, gone with `--allocator
+  jemalloc` or `tcmalloc`, which keep freed memory.
 - **OpenMP wake-ups**: at every parallel op the pool's idle threads sleep in futex calls and
   are woken again: voluntary context switches per step, growing with the threads, none at one.
   `--omp-wait-policy active` keeps them spinning in user space instead.
@@ -39,10 +41,11 @@ OVERSUBSCRIPTION = "oversubscription"
 WORKERS = "DataLoader workers"
 CAUSES = (ALLOCATOR, WAKEUPS, OVERSUBSCRIPTION, WORKERS)
 
-# Kernel time per event, fitted (least squares, no intercept) on the 59 runs of the 2-core VM's
-# sweep in docs/kernel-time.md: sys ms/step ~ faults/step x 2.6 us + switches/step x 3.0 us, R^2 0.91.
-FAULT_US = 2.6  # a minor fault: the trap, a zeroed 4 KiB page, its share of mmap/munmap
-SWITCH_US = 3.0  # a context switch: the futex call and the scheduler on both sides
+# Kernel time per event, fitted (least squares, no intercept) on the 119 runs of the 2-core VM's
+# two sweeps in docs/kernel-time.md: sys ms/step ~ faults/step x 2.5 us + switches/step x 3.2 us,
+# R^2 0.93 (an intercept fits at 0.1 ms/step: the two leave little unexplained).
+FAULT_US = 2.5  # a minor fault: the trap, a zeroed 4 KiB page, its share of brk/mmap
+SWITCH_US = 3.2  # a context switch: the futex call and the scheduler on both sides
 SYS_SMALL = 0.10  # sys/user below this: little kernel time, whatever its cause
 ALSO = 0.5  # a second cause costing at least this share of the first is named beside it...
 ALSO_MIN_MS = 0.1  # ...and at least this much kernel time per step

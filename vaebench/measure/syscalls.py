@@ -2,9 +2,10 @@
 
 A separate diagnostic run of the same spec under a tracer, never the timed run: tracing every
 call slows a futex-heavy process several times over. `strace -c -f` is used where it exists
-(its `seconds` are the system CPU time spent in each call), else `perf trace -s` where that
-works (wall time in each call, summed over the per-thread tables it prints). The table
-covers the whole child tree, torch's import included; the summary names the top calls.
+(its `seconds` are its estimate of the system time in each call; for futex they include the
+sleeps), else `perf trace -s` where that works (wall time in each call, summed over the
+per-thread tables it prints). The table covers the whole child tree, torch's import
+included; the summary names the top calls.
 """
 
 from __future__ import annotations
