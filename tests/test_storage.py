@@ -96,8 +96,9 @@ def test_a_torn_last_line_does_not_swallow_the_next_record(tmp_path: Path) -> No
 
 
 def _writer(folder: str, worker: int, count: int) -> None:
+    row = make_record().to_row()
     for i in range(count):
-        append_row(folder, {"run_id": f"w{worker}-{i}", "spec_key": "k", "repeat": i, "pad": "x" * 5000})
+        append_row(folder, {**row, "run_id": f"w{worker}-{i}", "spec_key": "k", "repeat": i, "pad": "x" * 5000})
 
 
 def test_two_concurrent_writers_do_not_corrupt_the_file(tmp_path: Path) -> None:
@@ -190,3 +191,66 @@ def test_many_writers_and_a_reader_lose_tear_or_duplicate_nothing(tmp_path: Path
     rows = read_rows(tmp_path)
     assert len(rows) == 300 and len({r["run_id"] for r in rows}) == 300
     assert not list((tmp_path / RECORDS_DIR).glob("*.tmp"))
+
+
+def _line(**changes: object) -> str:
+    row = make_record("good").to_row()
+    row.update(changes)
+    return json.dumps({k: v for k, v in row.items() if v is not _DROP})
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize(
+    ("line", "detail"),
+    [
+        ('{"run_id": "x1"}', "missing"),
+        (_line(spec_key=None), "spec_key"),
+        (_line(repeat="abc"), "repeat"),
+        (_line(repeat=-1), "repeat"),
+        (_line(batch_size="64"), "batch_size"),
+        (_line(real_s="fast"), "real_s"),
+        (_line(epoch_losses="high"), "epoch_losses"),
+        (_line(status="maybe"), "status"),
+        (_line(schema_version=_DROP), "schema_version"),
+        (_line(schema_version=99), "newer vaebench"),
+        (_line(run_id="../../etc/passwd"), "run_id"),
+        (_line(run_id=7), "run_id"),
+        ("[1, 2]", "object"),
+    ],
+)
+def test_a_line_that_is_json_but_not_a_record_is_named_and_nothing_changes(
+    tmp_path: Path, line: str, detail: str
+) -> None:
+    append(tmp_path, make_record("a"))
+    with open(tmp_path / "runs.jsonl", "a") as handle:
+        handle.write(line + "\n")
+    before = (tmp_path / "runs.jsonl").read_bytes()
+    with pytest.raises(CorruptResults, match=r"runs.jsonl:2: ") as info:
+        read_rows(tmp_path)
+    assert detail in str(info.value) and "\n" not in str(info.value)
+    assert (tmp_path / "runs.jsonl").read_bytes() == before
+
+
+def test_every_column_a_record_writes_passes_its_own_check() -> None:
+    from vaebench.result import COLUMN_TYPES, record_problem
+
+    row = make_record().to_row()
+    assert record_problem(row) is None
+    assert set(RUN_COLUMNS) <= set(COLUMN_TYPES)
+    failed = RunRecord(spec=RunSpec(threads=2), run_id="f1", started_at="x", status="failed", reason="crashed")
+    assert record_problem(failed.to_row()) is None
+
+
+def test_the_shipped_example_records_are_valid() -> None:
+    example = Path(__file__).resolve().parent.parent / "docs" / "examples" / "nvidia-h200"
+    assert len(read_rows(example)) >= 5
+
+
+def test_a_run_id_is_checked_before_it_becomes_a_path(tmp_path: Path) -> None:
+    from vaebench.errors import UsageError
+
+    for bad in ("../runs", "a/b", "", ".hidden", "x" * 300):
+        with pytest.raises(UsageError, match="run id"):
+            load_series(tmp_path, bad)

@@ -202,3 +202,16 @@ def test_a_local_sweep_can_be_listed_with_status(tmp_path: Path, capsys: pytest.
     assert main(["sweep", "--status", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "2 points: 2 done, 0 failed, 0 running, 0 pending" in out and "batch_size=64" in out
+
+
+@pytest.mark.parametrize("line", ['{"run_id": "x1"}', '{"run_id": "x1", "spec_key": null, "repeat": 0}',
+                                  '{"run_id": "x1", "spec_key": "k", "repeat": "abc"}'])
+def test_a_folder_holding_a_non_record_is_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str
+) -> None:
+    (tmp_path / "runs.jsonl").write_text(line + "\n")
+    assert main(["sweep", *TINY, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "runs.jsonl:1:" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert (tmp_path / "runs.jsonl").read_text() == line + "\n"
+    assert not (tmp_path / "series").exists()

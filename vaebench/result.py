@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .spec import SPEC_FIELDS, RunSpec
+from .spec import FIELD_TYPES, LATER_FIELDS, SPEC_FIELDS, RunSpec
 from .stats import finite
 
 SCHEMA_VERSION = 1
@@ -360,3 +364,115 @@ RUN_COLUMNS: tuple[str, ...] = (
     "syscalls",
 )
 """Every column a row may hold besides the `fp_*` fingerprint; failed runs leave metrics empty."""
+
+
+# Checking a row read back from disk ----------------------------------------------------------
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+"""A run id names files (`series/<run_id>.json`): letters, digits, `_`, `.`, `-`, no leading dot."""
+
+IDENTITY_TYPES: dict[str, tuple[type, ...]] = {
+    "schema_version": (int,),
+    "run_id": (str,),
+    "spec_key": (str,),
+    "repeat": (int,),
+    "status": (str,),
+}
+"""Columns every record has, never null: without them a line cannot be grouped, resumed or compared."""
+
+
+def _json_kinds(hint: Any) -> tuple[type, ...]:
+    """The JSON types a column annotated `hint` may hold (None is always allowed for metrics)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return tuple(kind for arg in typing.get_args(hint) if arg is not type(None) for kind in _json_kinds(arg))
+    origin = typing.get_origin(hint) or hint
+    if origin is float:
+        return (int, float)  # JSON writes 2.0 as 2.0, but a hand-made or older row may hold 2
+    if origin in (int, str, bool, list, dict):
+        return (origin,)
+    return (object,)
+
+
+def _columns_of(cls: type, prefix: str = "", skip: tuple[str, ...] = ()) -> dict[str, tuple[type, ...]]:
+    hints = typing.get_type_hints(cls)
+    return {f"{prefix}{f.name}": _json_kinds(hints[f.name]) for f in dataclasses.fields(cls) if f.name not in skip}
+
+
+COLUMN_TYPES: dict[str, tuple[type, ...]] = {
+    **IDENTITY_TYPES,
+    "sweep": (str,),
+    "started_at": (str,),
+    "reason": (str,),
+    **{name: _json_kinds(kind) for name, kind in FIELD_TYPES.items()},
+    "data_source": (str,),
+    "data_samples": (int,),
+    "data_repeat": (int, float),
+    "world_size": (int,),
+    "global_batch": (int,),
+    **_columns_of(ProcessUsage),
+    "cpu_pct": (int, float),
+    **_columns_of(TrainMetrics, skip=TRAIN_PARTS),
+    **_columns_of(StepSplit, prefix="split_"),
+    **{name: kinds for part in (CompileStats, ProfileStats, TrainUsage, RankStats)
+       for name, kinds in _columns_of(part).items()},
+    **_columns_of(MonitorSummary),
+    **{f"{part}_energy_{what}": (int, float) for part in ("gpu", "cpu") for what in ("per_epoch_j", "per_sample_mj")},
+    "bottleneck": (str,),
+    "bottleneck_note": (str,),
+    "scaling_efficiency": (int, float),
+    "single_rank_samples_per_s": (int, float),
+}
+"""The JSON type(s) of every column a record may hold, from the dataclasses that write them."""
+
+REQUIRED_COLUMNS: tuple[str, ...] = (*IDENTITY_TYPES, *(f for f in SPEC_FIELDS if f not in LATER_FIELDS))
+
+
+def run_id_problem(run_id: object) -> str | None:
+    """Why `run_id` cannot name a run's files, or None."""
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id):
+        return (f"run_id {_short(run_id)} is not a valid run id (letters, digits, '_', '.' and '-', "
+                "at most 128, not starting with a dot)")
+    return None
+
+
+def record_problem(row: object) -> str | None:
+    """The first reason `row` (a parsed JSON line) is not a record this version can read, or None.
+
+    Identity columns must be present and non-null; every other known column may be null
+    (a measurement that was not taken) but otherwise holds its dataclass field's type.
+    Columns this version does not know (and `fp_*`) are let through.
+    """
+    if not isinstance(row, Mapping):
+        return f"a record is a JSON object, got {type(row).__name__}"
+    missing = [name for name in REQUIRED_COLUMNS if name not in row]
+    if missing:
+        return f"missing {', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}"
+    version = row["schema_version"]
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        return f"schema version {version} was written by a newer vaebench (this one reads {SCHEMA_VERSION})"
+    for name, kinds in COLUMN_TYPES.items():
+        value = row.get(name)
+        if value is None:
+            if name in IDENTITY_TYPES:
+                return f"{name} is null"
+            continue
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            expected = " or ".join(kind.__name__ for kind in kinds)
+            return f"{name} should be {expected}, got {json_type(value)} {_short(value)}"
+    if row["schema_version"] < 1:
+        return f"schema_version must be 1 or more, got {row['schema_version']}"
+    if row["repeat"] < 0:
+        return f"repeat must be 0 or more, got {row['repeat']}"
+    if row["status"] not in (OK, FAILED):
+        return f"status must be {OK!r} or {FAILED!r}, got {_short(row['status'])}"
+    return run_id_problem(row["run_id"])
+
+
+def json_type(value: object) -> str:
+    return {bool: "a boolean", int: "a number", float: "a number", str: "text", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _short(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
-from .result import OK, RunRecord, RunSeries
+from .result import OK, RunRecord, RunSeries, record_problem, run_id_problem
 from .stats import finite
 
 if TYPE_CHECKING:
@@ -47,11 +47,11 @@ class NoResults(UsageError, FileNotFoundError):
 
 
 class CorruptResults(UsageError):
-    """A line of runs.jsonl that is not a JSON record; nothing is changed on disk."""
+    """A line of runs.jsonl that is not a record; nothing is changed on disk."""
 
     def __init__(self, path: Path, line_no: int, detail: str) -> None:
         super().__init__(
-            f"{path}:{line_no}: not a valid JSON record ({detail}); the file was left as it is: "
+            f"{path}:{line_no}: not a valid record ({detail}); the file was left as it is: "
             f"fix or delete line {line_no} to go on"
         )
         self.path = path
@@ -71,6 +71,7 @@ def has_results(folder: str | os.PathLike[str]) -> bool:
 def append(folder: str | os.PathLike[str], record: RunRecord, series: RunSeries | None = None) -> Path:
     """Write the series (atomically, first) and then append the record's line."""
     folder = Path(folder)
+    _check_run_id(record.run_id)
     folder.mkdir(parents=True, exist_ok=True)
     if series is not None:
         write_json_atomic(folder / SERIES_DIR / f"{record.run_id}.json", series.to_dict())
@@ -90,6 +91,7 @@ def write_record(folder: str | os.PathLike[str], record: RunRecord, series: RunS
 
 
 def record_path(folder: str | os.PathLike[str], run_id: str) -> Path:
+    _check_run_id(run_id)
     return Path(folder) / RECORDS_DIR / f"{run_id}.json"
 
 
@@ -125,7 +127,8 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 
 def read_rows(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Every record as a dict: runs.jsonl in file order, then records/ in run id (start time) order,
-    each run id once; raises CorruptResults naming a bad line or file."""
+    each run id once; raises CorruptResults naming the first line or file that is not JSON or not
+    a record (`result.record_problem`: required columns, their types, the schema version)."""
     path = runs_path(folder)
     files = _record_files(folder)
     if not path.exists() and not files:
@@ -141,16 +144,19 @@ def read_rows(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 def _read_lines(path: Path) -> list[dict[str, Any]]:
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            if not raw.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise CorruptResults(path, line_no, "not UTF-8 text") from None
             except json.JSONDecodeError as exc:
-                raise CorruptResults(path, line_no, exc.msg) from None
-            if not isinstance(row, dict) or "run_id" not in row:
-                raise CorruptResults(path, line_no, "a record needs an object with a run_id")
+                raise CorruptResults(path, line_no, f"not JSON: {exc.msg}") from None
+            problem = record_problem(row)
+            if problem:
+                raise CorruptResults(path, line_no, problem)
             rows.append(row)
     return rows
 
@@ -159,9 +165,14 @@ def _read_record_file(path: Path) -> dict[str, Any]:
     try:
         row = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise CorruptResults(path, exc.lineno, exc.msg) from None
-    if not isinstance(row, dict) or "run_id" not in row:
-        raise CorruptResults(path, 1, "a record needs an object with a run_id")
+        raise CorruptResults(path, exc.lineno, f"not JSON: {exc.msg}") from None
+    except UnicodeDecodeError:
+        raise CorruptResults(path, 1, "not UTF-8 text") from None
+    problem = record_problem(row)
+    if problem:
+        raise CorruptResults(path, 1, problem)
+    if row["run_id"] != path.stem:
+        raise CorruptResults(path, 1, f"run_id {row['run_id']!r} is not the file's name")
     return row
 
 
@@ -179,8 +190,7 @@ def done_keys(folder: str | os.PathLike[str]) -> set[tuple[str, int]]:
     A point whose runs all failed (a crash, a preempted job) runs again."""
     if not has_results(folder):
         return set()
-    return {(row["spec_key"], int(row.get("repeat", 0))) for row in read_rows(folder)
-            if row.get("status", OK) == OK}
+    return {(row["spec_key"], row["repeat"]) for row in read_rows(folder) if row["status"] == OK}
 
 
 def load_runs(folder: str | os.PathLike[str], *, ok_only: bool = False) -> pd.DataFrame:
@@ -218,6 +228,7 @@ def load_epochs(folder: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def load_series(folder: str | os.PathLike[str], run_id: str) -> RunSeries:
+    _check_run_id(run_id)
     path = Path(folder) / SERIES_DIR / f"{run_id}.json"
     with open(path, encoding="utf-8") as handle:
         payload = json.load(handle)
@@ -252,6 +263,12 @@ def claim(folder: str | os.PathLike[str], key: str, repeat: int) -> Iterator[boo
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _check_run_id(run_id: object) -> None:
+    problem = run_id_problem(run_id)
+    if problem:
+        raise UsageError(problem)
 
 
 @contextlib.contextmanager

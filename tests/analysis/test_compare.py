@@ -38,7 +38,7 @@ def rows(
     for i in range(n):
         factor = slowdown * (1 + rng.gauss(0, noise))
         out.append({
-            "run_id": f"{spec.key()}-{seed}-{i}", "spec_key": spec.key(), "repeat": i,
+            "schema_version": 1, "run_id": f"{spec.key()}-{seed}-{i}", "spec_key": spec.key(), "repeat": i,
             "status": "ok", **spec.to_dict(), "warmup_steps": 2,
             "samples_per_s": spec.batch_size * 1000 / (5.0 * factor), "epoch_s": 60.0 * factor,
             "real_s": 70.0 * factor, "user_s": 65.0 * factor, "sys_s": 2.0 * factor,
@@ -290,9 +290,15 @@ def test_cli_infrastructure_errors_exit_2(folders: tuple[Path, Path, Path], tmp_
     base, _, _ = folders
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
-    (corrupt / "runs.jsonl").write_text('{"run_id": "a"}\n{not json\n')
+    (corrupt / "runs.jsonl").write_text(json.dumps(rows(seed=9)[0]) + '\n{not json\n')
     assert main(["compare", str(base), str(corrupt)]) == 2
     assert "runs.jsonl:2" in capsys.readouterr().err
+    for line in ('{"run_id": "x1"}', json.dumps({**rows(seed=9)[0], "spec_key": None}),
+                 json.dumps({**rows(seed=9)[0], "repeat": "abc"})):
+        (corrupt / "runs.jsonl").write_text(line + "\n")
+        assert main(["compare", str(base), str(corrupt)]) == 2
+        err = capsys.readouterr().err
+        assert "runs.jsonl:1:" in err and err.count("\n") == 1 and "Traceback" not in err
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["compare", str(base), str(empty)]) == 2  # no runs.jsonl
