@@ -156,3 +156,42 @@ def test_a_record_from_before_a_field_existed_reads_as_its_default() -> None:
     spec = RunSpec.from_dict(old)
     assert (spec.sync, spec.omp_wait_policy, spec.allocator, spec.bind) == ("step", "default", "system", False)
     assert spec == RunSpec(threads=2)
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "words"),
+    [
+        (RunSpec(lr=float("inf")), "lr", "finite"),
+        (RunSpec(lr=float("nan")), "lr", "finite"),
+        (RunSpec(samples=10**12), "samples", "at most 1,000,000"),
+        (RunSpec(batch_size=10**12, samples=10**12), "samples", "at most"),
+        (RunSpec(epochs=10**9), "epochs", "at most"),
+        (RunSpec(steps=10**12), "steps", "at most"),
+        (RunSpec(threads=99_999), "threads", "at most 1,024"),
+        (RunSpec(interop_threads=99_999), "interop_threads", "at most"),
+        (RunSpec(workers=10_000), "workers", "at most"),
+        (RunSpec(profile_steps=10**9), "profile_steps", "at most"),
+        (RunSpec(seed=-1), "seed", "0 or more"),
+        (RunSpec(seed=2**70), "seed", "at most"),
+        (RunSpec(batch_size="64"), "batch_size", "whole number"),  # type: ignore[arg-type]
+        (RunSpec(batch_size=True), "batch_size", "whole number"),  # type: ignore[arg-type]
+        (RunSpec(pin_memory=3), "pin_memory", "on or off"),  # type: ignore[arg-type]
+        (RunSpec(device=7), "device", "text"),  # type: ignore[arg-type]
+    ],
+)
+def test_numbers_that_size_memory_or_time_are_bounded_and_finite(spec: RunSpec, field: str, words: str) -> None:
+    problems = [p for p in validate(spec, Capabilities(logical_cores=2)) if p.field == field]
+    assert problems and words in problems[0].message, validate(spec)
+    assert problems[0].of_value
+
+
+def test_oversubscription_stays_allowed_up_to_the_cap() -> None:
+    assert validate(RunSpec(threads=64), Capabilities(logical_cores=2)) == []
+    assert validate(RunSpec(threads=1024, samples=1_000_000, epochs=1000), Capabilities(logical_cores=2)) == []
+
+
+def test_parse_value_refuses_what_validate_would() -> None:
+    assert parse_value("lr", "0.01") == 0.01
+    for name, text in (("lr", "inf"), ("lr", "nan"), ("samples", "1e12"), ("threads", "99999"), ("epochs", "0")):
+        with pytest.raises(ValueError, match=name.replace("_", " ")):
+            parse_value(name, text)

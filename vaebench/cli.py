@@ -9,11 +9,12 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from .errors import (
@@ -26,6 +27,7 @@ from .errors import (
     Interrupted,
     UsageError,
     VaebenchError,
+    stop_signals_raise,
 )
 from .result import OK
 from .rules import SAMPLE_HZ
@@ -40,13 +42,14 @@ from .spec import (
     SYNC_MODES,
     WAIT_POLICIES,
     RunSpec,
+    value_problem,
 )
 from .sweep import DEFAULT_JOB_MINUTES, EXECUTORS, SUBMITIT_LOCAL_PARALLEL
 
 if TYPE_CHECKING:
     from typing import TypeAlias
 
-    SubParsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]  # add_subparsers()' type
+    SubParsers: TypeAlias = argparse._SubParsersAction["Parser"]  # add_subparsers()' type
 
     from .measure.execution import Planned
     from .measure.run import RunOptions
@@ -56,12 +59,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit status: 0 ok, 1 failed or regression, 2 bad usage or input,
     130/143/129 interrupted (SIGINT/SIGTERM/SIGHUP), 70 a bug (the traceback is printed)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except BadArguments as exc:
+        print(f"{exc.prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if not hasattr(args, "handler"):
         parser.print_help()
         return EXIT_USAGE
     try:
-        return int(args.handler(args))
+        with stop_signals_raise():
+            return int(args.handler(args))
     except VaebenchError as exc:
         print(f"vaebench {args.command}: {'error: ' if exc.exit_code == EXIT_USAGE else ''}{exc}", file=sys.stderr)
         return exc.exit_code
@@ -74,8 +82,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BUG
 
 
+class BadArguments(UsageError):
+    """argparse refused the command line; `prog` is the (sub)command that did."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that refuses a bad command line in one line, pointing at --help, instead of an
+    eight-line usage block, and that reads `-5%`, `-inf` or `-1e3` as a (bad) value to check,
+    not as an unknown option."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
+
+    def error(self, message: str) -> NoReturn:
+        raise BadArguments(self.prog, f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="vaebench",
         description="Benchmark and profile PyTorch training of the reference MNIST VAE.",
         epilog="Run `vaebench COMMAND --help` for a command's options. "
@@ -235,11 +264,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK if record.status == OK else EXIT_FAILED
 
 
-def _check_io(args: argparse.Namespace) -> None:
-    if args.timeout is not None and not args.timeout > 0:
-        raise UsageError(f"--timeout must be positive, got {args.timeout}")
-    if not args.sample_hz > 0:
-        raise UsageError(f"--sample-hz must be positive, got {args.sample_hz}")
+def _check_io(args: argparse.Namespace, *, create: bool = True) -> None:
+    """Check the options of how to run (`inputs.run_options`) and, unless `create` is off (a dry
+    run creates nothing), create the results folder."""
+    from .inputs import run_options
+
+    names = ("out", "data_dir", "timeout", "sample_hz")
+    checked = run_options({name: getattr(args, name, None) for name in names})
+    args.sample_hz = checked.get("sample_hz", SAMPLE_HZ)
+    if not create:
+        return
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -247,6 +281,13 @@ def _check_io(args: argparse.Namespace) -> None:
         raise UsageError(f"results folder {out} cannot be created: {exc.strerror or exc}") from None
     if not os.access(out, os.W_OK):
         raise UsageError(f"results folder {out} cannot be written")
+
+
+def _check_field(flag: str, name: str, value: object) -> None:
+    """A command's own flag that sets a run field (ladder's --epochs, ...), checked as the field."""
+    problem = value_problem(name, value)
+    if problem:
+        raise UsageError(f"{flag}: {problem}")
 
 
 def _add_env(sub: SubParsers) -> None:
@@ -322,6 +363,8 @@ def parse_fraction(text: str) -> float:
         value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a fraction or percentage: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     if not raw.endswith("%") and value >= 1:
         raise argparse.ArgumentTypeError(f"{text!r} is ambiguous: write {value:g}% or a fraction")
     if not value > 0:
@@ -456,33 +499,34 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     config = merge(config, axes, repeats=args.repeats, order_seed=args.order_seed, out=args.out,
                    timeout=args.timeout, data_dir=args.data_dir, sample_hz=args.sample_hz,
                    allocator_path=args.allocator_path)
-    if config.repeats < 1:
-        raise UsageError(f"--repeats must be at least 1, got {config.repeats}")
     opts = config.options
-    args.out = str(opts.get("out") or "reports/sweep")
-    args.timeout, args.sample_hz = opts.get("timeout"), float(opts.get("sample_hz") or SAMPLE_HZ)
-    _check_io(args)
+    args.out, args.data_dir = opts.get("out") or "reports/sweep", opts.get("data_dir")
+    args.timeout, args.sample_hz = opts.get("timeout"), opts.get("sample_hz")
+    _check_io(args, create=not args.dry_run)
     specs = config.specs()
     out = Path(args.out)
     allocator_path = str(opts.get("allocator_path") or "")
     # Slurm's nodes are not this machine: only what can run nowhere is skipped here.
     here = settings.kind != "slurm"
-    plan = schedule([(specs, config.repeats)], out=out, data_dir=opts.get("data_dir"), force=args.force,
+    plan = schedule([(specs, config.repeats)], out=out, data_dir=args.data_dir, force=args.force,
                     caps=capabilities(probe_torch=any(spec.device != "cpu" for spec in specs),
                                       allocator_path=allocator_path) if here else None,
-                    order_seed=config.order_seed)
+                    order_seed=config.order_seed, prepare=not args.dry_run)
     _print_skipped(plan.skipped)
     history = history_of(out)
     total_s = sum(estimate_s(p.point.spec, history) for p in plan.todo)
     print(f"sweep: {len(specs) - len(plan.skipped)} configurations x {config.repeats} repeats = {len(plan.planned)} "
           f"runs; {plan.done} already in {out}, {len(plan.todo)} to run, about {format_duration(total_s)}")
     if args.dry_run:
-        for p in plan.todo:
+        for p in plan.todo[:DRY_RUN_LINES]:
             print(f"  {p.point.spec.label() or 'seed configuration'} #{p.point.repeat + 1}  "
                   f"~{format_duration(estimate_s(p.point.spec, history))}  ({p.data.source})")
+        if len(plan.todo) > DRY_RUN_LINES:
+            print(f"  ... and {len(plan.todo) - DRY_RUN_LINES:,} more")
         return EXIT_OK
     options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz,
-                         sweep=Path(args.config).stem if args.config else "cli", allocator_path=allocator_path)
+                         sweep=opts.get("name") or (Path(args.config).stem if args.config else "cli"),
+                         allocator_path=allocator_path)
     if settings.submitit:
         return _sweep_on_jobs(plan.planned, plan.todo, options, settings)
     cluster.plan(out, plan.planned, options.sweep, "local", plan.todo)  # for --status
@@ -491,7 +535,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     print(f"sweep: {len(outcome.records)} runs recorded in {out / 'runs.jsonl'}, {failed} failed"
           + (f", {outcome.held_elsewhere} left to another sweep" if outcome.held_elsewhere else ""))
     if outcome.interrupted:
-        raise Interrupted(message="interrupted; what finished is kept: run the same command again to resume")
+        raise Interrupted(outcome.signum, "interrupted; what finished is kept: run the same command again to resume")
     print(f"next: vaebench report {out}")
     return EXIT_FAILED if failed else EXIT_OK
 
@@ -540,6 +584,9 @@ def _sweep_status(out: Path) -> int:
     return EXIT_OK
 
 
+DRY_RUN_LINES = 200  # points a dry run lists; past them it counts
+
+
 def _print_skipped(skipped: Sequence[Skipped]) -> None:
     for item in skipped:
         print(f"skip {item.spec.label() or 'seed configuration'}: {item.reason}", file=sys.stderr)
@@ -572,13 +619,13 @@ def _add_calibrate(sub: SubParsers) -> None:
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from .analysis.calibration import calibrate_folder, recommend
+    from .inputs import repeats
     from .machine import capabilities
     from .measure.execution import run_points, schedule
     from .measure.run import RunOptions
     from .sweep import load_config
 
-    if args.repeats < 2:
-        raise UsageError(f"--repeats must be at least 2 to see any noise, got {args.repeats}")
+    repeats(args.repeats, "--repeats", least=2)  # A/A: two runs or more to see any noise
     _check_io(args)
     config = load_config(args.config)
     specs = config.specs()
@@ -594,8 +641,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"calibrate: {args.repeats} A/A runs of {specs[0].label() or 'seed configuration'}; "
           f"{plan.done} already in {out}, {len(plan.todo)} to run")
     options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz, sweep="calibrate")
-    if run_points(plan.todo, options).interrupted:
-        raise Interrupted(message="interrupted; run the same command again to resume")
+    outcome = run_points(plan.todo, options)
+    if outcome.interrupted:
+        raise Interrupted(outcome.signum, "interrupted; run the same command again to resume")
     result = calibrate_folder(out, plan.planned[0].point.spec.key(), args.repeats, config.repeats)
     for line in result.failed:
         print(f"failed: {line}", file=sys.stderr)
@@ -654,8 +702,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from .reproduce import plan as reproduce
 
     _check_io(args)
-    if args.epochs is not None and args.epochs < 1:
-        raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
+    for flag in ("epochs", "samples"):
+        if getattr(args, flag) is not None:
+            _check_field(f"--{flag}", flag, getattr(args, flag))
     claim = claims.load(args.claim)
     out = Path(args.out)
     outcome = None
@@ -679,7 +728,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     print(comparison)
     print(f"\nReport: {markdown} (table: reproduce.csv, figure: reproduce.png; every run: {out / 'report.md'})")
     if outcome is not None and outcome.interrupted:
-        raise Interrupted(message="interrupted; run the same command again to finish")
+        raise Interrupted(outcome.signum, "interrupted; run the same command again to finish")
     return EXIT_FAILED if outcome is not None and outcome.failed else EXIT_OK
 
 
@@ -737,18 +786,24 @@ def _add_tune(sub: SubParsers) -> None:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
+    from .inputs import number, whole
     from .machine import capabilities
     from .measure.run import RunOptions, check, prepare_data
+    from .spec import MAX_SAMPLES, MAXIMUMS
     from .tune.driver import TuneSettings, tune
     from .tune.report import format_table, trials_frame, write
     from .tune.search import parse_budget, parse_include
 
     budget, include = parse_budget(args.budget), parse_include(args.include)
-    if args.target_loss is not None and not args.target_loss > 0:
+    if args.target_loss is not None and not number(args.target_loss, "--target-loss") > 0:
         raise UsageError(f"--target-loss must be positive, got {args.target_loss:g}")
-    for flag in ("max_batch", "quality_samples"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    _check_field("--samples", "samples", args.samples)
+    if args.max_batch is not None:
+        whole(args.max_batch, "--max-batch", least=1, most=MAX_SAMPLES, why="a batch is at most an epoch")
+    if args.quality_samples is not None:
+        most_epochs = MAXIMUMS["epochs"][0]
+        whole(args.quality_samples, "--quality-samples", least=1, most=most_epochs * args.samples,
+              why=f"{most_epochs:,} epochs of --samples")
     fixed = {k: getattr(args, k) for k in ("loader", "threads", "data") if getattr(args, k) is not None}
     base = dataclasses.replace(DEFAULT, device=args.device, samples=args.samples, **fixed)
     _check_io(args)
@@ -815,10 +870,12 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
 
     _check_io(args)
     rungs = ladder.pick([n.strip() for n in args.rungs.split(",") if n.strip()] if args.rungs else None)
-    for flag in ("epochs", "repeats", "samples", "steps"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise UsageError(f"--{flag} must be at least 1, got {value}")
+    from .inputs import repeats
+
+    repeats(args.repeats, "--repeats")
+    for flag in ("epochs", "samples", "steps"):
+        if getattr(args, flag) is not None:
+            _check_field(f"--{flag}", flag, getattr(args, flag))
     base = ladder.seed_base(args.device, epochs=args.epochs, steps=args.steps, data=args.data or "auto",
                             samples=args.samples)
     plan = ladder.make_plan(base, rungs, profile=args.profile)
@@ -842,7 +899,7 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
     print(text)
     print(f"wrote {path} and {out / 'report.md'}")
     if outcome.interrupted:
-        raise Interrupted(message="interrupted; run the same command again to finish")
+        raise Interrupted(outcome.signum, "interrupted; run the same command again to finish")
     return EXIT_FAILED if outcome.failed else EXIT_OK
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import typing
 from collections.abc import Mapping
@@ -104,19 +105,23 @@ class RunSpec:
         return cls(**kwargs).normalized()
 
     def normalized(self) -> RunSpec:
-        """Coerce types that JSON, TOML or pandas may have loosened (1.0 -> 1, 'true' -> True)."""
+        """Coerce types that JSON, TOML or pandas may have loosened (1.0 -> 1, 'true' -> True);
+        a value that cannot be coerced is left for `validate` to name."""
         changes: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if value is None:
                 continue
             kind = FIELD_TYPES[f.name]
-            if kind is bool and not isinstance(value, bool):
-                changes[f.name] = parse_bool(value)
-            elif kind is int and not isinstance(value, int):
-                changes[f.name] = int(value)
-            elif kind is float and not isinstance(value, float):
-                changes[f.name] = float(value)
+            try:
+                if kind is bool and not isinstance(value, bool):
+                    changes[f.name] = parse_bool(value)
+                elif kind is int and not isinstance(value, int) and float(value) == int(value):
+                    changes[f.name] = int(value)
+                elif kind is float and not isinstance(value, float | bool):
+                    changes[f.name] = float(value)
+            except (TypeError, ValueError, OverflowError):
+                pass  # left as it is, for `validate` to name
         return dataclasses.replace(self, **changes) if changes else self
 
 
@@ -152,10 +157,29 @@ CHOICE_NAMES = {"compile": "compile mode", "amp": "amp mode", "sync": "sync mode
                 "omp_wait_policy": "OpenMP wait policy"}
 MINIMUMS: dict[str, int] = {
     "batch_size": 1, "epochs": 1, "samples": 1, "profile_steps": 1, "threads": 1, "interop_threads": 1, "steps": 1,
-    "workers": 0, "nproc_per_node": 1, "nnodes": 1,
+    "workers": 0, "nproc_per_node": 1, "nnodes": 1, "seed": 0,
 }
 OPTIONAL_FIELDS = ("threads", "interop_threads", "steps")  # None: torch's default, or no step limit
 DEFAULT = RunSpec()
+
+MAX_SAMPLES = 1_000_000
+# (most, why): bounds on the numbers that size a run's memory and time, checked before anything
+# starts, whichever command or file sets them. A value past them is refused, never clamped: a
+# clamped run would be recorded as a configuration that did not run.
+MAXIMUMS: dict[str, tuple[int, str]] = {
+    "samples": (MAX_SAMPLES, "about 17 MNIST training sets; the tensor loader holds an epoch as float32, "
+                "3 GB at that size"),
+    "batch_size": (MAX_SAMPLES, "a batch is at most an epoch"),
+    "epochs": (1_000, "a hundred times the seed's 10"),
+    "steps": (10_000_000, "days of training at this model's fastest steps"),
+    "threads": (1_024, "oversubscription past that measures the scheduler, not training"),
+    "interop_threads": (1_024, "as for threads"),
+    "workers": (64, "each worker is a process with its own copy of the dataset"),
+    "profile_steps": (1_000, "a trace of that many steps is already hundreds of MB"),
+    "seed": (2**32 - 1, "the seed range numpy and torch agree on"),
+    "nproc_per_node": (256, "one rank per GPU or a few cores: no host has more"),
+    "nnodes": (4_096, "hosts in one data-parallel run"),
+}
 
 
 def changed_fields(spec: RunSpec) -> list[str]:
@@ -206,16 +230,34 @@ def parse_value(name: str, text: str) -> Any:
 
 
 def value_problem(name: str, value: Any) -> str:
-    """Why `value` can never be field `name`'s, whatever the machine and the other fields; "" if it can."""
+    """Why `value` can never be field `name`'s, whatever the machine and the other fields: its
+    type, a non-finite number, a value outside `CHOICES`, or past `MINIMUMS` and `MAXIMUMS`;
+    "" if it can be."""
+    label = "learning rate (lr)" if name == "lr" else name.replace("_", " ")
+    kind = FIELD_TYPES[name]
     if value is None:
-        return ""
+        return "" if name in OPTIONAL_FIELDS else f"{label} must be given"
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        return f"{label} must be a whole number, got {value!r}"
+    if kind is bool and not isinstance(value, bool):
+        return f"{label} must be on or off, got {value!r}"
+    if kind is str and not isinstance(value, str):
+        return f"{label} must be text, got {value!r}"
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{label} must be a number, got {value!r}"
+        if not math.isfinite(value):
+            return f"{label} must be a finite number, got {value!r}"
     if name in CHOICES and value not in CHOICES[name]:
-        return f"unknown {CHOICE_NAMES.get(name, name)} {value!r}; choose from {', '.join(CHOICES[name])}"
+        return f"unknown {CHOICE_NAMES.get(name, label)} {value!r}; choose from {', '.join(CHOICES[name])}"
     if name in MINIMUMS and value < MINIMUMS[name]:
         least = "0 or more" if MINIMUMS[name] == 0 else f"at least {MINIMUMS[name]}"
-        return f"{name.replace('_', ' ')} must be {least}, got {value}"
+        return f"{label} must be {least}, got {value}"
+    if name in MAXIMUMS and value > MAXIMUMS[name][0]:
+        most, why = MAXIMUMS[name]
+        return f"{label} must be at most {most:,} ({why}), got {value:,}"
     if name == "lr" and not value > 0:
-        return f"learning rate must be positive, got {value}"
+        return f"{label} must be positive, got {value}"
     if name == "device" and not DEVICE_PATTERN.match(value):
         return f"unknown device {value!r}; use cpu, cuda, cuda:N or mps"
     return ""
@@ -235,6 +277,7 @@ class Capabilities:
 class Problem:
     field: str
     message: str
+    of_value: bool = False  # the value alone is wrong (bad input), not its combination or this machine
 
     def __str__(self) -> str:
         return self.message
@@ -250,17 +293,17 @@ def validate(spec: RunSpec, caps: Capabilities | None = None) -> list[Problem]:
     for name in SPEC_FIELDS:
         message = value_problem(name, getattr(spec, name))
         if message:
-            bad(name, message)
-    if spec.batch_size > spec.samples >= 1:
+            problems.append(Problem(name, message, of_value=True))
+    if problems:  # the checks below compare values of the right types
+        return problems
+    if spec.batch_size > spec.samples:
         bad("batch_size", f"batch size {spec.batch_size} is above the {spec.samples} samples of an epoch: "
             "every step would be the whole epoch; lower --batch-size or raise --samples")
-    elif spec.world_size > 1 and spec.global_batch > spec.samples >= 1:
+    elif spec.world_size > 1 and spec.global_batch > spec.samples:
         bad("batch_size", f"{spec.world_size} ranks x batch {spec.batch_size} = {spec.global_batch} samples per "
             f"step is above the {spec.samples} samples of an epoch; lower --batch-size or raise --samples")
     if spec.workers > 0 and spec.loader != "reference":
         bad("workers", f"--workers applies to the reference loader only, not {spec.loader!r}")
-    if not DEVICE_PATTERN.match(spec.device):
-        return problems
     if spec.pin_memory and not spec.is_cuda:
         bad("pin_memory", "--pin-memory only matters for a CUDA device")
     if spec.amp == "fp16" and not spec.is_cuda:

@@ -173,7 +173,7 @@ def _read_record_file(path: Path) -> dict[str, Any]:
         raise CorruptResults(path, 1, problem)
     if row["run_id"] != path.stem:
         raise CorruptResults(path, 1, f"run_id {row['run_id']!r} is not the file's name")
-    return row
+    return dict(row)
 
 
 def _record_files(folder: str | os.PathLike[str]) -> list[Path]:

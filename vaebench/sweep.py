@@ -11,19 +11,14 @@ import dataclasses
 import itertools
 import math
 import random
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import inputs
 from .errors import UsageError
-from .spec import DEFAULT, SPEC_FIELDS, Capabilities, RunSpec, parse_value, validate
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from .spec import DEFAULT, MAXIMUMS, MINIMUMS, SPEC_FIELDS, Capabilities, RunSpec, parse_value, validate
 
 SWEEP_OPTIONS = ("repeats", "order_seed", "out", "timeout", "data_dir", "sample_hz", "name", "allocator_path")
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -62,8 +57,17 @@ class SweepConfig:
     def base(self) -> RunSpec:
         return dataclasses.replace(DEFAULT, **self.fixed).normalized()
 
+    @property
+    def runs(self) -> int:
+        """Grid points times repeats, duplicates counted: known before anything is expanded."""
+        return math.prod(len(values) for values in self.grid.values()) * self.repeats
+
     def specs(self) -> list[RunSpec]:
-        """Every combination of the grid over the fixed fields, duplicates removed, in grid order."""
+        """Every combination of the grid over the fixed fields, duplicates removed, in grid order;
+        raises SweepError past `inputs.MAX_RUNS` runs, before expanding anything."""
+        if self.runs > inputs.MAX_RUNS:
+            raise SweepError(f"the sweep asks for {self.runs:,} runs (grid times repeats); at most "
+                             f"{inputs.MAX_RUNS:,}: split it, or fewer repeats")
         names = list(self.grid)
         base = self.base()
         seen: dict[RunSpec, None] = {}
@@ -74,9 +78,14 @@ class SweepConfig:
 
 
 def split_valid(specs: Iterable[RunSpec], caps: Capabilities | None) -> tuple[list[RunSpec], list[Skipped]]:
+    """The specs that can run here, and those that cannot with their reason. A value that is
+    wrong on its own (`Problem.of_value`) is bad input, not a point to skip: SweepError."""
     runnable, skipped = [], []
     for spec in specs:
         problems = validate(spec, caps)
+        wrong = [p for p in problems if p.of_value]
+        if wrong:
+            raise SweepError("; ".join(str(p) for p in wrong))
         if problems:
             skipped.append(Skipped(spec, "; ".join(str(p) for p in problems)))
         else:
@@ -103,22 +112,22 @@ def parse_axes(values: Mapping[str, str | None]) -> dict[str, list[Any]]:
     for name, text in values.items():
         if text is None:
             continue
+        flag = f"--{name.replace('_', '-')}"
         items = [item for item in str(text).split(",") if item.strip()]
         if not items:
-            raise SweepError(f"--{name.replace('_', '-')} needs at least one value")
-        axes[name] = [parse_value(name, item) for item in items]
+            raise SweepError(f"{flag} needs at least one value")
+        try:
+            axes[name] = [parse_value(name, item) for item in items]
+        except UsageError as exc:
+            raise SweepError(f"{flag}: {exc}") from None
     return axes
 
 
 def load_config(path: str | Path) -> SweepConfig:
-    """Read a sweep file: top-level options, `[grid]` lists and `[run]` fixed values."""
+    """Read a sweep file: top-level options, `[grid]` lists and `[run]` fixed values; every
+    value is checked as the command line's would be, and a refusal names file, table and key."""
     path = Path(path)
-    try:
-        document = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise SweepError(f"no sweep file at {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SweepError(f"{path}: not valid TOML: {exc}") from None
+    document = inputs.read_toml(path, "sweep file", SweepError)
     unknown = set(document) - {"grid", "run", "executor", *SWEEP_OPTIONS}
     if unknown:
         raise SweepError(f"{path}: unknown keys {sorted(unknown)}; expected [grid], [run], [executor] "
@@ -127,26 +136,40 @@ def load_config(path: str | Path) -> SweepConfig:
     if not isinstance(executor, dict) or set(executor) - set(EXECUTOR_KEYS):
         wrong = sorted(set(executor) - set(EXECUTOR_KEYS)) if isinstance(executor, dict) else executor
         raise SweepError(f"{path}: [executor] has unknown keys {wrong}; known: {', '.join(EXECUTOR_KEYS)}")
-    grid = {name: _typed(path, name, v if isinstance(v, list) else [v]) for name, v in document.get("grid", {}).items()}
-    fixed = {name: _typed(path, name, [v])[0] for name, v in document.get("run", {}).items()}
-    options = {k: document[k] for k in SWEEP_OPTIONS if k in document and k not in ("repeats", "order_seed")}
-    return SweepConfig(
-        grid=grid,
-        fixed=fixed,
-        repeats=int(document.get("repeats", 1)),
-        order_seed=int(document.get("order_seed", 0)),
-        options=options,
-        executor=executor,
-    )
+    try:
+        grid = {name: _typed(path, "grid", name, values if isinstance(values, list) else [values])
+                for name, values in inputs.table(document, "grid", f"{path}: grid").items()}
+        fixed = {name: _typed(path, "run", name, [value])[0]
+                 for name, value in inputs.table(document, "run", f"{path}: run").items()}
+        return SweepConfig(grid=grid, fixed=fixed,
+                           repeats=inputs.repeats(document.get("repeats", 1), f"{path}: repeats"),
+                           order_seed=_order_seed(document.get("order_seed", 0), f"{path}: order_seed"),
+                           options=inputs.run_options(document, path), executor=executor)
+    except SweepError:
+        raise
+    except UsageError as exc:
+        raise SweepError(str(exc)) from None
 
 
-def _typed(path: Path, name: str, values: list[Any]) -> list[Any]:
+def _order_seed(value: Any, where: str) -> int:
+    most, why = MAXIMUMS["seed"]
+    return inputs.whole(value, where, least=MINIMUMS["seed"], most=most, why=why)
+
+
+def _typed(path: Path, table: str, name: str, values: list[Any]) -> list[Any]:
+    where = f"{path}: [{table}] {name}"
     if name not in SPEC_FIELDS:
-        raise SweepError(f"{path}: unknown run field {name!r}; known: {', '.join(SPEC_FIELDS)}")
+        raise SweepError(f"{path}: [{table}] unknown run field {name!r}; known: {', '.join(SPEC_FIELDS)}")
+    if not values:
+        raise SweepError(f"{where}: needs at least one value")
+    for value in values:
+        if isinstance(value, list | dict):
+            raise SweepError(f"{where}: expected {'a value or a list of values' if table == 'grid' else 'one value'}, "
+                             f"got {value!r}")
     try:
         return [parse_value(name, str(v).lower() if isinstance(v, bool) else str(v)) for v in values]
-    except ValueError as exc:
-        raise SweepError(f"{path}: {exc}") from None
+    except UsageError as exc:
+        raise SweepError(f"{where}: {exc}") from None
 
 
 def merge(config: SweepConfig, axes: Mapping[str, list[Any]], **overrides: Any) -> SweepConfig:
@@ -159,13 +182,15 @@ def merge(config: SweepConfig, axes: Mapping[str, list[Any]], **overrides: Any) 
         else:
             grid[name] = list(values)
     given = {k: v for k, v in overrides.items() if v is not None}
+    repeats = inputs.repeats(given.pop("repeats"), "--repeats") if "repeats" in given else config.repeats
+    order_seed = _order_seed(given.pop("order_seed"), "--order-seed") if "order_seed" in given else config.order_seed
     return dataclasses.replace(
         config,
         grid=grid,
         fixed=fixed,
-        repeats=given.pop("repeats", config.repeats),
-        order_seed=given.pop("order_seed", config.order_seed),
-        options={**config.options, **given},
+        repeats=repeats,
+        order_seed=order_seed,
+        options={**config.options, **inputs.run_options(given)},
     )
 
 
@@ -200,6 +225,8 @@ def executor_settings(table: Mapping[str, Any], overrides: Mapping[str, Any]) ->
     if kind not in EXECUTORS:
         raise SweepError(f"unknown executor {kind!r}; choose from {', '.join(EXECUTORS)}")
     extra = given.get("extra", {})
+    if not isinstance(extra, Mapping | list | tuple):
+        raise SweepError(f"[executor] extra must be a table or a list of KEY=VALUE, got {extra!r}")
     pairs = list(extra.items()) if isinstance(extra, Mapping) else [parse_pair(text) for text in extra]
     settings = ExecutorSettings(
         kind=kind,

@@ -93,7 +93,6 @@ def test_a_missing_config_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "no sweep file" in capsys.readouterr().err
 
 
-def test_a_bad_threshold_is_refused_by_argparse(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit) as exc:
-        calibrate(tmp_path, config(tmp_path), "--threshold", "10")
-    assert exc.value.code == 2
+def test_a_bad_threshold_is_refused_by_argparse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert calibrate(tmp_path, config(tmp_path), "--threshold", "10") == 2
+    assert "(see `vaebench calibrate --help`)" in capsys.readouterr().err

@@ -285,6 +285,16 @@ def test_cli_exit_codes(folders: tuple[Path, Path, Path], tmp_path: Path, capsys
     assert "no such results folder" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("threshold", "words"), [("-5%", "must be positive"), ("inf%", "finite"),
+                                                ("nan", "finite"), ("-inf", "finite"), ("abc", "not a fraction")])
+def test_cli_refuses_a_bad_threshold_in_one_line(folders: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str],
+                                                 threshold: str, words: str):
+    base, same, _ = folders
+    assert main(["compare", str(base), str(same), "--threshold", threshold]) == 2
+    err = capsys.readouterr().err
+    assert "argument --threshold" in err and words in err and err.count("\n") == 1, err
+
+
 def test_cli_infrastructure_errors_exit_2(folders: tuple[Path, Path, Path], tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]):
     base, _, _ = folders
@@ -339,9 +349,7 @@ def test_threshold_parsing():
     for bad in ("10", "ten", "0", "-5%"):
         with pytest.raises(Exception, match="ambiguous|not a fraction|positive"):
             parse_fraction(bad)
-    with pytest.raises(SystemExit) as caught:
-        main(["compare", "a", "b", "--threshold", "10"])
-    assert caught.value.code == 2
+    assert main(["compare", "a", "b", "--threshold", "10"]) == 2  # one line, not SystemExit
 
 
 def test_help_documents_exit_codes(capsys: pytest.CaptureFixture[str]):

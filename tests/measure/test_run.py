@@ -69,6 +69,20 @@ def test_workers_cpu_time_is_counted(tmp_path: Path) -> None:
         (["--omp-wait-policy", "sometimes"], "unknown OpenMP wait policy 'sometimes'"),
         (["--allocator", "foo"], "unknown allocator 'foo'"),
         (["--allocator", "jemalloc", "--allocator-path", "/nowhere/libjemalloc.so.2"], "no such file"),
+        (["--timeout", "inf"], "--timeout must be a finite number"),
+        (["--lr", "inf"], "learning rate (lr) must be a finite number"),
+        (["--lr", "nan"], "learning rate (lr) must be a finite number"),
+        (["--samples", "1000000000000"], "samples must be at most 1,000,000"),
+        (["--batch-size", "1000000", "--samples", "512"], "above the 512 samples of an epoch"),
+        (["--epochs", "1000000000"], "epochs must be at most 1,000"),
+        (["--threads", "99999"], "threads must be at most 1,024"),
+        (["--seed", "-1"], "seed must be 0 or more"),
+        (["--sample-hz", "0"], "--sample-hz must be positive"),
+        (["--sample-hz", "1000"], "--sample-hz must be at most 20 Hz"),
+        (["--out", ""], "--out must name a folder"),
+        (["--data-dir", ""], "--data-dir must name a folder"),
+        (["--threads", "x"], "argument --threads: invalid int value: 'x' (see `vaebench run --help`)"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -82,7 +96,7 @@ def test_bad_input_is_one_line_and_exit_2(
             pytest.skip("this machine has CUDA")
     assert run(tmp_path, *args) == 2
     err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1
+    assert message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "runs.jsonl").exists()
 
 
@@ -159,7 +173,14 @@ def test_mnist_missing_offline_names_the_alternatives(
     code = main(["run", "--data", "mnist", "--data-dir", str(tmp_path / "d"), "--out", str(tmp_path)])
     assert code == 2
     err = capsys.readouterr().err
-    assert "--data embedded" in err and "--data synthetic" in err
+    assert "--data embedded" in err and "--data synthetic" in err and "--data-dir" in err
+    assert err.count("\n") == 1, err
+    # The same input to sweep: exit 2 in one line, never "0 runs recorded" and exit 0.
+    code = main(["sweep", "--data", "mnist", "--data-dir", str(tmp_path / "d"), "--out", str(tmp_path / "s")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--data embedded" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "s" / "runs.jsonl").exists()
 
 
 @pytest.mark.parametrize(

