@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._processes import alive_in_groups, wait_for_child
 from vaebench.cli import main
 from vaebench.spec import Capabilities, RunSpec
 from vaebench.storage import read_rows
@@ -116,22 +117,28 @@ def test_sweep_killed_midway_resumes_without_duplicates_or_losses(tmp_path: Path
         if (out / "runs.jsonl").exists() and len(read_rows(out)) >= 2:
             break
         time.sleep(0.2)
+    running = {child.pid for child in wait_for_child(proc.pid)}
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     first = read_rows(out)
     assert 2 <= len(first) < 6
+    time.sleep(1.0)
+    assert not alive_in_groups(running), "the killed sweep's training child lived on"
     assert main(["sweep", *TINY, "--batch-size", "32,64,128", "--repeats", "2", "--out", str(out)]) == 0
     rows = read_rows(out)
     assert rows[: len(first)] == first
     keys = [(r["spec_key"], r["repeat"]) for r in rows]
     assert len(keys) == len(set(keys)) == 6
     assert {r["batch_size"] for r in rows} == {32, 64, 128}
+    pictures = {path.stem for path in (out / "samples").glob("*.png")}
+    assert pictures <= {r["run_id"] for r in rows}, "a killed run left a samples picture with no record"
     # A third run finds everything done and runs nothing.
     assert main(["sweep", *TINY, "--batch-size", "32,64,128", "--repeats", "2", "--out", str(out)]) == 0
     assert len(read_rows(out)) == 6
 
 
-def test_ctrl_c_keeps_what_finished_and_stops_the_running_child(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_keeps_what_finished_and_stops_the_running_child(tmp_path: Path, signum: int, status: int) -> None:
     out = tmp_path / "sweep"
     argv = [sys.executable, "-m", "vaebench.cli", "sweep", *TINY, "--batch-size", "32,64,128", "--repeats", "2",
             "--out", str(out)]
@@ -140,21 +147,16 @@ def test_ctrl_c_keeps_what_finished_and_stops_the_running_child(tmp_path: Path) 
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not ((out / "runs.jsonl").exists() and read_rows(out)):
         time.sleep(0.2)
-    time.sleep(1.0)  # into the next point's run
-    running = _child_pids()
-    proc.send_signal(signal.SIGINT)
+    running = {child.pid for child in wait_for_child(proc.pid, settle=1.0)}  # into the next point's run
+    proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130
-    assert "interrupted" in stderr and "resume" in stderr
+    assert proc.returncode == status, stderr
+    assert "interrupted" in stderr and "resume" in stderr and "Traceback" not in stderr
     kept = read_rows(out)
     assert 1 <= len(kept) < 6 and all(row["status"] == "ok" for row in kept)
-    assert running, "the sweep should have had a training child running when interrupted"
-    assert not running & _child_pids(), "the interrupted child outlived the sweep"
-
-
-def _child_pids() -> set[int]:
-    found = subprocess.run(["pgrep", "-f", "vaebench.train.child"], capture_output=True, text=True)
-    return {int(pid) for pid in found.stdout.split()}
+    time.sleep(1.0)
+    assert not alive_in_groups(running), "the interrupted child outlived the sweep"
+    assert not list((out / ".locks").glob("child-*")), "the child's registration outlived it"
 
 
 def test_an_executor_table_is_read_and_the_command_line_wins(tmp_path: Path) -> None:
@@ -215,3 +217,83 @@ def test_a_folder_holding_a_non_record_is_refused_before_anything_runs(
     assert "runs.jsonl:1:" in err and err.count("\n") == 1 and "Traceback" not in err
     assert (tmp_path / "runs.jsonl").read_text() == line + "\n"
     assert not (tmp_path / "series").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('timeout = "abc"\n', "timeout"),
+        ('sample_hz = "fast"\n', "sample_hz"),
+        ("sample_hz = 0\n", "sample_hz"),
+        ("sample_hz = 1000\n", "sample_hz"),
+        ("grid = 5\n", "grid"),
+        ("run = [1, 2]\n", "run"),
+        ("data_dir = 7\n", "data_dir"),
+        ("out = 42\n", "out"),
+        ('out = ""\n', "out"),
+        ("repeats = 'x'\n", "repeats"),
+        ("repeats = 100000000\n", "repeats"),
+        ("order_seed = -1\n", "order_seed"),
+        ("name = 5\n", "name"),
+        ("[grid]\nthreads = []\n", "[grid] threads"),
+        ("[grid]\nsamples = [1e12]\n", "[grid] samples"),
+        ("[run]\nlr = inf\n", "[run] lr"),
+        ("[run]\nthreads = [1, 2]\n", "[run] threads"),
+        ("[run]\nbatch_size = {a = 1}\n", "[run] batch_size"),
+    ],
+)
+def test_wrong_types_in_a_sweep_file_name_the_file_table_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, where: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    assert main(["sweep", "--config", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: {where}" in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_a_sweep_file_that_is_a_folder_or_not_utf8_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"[grid]\nthreads = [1]\n# \xff\xfe\n")
+    for config, words in ((tmp_path, "is a folder, not a sweep file"), (binary, "is not UTF-8")):
+        assert main(["sweep", "--config", str(config), "--dry-run"]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--sample-hz", "0"], "--sample-hz must be positive"),
+        (["--sample-hz", "1000"], "--sample-hz must be at most 20 Hz"),
+        (["--sample-hz", "nan"], "--sample-hz must be a finite number"),
+        (["--timeout", "inf"], "--timeout must be a finite number"),
+        (["--out", ""], "--out must name a folder"),
+        (["--data-dir", ""], "--data-dir must name a folder"),
+        (["--repeats", "100000000"], "--repeats must be at most 1,000"),
+        (["--repeats", "1000", "--seed", "0,1,2,3,4,5,6,7,8,9,10"], "at most 10,000"),
+        (["--lr", "inf"], "--lr: learning rate (lr) must be a finite number"),
+        (["--samples", "1000000000000"], "--samples: samples must be at most 1,000,000"),
+        (["--threads", "99999"], "--threads: threads must be at most 1,024"),
+        (["--batch-size", "0,64"], "--batch-size: batch size must be at least 1"),
+        (["--threads", "x"], "whole number"),
+    ],
+)
+def test_sweep_refuses_what_run_refuses_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], words: str
+) -> None:
+    out = tmp_path / "out"
+    assert main(["sweep", *TINY, "--out", str(out), *args, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_dry_run_creates_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, data = tmp_path / "out", tmp_path / "data"
+    argv = ["sweep", *TINY, "--batch-size", "64,128", "--out", str(out), "--data-dir", str(data), "--dry-run"]
+    assert main(argv) == 0
+    assert "2 configurations x 1 repeats = 2 runs" in capsys.readouterr().out
+    assert not out.exists() and not data.exists()

@@ -7,7 +7,11 @@ for a report, and exits with `EXIT_BUG`, never with the status of bad input.
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a run failed, or compare found a regression
@@ -38,7 +42,32 @@ class RunFailed(VaebenchError):
 class Interrupted(VaebenchError):
     """Stopped by a signal: Ctrl-C (130), SIGTERM (143), SIGHUP (129); what finished is kept."""
 
-    def __init__(self, signum: int = signal.SIGINT, message: str = "interrupted") -> None:
-        super().__init__(message)
+    def __init__(self, signum: int = signal.SIGINT, message: str = "") -> None:
+        super().__init__(message or f"interrupted by {signal.Signals(signum).name}")
         self.signum = signum
         self.exit_code = 128 + signum
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # `timeout`, a CI cancel, `docker stop`, a closed terminal
+
+
+@contextlib.contextmanager
+def stop_signals_raise() -> Iterator[None]:
+    """Inside, SIGTERM and SIGHUP raise `Interrupted` in the main thread, as Ctrl-C raises
+    KeyboardInterrupt, so that every `finally` and context manager on the way out runs: the
+    training child's process group is killed, its temp folder removed, finished records kept.
+    Their default action would end the process on the spot and leave the child training on.
+    The previous handlers are put back on the way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, action in previous.items():
+            signal.signal(signum, action)

@@ -40,6 +40,7 @@ RUNS_FILE = "runs.jsonl"
 RECORDS_DIR = "records"
 SERIES_DIR = "series"
 SAMPLES_DIR = "samples"
+LOCKS_DIR = ".locks"  # flock files: claimed sweep points, running sweeps and children (measure.occupants)
 
 
 class NoResults(UsageError, FileNotFoundError):
@@ -248,7 +249,7 @@ def claim(folder: str | os.PathLike[str], key: str, repeat: int) -> Iterator[boo
     """Hold a point of a sweep so a second sweep on the same folder skips it; yields False
     when another process holds it. The lock dies with its process, so a killed sweep leaves
     nothing stale behind."""
-    locks = Path(folder) / ".locks"
+    locks = Path(folder) / LOCKS_DIR
     locks.mkdir(parents=True, exist_ok=True)
     fd = os.open(locks / f"{key}-{repeat}.lock", os.O_WRONLY | os.O_CREAT, 0o644)
     try:

@@ -1,4 +1,4 @@
-"""Running a sweep's points: resume, claim, progress, and a clean stop on Ctrl-C.
+"""Running a sweep's points: resume, claim, progress, and a clean stop on Ctrl-C, SIGTERM or SIGHUP.
 
 Each point is one isolated `runner.run_once`. Points already in the results folder (by spec
 key and repeat) are skipped unless forced, so rerunning an interrupted sweep runs only what
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import signal
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -17,10 +18,11 @@ from pathlib import Path
 
 from .. import storage
 from .._format import format_duration
-from ..errors import UsageError
+from ..errors import Interrupted, UsageError
 from ..result import OK, DataInfo, RunRecord
 from ..spec import Capabilities, RunSpec
 from ..sweep import Point, Skipped, interleave, split_valid
+from .occupants import sweep_lock
 from .run import InvalidRun, RunOptions, prepare_data, run_once
 
 STARTUP_S = 5.0  # a child's python + torch import, data set-up and exit, when nothing is known
@@ -40,6 +42,7 @@ class SweepOutcome:
     already_done: int = 0
     held_elsewhere: int = 0
     interrupted: bool = False
+    signum: int = signal.SIGINT  # what interrupted it: Ctrl-C, SIGTERM or SIGHUP
 
     @property
     def failed(self) -> list[RunRecord]:
@@ -67,17 +70,19 @@ def schedule(
     caps: Capabilities | None,
     force: bool = False,
     order_seed: int = 0,
+    prepare: bool = True,
 ) -> Schedule:
     """Every group's specs that can run here, `repeats` times each, interleaved, with their data
-    prepared; raises UsageError when nothing can run. A group is (specs, repeats). Without `caps`
-    (the points run on other machines) only what can run nowhere is skipped."""
+    prepared (or, with `prepare` off, only located: a dry run writes nothing); raises UsageError
+    when nothing can run. A group is (specs, repeats). Without `caps` (the points run on other
+    machines) only what can run nowhere is skipped."""
     points: list[Point] = []
     skipped: list[Skipped] = []
     for specs, repeats in groups:
         runnable, cannot = split_valid(specs, caps)
         skipped += cannot
         points += interleave(runnable, repeats, order_seed)
-    planned, unavailable = resolve_points(points, data_dir)
+    planned, unavailable = resolve_points(points, data_dir, write=prepare)
     skipped += [Skipped(spec, reason) for spec, reason in dict(unavailable).items()]
     if not planned:
         reasons = "; ".join(dict.fromkeys(item.reason for item in skipped)) or "nothing was asked for"
@@ -86,8 +91,11 @@ def schedule(
     return Schedule(planned, todo, skipped)
 
 
-def resolve_points(points: Iterable[Point], data_dir: str | None) -> tuple[list[Planned], list[tuple[RunSpec, str]]]:
-    """Prepare each point's data once per (source, samples); points whose data fails are returned apart."""
+def resolve_points(
+    points: Iterable[Point], data_dir: str | None, *, write: bool = True
+) -> tuple[list[Planned], list[tuple[RunSpec, str]]]:
+    """Prepare each point's data once per (source, samples) (`write` off: locate it only);
+    points whose data fails are returned apart."""
     prepared: dict[tuple[str, int], tuple[str, DataInfo] | str] = {}
     planned: list[Planned] = []
     failed: list[tuple[RunSpec, str]] = []
@@ -95,7 +103,7 @@ def resolve_points(points: Iterable[Point], data_dir: str | None) -> tuple[list[
         key = (point.spec.data, point.spec.samples)
         if key not in prepared:
             try:
-                spec, info = prepare_data(point.spec, data_dir)
+                spec, info = prepare_data(point.spec, data_dir, write=write)
                 prepared[key] = (spec.data, info)
             except InvalidRun as exc:
                 prepared[key] = str(exc)
@@ -151,24 +159,38 @@ def run_points(
     history = history_of(options.out)
     left_s = sum(estimate_s(p.point.spec, history) for p in todo)
     start = time.monotonic()
+    warned: set[int] = set()
     try:
-        for index, planned in enumerate(todo, start=1):
-            spec, repeat = planned.point.spec, planned.point.repeat
-            with storage.claim(options.out, spec.key(), repeat) as mine:
-                if not mine or (not force and (spec.key(), repeat) in storage.done_keys(options.out)):
-                    outcome.held_elsewhere += 1
-                    continue
-                point_options = dataclasses.replace(options, repeat=repeat, label=f"[{index}/{len(todo)}]")
-                record = run(spec, planned.data, point_options)
-            outcome.records.append(record)
-            left_s = max(0.0, left_s - estimate_s(spec, history))
-            elapsed = time.monotonic() - start
-            # Once a few runs are in, their pace beats the rough first guess.
-            eta = elapsed / index * (len(todo) - index) if index >= 3 else left_s
-            report(_line(index, len(todo), record, elapsed, eta))
+        with sweep_lock(options.out) as others:
+            for index, planned in enumerate(todo, start=1):
+                _warn_of_others(others(), warned, options.out, report)
+                spec, repeat = planned.point.spec, planned.point.repeat
+                with storage.claim(options.out, spec.key(), repeat) as mine:
+                    if not mine or (not force and (spec.key(), repeat) in storage.done_keys(options.out)):
+                        outcome.held_elsewhere += 1
+                        continue
+                    point_options = dataclasses.replace(options, repeat=repeat, label=f"[{index}/{len(todo)}]")
+                    record = run(spec, planned.data, point_options)
+                outcome.records.append(record)
+                left_s = max(0.0, left_s - estimate_s(spec, history))
+                elapsed = time.monotonic() - start
+                # Once a few runs are in, their pace beats the rough first guess.
+                eta = elapsed / index * (len(todo) - index) if index >= 3 else left_s
+                report(_line(index, len(todo), record, elapsed, eta))
     except KeyboardInterrupt:
         outcome.interrupted = True
+    except Interrupted as exc:  # SIGTERM or SIGHUP, under errors.stop_signals_raise
+        outcome.interrupted, outcome.signum = True, exc.signum
     return outcome
+
+
+def _warn_of_others(others: list[int], warned: set[int], out: Path, report: Report) -> None:
+    """Say once per process that another vaebench measures into the same folder right now."""
+    new = [pid for pid in others if pid not in warned]
+    if new:
+        warned.update(new)
+        report(f"warning: another vaebench (pid {', '.join(map(str, new))}) is running points into {out} at the "
+               "same time: the two measure each other, each the other's busy neighbour (see neighbour_cpu_pct)")
 
 
 def _line(index: int, total: int, record: RunRecord, elapsed: float, eta: float) -> str:

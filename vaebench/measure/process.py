@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,9 +11,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 from ..result import ProcessUsage
+from .occupants import ChildLock, reap_orphans
 
 Clock = Callable[[], float]
 
@@ -34,42 +37,54 @@ def run_child(
     poll_s: float = 0.02,
     on_start: Callable[[int], None] | None = None,
     keep_stderr: int = 0,
+    folder: Path | None = None,
+    scratch: Path | None = None,
 ) -> ChildExit:
     """Run `argv` in a new session and measure it as `/usr/bin/time` does.
 
     `os.wait4` returns the child's rusage including every descendant it waited for, so
-    DataLoader workers' and torchrun's ranks' CPU time is counted. On a timeout or an interrupt
-    the child's whole tree is killed: its process group, and every descendant that started a
-    session of its own (torchrun's ranks do). With `keep_stderr`, the child's stderr still goes
-    to ours as it comes, and its last `keep_stderr` bytes come back in the answer.
+    DataLoader workers' and torchrun's ranks' CPU time is counted. On a timeout or on any
+    exception here, an interrupt included (SIGTERM and SIGHUP raise one under
+    `errors.stop_signals_raise`), the child's whole tree is killed: its process group, and every
+    descendant that started a session of its own (torchrun's ranks do). With `keep_stderr`, the
+    child's stderr still goes to ours as it comes, and its last `keep_stderr` bytes come back in
+    the answer. With `folder` (the results folder), orphans of killed runs there are killed
+    first and the child is registered there (`occupants.ChildLock`, naming its temp folder
+    `scratch`) until it has been waited for.
     """
-    start = clock()
-    proc = subprocess.Popen(list(argv), env=env, start_new_session=True,
-                            stderr=subprocess.PIPE if keep_stderr else None)
-    tee = _Tee(proc.stderr, keep_stderr) if proc.stderr is not None else None
-    if on_start is not None:
-        on_start(proc.pid)
-    timed_out = False
-    try:
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if timeout is not None and clock() - start > timeout:
-                timed_out = True
-                kill_tree(proc.pid)
-                _, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(poll_s)
-    except BaseException:
-        kill_tree(proc.pid)
-        os.wait4(proc.pid, 0)
-        proc.returncode = -1
-        raise
-    finally:
-        if tee is not None:
-            tee.join()
-    real = clock() - start
+    if folder is not None:
+        reap_orphans(folder, report=lambda line: print(line, file=sys.stderr))
+    with ChildLock(folder, scratch) if folder is not None else contextlib.nullcontext() as lock:
+        start = clock()
+        proc = subprocess.Popen(list(argv), env=env, start_new_session=True,
+                                stderr=subprocess.PIPE if keep_stderr else None,
+                                pass_fds=(lock.fd,) if lock is not None else ())
+        tee = _Tee(proc.stderr, keep_stderr) if proc.stderr is not None else None
+        timed_out = False
+        try:
+            if lock is not None:
+                lock.started(proc.pid)
+            if on_start is not None:
+                on_start(proc.pid)
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if timeout is not None and clock() - start > timeout:
+                    timed_out = True
+                    kill_tree(proc.pid)
+                    _, status, usage = os.wait4(proc.pid, 0)
+                    break
+                time.sleep(poll_s)
+        except BaseException:
+            kill_tree(proc.pid)
+            os.wait4(proc.pid, 0)
+            proc.returncode = -1
+            raise
+        finally:
+            if tee is not None:
+                tee.join()
+        real = clock() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     return ChildExit(
         usage=ProcessUsage(

@@ -41,6 +41,7 @@ from .launch import (
     single_rank_rate,
 )
 from .monitor import Monitor, open_gpu_probe
+from .occupants import SCRATCH_PREFIX
 from .peak import cached_peak
 from .process import run_child
 from .rapl import EnergyMeter
@@ -81,7 +82,7 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
     run_id = new_run_id()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     peak = cached_peak(spec, measure=options.measure_peak, allocator_path=options.allocator_path)
-    with tempfile.TemporaryDirectory(prefix="vaebench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as tmp:
         request = Path(tmp) / "request.json"
         result = Path(tmp) / "result.json"
         _request(spec, data, options, run_id, result).write(request)
@@ -93,7 +94,8 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
             # The threads watched are the training process's: with several ranks it is torchrun's, so none.
             exit_ = run_child(child_argv(spec, request, options.launch), env=child_env(spec, options.allocator_path),
                               timeout=options.timeout, keep_stderr=STDERR_KEPT if spec.world_size > 1 else 0,
-                              on_start=monitor.watch if spec.world_size == 1 else None)
+                              on_start=monitor.watch if spec.world_size == 1 else None, folder=options.out,
+                              scratch=Path(tmp))
         answer = Answer.read(result)
         ranks = rank_answers(Path(tmp)) if spec.world_size > 1 else {}
 
@@ -216,13 +218,14 @@ def check(spec: RunSpec, caps: Capabilities | None = None, allocator_path: str =
         raise InvalidRun("; ".join(str(p) for p in problems))
 
 
-def prepare_data(spec: RunSpec, data_dir: str | None) -> tuple[RunSpec, DataInfo]:
-    """Resolve `auto`, write the data's files if needed, and return the spec as it will run."""
-    problem = check_writable(data_dir)
+def prepare_data(spec: RunSpec, data_dir: str | None, *, write: bool = True) -> tuple[RunSpec, DataInfo]:
+    """Resolve `auto`, write the data's files if needed (unless `write` is off: a dry run only
+    locates them), and return the spec as it will run."""
+    problem = check_writable(data_dir) if write else None
     if problem:
         raise InvalidRun(problem)
     try:
-        info = prepare(spec.data, data_dir, spec.samples)
+        info = prepare(spec.data, data_dir, spec.samples, write=write)
     except DataUnavailable as exc:
         raise InvalidRun(str(exc)) from None
     source = {"embedded-5k": "embedded"}.get(info.source, info.source)

@@ -17,7 +17,6 @@ import time
 
 _START = time.perf_counter()
 
-import ctypes  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
 import signal  # noqa: E402
@@ -31,13 +30,14 @@ from .._format import ProgressBar  # noqa: E402
 from ..protocol import Answer, Request  # noqa: E402
 from ..result import OK  # noqa: E402
 from ..storage import SAMPLES_DIR  # noqa: E402
+from .lifeline import exit_if_orphaned, tie_to_parent  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
+    tie_to_parent()
     request = Request.read(Path(argv[0]))
     rank = int(os.environ.get("RANK", 0))
     distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1
-    die_with_parent()
     try:
         answer = _train(request, rank)
         code = 0
@@ -45,29 +45,12 @@ def main(argv: list[str]) -> int:
         traceback.print_exc(file=sys.stderr)
         answer = Answer.failed(failure_reason(exc))
         code = 1
+    exit_if_orphaned()  # no answer for a parent that is gone
     if code and distributed:
         answer.write(rank_answer_path(Path(request.result), rank))
     elif rank == 0:
         answer.write(Path(request.result))
     return code
-
-
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def die_with_parent() -> None:
-    """Ask the kernel to kill this process when its parent dies, however it dies. A run whose
-    measuring parent is gone measures nothing; and torchrun starts each rank in a session of its
-    own, where a kill aimed at the launcher's process group would miss it."""
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent died before the request took hold
-        os._exit(1)
 
 
 def rank_answer_path(result: Path, rank: int) -> Path:
@@ -103,6 +86,7 @@ def _train(request: Request, rank: int = 0) -> Answer:
     stop()  # every rank has what it needs: the gather was the last collective
     if rank != 0:
         return Answer(status=OK)
+    exit_if_orphaned()  # a picture with no record beside it would mislead
     _save_digits(outcome.model, Path(request.out) / SAMPLES_DIR / f"{request.run_id}.png")
     return Answer(
         status=OK,

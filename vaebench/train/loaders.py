@@ -21,6 +21,7 @@ from ..layout import train_images
 from ..result import DataInfo
 from ..spec import RunSpec
 from .distributed import ONE_PROCESS, Shard
+from .lifeline import tie_to_parent
 
 ORDER_SEED_STRIDE = 1_000_003  # keeps (seed, epoch) pairs from sharing a shuffle
 
@@ -92,6 +93,10 @@ class _Wrapped(Dataset[object]):
         return self.base[index % self.size]
 
 
+def _tie_worker(worker_id: int) -> None:
+    tie_to_parent()
+
+
 class ReferenceSource:
     on_device = False
 
@@ -117,6 +122,8 @@ class ReferenceSource:
             # which the model's sampling noise uses.
             generator=torch.Generator().manual_seed(spec.seed),
             persistent_workers=spec.workers > 0,
+            # A worker dies with this process, as this process dies with vaebench.
+            worker_init_fn=_tie_worker if spec.workers > 0 else None,
         )
 
     def __len__(self) -> int:

@@ -40,4 +40,7 @@ def _sync(device: str) -> None:
 
 
 if __name__ == "__main__":
+    from .lifeline import tie_to_parent
+
+    tie_to_parent()
     print(measure(sys.argv[1], sys.argv[2]))

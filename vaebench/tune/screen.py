@@ -60,7 +60,7 @@ def screen(
         "start": start, "budget_s": budget_s, "work": str(work),
     }))
     exit_ = run_child([sys.executable, "-m", "vaebench.tune.screen", str(request)], env=child_env(base),
-                      timeout=budget_s + STARTUP_GRACE_S)
+                      timeout=budget_s + STARTUP_GRACE_S, folder=work.parent)
     result = read_trials(work)
     answer = _read_json(work / ANSWER_FILE)
     if answer is not None:
@@ -114,6 +114,9 @@ def _append(path: Path, row: dict[str, Any]) -> None:
 
 
 def main(argv: list[str]) -> int:
+    from ..train.lifeline import tie_to_parent
+
+    tie_to_parent()
     import torch
 
     from ..measure.monitor import Monitor, open_gpu_probe

@@ -1,0 +1,83 @@
+"""The training child never outlives vaebench: SIGTERM, SIGHUP, SIGINT or SIGKILL of the parent.
+
+Each test starts a real `vaebench run` that would train for minutes, signals it once its
+child is training, and checks one second later that no process of the child's group (the
+child and any DataLoader worker) is alive, that the temp folder is gone where the parent
+could clean up, and that the results folder holds no half-written record or orphan PNG.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests._processes import alive_in_groups, request_folder, wait_for_child
+from vaebench.storage import read_rows
+
+ROOT = Path(__file__).resolve().parents[2]
+FOREVER = ["--data", "synthetic", "--samples", "2048", "--batch-size", "32", "--epochs", "1000", "--threads", "1"]
+
+
+def start(out: Path, *extra: str) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "vaebench.cli", "run", *FOREVER, *extra, "--out", str(out)]
+    # SIGINT is ignored in the background children of some shells; put its default back.
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+@pytest.fixture
+def groups() -> Iterator[set[int]]:
+    """The process groups of the children a test saw; whatever is left of them is killed after
+    the test, so that a failing test does not leave a training process behind."""
+    seen: set[int] = set()
+    yield seen
+    for group in seen:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+
+
+def assert_store_intact(out: Path) -> None:
+    rows = read_rows(out) if (out / "runs.jsonl").exists() else []
+    ids = {row["run_id"] for row in rows}
+    pictures = {path.stem for path in (out / "samples").glob("*.png")} if (out / "samples").exists() else set()
+    assert pictures <= ids, f"samples without a record: {pictures - ids}"
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)])
+def test_a_signalled_run_ends_its_child_cleans_up_and_exits_128_plus_the_signal(
+    tmp_path: Path, groups: set[int], signum: int, status: int
+) -> None:
+    out = tmp_path / "out"
+    proc = start(out, "--workers", "1")
+    children = wait_for_child(proc.pid, settle=1.0)
+    groups.update(child.pid for child in children)
+    scratch = request_folder(children[0])
+    assert scratch.exists()
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == status, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    time.sleep(1.0)
+    assert not alive_in_groups(groups), "a training process outlived vaebench"
+    assert not scratch.exists(), "the temp folder was left behind"
+    assert_store_intact(out)
+
+
+def test_kill_9_of_the_parent_takes_the_child_down_too(tmp_path: Path, groups: set[int]) -> None:
+    out = tmp_path / "out"
+    proc = start(out, "--workers", "1")
+    children = wait_for_child(proc.pid, settle=1.0)
+    groups.update(child.pid for child in children)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)  # not communicate(): an orphan would hold the pipes open
+    time.sleep(1.0)
+    assert not alive_in_groups(groups), "the training child outlived its killed parent"
+    assert_store_intact(out)

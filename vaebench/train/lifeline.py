@@ -1,0 +1,59 @@
+"""A child's tie to the process that started it: when that parent dies, even by `kill -9`, the
+child dies too, and never writes a record or a samples picture for a run no one measures.
+
+On Linux the kernel sends SIGKILL at the parent's death (`prctl(PR_SET_PDEATHSIG)`): that also
+reaches torchrun's ranks, which start sessions of their own where a kill aimed at the
+launcher's process group would miss them. The parent may already be gone when that is asked,
+so the parent's pid is compared right after. Elsewhere a daemon thread polls the parent's pid
+every `POLL_S`. Before writing anything, a child checks its parent once more.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
+import threading
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+POLL_S = 0.5  # where there is no PR_SET_PDEATHSIG: how long an orphan may go on
+EXIT_ORPHANED = 1
+_parent: int | None = None  # the parent this process is tied to
+
+
+def tie_to_parent() -> None:
+    """Die with the current parent. Call it first thing in a child (a run, a rank, a worker)."""
+    global _parent
+    _parent = os.getppid()
+    if not (sys.platform.startswith("linux") and _set_parent_death_signal()):
+        threading.Thread(target=_poll, name="vaebench-lifeline", daemon=True).start()
+    exit_if_orphaned()  # the parent died before the request took hold
+
+
+def exit_if_orphaned() -> None:
+    """End this process now if the parent it was tied to is gone: nothing it writes is wanted."""
+    if _parent is not None and os.getppid() != _parent:
+        _die()
+
+
+def _set_parent_death_signal() -> bool:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        return int(libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _poll() -> None:
+    stop = threading.Event()
+    while not stop.wait(POLL_S):
+        exit_if_orphaned()
+
+
+def _die() -> None:
+    # A child started by vaebench leads its own process group: take its DataLoader workers along.
+    if os.getpgrp() == os.getpid():
+        os.killpg(os.getpid(), signal.SIGKILL)
+    os._exit(EXIT_ORPHANED)
