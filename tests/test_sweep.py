@@ -297,3 +297,12 @@ def test_dry_run_creates_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(argv) == 0
     assert "2 configurations x 1 repeats = 2 runs" in capsys.readouterr().out
     assert not out.exists() and not data.exists()
+
+
+def test_a_batch_above_the_epoch_is_a_point_skipped_with_its_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sweep", *TINY, "--batch-size", "64,100000", "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert "batch_size=100000" in captured.err and "above the 256 samples of an epoch" in captured.err
+    assert "1 configurations x 1 repeats = 1 runs" in captured.out

@@ -182,6 +182,15 @@ MAXIMUMS: dict[str, tuple[int, str]] = {
 }
 
 
+def samples_per_step(samples: int, batch_size: int, steps: int) -> list[int]:
+    """The samples in each of the first `steps` steps: every loader cuts an epoch of `samples`
+    into full batches and a ragged rest, and a batch holds at most the epoch."""
+    batch = max(1, min(batch_size, samples))
+    per_epoch = -(-samples // batch)
+    rest = samples - (per_epoch - 1) * batch
+    return [batch if i % per_epoch < per_epoch - 1 else rest for i in range(steps)]
+
+
 def changed_fields(spec: RunSpec) -> list[str]:
     return [name for name in SPEC_FIELDS if getattr(spec, name) != getattr(DEFAULT, name)]
 

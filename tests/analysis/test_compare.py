@@ -407,3 +407,17 @@ def test_folders_from_many_machines_pair_like_machine_with_like():
     # Pooled across machines the A100's slowdown would drown in the H100's runs.
     with pytest.raises(cmp.FingerprintMismatch):
         cmp.compare(frame(rows(seed=1, **a100)), frame(rows(seed=2, **h100)))
+
+
+def test_samples_per_s_from_step_times_counts_the_samples_really_in_each_step():
+    # Recorded before a batch above the epoch was refused: batch 100,000 over a 512-sample
+    # epoch, so each step held the 512 samples there were, not 100,000 (bug 3 of issue 15).
+    huge = RunSpec(batch_size=100_000, samples=512, epochs=40, data="synthetic")
+    row = rows(spec=huge, n=1)[0]
+    steps = {row["run_id"]: RunSeries(step_ms=[10.0, 10.0] + [4.0] * 30)}  # an older series: no step_samples
+    assert cmp.run_values(frame([row]), "samples_per_s", steps) == [pytest.approx(512 * 1000 / 4.0)]
+    # A ragged epoch: 600 samples in batches of 256 make steps of 256, 256 and 88 samples.
+    ragged = RunSpec(batch_size=256, samples=600, epochs=10, data="synthetic")
+    row = rows(spec=ragged, n=1)[0]
+    times = RunSeries(step_ms=[10.0, 10.0, 0.5] + [2.0, 2.0, 0.5] * 10)
+    assert cmp.run_values(frame([row]), "samples_per_s", {row["run_id"]: times}) == [pytest.approx(256 * 1000 / 2.0)]

@@ -253,3 +253,23 @@ def test_cuda_graphs_on_the_cpu_is_refused_before_anything_runs(
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--cuda-graphs needs a CUDA device" in err
     assert not (tmp_path / "runs.jsonl").exists()
+
+
+def test_throughput_counts_the_samples_in_each_step_not_the_batch_asked_for(tmp_path: Path) -> None:
+    import statistics
+
+    from vaebench.spec import samples_per_step
+    from vaebench.storage import load_series
+    from vaebench.train.model import train_flops_per_sample
+
+    # 520 samples in batches of 512: each epoch is a step of 512 and a step of 8.
+    args = ["run", "--device", "cpu", "--data", "synthetic", "--samples", "520", "--batch-size", "512",
+            "--epochs", "12", "--threads", "1", "--out", str(tmp_path)]
+    assert main(args) == 0
+    row = load_runs(str(tmp_path)).iloc[0]
+    steps = load_series(tmp_path, row["run_id"]).step_ms
+    rates = [1000 * n / ms for n, ms in zip(samples_per_step(520, 512, len(steps)), steps, strict=True)]
+    assert row["samples_seen"] == 12 * 520 and len(steps) == 24
+    assert row["samples_per_s"] == pytest.approx(statistics.median(rates[row["warmup_steps"]:]))
+    assert row["model_flops_per_s"] == pytest.approx(row["samples_per_s"] * train_flops_per_sample())
+    assert row["flops_frac"] < 1 or row["flops_frac"] != row["flops_frac"]  # below the peak, or no peak here

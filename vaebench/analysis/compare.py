@@ -3,8 +3,9 @@
 The decision rule, per (configuration, metric):
 
 * The unit of evidence is the run. Each run contributes one value: its steady-state
-  samples/s (recomputed from its step times after warm-up when the series is at hand,
-  batch size / median step), its median epoch time, its wall/user/sys time or its peak RSS.
+  samples/s (recomputed from its step times after warm-up when the series is at hand: the
+  median over steps of the samples in the step over its time, as the run computed it), its
+  median epoch time, its wall/user/sys time or its peak RSS.
   Step times never enter the test as samples of their own: steps inside a run share its
   machine state (a noisy neighbour, a thermal state, a page-cache state), so thousands of
   them are not thousands of independent samples and a step-level test would call a
@@ -43,7 +44,7 @@ from ..errors import UsageError
 from ..machine import machine_label
 from ..result import OK, RunSeries
 from ..rules import steady_rate
-from ..spec import RunSpec
+from ..spec import RunSpec, samples_per_step
 from ..stats import finite, number
 
 if TYPE_CHECKING:
@@ -488,12 +489,16 @@ def load_step_times(folder: str | os.PathLike[str], run_ids: Sequence[str]) -> d
 
 def _steady_samples_per_s(row: Mapping[str, Any], series: Mapping[str, RunSeries]) -> float | None:
     """samples/s by the loop's own steady-state rule, from the raw steps; older series without
-    per-step samples count the configured batch for every step."""
+    per-step samples count what each step held by the loaders' rule (`spec.samples_per_step`: a
+    batch is at most the epoch, the last one ragged), not the configured batch."""
     found = series.get(str(row.get("run_id")))
     warmup, batch = row.get("warmup_steps"), row.get("batch_size")
     if found is None or not found.step_ms or not math.isfinite(number(warmup)) or not math.isfinite(number(batch)):
         return None
-    samples = found.step_samples or [int(batch or 0)] * len(found.step_ms)
+    epoch = number(row.get("samples"))
+    if not found.step_samples and not (math.isfinite(epoch) and epoch >= 1 and number(batch) >= 1):
+        return None
+    samples = found.step_samples or samples_per_step(int(epoch), int(number(batch)), len(found.step_ms))
     rate = steady_rate(found.step_ms, samples, int(warmup or 0), set(found.excluded_steps))
     return rate if rate > 0 else None
 
