@@ -9,6 +9,7 @@ import pytest
 
 from vaebench import load_runs
 from vaebench.cli import main
+from vaebench.spec import RunSpec
 
 TINY = ["--device", "cpu", "--data", "embedded", "--samples", "512", "--batch-size", "64", "--epochs", "1"]
 
@@ -185,7 +186,7 @@ def test_mnist_missing_offline_names_the_alternatives(
 
 @pytest.mark.parametrize(
     ("fault", "reason"),
-    [("oom", "out of memory"), ("crash", "SIGSEGV"), ("hang", "timeout")],
+    [("oom", "out of memory"), ("cpu-oom", "out of memory: [enforce fail"), ("crash", "SIGSEGV"), ("hang", "timeout")],
 )
 def test_failures_become_failed_records_and_exit_1(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str, reason: str
@@ -193,12 +194,16 @@ def test_failures_become_failed_records_and_exit_1(
     assert run(tmp_path, "--threads", "1") == 0
     before = (tmp_path / "runs.jsonl").read_text()
     monkeypatch.setenv("VAEBENCH_FAULT", fault)
-    # Long enough for the child to start and take a step; a hang is cut off at it.
-    assert run(tmp_path, "--threads", "1", "--timeout", "10") == 1
+    # Long enough for the child to start and take a step on a busy machine; a hang is cut off at it.
+    assert run(tmp_path, "--threads", "1", "--timeout", "20") == 1
     frame = load_runs(str(tmp_path))
     assert (tmp_path / "runs.jsonl").read_text().startswith(before)
     assert frame["status"].tolist() == ["ok", "failed"]
-    assert reason in frame.iloc[1]["reason"]
+    ok, failed = frame.to_dict("records")
+    assert reason in failed["reason"]
+    # A failed record keeps its whole configuration: the same spec, key and data as the run that worked.
+    assert RunSpec.from_dict(failed) == RunSpec.from_dict(ok) and failed["spec_key"] == ok["spec_key"]
+    assert all(failed[name] == ok[name] for name in ("data_source", "data_samples", "lr", "threads", "samples"))
 
 
 def test_env_prints_the_fingerprint(capsys: pytest.CaptureFixture[str]) -> None:

@@ -107,7 +107,8 @@ def _own_cpu_s() -> float:
 
 
 def _fault_injector(rank: int = 0) -> Callable[[int], None] | None:
-    """VAEBENCH_FAULT=oom|crash|hang fails the run after its first step: tests of crash safety.
+    """VAEBENCH_FAULT=oom|cpu-oom|crash|hang fails the run after its first step: tests of crash
+    safety. `cpu-oom` asks the real CPU allocator for 64 TiB, so the message is torch's own.
     VAEBENCH_FAULT_RANK=r limits it to rank r of a data-parallel run."""
     fault = os.environ.get("VAEBENCH_FAULT")
     target = os.environ.get("VAEBENCH_FAULT_RANK")
@@ -119,6 +120,10 @@ def _fault_injector(rank: int = 0) -> Callable[[int], None] | None:
             import torch
 
             raise torch.OutOfMemoryError("injected: tried to allocate 1 TiB")
+        if fault == "cpu-oom":
+            import torch
+
+            torch.empty(1 << 46, dtype=torch.uint8)
         if fault == "crash":
             os.kill(os.getpid(), signal.SIGSEGV)
         if fault == "hang":
