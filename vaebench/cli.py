@@ -790,11 +790,14 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from .machine import capabilities
     from .measure.run import RunOptions, check, prepare_data
     from .spec import MAX_SAMPLES, MAXIMUMS
-    from .tune.driver import TuneSettings, tune
+    from .tune.driver import TuneSettings, minimum_budget_s, tune
     from .tune.report import format_table, trials_frame, write
     from .tune.search import parse_budget, parse_include
 
     budget, include = parse_budget(args.budget), parse_include(args.include)
+    if budget < minimum_budget_s():
+        raise UsageError(f"--budget {args.budget} cannot fit a tune: the search, and the quality guard's runs of "
+                         f"the reference batch and a candidate, need at least {minimum_budget_s():g}s")
     if args.target_loss is not None and not number(args.target_loss, "--target-loss") > 0:
         raise UsageError(f"--target-loss must be positive, got {args.target_loss:g}")
     _check_field("--samples", "samples", args.samples)
@@ -816,7 +819,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     print(f"tune: {base.device}, {data.source} ({data.samples} samples/epoch), budget {budget:g} s", file=sys.stderr)
     result = tune(settings, data, RunOptions(out=Path(args.out)), caps)
     print(format_table(trials_frame(result)))
-    print(f"\nrecommendation: {result.recommendation.reason}")
+    print(f"\nrecommendation: {'' if result.recommendation.trial else 'none: '}{result.recommendation.reason}")
     for line in [*result.recommendation.rejected, result.search.memory_note(), *result.notes]:
         print(f"  {line}")
     print(f"wrote {write(result, Path(args.out))}; next: vaebench report {args.out}")

@@ -38,6 +38,7 @@ from .search import (
 SEARCH_SHARE = 0.4
 KNOB_SHARE = 0.6
 STARTUP_S = 4.0  # an isolated run's start-up before its first step, on a small machine
+MIN_QUALITY_RUNS = 2  # the reference batch and one candidate
 QUALITY_CANDIDATES = 3  # the fastest batch sizes that get a quality run beside the reference
 SWEEP_NAME = "tune"
 TUNE_SAMPLES = 16_384  # samples per epoch: enough for batches up to 16k, quick quality runs
@@ -65,6 +66,12 @@ class TuneSettings:
         return self.quality_samples or 4 * self.base.samples
 
 
+def minimum_budget_s() -> float:
+    """The shortest budget a tune can possibly fit: the quality guard's share must hold the
+    start-up of `MIN_QUALITY_RUNS` isolated runs, the search's share that of its process."""
+    return max(MIN_QUALITY_RUNS * STARTUP_S / (1 - KNOB_SHARE), STARTUP_S / SEARCH_SHARE)
+
+
 @dataclass
 class TuneResult:
     settings: TuneSettings
@@ -76,6 +83,8 @@ class TuneResult:
     adopted: list[str] = field(default_factory=list)  # each knob the knob stage kept, with its measured gain
     notes: list[str] = field(default_factory=list)
     wall_s: float = math.nan
+    quality_short_s: float = 0.0  # expected seconds of the quality runs the budget left out
+    quality_start_s: float = math.nan  # when the quality guard began, in seconds since the start
 
     @property
     def trials(self) -> list[Trial]:
@@ -101,8 +110,9 @@ def trial_from_record(record: RunRecord, stage: str) -> Trial:
     )
 
 
-def isolated(data: DataInfo, options: RunOptions, stage: str, run: Run = run_once) -> Measure:
-    """A `measure` that runs each spec as its own stored run."""
+def isolated(data: DataInfo, options: RunOptions, stage: str, run: Run | None = None) -> Measure:
+    """A `measure` that runs each spec as its own stored run (`run_once` unless `run` is given)."""
+    run = run or run_once  # looked up at call time, so that a test can stand in a fake runner
 
     def measure(spec: RunSpec) -> Trial:
         return trial_from_record(run(spec, data, dataclasses.replace(options, sweep=SWEEP_NAME)), stage)
@@ -118,9 +128,10 @@ def tune(
     *,
     report: Report = print,
     clock: Clock = time.monotonic,
-    run: Run = run_once,
+    run: Run | None = None,
     screen: Screen | None = None,
 ) -> TuneResult:
+    run = run or run_once
     start = clock()
     budget = settings.budget_s
     base = settings.base
@@ -159,14 +170,26 @@ def tune(
         rec = result.recommendation
         result.recommendation = Recommendation(rec.trial, f"{rec.reason}; with {'; '.join(result.adopted)}",
                                                rec.rejected)
-    if result.recommendation.trial is None:
+    if result.recommendation.trial is None and result.quality_short_s > 0:
         fastest = max((t for t in [best, *result.knobs] if t.ok), key=lambda t: t.samples_per_s)
         result.recommendation = Recommendation(
-            fastest, f"batch {fastest.batch} is the fastest found ({fastest.samples_per_s:.0f} samples/s); "
-            "NOT quality-checked: the time budget ran out before the quality runs")
-    report(f"recommendation: {result.recommendation.reason}")
+            None, f"the time budget ran out before the quality guard could check the "
+            f"fastest batch found ({fastest.batch}, {fastest.samples_per_s:.0f} samples/s) against batch "
+            f"{REFERENCE_BATCH}; this tune needs about --budget {needed_budget_s(result, budget):.0f}s")
+    report(f"recommendation: {'' if result.recommendation.trial else 'none: '}{result.recommendation.reason}")
     result.wall_s = clock() - start
     return result
+
+
+def needed_budget_s(result: TuneResult, budget_s: float) -> float:
+    """A budget that would have fit the quality runs left out: what ran before them and all of
+    them, and enough that the knobs (which may use up to `KNOB_SHARE` of it) leave them room.
+    Rounded up to ten seconds."""
+    ran = [t.wall_s for t in result.quality if not math.isnan(t.wall_s)]
+    quality_s = result.quality_short_s + sum(ran)
+    before = result.quality_start_s if math.isfinite(result.quality_start_s) else KNOB_SHARE * budget_s
+    needed = max(before + quality_s, quality_s / (1 - KNOB_SHARE), budget_s + result.quality_short_s)
+    return 10.0 * math.ceil(needed / 10.0)
 
 
 def _tune_knobs(
@@ -217,13 +240,15 @@ def _guard_quality(
     batches = list(dict.fromkeys([REFERENCE_BATCH, *leaders]))
     measure = isolated(data, options, "quality", run)
     measured = result.search.ranked()
+    result.quality_start_s = clock() - (deadline - settings.budget_s)
     for batch in batches:
         # The nearest measured batch size stands in for one the search did not try (often 128).
         nearest = min(measured, key=lambda t: abs(math.log2(t.batch / batch)))
         rate = nearest.samples_per_s
         expected = STARTUP_S + (epochs * config.samples / rate if rate > 0 else 0.0)
         if clock() + expected > deadline:
-            result.notes.append(f"time budget: no quality run for batch {batch}; "
+            result.quality_short_s += expected
+            result.notes.append(f"time budget: no quality run for batch {batch} (about {expected:.0f} s); "
                                 "it cannot be recommended without one")
             continue
         lr = scaled_lr(settings.base.lr, batch, settings.lr_scaling)

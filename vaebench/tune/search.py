@@ -383,8 +383,9 @@ def recommend(
                                   f"after {seconds:.1f} s of training", missed)
     if reference is None:
         fastest = max(done, key=lambda t: t.samples_per_s)
-        return Recommendation(fastest, f"batch {fastest.batch} is the fastest; NOT quality-checked: "
-                              f"the reference batch {reference_batch} did not finish its quality run")
+        return Recommendation(None, f"batch {fastest.batch} is the fastest "
+                              f"({fastest.samples_per_s:.0f} samples/s), but the reference batch {reference_batch} "
+                              "did not finish its quality run, so no candidate's loss can be checked")
     bound = reference.final_loss * (1 + tolerance)
     rejected: list[str] = []
     for trial in sorted(done, key=lambda t: -t.samples_per_s):
