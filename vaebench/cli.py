@@ -348,11 +348,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 COMPARE_EPILOG = (
-    "Exit status: 0 no regression (improvements, unchanged or inconclusive results); "
+    "Exit status: 0 no regression (improvements, unchanged or inconclusive results, runs beside a busy "
+    "neighbour included: they are not judged, with a loud note); "
     "1 at least one regression: a slowdown past the threshold that is also significant, or a "
     "final loss outside the seed-to-seed band; 2 usage or infrastructure error: a bad option, "
-    "a missing folder, a corrupt runs.jsonl or series file, fingerprints that differ, or no "
-    "configuration paired."
+    "a missing folder, a corrupt runs.jsonl or series file, fingerprints that differ, no "
+    "configuration paired, or (with --strict) runs beside a busy neighbour."
 )
 
 
@@ -393,6 +394,9 @@ def _add_compare(sub: SubParsers) -> None:
     parser.add_argument("--allow-different-machines", action="store_true",
                         help="compare even when CPU, GPU, torch or thread settings differ; "
                         "the differences are printed as warnings")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 2 when a configuration has runs measured beside a busy neighbour "
+                        "(default: exit 0 with a loud note; such runs are never judged either way)")
     parser.add_argument("--markdown", metavar="FILE", default=None,
                         help="also write a Markdown summary, e.g. $GITHUB_STEP_SUMMARY")
     parser.add_argument("--json", metavar="FILE", default=None, help="also write JSON")
@@ -427,6 +431,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             Path(args.json).write_text(comparison.to_json() + "\n", encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot write the summary: {exc}") from None
+    if args.strict and comparison.contended:
+        raise UsageError(f"{len(comparison.contended)} configuration(s) have runs measured beside a busy neighbour, "
+                         "so they were not judged; --strict makes that an error")
     return comparison.exit_code
 
 

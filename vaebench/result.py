@@ -160,6 +160,9 @@ class MonitorSummary:
     monitor_samples: int = 0
     interval_s: float = math.nan
     cpu_util_mean: float = math.nan  # percent of all cores, psutil
+    # CPU used by processes outside this run's tree while it trained, in percent of one core:
+    # a busy neighbour (another sweep, an orphan, a build) that the run's figures do not show.
+    neighbour_cpu_pct: float = math.nan
     gpu_util_mean: float = math.nan  # NVML utilization.gpu: share of time any kernel ran
     gpu_util_max: float = math.nan
     gpu_mem_max_mb: float = math.nan

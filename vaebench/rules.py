@@ -39,3 +39,15 @@ INPUT_BOUND_SHARE = 0.30  # data wait + copy above this share of the step: the i
 
 # Measuring -------------------------------------------------------------------------------------
 SAMPLE_HZ = 10.0  # the outside monitor's default rate: 0.3% of a core (benchmarks/test_overhead.py)
+NEIGHBOUR_LIMIT_PCT = 25.0
+"""A run is contended when processes outside its tree used more than this share of one core
+(percent) on average while it trained. A quarter of a core is well above a quiet machine's
+daemons (a few percent) and well below what slows a run that has the cores to itself: on the
+2-core VM a busy neighbour of 100 % made 2-thread steps up to 30x slower. `run`'s summary,
+`report` and `compare` all go by it."""
+
+
+def contended(neighbour_cpu_pct: object) -> bool:
+    """Whether a recorded `neighbour_cpu_pct` passes `NEIGHBOUR_LIMIT_PCT`; unknown is not."""
+    return (isinstance(neighbour_cpu_pct, int | float) and not isinstance(neighbour_cpu_pct, bool)
+            and math.isfinite(neighbour_cpu_pct) and neighbour_cpu_pct > NEIGHBOUR_LIMIT_PCT)

@@ -421,3 +421,25 @@ def test_samples_per_s_from_step_times_counts_the_samples_really_in_each_step():
     row = rows(spec=ragged, n=1)[0]
     times = RunSeries(step_ms=[10.0, 10.0, 0.5] + [2.0, 2.0, 0.5] * 10)
     assert cmp.run_values(frame([row]), "samples_per_s", {row["run_id"]: times}) == [pytest.approx(256 * 1000 / 2.0)]
+
+
+def test_a_pair_with_contended_runs_is_inconclusive_not_a_regression(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]):
+    busy = rows(1.25, seed=3)
+    busy[1]["neighbour_cpu_pct"] = 95.0  # one candidate run shared the machine with a busy process
+    result = cmp.compare(frame(rows(seed=1)), frame(busy), metrics=("samples_per_s", "epoch_s", "final_loss"))
+    assert verdicts(result) == {"samples_per_s": "inconclusive", "epoch_s": "inconclusive", "final_loss": "unchanged"}
+    assert not result.regressed and result.contended
+    assert "busy neighbour" in result.checks[0].reason
+    assert "WARNING" in result.to_text() and "busy neighbour" in result.to_markdown()
+    assert result.to_dict()["contended"]
+    quiet = rows(1.25, seed=3, neighbour_cpu_pct=4.0)
+    assert cmp.compare(frame(rows(seed=1)), frame(quiet)).regressed
+    base = write_folder(tmp_path / "base", [rows(seed=1)])
+    cand = write_folder(tmp_path / "cand", [busy])
+    assert main(["compare", str(base), str(cand)]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING" in out and "busy neighbour" in out
+    assert main(["compare", str(base), str(cand), "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "--strict" in err and err.count("\n") == 1

@@ -308,3 +308,13 @@ def test_a_gpu_or_counterless_folder_has_no_kernel_section(folder: Path) -> None
     report = build_report(folder)
     assert report.kernel == {} and "kernel_time" not in report.figures
     assert "kernel (sys) time" not in render_markdown(report, folder)
+
+
+def test_runs_beside_a_busy_neighbour_are_flagged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for number, busy in enumerate((2.0, 85.0, 140.0)):
+        storage.append_row(tmp_path, _row(f"n{number}", 2, number, 6.0, neighbour_cpu_pct=busy))
+    report = build_report(tmp_path)
+    flagged = [w for w in report.warnings if w.kind == "contended"]
+    assert len(flagged) == 1 and "2 of 3 runs" in flagged[0].message and "140% of a core" in flagged[0].message
+    assert main(["report", str(tmp_path)]) == 0
+    assert "ran beside a busy neighbour" in capsys.readouterr().out

@@ -77,3 +77,20 @@ def test_the_kernel_time_line_gives_the_counters_per_step_and_the_cause() -> Non
 
 def test_no_kernel_line_without_training_window_counters() -> None:
     assert "kernel" not in format_run(record({}))
+
+
+def test_a_run_beside_a_busy_neighbour_is_flagged_with_the_figure() -> None:
+    import dataclasses
+
+    from vaebench.result import MonitorSummary
+    from vaebench.rules import NEIGHBOUR_LIMIT_PCT
+
+    def with_neighbour(pct: float) -> str:
+        base = record({})
+        return format_run(dataclasses.replace(base, monitor=MonitorSummary(cpu_util_mean=90.0, neighbour_cpu_pct=pct)))
+
+    busy = with_neighbour(97.0)
+    warning = next(line for line in busy.splitlines() if "WARNING" in line)
+    assert "97% of a core" in warning and f"{NEIGHBOUR_LIMIT_PCT:.0f}%" in warning and "not its own" in warning
+    quiet = with_neighbour(3.0)
+    assert "WARNING" not in quiet and "outside this run: 3% of a core" in quiet

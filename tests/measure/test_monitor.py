@@ -303,3 +303,37 @@ def test_monitor_at_10_hz_reads_gpm_at_most_every_200_ms() -> None:
     assert 10 <= len(gpm_times) - 1 <= 15  # every 200-300 ms over 3 s
     assert all("gpu_util" in s for s in monitor.samples)
     assert all(s["gpu_sm_activity"] == pytest.approx(50.0) for s in monitor.samples if "gpu_sm_activity" in s)
+
+
+def neighbour_samples(busy_per_s: float = 1.5, tree_per_s: float = 1.0) -> list[dict[str, float]]:
+    """Cumulative CPU counters every 0.5 s: the machine busy `busy_per_s` cores, the run's tree
+    `tree_per_s` of them; before 1 s and after 4 s the neighbour is idle (set-up, teardown)."""
+    samples = []
+    for i in range(11):
+        t = 0.5 * i
+        inside = min(max(t, 1.0), 4.0) - 1.0
+        samples.append({"t": t, "cpu_util": 50.0, "tree_cpu_s": tree_per_s * t,
+                        "machine_cpu_s": tree_per_s * t + (busy_per_s - tree_per_s) * inside})
+    return samples
+
+
+def test_neighbour_cpu_is_the_machine_s_cpu_outside_the_run_s_tree_over_the_training_window() -> None:
+    assert summarize(neighbour_samples(), 0.5, window=(1.0, 4.0)).neighbour_cpu_pct == pytest.approx(50.0)
+    assert summarize(neighbour_samples(), 0.5, window=(1.25, 2.75)).neighbour_cpu_pct == pytest.approx(50.0)
+    assert summarize(neighbour_samples(1.0), 0.5, window=(1.0, 4.0)).neighbour_cpu_pct == pytest.approx(0.0)
+    assert math.isnan(summarize(neighbour_samples(), 0.5).neighbour_cpu_pct)  # no window: unknown
+    zeros = [dict(s, machine_cpu_s=0.0) for s in neighbour_samples()]  # gVisor's /proc/stat
+    assert math.isnan(summarize(zeros, 0.5, window=(1.0, 4.0)).neighbour_cpu_pct)
+
+
+def test_the_process_tree_counts_the_child_and_its_workers() -> None:
+    from vaebench.measure.monitor import ProcessTree
+
+    tree = ProcessTree(refresh_s=0.0)
+    with Monitor(0.05, cpu_percent=lambda: [1.0], tree=tree) as monitor:
+        exit_ = run_child([sys.executable, "-c", BURN], env={"PATH": "/usr/bin:/bin"}, on_start=tree.track)
+    used = [s["tree_cpu_s"] for s in monitor.samples]
+    assert exit_.usage.exit_code == 0
+    # Two workers burn 0.6 s each; the last readings may miss the final tick or two.
+    assert used[-1] - used[0] >= 1.0 and used == sorted(used)
+    assert all(s["machine_cpu_s"] >= 0 for s in monitor.samples)

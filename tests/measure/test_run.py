@@ -278,3 +278,26 @@ def test_throughput_counts_the_samples_in_each_step_not_the_batch_asked_for(tmp_
     assert row["samples_per_s"] == pytest.approx(statistics.median(rates[row["warmup_steps"]:]))
     assert row["model_flops_per_s"] == pytest.approx(row["samples_per_s"] * train_flops_per_sample())
     assert row["flops_frac"] < 1 or row["flops_frac"] != row["flops_frac"]  # below the peak, or no peak here
+
+
+def test_a_run_beside_a_busy_neighbour_is_flagged_in_its_record_and_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import subprocess
+    import sys
+
+    from vaebench.rules import NEIGHBOUR_LIMIT_PCT
+
+    neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        args = ["run", "--device", "cpu", "--data", "synthetic", "--samples", "8192", "--batch-size", "64",
+                "--steps", "400", "--threads", "1", "--out", str(tmp_path)]
+        assert main(args) == 0
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+    row = load_runs(str(tmp_path)).iloc[0]
+    # The neighbour spins a whole core; what it gets of it depends on the machine's other load.
+    assert row["neighbour_cpu_pct"] > NEIGHBOUR_LIMIT_PCT, row["neighbour_cpu_pct"]
+    out = capsys.readouterr().out
+    assert "WARNING   processes outside this run used" in out and "outside this run:" in out

@@ -23,6 +23,11 @@ The decision rule, per (configuration, metric):
   [1 / (1 + threshold), 1 + threshold]: a threshold-sized change is ruled out.
 * **inconclusive**: anything else (too few runs, too much noise, a change past the threshold
   that is not significant). It does not fail the check: crying wolf is the failure to avoid.
+* A configuration with a run measured beside a busy neighbour (`result.contended`: processes
+  outside the run's tree used more than `NEIGHBOUR_LIMIT_PCT` of a core) on either side is
+  inconclusive on every speed metric, whatever its numbers say: a neighbour can make a run
+  many times slower, so neither a regression nor a pass can be read from it. The comparison
+  says so loudly; `vaebench compare --strict` makes it exit 2.
 
 Final loss is a numerics guard, not a speed metric: see `check_final_loss`.
 """
@@ -43,7 +48,7 @@ from .._format import fmt_auto, markdown_table, text_table
 from ..errors import UsageError
 from ..machine import machine_label
 from ..result import OK, RunSeries
-from ..rules import steady_rate
+from ..rules import NEIGHBOUR_LIMIT_PCT, contended, steady_rate
 from ..spec import RunSpec, samples_per_step
 from ..stats import finite, number
 
@@ -196,6 +201,7 @@ class Comparison:
     threshold: float = 0.10
     alpha: float = 0.05
     metrics: tuple[str, ...] = DEFAULT_METRICS
+    contended: tuple[str, ...] = ()  # per configuration with runs beside a busy neighbour, why it was not judged
 
     def with_verdict(self, verdict: str) -> list[MetricCheck]:
         return [c for c in self.checks if c.verdict == verdict]
@@ -234,6 +240,7 @@ class Comparison:
                 "alpha": self.alpha,
                 "metrics": list(self.metrics),
                 "fingerprint_differences": list(self.fingerprint_differences),
+                "contended": list(self.contended),
                 "unpaired": [dataclasses.asdict(u) for u in self.unpaired],
                 "checks": [c.to_dict() for c in self.checks],
             }
@@ -248,6 +255,7 @@ class Comparison:
         lines += [f"regression: {c}" for c in self.with_verdict(REGRESSION)]
         lines += [f"unpaired: {u}" for u in self.unpaired]
         lines += [f"warning: {d}" for d in self.fingerprint_differences]
+        lines += [f"WARNING: NOT JUDGED: {note}" for note in self.contended]
         lines.append(str(self))
         return "\n".join(lines)
 
@@ -265,6 +273,9 @@ class Comparison:
         if self.fingerprint_differences:
             lines += ["", "**Compared across different setups**", ""]
             lines += [f"- {d}" for d in self.fingerprint_differences]
+        if self.contended:
+            lines += ["", ":warning: **Not judged: runs beside a busy neighbour**", ""]
+            lines += [f"- {note}" for note in self.contended]
         return "\n".join(lines) + "\n"
 
 
@@ -309,31 +320,51 @@ def compare(
     if differences and not allow_different_machines:
         raise FingerprintMismatch(differences)
     checks = []
+    busy = []
     for pair in paired:
         b = base_rows[base_rows[PAIR] == pair]
         c = cand_rows[cand_rows[PAIR] == pair]
         key = str(b["spec_key"].iloc[0])
         config = config_label(b) + (f" @ {machine_label(b.iloc[0].to_dict()) or 'unknown machine'}" if several else "")
+        neighbours = contention(config, b, c)
+        if neighbours:
+            busy.append(neighbours)
         for metric in metrics:
             if metric == "final_loss":
                 family = _seed_family(base_ok, b)
                 checks.append(check_final_loss(key, config, family, run_values(c, metric)))
                 continue
-            checks.append(
-                check_metric(
-                    key,
-                    config,
-                    metric,
-                    run_values(b, metric, baseline_series),
-                    run_values(c, metric, candidate_series),
-                    threshold=threshold,
-                    alpha=alpha,
-                    seed=seed,
-                )
+            check = check_metric(
+                key,
+                config,
+                metric,
+                run_values(b, metric, baseline_series),
+                run_values(c, metric, candidate_series),
+                threshold=threshold,
+                alpha=alpha,
+                seed=seed,
             )
+            if neighbours:  # the numbers stay on show; the verdict cannot be read from them
+                check = dataclasses.replace(check, verdict=INCONCLUSIVE, reason=f"not judged: {neighbours}")
+            checks.append(check)
     return Comparison(
-        tuple(checks), tuple(unpaired), tuple(differences), threshold, alpha, tuple(metrics)
+        tuple(checks), tuple(unpaired), tuple(differences), threshold, alpha, tuple(metrics), tuple(busy)
     )
+
+
+def contention(config: str, baseline: pd.DataFrame, candidate: pd.DataFrame) -> str:
+    """Why a configuration's runs cannot be judged for speed, or "": runs of either side that
+    were measured beside a busy neighbour (`result.contended`)."""
+    sides = []
+    for side, rows in (("baseline", baseline), ("candidate", candidate)):
+        values = list(rows["neighbour_cpu_pct"]) if "neighbour_cpu_pct" in rows else []
+        busy = [float(v) for v in values if contended(v)]
+        if busy:
+            sides.append(f"{len(busy)} of {len(rows)} {side} runs (up to {max(busy):.0f}% of a core)")
+    if not sides:
+        return ""
+    return (f"{config}: {' and '.join(sides)} ran beside a busy neighbour, over the {NEIGHBOUR_LIMIT_PCT:.0f}% "
+            "limit; rerun on a quiet machine")
 
 
 def check_metric(

@@ -31,6 +31,7 @@ from .._format import markdown_table
 from ..errors import UsageError
 from ..machine import MACHINE_FIELDS, machine_label
 from ..result import OK, StepSplit
+from ..rules import NEIGHBOUR_LIMIT_PCT, contended
 from ..spec import SPEC_FIELDS, RunSpec, format_value, parse_value
 from ..stats import is_missing, number
 from . import kernel, plots
@@ -71,6 +72,7 @@ OTHER_METRICS = (
     "model_flops_per_s",
     "peak_flops_per_s",
     "flops_frac",
+    "neighbour_cpu_pct",
     "profile_busy_fraction",
     "profile_kernels_per_step",
     "compile_s",
@@ -98,11 +100,11 @@ class ReportError(UsageError):
 
 @dataclass(frozen=True)
 class ReportWarning:
-    kind: str  # mixed-data, mixed-machine, failed, few-repeats, high-spread or no-series
+    kind: str  # mixed-data, mixed-machine, failed, few-repeats, high-spread, contended or no-series
     message: str
     config: str = ""  # the configuration it is about; empty for the whole folder
 
-    PROMINENT: ClassVar[tuple[str, ...]] = ("mixed-data", "mixed-machine")  # atop report.md
+    PROMINENT: ClassVar[tuple[str, ...]] = ("mixed-data", "mixed-machine", "contended")  # atop report.md
 
     def __str__(self) -> str:
         return self.message
@@ -322,6 +324,23 @@ def find_warnings(runs: pd.DataFrame, summary: pd.DataFrame) -> list[ReportWarni
         found.append(ReportWarning("failed", text))
     for _, row in summary.iterrows():
         found.extend(_config_warnings(row))
+    found.extend(_contended(runs))
+    return found
+
+
+def _contended(runs: pd.DataFrame) -> list[ReportWarning]:
+    """One warning per configuration with runs measured beside a busy neighbour."""
+    if "neighbour_cpu_pct" not in runs:
+        return []
+    found = []
+    ok = runs[runs["status"] == OK]
+    for config, group in ok.groupby("config", sort=False):
+        busy = [float(v) for v in group["neighbour_cpu_pct"] if contended(v)]
+        if busy:
+            text = (f"{config}: {len(busy)} of {len(group)} runs ran beside a busy neighbour (processes outside "
+                    f"them used up to {max(busy):.0f}% of a core while they trained, limit "
+                    f"{NEIGHBOUR_LIMIT_PCT:.0f}%): their speed is not their own")
+            found.append(ReportWarning("contended", text, str(config)))
     return found
 
 

@@ -6,6 +6,7 @@ import math
 
 from .._format import fmt
 from ..result import OK, RunRecord, SyscallTable, TrainMetrics
+from ..rules import NEIGHBOUR_LIMIT_PCT, contended
 from .kernel import counters, verdict
 
 
@@ -74,9 +75,12 @@ def format_run(record: RunRecord, results_path: str = "") -> str:
             f"power {fmt(monitor.gpu_power_mean_w, '{:.0f} W')}, energy {fmt(monitor.gpu_energy_j, '{:.0f} J')}"
         )
     if not math.isnan(monitor.cpu_util_mean):
+        outside = monitor.neighbour_cpu_pct
         lines.append(
             f"  CPU       {monitor.cpu_util_mean:.0f}% of all cores on average ({monitor.monitor_samples} samples)"
+            + ("" if math.isnan(outside) else f"; outside this run: {outside:.0f}% of a core while it trained")
         )
+    lines.extend(neighbour_warning(monitor.neighbour_cpu_pct))
     lines.extend(_energy_lines(record))
     lines.extend(_kernel_lines(record))
     if record.syscalls is not None:
@@ -86,6 +90,17 @@ def format_run(record: RunRecord, results_path: str = "") -> str:
     if results_path:
         lines.append(f"  saved     {results_path}")
     return "\n".join(lines)
+
+
+def neighbour_warning(neighbour_cpu_pct: float) -> list[str]:
+    """The warning for a run measured beside a busy neighbour, or nothing."""
+    if not contended(neighbour_cpu_pct):
+        return []
+    return [
+        f"  WARNING   processes outside this run used {neighbour_cpu_pct:.0f}% of a core while it trained "
+        f"(limit {NEIGHBOUR_LIMIT_PCT:.0f}%): its speed is not its own; another sweep, an orphaned run or any "
+        "busy process slows it (compare calls such runs inconclusive)"
+    ]
 
 
 def _rank_lines(record: RunRecord) -> list[str]:

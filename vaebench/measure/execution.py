@@ -20,6 +20,7 @@ from .. import storage
 from .._format import format_duration
 from ..errors import Interrupted, UsageError
 from ..result import OK, DataInfo, RunRecord
+from ..rules import contended
 from ..spec import Capabilities, RunSpec
 from ..sweep import Point, Skipped, interleave, split_valid
 from .occupants import sweep_lock
@@ -205,4 +206,6 @@ def _line(index: int, total: int, record: RunRecord, elapsed: float, eta: float)
             f"real {usage.real_s:.2f} s, user {usage.user_s:.2f} s, sys {usage.sys_s:.2f} s, "
             f"{'n/a' if math.isnan(rate) else f'{rate:.0f}'} samples/s, loss {record.train.final_loss:.2f}"
         )
+        if contended(record.monitor.neighbour_cpu_pct):
+            body += f" [BUSY NEIGHBOUR: {record.monitor.neighbour_cpu_pct:.0f}% of a core outside this run]"
     return f"{head}: {body}  ({format_duration(elapsed)} elapsed, ~{format_duration(eta)} left)"

@@ -154,6 +154,64 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+class ProcessTree:
+    """CPU seconds used so far by a run's process tree: this process (the parent that measures)
+    and, once `track`ed, the child with every descendant (DataLoader workers, compile workers).
+
+    Descendants are looked for at most every `refresh_s` (a scan of /proc costs about 1.4 ms);
+    each known process is read every sample (tens of microseconds). A process that has ended
+    keeps its last reading and the child's waited-for workers move into its `children_*`
+    times, so the sum never drops.
+    """
+
+    def __init__(self, refresh_s: float = 1.0, clock: Clock = time.monotonic) -> None:
+        self.refresh_s = refresh_s
+        self.clock = clock
+        self.root: Any = None
+        self.known: dict[int, Any] = {}
+        self.last: dict[int, float] = {}
+        self._scanned = -math.inf
+
+    def track(self, pid: int) -> None:
+        import psutil
+
+        try:
+            self.root = psutil.Process(pid)
+        except psutil.Error:
+            return
+        self.known[pid] = self.root
+        self._scanned = -math.inf
+
+    def cpu_s(self) -> float:
+        import psutil
+
+        if self.root is not None and self.clock() - self._scanned >= self.refresh_s:
+            self._scanned = self.clock()
+            try:
+                for proc in self.root.children(recursive=True):
+                    self.known.setdefault(proc.pid, proc)
+            except psutil.Error:
+                pass
+        for pid, proc in list(self.known.items()):  # `track` may add one from the main thread
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue  # ended: its last reading stands
+            waited = times.children_user + times.children_system if proc is self.root else 0.0
+            self.last[pid] = times.user + times.system + waited
+        own = os.times()  # the parent itself: the monitor thread, the wait loop
+        return own.user + own.system + sum(self.last.values())
+
+
+def machine_busy_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot, all cores (/proc/stat via psutil):
+    user, nice, system, irq and softirq; guest time is already inside user and nice."""
+    import psutil
+
+    times = psutil.cpu_times()
+    return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq"))
+
+
 class Monitor:
     """Samples CPU per core, the watched process's threads and, on CUDA, NVML at a fixed rate
     in a daemon thread.
@@ -172,6 +230,8 @@ class Monitor:
         cpu_percent: Callable[[], list[float]] | None = None,
         clock: Clock = time.monotonic,
         cpu_energy: Callable[[], float | None] | None = None,
+        tree: ProcessTree | None = None,
+        machine_cpu: Callable[[], float] | None = None,
     ) -> None:
         if not interval_s > 0:
             raise ValueError(f"sampling interval must be positive, got {interval_s}")
@@ -179,6 +239,10 @@ class Monitor:
         self.gpu = gpu
         self.clock = clock
         self.cpu_energy = cpu_energy  # joules since start, e.g. rapl.EnergyMeter.sample
+        # With a tree, each sample holds the machine's busy CPU seconds and the tree's: their
+        # difference is the neighbours' (`summarize`'s neighbour_cpu_pct).
+        self.tree = tree
+        self._machine_cpu = machine_cpu or machine_busy_cpu_s
         self.t0_unix = math.nan
         self.samples: list[dict[str, Any]] = []
         self.overhead_s = 0.0
@@ -230,6 +294,9 @@ class Monitor:
             joules = self.cpu_energy()
             if joules is not None:
                 sample["cpu_energy_j"] = joules
+        if self.tree is not None:
+            sample["machine_cpu_s"] = self._machine_cpu()
+            sample["tree_cpu_s"] = self.tree.cpu_s()
         self.samples.append(sample)
         self.overhead_s += self_cpu_s() - cpu_before
         return sample
@@ -309,6 +376,7 @@ def summarize(
         monitor_samples=len(samples),
         interval_s=interval_s,
         cpu_util_mean=cpu_mean(column("cpu_util")),
+        neighbour_cpu_pct=neighbour_cpu_pct(samples, window),
         gpu_util_mean=mean("gpu_util"),
         gpu_util_max=peak("gpu_util"),
         gpu_mem_max_mb=max(memory) if memory else math.nan,
@@ -326,6 +394,21 @@ def summarize(
         runnable_mean=mean("runnable"),
         sched_note=sched_note,
     )
+
+
+def neighbour_cpu_pct(samples: list[dict[str, Any]], window: tuple[float, float]) -> float:
+    """Percent of one core that processes outside the run's tree used over `window`: the
+    machine's busy CPU seconds less the tree's, over the window's length. NaN without a window
+    or where the machine's counters do not move (gVisor's /proc/stat reads zeros). Counter
+    ticks (10 ms) make a small negative possible on a quiet machine: it reads as 0."""
+    start, end = window
+    if not (math.isfinite(start) and math.isfinite(end)) or not end > start:
+        return math.nan
+    machine = counter_at(samples, "machine_cpu_s", end) - counter_at(samples, "machine_cpu_s", start)
+    tree = counter_at(samples, "tree_cpu_s", end) - counter_at(samples, "tree_cpu_s", start)
+    if not math.isfinite(machine) or not math.isfinite(tree) or machine <= 0:
+        return math.nan
+    return max(0.0, 100.0 * (machine - tree) / (end - start))
 
 
 def window_values(samples: list[dict[str, Any]], key: str, window: tuple[float, float]) -> list[float]:

@@ -40,7 +40,7 @@ from .launch import (
     scaling_efficiency,
     single_rank_rate,
 )
-from .monitor import Monitor, open_gpu_probe
+from .monitor import Monitor, ProcessTree, open_gpu_probe
 from .occupants import SCRATCH_PREFIX
 from .peak import cached_peak
 from .process import run_child
@@ -88,14 +88,19 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
         _request(spec, data, options, run_id, result).write(request)
         rapl = EnergyMeter()
         rapl.start()
+        tree = ProcessTree()  # this process and the child's: the rest of the machine's CPU is a neighbour's
         monitor = Monitor(1.0 / options.sample_hz, gpu=open_gpu_probe(spec.device),
-                          cpu_energy=rapl.sample if rapl.available else None)
+                          cpu_energy=rapl.sample if rapl.available else None, tree=tree)
+
+        def watch_child(pid: int) -> None:
+            tree.track(pid)
+            if spec.world_size == 1:  # the threads watched are the training process's; with ranks, torchrun's
+                monitor.watch(pid)
+
         with monitor:
-            # The threads watched are the training process's: with several ranks it is torchrun's, so none.
             exit_ = run_child(child_argv(spec, request, options.launch), env=child_env(spec, options.allocator_path),
                               timeout=options.timeout, keep_stderr=STDERR_KEPT if spec.world_size > 1 else 0,
-                              on_start=monitor.watch if spec.world_size == 1 else None, folder=options.out,
-                              scratch=Path(tmp))
+                              on_start=watch_child, folder=options.out, scratch=Path(tmp))
         answer = Answer.read(result)
         ranks = rank_answers(Path(tmp)) if spec.world_size > 1 else {}
 
