@@ -254,3 +254,14 @@ def test_a_run_id_is_checked_before_it_becomes_a_path(tmp_path: Path) -> None:
     for bad in ("../runs", "a/b", "", ".hidden", "x" * 300):
         with pytest.raises(UsageError, match="run id"):
             load_series(tmp_path, bad)
+
+
+@pytest.mark.parametrize("payload", ['{"step_ms": "fast"}', '{"step_ms": [1, "x"]}', "[1, 2]", "{torn",
+                                     '{"step_ms": [1.0], "monitor": [3]}'])
+def test_a_series_file_that_is_not_one_is_named(tmp_path: Path, payload: str) -> None:
+    from vaebench.errors import UsageError
+
+    (tmp_path / "series").mkdir()
+    (tmp_path / "series" / "r1.json").write_text(payload)
+    with pytest.raises(UsageError, match=r"series/r1.json: "):
+        load_series(tmp_path, "r1")

@@ -25,7 +25,7 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -229,13 +229,48 @@ def load_epochs(folder: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def load_series(folder: str | os.PathLike[str], run_id: str) -> RunSeries:
+    """A run's raw series; raises UsageError naming the file when it is not one (OSError when
+    it cannot be read, FileNotFoundError when there is none)."""
     _check_run_id(run_id)
     path = Path(folder) / SERIES_DIR / f"{run_id}.json"
-    with open(path, encoding="utf-8") as handle:
-        payload = json.load(handle)
-    return RunSeries(step_ms=payload.get("step_ms", []), monitor=payload.get("monitor", []),
-                     step_samples=payload.get("step_samples", []), excluded_steps=payload.get("excluded_steps", []),
-                     rank_step_ms=payload.get("rank_step_ms", []), allreduce_ms=payload.get("allreduce_ms", []))
+    try:
+        with open(path, encoding="utf-8") as handle:
+            payload = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: not a series file ({exc})") from None
+    if not isinstance(payload, dict):
+        raise UsageError(f"{path}: not a series file (a JSON object of step_ms, monitor, ...)")
+    fields: dict[str, Any] = {}
+    for name, check, what in SERIES_FIELDS:
+        value = payload.get(name) or []
+        if not isinstance(value, list) or not all(check(v) for v in value):
+            raise UsageError(f"{path}: {name} should be {what}")
+        fields[name] = value
+    fields["step_ms"] = [float(v) for v in fields["step_ms"]]
+    return RunSeries(**fields)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_numbers(value: object) -> bool:
+    return isinstance(value, list) and all(_is_number(v) for v in value)
+
+
+# What each list of a series file holds: a field of RunSeries, its element check, in words.
+SERIES_FIELDS: tuple[tuple[str, Callable[[object], bool], str], ...] = (
+    ("step_ms", _is_number, "a list of numbers"),
+    ("monitor", lambda v: isinstance(v, dict), "a list of objects"),
+    ("step_samples", _is_count, "a list of whole numbers"),
+    ("excluded_steps", _is_count, "a list of whole numbers"),
+    ("rank_step_ms", _is_numbers, "a list of lists of numbers"),
+    ("allreduce_ms", _is_numbers, "a list of lists of numbers"),
+)
 
 
 def load_monitor(folder: str | os.PathLike[str], run_id: str) -> pd.DataFrame:
