@@ -23,9 +23,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a week: past that a timeout guards nothing
-# The monitor's cost on the 2-core VM: about 0.1 ms of CPU per sample (psutil's per-core and
-# total CPU times, the run's process tree) plus a 1.4 ms scan for new processes once a second.
-# At 20 Hz that is 0.35 % of a core; NVML's reads on a GPU add about as much again, still under 1 %.
+# The monitor's cost, measured on the 2-core VM beside a child with two workers: about 0.25 ms
+# of CPU per sample (psutil's per-core CPU; the neighbour figure's counters every half second),
+# 0.35 % of a core at the default 10 Hz and 0.5-0.6 % at 20 Hz. Past 20 Hz, with NVML's reads on
+# a GPU on top, it would cost the measured run more than 1 % of a core.
 MAX_SAMPLE_HZ = 20.0
 MAX_REPEATS = 1_000  # runs of one configuration: statistics stop improving long before
 MAX_RUNS = 10_000  # runs in one sweep (grid times repeats): weeks of a GPU at a minute each
