@@ -265,9 +265,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _check_io(args: argparse.Namespace, *, create: bool = True) -> None:
-    """Check the options of how to run (`inputs.run_options`) and, unless `create` is off (a dry
+    """Check the options of how to run (`sweep.run_options`) and, unless `create` is off (a dry
     run creates nothing), create the results folder."""
-    from .inputs import run_options
+    from .sweep import run_options
 
     names = ("out", "data_dir", "timeout", "sample_hz")
     checked = run_options({name: getattr(args, name, None) for name in names})
@@ -626,13 +626,12 @@ def _add_calibrate(sub: SubParsers) -> None:
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from .analysis.calibration import calibrate_folder, recommend
-    from .inputs import repeats
     from .machine import capabilities
     from .measure.execution import run_points, schedule
     from .measure.run import RunOptions
-    from .sweep import load_config
+    from .sweep import check_repeats, load_config
 
-    repeats(args.repeats, "--repeats", least=2)  # A/A: two runs or more to see any noise
+    check_repeats(args.repeats, "--repeats", least=2)  # A/A: two runs or more to see any noise
     _check_io(args)
     config = load_config(args.config)
     specs = config.specs()
@@ -793,10 +792,10 @@ def _add_tune(sub: SubParsers) -> None:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from .inputs import number, whole
     from .machine import capabilities
     from .measure.run import RunOptions, check, prepare_data
     from .spec import MAX_SAMPLES, MAXIMUMS
+    from .sweep import check_number, check_whole
     from .tune.driver import TuneSettings, minimum_budget_s, tune
     from .tune.report import format_table, trials_frame, write
     from .tune.search import parse_budget, parse_include
@@ -805,14 +804,14 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     if budget < minimum_budget_s():
         raise UsageError(f"--budget {args.budget} cannot fit a tune: the search, and the quality guard's runs of "
                          f"the reference batch and a candidate, need at least {minimum_budget_s():g}s")
-    if args.target_loss is not None and not number(args.target_loss, "--target-loss") > 0:
+    if args.target_loss is not None and not check_number(args.target_loss, "--target-loss") > 0:
         raise UsageError(f"--target-loss must be positive, got {args.target_loss:g}")
     _check_field("--samples", "samples", args.samples)
     if args.max_batch is not None:
-        whole(args.max_batch, "--max-batch", least=1, most=MAX_SAMPLES, why="a batch is at most an epoch")
+        check_whole(args.max_batch, "--max-batch", least=1, most=MAX_SAMPLES, why="a batch is at most an epoch")
     if args.quality_samples is not None:
         most_epochs = MAXIMUMS["epochs"][0]
-        whole(args.quality_samples, "--quality-samples", least=1, most=most_epochs * args.samples,
+        check_whole(args.quality_samples, "--quality-samples", least=1, most=most_epochs * args.samples,
               why=f"{most_epochs:,} epochs of --samples")
     fixed = {k: getattr(args, k) for k in ("loader", "threads", "data") if getattr(args, k) is not None}
     base = dataclasses.replace(DEFAULT, device=args.device, samples=args.samples, **fixed)
@@ -877,12 +876,11 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
     from .measure.execution import SweepOutcome, run_points, schedule
     from .measure.run import RunOptions
     from .reproduce import ladder
+    from .sweep import check_repeats
 
     _check_io(args)
     rungs = ladder.pick([n.strip() for n in args.rungs.split(",") if n.strip()] if args.rungs else None)
-    from .inputs import repeats
-
-    repeats(args.repeats, "--repeats")
+    check_repeats(args.repeats, "--repeats")
     for flag in ("epochs", "samples", "steps"):
         if getattr(args, flag) is not None:
             _check_field(f"--{flag}", flag, getattr(args, flag))

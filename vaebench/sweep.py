@@ -1,4 +1,7 @@
-"""A sweep's plan: the grid of run specs, what cannot run here, and the order to run it in.
+"""A sweep's plan: the grid of run specs, what cannot run here, and the order to run it in;
+and what a user hands vaebench besides a run's spec, each kind checked in one place: the
+options of how to run (timeout, monitor rate, repeats, folders), set by any command's flags or
+a sweep file, and the TOML files themselves (sweep files, claim files).
 
 Pure and stdlib only. Repeats are interleaved: each round runs every point once, in an order
 shuffled by a fixed seed, so slow drift of the machine (thermals, a neighbour's job) spreads
@@ -11,14 +14,20 @@ import dataclasses
 import itertools
 import math
 import random
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import inputs
 from .errors import UsageError
+from .rules import MAX_REPEATS, MAX_RUNS, MAX_SAMPLE_HZ, MAX_TIMEOUT_S, SAMPLE_HZ
 from .spec import DEFAULT, MAXIMUMS, MINIMUMS, SPEC_FIELDS, Capabilities, RunSpec, parse_value, validate
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 SWEEP_OPTIONS = ("repeats", "order_seed", "out", "timeout", "data_dir", "sample_hz", "name", "allocator_path")
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -64,10 +73,10 @@ class SweepConfig:
 
     def specs(self) -> list[RunSpec]:
         """Every combination of the grid over the fixed fields, duplicates removed, in grid order;
-        raises SweepError past `inputs.MAX_RUNS` runs, before expanding anything."""
-        if self.runs > inputs.MAX_RUNS:
+        raises SweepError past `MAX_RUNS` runs, before expanding anything."""
+        if self.runs > MAX_RUNS:
             raise SweepError(f"the sweep asks for {self.runs:,} runs (grid times repeats); at most "
-                             f"{inputs.MAX_RUNS:,}: split it, or fewer repeats")
+                             f"{MAX_RUNS:,}: split it, or fewer repeats")
         names = list(self.grid)
         base = self.base()
         seen: dict[RunSpec, None] = {}
@@ -127,7 +136,7 @@ def load_config(path: str | Path) -> SweepConfig:
     """Read a sweep file: top-level options, `[grid]` lists and `[run]` fixed values; every
     value is checked as the command line's would be, and a refusal names file, table and key."""
     path = Path(path)
-    document = inputs.read_toml(path, "sweep file", SweepError)
+    document = read_toml(path, "sweep file", SweepError)
     unknown = set(document) - {"grid", "run", "executor", *SWEEP_OPTIONS}
     if unknown:
         raise SweepError(f"{path}: unknown keys {sorted(unknown)}; expected [grid], [run], [executor] "
@@ -138,13 +147,13 @@ def load_config(path: str | Path) -> SweepConfig:
         raise SweepError(f"{path}: [executor] has unknown keys {wrong}; known: {', '.join(EXECUTOR_KEYS)}")
     try:
         grid = {name: _typed(path, "grid", name, values if isinstance(values, list) else [values])
-                for name, values in inputs.table(document, "grid", f"{path}: grid").items()}
+                for name, values in toml_table(document, "grid", f"{path}: grid").items()}
         fixed = {name: _typed(path, "run", name, [value])[0]
-                 for name, value in inputs.table(document, "run", f"{path}: run").items()}
+                 for name, value in toml_table(document, "run", f"{path}: run").items()}
         return SweepConfig(grid=grid, fixed=fixed,
-                           repeats=inputs.repeats(document.get("repeats", 1), f"{path}: repeats"),
+                           repeats=check_repeats(document.get("repeats", 1), f"{path}: repeats"),
                            order_seed=_order_seed(document.get("order_seed", 0), f"{path}: order_seed"),
-                           options=inputs.run_options(document, path), executor=executor)
+                           options=run_options(document, path), executor=executor)
     except SweepError:
         raise
     except UsageError as exc:
@@ -153,7 +162,7 @@ def load_config(path: str | Path) -> SweepConfig:
 
 def _order_seed(value: Any, where: str) -> int:
     most, why = MAXIMUMS["seed"]
-    return inputs.whole(value, where, least=MINIMUMS["seed"], most=most, why=why)
+    return check_whole(value, where, least=MINIMUMS["seed"], most=most, why=why)
 
 
 def _typed(path: Path, table: str, name: str, values: list[Any]) -> list[Any]:
@@ -182,7 +191,7 @@ def merge(config: SweepConfig, axes: Mapping[str, list[Any]], **overrides: Any) 
         else:
             grid[name] = list(values)
     given = {k: v for k, v in overrides.items() if v is not None}
-    repeats = inputs.repeats(given.pop("repeats"), "--repeats") if "repeats" in given else config.repeats
+    repeats = check_repeats(given.pop("repeats"), "--repeats") if "repeats" in given else config.repeats
     order_seed = _order_seed(given.pop("order_seed"), "--order-seed") if "order_seed" in given else config.order_seed
     return dataclasses.replace(
         config,
@@ -190,7 +199,7 @@ def merge(config: SweepConfig, axes: Mapping[str, list[Any]], **overrides: Any) 
         fixed=fixed,
         repeats=repeats,
         order_seed=order_seed,
-        options={**config.options, **inputs.run_options(given)},
+        options={**config.options, **run_options(given)},
     )
 
 
@@ -277,4 +286,121 @@ def _count(given: Mapping[str, Any], name: str, least: int) -> int | None:
         raise SweepError(f"{name.replace('_', '-')} must be a whole number, got {given[name]!r}") from None
     if value < least:
         raise SweepError(f"--{name.replace('_', '-')} must be at least {least}, got {value}")
+    return value
+
+
+# The options of how to run and the TOML files, checked --------------------------------------
+# Every check takes `where`, the value's source as the user wrote it (`--timeout`, or
+# `ci.toml: timeout`), so that a refusal names the flag or the file and key to fix.
+
+
+def check_number(value: Any, where: str) -> float:
+    """A finite real number (an int or a float, not a boolean, not text)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UsageError(f"{where} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise UsageError(f"{where} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def check_whole(value: Any, where: str, *, least: int, most: int, why: str = "") -> int:
+    """A whole number within [least, most]; `why` says where the upper bound comes from."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{where} must be a whole number, got {value!r}")
+    if value < least:
+        raise UsageError(f"{where} must be at least {least}, got {value}")
+    if value > most:
+        raise UsageError(f"{where} must be at most {most:,}{f' ({why})' if why else ''}, got {value:,}")
+    return value
+
+
+def check_timeout(value: Any, where: str) -> float | None:
+    """Seconds after which a run is killed and recorded as failed; None for no limit."""
+    if value is None:
+        return None
+    seconds = check_number(value, where)
+    if not seconds > 0:
+        raise UsageError(f"{where} must be positive, got {value!r}")
+    if seconds > MAX_TIMEOUT_S:
+        raise UsageError(f"{where} must be at most {MAX_TIMEOUT_S:,.0f} s (a week), got {value!r}")
+    return seconds
+
+
+def check_sample_hz(value: Any, where: str) -> float:
+    """The outside monitor's rate: positive, and at most `MAX_SAMPLE_HZ` so that it costs the
+    measured run less than 1 % of a core."""
+    hz = check_number(SAMPLE_HZ if value is None else value, where)
+    if not hz > 0:
+        raise UsageError(f"{where} must be positive, got {value!r}")
+    if hz > MAX_SAMPLE_HZ:
+        raise UsageError(f"{where} must be at most {MAX_SAMPLE_HZ:g} Hz (faster, the monitor would cost the run "
+                         f"more than 1% of a core), got {value!r}")
+    return hz
+
+
+def check_repeats(value: Any, where: str, *, least: int = 1) -> int:
+    return check_whole(value, where, least=least, most=MAX_REPEATS, why="statistics stop improving long before")
+
+
+def check_folder(value: Any, where: str) -> Path:
+    """A folder to read or write: non-empty text that does not name a file."""
+    if not isinstance(value, str):
+        raise UsageError(f"{where} must be text naming a folder, got {value!r}")
+    if not value.strip():
+        raise UsageError(f"{where} must name a folder, got an empty string (write . for the current folder)")
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{where}: {value} is a file, not a folder")
+    return path
+
+
+def check_text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"{where} must be non-empty text, got {value!r}")
+    return value
+
+
+def run_options(values: Mapping[str, Any], source: Path | None = None) -> dict[str, Any]:
+    """The options of how to run among `values` (out, data_dir, timeout, sample_hz, name, allocator_path),
+    checked; absent and None ones are left out. `source` is the sweep file they come from, or
+    None for the command line (its flags are named then)."""
+
+    def where(key: str) -> str:
+        return f"{source}: {key}" if source is not None else f"--{key.replace('_', '-')}"
+
+    checks: dict[str, Callable[[Any, str], Any]] = {
+        "out": lambda value, w: str(check_folder(value, w)),
+        "data_dir": lambda value, w: str(check_folder(value, w)),
+        "timeout": check_timeout,
+        "sample_hz": check_sample_hz,
+        "name": check_text,
+        "allocator_path": check_text,  # a file; `spec.validate` says when it is not one
+    }
+    return {key: check(values[key], where(key)) for key, check in checks.items() if values.get(key) is not None}
+
+
+def read_toml(path: str | Path, what: str, error: type[UsageError] = UsageError) -> dict[str, Any]:
+    """A TOML file as a dict; every way it can fail raises `error` naming the file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"no {what} at {path}") from None
+    except IsADirectoryError:
+        raise error(f"{path} is a folder, not a {what}") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not a {what}: byte {exc.start} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML: {exc}") from None
+
+
+def toml_table(document: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+    """`document[key]` when it is a table, {} when absent; anything else is refused."""
+    value = document.get(key, {})
+    if not isinstance(value, dict):
+        raise UsageError(f"{where} must be a table ([{key}] with key = value lines), got {value!r}")
     return value

@@ -168,14 +168,17 @@ class ProcessTree:
 
     Members are looked for at most every `refresh_s`: on Linux by the process group of each
     pid in /proc (0.1 ms), elsewhere by psutil's descendants (a full process scan, 1.4 ms).
+    With `descendants` the scan also takes every descendant, whatever its group: torchrun
+    starts each rank in a session of its own.
     A process that has ended keeps its last reading and the child's waited-for workers move
     into its `children_*` times; once the child itself has been waited for, this process's own
     `children_*` times hold the whole tree's total. So the sum never drops, and the last
     reading after the run is complete.
     """
 
-    def __init__(self, refresh_s: float = 1.0, clock: Clock = time.monotonic) -> None:
+    def __init__(self, refresh_s: float = 1.0, clock: Clock = time.monotonic, *, descendants: bool = False) -> None:
         self.refresh_s = refresh_s
+        self.descendants = descendants
         self.clock = clock
         self.root: Any = None
         self.known: dict[int, Any] = {}
@@ -200,7 +203,7 @@ class ProcessTree:
 
         if self.root is not None and self.clock() - self._scanned >= self.refresh_s:
             self._scanned = self.clock()
-            for pid in _members(self.root):
+            for pid in _members(self.root, self.descendants):
                 with contextlib.suppress(psutil.Error):
                     self.known.setdefault(pid, psutil.Process(pid))
         for pid, proc in list(self.known.items()):  # `track` may add one from the main thread
@@ -215,22 +218,22 @@ class ProcessTree:
         return own.user + own.system + max(sum(self.last.values()), waited)
 
 
-def _members(root: Any) -> list[int]:
-    """The pids of `root`'s process group (Linux), or of its descendants (elsewhere)."""
+def _members(root: Any, descendants: bool = False) -> list[int]:
+    """The pids of `root`'s process group (Linux), and of its descendants (elsewhere, or asked)."""
     import psutil
 
-    if os.path.isdir("/proc/self"):
-        found = []
+    found: list[int] = []
+    on_linux = os.path.isdir("/proc/self")
+    if on_linux:
         for name in os.listdir("/proc"):
             if name.isdigit():
                 with contextlib.suppress(OSError):
                     if os.getpgid(int(name)) == root.pid:
                         found.append(int(name))
-        return found
-    try:
-        return [proc.pid for proc in root.children(recursive=True)]
-    except psutil.Error:
-        return []
+    if descendants or not on_linux:
+        with contextlib.suppress(psutil.Error):
+            found += [proc.pid for proc in root.children(recursive=True)]
+    return found
 
 
 def machine_busy_cpu_s() -> float:

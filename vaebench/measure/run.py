@@ -88,7 +88,8 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
         _request(spec, data, options, run_id, result).write(request)
         rapl = EnergyMeter()
         rapl.start()
-        tree = ProcessTree()  # this process and the child's: the rest of the machine's CPU is a neighbour's
+        # This process and the child's: the rest of the machine's CPU is a neighbour's.
+        tree = ProcessTree(descendants=spec.world_size > 1)
         monitor = Monitor(1.0 / options.sample_hz, gpu=open_gpu_probe(spec.device),
                           cpu_energy=rapl.sample if rapl.available else None, tree=tree)
 

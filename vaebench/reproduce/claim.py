@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..inputs import read_toml
 from ..spec import SPEC_FIELDS, parse_value
 from ..stats import number
+from ..sweep import read_toml
 
 DEFAULT_CLAIM = "blog-3090"
 CLAIM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # a packaged claim's name: no dots, no separators
