@@ -87,8 +87,8 @@ def stub_training(monkeypatch: pytest.MonkeyPatch) -> None:
     for module in ("vaebench.measure.run", "vaebench.measure.execution", "vaebench.reproduce.plan"):
         monkeypatch.setattr(f"{module}.prepare_data", fake_prepare_data)
     caps = Capabilities(cuda_devices=0, logical_cores=2)
-    monkeypatch.setattr("vaebench.machine.capabilities", lambda probe_torch=False: caps)
-    monkeypatch.setattr("vaebench.measure.run.capabilities", lambda probe_torch=False: caps)
+    monkeypatch.setattr("vaebench.machine.capabilities", lambda probe_torch=False, **kwargs: caps)
+    monkeypatch.setattr("vaebench.measure.run.capabilities", lambda probe_torch=False, **kwargs: caps)
     monkeypatch.setattr("vaebench.tune.screen.screen", fake_screen)
     # Figures are the slow part of a report and say nothing about input handling.
     monkeypatch.setattr("vaebench.analysis.report.draw_figures", lambda *args, **kwargs: {})
@@ -137,7 +137,7 @@ GOOD = {
     "--batch-size": ["64", "128"], "--epochs": ["1", "2"], "--steps": ["10"], "--lr": ["0.001", "1e-4"],
     "--loader": ["reference", "tensor"], "--workers": ["0"], "--compile": ["off"], "--amp": ["off", "bf16"],
     "--sync": ["step", "epoch"], "--seed": ["0", "3"], "--data": ["synthetic", "embedded", "auto"],
-    "--samples": ["1024", "512"], "--profile-steps": ["5"], "--timeout": ["60"], "--sample-hz": ["10", "20"],
+    "--samples": ["1024", "512"], "--profile-steps": ["5"], "--timeout": ["60"], "--sample-hz": ["10", "15"],
     "--out": ["out", "a/b"], "--data-dir": ["data"], "--repeats": ["1", "2", "3"], "--order-seed": ["0", "7"],
     "--threshold": ["10%", "0.05"], "--alpha": ["0.05"], "--budget": ["60s", "2m", "600"],
     "--max-batch": ["64", "512"], "--include": ["compile", "amp"], "--target-loss": ["110", "90"],

@@ -267,7 +267,7 @@ def test_a_sweep_file_that_is_a_folder_or_not_utf8_is_refused(
     ("args", "words"),
     [
         (["--sample-hz", "0"], "--sample-hz must be positive"),
-        (["--sample-hz", "1000"], "--sample-hz must be at most 20 Hz"),
+        (["--sample-hz", "1000"], "--sample-hz must be at most 15 Hz"),
         (["--sample-hz", "nan"], "--sample-hz must be a finite number"),
         (["--timeout", "inf"], "--timeout must be a finite number"),
         (["--out", ""], "--out must name a folder"),

@@ -163,15 +163,22 @@ def preload_env(allocator: str, allocator_path: str = "", inherited: str = "") -
     return {"LD_PRELOAD": ":".join(part for part in (library, inherited) if part)}
 
 
+# The pid of the vaebench that started a child, in the child's environment: a child checks its
+# parent against it, so one whose parent was killed before it could ask to die with it ends too.
+PARENT_PID_ENV = "VAEBENCH_PARENT_PID"
+
+
 def child_process_env(spec: RunSpec | None, allocator_path: str = "") -> dict[str, str]:
     """The environment of every vaebench child that loads torch (a run, a screen, the peak probe);
     None for a helper process that trains nothing itself (the submitit-local queue).
 
     The thread, wait-policy, binding and allocator settings must be in place before torch loads
     (the OpenMP runtime reads them once, the loader preloads once), and CUDA_DEVICE_ORDER makes
-    CUDA ordinals match NVML's indices, which the parent's monitor uses.
+    CUDA ordinals match NVML's indices, which the parent's monitor uses. PARENT_PID_ENV names
+    this process: the child dies with it (train.lifeline), even if it died first.
     """
     env = dict(os.environ)
+    env[PARENT_PID_ENV] = str(os.getpid())
     if spec is not None:
         env |= thread_env(spec.threads) | wait_policy_env(spec.omp_wait_policy) | bind_env(spec.bind)
         env |= preload_env(spec.allocator, allocator_path, os.environ.get("LD_PRELOAD", ""))

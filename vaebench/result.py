@@ -424,6 +424,11 @@ COLUMN_TYPES: dict[str, tuple[type, ...]] = {
     "bottleneck_note": (str,),
     "scaling_efficiency": (int, float),
     "single_rank_samples_per_s": (int, float),
+    "oversubscribed": (bool,),
+    "syscall_tool": (str,),
+    "syscall_steps": (int,),
+    "syscall_real_s": (int, float),
+    "syscalls": (list,),
 }
 """The JSON type(s) of every column a record may hold, from the dataclasses that write them."""
 

@@ -54,10 +54,10 @@ def contended(neighbour_cpu_pct: object) -> bool:
 
 # Bounds on the options of how to run (a run's own fields have theirs in spec.LIMITS) ----------
 MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a week: past that a timeout guards nothing
-# The monitor's cost, measured on the 2-core VM beside a child with two workers: about 0.25 ms
-# of CPU per sample (psutil's per-core CPU; the neighbour figure's counters every half second),
-# 0.35 % of a core at the default 10 Hz and 0.5-0.6 % at 20 Hz. Past 20 Hz, with NVML's reads on
-# a GPU on top, it would cost the measured run more than 1 % of a core.
-MAX_SAMPLE_HZ = 20.0
+# The monitor's cost, measured on the 2-core VM beside a child with two workers: about 0.5 ms
+# of CPU per sample with everything a CPU run reads (psutil's per-core CPU, the child's threads
+# from /proc, the neighbour figure's counters every half second), 0.55 % of a core at the default
+# 10 Hz and 0.95 % at 20 Hz. 15 Hz keeps it near 0.75 %, under 1 % with NVML's reads on a GPU.
+MAX_SAMPLE_HZ = 15.0
 MAX_REPEATS = 1_000  # runs of one configuration: statistics stop improving long before
 MAX_RUNS = 10_000  # runs in one sweep (grid times repeats): weeks of a GPU at a minute each

@@ -79,7 +79,7 @@ def test_workers_cpu_time_is_counted(tmp_path: Path) -> None:
         (["--threads", "99999"], "threads must be at most 1,024"),
         (["--seed", "-1"], "seed must be 0 or more"),
         (["--sample-hz", "0"], "--sample-hz must be positive"),
-        (["--sample-hz", "1000"], "--sample-hz must be at most 20 Hz"),
+        (["--sample-hz", "1000"], "--sample-hz must be at most 15 Hz"),
         (["--out", ""], "--out must name a folder"),
         (["--data-dir", ""], "--data-dir must name a folder"),
         (["--threads", "x"], "argument --threads: invalid int value: 'x' (see `vaebench run --help`)"),

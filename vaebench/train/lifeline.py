@@ -4,8 +4,9 @@ child dies too, and never writes a record or a samples picture for a run no one 
 On Linux the kernel sends SIGKILL at the parent's death (`prctl(PR_SET_PDEATHSIG)`): that also
 reaches torchrun's ranks, which start sessions of their own where a kill aimed at the
 launcher's process group would miss them. The parent may already be gone when that is asked,
-so the parent's pid is compared right after. Elsewhere a daemon thread polls the parent's pid
-every `POLL_S`. Before writing anything, a child checks its parent once more.
+even before this process got that far: so the parent's pid is compared, right after, with the
+one vaebench put in the environment (`machine.PARENT_PID_ENV`). Elsewhere a daemon thread polls
+the parent's pid every `POLL_S`. Before writing anything, a child checks its parent once more.
 """
 
 from __future__ import annotations
@@ -17,19 +18,30 @@ import signal
 import sys
 import threading
 
+from ..machine import PARENT_PID_ENV
+
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 POLL_S = 0.5  # where there is no PR_SET_PDEATHSIG: how long an orphan may go on
 EXIT_ORPHANED = 1
 _parent: int | None = None  # the parent this process is tied to
 
 
-def tie_to_parent() -> None:
-    """Die with the current parent. Call it first thing in a child (a run, a rank, a worker)."""
+def tie_to_parent(parent: int | None = None) -> None:
+    """Die with `parent`: by default the vaebench that started this process, as its environment
+    names it; a torchrun rank's is torchrun, its current parent. Call it first thing in a child."""
     global _parent
-    _parent = os.getppid()
+    _parent = parent if parent is not None else expected_parent()
     if not (sys.platform.startswith("linux") and _set_parent_death_signal()):
         threading.Thread(target=_poll, name="vaebench-lifeline", daemon=True).start()
     exit_if_orphaned()  # the parent died before the request took hold
+
+
+def expected_parent() -> int:
+    """The pid this process should die with: the environment's, unless torchrun started it."""
+    text = os.environ.get(PARENT_PID_ENV, "")
+    if "LOCAL_RANK" in os.environ or not text.isdigit():  # a rank: torchrun's own child
+        return os.getppid()
+    return int(text)
 
 
 def exit_if_orphaned() -> None:

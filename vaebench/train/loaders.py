@@ -11,6 +11,7 @@ run takes its `Shard` of each global batch of that same order.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -94,7 +95,7 @@ class _Wrapped(Dataset[object]):
 
 
 def _tie_worker(worker_id: int) -> None:
-    tie_to_parent()
+    tie_to_parent(os.getppid())  # the training process, alive: it is starting this worker
 
 
 class ReferenceSource:
