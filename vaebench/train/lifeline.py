@@ -5,7 +5,8 @@ On Linux the kernel sends SIGKILL at the parent's death (`prctl(PR_SET_PDEATHSIG
 reaches torchrun's ranks, which start sessions of their own where a kill aimed at the
 launcher's process group would miss them. The parent may already be gone when that is asked,
 even before this process got that far: so the parent's pid is compared, right after, with the
-one vaebench put in the environment (`machine.PARENT_PID_ENV`). Elsewhere a daemon thread polls
+one vaebench put in the environment (`machine.PARENT_PID_ENV`), or with a tracer that one
+started it under. Elsewhere a daemon thread polls
 the parent's pid every `POLL_S`. Before writing anything, a child checks its parent once more.
 """
 
@@ -17,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from ..machine import PARENT_PID_ENV
 
@@ -41,7 +43,18 @@ def expected_parent() -> int:
     text = os.environ.get(PARENT_PID_ENV, "")
     if "LOCAL_RANK" in os.environ or not text.isdigit():  # a rank: torchrun's own child
         return os.getppid()
-    return int(text)
+    parent = os.getppid()
+    # A tracer that vaebench put in between (`run --syscalls` starts the child under strace).
+    return parent if parent_of(parent) == int(text) else int(text)
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent of another process, from /proc; None where it cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the name in parentheses may hold spaces
 
 
 def exit_if_orphaned() -> None:
