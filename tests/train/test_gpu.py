@@ -97,3 +97,22 @@ def test_cuda_index_and_the_ladder_rehearsal(tmp_path: Path) -> None:
     table = (tmp_path / "ladder.csv").read_text()
     assert "cuda-graphs" in table and (tmp_path / "ladder.png").exists()
     assert json.loads((tmp_path / "runs.jsonl").read_text().splitlines()[0])["device"] == "cuda:0"
+
+
+def test_the_warm_up_leaves_the_cuda_generator_and_the_graphed_step_uses_fused_adam(data_dir: Path) -> None:
+    import torch
+
+    from vaebench.measure.data import prepare
+    from vaebench.spec import RunSpec
+    from vaebench.train.loaders import make_source
+    from vaebench.train.loop import build_on, warm_device
+
+    spec = RunSpec(device="cuda", batch_size=128, samples=512, data="synthetic", loader="device", sync="epoch",
+                   cuda_graphs=True)
+    work = build_on(spec, make_source(spec, prepare("synthetic", data_dir, spec.samples), torch.device("cuda")))
+    before = [p.detach().clone() for p in work.model.parameters()]
+    generator = torch.cuda.get_rng_state()
+    warm_device(work)
+    assert torch.equal(generator, torch.cuda.get_rng_state())
+    assert all(torch.equal(a, b) for a, b in zip(before, work.model.parameters(), strict=True))
+    assert work.optimizer.defaults["fused"] and work.optimizer.defaults["capturable"]

@@ -6,12 +6,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+import torch
 
+from vaebench.measure.data import prepare
 from vaebench.spec import RunSpec
 from vaebench.train.distributed import ONE_PROCESS, Shard
-from vaebench.train.loop import StepLog, measured, run_epochs
+from vaebench.train.loaders import make_source
+from vaebench.train.loop import StepLog, build_on, measured, run_epochs, warm_device
 
 # Milliseconds each phase of a step takes, in the loop's order.
 DATA, ZERO_GRAD, COPY, COMPUTE, SYNC, UPDATE = 2.0, 0.5, 1.0, 3.0, 4.0, 0.5
@@ -130,3 +134,14 @@ def test_profiled_steps_are_left_out_of_the_steady_state() -> None:
     metrics = measured(spec, log, epochs)
     assert metrics.step_median_ms == pytest.approx(STEP)
     assert metrics.samples_per_s == pytest.approx(1e3 * 64 / STEP)
+
+
+def test_the_device_warm_up_leaves_the_model_optimizer_and_generator_as_they_were(data_dir: Path) -> None:
+    spec = RunSpec(batch_size=32, samples=64, data="embedded", seed=3, loader="tensor")
+    work = build_on(spec, make_source(spec, prepare("embedded", data_dir, spec.samples), torch.device("cpu")))
+    before = [p.detach().clone() for p in work.model.parameters()]
+    generator = torch.get_rng_state()
+    warm_device(work)
+    assert all(torch.equal(a, b) for a, b in zip(before, work.model.parameters(), strict=True))
+    assert torch.equal(generator, torch.get_rng_state())
+    assert not work.optimizer.state and all(p.grad is None for p in work.model.parameters())

@@ -139,7 +139,7 @@ class GraphedStep:
 
     The first `WARMUP` steps run eagerly on a side stream (capture needs warmed-up kernels and
     allocator), then the next full batch is captured: zero-grad to None, forward, loss,
-    backward, Adam (capturable, its step count on the device) and the add to the epoch's loss
+    backward, Adam (fused and capturable, its step count on the device) and the add to the epoch's loss
     sum. Capturing executes nothing, so the captured step is then replayed on its batch: every
     batch trains exactly once. A batch of another size (the epoch's ragged last one) runs
     eagerly on the same parameters and optimizer state.
@@ -230,6 +230,8 @@ def train(
     t_data = clock() - t0
     t0 = clock()
     work = build_on(spec, source, shard)
+    if spec.is_cuda:
+        warm_device(work)
     t_model = clock() - t0 + t_context
 
     steps_total = total_steps(spec, len(work.source))
@@ -296,14 +298,38 @@ def build_on(spec: RunSpec, source: BatchSource, shard: Shard = ONE_PROCESS) -> 
         device=device,
         source=source,
         model=model,
-        # capturable keeps Adam's step count on the device, so a captured step can replay it.
-        optimizer=torch.optim.Adam(model.parameters(), lr=spec.lr, capturable=spec.cuda_graphs),
+        optimizer=adam(model.parameters(), spec),
         forward=forward,
         scaler=torch.amp.GradScaler("cuda") if spec.amp == "fp16" else None,
         autocast=_autocast(spec),
         shard=shard,
         allreduce=allreduce,
     )
+
+
+def adam(params: Iterator[torch.nn.Parameter], spec: RunSpec) -> torch.optim.Adam:
+    """The seed's Adam; under --cuda-graphs capturable (its step count on the device, so a
+    captured step can replay it) and fused: one kernel for all parameters, not a foreach chain."""
+    return torch.optim.Adam(params, lr=spec.lr, capturable=spec.cuda_graphs, fused=spec.cuda_graphs or None)
+
+
+def warm_device(work: Workload) -> None:
+    """One step of a scratch copy at the run's batch size, before the training clock starts.
+
+    The first step on a GPU pays cuBLAS's start-up and the lazy loading of every kernel it
+    launches (about 0.3 s on an H200): set-up of the process, not training. The model, the
+    optimizer and every random generator are left as they were.
+    """
+    with torch.random.fork_rng(devices=[work.device] if work.device.type == "cuda" else []):
+        scratch = copy.deepcopy(work.model)
+        optimizer = adam(scratch.parameters(), work.spec)
+        x = torch.zeros(work.spec.batch_size, 1, 28, 28, device=work.device)
+        with work.autocast:
+            recon, mu, logvar = scratch(x)
+        vae_loss(recon.float(), x, mu.float(), logvar.float()).backward()
+        optimizer.step()
+        if work.device.type == "cuda":
+            torch.cuda.synchronize(work.device)
 
 
 @dataclass
