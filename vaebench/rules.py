@@ -39,6 +39,11 @@ INPUT_BOUND_SHARE = 0.30  # data wait + copy above this share of the step: the i
 
 # Measuring -------------------------------------------------------------------------------------
 SAMPLE_HZ = 10.0  # the outside monitor's default rate: 0.3% of a core (benchmarks/test_overhead.py)
+NVML_UTIL_PERIOD_S = 1.0
+"""NVML's utilization.gpu is the share of its own last sample period, 1/6 s to 1 s by product,
+and GPM's SM activity that of the interval between two reads: over a shorter training window
+either mostly measures the idle time around it (a 36 ms tune trial on an H200 read 1 %), so
+both are left unknown there rather than reported diluted."""
 NEIGHBOUR_LIMIT_PCT = 25.0
 """A run is contended when processes outside its tree used more than this share of one core
 (percent) on average while it trained. A quarter of a core is well above a quiet machine's

@@ -8,6 +8,7 @@ import pytest
 
 from vaebench.measure.monitor import GpuProbe, Monitor, _device_handle, _visible_id, next_tick, summarize
 from vaebench.measure.process import run_child
+from vaebench.rules import NVML_UTIL_PERIOD_S
 
 BURN = """
 import multiprocessing, time
@@ -195,11 +196,18 @@ def test_means_cover_the_training_window_only() -> None:
 
 def test_a_window_shorter_than_the_interval_takes_the_next_sample_not_the_whole_run() -> None:
     summary = summarize(wild_samples(), 0.25, window=(2.05, 2.2))
-    assert summary.gpu_util_mean == pytest.approx(62.0)  # the sample at 2.25 s
-    assert summary.cpu_util_mean == 40.0 and summary.gpu_power_mean_w == 300.0
-    assert summary.gpu_sm_activity_mean == 20.0  # the next sample with GPM, at 2.5 s
+    assert summary.cpu_util_mean == 40.0 and summary.gpu_power_mean_w == 300.0  # the sample at 2.25 s
     late = summarize(wild_samples()[:8], 0.25, window=(2.05, 2.2))  # the monitor stopped at 1.75 s
-    assert late.gpu_util_mean == WILD and late.monitor_samples == 8
+    assert late.gpu_power_mean_w == WILD and late.monitor_samples == 8
+
+
+def test_utilization_over_a_window_shorter_than_nvml_s_period_is_unknown_not_diluted() -> None:
+    short = summarize(wild_samples(), 0.25, window=(2.05, 2.2))  # 0.15 s of training
+    assert math.isnan(short.gpu_util_mean) and math.isnan(short.gpu_util_max)
+    assert math.isnan(short.gpu_sm_activity_mean) and math.isnan(short.gpu_sm_occupancy_mean)
+    assert short.gpu_power_mean_w == 300.0
+    whole = summarize(wild_samples(), 0.25, window=(2.0, 2.0 + NVML_UTIL_PERIOD_S))
+    assert whole.gpu_util_mean == pytest.approx(64.0) and whole.gpu_sm_activity_mean == 20.0
 
 
 def test_cpu_utilization_all_zero_is_unknown_not_idle() -> None:

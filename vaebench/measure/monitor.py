@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..result import MonitorSummary
-from ..rules import SAMPLE_HZ
+from ..rules import NVML_UTIL_PERIOD_S, SAMPLE_HZ
 from .gpm import GpmSampler, open_gpm
 from .sched import TaskSampler
 
@@ -383,7 +383,8 @@ def summarize(
     samples inside it (see `window_values`), so process start-up, compile and teardown do not
     dilute them; without one they cover every sample. Peak memory and the whole-child energy
     always cover every sample; the `_train_` energies and the run-queue wait interpolate their
-    counters at the window's ends (without a window: first to last sample).
+    counters at the window's ends (without a window: first to last sample). Over a window
+    shorter than `NVML_UTIL_PERIOD_S` the GPU's utilization and SM activity are NaN.
     """
     windowed = all(math.isfinite(edge) for edge in window)
 
@@ -405,6 +406,12 @@ def summarize(
     def over_window(key: str, scale: float) -> float:
         return (counter_at(samples, key, window[1]) - counter_at(samples, key, window[0])) * scale
 
+    # Utilization over a window shorter than NVML's period is mostly the idle time around it.
+    too_short = windowed and window[1] - window[0] < NVML_UTIL_PERIOD_S
+
+    def share(name: str, reduce: Callable[[str], float]) -> float:
+        return math.nan if too_short else reduce(name)
+
     queued = _values(samples, "runqueue_s")
     if windowed:
         runqueue_s = over_window("runqueue_s", 1.0)
@@ -416,13 +423,13 @@ def summarize(
         interval_s=interval_s,
         cpu_util_mean=cpu_mean(column("cpu_util")),
         neighbour_cpu_pct=neighbour_cpu_pct(samples, window),
-        gpu_util_mean=mean("gpu_util"),
-        gpu_util_max=peak("gpu_util"),
+        gpu_util_mean=share("gpu_util", mean),
+        gpu_util_max=share("gpu_util", peak),
         gpu_mem_max_mb=max(memory) if memory else math.nan,
         gpu_power_mean_w=mean("gpu_power_w"),
         gpu_sm_clock_mean_mhz=mean("gpu_sm_clock_mhz"),
-        gpu_sm_activity_mean=mean("gpu_sm_activity"),
-        gpu_sm_occupancy_mean=mean("gpu_sm_occupancy"),
+        gpu_sm_activity_mean=share("gpu_sm_activity", mean),
+        gpu_sm_occupancy_mean=share("gpu_sm_occupancy", mean),
         gpu_energy_j=(energy[-1] - energy[0]) / 1000.0 if len(energy) >= 2 else math.nan,
         cpu_energy_j=cpu_energy[-1] - cpu_energy[0] if len(cpu_energy) >= 2 else math.nan,
         gpu_energy_train_j=over_window("gpu_energy_mj", 1e-3),

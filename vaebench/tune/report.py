@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .._format import fmt_auto
+from ..rules import NVML_UTIL_PERIOD_S
 from ..spec import format_value
 from .driver import TuneResult
 from .search import ALLOC_PEAK, DEVICE_MEM, REFERENCE_BATCH, RSS_PEAK, Quality, pipeline_label
@@ -27,7 +28,8 @@ MEMORY_COLUMNS = {
     "rss_peak_mb": f"the process's {RSS_PEAK} (isolated runs)",
 }
 UTIL_NOTE = ("NVML utilization.gpu, mean over each trial's training steps: the share of time any kernel ran, "
-             "not how much of the GPU the kernels used.")
+             "not how much of the GPU the kernels used; `-` where a trial trained for less than "
+             f"{NVML_UTIL_PERIOD_S:g} s, shorter than the period NVML averages over.")
 FIGURES = {"tune_throughput.png": "throughput", "tune_loss.png": "loss"}
 
 
