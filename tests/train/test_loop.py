@@ -15,7 +15,7 @@ from vaebench.measure.data import prepare
 from vaebench.spec import RunSpec
 from vaebench.train.distributed import ONE_PROCESS, Shard
 from vaebench.train.loaders import make_source
-from vaebench.train.loop import StepLog, build_on, measured, run_epochs, warm_device
+from vaebench.train.loop import DeviceEvents, StepLog, build_on, measured, run_epochs, warm_device
 
 # Milliseconds each phase of a step takes, in the loop's order.
 DATA, ZERO_GRAD, COPY, COMPUTE, SYNC, UPDATE = 2.0, 0.5, 1.0, 3.0, 4.0, 0.5
@@ -145,3 +145,39 @@ def test_the_device_warm_up_leaves_the_model_optimizer_and_generator_as_they_wer
     assert all(torch.equal(a, b) for a, b in zip(before, work.model.parameters(), strict=True))
     assert torch.equal(generator, torch.get_rng_state())
     assert not work.optimizer.state and all(p.grad is None for p in work.model.parameters())
+
+
+class FakeEvent:
+    """A CUDA event on a clock the test moves."""
+
+    def __init__(self, now: list[float]) -> None:
+        self.now, self.t = now, math.nan
+
+    def record(self) -> None:
+        self.t = self.now[0]
+
+    def elapsed_time(self, other: FakeEvent) -> float:
+        return other.t - self.t
+
+
+def test_device_events_are_reused_epoch_after_epoch_and_a_batch_on_the_device_needs_two() -> None:
+    now = [0.0]
+    made: list[FakeEvent] = []
+
+    def make() -> FakeEvent:
+        made.append(FakeEvent(now))
+        return made[-1]
+
+    events = DeviceEvents(make, synchronize=lambda: None)  # type: ignore[arg-type]
+    log = StepLog()
+    for _epoch in range(3):
+        for _step in range(4):
+            start = events.mark()
+            now[0] += 1.0  # the step's kernels
+            events.add(start, start, events.mark())
+            now[0] += 2.0  # the device idles until the next step
+            log.step_ms.append(math.nan)
+        events.flush(log, steps_from_device=True)
+    assert len(made) == 8, "one epoch's events, read and then reused"
+    assert log.device_copy_ms == [0.0] * 12 and log.device_compute_ms == [1.0] * 12
+    assert log.step_ms == [3.0, 3.0, 3.0, 1.0] * 3  # start to start; the epoch's last: start to done
