@@ -71,3 +71,13 @@ def test_a_rung_without_runs_shows_as_not_available() -> None:
     assert math.isnan(frame.iloc[1]["train_s"])
     assert "n/a" in ladder.render_text(frame).splitlines()[-1]
     assert ladder.figure(frame) is not None
+
+
+def test_a_ladder_without_the_seed_compares_with_its_lowest_rung_and_says_so() -> None:
+    plan = ladder.make_plan(ladder.seed_base("cuda"), ladder.pick(["sync-epoch", "cuda-graphs"]), profile=False)
+    runs = pd.DataFrame([record(spec, train_s=t, samples_per_s=1.0, gpu_util_mean=8.0, final_loss=loss)
+                         for (_, spec), t, loss in zip(plan.timed, (12.0, 1.5), (100.0, 110.0), strict=True)])
+    frame = ladder.table(plan, runs)
+    header = ladder.render_text(frame).splitlines()[0]
+    assert "vs sync-epoch" in header and "loss vs sync-epoch" in header and "seed" not in header
+    assert "from the sync-epoch rung's" in ladder.loss_notes(frame)[0]

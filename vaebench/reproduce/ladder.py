@@ -143,16 +143,23 @@ def step_notes(plan: LadderPlan, runs: pd.DataFrame) -> list[str]:
     return [finding.text for finding in rung_steps(rows)]
 
 
+def base_rung(frame: pd.DataFrame) -> str:
+    """The rung the others are compared with: the seed, or the lowest one a partial ladder ran."""
+    return str(frame["rung"].iloc[0]) if not frame.empty else "seed"
+
+
 def loss_notes(frame: pd.DataFrame, tolerance: float = LOSS_TOLERANCE) -> list[str]:
-    """Rungs whose final loss strays from the seed rung's by more than the tolerance."""
+    """Rungs whose final loss strays from the base rung's by more than the tolerance."""
     strays = frame[frame["loss_delta"].abs() > tolerance] if "loss_delta" in frame else frame.iloc[0:0]
-    return [f"{row.rung}: final loss {row.final_loss:.2f} is {row.loss_delta:+.2%} from the seed rung's, past the "
+    base = base_rung(frame)
+    return [f"{row.rung}: final loss {row.final_loss:.2f} is {row.loss_delta:+.2%} from the {base} rung's, past the "
             f"{tolerance:.0%} tolerance: this knob changes the training, not only its speed"
             for row in strays.itertuples()]
 
 
 def cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    headers = ["rung", "knob", *[header for _, header, _ in COLUMNS]]
+    base = base_rung(frame)
+    headers = ["rung", "knob", *[header.replace("seed", base) for _, header, _ in COLUMNS]]
     rows = [[str(r["rung"]), str(r["knob"]), *[fmt(r.get(c), spec) for c, _, spec in COLUMNS]]
             for r in frame.to_dict("records")]
     return headers, rows
