@@ -157,8 +157,8 @@ def add_run_knobs(parser: argparse.ArgumentParser, *, lists: bool = False) -> No
         knob("--cuda-graphs", str, "capture the whole step as a CUDA graph: on, off")
     else:
         group.add_argument("--cuda-graphs", action="store_true", default=None,
-                           help="capture the whole training step once as a CUDA graph and replay it; "
-                           "needs CUDA and --sync epoch (default: off)")
+                           help="capture the whole training step, fused Adam included, once as a CUDA graph "
+                           "and replay it; needs CUDA and --sync epoch (default: off)")
     knob("--omp-wait-policy", str, f"how idle OpenMP threads wait: {', '.join(WAIT_POLICIES)}; active spins, passive "
          "sleeps in the kernel at once, default keeps the runtime's (libgomp: spin about 3 ms, then sleep); "
          f"GOMP_SPINCOUNT and KMP_BLOCKTIME are set to match (default: {DEFAULT.omp_wait_policy})")

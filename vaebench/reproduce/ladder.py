@@ -175,9 +175,9 @@ def render_markdown(frame: pd.DataFrame, *, device: str, epochs: int, gpu_name: 
         "",
         f"Each rung adds one knob to the rung above it; every rung trains {epochs} epoch(s) with the seed's "
         "hyperparameters (batch 128, Adam 1e-3) on the same samples in the same order. `train s` is the training "
-        "loop alone (no process start, no data preparation, compile time included); `trace busy %` and "
-        f"`kernels/step` come from a separate profiled run of {PROFILED_RUN_STEPS} steps per rung. NVML's "
-        "utilization is the share of time any kernel ran, averaged over the training window.",
+        "loop alone (no process start, no data preparation, no device warm-up; compile time included); "
+        f"`trace busy %` and `kernels/step` come from a separate profiled run of {PROFILED_RUN_STEPS} steps per "
+        "rung. NVML's utilization is the share of time any kernel ran, averaged over the training window.",
         "",
         markdown_table(*cells(frame)),
         "",
