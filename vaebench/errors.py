@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
 
 EXIT_OK = 0
@@ -52,22 +52,27 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # `timeout`, a CI cancel, `docke
 
 
 @contextlib.contextmanager
-def stop_signals_raise() -> Iterator[None]:
-    """Inside, SIGTERM and SIGHUP raise `Interrupted` in the main thread, as Ctrl-C raises
-    KeyboardInterrupt, so that every `finally` and context manager on the way out runs: the
-    training child's process group is killed, its temp folder removed, finished records kept.
-    Their default action would end the process on the spot and leave the child training on.
-    The previous handlers are put back on the way out."""
+def signals_raise(signums: Iterable[int], exception: Callable[[int], BaseException]) -> Iterator[None]:
+    """Inside, each of `signums` raises `exception(signum)` in the main thread, so that every
+    `finally` and context manager on the way out runs; the previous handlers come back after.
+    Elsewhere than the main thread, where Python cannot set handlers, nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(signum)
+        raise exception(signum)
 
-    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
     try:
         yield
     finally:
         for signum, action in previous.items():
             signal.signal(signum, action)
+
+
+def stop_signals_raise() -> contextlib.AbstractContextManager[None]:
+    """SIGTERM and SIGHUP raise `Interrupted`, as Ctrl-C raises KeyboardInterrupt: the training
+    child's process group is killed, its temp folder removed, finished records kept. Their
+    default action would end the process on the spot and leave the child training on."""
+    return signals_raise(STOP_SIGNALS, Interrupted)

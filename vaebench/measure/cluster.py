@@ -38,11 +38,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import ModuleType
 from typing import Any
 
 from .. import storage
-from ..errors import UsageError
+from ..errors import UsageError, signals_raise
 from ..machine import child_process_env, host_fingerprint
 from ..result import FAILED, DataInfo, RunRecord
 from ..spec import RunSpec
@@ -196,16 +196,12 @@ def stop_signals() -> Iterator[None]:
     names = {"SIGTERM", "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")}
     signums = [getattr(signal, name) for name in names if hasattr(signal, name)]
 
-    def stop(signum: int, frame: FrameType | None) -> None:
+    def stopped(signum: int) -> JobStopped:
         name = signal.Signals(signum).name
-        raise JobStopped(f"stopped by {name}: {SIGNAL_MEANINGS.get(name, 'a signal from the scheduler')}")
+        return JobStopped(f"stopped by {name}: {SIGNAL_MEANINGS.get(name, 'a signal from the scheduler')}")
 
-    before = {signum: signal.signal(signum, stop) for signum in signums}
-    try:
+    with signals_raise(signums, stopped):
         yield
-    finally:
-        for signum, handler in before.items():
-            signal.signal(signum, handler)
 
 
 def stopped_record(spec: RunSpec, data: DataInfo, options: RunOptions, reason: str) -> RunRecord:
