@@ -82,6 +82,15 @@ def test_fields_added_later_keep_old_keys_at_their_default() -> None:
         assert changed.key() != old_key
 
 
+def test_an_uninstrumented_run_is_a_configuration_of_its_own() -> None:
+    from vaebench.cli import build_parser, spec_from_args
+
+    spec = spec_from_args(build_parser().parse_args(["run", "--no-instrument", "--threads", "16"]))
+    assert spec.instrument is False and "instrument=off" in spec.label()
+    assert spec.key() != RunSpec(threads=16).key() == "ba69c1bcdac6"  # never pooled with timed runs
+    assert spec_from_args(build_parser().parse_args(["run"])).instrument is True
+
+
 def test_cuda_graphs_need_cuda_and_sync_epoch() -> None:
     problems = {p.message for p in validate(RunSpec(cuda_graphs=True))}
     assert any("needs a CUDA device" in m for m in problems)

@@ -214,8 +214,9 @@ def _add_run(sub: SubParsers) -> None:
                         help="trace a torch.profiler window after warm-up (default: off)")
     parser.add_argument("--profile-steps", type=int, default=None,
                         help=f"steps in the profiler window (default: {DEFAULT.profile_steps})")
-    parser.add_argument("--no-instrument", dest="instrument", action="store_false",
-                        help="drop the per-step timers (to measure their cost)")
+    parser.add_argument("--no-instrument", dest="instrument", action="store_false", default=None,
+                        help="drop the per-step timers and device events, to measure their cost; recorded as "
+                        "instrument=off, a configuration of its own (default: on)")
     hosts = parser.add_argument_group("several hosts (with --nnodes above 1; run the same command on every host)")
     hosts.add_argument("--node-rank", type=int, default=0, help="this host's place, 0 to nnodes-1 (default: 0)")
     hosts.add_argument("--rdzv-endpoint", default="", metavar="HOST:PORT",
@@ -246,7 +247,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"data: {data.source} ({data.samples} samples/epoch) at {data.path}", file=sys.stderr)
     out = Path(args.out)
     options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz,
-                         progress=sys.stderr.isatty(), instrument=args.instrument, launch=launch,
+                         progress=sys.stderr.isatty(), launch=launch,
                          allocator_path=args.allocator_path or "", syscalls=args.syscalls)
     if spec.world_size > 1 and launch.node_rank == 0:
         # Scaling efficiency needs one rank's samples/s at the same per-rank batch on this host.

@@ -31,7 +31,6 @@ class Request:
     out: str  # the results folder: the child writes its samples PNG and profiler trace there
     run_id: str
     result: str  # where the child writes its Answer
-    instrument: bool = True  # per-step timers; off only to measure their cost
     progress: bool = False  # a progress bar on stderr
     label: str = ""  # the progress bar's label
 

@@ -52,6 +52,7 @@ class RunSpec:
     samples: int = MNIST_TRAIN_SIZE  # samples per epoch: MNIST's training set
     profile: bool = False  # a torch.profiler window after warm-up
     profile_steps: int = 20  # steps inside that window
+    instrument: bool = True  # per-step timers and device events; off only to measure their cost
     sync: str = "step"  # when the host reads the loss: every step (the seed's) or once per epoch
     cuda_graphs: bool = False  # capture the whole step once and replay it (CUDA, --sync epoch)
     nproc_per_node: int = 1  # data-parallel ranks per host, launched by torchrun; batch_size stays per rank
@@ -145,7 +146,7 @@ SPEED_KNOBS: tuple[str, ...] = (
 # Fields added after the first release, with their defaults: left out of keys at their default.
 LATER_FIELDS: dict[str, Any] = {
     "sync": "step", "cuda_graphs": False, "nproc_per_node": 1, "nnodes": 1, "omp_wait_policy": "default",
-    "allocator": "system", "bind": False,
+    "allocator": "system", "bind": False, "instrument": True,
 }
 # The values each field may take on its own, whatever the machine: a bad one is refused before
 # anything runs, in a single run and in a sweep alike.

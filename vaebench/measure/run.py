@@ -56,7 +56,6 @@ class RunOptions:
     timeout: float | None = None
     sample_hz: float = SAMPLE_HZ  # outside monitor rate
     progress: bool = False  # a progress bar on the terminal's stderr
-    instrument: bool = True  # per-step timers; off only to measure their cost
     sweep: str = ""
     repeat: int = 0
     label: str = ""
@@ -164,7 +163,7 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
 def _request(spec: RunSpec, data: DataInfo, options: RunOptions, run_id: str, result: Path) -> Request:
     """What the training child reads: the spec, the data, where to write."""
     return Request(spec=spec, data=data, out=str(options.out), run_id=run_id, result=str(result),
-                   instrument=options.instrument, progress=options.progress, label=options.label)
+                   progress=options.progress, label=options.label)
 
 
 def traced_run(tracer: Tracer, spec: RunSpec, data: DataInfo, options: RunOptions, run_id: str) -> SyscallTable:

@@ -75,7 +75,7 @@ def _train(request: Request, rank: int = 0) -> Answer:
     try:
         outcome = train(
             spec, request.data, t_import_s=t_import, progress=bar.update if bar else None,
-            instrument=request.instrument, on_step=_fault_injector(rank), out_dir=Path(request.out),
+            on_step=_fault_injector(rank), out_dir=Path(request.out),
             run_id=request.run_id,
         )
     finally:

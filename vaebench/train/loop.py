@@ -222,7 +222,6 @@ def train(
     t_import_s: float = math.nan,
     clock: Clock = time.perf_counter,
     progress: Progress | None = None,
-    instrument: bool = True,
     on_step: Callable[[int], None] | None = None,
     out_dir: Path | None = None,
     run_id: str = "run",
@@ -273,7 +272,7 @@ def train(
     start_unix = time.time()
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
     with window or contextlib.nullcontext():
-        epochs = run_epochs(work, steps_total, log, clock=clock, instrument=instrument, progress=progress,
+        epochs = run_epochs(work, steps_total, log, clock=clock, instrument=spec.instrument, progress=progress,
                             on_step=after_step)
     usage = _usage_since(usage_before)
     end_unix = time.time()
