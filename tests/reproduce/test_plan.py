@@ -11,6 +11,7 @@ import pytest
 
 from vaebench import storage
 from vaebench.cli import main
+from vaebench.machine import capabilities
 from vaebench.measure.run import RunOptions, new_run_id
 from vaebench.reproduce import claim as claims
 from vaebench.reproduce import plan as reproduce
@@ -225,8 +226,10 @@ def test_reproduce_quick_for_real_on_tiny_data(tmp_path: Path, capsys: pytest.Ca
                  "--out", str(out)])
     assert code == 0
     text = capsys.readouterr().out
-    assert "3 runs on cpu" in text and "measured   cpu (" in text and "published  20-core CPU" in text
+    # The seed, the thread count and the device loader, and one what-if per allocator found here.
+    expected = 3 + len(capabilities(probe_torch=False).allocators)
+    assert f"{expected} runs on cpu" in text and "measured   cpu (" in text and "published  20-core CPU" in text
     assert "Findings:" in text and "loader=device" in text
     runs = storage.load_runs(out)
-    assert len(runs) == 3 and (runs["status"] == "ok").all()
+    assert len(runs) == expected and (runs["status"] == "ok").all()
     assert (out / "reproduce.md").exists() and (out / "report.md").exists()
