@@ -107,16 +107,20 @@ class ReferenceSource:
         base = datasets.MNIST(root=data.path, train=True, download=False, transform=transforms.ToTensor())
         dataset = base if len(base) == spec.samples else _Wrapped(base, spec.samples, len(base))
         self.sampler: EpochSampler | ShardBatches
-        batching: dict[str, object]
+        # DataLoader takes a batch sampler only with its batch size left at 1 and no sampler.
+        batch_size, sampler, batch_sampler, collate = 1, None, None, None
         if shard.distributed:
-            self.sampler = ShardBatches(spec.samples, spec.batch_size, spec.seed, shard)
-            batching = {"batch_sampler": self.sampler, "collate_fn": collate_or_empty}
+            self.sampler = batch_sampler = ShardBatches(spec.samples, spec.batch_size, spec.seed, shard)
+            collate = collate_or_empty
         else:  # the seed's own batching
-            self.sampler = EpochSampler(spec.samples, spec.seed)
-            batching = {"batch_size": spec.batch_size, "sampler": self.sampler}
+            self.sampler = sampler = EpochSampler(spec.samples, spec.seed)
+            batch_size = spec.batch_size
         self.loader = DataLoader(
             dataset,
-            **batching,  # type: ignore[arg-type]
+            batch_size=batch_size,
+            sampler=sampler,
+            batch_sampler=batch_sampler,
+            collate_fn=collate,
             num_workers=spec.workers,
             pin_memory=spec.pin_memory,
             # A private generator keeps the loader's base-seed draw off the global RNG,
