@@ -336,16 +336,29 @@ def warm_device(work: Workload) -> None:
     launches (about 0.3 s on an H200): set-up of the process, not training. The model, the
     optimizer and every random generator are left as they were.
     """
-    with torch.random.fork_rng(devices=[work.device] if work.device.type == "cuda" else []):
-        scratch = copy.deepcopy(work.model)
-        optimizer = adam(scratch.parameters(), work.spec)
-        x = torch.zeros(work.spec.batch_size, 1, 28, 28, device=work.device)
-        with work.autocast:
-            recon, mu, logvar = scratch(x)
-        vae_loss(recon.float(), x, mu.float(), logvar.float()).backward()
+    with scratch_copy(work) as (scratch, optimizer):
+        scratch_loss(work, scratch, torch.zeros(work.spec.batch_size, 1, 28, 28, device=work.device))
         optimizer.step()
         if work.device.type == "cuda":
             torch.cuda.synchronize(work.device)
+
+
+@contextlib.contextmanager
+def scratch_copy(work: Workload) -> Iterator[tuple[VAE, torch.optim.Adam]]:
+    """A copy of the model with an Adam of its own, to probe with; every random generator the
+    probe draws from is put back on the way out, so the run's samples and noise stay its own."""
+    with torch.random.fork_rng(devices=[work.device] if work.device.type == "cuda" else []):
+        scratch = copy.deepcopy(work.model)
+        yield scratch, adam(scratch.parameters(), work.spec)
+
+
+def scratch_loss(work: Workload, model: VAE, x: torch.Tensor) -> torch.Tensor:
+    """The seed's forward and backward on a probe's model, under the run's autocast."""
+    with work.autocast:
+        recon, mu, logvar = model(x)
+    loss = vae_loss(recon.float(), x, mu.float(), logvar.float())
+    loss.backward()
+    return loss
 
 
 @dataclass
@@ -486,25 +499,15 @@ EAGER_PROBE_STEPS = 30  # enough for a stable median once the first few are drop
 
 def eager_step_ms(work: Workload, clock: Clock) -> float:
     """Median step of an uncompiled copy on the first batch; RNG state is put back after."""
-    cpu_rng = torch.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state_all() if work.device.type == "cuda" else None
-    probe = copy.deepcopy(work.model)
-    optimizer = torch.optim.Adam(probe.parameters(), lr=work.spec.lr)
-    x = next(iter(work.source.epoch(0))).to(work.device)
     times = []
-    for _ in range(EAGER_PROBE_STEPS):
-        t0 = clock()
-        optimizer.zero_grad()
-        with work.autocast:
-            recon, mu, logvar = probe(x)
-        loss = vae_loss(recon.float(), x, mu.float(), logvar.float())
-        loss.backward()
-        loss.item()  # the same sync as a training step
-        optimizer.step()
-        times.append((clock() - t0) * 1e3)
-    torch.set_rng_state(cpu_rng)
-    if cuda_rng is not None:
-        torch.cuda.set_rng_state_all(cuda_rng)
+    with scratch_copy(work) as (probe, optimizer):
+        x = next(iter(work.source.epoch(0))).to(work.device)
+        for _ in range(EAGER_PROBE_STEPS):
+            t0 = clock()
+            optimizer.zero_grad()
+            scratch_loss(work, probe, x).item()  # the same sync as a training step
+            optimizer.step()
+            times.append((clock() - t0) * 1e3)
     return statistics.median(times[EAGER_PROBE_STEPS // 3 :])
 
 
