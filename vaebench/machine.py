@@ -168,6 +168,16 @@ def preload_env(allocator: str, allocator_path: str = "", inherited: str = "") -
 PARENT_PID_ENV = "VAEBENCH_PARENT_PID"
 
 
+def proc_stat_fields(path: Path) -> list[str] | None:
+    """The fields of a /proc `stat` file after the parenthesized name, which may hold spaces:
+    the state letter first, then the parent's pid; None where the file cannot be read."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    return text.rpartition(")")[2].split()
+
+
 def child_process_env(spec: RunSpec | None, allocator_path: str = "") -> dict[str, str]:
     """The environment of every vaebench child that loads torch (a run, a screen, the peak probe);
     None for a helper process that trains nothing itself (the submitit-local queue).

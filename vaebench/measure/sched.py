@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..machine import proc_stat_fields
+
 NS = 1e-9
 
 
@@ -64,13 +66,8 @@ class TaskSampler:
 
 
 def _state(path: Path) -> str | None:
-    """The state letter of a `stat` line: the first field after the parenthesized name."""
-    try:
-        text = path.read_text()
-    except OSError:
-        return None
-    _, _, rest = text.rpartition(")")
-    fields = rest.split()
+    """The state letter of a `stat` line."""
+    fields = proc_stat_fields(path)
     return fields[0] if fields else None
 
 

@@ -20,7 +20,7 @@ import sys
 import threading
 from pathlib import Path
 
-from ..machine import PARENT_PID_ENV
+from ..machine import PARENT_PID_ENV, proc_stat_fields
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 POLL_S = 0.5  # where there is no PR_SET_PDEATHSIG: how long an orphan may go on
@@ -50,11 +50,8 @@ def expected_parent() -> int:
 
 def parent_of(pid: int) -> int | None:
     """The parent of another process, from /proc; None where it cannot be read."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[1])  # the name in parentheses may hold spaces
+    fields = proc_stat_fields(Path(f"/proc/{pid}/stat"))
+    return int(fields[1]) if fields and len(fields) > 1 else None
 
 
 def exit_if_orphaned() -> None:
