@@ -108,6 +108,20 @@ class Counters:
     def switches(self) -> float:
         return _finite(self.voluntary) + _finite(self.involuntary)
 
+    @property
+    def runqueue_ms_per_step(self) -> float:
+        return self.per_step(self.runqueue_s) * 1e3
+
+    def per_step_figures(self) -> dict[str, float]:
+        """`PER_STEP`'s columns."""
+        return {
+            "sys_user": self.sys_user,
+            "faults_per_step": self.per_step(self.minor_faults),
+            "voluntary_per_step": self.per_step(self.voluntary),
+            "involuntary_per_step": self.per_step(self.involuntary),
+            "runqueue_ms_per_step": self.runqueue_ms_per_step,
+        }
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -140,7 +154,12 @@ def counters(row: Mapping[str, Any]) -> Counters | None:
     or one without training-window counters (recorded before they existed)."""
     if str(row.get("device", "cpu")) != "cpu":
         return None  # a GPU run's sys time is the driver's: none of these causes
-    cell = {name: number(row.get(name)) for name in (*INPUTS, "threads", "workers", "train_ctx_involuntary")}
+    return read_counters(row)
+
+
+def read_counters(row: Mapping[str, Any]) -> Counters | None:
+    """The training-window counters of a row on any device; None where they are missing."""
+    cell = {name: number(row.get(name)) for name in (*INPUTS, "threads", "workers")}
     steps, user, sys_ = cell["steps_done"], cell["train_user_s"], cell["train_sys_s"]
     faults, voluntary = cell["train_minor_faults"], cell["train_ctx_voluntary"]
     if not (steps > 0 and user > 0) or math.isnan(sys_ + faults + voluntary):
@@ -183,11 +202,7 @@ def verdict(c: Counters) -> Verdict:
     runner_up = found[ranked[1]] if len(ranked) > 1 else 0.0
     second = ranked[1] if runner_up >= max(ALSO * found[cause], ALSO_MIN_MS) else ""
     sys_ms = c.per_step(c.sys_s) * 1e3
-    numbers = {
-        "sys_user": c.sys_user, "sys_ms_per_step": sys_ms, "faults_per_step": c.per_step(c.minor_faults),
-        "voluntary_per_step": c.per_step(c.voluntary), "involuntary_per_step": c.per_step(c.involuntary),
-        "runqueue_ms_per_step": c.per_step(c.runqueue_s) * 1e3, **{f"cost_ms:{k}": v for k, v in found.items()},
-    }
+    numbers = {**c.per_step_figures(), "sys_ms_per_step": sys_ms, **{f"cost_ms:{k}": v for k, v in found.items()}}
     evidence = [f"sys/user {c.sys_user:.2f} over the training window ({sys_ms:.2f} ms of sys per step)"]
     evidence += [_explain(name, c, found[name]) for name in ranked]
     if c.per_step(c.major_faults) >= MAJOR_FAULTS:
@@ -205,16 +220,8 @@ def kernel_verdict(row: Mapping[str, Any]) -> Verdict | None:
 
 def per_step_columns(row: Mapping[str, Any]) -> dict[str, float]:
     """`PER_STEP`'s columns of one row; NaN where the counters are missing."""
-    c = counters(dict(row, device="cpu"))  # the counters alone, whatever the device
-    if c is None:
-        return {name: math.nan for name, _ in PER_STEP}
-    return {
-        "sys_user": c.sys_user,
-        "faults_per_step": c.per_step(c.minor_faults),
-        "voluntary_per_step": c.per_step(c.voluntary),
-        "involuntary_per_step": c.per_step(c.involuntary),
-        "runqueue_ms_per_step": c.per_step(c.runqueue_s) * 1e3,
-    }
+    c = read_counters(row)
+    return c.per_step_figures() if c is not None else {name: math.nan for name, _ in PER_STEP}
 
 
 def _explain(cause: str, c: Counters, cost_ms: float) -> str:
@@ -231,7 +238,7 @@ def _explain(cause: str, c: Counters, cost_ms: float) -> str:
                 f"each) with {placed}; {others} per step: other processes taking the cores")
     switches = (f"{c.per_step(c.voluntary):,.0f} voluntary + {c.per_step(c.involuntary):,.0f} involuntary "
                 f"context switches per step ({cost} at {SWITCH_US:g} us each)")
-    queued = c.per_step(c.runqueue_s) * 1e3
+    queued = c.runqueue_ms_per_step
     wait = f", {queued:.1f} ms of run-queue wait per step" if math.isfinite(queued) else ""
     return switches + f": {placed}{wait}"
 

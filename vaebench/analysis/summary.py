@@ -173,7 +173,7 @@ def _kernel_lines(record: RunRecord) -> list[str]:
     if found is None:
         return []
     per_step = found.per_step
-    queue = per_step(found.runqueue_s) * 1e3
+    queue = found.runqueue_ms_per_step
     wait = f"run-queue wait {queue:.1f} ms/step" if math.isfinite(queue) else "run-queue wait n/a"
     threads = f"{found.threads:.0f} thread{'s' * (found.threads != 1)}" if math.isfinite(found.threads) else \
         "default threads"

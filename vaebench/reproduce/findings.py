@@ -369,7 +369,7 @@ def kernel_anatomy(sweep: Sequence[Row]) -> Finding | None:
     text = (f"From {low} to {high} threads{on}, over the training windows sys/user went {a.sys_user:.2f} -> "
             f"{b.sys_user:.2f}; voluntary context switches per step {vol[0]:,.0f} -> {vol[1]:,.0f}"
             f"{_times(vol)}; minor faults per step {faults[0]:,.0f} -> {faults[1]:,.0f}{_times(faults)}")
-    queue = (a.per_step(a.runqueue_s) * 1e3, b.per_step(b.runqueue_s) * 1e3)
+    queue = (a.runqueue_ms_per_step, b.runqueue_ms_per_step)
     if all(math.isfinite(q) for q in queue):
         text += f"; run-queue wait {queue[0]:.1f} -> {queue[1]:.1f} ms per step"
         numbers |= {"runqueue_ms_low": queue[0], "runqueue_ms_high": queue[1]}
