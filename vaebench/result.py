@@ -331,44 +331,6 @@ def _energy_columns(record: RunRecord) -> dict[str, Any]:
     return row
 
 
-RUN_COLUMNS: tuple[str, ...] = (
-    "schema_version",
-    "run_id",
-    "spec_key",
-    "repeat",
-    "sweep",
-    "started_at",
-    "status",
-    "reason",
-    *SPEC_FIELDS,
-    "world_size",
-    "global_batch",
-    "data_source",
-    "data_samples",
-    "data_repeat",
-    *(f.name for f in dataclasses.fields(ProcessUsage)),
-    "cpu_pct",
-    *(f.name for f in dataclasses.fields(TrainMetrics) if f.name not in TRAIN_PARTS),
-    *(f"split_{f.name}" for f in dataclasses.fields(StepSplit)),
-    *(f.name for part in (CompileStats, ProfileStats, TrainUsage, RankStats) for f in dataclasses.fields(part)),
-    *(f.name for f in dataclasses.fields(MonitorSummary)),
-    "gpu_energy_per_epoch_j",
-    "gpu_energy_per_sample_mj",
-    "cpu_energy_per_epoch_j",
-    "cpu_energy_per_sample_mj",
-    "bottleneck",
-    "bottleneck_note",
-    "scaling_efficiency",
-    "single_rank_samples_per_s",
-    "oversubscribed",
-    "syscall_tool",
-    "syscall_steps",
-    "syscall_real_s",
-    "syscalls",
-)
-"""Every column a row may hold besides the `fp_*` fingerprint; failed runs leave metrics empty."""
-
-
 # Checking a row read back from disk ----------------------------------------------------------
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -431,6 +393,9 @@ COLUMN_TYPES: dict[str, tuple[type, ...]] = {
     "syscalls": (list,),
 }
 """The JSON type(s) of every column a record may hold, from the dataclasses that write them."""
+
+RUN_COLUMNS: tuple[str, ...] = tuple(COLUMN_TYPES)
+"""Every column a row may hold besides the `fp_*` fingerprint; failed runs leave metrics empty."""
 
 REQUIRED_COLUMNS: tuple[str, ...] = (*IDENTITY_TYPES, *(f for f in SPEC_FIELDS if f not in LATER_FIELDS))
 
