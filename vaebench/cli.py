@@ -233,7 +233,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .measure.launch import Launch, one_rank, single_rank_rate
     from .measure.run import RunOptions, check, prepare_data, run_once
     from .measure.syscalls import find_tracer
-    from .storage import has_results, read_rows
+    from .storage import rows_if_any
 
     spec = spec_from_args(args)
     launch = Launch(node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint)
@@ -251,7 +251,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                          allocator_path=args.allocator_path or "", syscalls=args.syscalls)
     if spec.world_size > 1 and launch.node_rank == 0:
         # Scaling efficiency needs one rank's samples/s at the same per-rank batch on this host.
-        rows = read_rows(out) if has_results(out) else []
+        rows = rows_if_any(out)
         if math.isnan(single_rank_rate(rows, spec, host_fingerprint()["hostname"])):
             print("measuring one rank first: the baseline of the scaling efficiency", file=sys.stderr)
             baseline = run_once(one_rank(spec), data, dataclasses.replace(options, syscalls=False))

@@ -186,12 +186,18 @@ def _record_files(folder: str | os.PathLike[str]) -> list[Path]:
     return sorted(records.glob("*.json")) if records.is_dir() else []
 
 
+def rows_if_any(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """`read_rows`, or no rows where the folder holds no record yet."""
+    try:
+        return read_rows(folder)
+    except NoResults:
+        return []
+
+
 def done_keys(folder: str | os.PathLike[str]) -> set[tuple[str, int]]:
     """(spec_key, repeat) of every point with a successful run: what a resumed sweep skips.
     A point whose runs all failed (a crash, a preempted job) runs again."""
-    if not has_results(folder):
-        return set()
-    return {(row["spec_key"], row["repeat"]) for row in read_rows(folder) if row["status"] == OK}
+    return {(row["spec_key"], row["repeat"]) for row in rows_if_any(folder) if row["status"] == OK}
 
 
 def load_runs(folder: str | os.PathLike[str], *, ok_only: bool = False) -> pd.DataFrame:

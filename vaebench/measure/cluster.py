@@ -245,7 +245,7 @@ def in_flight(out: Path, todo: Sequence[Planned]) -> set[tuple[str, int]]:
     A job found gone without a record gets its failed record on the way."""
     wanted = {(p.point.spec.key(), p.point.repeat) for p in todo}
     entries = [e for e in ledger.read_points(out) if (e.key, e.repeat) in wanted and e.job_id]
-    states = _states(out, entries)
+    states, _ = _states(out, entries)
     ledger.reconcile(out, states)
     return {(s.entry.key, s.entry.repeat) for s in states if s.state in (ledger.RUNNING, ledger.PENDING)}
 
@@ -360,8 +360,7 @@ def run_queue(path: Path) -> int:
 
 def _record_if_lost(out: Path, entry: PointEntry, life: JobLife) -> None:
     jobs = ledger.read_jobs(out)  # after the job ended: what it wrote before its end is visible
-    rows = storage.read_rows(out) if storage.has_results(out) else []
-    if ledger.reconcile(out, ledger.point_states([entry], rows, jobs, lambda _: life)):
+    if ledger.reconcile(out, ledger.point_states([entry], storage.rows_if_any(out), jobs, lambda _: life)):
         print(f"job {entry.job_id} ({entry.label}) ended without a record: recorded as failed", flush=True)
 
 
@@ -411,18 +410,19 @@ def status(out: Path) -> list[PointStatus]:
     """Every planned point of the folder with its state; `ledger.point_states` has the rules. A local
     sweep's point runs while another process holds its claim."""
     entries = ledger.read_points(out)
-    return [_claimed(out, s) for s in _states(out, entries)]
+    return [_claimed(out, s) for s in _states(out, entries)[0]]
 
 
-def _states(out: Path, entries: Sequence[PointEntry]) -> list[PointStatus]:
-    """The scheduler is asked first, the files read after: a job seen gone has written all it will."""
+def _states(out: Path, entries: Sequence[PointEntry]) -> tuple[list[PointStatus], list[dict[str, Any]]]:
+    """Each point's state, and the records it was read from. The scheduler is asked first, the
+    files read after: a job seen gone has written all it will."""
     life = liveness(out)
     for entry in entries:
         if entry.job_id:
             life(entry)
     jobs = ledger.read_jobs(out)
-    rows = storage.read_rows(out) if storage.has_results(out) else []
-    return ledger.point_states(entries, rows, jobs, life)
+    rows = storage.rows_if_any(out)
+    return ledger.point_states(entries, rows, jobs, life), rows
 
 
 def _claimed(out: Path, state: PointStatus) -> PointStatus:
@@ -455,10 +455,9 @@ def follow(out: Path, submitted: Submitted, *, report: Callable[[str], None] = p
     while True:
         entries = {(e.key, e.repeat): e for e in ledger.read_points(out)}
         current = [entries[k] for k in keys if k in entries]
-        states = _states(out, current)
-        rows = storage.read_rows(out) if storage.has_results(out) else []
-        if any(e.executor == "slurm" for e in current):
-            ledger.reconcile(out, states)
+        states, rows = _states(out, current)
+        if any(e.executor == "slurm" for e in current) and ledger.reconcile(out, states):
+            rows = storage.rows_if_any(out)  # with the failed records of the jobs just found lost
         by_id = {str(r.get("run_id")): r for r in rows}
         queue_gone = bool(submitted.queue_pid) and not _alive(submitted.queue_pid)
         unfinished = 0

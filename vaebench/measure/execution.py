@@ -136,10 +136,8 @@ def estimate_s(spec: RunSpec, history: dict[str, float]) -> float:
 
 def history_of(out: Path) -> dict[str, float]:
     """Median real time of each finished configuration in a results folder."""
-    if not storage.has_results(out):
-        return {}
     times: dict[str, list[float]] = {}
-    for row in storage.read_rows(out):
+    for row in storage.rows_if_any(out):
         if row.get("status") == OK and row.get("real_s"):
             times.setdefault(row["spec_key"], []).append(float(row["real_s"]))
     return {key: statistics.median(values) for key, values in times.items()}

@@ -125,8 +125,8 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
     if answer is not None:
         fingerprint.update(answer.runtime)
     single = math.nan
-    if train is not None and spec.world_size > 1 and storage.has_results(options.out):
-        single = single_rank_rate(storage.read_rows(options.out), spec, fingerprint.get("hostname", ""))
+    if train is not None and spec.world_size > 1:
+        single = single_rank_rate(storage.rows_if_any(options.out), spec, fingerprint.get("hostname", ""))
     record = RunRecord(
         spec=spec,
         run_id=run_id,
