@@ -240,21 +240,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     launch.check(spec)
     _check_io(args)
     check(spec, allocator_path=args.allocator_path or "")
-    if args.syscalls:
-        find_tracer()  # without strace or perf: exit 2 naming what to install, before anything trains
+    # Without strace or perf: exit 2 naming what to install, before anything trains.
+    tracer = find_tracer() if args.syscalls else None
     spec, data = prepare_data(spec, args.data_dir)
     if args.data is None or args.data == "auto":
         print(f"data: {data.source} ({data.samples} samples/epoch) at {data.path}", file=sys.stderr)
     out = Path(args.out)
     options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz,
                          progress=sys.stderr.isatty(), launch=launch,
-                         allocator_path=args.allocator_path or "", syscalls=args.syscalls)
+                         allocator_path=args.allocator_path or "", tracer=tracer)
     if spec.world_size > 1 and launch.node_rank == 0:
         # Scaling efficiency needs one rank's samples/s at the same per-rank batch on this host.
         rows = rows_if_any(out)
         if math.isnan(single_rank_rate(rows, spec, host_fingerprint()["hostname"])):
             print("measuring one rank first: the baseline of the scaling efficiency", file=sys.stderr)
-            baseline = run_once(one_rank(spec), data, dataclasses.replace(options, syscalls=False))
+            baseline = run_once(one_rank(spec), data, dataclasses.replace(options, tracer=None))
             print(format_run(baseline, str(out / "runs.jsonl")) + "\n")
             if baseline.status != OK:
                 return EXIT_FAILED

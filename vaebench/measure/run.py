@@ -45,7 +45,7 @@ from .occupants import SCRATCH_PREFIX
 from .peak import cached_peak
 from .process import run_child
 from .rapl import EnergyMeter
-from .syscalls import Tracer, find_tracer, trace
+from .syscalls import Tracer, trace
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class RunOptions:
     measure_peak: bool = True
     launch: Launch = ONE_HOST  # several hosts: this one's node rank and the rendezvous
     shared: bool = False  # a folder many hosts write at once (cluster jobs): one file per record
-    syscalls: bool = False  # also a traced diagnostic run of the same spec, for its syscall table
+    tracer: Tracer | None = None  # also a traced diagnostic run of the same spec, for its syscall table
     allocator_path: str = ""  # --allocator-path: the library for --allocator, where ldconfig does not know it
 
 
@@ -77,7 +77,6 @@ def child_env(spec: RunSpec, allocator_path: str = "") -> dict[str, str]:
 
 
 def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
-    tracer = find_tracer() if options.syscalls else None  # refused before anything trains
     run_id = new_run_id()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     peak = cached_peak(spec, measure=options.measure_peak, allocator_path=options.allocator_path)
@@ -144,8 +143,8 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
         scaling_efficiency=scaling_efficiency(train.samples_per_s, spec.world_size, single) if train else math.nan,
         single_rank_samples_per_s=single,
     )
-    if tracer is not None:
-        record = dataclasses.replace(record, syscalls=traced_run(tracer, spec, data, options, run_id))
+    if options.tracer is not None:
+        record = dataclasses.replace(record, syscalls=traced_run(options.tracer, spec, data, options, run_id))
     series = RunSeries(step_ms=answer.step_ms if answer else [], monitor=monitor.samples,
                        step_samples=answer.step_samples if answer else [],
                        excluded_steps=answer.excluded_steps if answer else [],
