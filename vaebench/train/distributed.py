@@ -16,12 +16,14 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from ..rules import steady
 
 Clock = Callable[[], float]
 
@@ -174,6 +176,7 @@ def gather(value: Any) -> list[Any]:
     return found
 
 
-def medians(per_rank: list[list[float]], skip: int) -> list[float]:
-    """Each rank's median over its steps after `skip`."""
-    return [statistics.median(values[skip:]) if values[skip:] else math.nan for values in per_rank]
+def medians(per_rank: list[list[float]], warmup: int, excluded: Collection[int] = ()) -> list[float]:
+    """Each rank's median over its steady steps (`rules.steady`)."""
+    steadies = [steady(values, warmup, excluded) for values in per_rank]
+    return [statistics.median(values) if values else math.nan for values in steadies]

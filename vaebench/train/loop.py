@@ -289,7 +289,8 @@ def train(
     ranked = RankStats()
     if work.allreduce is not None:  # after the training window: every rank's samples to rank 0
         rank_steps, allreduce = _rank_samples(work.allreduce, log)
-        ranked = _rank_stats(rank_steps, allreduce, warmup=log.warmup, step_median_ms=metrics.step_median_ms)
+        ranked = _rank_stats(rank_steps, allreduce, warmup=log.warmup, excluded=log.excluded,
+                             step_median_ms=metrics.step_median_ms)
     metrics = dataclasses.replace(metrics, t_import_s=t_import_s, t_data_s=t_data, t_model_s=t_model,
                                   train_start_unix=start_unix, train_end_unix=end_unix, compile=compiled,
                                   profile=profiled, usage=usage, ranks=ranked)
@@ -566,14 +567,15 @@ def _rank_samples(timer: AllreduceTimer, log: StepLog) -> tuple[list[list[float]
 
 
 def _rank_stats(
-    rank_steps: list[list[float]], allreduce: list[list[float]], *, warmup: int, step_median_ms: float
+    rank_steps: list[list[float]], allreduce: list[list[float]], *, warmup: int, excluded: frozenset[int],
+    step_median_ms: float
 ) -> RankStats:
     """Each rank's median step and all-reduce after warm-up; the all-reduce's mean over ranks and
     its share of the (rank 0's) median step. DDP holds the ranks in step, so their step periods agree."""
-    spans = distributed.medians(allreduce, warmup)
+    spans = distributed.medians(allreduce, warmup, excluded)
     mean = statistics.fmean(spans) if spans else math.nan
     return RankStats(
-        rank_step_median_ms=distributed.medians(rank_steps, warmup),
+        rank_step_median_ms=distributed.medians(rank_steps, warmup, excluded),
         rank_allreduce_ms=spans,
         allreduce_ms=mean,
         allreduce_share=mean / step_median_ms if step_median_ms > 0 else math.nan,
