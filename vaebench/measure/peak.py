@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 
 from ..machine import cache_dir, child_process_env, cpu_model, gpu_fingerprint, package_version
-from ..spec import RunSpec
+from ..spec import LATER_FIELDS, RunSpec
+
+PEAK_SETTINGS = ("omp_wait_policy", "allocator", "bind")  # fields that change a matmul's speed, not its shape
 
 
 def peak_key(spec: RunSpec) -> str:
@@ -25,11 +27,8 @@ def peak_key(spec: RunSpec) -> str:
     threads = spec.threads or os.cpu_count()
     key = f"{spec.device}|{where}|torch {package_version('torch')}|{dtype}|threads {threads}"
     # The OpenMP and allocator settings join the key only off their defaults: older caches stay valid.
-    extras = [f"{name} {getattr(spec, name)}" for name, default in PEAK_SETTINGS if getattr(spec, name) != default]
+    extras = [f"{name} {getattr(spec, name)}" for name in PEAK_SETTINGS if getattr(spec, name) != LATER_FIELDS[name]]
     return "|".join([key, *extras])
-
-
-PEAK_SETTINGS = (("omp_wait_policy", "default"), ("allocator", "system"), ("bind", False))
 
 
 def cached_peak(spec: RunSpec, *, measure: bool = True, timeout: float = 120.0, allocator_path: str = "") -> float:
