@@ -95,14 +95,16 @@ def failure_reason(world: int, cause: RankFailure | None, answers: Mapping[int, 
     if cause is not None and cause.rank in answers:
         return f"rank {cause.rank} of {world} failed: {answers[cause.rank].get('reason', 'no reason given')}"
     if cause is not None:
-        return f"rank {cause.rank} of {world} crashed: {_how(cause.exit_code)}; torchrun stopped the other ranks"
+        ended = how_it_ended(cause.exit_code)
+        return f"rank {cause.rank} of {world} crashed: {ended}; torchrun stopped the other ranks"
     if answers:
         rank = min(answers)
         return f"rank {rank} of {world} failed: {answers[rank].get('reason', 'no reason given')}"
-    return f"crashed: torchrun {_how(exit_code)} before any rank reported"
+    return f"crashed: torchrun {how_it_ended(exit_code)} before any rank reported"
 
 
-def _how(exit_code: int) -> str:
+def how_it_ended(exit_code: int) -> str:
+    """`killed by SIGKILL` or `exited with status 3`, from a subprocess's return code."""
     if exit_code < 0:
         try:
             return f"killed by {signal.Signals(-exit_code).name}"

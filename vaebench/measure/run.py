@@ -35,6 +35,7 @@ from .launch import (
     Launch,
     child_argv,
     failure_reason,
+    how_it_ended,
     rank_answers,
     root_cause,
     scaling_efficiency,
@@ -201,12 +202,12 @@ def _with_peak(train: TrainMetrics, peak: float) -> TrainMetrics:
 
 
 def _death_reason(exit_code: int) -> str:
-    if exit_code < 0:
-        name = signal.Signals(-exit_code).name
-        hint = {"SIGKILL": " (the kernel's out-of-memory killer?)",
-                "SIGUSR2": " (Slurm's warning of a time limit or preemption, through submitit)"}.get(name, "")
-        return f"crashed: killed by {name}{hint}"
-    return f"crashed: exited with status {exit_code} before reporting"
+    if exit_code >= 0:
+        return f"crashed: {how_it_ended(exit_code)} before reporting"
+    hints: dict[int, str] = {signal.SIGKILL: " (the kernel's out-of-memory killer?)",
+                             signal.SIGUSR2: " (Slurm's warning of a time limit or preemption, through submitit)"}
+    hint = hints.get(-exit_code, "")
+    return f"crashed: {how_it_ended(exit_code)}{hint}"
 
 
 class InvalidRun(UsageError):
