@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .rules import MAX_REPEATS, MAX_RUNS, MAX_SAMPLE_HZ, MAX_TIMEOUT_S, SAMPLE_HZ
+from .rules import MAX_REPEATS, MAX_RUNS, MAX_SAMPLE_HZ, MAX_TIMEOUT_S
 from .spec import DEFAULT, MAXIMUMS, MINIMUMS, SPEC_FIELDS, Capabilities, RunSpec, parse_value, validate
 
 if sys.version_info >= (3, 11):
@@ -314,10 +314,8 @@ def check_whole(value: Any, where: str, *, least: int, most: int, why: str = "")
     return value
 
 
-def check_timeout(value: Any, where: str) -> float | None:
-    """Seconds after which a run is killed and recorded as failed; None for no limit."""
-    if value is None:
-        return None
+def check_timeout(value: Any, where: str) -> float:
+    """Seconds after which a run is killed and recorded as failed."""
     seconds = check_number(value, where)
     if not seconds > 0:
         raise UsageError(f"{where} must be positive, got {value!r}")
@@ -329,7 +327,7 @@ def check_timeout(value: Any, where: str) -> float | None:
 def check_sample_hz(value: Any, where: str) -> float:
     """The outside monitor's rate: positive, and at most `MAX_SAMPLE_HZ` so that it costs the
     measured run less than 1 % of a core."""
-    hz = check_number(SAMPLE_HZ if value is None else value, where)
+    hz = check_number(value, where)
     if not hz > 0:
         raise UsageError(f"{where} must be positive, got {value!r}")
     if hz > MAX_SAMPLE_HZ:
