@@ -13,7 +13,6 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol
 
 from ..result import MonitorSummary
@@ -264,7 +263,6 @@ class Monitor:
         clock: Clock = time.monotonic,
         cpu_energy: Callable[[], float | None] | None = None,
         tree: ProcessTree | None = None,
-        machine_cpu: Callable[[], float] | None = None,
     ) -> None:
         if not interval_s > 0:
             raise ValueError(f"sampling interval must be positive, got {interval_s}")
@@ -275,7 +273,6 @@ class Monitor:
         # With a tree, each sample holds the machine's busy CPU seconds and the tree's: their
         # difference is the neighbours' (`summarize`'s neighbour_cpu_pct).
         self.tree = tree
-        self._machine_cpu = machine_cpu or machine_busy_cpu_s
         self._counted_at = -math.inf
         self.t0_unix = math.nan
         self.samples: list[dict[str, Any]] = []
@@ -286,9 +283,9 @@ class Monitor:
         self._t0 = 0.0
         self.tasks: TaskSampler | None = None
 
-    def watch(self, pid: int, proc: Path = Path("/proc")) -> None:
+    def watch(self, pid: int) -> None:
         """Sample this process's threads from now on (`run_child`'s `on_start`)."""
-        self.tasks = TaskSampler(pid, proc)
+        self.tasks = TaskSampler(pid)
 
     def __enter__(self) -> Monitor:
         self.start()
@@ -334,7 +331,7 @@ class Monitor:
                 sample["cpu_energy_j"] = joules
         if self.tree is not None and (counters or sample["t"] - self._counted_at >= COUNTERS_EVERY_S):
             self._counted_at = sample["t"]
-            sample["machine_cpu_s"] = self._machine_cpu()
+            sample["machine_cpu_s"] = machine_busy_cpu_s()
             sample["tree_cpu_s"] = self.tree.cpu_s()
         self.samples.append(sample)
         self.overhead_s += self_cpu_s() - cpu_before
