@@ -325,7 +325,7 @@ def compare(
         b = base_rows[base_rows[PAIR] == pair]
         c = cand_rows[cand_rows[PAIR] == pair]
         key = str(b["spec_key"].iloc[0])
-        config = config_label(b) + (f" @ {machine_label(b.iloc[0].to_dict()) or 'unknown machine'}" if several else "")
+        config = config_label(b) + (_on_machine(b) if several else "")
         neighbours = contention(config, b, c)
         if neighbours:
             busy.append(neighbours)
@@ -561,22 +561,20 @@ def _pair_by_machine(
 def _ok_mask(frame: pd.DataFrame) -> list[bool]:
     if "status" not in frame.columns:
         return [True] * len(frame)
-    return [status == "ok" for status in frame["status"]]
+    return [status == OK for status in frame["status"]]
 
 
 def _ok_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    if frame.empty or "spec_key" not in frame.columns:
+    """The successful runs of a side `_pair_by_machine` has given its pairing column."""
+    if frame.empty or PAIR not in frame.columns:
         return frame.iloc[0:0].assign(spec_key=[], **{PAIR: []})
-    if PAIR not in frame.columns:
-        frame = frame.assign(**{PAIR: frame["spec_key"]})
     if "status" in frame.columns:
         return frame[frame["status"] == OK]
     return frame
 
 
 def _keys(frame: pd.DataFrame) -> list[str]:
-    column = PAIR if PAIR in frame.columns else "spec_key"
-    return list(dict.fromkeys(frame[column])) if column in frame.columns else []
+    return list(dict.fromkeys(frame[PAIR])) if PAIR in frame.columns else []
 
 
 def _unpaired(
@@ -591,23 +589,21 @@ def _unpaired(
         sides = (("baseline", baseline, base_ok), ("candidate", candidate, cand_ok))
         reasons = [r for side, rows, ok in sides if (r := _absence(side, rows, ok, key))]
         example = baseline if key in set(_keys(baseline)) else candidate
-        rows = example[_column(example) == key]
-        label = config_label(rows)
-        if "@" in key:  # paired per machine: say which
-            label += f" @ {machine_label(rows.iloc[0].to_dict()) or 'unknown machine'}"
+        rows = example[example[PAIR] == key]
+        label = config_label(rows) + (_on_machine(rows) if "@" in key else "")  # paired per machine: say which
         result.append(Unpaired(str(rows.iloc[0]["spec_key"]), label, "; ".join(reasons)))
     return result
 
 
-def _column(frame: pd.DataFrame) -> pd.Series:
-    return frame[PAIR] if PAIR in frame.columns else frame["spec_key"]
+def _on_machine(rows: pd.DataFrame) -> str:
+    return f" @ {machine_label(rows.iloc[0].to_dict()) or 'unknown machine'}"
 
 
 def _absence(side: str, rows: pd.DataFrame, ok: pd.DataFrame, key: str) -> str:
-    total = int((_column(rows) == key).sum()) if "spec_key" in rows.columns else 0
+    total = int((rows[PAIR] == key).sum()) if PAIR in rows.columns else 0
     if total == 0:
         return f"absent from the {side}"
-    if not (_column(ok) == key).any():
+    if not (ok[PAIR] == key).any():
         return f"all {total} run(s) failed in the {side}"
     return ""
 
