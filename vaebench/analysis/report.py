@@ -185,7 +185,7 @@ def label_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]]:
         f"{setup} @ {machine}" if several and machine else setup
         for setup, machine in zip(labelled["setup"], labelled["machine"], strict=True)
     ]
-    per_step = pd.DataFrame([kernel.per_step_columns(row) for row in runs.to_dict("records")], index=runs.index)
+    per_step = pd.DataFrame([kernel.per_step_columns(row) for row in records], index=runs.index)
     labelled[list(per_step.columns)] = per_step
     for name in METRICS:
         if name not in labelled:
@@ -208,8 +208,8 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         row.update(spec.to_dict())
         row.update(world_size=spec.world_size, global_batch=spec.global_batch)
         row["spec_key"] = group["spec_key"].iloc[0]
-        row["setup"] = group["setup"].iloc[0] if "setup" in group else config
-        row["machine"] = group["machine"].iloc[0] if "machine" in group else ""
+        row["setup"] = group["setup"].iloc[0]
+        row["machine"] = group["machine"].iloc[0]
         rows.append((spec, row))
     rows.sort(key=lambda pair: (_spec_order(pair[0]), pair[1]["machine"]))
     return pd.DataFrame([row for _, row in rows])
