@@ -176,9 +176,14 @@ def _typed(path: Path, table: str, name: str, values: list[Any]) -> list[Any]:
             raise SweepError(f"{where}: expected {'a value or a list of values' if table == 'grid' else 'one value'}, "
                              f"got {value!r}")
     try:
-        return [parse_value(name, str(v).lower() if isinstance(v, bool) else str(v)) for v in values]
+        return [toml_run_value(name, v) for v in values]
     except UsageError as exc:
         raise SweepError(f"{where}: {exc}") from None
+
+
+def toml_run_value(name: str, value: Any) -> Any:
+    """A run field's value as a TOML file holds it (true, 64, "cuda"), parsed as the command line's is."""
+    return parse_value(name, str(value).lower() if isinstance(value, bool) else str(value))
 
 
 def merge(config: SweepConfig, axes: Mapping[str, list[Any]], **overrides: Any) -> SweepConfig:

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..spec import SPEC_FIELDS, parse_value
+from ..spec import SPEC_FIELDS
 from ..stats import number
-from ..sweep import read_toml
+from ..sweep import read_toml, toml_run_value
 
 DEFAULT_CLAIM = "blog-3090"
 CLAIM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # a packaged claim's name: no dots, no separators
@@ -299,7 +299,7 @@ def _run(values: Any, where: str) -> dict[str, Any]:
         if isinstance(value, list | dict):
             raise ClaimError(f"{where}: `{name}`: expected one value, got {value!r}")
         try:
-            run[name] = parse_value(name, str(value).lower() if isinstance(value, bool) else str(value))
+            run[name] = toml_run_value(name, value)
         except ValueError as exc:
             raise ClaimError(f"{where}: `{name}`: {exc}") from None
     return run
