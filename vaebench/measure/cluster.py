@@ -218,7 +218,6 @@ class Submitted:
     entries: list[PointEntry]  # the points this command submitted (job ids filled in later for a queue)
     cancel: str  # how to cancel them, as a command line
     queue_pid: int = 0
-    held_elsewhere: int = 0  # points with a job in flight already, left to it
 
 
 def plan(out: Path, planned: Sequence[Planned], sweep: str, executor: str, todo: Sequence[Planned]) -> list[PointEntry]:
