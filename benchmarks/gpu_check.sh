@@ -55,10 +55,8 @@ if [ "$rehearse" = 1 ]; then
   thread_list=1,2,4; reproduce_size="--quick --samples $samples"
 else
   dev=cuda; gpu=cuda:0; epochs=10; few=""; samples=60000; tune_budget=${TUNE_BUDGET:-90s}; profile_epochs="--epochs 1"
-  cores=$(nproc); thread_list=$(python3 -c "
-c=$cores; t=[1]
-while t[-1]*2<c: t.append(t[-1]*2)
-print(','.join(map(str,sorted(set(t+[c,2*c])))))")
+  thread_list=$(python3 -c "from vaebench.reproduce.plan import thread_counts; import os
+print(','.join(map(str, thread_counts(os.cpu_count() or 1))))")
   reproduce_size=${REPRODUCE_ARGS:-}  # e.g. --quick, or --epochs 3, to fit a short lease
 fi
 data="--data embedded"
