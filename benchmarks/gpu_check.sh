@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The GPU check: every CUDA path of vaebench run for real, in one go, in about 7 minutes on
-# one H100/H200 (16 cores). What it runs, in priority order (a part starts only while the
-# time budget allows it, so the most important results come back even from a short lease):
+# one H100/H200 (16 cores). The parts, in their default order (--parts picks some and sets
+# their order; a part starts only while the time budget allows it, so put first what matters):
 #   ladder     the ladder, 10 epochs per rung, plus a short profiled run per rung
 #   reproduce  the blog's comparison: seed configuration on the GPU and the CPU, what-if rungs,
 #              the CPU thread sweep 1..cores and 2x cores (reuses the ladder's seed run)
 #   tests      pytest -m "gpu and not slow", every GPU test, none skipped (VAEBENCH_REQUIRE_GPU=1)
-#   tests-slow the reduce-overhead test
-#   profile    the seed configuration and the ladder's top rung under the profiler, 1 epoch
+#   tests-slow the reduce-overhead test (only when named)
 #   tune       vaebench tune --device cuda, 90 s
-#   overhead   the top rung with and without the per-step instrumentation, alternated
+#   overhead-bench  the top rung with and without the per-step instrumentation, in one process:
+#              benchmarks/test_overhead.py's CUDA pairs, order alternated (ABBA)
+#   overhead   the same as whole processes, alternated, OVERHEAD_PAIRS pairs (default 2)
+#   profile    the seed configuration and the ladder's top rung under the profiler, 1 epoch
 #   threads    the CPU thread sweep, --omp-wait-policy active and passive (300 steps each)
 # Everything lands under OUT (default gpu-check/), packed into OUT.tgz at the end.
 #
@@ -25,7 +27,8 @@
 # folder (from ~/.cache/vaebench/data on a machine with it) under $VAEBENCH_DATA.
 set -u
 rehearse=0
-parts="tests,ladder,reproduce,profile,tune,overhead,threads"  # tests-slow: the reduce-overhead test
+known="ladder reproduce tests tests-slow tune overhead-bench overhead profile threads"
+parts="ladder,reproduce,tests,tune,overhead-bench,overhead,profile,threads"  # tests-slow: asked for by name
 budget=450
 out=gpu-check
 archive=""
@@ -40,6 +43,9 @@ while [ $# -gt 0 ]; do
     *) out="$1" ;;
   esac
   shift
+done
+for name in ${parts//,/ }; do
+  case " $known " in *" $name "*) ;; *) echo "gpu_check.sh: unknown part $name (parts: $known)" >&2; exit 2 ;; esac
 done
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here" || exit 2
@@ -64,7 +70,6 @@ data="--data embedded"
 # part NAME LIMIT_S COMMAND...: run it with a time limit, log it, note its exit status and time.
 part() {
   local name=$1 limit=$2; shift 2
-  case ",$parts," in *",$name,"*) ;; *) return 0 ;; esac
   local left=$((deadline - SECONDS))
   if [ "$left" -lt $((limit / 2)) ]; then
     echo "$name: skipped, ${left}s left of the budget, it needs up to ${limit}s" | tee -a "$out/parts.txt"
@@ -94,27 +99,37 @@ pack() {
 } >"$out/machine.txt" 2>&1
 "${vb[@]}" env >>"$out/machine.txt" 2>&1
 
-part ladder 170 "${vb[@]}" ladder --device "$gpu" --epochs "$epochs" $few $data --samples "$samples" ${LADDER_ARGS:-} \
-  --out "$out/gpu"
-part reproduce 200 "${vb[@]}" reproduce $reproduce_size $data --out "$out/gpu"
-if [ "$rehearse" = 1 ]; then
-  part tests 120 python3 -m pytest -q -rs -p no:cacheprovider tests/train/test_gpu.py tests/test_spec.py
-else
-  part tests 200 env VAEBENCH_REQUIRE_GPU=1 VAEBENCH_TEST_DATA="${VAEBENCH_DATA:-}" \
-    python3 -m pytest -q -rs -p no:cacheprovider -m "gpu and not slow" tests/train/test_gpu.py
-fi
-[ "$rehearse" = 1 ] || part tests-slow 120 env VAEBENCH_REQUIRE_GPU=1 VAEBENCH_TEST_DATA="${VAEBENCH_DATA:-}" \
-    python3 -m pytest -q -rs -p no:cacheprovider -m "gpu and slow" tests/train/test_gpu.py
-part tune 160 "${vb[@]}" tune --device "$gpu" --budget "$tune_budget" $data --out "$out/tune"
 top="--device $gpu --epochs $epochs $few $data --samples $samples --loader device --sync epoch"
 [ "$dev" = cuda ] && top="$top --cuda-graphs"
-part overhead 90 bash -c "for i in 1 2; do python3 -m vaebench.cli run $top --out $out/overhead/on || exit 1; \
-  python3 -m vaebench.cli run $top --no-instrument --out $out/overhead/off || exit 1; done"
-part profile 60 bash -c "python3 -m vaebench.cli run --device $gpu $profile_epochs $data --samples $samples \
-  --profile --out $out/profile && python3 -m vaebench.cli run --device $gpu $profile_epochs $data \
-  --samples $samples --loader device --sync epoch $([ $dev = cuda ] && echo --cuda-graphs) --profile --out $out/profile"
-part threads 150 "${vb[@]}" sweep --device cpu --threads "$thread_list" --omp-wait-policy "${THREAD_POLICIES:-active,passive}" \
-  --steps 300 $data --samples "$samples" --out "$out/threads"
+gpu_tests=(env VAEBENCH_REQUIRE_GPU=1 VAEBENCH_TEST_DATA="${VAEBENCH_DATA:-}" python3 -m pytest -q -rs -p no:cacheprovider)
+[ "$rehearse" = 1 ] && gpu_tests=(python3 -m pytest -q -rs -p no:cacheprovider)
+bench_size=""; [ "$rehearse" = 1 ] || bench_size="--benchmark-enable"
+
+# run_part NAME: one part, by name; the parts run in the order --parts gives them.
+run_part() {
+  case "$1" in
+  ladder) part ladder 170 "${vb[@]}" ladder --device "$gpu" --epochs "$epochs" $few $data --samples "$samples" \
+    ${LADDER_ARGS:-} --out "$out/gpu" ;;
+  reproduce) part reproduce 200 "${vb[@]}" reproduce $reproduce_size $data --out "$out/gpu" ;;
+  tests) if [ "$rehearse" = 1 ]; then
+      part tests 120 "${gpu_tests[@]}" tests/train/test_gpu.py tests/test_spec.py
+    else
+      part tests 200 "${gpu_tests[@]}" -m "gpu and not slow" tests/train/test_gpu.py
+    fi ;;
+  tests-slow) [ "$rehearse" = 1 ] || part tests-slow 120 "${gpu_tests[@]}" -m "gpu and slow" tests/train/test_gpu.py ;;
+  tune) part tune 160 "${vb[@]}" tune --device "$gpu" --budget "$tune_budget" $data --out "$out/tune" ;;
+  overhead-bench) part overhead-bench 90 "${gpu_tests[@]}" -s $bench_size benchmarks/test_overhead.py -k cuda ;;
+  overhead) part overhead $((30 + 30 * ${OVERHEAD_PAIRS:-2})) bash -c "for i in \$(seq ${OVERHEAD_PAIRS:-2}); do \
+    python3 -m vaebench.cli run $top --out $out/overhead/on || exit 1; \
+    python3 -m vaebench.cli run $top --no-instrument --out $out/overhead/off || exit 1; done" ;;
+  profile) part profile 60 bash -c "python3 -m vaebench.cli run --device $gpu $profile_epochs $data --samples $samples \
+    --profile --out $out/profile && python3 -m vaebench.cli run --device $gpu $profile_epochs $data \
+    --samples $samples --loader device --sync epoch $([ $dev = cuda ] && echo --cuda-graphs) --profile --out $out/profile" ;;
+  threads) part threads 150 "${vb[@]}" sweep --device cpu --threads "$thread_list" \
+    --omp-wait-policy "${THREAD_POLICIES:-active,passive}" --steps 300 $data --samples "$samples" --out "$out/threads" ;;
+  esac
+}
+for name in ${parts//,/ }; do run_part "$name"; done
 
 for folder in "$out"/overhead/on "$out"/overhead/off "$out"/threads; do
   [ -f "$folder/runs.jsonl" ] && "${vb[@]}" report "$folder" >"$folder.report.log" 2>&1

@@ -153,7 +153,7 @@ class FakeEvent:
     def __init__(self, now: list[float]) -> None:
         self.now, self.t = now, math.nan
 
-    def record(self) -> None:
+    def record(self, stream: object) -> None:
         self.t = self.now[0]
 
     def elapsed_time(self, other: FakeEvent) -> float:
@@ -168,7 +168,7 @@ def test_device_events_are_reused_epoch_after_epoch_and_a_batch_on_the_device_ne
         made.append(FakeEvent(now))
         return made[-1]
 
-    events = DeviceEvents(make, synchronize=lambda: None)  # type: ignore[arg-type]
+    events = DeviceEvents(make, synchronize=lambda: None, stream=object())  # type: ignore[arg-type]
     log = StepLog()
     for _epoch in range(3):
         for _step in range(4):

@@ -83,9 +83,12 @@ class DeviceEvents:
     """
 
     def __init__(self, make: Callable[[], torch.cuda.Event] = _timing_event,
-                 synchronize: Callable[[], None] = torch.cuda.synchronize) -> None:
+                 synchronize: Callable[[], None] = torch.cuda.synchronize,
+                 stream: torch.cuda.Stream | None = None) -> None:
         self.make = make
         self.synchronize = synchronize
+        # Looked up once: `record()` without a stream asks for the current one at every call.
+        self.stream = torch.cuda.current_stream() if stream is None else stream
         self.pool: list[torch.cuda.Event] = []
         self.used = 0
         self.pending: list[tuple[torch.cuda.Event, ...]] = []
@@ -95,7 +98,7 @@ class DeviceEvents:
             self.pool.append(self.make())
         event = self.pool[self.used]
         self.used += 1
-        event.record()
+        event.record(self.stream)
         return event
 
     def add(self, *events: torch.cuda.Event) -> None:
@@ -107,7 +110,7 @@ class DeviceEvents:
         is the step's true period whether the GPU or the host is the slower side."""
         self.synchronize()  # once per epoch: every event of the epoch has completed
         for start, copied, done in self.pending:
-            log.device_copy_ms.append(start.elapsed_time(copied))
+            log.device_copy_ms.append(0.0 if copied is start else start.elapsed_time(copied))
             log.device_compute_ms.append(copied.elapsed_time(done))
         if steps_from_device and self.pending:
             starts = [events[0] for events in self.pending]
