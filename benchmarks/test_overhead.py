@@ -90,13 +90,13 @@ def timer_cost_us(clock: Callable[[], float] = time.perf_counter, steps: int = 2
 
 def event_cost_us(steps_per_epoch: int, epochs: int) -> float:
     """Microseconds per step of the CUDA events that a step with its batch on the device records
-    (two) and of the epoch's read of them, on an otherwise idle stream."""
+    and of the epoch's read of them, on an otherwise idle stream."""
     events, log = DeviceEvents(), StepLog()
     start = time.perf_counter()
     for _ in range(epochs):
         for _ in range(steps_per_epoch):
             first = events.mark()
-            events.add(first, first, events.mark())
+            events.end_step(first, first)
             log.step_ms.append(0.0)
         events.flush(log, steps_from_device=True)
     return (time.perf_counter() - start) / (steps_per_epoch * epochs) * 1e6

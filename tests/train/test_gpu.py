@@ -12,6 +12,7 @@ import pytest
 
 from vaebench import load_runs
 from vaebench.cli import main
+from vaebench.rules import NVML_UTIL_PERIOD_S
 
 pytestmark = pytest.mark.gpu
 TINY = ["--data", "synthetic", "--samples", "4096", "--epochs", "1", "--device", "cuda"]
@@ -24,8 +25,12 @@ def rows(folder: Path) -> list[dict]:
 
 
 def test_cuda_run_measures_device_time_and_nvml_over_training(tmp_path: Path) -> None:
-    assert main(["run", *TINY, "--pin-memory", "--workers", "2", "--out", str(tmp_path)]) == 0
+    # NVML's utilization is a share of its last second: a shorter training window reports none,
+    # so this run trains for a few seconds (1,024 steps of about 2 ms).
+    longer = ["--data", "synthetic", "--samples", "65536", "--epochs", "2", "--device", "cuda"]
+    assert main(["run", *longer, "--pin-memory", "--workers", "2", "--out", str(tmp_path)]) == 0
     row = rows(tmp_path)[0]
+    assert row["train_s"] > NVML_UTIL_PERIOD_S
     assert row["split_device_compute_ms"] > 0 and row["split_device_copy_ms"] >= 0
     assert 0 <= row["gpu_util_mean"] <= 100, "NVML utilization over the training window"
     assert row["gpu_mem_max_mb"] > 0 and row["gpu_power_mean_w"] > 0

@@ -160,7 +160,7 @@ class FakeEvent:
         return other.t - self.t
 
 
-def test_device_events_are_reused_epoch_after_epoch_and_a_batch_on_the_device_needs_two() -> None:
+def test_device_events_time_every_period_sample_the_compute_and_are_reused_epoch_after_epoch() -> None:
     now = [0.0]
     made: list[FakeEvent] = []
 
@@ -168,16 +168,24 @@ def test_device_events_are_reused_epoch_after_epoch_and_a_batch_on_the_device_ne
         made.append(FakeEvent(now))
         return made[-1]
 
-    events = DeviceEvents(make, synchronize=lambda: None, stream=object())  # type: ignore[arg-type]
+    events = DeviceEvents(make, synchronize=lambda: None, stream=object(), compute_every=2)  # type: ignore[arg-type]
     log = StepLog()
-    for _epoch in range(3):
+    for epoch in range(3):
         for _step in range(4):
             start = events.mark()
-            now[0] += 1.0  # the step's kernels
-            events.add(start, start, events.mark())
+            now[0] += 1.0 + epoch  # the step's kernels
+            events.end_step(start, start)
             now[0] += 2.0  # the device idles until the next step
             log.step_ms.append(math.nan)
+        now[0] -= 2.0  # the epoch's end is queued right after its last step
         events.flush(log, steps_from_device=True)
-    assert len(made) == 8, "one epoch's events, read and then reused"
-    assert log.device_copy_ms == [0.0] * 12 and log.device_compute_ms == [1.0] * 12
-    assert log.step_ms == [3.0, 3.0, 3.0, 1.0] * 3  # start to start; the epoch's last: start to done
+    assert len(made) == 4 + 2 + 1, "one epoch's events (4 starts, 2 ends, its end), read and then reused"
+    assert log.device_copy_ms == [0.0] * 12, "a batch on the device: no copy, nothing read"
+    computed = [ms for ms in log.device_compute_ms if not math.isnan(ms)]
+    assert computed == [1.0, 1.0, 2.0, 2.0, 3.0, 3.0] and len(log.device_compute_ms) == 12
+    assert log.step_ms == [3.0, 3.0, 3.0, 1.0, 4.0, 4.0, 4.0, 2.0, 5.0, 5.0, 5.0, 3.0]  # start to start
+
+
+def test_the_split_averages_the_sampled_device_compute() -> None:
+    log = StepLog(warmup=1, device_compute_ms=[9.0, 1.0, math.nan, 3.0, math.nan], device_copy_ms=[0.0] * 5)
+    assert log.split().device_compute_ms == 2.0
