@@ -15,6 +15,7 @@ from vaebench.analysis.attribution import (
 )
 from vaebench.analysis.trace import CPU_SOURCE, DEVICE_SOURCE, NO_DEVICE_SOURCE
 from vaebench.result import StepSplit
+from vaebench.spec import RunSpec
 
 
 def split(data: float, copy: float, compute: float, sync: float) -> StepSplit:
@@ -126,3 +127,32 @@ def test_fp16_notes_the_scalers_second_sync() -> None:
     found = attribute(Evidence(split(0.1, 0.1, 5.0, 0.3), "cuda", busy_fraction=0.2, amp="fp16"))
     assert "found_inf.item()" in str(found)
     assert "found_inf" not in str(attribute(Evidence(split(0.1, 0.1, 5.0, 0.3), "cuda", amp="bf16")))
+
+
+def test_knobs_the_run_already_uses_are_named_as_set_not_advised() -> None:
+    graphed = RunSpec(device="cuda", loader="device", sync="epoch", cuda_graphs=True)
+    found = attribute(Evidence(split(0.03, 0.0, 0.21, 0.0), "cuda", spec=graphed))
+    assert found.kind == LAUNCH
+    assert found.knobs == ("--compile default (fewer, fused kernels)", "a larger --batch-size")
+    assert found.set_already == ("--cuda-graphs",) and str(found).endswith("Already set: --cuda-graphs.")
+
+    waiting = attribute(Evidence(split(0.07, 0.05, 0.16, 0.0), "cuda", spec=graphed))
+    assert waiting.kind == INPUT and waiting.knobs == () and waiting.set_already == ("--loader device",)
+    assert "Knobs: none left. Already set: --loader device." in str(waiting)
+
+
+def test_a_tensor_loader_is_pointed_to_the_device_loader() -> None:
+    found = attribute(Evidence(split(6.0, 1.0, 2.0, 1.0), "cuda", spec=RunSpec(device="cuda", loader="tensor")))
+    assert found.knobs == ("--loader device", "--pin-memory") and found.set_already == ("--loader tensor",)
+
+
+def test_compile_and_amp_already_on_leave_the_other_knobs() -> None:
+    spec = RunSpec(device="cuda", compile="default", amp="bf16")
+    found = attribute(Evidence(split(0.1, 0.1, 1.0, 8.8), "cuda", busy_fraction=0.95, spec=spec))
+    assert found.kind == COMPUTE and found.knobs == ("a larger --batch-size",)
+    assert found.set_already == ("--amp bf16", "--compile default")
+
+
+def test_without_the_runs_settings_every_knob_is_open() -> None:
+    found = attribute(Evidence(split(0.1, 0.1, 5.0, 0.3), "cuda", busy_fraction=0.2))
+    assert "--compile reduce-overhead (CUDA graphs)" in found.knobs and found.set_already == ()

@@ -38,3 +38,10 @@ def test_a_measured_whatif_backs_the_verdict() -> None:
     verdict = bottlenecks(summary)["ref"]
     assert verdict.startswith("bound by input pipeline")
     assert "--loader tensor ran 2.50x as fast" in verdict
+
+
+def test_the_verdict_does_not_advise_a_knob_the_configuration_already_uses() -> None:
+    summary = pd.DataFrame([config("ref", 1000.0), config("tensor", 2500.0, loader="tensor")])
+    verdict = bottlenecks(summary)["tensor"]
+    assert verdict.startswith("bound by input pipeline")
+    assert verdict.endswith("Knobs: none left. Already set: --loader tensor.")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from ..result import StepSplit
 from ..rules import INPUT_BOUND_SHARE
+from ..spec import RunSpec
 from .trace import NO_DEVICE_ROWS, NO_DEVICE_SOURCE, from_device_rows
 
 INPUT = "input pipeline"
@@ -71,6 +72,7 @@ class Evidence:
     gpu_util_pct: float = math.nan  # NVML utilization.gpu, mean over the run
     whatifs: Mapping[str, float] = field(default_factory=dict)  # knob -> measured speed-up
     amp: str = ""  # the run's autocast mode: fp16 adds a sync that the split misplaces
+    spec: RunSpec | None = None  # the run's settings: knobs it already uses are not advised again
 
     @property
     def on_gpu(self) -> bool:
@@ -101,12 +103,16 @@ class Bottleneck:
     evidence: tuple[str, ...]
     knobs: tuple[str, ...]
     whatif: str = ""  # the measured what-if that backs it, if any
+    set_already: tuple[str, ...] = ()  # knobs for it that the run already uses
 
     def __str__(self) -> str:
         text = f"bound by {self.kind}: " + "; ".join(self.evidence)
         if self.whatif:
             text += f"; measured: {self.whatif}"
-        return text + ". Knobs: " + ", ".join(self.knobs) + "."
+        text += ". Knobs: " + (", ".join(self.knobs) if self.knobs else "none left") + "."
+        if self.set_already:
+            text += " Already set: " + ", ".join(self.set_already) + "."
+        return text
 
 
 def attribute(ev: Evidence) -> Bottleneck:
@@ -120,12 +126,28 @@ def attribute(ev: Evidence) -> Bottleneck:
         if best_kind and best_kind != kind:
             why = [f"the rules pointed to {kind}", *why]
             kind, share = best_kind, _share_of(ev, best_kind)
-    knobs = (KNOBS if ev.on_gpu else CPU_KNOBS)[kind]
+    knobs, set_already = _open_knobs((KNOBS if ev.on_gpu else CPU_KNOBS)[kind], ev.spec)
     backing = {k: v for k, v in measured.items() if _flag(k) and _flag(k) in " ".join(knobs)}
     whatif = ", ".join(
         f"{k} ran {v:.2f}x as fast" for k, v in sorted(backing.items(), key=lambda kv: -kv[1])
     )
-    return Bottleneck(kind, share, tuple(why) + _context(ev), knobs, whatif)
+    return Bottleneck(kind, share, tuple(why) + _context(ev), knobs, whatif, set_already)
+
+
+def _open_knobs(knobs: tuple[str, ...], spec: RunSpec | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The knobs still open to the run, and those it already uses (unknown settings: all open)."""
+    if spec is None:
+        return knobs, ()
+    open_, used = [], []
+    for knob in knobs:
+        setting = _in_effect(knob, spec)
+        if setting:
+            used += [setting] if setting not in used else []
+        elif knob == "--loader tensor|device" and spec.loader == "tensor":
+            open_.append("--loader device")
+        else:
+            open_.append(knob)
+    return tuple(open_), tuple(used)
 
 
 def _rule(ev: Evidence) -> tuple[str, float, list[str]]:
@@ -182,6 +204,35 @@ def _context(ev: Evidence) -> tuple[str, ...]:
     if ev.amp == "fp16" and ev.on_gpu:
         out.append(FP16_SYNC)
     return tuple(out)
+
+
+def _in_effect(knob: str, spec: RunSpec) -> str:
+    """The run's own setting that already does what `knob` would, as its flag; "" if none."""
+    flag = _flag(knob)
+    if flag == "--loader":
+        done = spec.loader == "device" or (knob == "--loader tensor" and spec.loader == "tensor")
+        return _flag_of(spec, "loader") if done else ""
+    if flag == "--workers":  # the reference loader's knob (more may still help): the others have none
+        return _flag_of(spec, "loader") if spec.loader != "reference" else ""
+    if flag == "--pin-memory":
+        if spec.pin_memory:
+            return _flag_of(spec, "pin_memory")
+        return _flag_of(spec, "loader") if spec.loader == "device" else ""
+    if knob.startswith("--compile reduce-overhead"):
+        if spec.cuda_graphs:
+            return _flag_of(spec, "cuda_graphs")
+        return _flag_of(spec, "compile") if spec.compile == "reduce-overhead" else ""
+    if flag in ("--compile", "--amp"):
+        name = flag[2:]
+        return _flag_of(spec, name) if getattr(spec, name) != "off" else ""
+    return ""
+
+
+def _flag_of(spec: RunSpec, name: str) -> str:
+    """A setting of the run as its command-line flag: `--loader device`, `--cuda-graphs`."""
+    flag = "--" + name.replace("_", "-")
+    value = getattr(spec, name)
+    return flag if value is True else f"{flag} {value}"
 
 
 def _flag(knob: str) -> str:

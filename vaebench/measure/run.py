@@ -192,6 +192,7 @@ def _bottleneck(spec: RunSpec, train: TrainMetrics | None, monitor: MonitorSumma
         amp=spec.amp,
         kernels_per_step=train.profile.profile_kernels_per_step,
         gpu_util_pct=monitor.gpu_util_mean,
+        spec=spec,
     ))
     return {"bottleneck": found.kind, "bottleneck_note": str(found)}
 
