@@ -104,7 +104,7 @@ top="--device $gpu --epochs $epochs $few $data --samples $samples --loader devic
 [ "$dev" = cuda ] && top="$top --cuda-graphs"
 gpu_tests=(env VAEBENCH_REQUIRE_GPU=1 VAEBENCH_TEST_DATA="${VAEBENCH_DATA:-}" python3 -m pytest -q -rs -p no:cacheprovider)
 [ "$rehearse" = 1 ] && gpu_tests=(python3 -m pytest -q -rs -p no:cacheprovider)
-bench_size=""; [ "$rehearse" = 1 ] || bench_size="--benchmark-enable"
+bench_timed=""; [ "$rehearse" = 1 ] || bench_timed="--benchmark-enable"
 
 # run_part NAME: one part, by name; the parts run in the order --parts gives them.
 run_part() {
@@ -119,7 +119,7 @@ run_part() {
     fi ;;
   tests-slow) [ "$rehearse" = 1 ] || part tests-slow 120 "${gpu_tests[@]}" -m "gpu and slow" tests/train/test_gpu.py ;;
   tune) part tune 160 "${vb[@]}" tune --device "$gpu" --budget "$tune_budget" $data --out "$out/tune" ;;
-  overhead-bench) part overhead-bench 90 "${gpu_tests[@]}" -s $bench_size benchmarks/test_overhead.py -k cuda ;;
+  overhead-bench) part overhead-bench 90 "${gpu_tests[@]}" -s $bench_timed benchmarks/test_overhead.py -k cuda ;;
   overhead) part overhead $((30 + 30 * ${OVERHEAD_PAIRS:-2})) bash -c "for i in \$(seq ${OVERHEAD_PAIRS:-2}); do \
     python3 -m vaebench.cli run $top --out $out/overhead/on || exit 1; \
     python3 -m vaebench.cli run $top --no-instrument --out $out/overhead/off || exit 1; done" ;;

@@ -124,9 +124,11 @@ def test_a_cpu_run_keeps_its_op_share() -> None:
 
 
 def test_fp16_notes_the_scalers_second_sync() -> None:
-    found = attribute(Evidence(split(0.1, 0.1, 5.0, 0.3), "cuda", busy_fraction=0.2, amp="fp16"))
+    found = attribute(Evidence(split(0.1, 0.1, 5.0, 0.3), "cuda", busy_fraction=0.2,
+                                spec=RunSpec(device="cuda", amp="fp16")))
     assert "found_inf.item()" in str(found)
-    assert "found_inf" not in str(attribute(Evidence(split(0.1, 0.1, 5.0, 0.3), "cuda", amp="bf16")))
+    assert "found_inf" not in str(attribute(Evidence(split(0.1, 0.1, 5.0, 0.3), "cuda",
+                                                 spec=RunSpec(device="cuda", amp="bf16"))))
 
 
 def test_knobs_the_run_already_uses_are_named_as_set_not_advised() -> None:

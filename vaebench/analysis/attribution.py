@@ -71,8 +71,13 @@ class Evidence:
     kernels_per_step: float = math.nan
     gpu_util_pct: float = math.nan  # NVML utilization.gpu, mean over the run
     whatifs: Mapping[str, float] = field(default_factory=dict)  # knob -> measured speed-up
-    amp: str = ""  # the run's autocast mode: fp16 adds a sync that the split misplaces
     spec: RunSpec | None = None  # the run's settings: knobs it already uses are not advised again
+
+    @property
+    def amp(self) -> str:
+        """The run's autocast mode, "" when its settings are unknown: fp16 adds a sync that the
+        split misplaces."""
+        return self.spec.amp if self.spec is not None else ""
 
     @property
     def on_gpu(self) -> bool:

@@ -256,7 +256,6 @@ def bottlenecks(summary: pd.DataFrame) -> dict[str, str]:
             kernels_per_step=row.get("profile_kernels_per_step_median", math.nan),
             gpu_util_pct=row.get("gpu_util_mean_median", math.nan),
             whatifs=measured.get(row["config"], {}),
-            amp=row.get("amp", ""),
             spec=RunSpec.from_dict(row),
         )
         found[row["config"]] = str(attribute(evidence))

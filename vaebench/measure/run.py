@@ -189,7 +189,6 @@ def _bottleneck(spec: RunSpec, train: TrainMetrics | None, monitor: MonitorSumma
         device=spec.device,
         busy_fraction=train.profile.profile_busy_fraction,
         busy_source=train.profile.profile_busy_source,
-        amp=spec.amp,
         kernels_per_step=train.profile.profile_kernels_per_step,
         gpu_util_pct=monitor.gpu_util_mean,
         spec=spec,

@@ -81,8 +81,8 @@ class DeviceEvents:
     Every step records one event at its start (and one after its copy, when the batch is
     copied); every `compute_every`-th step also one at its end, so its compute is timed on a
     sample of the steps. At the ladder's top rung (0.26 ms a step on an H200) two events a
-    step, recorded and read, cost 5.2 us: 2 % of the step. Events are reused from one epoch to
-    the next once the epoch's flush has read them.
+    step, recorded and read, cost 5.2 us (2 % of the step); sampled this way, 4.1 us. Events
+    are reused from one epoch to the next once the epoch's flush has read them.
     """
 
     def __init__(self, make: Callable[[], torch.cuda.Event] = _timing_event,
