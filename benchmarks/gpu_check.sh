@@ -48,6 +48,9 @@ done
 for name in ${parts//,/ }; do
   case " $known " in *" $name "*) ;; *) echo "gpu_check.sh: unknown part $name (parts: $known)" >&2; exit 2 ;; esac
 done
+for setting in "OVERHEAD_PAIRS=${OVERHEAD_PAIRS:-2}" "LADDER_LIMIT=${LADDER_LIMIT:-170}" "--budget=$budget"; do
+  case "${setting#*=}" in ''|*[!0-9]*|0) echo "gpu_check.sh: ${setting%%=*} must be a positive whole number, not '${setting#*=}'" >&2; exit 2 ;; esac
+done
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here" || exit 2
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
