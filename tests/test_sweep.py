@@ -226,6 +226,7 @@ def test_a_folder_holding_a_non_record_is_refused_before_anything_runs(
         ('sample_hz = "fast"\n', "sample_hz"),
         ("sample_hz = 0\n", "sample_hz"),
         ("sample_hz = 1000\n", "sample_hz"),
+        ("sample_hz = 1e-300\n", "sample_hz"),
         ("grid = 5\n", "grid"),
         ("run = [1, 2]\n", "run"),
         ("data_dir = 7\n", "data_dir"),
@@ -268,6 +269,7 @@ def test_a_sweep_file_that_is_a_folder_or_not_utf8_is_refused(
     [
         (["--sample-hz", "0"], "--sample-hz must be positive"),
         (["--sample-hz", "1000"], "--sample-hz must be at most 15 Hz"),
+        (["--sample-hz", "1e-10"], "--sample-hz must be at least 0.01 Hz"),
         (["--sample-hz", "nan"], "--sample-hz must be a finite number"),
         (["--timeout", "inf"], "--timeout must be a finite number"),
         (["--out", ""], "--out must name a folder"),

@@ -190,7 +190,7 @@ def add_io_options(parser: argparse.ArgumentParser, *, out_default: str) -> None
     group.add_argument("--timeout", type=float, default=None,
                        help="kill a run after this many seconds, recorded as failed (default: none)")
     group.add_argument("--sample-hz", type=float, default=SAMPLE_HZ,
-                       help="outside monitor's sampling rate (default: 10 Hz; at most 15, under 1%% of a core)")
+                       help="outside monitor's sampling rate (default: 10 Hz; 0.01 to 15, under 1%% of a core)")
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
@@ -460,7 +460,7 @@ def _add_sweep(sub: SubParsers) -> None:
                     help="where MNIST lives (default: $VAEBENCH_DATA or ~/.cache/vaebench/data)")
     io.add_argument("--timeout", type=float, default=None, help="kill a run after this many seconds (default: none)")
     io.add_argument("--sample-hz", type=float, default=None,
-                    help="outside monitor's sampling rate (default: 10 Hz; at most 15)")
+                    help="outside monitor's sampling rate (default: 10 Hz; 0.01 to 15)")
     jobs = parser.add_argument_group(
         "where the points run (or a sweep file's [executor] table: kind, partition, time, gpus_per_job, "
         "cpus_per_job, max_parallel, extra); slurm and submitit-local need `pip install 'vaebench[slurm]'`")

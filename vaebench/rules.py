@@ -64,5 +64,6 @@ MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a week: past that a timeout guards nothing
 # from /proc, the neighbour figure's counters every half second), 0.55 % of a core at the default
 # 10 Hz and 0.95 % at 20 Hz. 15 Hz keeps it near 0.75 %, under 1 % with NVML's reads on a GPU.
 MAX_SAMPLE_HZ = 15.0
+MIN_SAMPLE_HZ = 0.01  # a sample every 100 s; slower, a training window may hold none (1e-10 Hz overflowed the wait)
 MAX_REPEATS = 1_000  # runs of one configuration: statistics stop improving long before
 MAX_RUNS = 10_000  # runs in one sweep (grid times repeats): weeks of a GPU at a minute each

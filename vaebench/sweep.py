@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .rules import MAX_REPEATS, MAX_RUNS, MAX_SAMPLE_HZ, MAX_TIMEOUT_S
+from .rules import MAX_REPEATS, MAX_RUNS, MAX_SAMPLE_HZ, MAX_TIMEOUT_S, MIN_SAMPLE_HZ
 from .spec import DEFAULT, MAXIMUMS, MINIMUMS, SPEC_FIELDS, Capabilities, RunSpec, parse_value, validate
 
 if sys.version_info >= (3, 11):
@@ -330,11 +330,14 @@ def check_timeout(value: Any, where: str) -> float:
 
 
 def check_sample_hz(value: Any, where: str) -> float:
-    """The outside monitor's rate: positive, and at most `MAX_SAMPLE_HZ` so that it costs the
-    measured run less than 1 % of a core."""
+    """The outside monitor's rate: at least `MIN_SAMPLE_HZ`, and at most `MAX_SAMPLE_HZ` so that
+    it costs the measured run less than 1 % of a core."""
     hz = check_number(value, where)
     if not hz > 0:
         raise UsageError(f"{where} must be positive, got {value!r}")
+    if hz < MIN_SAMPLE_HZ:
+        raise UsageError(f"{where} must be at least {MIN_SAMPLE_HZ:g} Hz (one sample every "
+                         f"{1 / MIN_SAMPLE_HZ:g} s), got {value!r}")
     if hz > MAX_SAMPLE_HZ:
         raise UsageError(f"{where} must be at most {MAX_SAMPLE_HZ:g} Hz (faster, the monitor would cost the run "
                          f"more than 1% of a core), got {value!r}")
