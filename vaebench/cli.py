@@ -149,7 +149,8 @@ def add_run_knobs(parser: argparse.ArgumentParser, *, lists: bool = False) -> No
     else:
         group.add_argument("--pin-memory", action="store_true", default=None,
                            help="page-locked host batches, copied non_blocking (CUDA)")
-    knob("--compile", str, f"torch.compile mode: {', '.join(COMPILE_MODES)} (default: off)")
+    knob("--compile", str, f"torch.compile mode: {', '.join(COMPILE_MODES)} (default: off); full batches only, "
+         "the ragged last batch of an epoch runs eagerly")
     knob("--amp", str, f"autocast: {', '.join(AMP_MODES)}; fp16 needs CUDA (default: off)")
     knob("--sync", str, f"when the host reads the loss: {', '.join(SYNC_MODES)} (default: {DEFAULT.sync}, "
          "the seed's loss.item() every step; epoch sums it on the device and reads it once per epoch)")

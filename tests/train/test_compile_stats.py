@@ -42,13 +42,13 @@ def test_since_keeps_only_what_happened_in_between() -> None:
     assert delta.compile_s == pytest.approx(0.5)
 
 
-def test_a_ragged_batch_recompile_is_named_with_its_fix() -> None:
+def test_a_recompile_for_another_batch_size_is_named_with_its_fix() -> None:
     warnings = recompile_warnings(
         CompileCounters(recompile_reasons=(RAGGED, "___check_obj_id(L['self'])"), graph_breaks=2)
     )
     assert len(warnings) == 3
-    assert "batch of 96" in warnings[0] and "ragged last batch" in warnings[0]
-    assert "drop_last" in warnings[0]
+    assert "batch of 96 after compiling for 128" in warnings[0] and "graph of its own" in warnings[0]
+    assert "mark_dynamic" in warnings[0]
     assert warnings[1].startswith("unexpected recompile")
     assert "2 graph break(s)" in warnings[2]
     assert recompile_warnings(CompileCounters(frames=1, graphs=1)) == []
@@ -119,5 +119,5 @@ def test_compile_counters_see_the_recompile_for_a_smaller_last_batch(
     assert seen.recompiles == 1
     assert "expected 8, actual 6" in seen.recompile_reasons[0]
     assert seen.compile_s > 0 and seen.cache == "cold"
-    assert "ragged last batch" in recompile_warnings(seen)[0]
+    assert "batch of 6 after compiling for 8" in recompile_warnings(seen)[0]
     assert "1 recompile(s)" in str(seen)

@@ -78,11 +78,11 @@ def test_fp16_autocast_with_a_grad_scaler_learns(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_reduce_overhead_compiles_once_per_batch_shape_with_graphs(tmp_path: Path) -> None:
+def test_reduce_overhead_compiles_once_with_graphs(tmp_path: Path) -> None:
     args = ["run", *REAL, "--loader", "device", "--sync", "epoch", "--compile", "reduce-overhead"]
     assert main([*args, "--out", str(tmp_path)]) == 0
     row = rows(tmp_path)[0]
-    assert row["recompiles"] <= 1, row["compile_warnings"]  # the ragged batch's shape, once
+    assert row["recompiles"] == 0, row["compile_warnings"]  # the ragged batch runs eagerly
     assert row["compile_cudagraph_skips"] == 0, row["compile_warnings"]
     assert row["compile_s"] > 0 and row["final_loss"] < 400
 

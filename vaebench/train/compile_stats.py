@@ -122,10 +122,10 @@ def recompile_warnings(counters: CompileCounters) -> list[str]:
         if batch:
             expected, actual = batch.groups()
             warnings.append(
-                f"recompiled for a batch of {actual} after compiling for {expected}: the ragged "
-                "last batch of an epoch. Compiled with static shapes, it gets a graph of its own, "
-                "once; drop_last=True avoids it, torch._dynamo.mark_dynamic(x, 0) trades it for "
-                f"one dynamic graph ({reason})"
+                f"recompiled for a batch of {actual} after compiling for {expected}: compiled with "
+                "static shapes, each batch size gets a graph of its own (vaebench runs an epoch's "
+                "ragged last batch eagerly for this reason); torch._dynamo.mark_dynamic(x, 0) "
+                f"trades them for one dynamic graph ({reason})"
             )
         else:
             warnings.append(f"unexpected recompile: {reason}")

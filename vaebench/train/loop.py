@@ -33,6 +33,9 @@ from .profiling import ProfileWindow
 
 Clock = Callable[[], float]
 Progress = Callable[[int, int, int, "float | None"], None]  # (step, total, epoch, running loss if known)
+Forward = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # the model: plain, compiled or wrapped
+
+
 def total_steps(spec: RunSpec, steps_per_epoch: int) -> int:
     planned = spec.epochs * steps_per_epoch
     return min(planned, spec.steps) if spec.steps is not None else planned
@@ -141,7 +144,7 @@ class Workload:
     source: BatchSource
     model: VAE
     optimizer: torch.optim.Optimizer
-    forward: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    forward: Forward
     scaler: torch.amp.GradScaler | None
     autocast: contextlib.AbstractContextManager[object]
     graph: GraphedStep | None = None
@@ -316,11 +319,7 @@ def build_on(spec: RunSpec, source: BatchSource, shard: Shard = ONE_PROCESS) -> 
     device = torch.device(spec.device)
     torch.manual_seed(spec.seed)
     model = VAE().to(device)
-    # Static shapes: the ragged last batch compiles its own graph once instead of turning the
-    # whole model dynamic, which under reduce-overhead would re-record CUDA graphs every epoch.
-    forward: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = (
-        model if spec.compile == "off" else torch.compile(model, mode=_compile_mode(spec.compile), dynamic=False)
-    )
+    forward: Forward = model if spec.compile == "off" else compiled_for_full_batches(model, spec)
     allreduce = None
     if shard.distributed:
         forward, allreduce = distributed.wrap(model, device)
@@ -336,6 +335,22 @@ def build_on(spec: RunSpec, source: BatchSource, shard: Shard = ONE_PROCESS) -> 
         shard=shard,
         allreduce=allreduce,
     )
+
+
+def compiled_for_full_batches(model: VAE, spec: RunSpec) -> Forward:
+    """torch.compile with static shapes for the run's batch size; any other batch (the epoch's
+    ragged last one) runs the same model eagerly.
+
+    A graph of its own for the ragged batch would double the compile time (under max-autotune,
+    minutes of autotuning every matmul again) to speed up one step per epoch; dynamic shapes
+    would make every graph slower for it. The --cuda-graphs step treats that batch the same way.
+    """
+    compiled: Forward = torch.compile(model, mode=_compile_mode(spec.compile), dynamic=False)
+
+    def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return compiled(x) if x.shape[0] == spec.batch_size else model(x)
+
+    return forward
 
 
 def adam(params: Iterator[torch.nn.Parameter], spec: RunSpec) -> torch.optim.Adam:
