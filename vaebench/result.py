@@ -95,6 +95,9 @@ class ProfileStats:
     profile_busy_source: str = ""
     profile_kernels_per_step: float = math.nan
     profile_overhead_pct: float = math.nan
+    # That union per profiled step: beside the unprofiled step it gives the busy share without
+    # the profiler's own slowing of the host, which the fraction above counts as idle time.
+    profile_busy_ms_per_step: float = math.nan
 
 
 @dataclass(frozen=True)

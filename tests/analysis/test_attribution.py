@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -109,6 +110,27 @@ def test_a_host_op_share_is_not_device_busy_on_a_gpu_run() -> None:
     found = attribute(ev)
     assert found.kind == LAUNCH and "busy 90%" not in str(found) and "idle" not in str(found)
     assert "aten-op share, not the GPU's" in str(found)
+
+
+def test_device_time_per_step_against_the_unprofiled_step_undoes_the_profilers_slowing() -> None:
+    # The H200's graphed top rung: 0.267 ms of device work per step; the profiler stretched the
+    # step to about 0.46 ms (57% busy), the unprofiled step was 0.30 ms.
+    top = split(0.05, 0.0, 0.25, 0.0)
+    ev = Evidence(top, "cuda", busy_fraction=0.57, busy_source=DEVICE_SOURCE, busy_ms_per_step=0.267)
+    assert ev.busy == pytest.approx(0.267 / 0.30)
+    found = attribute(ev)
+    assert found.kind == COMPUTE and "busy 89% of the step" in str(found)
+    assert "0.267 ms of device work per step in a 0.300 ms unprofiled step" in str(found)
+    # Without the per-step figure the profiled window's fraction stands, and reads as launch-bound.
+    assert attribute(dataclasses.replace(ev, busy_ms_per_step=math.nan)).kind == LAUNCH
+    # A device busier than the step (work queued across steps) is busy all of it, not more.
+    assert dataclasses.replace(ev, busy_ms_per_step=0.5).busy == 1.0
+    # An idle device says by how much, from the same figures.
+    idle = attribute(dataclasses.replace(ev, busy_ms_per_step=0.06))
+    assert idle.kind == LAUNCH and "idle 80% of the step" in str(idle)
+    # A CPU run keeps its op share: the correction is for the device's rows only.
+    cpu = Evidence(top, "cpu", busy_fraction=0.3, busy_source=CPU_SOURCE, busy_ms_per_step=0.29)
+    assert cpu.busy == 0.3
 
 
 def test_a_gpu_trace_without_device_rows_is_named_in_the_evidence() -> None:

@@ -224,6 +224,7 @@ def test_profiled_run_writes_a_loadable_trace_and_tables(tmp_path: Path) -> None
     assert any(name.startswith("ProfilerStep#") for name in names)
     assert "aten::addmm" in names
     assert 0 < row["profile_busy_fraction"] <= 1 and "CPU" in row["profile_busy_source"]
+    assert 0 < row["profile_busy_ms_per_step"] <= 1.5 * row["step_median_ms"]
     assert Path(row["profile_trace"].replace(".json", "-ops.txt")).read_text().count("aten::") >= 5
     kinds = {"input pipeline", "host launch overhead", "compute", "synchronization"}
     assert row["bottleneck"] in kinds and "Knobs" in row["bottleneck_note"]

@@ -48,6 +48,18 @@ def test_gpu_busy_comes_from_the_traces_device_rows() -> None:
     assert finding.numbers["gpu_idle_frac"] == pytest.approx(0.93)
     assert "the GPU busy 7% of the profiled steps' wall time" in finding.text and "idle 93%" in finding.text
     assert "Nothing here measured" not in finding.text
+    assert "device_busy_ms" not in finding.numbers  # an older record: no device time per step
+
+
+def test_device_time_per_step_is_set_beside_the_unprofiled_step() -> None:
+    row = GPU_ROW | {"profile_busy_fraction": 0.57, "profile_busy_source": DEVICE_SOURCE,
+                     "profile_busy_ms_per_step": 1.6}
+    finding = fnd.step_split(row)
+    assert finding is not None
+    assert finding.numbers["device_busy_ms"] == 1.6
+    assert finding.numbers["gpu_busy_step_frac"] == pytest.approx(1.6 / 2.0)
+    assert "1.600 ms of device work per step fill 80% of the unprofiled 2.00 ms step" in finding.text
+    assert fnd.step_split(row | {"profile_busy_ms_per_step": 3.0}).numbers["gpu_busy_step_frac"] == 1.0
 
 
 def test_a_host_op_share_on_a_gpu_run_is_not_gpu_busy() -> None:

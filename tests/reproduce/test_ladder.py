@@ -45,11 +45,15 @@ def test_table_takes_time_from_the_timed_runs_and_the_trace_from_the_profiled_on
     plan = ladder.make_plan(ladder.seed_base("cuda"), ladder.pick(["seed", "cuda-graphs"]))
     (seed, seed_spec), (top, top_spec) = plan.timed
     runs = pd.DataFrame([
-        record(seed_spec, train_s=40.0, samples_per_s=15_000.0, gpu_util_mean=8.0, final_loss=105.0),
-        record(top_spec, train_s=1.0, samples_per_s=600_000.0, gpu_util_mean=90.0, final_loss=106.5),
-        record(top_spec, train_s=1.2, samples_per_s=500_000.0, gpu_util_mean=80.0, final_loss=106.5),
+        record(seed_spec, train_s=40.0, samples_per_s=15_000.0, gpu_util_mean=8.0, final_loss=105.0,
+               step_median_ms=8.0),
+        record(top_spec, train_s=1.0, samples_per_s=600_000.0, gpu_util_mean=90.0, final_loss=106.5,
+               step_median_ms=0.3),
+        record(top_spec, train_s=1.2, samples_per_s=500_000.0, gpu_util_mean=80.0, final_loss=106.5,
+               step_median_ms=0.32),
         record(plan.profiled[0][1], profile_busy_fraction=0.06, profile_kernels_per_step=60.0, train_s=9.0),
-        record(plan.profiled[1][1], profile_busy_fraction=0.7, profile_kernels_per_step=1.0, train_s=0.1),
+        record(plan.profiled[1][1], profile_busy_fraction=0.5, profile_kernels_per_step=1.0, train_s=0.1,
+               profile_busy_ms_per_step=0.279),
         {"status": "failed", "spec_key": seed_spec.key(), "train_s": 1e-3},
     ])
     frame = ladder.table(plan, runs).set_index("rung")
@@ -57,6 +61,10 @@ def test_table_takes_time_from_the_timed_runs_and_the_trace_from_the_profiled_on
     assert frame.loc["cuda-graphs", "train_s"] == pytest.approx(1.1)  # median of its two runs
     assert frame.loc["cuda-graphs", "speedup"] == pytest.approx(40 / 1.1)
     assert frame.loc["cuda-graphs", "kernels_per_step"] == 1.0
+    # The profiled run's device time per step over the timed runs' median step (0.31 ms).
+    assert frame.loc["cuda-graphs", "busy_fraction"] == pytest.approx(50.0)
+    assert frame.loc["cuda-graphs", "busy_of_step"] == pytest.approx(90.0)
+    assert math.isnan(frame.loc["seed", "busy_of_step"])  # an older record: no device time per step
     assert frame.loc["cuda-graphs", "loss_delta"] == pytest.approx(1.5 / 105)
     notes = ladder.loss_notes(frame.reset_index())
     assert len(notes) == 1 and notes[0].startswith("cuda-graphs: final loss 106.50")

@@ -93,6 +93,7 @@ def test_profiled_cuda_run_counts_kernels_from_the_device(tmp_path: Path) -> Non
     assert row["profile_kernels_per_step"] > 10
     assert 0 < row["profile_kernel_fraction"] <= 1
     assert 0 < row["profile_busy_fraction"] <= 1
+    assert 0 < row["profile_busy_ms_per_step"] < 1.5 * row["step_median_ms"]  # per step, not per window
 
 
 def test_cuda_index_and_the_ladder_rehearsal(tmp_path: Path) -> None:

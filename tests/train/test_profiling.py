@@ -76,6 +76,7 @@ def test_profiled_cpu_run_writes_a_trace_that_loads_and_the_ops_tables(tmp_path:
     assert summary.steps == 3 and summary.trace_path == str(trace_path)
     assert summary.trace.busy.kind == "cpu" and "CPU run" in summary.busy_source
     assert 0 < summary.busy_fraction <= 1
+    assert summary.busy_ms_per_step == pytest.approx(summary.trace.busy.busy_ms / 3) and summary.busy_ms_per_step > 0
     assert summary.kernels_per_step == 0 and summary.trace.ops_per_step > 10
     assert summary.trace.top_cpu and summary.trace.top_cpu[0].self_cpu_ms > 0
     assert len(window.step_ms) == 9 and window.profiled_steps == range(3, 7)
@@ -109,7 +110,27 @@ def test_summary_of_a_gpu_trace_without_device_rows_warns_instead_of_a_busy_figu
         overhead_pct=0.0,
     )
     assert math.isnan(summary.busy_fraction) and math.isnan(summary.kernels_per_step)
+    assert math.isnan(summary.busy_ms_per_step)
     assert summary.busy_source == tr.NO_DEVICE_SOURCE and "CUPTI missing?" in summary.busy_warning
     text = str(summary)
     assert "WARNING: the trace had no GPU activity" in text
     assert "busy nan" not in text and "kernels per step" not in text
+
+
+def test_device_time_per_step_is_the_kernels_union_over_the_recorded_steps() -> None:
+    # Two 100 us steps; kernels of 30 + 20 us (overlapping by 10) in the first, 40 us in the second.
+    step = {"ph": "X", "cat": "user_annotation", "pid": 1, "tid": 1, "dur": 100}
+    kernel = {"ph": "X", "cat": "kernel", "pid": 0, "tid": 7}
+    events = [
+        {**step, "name": "ProfilerStep#1", "ts": 0},
+        {**step, "name": "ProfilerStep#2", "ts": 100},
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 1, "ts": 1, "dur": 2},
+        {**kernel, "name": "a", "ts": 10, "dur": 30},
+        {**kernel, "name": "b", "ts": 30, "dur": 20},
+        {**kernel, "name": "c", "ts": 120, "dur": 40},
+    ]
+    trace = tr.summarize(tr.Trace.from_dict(events), device="cuda")
+    summary = ProfileSummary("t.json", "t-ops.txt", steps=2, trace=trace, step_ms_inside=0.1,
+                             step_ms_outside=0.1, overhead_pct=0.0)
+    assert summary.busy_ms_per_step == pytest.approx((40 + 40) / 2 / 1e3)
+    assert summary.busy_fraction == pytest.approx(80 / 200)

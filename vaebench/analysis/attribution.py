@@ -68,6 +68,7 @@ class Evidence:
     device: str  # cpu, cuda, cuda:N, mps
     busy_fraction: float = math.nan  # from the trace; on a CPU run the aten-op share
     busy_source: str = ""  # the record's profile_busy_source; "" trusts busy_fraction as given
+    busy_ms_per_step: float = math.nan  # the trace's busy time per profiled step
     kernels_per_step: float = math.nan
     gpu_util_pct: float = math.nan  # NVML utilization.gpu, mean over the run
     whatifs: Mapping[str, float] = field(default_factory=dict)  # knob -> measured speed-up
@@ -86,10 +87,30 @@ class Evidence:
     @property
     def busy(self) -> float:
         """The busy fraction these rules may use: on a GPU run only the device's own (from
-        the trace's kernel and copy rows), never a host aten-op share; NaN otherwise."""
-        if not self.on_gpu or not self.busy_source:
+        the trace's kernel and copy rows), never a host aten-op share; NaN otherwise. On a GPU
+        it is the trace's device time per step over the unprofiled step where both are known:
+        the profiler slows the host (a graph launch by ~0.1 ms), not the kernels, so the
+        profiled steps' own wall time would count that slowing as device idle time."""
+        if not self.on_gpu:
             return self.busy_fraction
-        return self.busy_fraction if from_device_rows(self.busy_source) else math.nan
+        if self.busy_source and not from_device_rows(self.busy_source):
+            return math.nan
+        if self.unprofiled_busy_known:
+            return min(1.0, self.busy_ms_per_step / self.step_ms)
+        return self.busy_fraction
+
+    @property
+    def unprofiled_busy_known(self) -> bool:
+        return self.on_gpu and math.isfinite(self.busy_ms_per_step) and self.step_ms > 0
+
+    def busy_text(self, *, idle: bool = False) -> str:
+        """How busy (or idle) the device was, in words, with where the figure came from."""
+        state, share = ("idle", 1 - self.busy) if idle else ("busy", self.busy)
+        if self.unprofiled_busy_known:
+            return (f"the device is {state} {100 * share:.0f}% of the step (the trace's "
+                    f"{self.busy_ms_per_step:.3f} ms of device work per step in a {self.step_ms:.3f} ms "
+                    "unprofiled step)")
+        return f"the device is {state} {100 * share:.0f}% of the wall time"
 
     @property
     def step_ms(self) -> float:
@@ -177,7 +198,7 @@ def _rule(ev: Evidence) -> tuple[str, float, list[str]]:
             return LAUNCH, 1 - busy, [split, why]
         return COMPUTE, host_share, [split, f"host compute is {100 * host_share:.0f}% of the step"]
     if math.isfinite(busy) and busy >= DEVICE_BUSY:
-        return COMPUTE, busy, [split, f"the device is busy {100 * busy:.0f}% of the wall time"]
+        return COMPUTE, busy, [split, ev.busy_text()]
     if host_share >= SYNC_SHARE and sync_share >= SYNC_SHARE:
         why = (
             f"the host launches for {100 * host_share:.0f}% of the step, then waits "
@@ -187,7 +208,7 @@ def _rule(ev: Evidence) -> tuple[str, float, list[str]]:
     if math.isfinite(busy) or host_share >= sync_share:
         reasons = [split, f"the host spends {100 * host_share:.0f}% of the step launching work"]
         if math.isfinite(busy):
-            reasons.append(f"the device is idle {100 * (1 - busy):.0f}% of the wall time")
+            reasons.append(ev.busy_text(idle=True))
         return LAUNCH, host_share, reasons
     why = f"the host waits for the device {100 * sync_share:.0f}% of the step (no trace to check)"
     return COMPUTE, sync_share, [split, why]

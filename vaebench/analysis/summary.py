@@ -146,7 +146,8 @@ def _profile_lines(train: TrainMetrics) -> list[str]:
         return []
     return [
         f"  profile   trace {p.profile_trace} (open in ui.perfetto.dev); busy "
-        f"{fmt(100 * p.profile_busy_fraction, '{:.1f}%')} [{p.profile_busy_source}], "
+        f"{fmt(100 * p.profile_busy_fraction, '{:.1f}%')} [{p.profile_busy_source}] "
+        f"({fmt(p.profile_busy_ms_per_step, '{:.3f}')} ms per step), "
         f"{fmt(p.profile_kernels_per_step, '{:.1f}')} kernels/step, profiler overhead "
         f"{fmt(p.profile_overhead_pct, '{:.1f}%')}"
     ]

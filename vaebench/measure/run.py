@@ -189,6 +189,7 @@ def _bottleneck(spec: RunSpec, train: TrainMetrics | None, monitor: MonitorSumma
         device=spec.device,
         busy_fraction=train.profile.profile_busy_fraction,
         busy_source=train.profile.profile_busy_source,
+        busy_ms_per_step=train.profile.profile_busy_ms_per_step,
         kernels_per_step=train.profile.profile_kernels_per_step,
         gpu_util_pct=monitor.gpu_util_mean,
         spec=spec,

@@ -87,6 +87,17 @@ def step_split(row: Row) -> Finding | None:
     return Finding("step-split", text, numbers)
 
 
+def _unprofiled_busy(row: Row, numbers: dict[str, float]) -> str:
+    """The trace's device time per step against the host's unprofiled step (`numbers["step_ms"]`)."""
+    busy_ms, step = number(row.get("profile_busy_ms_per_step")), numbers["step_ms"]
+    if math.isnan(busy_ms):
+        return ""
+    share = min(1.0, busy_ms / step)
+    numbers |= {"device_busy_ms": busy_ms, "gpu_busy_step_frac": share}
+    return (f" Its {busy_ms:.3f} ms of device work per step fill {100 * share:.0f}% of the unprofiled "
+            f"{step:.2f} ms step: the profiler slows the host, not the kernels.")
+
+
 def _gpu_busy(row: Row, numbers: dict[str, float]) -> str:
     """The GPU sentences of `step_split`; fills `numbers` with what they quote."""
     text = ""
@@ -102,6 +113,7 @@ def _gpu_busy(row: Row, numbers: dict[str, float]) -> str:
         numbers |= {"gpu_busy_frac": busy, "gpu_idle_frac": 1.0 - busy}
         text += (f" The profiler's trace had the GPU busy {100 * busy:.0f}% of the profiled steps' wall time "
                  f"(union of kernel, memcpy and memset time), idle {100 * (1 - busy):.0f}%.")
+        text += _unprofiled_busy(row, numbers)
     elif str(row.get("profile_busy_source") or "") == NO_DEVICE_SOURCE:
         text += f" The profiler ran, but {NO_DEVICE_ROWS}."
     util = number(row.get("gpu_util_mean"))

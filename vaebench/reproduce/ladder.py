@@ -97,11 +97,15 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("speedup", "vs seed", "{:.1f}x"),
     ("gpu_util_mean", "NVML util %", "{:.0f}"),
     ("busy_fraction", "trace busy %", "{:.0f}"),
+    ("busy_of_step", "busy % of step", "{:.0f}"),
     ("kernels_per_step", "kernels/step", "{:.0f}"),
     ("compile_s", "compile s", "{:.1f}"),
     ("final_loss", "final loss", "{:.2f}"),
     ("loss_delta", "loss vs seed", "{:+.2%}"),
 )
+
+
+TRACE_COLUMNS = ("profile_busy_fraction", "profile_busy_ms_per_step", "profile_kernels_per_step")
 
 
 def table(plan: LadderPlan, runs: pd.DataFrame) -> pd.DataFrame:
@@ -115,13 +119,13 @@ def table(plan: LadderPlan, runs: pd.DataFrame) -> pd.DataFrame:
         mine = ok[ok["spec_key"] == spec.key()] if not ok.empty else ok
         row: dict[str, Any] = {"rung": rung.name, "knob": rung.knob, "runs": len(mine)}
         for column in ("train_s", "samples_per_s", "gpu_util_mean", "compile_s", "final_loss", "real_s",
-                       "profile_busy_fraction", "profile_kernels_per_step"):
+                       "step_median_ms", *TRACE_COLUMNS):
             row[column] = _median(mine, column)
         trace = ok[ok["spec_key"] == profiled[rung.name].key()] if rung.name in profiled and not ok.empty else None
-        busy = _median(trace, "profile_busy_fraction") if trace is not None else row["profile_busy_fraction"]
-        row["busy_fraction"] = 100 * busy
-        row["kernels_per_step"] = (_median(trace, "profile_kernels_per_step") if trace is not None
-                                   else row["profile_kernels_per_step"])
+        traced = {c: _median(trace, c) if trace is not None else row[c] for c in TRACE_COLUMNS}
+        row["busy_fraction"] = 100 * traced["profile_busy_fraction"]
+        row["busy_of_step"] = 100 * _capped_share(traced["profile_busy_ms_per_step"], row["step_median_ms"])
+        row["kernels_per_step"] = traced["profile_kernels_per_step"]
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -129,7 +133,7 @@ def table(plan: LadderPlan, runs: pd.DataFrame) -> pd.DataFrame:
     seed = frame.iloc[0]
     frame["speedup"] = seed["train_s"] / frame["train_s"]
     frame["loss_delta"] = frame["final_loss"] / seed["final_loss"] - 1
-    return frame.drop(columns=["profile_busy_fraction", "profile_kernels_per_step"])
+    return frame.drop(columns=[*TRACE_COLUMNS, "step_median_ms"])
 
 
 def step_notes(plan: LadderPlan, runs: pd.DataFrame) -> list[str]:
@@ -177,7 +181,9 @@ def render_markdown(frame: pd.DataFrame, *, device: str, epochs: int, gpu_name: 
         "hyperparameters (batch 128, Adam 1e-3) on the same samples in the same order. `train s` is the training "
         "loop alone (no process start, no data preparation, no device warm-up; compile time included); "
         f"`trace busy %` and `kernels/step` come from a separate profiled run of {PROFILED_RUN_STEPS} steps per "
-        "rung. NVML's utilization is the share of time any kernel ran, averaged over the training window.",
+        "rung; `busy % of step` sets that trace's device time per step beside the timed run's median step, "
+        "since the profiler slows the host but not the kernels. NVML's utilization is the share of time any "
+        "kernel ran, averaged over the training window.",
         "",
         markdown_table(*cells(frame)),
         "",
@@ -252,6 +258,12 @@ def report_folder(base: RunSpec, rungs: Sequence[Rung], folder: Path, *, profile
     path = write(frame, folder, device=base.device, epochs=base.epochs, gpu_name=gpu, notes=notes)
     write_report(build_report(folder))
     return "\n".join([render_text(frame), *[f"note: {note}" for note in notes]]), path
+
+
+def _capped_share(part: float, whole: float) -> float:
+    """part / whole, at most 1 (device work queued past a step's end is still one step's); NaN if unknown."""
+    share = part / whole if whole > 0 else math.nan
+    return min(1.0, share) if math.isfinite(share) else math.nan
 
 
 def _median(frame: pd.DataFrame | None, column: str) -> float:

@@ -552,6 +552,7 @@ def _profile_stats(window: ProfileWindow, outside_step_ms: float) -> ProfileStat
         profile_busy_source=summary.busy_source,
         profile_kernels_per_step=summary.kernels_per_step,
         profile_overhead_pct=summary.overhead_pct,
+        profile_busy_ms_per_step=summary.busy_ms_per_step,
     )
 
 

@@ -52,6 +52,12 @@ class ProfileSummary:
         return self.trace.kernels_per_step
 
     @property
+    def busy_ms_per_step(self) -> float:
+        """The busy union (device, or aten ops on a CPU run) per recorded step."""
+        busy = self.trace.busy
+        return busy.busy_ms / self.steps if self.steps and math.isfinite(busy.fraction) else math.nan
+
+    @property
     def busy_warning(self) -> str:
         """Why a GPU run has no busy fraction (no device rows in its trace); empty otherwise."""
         return self.trace.busy.warning
