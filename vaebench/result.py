@@ -98,6 +98,7 @@ class ProfileStats:
     # That union per profiled step: beside the unprofiled step it gives the busy share without
     # the profiler's own slowing of the host, which the fraction above counts as idle time.
     profile_busy_ms_per_step: float = math.nan
+    profile_underfilled_share: float = math.nan  # of kernel time: kernels with fewer blocks than the GPU has SMs
 
 
 @dataclass(frozen=True)

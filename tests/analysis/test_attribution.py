@@ -128,6 +128,10 @@ def test_device_time_per_step_against_the_unprofiled_step_undoes_the_profilers_s
     # An idle device says by how much, from the same figures.
     idle = attribute(dataclasses.replace(ev, busy_ms_per_step=0.06))
     assert idle.kind == LAUNCH and "idle 80% of the step" in str(idle)
+    # Kernels in grids smaller than the GPU: named when they hold most of the kernel time.
+    underfilled = str(attribute(dataclasses.replace(ev, underfilled_share=0.81)))
+    assert "81% of the kernel time ran kernels with fewer thread blocks than the GPU has SMs" in underfilled
+    assert "thread blocks" not in str(attribute(dataclasses.replace(ev, underfilled_share=0.3)))
     # A CPU run keeps its op share: the correction is for the device's rows only.
     cpu = Evidence(top, "cpu", busy_fraction=0.3, busy_source=CPU_SOURCE, busy_ms_per_step=0.29)
     assert cpu.busy == 0.3

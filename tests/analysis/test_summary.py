@@ -94,3 +94,25 @@ def test_a_run_beside_a_busy_neighbour_is_flagged_with_the_figure() -> None:
     assert "97% of a core" in warning and f"{NEIGHBOUR_LIMIT_PCT:.0f}%" in warning and "not its own" in warning
     quiet = with_neighbour(3.0)
     assert "WARNING" not in quiet and "outside this run: 3% of a core" in quiet
+
+
+def test_the_profile_line_gives_device_time_per_step_and_underfilled_kernels() -> None:
+    import dataclasses
+
+    from vaebench.result import ProfileStats, StepSplit, TrainMetrics
+
+    profile = ProfileStats(profile_trace="t.json", profile_busy_fraction=0.57, profile_busy_source="trace",
+                           profile_kernels_per_step=101.0, profile_overhead_pct=52.3,
+                           profile_busy_ms_per_step=0.2673, profile_underfilled_share=0.81)
+    train = TrainMetrics(
+        t_import_s=1.0, t_data_s=0.5, t_model_s=0.1, t_first_step_s=0.1, train_s=1.4, steps_done=4690,
+        samples_seen=600_000, warmup_steps=10, step_median_ms=0.288, step_iqr_ms=0.01, samples_per_s=444_939.0,
+        epoch_s=0.14, final_loss=102.7, epoch_losses=[102.7], epoch_times_s=[0.14], split=StepSplit(),
+        model_flops_per_s=1e12, peak_flops_per_s=5e13, flops_frac=0.02, profile=profile,
+    )
+    line = next(line for line in format_run(dataclasses.replace(record({}), train=train)).splitlines()
+                if line.strip().startswith("profile"))
+    assert "busy 57.0% [trace] (0.267 ms per step)" in line
+    assert "101.0 kernels/step, 81% of kernel time in grids smaller than the GPU" in line
+    no_args = dataclasses.replace(profile, profile_underfilled_share=float("nan"))
+    assert "grids" not in format_run(dataclasses.replace(record({}), train=dataclasses.replace(train, profile=no_args)))

@@ -254,3 +254,30 @@ def test_a_cpu_run_keeps_its_aten_op_share() -> None:
         assert busy.kind == "cpu" and busy.fraction == pytest.approx(40 / 100) and not busy.warning
         assert not tr.from_device_rows(busy.source)
     assert tr.from_device_rows(tr.busy_fraction(tr.Trace.from_dict(GPU_TRACE), device="cuda").source)
+
+
+def test_underfilled_share_is_kernel_time_in_grids_smaller_than_the_gpu() -> None:
+    kernels = [
+        ev("adam", "kernel", 0, 70, STREAM, **{"blocks per SM": 0.12}),
+        ev("gemm", "kernel", 70, 30, STREAM, **{"blocks per SM": 2.4}),
+        ev("no launch figure", "kernel", 100, 500, STREAM),
+        ev("copy", "gpu_memcpy", 600, 50, STREAM, **{"blocks per SM": 0.01}),
+    ]
+    trace = tr.Trace.from_dict(kernels)
+    assert tr.underfilled_share(trace) == pytest.approx(0.7)
+    assert tr.summarize(trace).underfilled == pytest.approx(0.7)
+    assert math.isnan(tr.underfilled_share(tr.Trace.from_dict(kernels[2:])))
+    assert math.isnan(tr.underfilled_share(tr.Trace.from_dict(CPU_TRACE)))
+
+
+H200_TOP_RUNG = Path(__file__).parents[2] / "docs/examples/nvidia-h200/lease-2/traces/20261126T082231-6f1d467f.json.gz"
+
+
+def test_a_real_cupti_trace_of_the_graphed_top_rung() -> None:
+    # 20 profiled steps of --cuda-graphs on an H200: fused Adam alone (16 blocks on 132 SMs) is
+    # a quarter of the kernel time.
+    summary = tr.summarize(tr.load(H200_TOP_RUNG), device="cuda")
+    assert len(summary.steps) == 20
+    assert summary.busy.busy_ms / 20 == pytest.approx(0.267, abs=0.001)
+    assert summary.busy.fraction == pytest.approx(0.57, abs=0.01)
+    assert summary.underfilled == pytest.approx(0.81, abs=0.01)

@@ -53,9 +53,11 @@ def test_gpu_busy_comes_from_the_traces_device_rows() -> None:
 
 def test_device_time_per_step_is_set_beside_the_unprofiled_step() -> None:
     row = GPU_ROW | {"profile_busy_fraction": 0.57, "profile_busy_source": DEVICE_SOURCE,
-                     "profile_busy_ms_per_step": 1.6}
+                     "profile_busy_ms_per_step": 1.6, "profile_underfilled_share": 0.81}
     finding = fnd.step_split(row)
     assert finding is not None
+    assert finding.numbers["underfilled_frac"] == 0.81
+    assert "81% of the kernel time went to kernels with fewer thread blocks than the GPU has SMs" in finding.text
     assert finding.numbers["device_busy_ms"] == 1.6
     assert finding.numbers["gpu_busy_step_frac"] == pytest.approx(1.6 / 2.0)
     assert "1.600 ms of device work per step fill 80% of the unprofiled 2.00 ms step" in finding.text

@@ -94,6 +94,7 @@ def test_profiled_cuda_run_counts_kernels_from_the_device(tmp_path: Path) -> Non
     assert 0 < row["profile_kernel_fraction"] <= 1
     assert 0 < row["profile_busy_fraction"] <= 1
     assert 0 < row["profile_busy_ms_per_step"] < 1.5 * row["step_median_ms"]  # per step, not per window
+    assert 0 <= row["profile_underfilled_share"] <= 1  # CUPTI's "blocks per SM" was found
 
 
 def test_cuda_index_and_the_ladder_rehearsal(tmp_path: Path) -> None:

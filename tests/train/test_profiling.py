@@ -120,7 +120,7 @@ def test_summary_of_a_gpu_trace_without_device_rows_warns_instead_of_a_busy_figu
 def test_device_time_per_step_is_the_kernels_union_over_the_recorded_steps() -> None:
     # Two 100 us steps; kernels of 30 + 20 us (overlapping by 10) in the first, 40 us in the second.
     step = {"ph": "X", "cat": "user_annotation", "pid": 1, "tid": 1, "dur": 100}
-    kernel = {"ph": "X", "cat": "kernel", "pid": 0, "tid": 7}
+    kernel = {"ph": "X", "cat": "kernel", "pid": 0, "tid": 7, "args": {"blocks per SM": 0.5}}
     events = [
         {**step, "name": "ProfilerStep#1", "ts": 0},
         {**step, "name": "ProfilerStep#2", "ts": 100},
@@ -134,3 +134,4 @@ def test_device_time_per_step_is_the_kernels_union_over_the_recorded_steps() -> 
                              step_ms_outside=0.1, overhead_pct=0.0)
     assert summary.busy_ms_per_step == pytest.approx((40 + 40) / 2 / 1e3)
     assert summary.busy_fraction == pytest.approx(80 / 200)
+    assert "100% of the kernel time in kernels with fewer blocks than the GPU has SMs" in str(summary)

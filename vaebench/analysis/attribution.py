@@ -53,6 +53,7 @@ WHATIF_FLAGS: dict[str, str] = {
 }
 
 DEVICE_BUSY = 0.80  # device busy above this: the device's own work bounds the step
+UNDERFILLED = 0.50  # kernel time in grids smaller than the GPU above this: "busy" is mostly empty SMs
 CPU_OP_BUSY = 0.50  # CPU run: aten ops below this share of wall, Python and dispatch dominate
 SYNC_SHARE = 0.25  # host work and sync wait both above this: host and device take turns
 DECISIVE_WHATIF = 1.20  # a what-if this much faster outranks the rules
@@ -69,6 +70,7 @@ class Evidence:
     busy_fraction: float = math.nan  # from the trace; on a CPU run the aten-op share
     busy_source: str = ""  # the record's profile_busy_source; "" trusts busy_fraction as given
     busy_ms_per_step: float = math.nan  # the trace's busy time per profiled step
+    underfilled_share: float = math.nan  # of kernel time, in kernels with fewer blocks than SMs
     kernels_per_step: float = math.nan
     gpu_util_pct: float = math.nan  # NVML utilization.gpu, mean over the run
     whatifs: Mapping[str, float] = field(default_factory=dict)  # knob -> measured speed-up
@@ -227,6 +229,11 @@ def _context(ev: Evidence) -> tuple[str, ...]:
         )
     if math.isfinite(ev.gpu_util_pct):
         out.append(f"NVML utilization.gpu {ev.gpu_util_pct:.0f}% (share of time any kernel ran)")
+    if ev.on_gpu and ev.underfilled_share >= UNDERFILLED:
+        out.append(
+            f"{100 * ev.underfilled_share:.0f}% of the kernel time ran kernels with fewer thread blocks "
+            "than the GPU has SMs: busy by NVML's count and the trace's, with most SMs empty"
+        )
     if ev.amp == "fp16" and ev.on_gpu:
         out.append(FP16_SYNC)
     return tuple(out)

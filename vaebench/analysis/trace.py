@@ -375,12 +375,26 @@ def format_ops(rows: Iterable[OpRow], name_width: int = 48) -> str:
     return "\n".join(lines)
 
 
+BLOCKS_PER_SM = "blocks per SM"  # CUPTI's launch figure in a kernel's args: grid blocks / the GPU's SMs
+
+
+def underfilled_share(trace: Trace) -> float:
+    """The share of kernel time spent in kernels launched with fewer blocks than the GPU has
+    SMs: while one runs the GPU counts as busy (to NVML and to the busy fraction), but most
+    of its SMs have nothing to do. NaN without kernels that carry the launch figure."""
+    known = [(float(e["dur"]), e.get("args", {}).get(BLOCKS_PER_SM)) for e in trace.of(KERNEL_CAT)]
+    timed = [(dur, blocks) for dur, blocks in known if isinstance(blocks, int | float)]
+    total = sum(dur for dur, _ in timed)
+    return sum(dur for dur, blocks in timed if blocks < 1) / total if total > 0 else math.nan
+
+
 @dataclass(frozen=True)
 class TraceSummary:
     busy: Busy
     steps: tuple[StepKernels, ...]
     top_cpu: tuple[OpRow, ...]
     top_device: tuple[OpRow, ...]
+    underfilled: float = math.nan  # `underfilled_share`
 
     @property
     def kernels_per_step(self) -> float:
@@ -414,4 +428,5 @@ def summarize(
         steps=tuple(steps),
         top_cpu=tuple(top_ops(trace, top, by="cpu")),
         top_device=tuple(top_ops(trace, top, by="device")),
+        underfilled=underfilled_share(trace),
     )

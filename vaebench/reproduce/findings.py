@@ -114,6 +114,11 @@ def _gpu_busy(row: Row, numbers: dict[str, float]) -> str:
         text += (f" The profiler's trace had the GPU busy {100 * busy:.0f}% of the profiled steps' wall time "
                  f"(union of kernel, memcpy and memset time), idle {100 * (1 - busy):.0f}%.")
         text += _unprofiled_busy(row, numbers)
+        underfilled = number(row.get("profile_underfilled_share"))
+        if not math.isnan(underfilled):
+            numbers["underfilled_frac"] = underfilled
+            text += (f" {100 * underfilled:.0f}% of the kernel time went to kernels with fewer thread blocks "
+                     "than the GPU has SMs, which count as busy while most SMs sit empty.")
     elif str(row.get("profile_busy_source") or "") == NO_DEVICE_SOURCE:
         text += f" The profiler ran, but {NO_DEVICE_ROWS}."
     util = number(row.get("gpu_util_mean"))

@@ -553,6 +553,7 @@ def _profile_stats(window: ProfileWindow, outside_step_ms: float) -> ProfileStat
         profile_kernels_per_step=summary.kernels_per_step,
         profile_overhead_pct=summary.overhead_pct,
         profile_busy_ms_per_step=summary.busy_ms_per_step,
+        profile_underfilled_share=summary.trace.underfilled,
     )
 
 

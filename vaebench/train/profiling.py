@@ -77,6 +77,9 @@ class ProfileSummary:
                 f"kernels per step {self.trace.kernels_per_step:g}, "
                 f"launch calls per step {self.trace.launches_per_step:g}"
             )
+            if math.isfinite(self.trace.underfilled):
+                out.append(f"{100 * self.trace.underfilled:.0f}% of the kernel time in kernels with fewer "
+                           "blocks than the GPU has SMs")
         out.append(f"aten ops per step {self.trace.ops_per_step:g}")
         out.append(
             f"profiler overhead {self.overhead_pct:+.1f}% "
