@@ -121,6 +121,9 @@ def test_device_time_per_step_against_the_unprofiled_step_undoes_the_profilers_s
     found = attribute(ev)
     assert found.kind == COMPUTE and "busy 89% of the step" in str(found)
     assert "0.267 ms of device work per step in a 0.300 ms unprofiled step" in str(found)
+    # A device busy all step long bounds it, however long the host waited for input meanwhile.
+    waiting = dataclasses.replace(ev, split=split(0.06, 0.04, 0.11, 0.0))
+    assert attribute(waiting).kind == COMPUTE and waiting.share(0.06, 0.04) > 0.3
     # Without the per-step figure the profiled window's fraction stands, and reads as launch-bound.
     assert attribute(dataclasses.replace(ev, busy_ms_per_step=math.nan)).kind == LAUNCH
     # A device busier than the step (work queued across steps) is busy all of it, not more.

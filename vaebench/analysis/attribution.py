@@ -188,6 +188,8 @@ def _rule(ev: Evidence) -> tuple[str, float, list[str]]:
         f"step {ev.step_ms:.2f} ms = data {s.data_ms:.2f} + copy {s.copy_ms:.2f} + "
         f"host compute {s.compute_ms:.2f} + sync {s.sync_ms:.2f}"
     )
+    if ev.on_gpu and math.isfinite(busy) and busy >= DEVICE_BUSY:  # the host's waits hide behind its work
+        return COMPUTE, busy, [split, ev.busy_text()]
     if input_share >= INPUT_BOUND_SHARE:
         why = f"waiting for input is {100 * input_share:.0f}% of the step"
         return INPUT, input_share, [split, why]
@@ -199,8 +201,6 @@ def _rule(ev: Evidence) -> tuple[str, float, list[str]]:
             )
             return LAUNCH, 1 - busy, [split, why]
         return COMPUTE, host_share, [split, f"host compute is {100 * host_share:.0f}% of the step"]
-    if math.isfinite(busy) and busy >= DEVICE_BUSY:
-        return COMPUTE, busy, [split, ev.busy_text()]
     if host_share >= SYNC_SHARE and sync_share >= SYNC_SHARE:
         why = (
             f"the host launches for {100 * host_share:.0f}% of the step, then waits "
