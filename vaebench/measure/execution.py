@@ -152,8 +152,11 @@ def run_points(
     *,
     force: bool = False,
     report: Report = print,
-    run: Callable[[RunSpec, DataInfo, RunOptions], RunRecord] = run_once,
+    run: Callable[[RunSpec, DataInfo, RunOptions], RunRecord] | None = None,
 ) -> SweepOutcome:
+    """Run every planned point not yet in the folder; `run` defaults to `run_once`, looked up
+    at call time."""
+    run = run or run_once
     outcome = SweepOutcome()
     history = history_of(options.out)
     left_s = sum(estimate_s(p.point.spec, history) for p in todo)
