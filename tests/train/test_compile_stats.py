@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -92,6 +93,7 @@ def test_compile_counters_read_cudagraph_skips_and_their_reasons(monkeypatch: py
     fake["frames"]["ok"] = 2
     fake["stats"]["unique_graphs"] = 2
     fake["inductor"].update(cudagraph_skips=1, fxgraph_cache_miss=2)
+    fake["graph_break"]["Call to `torch._dynamo.graph_break()`\n  Explanation: User-inserted graph break."] = 2
     metrics = [SimpleNamespace(cudagraph_skip_reason=None), SimpleNamespace(cudagraph_skip_reason=SKIP)]
     monkeypatch.setattr(utils, "counters", fake)
     monkeypatch.setattr(utils, "guard_failures", {})
@@ -101,6 +103,11 @@ def test_compile_counters_read_cudagraph_skips_and_their_reasons(monkeypatch: py
     assert (read.frames, read.graphs, read.cache) == (2, 2, "cold")
     assert read.cudagraph_skips == 1 and read.cudagraph_skip_reasons == (SKIP,)
     assert "cpu device" in recompile_warnings(read)[0]
+    assert read.graph_breaks == 2 and read.graph_break_reasons == ("Call to `torch._dynamo.graph_break()`",) * 2
+    assert "2 graph break(s): part of the step runs eagerly between compiled graphs (Call to " \
+           "`torch._dynamo.graph_break()`; TORCH_LOGS" in recompile_warnings(read)[1]
+    assert read.since(dataclasses.replace(read, graph_breaks=1, graph_break_reasons=read.graph_break_reasons[:1])
+                      ).graph_break_reasons == read.graph_break_reasons[:1]
 
 
 @pytest.mark.slow

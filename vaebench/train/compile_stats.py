@@ -32,6 +32,7 @@ class CompileCounters:
     frames: int = 0  # Python frames dynamo compiled, recompilations included
     graphs: int = 0  # FX graphs handed to the backend
     graph_breaks: int = 0
+    graph_break_reasons: tuple[str, ...] = ()  # the first line of dynamo's reason, one per break
     recompile_reasons: tuple[str, ...] = ()  # the guard that failed, one per recompilation
     compile_s: float = 0.0  # in-process compile time, forward and backward
     cache_hits: int = 0  # inductor FX-graph and AOT-autograd cache hits
@@ -59,6 +60,7 @@ class CompileCounters:
             frames=self.frames - earlier.frames,
             graphs=self.graphs - earlier.graphs,
             graph_breaks=self.graph_breaks - earlier.graph_breaks,
+            graph_break_reasons=_new_reasons(self.graph_break_reasons, earlier.graph_break_reasons),
             recompile_reasons=_new_reasons(self.recompile_reasons, earlier.recompile_reasons),
             compile_s=self.compile_s - earlier.compile_s,
             cache_hits=self.cache_hits - earlier.cache_hits,
@@ -101,6 +103,9 @@ def compile_counters() -> CompileCounters:
         frames=int(counters["frames"]["ok"]),
         graphs=int(counters["stats"]["unique_graphs"]),
         graph_breaks=int(sum(counters["graph_break"].values())),
+        graph_break_reasons=tuple(
+            str(reason).strip().splitlines()[0] for reason, n in counters["graph_break"].items() for _ in range(n)
+        ),
         recompile_reasons=tuple(str(r) for reasons in failures.values() for r in reasons),
         compile_s=float(sum(sum(timings.get(name, ())) for name in COMPILE_TIMERS)),
         cache_hits=int(inductor["fxgraph_cache_hit"] + aot["autograd_cache_hit"]),
@@ -130,9 +135,10 @@ def recompile_warnings(counters: CompileCounters) -> list[str]:
         else:
             warnings.append(f"unexpected recompile: {reason}")
     if counters.graph_breaks:
+        why = "; ".join(dict.fromkeys(counters.graph_break_reasons))
         warnings.append(
             f"{counters.graph_breaks} graph break(s): part of the step runs eagerly between "
-            "compiled graphs (TORCH_LOGS=graph_breaks shows where)"
+            f"compiled graphs ({why + '; ' if why else ''}TORCH_LOGS=graph_breaks shows where)"
         )
     return warnings
 
