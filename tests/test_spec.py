@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from vaebench.spec import DEFAULT, LATER_FIELDS, Capabilities, RunSpec, parse_value, validate
+from vaebench.spec import DEFAULT, LATER_FIELDS, SPEED_KNOBS, Capabilities, RunSpec, parse_value, validate
 
 
 def fields_of(spec: RunSpec, caps: Capabilities | None = None) -> set[str]:
@@ -35,6 +37,8 @@ def test_key_is_stable_and_tells_specs_apart() -> None:
         (RunSpec(amp="fp8"), "amp"),
         (RunSpec(loader="fast"), "loader"),
         (RunSpec(compile="fast"), "compile"),
+        (RunSpec(adam="apex"), "adam"),
+        (RunSpec(device="cuda", adam="compiled", amp="fp16"), "adam"),
         (RunSpec(data="imagenet"), "data"),
         (RunSpec(loader="tensor", workers=2), "workers"),
         (RunSpec(pin_memory=True), "pin_memory"),
@@ -78,7 +82,7 @@ def test_fields_added_later_keep_old_keys_at_their_default() -> None:
     assert RunSpec().key() == old_key
     assert RunSpec(threads=16).key() == "ba69c1bcdac6"  # as recorded before issue 13's fields
     for changed in (RunSpec(sync="epoch"), RunSpec(omp_wait_policy="passive"), RunSpec(allocator="jemalloc"),
-                    RunSpec(bind=True)):
+                    RunSpec(bind=True), RunSpec(adam="fused")):
         assert changed.key() != old_key
 
 
@@ -119,6 +123,7 @@ def test_ranks_multiply_the_batch_and_keep_old_keys() -> None:
         (RunSpec(nproc_per_node=2, device="mps"), "device", "gloo"),
         (RunSpec(nproc_per_node=2, device="cuda:1"), "device", "rank r uses cuda:r"),
         (RunSpec(nproc_per_node=2, compile="default"), "compile", "not supported"),
+        (RunSpec(nproc_per_node=2, adam="compiled"), "adam", "not supported"),
         (RunSpec(nproc_per_node=2, profile=True), "profile", "not supported"),
         (RunSpec(nproc_per_node=4, batch_size=128, samples=256), "batch_size", "4 ranks x batch 128"),
     ],
@@ -204,3 +209,15 @@ def test_parse_value_refuses_what_validate_would() -> None:
     for name, text in (("lr", "inf"), ("lr", "nan"), ("samples", "1e12"), ("threads", "99999"), ("epochs", "0")):
         with pytest.raises(ValueError, match=name.replace("_", " ")):
             parse_value(name, text)
+
+
+def test_every_adam_implementation_is_a_speed_knob_and_compiled_counts_as_compiling() -> None:
+    cuda = Capabilities(cuda_devices=1)
+    graphed = RunSpec(device="cuda", sync="epoch", cuda_graphs=True)
+    for impl in ("auto", "foreach", "fused", "compiled"):
+        assert validate(RunSpec(adam=impl)) == []
+        assert validate(dataclasses.replace(graphed, adam=impl), cuda) == []
+    assert RunSpec(adam="compiled").compiles and RunSpec(compile="default").compiles
+    assert not RunSpec(adam="fused").compiles
+    assert "adam" in SPEED_KNOBS and "adam=fused" in RunSpec(adam="fused").label()
+    assert validate(RunSpec(device="cuda", adam="fused", amp="fp16"), cuda) == []

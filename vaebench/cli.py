@@ -32,6 +32,7 @@ from .errors import (
 from .result import OK
 from .rules import SAMPLE_HZ
 from .spec import (
+    ADAM_IMPLS,
     ALLOCATORS,
     AMP_MODES,
     COMPILE_MODES,
@@ -160,6 +161,9 @@ def add_run_knobs(parser: argparse.ArgumentParser, *, lists: bool = False) -> No
         group.add_argument("--cuda-graphs", action="store_true", default=None,
                            help="capture the whole training step, fused Adam included, once as a CUDA graph "
                            "and replay it; needs CUDA and --sync epoch (default: off)")
+    knob("--adam", str, f"how the seed's Adam runs: {', '.join(ADAM_IMPLS)}; auto is fused under --cuda-graphs and "
+         "torch's choice otherwise (foreach on CUDA), fused is one kernel for all parameters, compiled wraps its "
+         "step in torch.compile (default mode) so inductor fuses it; same algorithm and settings (default: auto)")
     knob("--omp-wait-policy", str, f"how idle OpenMP threads wait: {', '.join(WAIT_POLICIES)}; active spins, passive "
          "sleeps in the kernel at once, default keeps the runtime's (libgomp: spin about 3 ms, then sleep); "
          f"GOMP_SPINCOUNT and KMP_BLOCKTIME are set to match (default: {DEFAULT.omp_wait_policy})")

@@ -26,6 +26,8 @@ COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 AMP_MODES = ("off", "bf16", "fp16")
 DATA_SOURCES = ("auto", "mnist", "embedded", "synthetic")
 SYNC_MODES = ("step", "epoch")
+# How the seed's Adam runs: auto is fused under --cuda-graphs and torch's own choice otherwise.
+ADAM_IMPLS = ("auto", "foreach", "fused", "compiled")
 WAIT_POLICIES = ("default", "active", "passive")
 # The C allocator a child runs with, and the Debian package that provides each preloadable one.
 ALLOCATOR_PACKAGES = {"system": "", "jemalloc": "libjemalloc2", "tcmalloc": "libtcmalloc-minimal4"}
@@ -55,6 +57,7 @@ class RunSpec:
     instrument: bool = True  # per-step timers and device events; off only to measure their cost
     sync: str = "step"  # when the host reads the loss: every step (the seed's) or once per epoch
     cuda_graphs: bool = False  # capture the whole step once and replay it (CUDA, --sync epoch)
+    adam: str = "auto"  # the optimizer's implementation; the algorithm and its settings stay the seed's
     nproc_per_node: int = 1  # data-parallel ranks per host, launched by torchrun; batch_size stays per rank
     nnodes: int = 1  # hosts taking part in one data-parallel run
 
@@ -77,6 +80,11 @@ class RunSpec:
     @property
     def is_cuda(self) -> bool:
         return self.device.startswith("cuda")
+
+    @property
+    def compiles(self) -> bool:
+        """torch.compile runs in this training: the model's (--compile), the optimizer's, or both."""
+        return self.compile != "off" or self.adam == "compiled"
 
     def key(self) -> str:
         """A short stable hash of every field; equal specs give equal keys on any machine.
@@ -140,22 +148,22 @@ SPEC_FIELDS: tuple[str, ...] = tuple(FIELD_TYPES)
 # The fields a user turns to make the same training faster; the others (seed, epochs, data, lr,
 # ...) change the question. batch_size is one too, but it also changes the optimization.
 SPEED_KNOBS: tuple[str, ...] = (
-    "loader", "workers", "pin_memory", "sync", "cuda_graphs", "threads", "compile", "amp", "omp_wait_policy",
-    "allocator", "bind",
+    "loader", "workers", "pin_memory", "sync", "cuda_graphs", "adam", "threads", "compile", "amp",
+    "omp_wait_policy", "allocator", "bind",
 )
 # Fields added after the first release, with their defaults: left out of keys at their default.
 LATER_FIELDS: dict[str, Any] = {
     "sync": "step", "cuda_graphs": False, "nproc_per_node": 1, "nnodes": 1, "omp_wait_policy": "default",
-    "allocator": "system", "bind": False, "instrument": True,
+    "allocator": "system", "bind": False, "instrument": True, "adam": "auto",
 }
 # The values each field may take on its own, whatever the machine: a bad one is refused before
 # anything runs, in a single run and in a sweep alike.
 CHOICES: dict[str, tuple[str, ...]] = {
     "loader": LOADERS, "compile": COMPILE_MODES, "amp": AMP_MODES, "sync": SYNC_MODES, "data": DATA_SOURCES,
-    "omp_wait_policy": WAIT_POLICIES, "allocator": ALLOCATORS,
+    "omp_wait_policy": WAIT_POLICIES, "allocator": ALLOCATORS, "adam": ADAM_IMPLS,
 }
 CHOICE_NAMES = {"compile": "compile mode", "amp": "amp mode", "sync": "sync mode", "data": "data source",
-                "omp_wait_policy": "OpenMP wait policy"}
+                "omp_wait_policy": "OpenMP wait policy", "adam": "Adam implementation"}
 MINIMUMS: dict[str, int] = {
     "batch_size": 1, "epochs": 1, "samples": 1, "profile_steps": 1, "threads": 1, "interop_threads": 1, "steps": 1,
     "workers": 0, "nproc_per_node": 1, "nnodes": 1, "seed": 0,
@@ -318,6 +326,9 @@ def validate(spec: RunSpec, caps: Capabilities | None = None) -> list[Problem]:
         bad("pin_memory", "--pin-memory only matters for a CUDA device")
     if spec.amp == "fp16" and not spec.is_cuda:
         bad("amp", f"fp16 autocast with a GradScaler needs CUDA, not {spec.device!r}; try bf16")
+    if spec.adam == "compiled" and spec.amp == "fp16":
+        bad("adam", "--adam compiled cannot run under fp16's GradScaler, which steps the optimizer itself; "
+            "use --adam fused (it unscales inside its kernel) or --amp bf16")
     if spec.cuda_graphs:
         problems.extend(_graph_problems(spec))
     if spec.world_size > 1:
@@ -354,6 +365,8 @@ def _rank_problems(spec: RunSpec) -> list[Problem]:
             reasons.append((name, f"{flag} is not supported with more than one rank yet"))
     if spec.compile != "off":
         reasons.append(("compile", "--compile is not supported with more than one rank yet"))
+    if spec.adam == "compiled":
+        reasons.append(("adam", "--adam compiled is not supported with more than one rank yet"))
     return [Problem(name, reason) for name, reason in reasons]
 
 

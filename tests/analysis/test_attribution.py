@@ -172,6 +172,16 @@ def test_knobs_the_run_already_uses_are_named_as_set_not_advised() -> None:
     assert "Knobs: none left. Already set: --loader device." in str(waiting)
 
 
+def test_a_fused_or_compiled_adam_is_a_launch_knob_until_the_run_uses_one() -> None:
+    launching = split(0.1, 0.1, 5.0, 0.3)
+    eager = attribute(Evidence(launching, "cuda", busy_fraction=0.2, spec=RunSpec(device="cuda")))
+    assert eager.kind == LAUNCH and "--adam fused (one optimizer kernel)" in eager.knobs
+    compiled = attribute(Evidence(launching, "cuda", busy_fraction=0.2, spec=RunSpec(device="cuda", adam="compiled")))
+    assert not any(k.startswith("--adam") for k in compiled.knobs) and compiled.set_already == ("--adam compiled",)
+    cpu = attribute(Evidence(split(0.2, math.nan, 4.0, math.nan), "cpu", busy_fraction=0.3, spec=RunSpec()))
+    assert "--adam fused (one optimizer op)" in cpu.knobs
+
+
 def test_a_tensor_loader_is_pointed_to_the_device_loader() -> None:
     found = attribute(Evidence(split(6.0, 1.0, 2.0, 1.0), "cuda", spec=RunSpec(device="cuda", loader="tensor")))
     assert found.knobs == ("--loader device", "--pin-memory") and found.set_already == ("--loader tensor",)

@@ -244,10 +244,14 @@ def test_rung_steps_name_the_wait_each_knob_removed() -> None:
         rung("device", step=2.44, data=0.07, compute=2.29),
         rung("device", step=2.24, data=0.06, compute=2.15, sync="epoch", split_sync_ms=0.0),
         rung("device", step=0.377, data=0.03, compute=0.27, sync="epoch", cuda_graphs=True, split_sync_ms=0.0),
+        rung("device", step=0.25, data=0.03, compute=0.22, sync="epoch", cuda_graphs=True, adam="compiled",
+             split_sync_ms=0.0),
         rung("device", step=2.22, data=0.07, compute=2.58, sync="epoch", compile="reduce-overhead",
              split_sync_ms=0.0),
     ]
     texts = [f.text for f in fnd.rung_steps(rows)]
+    # The compiled optimizer builds on the graphs: set against them.
+    assert texts.pop(3).startswith("adam=compiled (against loader=device,sync=epoch,cuda_graphs=on): step 0.377")
     assert texts[0].startswith("loader=device (against seed configuration): step 8.900 -> 2.440 ms")
     assert "data wait 6.750 -> 0.070 ms" in texts[0]
     assert texts[2].startswith("cuda_graphs=on (against loader=device,sync=epoch)") and "5.94x" in texts[2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pandas as pd
@@ -19,12 +20,15 @@ def test_each_rung_adds_one_knob_to_the_seed_configuration() -> None:
     assert (specs["sync-epoch"].loader, specs["sync-epoch"].sync) == ("device", "epoch")
     assert specs["cuda-graphs"].cuda_graphs and specs["cuda-graphs"].sync == "epoch"
     assert specs["reduce-overhead"].compile == "reduce-overhead" and not specs["reduce-overhead"].cuda_graphs
+    top = specs["compiled-adam"]
+    assert top == dataclasses.replace(specs["cuda-graphs"], adam="compiled") and top.compile == "off"
     assert all(validate(spec, Capabilities(cuda_devices=1)) == [] for spec in specs.values())
 
 
 def test_pick_keeps_ladder_order_and_names_unknown_rungs() -> None:
     assert [r.name for r in ladder.pick(["cuda-graphs", "seed"])] == ["seed", "cuda-graphs"]
-    assert "max-autotune" not in [r.name for r in ladder.pick(None)]
+    defaults = [r.name for r in ladder.pick(None)]
+    assert "max-autotune" not in defaults and "compiled-adam" not in defaults and "cuda-graphs" in defaults
     with pytest.raises(ValueError, match="unknown rung 'turbo'"):
         ladder.pick(["turbo"])
 

@@ -66,6 +66,18 @@ def test_cuda_graphs_train_every_batch_and_learn_like_eager(tmp_path: Path) -> N
     assert graphed["final_loss"] == pytest.approx(plain["final_loss"], rel=0.01)
 
 
+@pytest.mark.slow
+def test_a_compiled_adam_is_captured_in_the_graph_and_learns_like_the_fused_one(tmp_path: Path) -> None:
+    graphed = ["run", *REAL, "--loader", "device", "--sync", "epoch", "--cuda-graphs", "--out", str(tmp_path)]
+    assert main(graphed) == 0
+    assert main([*graphed, "--adam", "compiled"]) == 0
+    fused, compiled = rows(tmp_path)
+    assert compiled["samples_seen"] == fused["samples_seen"] == 8000
+    assert compiled["recompiles"] == 0, compiled["compile_warnings"]  # none during capture either
+    assert compiled["compile_s"] > 0 and compiled["compile_cudagraph_skips"] == 0
+    assert compiled["final_loss"] == pytest.approx(fused["final_loss"], rel=0.01)
+
+
 def test_fp16_autocast_with_a_grad_scaler_learns(tmp_path: Path) -> None:
     for amp in ("off", "fp16"):
         assert main(["run", *REAL, "--amp", amp, "--loader", "device", "--out", str(tmp_path)]) == 0

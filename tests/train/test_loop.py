@@ -15,7 +15,7 @@ from vaebench.measure.data import prepare
 from vaebench.spec import RunSpec
 from vaebench.train.distributed import ONE_PROCESS, Shard
 from vaebench.train.loaders import make_source
-from vaebench.train.loop import DeviceEvents, StepLog, build_on, measured, run_epochs, warm_device
+from vaebench.train.loop import DeviceEvents, StepLog, adam, build_on, measured, run_epochs, warm_device
 
 # Milliseconds each phase of a step takes, in the loop's order.
 DATA, ZERO_GRAD, COPY, COMPUTE, SYNC, UPDATE = 2.0, 0.5, 1.0, 3.0, 4.0, 0.5
@@ -189,3 +189,19 @@ def test_device_events_time_every_period_sample_the_compute_and_are_reused_epoch
 def test_the_split_averages_the_sampled_device_compute() -> None:
     log = StepLog(warmup=1, device_compute_ms=[9.0, 1.0, math.nan, 3.0, math.nan], device_copy_ms=[0.0] * 5)
     assert log.split().device_compute_ms == 2.0
+
+
+@pytest.mark.parametrize(
+    ("spec", "foreach", "fused"),
+    [
+        (RunSpec(), None, None),  # torch's own choice, as in the seed
+        (RunSpec(cuda_graphs=True), None, True),  # auto under graphs: one kernel, capturable
+        (RunSpec(adam="foreach"), True, None),
+        (RunSpec(adam="fused"), None, True),
+        (RunSpec(adam="compiled"), None, None),  # inductor fuses torch's own choice
+    ],
+)
+def test_adam_implementation_follows_the_spec(spec: RunSpec, foreach: bool | None, fused: bool | None) -> None:
+    optimizer = adam(iter([torch.nn.Parameter(torch.zeros(3))]), spec)
+    assert (optimizer.defaults["foreach"], optimizer.defaults["fused"]) == (foreach, fused)
+    assert optimizer.defaults["capturable"] is spec.cuda_graphs and optimizer.defaults["lr"] == spec.lr

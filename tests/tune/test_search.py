@@ -165,6 +165,8 @@ def test_knob_groups_skip_invalid_combinations() -> None:
     assert "compile" not in cpu and "workers/pin memory" not in cpu
     gpu = dict(knob_groups(RunSpec(device="cuda"), Capabilities(cuda_devices=1, logical_cores=4)))
     assert any(s.pin_memory and s.workers == 4 for s in gpu["workers/pin memory"])
+    assert [s.adam for s in gpu["adam"]] == [s.adam for s in cpu["adam"]] == ["fused"]
+    assert "adam" not in dict(knob_groups(RunSpec(adam="fused"), Capabilities(logical_cores=4)))  # nothing to try
 
 
 def test_the_knob_stage_tries_the_allocators_and_wait_policies_this_machine_has() -> None:

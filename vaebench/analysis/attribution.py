@@ -4,7 +4,8 @@ Pure rules on numbers the run already measured. The split is the host's view of 
 `data` waiting for a batch, `copy` the host-to-device copy, `compute` the host running (on a
 GPU: launching) forward, backward and optimizer, `sync` the host blocked in `loss.item()`
 while the device catches up. The busy fraction (from a trace) says whether the device was
-the one working meanwhile; on a GPU only the trace's device rows measure that. The host's
+the one working meanwhile; on a GPU only the trace's device rows measure that, and their time
+per step is set against the unprofiled step, since the profiler slows the host. The host's
 aten-op share (what a CPU run's trace gives) does not, nor do the CUDA events' copy-to-end
 stream times, which include every gap in which the GPU waited for the host to launch.
 A measured what-if (a rerun with one knob changed) outranks the rules: when one sped the
@@ -32,6 +33,7 @@ KNOBS: dict[str, tuple[str, ...]] = {
     LAUNCH: (
         "--compile reduce-overhead (CUDA graphs)",
         "--compile default (fewer, fused kernels)",
+        "--adam fused (one optimizer kernel)",
         "a larger --batch-size",
     ),
     COMPUTE: ("--amp bf16", "a larger --batch-size", "--compile default"),
@@ -39,7 +41,8 @@ KNOBS: dict[str, tuple[str, ...]] = {
 }
 CPU_KNOBS: dict[str, tuple[str, ...]] = {
     INPUT: ("--loader tensor", "--workers N"),
-    LAUNCH: ("--compile default (less Python and dispatch per op)", "a larger --batch-size"),
+    LAUNCH: ("--compile default (less Python and dispatch per op)", "--adam fused (one optimizer op)",
+             "a larger --batch-size"),
     COMPUTE: ("--threads N", "--amp bf16", "--compile default"),
     SYNC: KNOBS[SYNC],
 }
@@ -255,6 +258,10 @@ def _in_effect(knob: str, spec: RunSpec) -> str:
         if spec.cuda_graphs:
             return _flag_of(spec, "cuda_graphs")
         return _flag_of(spec, "compile") if spec.compile == "reduce-overhead" else ""
+    if flag == "--adam":  # fused, compiled, or auto under --cuda-graphs (fused there)
+        if spec.adam in ("fused", "compiled"):
+            return _flag_of(spec, "adam")
+        return _flag_of(spec, "cuda_graphs") if spec.cuda_graphs and spec.adam == "auto" else ""
     if flag in ("--compile", "--amp"):
         name = flag[2:]
         return _flag_of(spec, name) if getattr(spec, name) != "off" else ""

@@ -144,6 +144,7 @@ class Workload:
     source: BatchSource
     model: VAE
     optimizer: torch.optim.Optimizer
+    optimizer_step: Callable[[], object]  # the optimizer's step, compiled under --adam compiled
     forward: Forward
     scaler: torch.amp.GradScaler | None
     autocast: contextlib.AbstractContextManager[object]
@@ -165,7 +166,7 @@ class Workload:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            self.optimizer.step()
+            self.optimizer_step()
 
 
 class GraphedStep:
@@ -270,7 +271,7 @@ def train(
     steps_total = total_steps(spec, len(work.source))
     # A process that already trained (tune's screen) is warm: it may ask for fewer steps.
     warmup = warmup_steps(steps_total) if warmup is None else min(warmup, steps_total // 2)
-    watch = CompileWatch(work, clock) if spec.compile != "off" else None
+    watch = CompileWatch(work, clock) if spec.compiles else None
     window = (
         ProfileWindow(out_dir or Path("."), run_id, spec.device, spec.profile_steps, start_after=warmup, clock=clock)
         if spec.profile
@@ -323,12 +324,14 @@ def build_on(spec: RunSpec, source: BatchSource, shard: Shard = ONE_PROCESS) -> 
     allreduce = None
     if shard.distributed:
         forward, allreduce = distributed.wrap(model, device)
+    optimizer = adam(model.parameters(), spec)
     return Workload(
         spec=spec,
         device=device,
         source=source,
         model=model,
-        optimizer=adam(model.parameters(), spec),
+        optimizer=optimizer,
+        optimizer_step=torch.compile(optimizer.step) if spec.adam == "compiled" else optimizer.step,
         forward=forward,
         scaler=torch.amp.GradScaler("cuda") if spec.amp == "fp16" else None,
         autocast=_autocast(spec),
@@ -354,9 +357,13 @@ def compiled_for_full_batches(model: VAE, spec: RunSpec) -> Forward:
 
 
 def adam(params: Iterator[torch.nn.Parameter], spec: RunSpec) -> torch.optim.Adam:
-    """The seed's Adam; under --cuda-graphs capturable (its step count on the device, so a
-    captured step can replay it) and fused: one kernel for all parameters, not a foreach chain."""
-    return torch.optim.Adam(params, lr=spec.lr, capturable=spec.cuda_graphs, fused=spec.cuda_graphs or None)
+    """The seed's Adam in the run's implementation (`--adam`). Under --cuda-graphs it is
+    capturable (its step count on the device, so a captured step can replay it), and auto
+    picks fused there: one kernel for all parameters, not a foreach chain. A compiled step
+    starts from torch's own choice, which inductor then fuses."""
+    impl = spec.adam if spec.adam != "auto" else ("fused" if spec.cuda_graphs else "torch")
+    return torch.optim.Adam(params, lr=spec.lr, capturable=spec.cuda_graphs,
+                            foreach=True if impl == "foreach" else None, fused=True if impl == "fused" else None)
 
 
 def warm_device(work: Workload) -> None:

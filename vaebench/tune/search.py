@@ -320,6 +320,7 @@ def knob_groups(spec: RunSpec, caps: Capabilities, include: Sequence[str] = ()) 
         # The kernel-time knobs: validate drops the allocators this machine does not have.
         alternatives("allocator", [{"allocator": name} for name in ALLOCATORS])
         alternatives("wait policy", [{"omp_wait_policy": policy} for policy in WAIT_POLICIES])
+    alternatives("adam", [{"adam": "fused"}])  # the same algorithm in one kernel: no compile to wait for
     if "compile" in include:
         alternatives("compile", [{"compile": "default"}])
     if "amp" in include:
