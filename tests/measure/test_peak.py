@@ -81,3 +81,19 @@ def test_a_nan_cached_by_an_older_version_is_measured_again(cache: Path, monkeyp
     assert math.isnan(peak.cached_peak(spec, measure=False))
     monkeypatch.setattr(peak.subprocess, "run", FakeProbe("3e11"))
     assert peak.cached_peak(spec) == 3e11
+
+
+def test_a_peak_below_a_rate_already_reached_is_measured_again_and_only_rises(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = RunSpec(threads=2)
+    cache.write_text(json.dumps({peak.peak_key(spec): 3.5e10}))  # measured while the cores were busy
+    probe = FakeProbe("9e10", "2e10", subprocess.CalledProcessError(1, ["python"], stderr="killed\n"))
+    monkeypatch.setattr(peak.subprocess, "run", probe)
+    assert peak.cached_peak(spec, at_least=3e10) == 3.5e10 and not probe.envs  # not contradicted: kept
+    assert peak.cached_peak(spec, at_least=7e10) == 9e10  # a run reached 70 GFLOP/s: measured again
+    assert json.loads(cache.read_text()) == {peak.peak_key(spec): 9e10}
+    assert peak.cached_peak(spec, at_least=1e11) == 9e10  # a lower measurement does not lower it
+    assert peak.cached_peak(spec, at_least=1e11) == 9e10  # nor does a failed one
+    assert len(probe.envs) == 3 and json.loads(cache.read_text()) == {peak.peak_key(spec): 9e10}
+    assert peak.cached_peak(spec, at_least=1e12, measure=False) == 9e10

@@ -323,3 +323,19 @@ def test_a_run_beside_a_busy_neighbour_is_flagged_in_its_record_and_summary(
     assert row["neighbour_cpu_pct"] > NEIGHBOUR_LIMIT_PCT, row["neighbour_cpu_pct"]
     out = capsys.readouterr().out
     assert "WARNING   processes outside this run used" in out and "outside this run:" in out
+
+
+def test_a_run_faster_than_the_cached_peak_has_the_peak_measured_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[float] = []
+
+    def fake_peak(spec: RunSpec, *, at_least: float = 0.0, **_: object) -> float:
+        asked.append(at_least)
+        return 1.0 if not at_least else 1e15  # cached under load, then measured again
+
+    monkeypatch.setattr("vaebench.measure.run.cached_peak", fake_peak)
+    assert run(tmp_path, "--threads", "1") == 0
+    row = load_runs(str(tmp_path)).iloc[0]
+    assert asked == [0.0, pytest.approx(row["model_flops_per_s"])]
+    assert row["peak_flops_per_s"] == 1e15 and row["flops_frac"] == pytest.approx(row["model_flops_per_s"] / 1e15)

@@ -31,17 +31,26 @@ def peak_key(spec: RunSpec) -> str:
     return "|".join([key, *extras])
 
 
-def cached_peak(spec: RunSpec, *, measure: bool = True, timeout: float = 120.0, allocator_path: str = "") -> float:
+def cached_peak(
+    spec: RunSpec, *, measure: bool = True, timeout: float = 120.0, allocator_path: str = "", at_least: float = 0.0
+) -> float:
     """Peak FLOP/s for the spec's device, dtype, threads and OpenMP and allocator settings, measured
-    in the run's own environment; NaN if it cannot be measured."""
+    in the run's own environment; NaN if it cannot be measured.
+
+    `at_least` is a rate a run already reached with those settings: a cached peak below it was
+    measured while something else held the cores, so it is measured again. A peak only rises:
+    the cache keeps the higher of the old and the new measurement.
+    """
     path = cache_dir() / "peak_flops.json"
     key = peak_key(spec)
     cache = _read(path)
-    if _usable(cache.get(key)) or not measure:
-        return float(cache.get(key, math.nan))
+    cached = float(cache.get(key, math.nan))
+    if (_usable(cached) and cached >= at_least) or not measure:
+        return cached
     value = _probe(spec, timeout, allocator_path)
     if not _usable(value):
-        return math.nan
+        return cached if _usable(cached) else math.nan
+    value = max(value, cached) if _usable(cached) else value
     cache[key] = value
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")

@@ -116,6 +116,10 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
     elif not answer.ok or answer.metrics is None:
         status, reason = FAILED, answer.reason or "failed without a reason"
     else:
+        per_rank = answer.metrics.model_flops_per_s / spec.world_size
+        if per_rank > peak:  # the cached peak was measured under load: measure it again, now
+            peak = cached_peak(spec, measure=options.measure_peak, allocator_path=options.allocator_path,
+                               at_least=per_rank)
         train = _with_peak(answer.metrics, peak * spec.world_size)
     usage = exit_.usage
     if answer is not None and not math.isnan(answer.main_cpu_s):
