@@ -124,6 +124,9 @@ def test_device_time_per_step_against_the_unprofiled_step_undoes_the_profilers_s
     # A device busy all step long bounds it, however long the host waited for input meanwhile.
     waiting = dataclasses.replace(ev, split=split(0.06, 0.04, 0.11, 0.0))
     assert attribute(waiting).kind == COMPUTE and waiting.share(0.06, 0.04) > 0.3
+    # The run's own median step, where known, is the unprofiled step (a graphed run's is the device's period).
+    timed = dataclasses.replace(ev, step_median_ms=0.288)
+    assert timed.busy == pytest.approx(0.267 / 0.288) and "in a 0.288 ms unprofiled step" in str(attribute(timed))
     # Without the per-step figure the profiled window's fraction stands, and reads as launch-bound.
     assert attribute(dataclasses.replace(ev, busy_ms_per_step=math.nan)).kind == LAUNCH
     # A device busier than the step (work queued across steps) is busy all of it, not more.

@@ -62,6 +62,8 @@ def test_device_time_per_step_is_set_beside_the_unprofiled_step() -> None:
     assert finding.numbers["gpu_busy_step_frac"] == pytest.approx(1.6 / 2.0)
     assert "1.600 ms of device work per step fill 80% of the unprofiled 2.00 ms step" in finding.text
     assert fnd.step_split(row | {"profile_busy_ms_per_step": 3.0}).numbers["gpu_busy_step_frac"] == 1.0
+    timed = fnd.step_split(row | {"step_median_ms": 1.7})  # the run's own median step, where recorded
+    assert timed is not None and "fill 94% of the unprofiled 1.70 ms step" in timed.text
 
 
 def test_a_host_op_share_on_a_gpu_run_is_not_gpu_busy() -> None:

@@ -73,6 +73,7 @@ class Evidence:
     busy_fraction: float = math.nan  # from the trace; on a CPU run the aten-op share
     busy_source: str = ""  # the record's profile_busy_source; "" trusts busy_fraction as given
     busy_ms_per_step: float = math.nan  # the trace's busy time per profiled step
+    step_median_ms: float = math.nan  # the run's own median step, unprofiled (on a graphed run: the device's)
     underfilled_share: float = math.nan  # of kernel time, in kernels with fewer blocks than SMs
     kernels_per_step: float = math.nan
     gpu_util_pct: float = math.nan  # NVML utilization.gpu, mean over the run
@@ -101,19 +102,24 @@ class Evidence:
         if self.busy_source and not from_device_rows(self.busy_source):
             return math.nan
         if self.unprofiled_busy_known:
-            return min(1.0, self.busy_ms_per_step / self.step_ms)
+            return min(1.0, self.busy_ms_per_step / self.period_ms)
         return self.busy_fraction
 
     @property
+    def period_ms(self) -> float:
+        """The unprofiled step: the run's median where known, else the host split's sum."""
+        return self.step_median_ms if self.step_median_ms > 0 else self.step_ms
+
+    @property
     def unprofiled_busy_known(self) -> bool:
-        return self.on_gpu and math.isfinite(self.busy_ms_per_step) and self.step_ms > 0
+        return self.on_gpu and math.isfinite(self.busy_ms_per_step) and self.period_ms > 0
 
     def busy_text(self, *, idle: bool = False) -> str:
         """How busy (or idle) the device was, in words, with where the figure came from."""
         state, share = ("idle", 1 - self.busy) if idle else ("busy", self.busy)
         if self.unprofiled_busy_known:
             return (f"the device is {state} {100 * share:.0f}% of the step (the trace's "
-                    f"{self.busy_ms_per_step:.3f} ms of device work per step in a {self.step_ms:.3f} ms "
+                    f"{self.busy_ms_per_step:.3f} ms of device work per step in a {self.period_ms:.3f} ms "
                     "unprofiled step)")
         return f"the device is {state} {100 * share:.0f}% of the wall time"
 

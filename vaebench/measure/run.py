@@ -194,6 +194,7 @@ def _bottleneck(spec: RunSpec, train: TrainMetrics | None, monitor: MonitorSumma
         busy_fraction=train.profile.profile_busy_fraction,
         busy_source=train.profile.profile_busy_source,
         busy_ms_per_step=train.profile.profile_busy_ms_per_step,
+        step_median_ms=train.step_median_ms,
         underfilled_share=train.profile.profile_underfilled_share,
         kernels_per_step=train.profile.profile_kernels_per_step,
         gpu_util_pct=monitor.gpu_util_mean,

@@ -88,8 +88,10 @@ def step_split(row: Row) -> Finding | None:
 
 
 def _unprofiled_busy(row: Row, numbers: dict[str, float]) -> str:
-    """The trace's device time per step against the host's unprofiled step (`numbers["step_ms"]`)."""
-    busy_ms, step = number(row.get("profile_busy_ms_per_step")), numbers["step_ms"]
+    """The trace's device time per step against the unprofiled step: the run's median step, or
+    where a record lacks it the host split's sum (`numbers["step_ms"]`)."""
+    busy_ms, median = number(row.get("profile_busy_ms_per_step")), number(row.get("step_median_ms"))
+    step = median if median > 0 else numbers["step_ms"]
     if math.isnan(busy_ms):
         return ""
     share = min(1.0, busy_ms / step)
