@@ -506,7 +506,8 @@ class CompileWatch:
 
     def __init__(self, work: Workload, clock: Clock) -> None:
         self.before = compile_counters()
-        self.eager_ms = eager_step_ms(work, clock)
+        # A graphed step's speed is the graph's, not the compiler's: no eager payback to count.
+        self.eager_ms = math.nan if work.spec.cuda_graphs else eager_step_ms(work, clock)
 
     def report(self, compiled_step_ms: float) -> CompileStats:
         """`compiled_step_ms`: the compiled run's median step without its data wait."""
