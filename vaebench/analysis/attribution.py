@@ -66,6 +66,13 @@ FP16_SYNC = (
 )
 
 
+def share_of_step(busy_ms: float, step_ms: float) -> float:
+    """Device work per step over the unprofiled step, at most 1 (work queued past a step's end
+    is still one step's); NaN where either is unknown."""
+    share = busy_ms / step_ms if step_ms > 0 else math.nan
+    return min(1.0, share) if math.isfinite(share) else math.nan
+
+
 @dataclass(frozen=True)
 class Evidence:
     split: StepSplit
@@ -101,9 +108,8 @@ class Evidence:
             return self.busy_fraction
         if self.busy_source and not from_device_rows(self.busy_source):
             return math.nan
-        if self.unprofiled_busy_known:
-            return min(1.0, self.busy_ms_per_step / self.period_ms)
-        return self.busy_fraction
+        unprofiled = self.unprofiled_busy
+        return unprofiled if math.isfinite(unprofiled) else self.busy_fraction
 
     @property
     def period_ms(self) -> float:
@@ -111,13 +117,14 @@ class Evidence:
         return self.step_median_ms if self.step_median_ms > 0 else self.step_ms
 
     @property
-    def unprofiled_busy_known(self) -> bool:
-        return self.on_gpu and math.isfinite(self.busy_ms_per_step) and self.period_ms > 0
+    def unprofiled_busy(self) -> float:
+        """The trace's device time per step over the unprofiled step; NaN off a GPU or unknown."""
+        return share_of_step(self.busy_ms_per_step, self.period_ms) if self.on_gpu else math.nan
 
     def busy_text(self, *, idle: bool = False) -> str:
         """How busy (or idle) the device was, in words, with where the figure came from."""
         state, share = ("idle", 1 - self.busy) if idle else ("busy", self.busy)
-        if self.unprofiled_busy_known:
+        if math.isfinite(self.unprofiled_busy):
             return (f"the device is {state} {100 * share:.0f}% of the step (the trace's "
                     f"{self.busy_ms_per_step:.3f} ms of device work per step in a {self.period_ms:.3f} ms "
                     "unprofiled step)")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..analysis import kernel
-from ..analysis.attribution import FP16_SYNC
+from ..analysis.attribution import FP16_SYNC, share_of_step
 from ..analysis.trace import NO_DEVICE_ROWS, NO_DEVICE_SOURCE, from_device_rows
 from ..rules import INPUT_BOUND_SHARE
 from ..spec import DEFAULT, SPEED_KNOBS
@@ -92,9 +92,9 @@ def _unprofiled_busy(row: Row, numbers: dict[str, float]) -> str:
     where a record lacks it the host split's sum (`numbers["step_ms"]`)."""
     busy_ms, median = number(row.get("profile_busy_ms_per_step")), number(row.get("step_median_ms"))
     step = median if median > 0 else numbers["step_ms"]
-    if math.isnan(busy_ms):
+    share = share_of_step(busy_ms, step)
+    if math.isnan(share):
         return ""
-    share = min(1.0, busy_ms / step)
     numbers |= {"device_busy_ms": busy_ms, "gpu_busy_step_frac": share}
     return (f" Its {busy_ms:.3f} ms of device work per step fill {100 * share:.0f}% of the unprofiled "
             f"{step:.2f} ms step: the profiler slows the host, not the kernels.")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._format import fmt, markdown_table, text_table
+from ..analysis.attribution import share_of_step
 from ..errors import UsageError
 from ..result import OK
 from ..spec import DEFAULT, RunSpec
@@ -126,7 +127,7 @@ def table(plan: LadderPlan, runs: pd.DataFrame) -> pd.DataFrame:
         trace = ok[ok["spec_key"] == profiled[rung.name].key()] if rung.name in profiled and not ok.empty else None
         traced = {c: _median(trace, c) if trace is not None else row[c] for c in TRACE_COLUMNS}
         row["busy_fraction"] = 100 * traced["profile_busy_fraction"]
-        row["busy_of_step"] = 100 * _capped_share(traced["profile_busy_ms_per_step"], row["step_median_ms"])
+        row["busy_of_step"] = 100 * share_of_step(traced["profile_busy_ms_per_step"], row["step_median_ms"])
         row["kernels_per_step"] = traced["profile_kernels_per_step"]
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -260,12 +261,6 @@ def report_folder(base: RunSpec, rungs: Sequence[Rung], folder: Path, *, profile
     path = write(frame, folder, device=base.device, epochs=base.epochs, gpu_name=gpu, notes=notes)
     write_report(build_report(folder))
     return "\n".join([render_text(frame), *[f"note: {note}" for note in notes]]), path
-
-
-def _capped_share(part: float, whole: float) -> float:
-    """part / whole, at most 1 (device work queued past a step's end is still one step's); NaN if unknown."""
-    share = part / whole if whole > 0 else math.nan
-    return min(1.0, share) if math.isfinite(share) else math.nan
 
 
 def _median(frame: pd.DataFrame | None, column: str) -> float:
