@@ -219,5 +219,7 @@ def test_every_adam_implementation_is_a_speed_knob_and_compiled_counts_as_compil
         assert validate(dataclasses.replace(graphed, adam=impl), cuda) == []
     assert RunSpec(adam="compiled").compiles and RunSpec(compile="default").compiles
     assert not RunSpec(adam="fused").compiles
+    assert (RunSpec().adam_impl, graphed.adam_impl, dataclasses.replace(graphed, adam="foreach").adam_impl) == (
+        "torch", "fused", "foreach")
     assert "adam" in SPEED_KNOBS and "adam=fused" in RunSpec(adam="fused").label()
     assert validate(RunSpec(device="cuda", adam="fused", amp="fp16"), cuda) == []

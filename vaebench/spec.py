@@ -82,6 +82,14 @@ class RunSpec:
         return self.device.startswith("cuda")
 
     @property
+    def adam_impl(self) -> str:
+        """The Adam that runs: auto resolved, to fused under --cuda-graphs and to torch's own
+        choice ("torch") otherwise."""
+        if self.adam != "auto":
+            return self.adam
+        return "fused" if self.cuda_graphs else "torch"
+
+    @property
     def compiles(self) -> bool:
         """torch.compile runs in this training: the model's (--compile), the optimizer's, or both."""
         return self.compile != "off" or self.adam == "compiled"

@@ -271,10 +271,10 @@ def _in_effect(knob: str, spec: RunSpec) -> str:
         if spec.cuda_graphs:
             return _flag_of(spec, "cuda_graphs")
         return _flag_of(spec, "compile") if spec.compile == "reduce-overhead" else ""
-    if flag == "--adam":  # fused, compiled, or auto under --cuda-graphs (fused there)
-        if spec.adam in ("fused", "compiled"):
-            return _flag_of(spec, "adam")
-        return _flag_of(spec, "cuda_graphs") if spec.cuda_graphs and spec.adam == "auto" else ""
+    if flag == "--adam":  # fused or compiled, asked for or (auto) chosen by --cuda-graphs
+        if spec.adam_impl not in ("fused", "compiled"):
+            return ""
+        return _flag_of(spec, "adam") if spec.adam != "auto" else _flag_of(spec, "cuda_graphs")
     if flag in ("--compile", "--amp"):
         name = flag[2:]
         return _flag_of(spec, name) if getattr(spec, name) != "off" else ""

@@ -361,7 +361,7 @@ def adam(params: Iterator[torch.nn.Parameter], spec: RunSpec) -> torch.optim.Ada
     capturable (its step count on the device, so a captured step can replay it), and auto
     picks fused there: one kernel for all parameters, not a foreach chain. A compiled step
     starts from torch's own choice, which inductor then fuses."""
-    impl = spec.adam if spec.adam != "auto" else ("fused" if spec.cuda_graphs else "torch")
+    impl = spec.adam_impl
     return torch.optim.Adam(params, lr=spec.lr, capturable=spec.cuda_graphs,
                             foreach=True if impl == "foreach" else None, fused=True if impl == "fused" else None)
 
