@@ -59,7 +59,8 @@ class StepSplit:
     add up to the step time. On a GPU, `compute` is the host's launch time and `sync` the
     wait for the device. The `device_*` fields are CUDA events' stream time from the copy to
     the step's end: it includes every gap where the GPU waited for the host, so it is not
-    busy time (the profiler's `profile_busy_fraction` is)."""
+    busy time (the profiler's `profile_busy_fraction` is), except on a `--cuda-graphs` step,
+    queued at once as one graph, where it bounds the device's work from above."""
 
     data_ms: float = math.nan  # host waiting for the next batch
     copy_ms: float = math.nan  # host-to-device copy

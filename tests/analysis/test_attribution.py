@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 
 import pytest
 
 from vaebench.analysis.attribution import (
     COMPUTE,
+    DEVICE_BUSY,
     INPUT,
     LAUNCH,
     SYNC,
@@ -143,6 +146,48 @@ def test_device_time_per_step_against_the_unprofiled_step_undoes_the_profilers_s
     assert cpu.busy == 0.3
 
 
+H200_GRAPHED = Path(__file__).parents[2] / "docs/examples/nvidia-h200/lease-2/runs.jsonl"
+
+
+def _lease_2_graphed(*, traced: bool) -> Evidence:
+    records = [json.loads(line) for line in H200_GRAPHED.read_text().splitlines()]
+    (r,) = [r for r in records if r["cuda_graphs"] and r["profile"] is traced]
+    parts = ("data", "copy", "compute", "sync", "device_copy", "device_compute")
+    return Evidence(StepSplit(*(r[f"split_{part}_ms"] for part in parts)), r["device"],
+                    busy_fraction=r["profile_busy_fraction"] or math.nan, busy_source=r["profile_busy_source"],
+                    step_median_ms=r["step_median_ms"], gpu_util_pct=r["gpu_util_mean"], spec=RunSpec.from_dict(r))
+
+
+def test_a_graphed_step_without_a_trace_is_timed_by_its_events() -> None:
+    # The H200's top rung, timed without a trace: it used to read "host launch overhead".
+    ev = _lease_2_graphed(traced=False)
+    assert ev.busy == pytest.approx((0.00155 + 0.28288) / 0.28835, abs=1e-3)
+    found = attribute(ev)
+    assert found.kind == COMPUTE
+    text = str(found)
+    assert "step 0.29 ms on the device; the host's step 0.26 ms = data 0.04" in text
+    assert "busy at most 99% of the step (CUDA events: the step's graph holds the stream 0.284 ms" in text
+    assert "--compile default" not in text and "--adam compiled" in text
+    # The same events on an eager step include the host's launch gaps: they are never busy time.
+    eager = dataclasses.replace(ev, spec=dataclasses.replace(ev.spec, cuda_graphs=False, sync="step"))
+    assert math.isnan(eager.busy) and attribute(eager).kind == LAUNCH
+    # An idle graphed device is idle at least by that much (the events' span is an upper bound on work).
+    waiting = dataclasses.replace(ev, step_median_ms=2.0, split=dataclasses.replace(ev.split, data_ms=1.7))
+    assert attribute(waiting).kind == INPUT
+    assert "idle at least 86% of the step" in dataclasses.replace(waiting, split=ev.split).busy_text(idle=True)
+
+
+def test_a_graphed_steps_trace_outranks_its_events_and_the_profiled_wall() -> None:
+    # Traced on lease 2: the profiled steps' wall read 57 % busy (the profiler slowed the host);
+    # that run's own events held the stream all of its step, which used to read "input pipeline".
+    ev = _lease_2_graphed(traced=True)
+    assert ev.busy_fraction < DEVICE_BUSY and attribute(ev).kind == COMPUTE
+    assert ev.busy == 1.0  # the events' span, at most the step
+    # The trace's device time per step, where recorded, is the better reading.
+    timed = dataclasses.replace(ev, busy_ms_per_step=0.267)
+    assert timed.busy == pytest.approx(0.267 / ev.step_median_ms) and "the trace's 0.267 ms" in str(attribute(timed))
+
+
 def test_a_gpu_trace_without_device_rows_is_named_in_the_evidence() -> None:
     ev = Evidence(split(0.1, 0.1, 0.5, 6.0), "cuda:0", busy_fraction=math.nan, busy_source=NO_DEVICE_SOURCE)
     found = attribute(ev)
@@ -167,7 +212,8 @@ def test_knobs_the_run_already_uses_are_named_as_set_not_advised() -> None:
     graphed = RunSpec(device="cuda", loader="device", sync="epoch", cuda_graphs=True)
     found = attribute(Evidence(split(0.03, 0.0, 0.21, 0.0), "cuda", spec=graphed))
     assert found.kind == LAUNCH
-    assert found.knobs == ("--compile default (fewer, fused kernels)", "a larger --batch-size")
+    # --compile is refused beside --cuda-graphs: inductor's kernels enter the graph as its Adam.
+    assert found.knobs == ("--adam compiled (inductor's Adam kernels inside the graph)", "a larger --batch-size")
     assert found.set_already == ("--cuda-graphs",) and str(found).endswith("Already set: --cuda-graphs.")
 
     waiting = attribute(Evidence(split(0.07, 0.05, 0.16, 0.0), "cuda", spec=graphed))

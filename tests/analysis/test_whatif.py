@@ -45,3 +45,14 @@ def test_the_verdict_does_not_advise_a_knob_the_configuration_already_uses() -> 
     verdict = bottlenecks(summary)["tensor"]
     assert verdict.startswith("bound by input pipeline")
     assert verdict.endswith("Knobs: none left. Already set: --loader tensor.")
+
+
+def test_a_graphed_configuration_is_judged_by_its_graphs_stream_time() -> None:
+    row = config("graphs", 450_000.0, device="cuda", loader="device", sync="epoch", cuda_graphs=True)
+    row.update({"split_data_ms_median": 0.04, "split_copy_ms_median": 0.03, "split_compute_ms_median": 0.18,
+                "split_sync_ms_median": 0.0, "split_device_copy_ms_median": 0.0,
+                "split_device_compute_ms_median": 0.28, "step_median_ms_median": 0.29})
+    verdict = bottlenecks(pd.DataFrame([row]))["graphs"]
+    assert verdict.startswith("bound by compute") and "busy at most 97% of the step" in verdict
+    eager = bottlenecks(pd.DataFrame([row | {"cuda_graphs": False, "sync": "step"}]))["graphs"]
+    assert not eager.startswith("bound by compute")

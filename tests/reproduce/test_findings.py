@@ -40,6 +40,20 @@ def test_gpu_step_split_calls_the_events_stream_time_not_busy_time() -> None:
     assert "data wait 1.20 ms (60%)" in finding.text
 
 
+def test_a_graphed_steps_stream_time_bounds_the_devices_work_without_a_trace() -> None:
+    # The H200's top rung (lease 2, no trace): one graph, queued at once, held the stream
+    # 0.284 ms of each 0.288 ms step.
+    row = GPU_ROW | {"cuda_graphs": True, "split_device_copy_ms": 0.0016, "split_device_compute_ms": 0.2829,
+                     "step_median_ms": 0.2884}
+    finding = fnd.step_split(row)
+    assert finding is not None
+    assert finding.numbers["graph_busy_step_frac"] == pytest.approx(0.2845 / 0.2884)
+    assert "device works at most 99% of the 0.288 ms step" in finding.text
+    assert "not busy time" not in finding.text
+    eager = fnd.step_split(row | {"cuda_graphs": False})
+    assert eager is not None and "not busy time" in eager.text and "graph_busy_step_frac" not in eager.numbers
+
+
 def test_gpu_busy_comes_from_the_traces_device_rows() -> None:
     row = GPU_ROW | {"profile_busy_fraction": 0.07, "profile_busy_source": DEVICE_SOURCE}
     finding = fnd.step_split(row)

@@ -4,10 +4,12 @@ Pure rules on numbers the run already measured. The split is the host's view of 
 `data` waiting for a batch, `copy` the host-to-device copy, `compute` the host running (on a
 GPU: launching) forward, backward and optimizer, `sync` the host blocked in `loss.item()`
 while the device catches up. The busy fraction (from a trace) says whether the device was
-the one working meanwhile; on a GPU only the trace's device rows measure that, and their time
+the one working meanwhile; on a GPU the trace's device rows measure that, and their time
 per step is set against the unprofiled step, since the profiler slows the host. The host's
-aten-op share (what a CPU run's trace gives) does not, nor do the CUDA events' copy-to-end
-stream times, which include every gap in which the GPU waited for the host to launch.
+aten-op share (what a CPU run's trace gives) does not, nor do an eager run's CUDA events:
+their copy-to-end stream time includes every gap in which the GPU waited for the host to
+launch. A `--cuda-graphs` step has no such gaps (its kernels are queued at once, as one graph),
+so there the events bound the device's work per step from above, without a trace.
 A measured what-if (a rerun with one knob changed) outranks the rules: when one sped the
 run up clearly, it names the bottleneck.
 """
@@ -55,6 +57,7 @@ WHATIF_FLAGS: dict[str, str] = {
     "--threads": COMPUTE,
 }
 
+GRAPH_ADAM = "--adam compiled (inductor's Adam kernels inside the graph)"
 DEVICE_BUSY = 0.80  # device busy above this: the device's own work bounds the step
 UNDERFILLED = 0.50  # kernel time in grids smaller than the GPU above this: "busy" is mostly empty SMs
 CPU_OP_BUSY = 0.50  # CPU run: aten ops below this share of wall, Python and dispatch dominate
@@ -98,18 +101,29 @@ class Evidence:
         return not self.device.startswith("cpu")
 
     @property
+    def graphed(self) -> bool:
+        return self.on_gpu and self.spec is not None and self.spec.cuda_graphs
+
+    @property
     def busy(self) -> float:
-        """The busy fraction these rules may use: on a GPU run only the device's own (from
-        the trace's kernel and copy rows), never a host aten-op share; NaN otherwise. On a GPU
-        it is the trace's device time per step over the unprofiled step where both are known:
-        the profiler slows the host (a graph launch by ~0.1 ms), not the kernels, so the
-        profiled steps' own wall time would count that slowing as device idle time."""
+        """The busy fraction these rules may use; NaN where nothing measured it."""
+        return self._busy_reading()[0]
+
+    def _busy_reading(self) -> tuple[float, str]:
+        """The busy fraction and where it came from, the best reading first. On a CPU run: the
+        trace's aten-op share. On a GPU run, never a host op share: the trace's device time per
+        step over the unprofiled step (the profiler slows the host, a graph launch by ~0.1 ms,
+        not the kernels); else, on a graphed run, the CUDA events' stream time per step; else the
+        trace's busy share of the profiled steps' wall time."""
         if not self.on_gpu:
-            return self.busy_fraction
-        if self.busy_source and not from_device_rows(self.busy_source):
-            return math.nan
-        unprofiled = self.unprofiled_busy
-        return unprofiled if math.isfinite(unprofiled) else self.busy_fraction
+            return self.busy_fraction, "wall"
+        trusted = not self.busy_source or from_device_rows(self.busy_source)
+        readings = (
+            (self.unprofiled_busy if trusted else math.nan, "trace"),
+            (self.graph_busy, "graph"),
+            (self.busy_fraction if trusted else math.nan, "wall"),
+        )
+        return next(((share, how) for share, how in readings if math.isfinite(share)), (math.nan, ""))
 
     @property
     def period_ms(self) -> float:
@@ -121,13 +135,31 @@ class Evidence:
         """The trace's device time per step over the unprofiled step; NaN off a GPU or unknown."""
         return share_of_step(self.busy_ms_per_step, self.period_ms) if self.on_gpu else math.nan
 
+    @property
+    def graph_ms(self) -> float:
+        """A graphed step's stream time from its start to its end (copy, then graph), by CUDA events."""
+        copy = self.split.device_copy_ms if math.isfinite(self.split.device_copy_ms) else 0.0
+        return copy + self.split.device_compute_ms
+
+    @property
+    def graph_busy(self) -> float:
+        """A graphed run's stream time per step over the step; NaN for any other run. An upper
+        bound: it includes the host's call between the copy and the graph's launch."""
+        return share_of_step(self.graph_ms, self.period_ms) if self.graphed else math.nan
+
     def busy_text(self, *, idle: bool = False) -> str:
         """How busy (or idle) the device was, in words, with where the figure came from."""
-        state, share = ("idle", 1 - self.busy) if idle else ("busy", self.busy)
-        if math.isfinite(self.unprofiled_busy):
+        share, how = self._busy_reading()
+        state, share = ("idle", 1 - share) if idle else ("busy", share)
+        if how == "trace":
             return (f"the device is {state} {100 * share:.0f}% of the step (the trace's "
                     f"{self.busy_ms_per_step:.3f} ms of device work per step in a {self.period_ms:.3f} ms "
                     "unprofiled step)")
+        if how == "graph":
+            bound = "at least" if idle else "at most"
+            return (f"the device is {state} {bound} {100 * share:.0f}% of the step (CUDA events: the step's "
+                    f"graph holds the stream {self.graph_ms:.3f} ms of each {self.period_ms:.3f} ms step; "
+                    "queued at once, it has no launch gaps inside)")
         return f"the device is {state} {100 * share:.0f}% of the wall time"
 
     @property
@@ -184,6 +216,8 @@ def _open_knobs(knobs: tuple[str, ...], spec: RunSpec | None) -> tuple[tuple[str
         return knobs, ()
     open_, used = [], []
     for knob in knobs:
+        if spec.cuda_graphs and knob.startswith("--compile default"):  # refused with the graphs
+            knob = GRAPH_ADAM
         setting = _in_effect(knob, spec)
         if setting:
             used += [setting] if setting not in used else []
@@ -204,6 +238,8 @@ def _rule(ev: Evidence) -> tuple[str, float, list[str]]:
         f"step {ev.step_ms:.2f} ms = data {s.data_ms:.2f} + copy {s.copy_ms:.2f} + "
         f"host compute {s.compute_ms:.2f} + sync {s.sync_ms:.2f}"
     )
+    if ev.graphed and ev.step_median_ms > 0:  # the graph's period is the device's, the split the host's
+        split = f"step {ev.step_median_ms:.2f} ms on the device; the host's {split}"
     if ev.on_gpu and math.isfinite(busy) and busy >= DEVICE_BUSY:  # the host's waits hide behind its work
         return COMPUTE, busy, [split, ev.busy_text()]
     if input_share >= INPUT_BOUND_SHARE:
@@ -239,7 +275,7 @@ def _context(ev: Evidence) -> tuple[str, ...]:
     elif ev.on_gpu and ev.busy_source and not from_device_rows(ev.busy_source):
         out.append("the trace's busy figure is the host's aten-op share, not the GPU's, so it was not used")
     if math.isfinite(ev.kernels_per_step) and ev.on_gpu:
-        per_kernel = ev.step_ms / ev.kernels_per_step if ev.kernels_per_step else math.nan
+        per_kernel = ev.period_ms / ev.kernels_per_step if ev.kernels_per_step else math.nan
         out.append(
             f"{ev.kernels_per_step:g} kernels per step ({per_kernel * 1e3:.0f} us of step each)"
         )
@@ -271,6 +307,8 @@ def _in_effect(knob: str, spec: RunSpec) -> str:
         if spec.cuda_graphs:
             return _flag_of(spec, "cuda_graphs")
         return _flag_of(spec, "compile") if spec.compile == "reduce-overhead" else ""
+    if knob == GRAPH_ADAM:
+        return _flag_of(spec, "adam") if spec.adam == "compiled" else ""
     if flag == "--adam":  # fused or compiled, asked for or (auto) chosen by --cuda-graphs
         if spec.adam_impl not in ("fused", "compiled"):
             return ""

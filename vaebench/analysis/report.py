@@ -248,7 +248,7 @@ def bottlenecks(summary: pd.DataFrame) -> dict[str, str]:
     measured = whatifs(summary)
     found = {}
     for row in summary.to_dict("records"):
-        parts = ("data", "copy", "compute", "sync")
+        parts = ("data", "copy", "compute", "sync", "device_copy", "device_compute")
         split = StepSplit(*(row.get(f"split_{part}_ms_median", math.nan) for part in parts))
         if not all(math.isfinite(v) for v in (split.data_ms, split.compute_ms)):
             continue

@@ -100,6 +100,18 @@ def _unprofiled_busy(row: Row, numbers: dict[str, float]) -> str:
             f"{step:.2f} ms step: the profiler slows the host, not the kernels.")
 
 
+def _graph_busy(row: Row, stream_ms: float, numbers: dict[str, float]) -> str:
+    """A graphed step's stream time against its period: one graph, queued at once, has no launch
+    gaps inside, so this bounds the device's work per step from above without a trace."""
+    period = number(row.get("step_median_ms"))
+    share = share_of_step(stream_ms, period)
+    if math.isnan(share):
+        return "."
+    numbers["graph_busy_step_frac"] = share
+    return (f": the step is one CUDA graph, queued at once, so no launch gaps lie inside that time, and the "
+            f"device works at most {100 * share:.0f}% of the {period:.3f} ms step.")
+
+
 def _gpu_busy(row: Row, numbers: dict[str, float]) -> str:
     """The GPU sentences of `step_split`; fills `numbers` with what they quote."""
     text = ""
@@ -108,8 +120,10 @@ def _gpu_busy(row: Row, numbers: dict[str, float]) -> str:
         stream = compute + (0.0 if math.isnan(copy) else copy)
         numbers |= {"stream_copy_ms": copy, "stream_to_end_ms": compute, "stream_ms": stream}
         text += (f" CUDA events put {stream:.2f} ms per step on the stream from the copy to the step's end "
-                 f"(copy {copy:.2f} ms, then {compute:.2f} ms): stream time, not busy time, since it includes "
-                 "every gap where the GPU waited for the host to launch the next kernel.")
+                 f"(copy {copy:.2f} ms, then {compute:.2f} ms)")
+        text += _graph_busy(row, stream, numbers) if row.get("cuda_graphs") in (True, "True") else (
+            ": stream time, not busy time, since it includes every gap where the GPU waited for the host "
+            "to launch the next kernel.")
     busy = number(row.get("profile_busy_fraction"))
     if from_device_rows(str(row.get("profile_busy_source") or "")) and not math.isnan(busy):
         numbers |= {"gpu_busy_frac": busy, "gpu_idle_frac": 1.0 - busy}
