@@ -302,6 +302,10 @@ def test_report_names_the_kernel_time_cause_of_each_cpu_configuration(tmp_path: 
     assert "| threads=16,omp_wait_policy=passive | 0.271 | 26 | 1,620 | 105 | 110.7 |" in markdown
     assert "- **threads=16,omp_wait_policy=passive**: oversubscription: sys/user 0.27" in markdown
     assert "Kernel time and its counters per step against threads" in markdown
+    assert "sandboxed kernel" not in markdown
+    storage.append_row(tmp_path, {**row, "run_id": "k9", "fp_sandbox": "gVisor"})
+    sandboxed = render_markdown(build_report(tmp_path), tmp_path)
+    assert "sandboxed kernel (gVisor): their sys time and context switches are the sandbox's own" in sandboxed
 
 
 def test_a_gpu_or_counterless_folder_has_no_kernel_section(folder: Path) -> None:

@@ -605,6 +605,10 @@ def _kernel_markdown(report: Report) -> list[str]:
              "cause is costed in kernel time at a few microseconds per event (`vaebench.analysis.kernel`).", "",
              _markdown(kernel_table(report)), ""]
     lines += [f"- **{config}**: {verdict}" for config, verdict in report.kernel.items()]
+    sandboxes = sorted(set(report.runs.get("fp_sandbox", pd.Series(dtype=str)).dropna().astype(str)) - {""})
+    if sandboxes:
+        lines += ["", f"Runs here ran on a sandboxed kernel ({', '.join(sandboxes)}): their sys time and context "
+                  "switches are the sandbox's own accounting, not the host kernel's."]
     return lines + [""]
 
 
