@@ -376,3 +376,21 @@ def test_reproduce_answers_any_claim_file_with_0_1_or_2(
         argv = ["reproduce", "--claim", where, "--data", "synthetic", "--samples", "1024", "--device", "cpu",
                 *(["--quick"] if quick else []), *argv]
         answer(argv, capsys)
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path: Path) -> None:
+    # `vaebench report DIR | head -1`: the pipe closes while the command still prints.
+    import shutil
+    import subprocess
+    import sys
+
+    folder = tmp_path / "h200"
+    shutil.copytree(Path(__file__).parents[1] / "docs/examples/nvidia-h200", folder,
+                    ignore=shutil.ignore_patterns("lease-*", "traces"))
+    read, write = os.pipe()
+    os.close(read)
+    with os.fdopen(write, "w") as closed:
+        proc = subprocess.run([sys.executable, "-m", "vaebench.cli", "report", str(folder)], stdout=closed,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 141, proc.stderr
+    assert proc.stderr == ""

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from . import __version__
 from .errors import (
     BUG_REPORT,
+    EXIT_BROKEN_PIPE,
     EXIT_BUG,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -58,7 +59,16 @@ if TYPE_CHECKING:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit status: 0 ok, 1 failed or regression, 2 bad usage or input,
-    130/143/129 interrupted (SIGINT/SIGTERM/SIGHUP), 70 a bug (the traceback is printed)."""
+    130/143/129 interrupted (SIGINT/SIGTERM/SIGHUP), 141 stdout's reader went away (as a shell
+    reports SIGPIPE), 70 a bug (the traceback is printed)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `vaebench ... | head` stopped reading: nothing is left to tell it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail too
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -77,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vaebench {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise
     except Exception:  # noqa: BLE001 - anything else is a bug, not bad input
         traceback.print_exc()
         print(f"vaebench {args.command}: internal error: {BUG_REPORT} (exit status {EXIT_BUG})", file=sys.stderr)
@@ -847,6 +859,9 @@ LADDER_EPILOG = (
 )
 
 
+DEFAULT_LADDER = {"device": "cuda", "epochs": DEFAULT.epochs, "steps": None, "data": "auto", "samples": DEFAULT.samples}
+
+
 def _add_ladder(sub: SubParsers) -> None:
     from .reproduce.ladder import DEFAULT_RUNGS, RUNG_NAMES
 
@@ -859,10 +874,12 @@ def _add_ladder(sub: SubParsers) -> None:
     )
     parser.epilog = LADDER_EPILOG
     group = parser.add_argument_group("the ladder")
-    group.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default: cuda)")
+    group.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda; with --report-only, "
+                       "the device the folder's ladder ran on)")
     group.add_argument("--rungs", default=None, metavar="NAMES",
-                       help=f"comma list from {', '.join(RUNG_NAMES)} (default: {','.join(DEFAULT_RUNGS)})")
-    group.add_argument("--epochs", type=int, default=DEFAULT.epochs,
+                       help=f"comma list from {', '.join(RUNG_NAMES)} (default: {','.join(DEFAULT_RUNGS)}; "
+                       "with --report-only, those the folder holds)")
+    group.add_argument("--epochs", type=int, default=None,
                        help=f"epochs of every timed rung (default: {DEFAULT.epochs}, the seed's)")
     group.add_argument("--steps", type=int, default=None, help="stop every timed rung after this many steps "
                        "(default: all epochs; for rehearsals)")
@@ -871,9 +888,10 @@ def _add_ladder(sub: SubParsers) -> None:
                        help="skip the short profiled run of every rung (no busy share, no kernels per step)")
     group.add_argument("--force", action="store_true", help="rerun rungs already in --out")
     group.add_argument("--report-only", action="store_true",
-                       help="run nothing: rebuild ladder.md from the runs already in --out (no torch needed)")
+                       help="run nothing: rebuild ladder.md from the runs already in --out, with the device, "
+                       "epochs, steps, data and samples they ran with unless given here (no torch needed)")
     group.add_argument("--data", default=None, choices=list(DATA_SOURCES), help="data source (default: auto)")
-    group.add_argument("--samples", type=int, default=DEFAULT.samples,
+    group.add_argument("--samples", type=int, default=None,
                        help=f"samples per epoch (default: {DEFAULT.samples})")
     add_io_options(parser, out_default="reports/ladder")
 
@@ -891,19 +909,25 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
     for flag in ("epochs", "samples", "steps"):
         if getattr(args, flag) is not None:
             _check_field(f"--{flag}", flag, getattr(args, flag))
-    base = ladder.seed_base(args.device, epochs=args.epochs, steps=args.steps, data=args.data or "auto",
-                            samples=args.samples)
-    plan = ladder.make_plan(base, rungs, profile=args.profile)
     out = Path(args.out)
+    given = {name: getattr(args, name) for name in ladder.FOLDER_SETTINGS}
+    if args.report_only:  # what the command line leaves out, the folder's ladder says
+        given = {name: ran if given[name] is None else given[name]
+                 for name, ran in ladder.settings_of_folder(out).items()}
+    settings = {name: DEFAULT_LADDER.get(name) if value is None else value for name, value in given.items()}
+    base = ladder.seed_base(**settings)
+    if args.report_only and not args.rungs:
+        rungs = ladder.rungs_of_folder(base, out)
+    plan = ladder.make_plan(base, rungs, profile=args.profile)
     outcome, skipped = SweepOutcome(), []
     if args.report_only:
-        data = args.data or ladder.data_of_folder(out)
+        data = base.data
     else:
         runs = schedule([([s for _, s in plan.timed], args.repeats), ([s for _, s in plan.profiled], 1)], out=out,
-                        data_dir=args.data_dir, caps=capabilities(probe_torch=args.device != "cpu"), force=args.force)
+                        data_dir=args.data_dir, caps=capabilities(probe_torch=base.device != "cpu"), force=args.force)
         _print_skipped(runs.skipped)
         skipped = [item.reason for item in runs.skipped]
-        print(f"ladder: {len(rungs)} rungs on {args.device}, {len(runs.planned)} runs; {runs.done} already in {out}, "
+        print(f"ladder: {len(rungs)} rungs on {base.device}, {len(runs.planned)} runs; {runs.done} already in {out}, "
               f"{len(runs.todo)} to run")
         options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz, sweep="ladder")
         outcome = run_points(runs.todo, options, force=args.force)

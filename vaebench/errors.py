@@ -18,6 +18,7 @@ EXIT_FAILED = 1  # a run failed, or compare found a regression
 EXIT_USAGE = 2  # bad usage or input, refused before anything ran
 EXIT_BUG = 70  # an internal error (sysexits' EX_SOFTWARE): please report it
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130; SIGTERM gives 143, SIGHUP 129
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # 141: the reader of stdout went away (`| head`)
 BUG_REPORT = "this is a bug in vaebench or a library it uses; please report it with the traceback above"
 
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from vaebench.cli import main
+from vaebench.errors import UsageError
 from vaebench.reproduce import ladder
 from vaebench.spec import Capabilities, validate
 
@@ -93,3 +98,35 @@ def test_a_ladder_without_the_seed_compares_with_its_lowest_rung_and_says_so() -
     header = ladder.render_text(frame).splitlines()[0]
     assert "vs sync-epoch" in header and "loss vs sync-epoch" in header and "seed" not in header
     assert "from the sync-epoch rung's" in ladder.loss_notes(frame)[0]
+
+
+H200 = Path(__file__).parents[2] / "docs/examples/nvidia-h200"
+
+
+@pytest.mark.parametrize(("folder", "rungs"), [
+    (".", ["seed", "pinned-tensor", "device-loader", "sync-epoch", "cuda-graphs", "reduce-overhead"]),
+    ("lease-2", ["sync-epoch", "cuda-graphs"]),
+])
+def test_report_only_rebuilds_the_ladder_a_folder_ran(tmp_path: Path, folder: str, rungs: list[str]) -> None:
+    # Both leases ran on cuda:0, 10 epochs of 60,000 embedded samples; lease 2 only its top two rungs.
+    copy = tmp_path / "ladder"
+    shutil.copytree(H200 / folder, copy, ignore=shutil.ignore_patterns("lease-*", "traces", "series", "samples"))
+    settings = ladder.settings_of_folder(copy)
+    assert settings == {"device": "cuda:0", "epochs": 10, "steps": None, "data": "embedded", "samples": 60000}
+    base = ladder.seed_base(**settings)
+    assert [rung.name for rung in ladder.rungs_of_folder(base, copy)] == rungs
+    assert main(["ladder", "--report-only", "--out", str(copy)]) == 0
+    rows = pd.read_csv(copy / "ladder.csv")
+    assert rows["rung"].tolist() == rungs and rows["runs"].min() == 1
+    # Settings it did not run with match nothing, and the report says so rather than show a blank table.
+    assert main(["ladder", "--report-only", "--epochs", "3", "--out", str(copy)]) == 0
+    assert "no run in" in (copy / "ladder.md").read_text() and "epochs=3" in (copy / "ladder.md").read_text()
+
+
+def test_report_only_on_a_folder_without_a_ladder_is_refused(tmp_path: Path) -> None:
+    lines = (H200 / "runs.jsonl").read_text().splitlines()
+    others = [line for line in lines if json.loads(line)["sweep"] != "ladder"]
+    (tmp_path / "runs.jsonl").write_text("".join(f"{line}\n" for line in others))
+    with pytest.raises(UsageError, match="no ladder runs to report on"):
+        ladder.settings_of_folder(tmp_path)
+    assert main(["ladder", "--report-only", "--out", str(tmp_path)]) == 2

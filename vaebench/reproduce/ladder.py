@@ -22,7 +22,7 @@ from .._format import fmt, markdown_table, text_table
 from ..analysis.attribution import share_of_step
 from ..errors import UsageError
 from ..result import OK
-from ..spec import DEFAULT, RunSpec
+from ..spec import DEFAULT, RunSpec, format_value
 from .findings import rung_steps
 
 if TYPE_CHECKING:
@@ -235,15 +235,39 @@ def write(frame: pd.DataFrame, folder: Path, *, device: str, epochs: int, gpu_na
     return path
 
 
-def data_of_folder(folder: Path) -> str:
-    """The data source a folder's ladder ran on, to rebuild its plan without running."""
+FOLDER_SETTINGS = ("device", "epochs", "steps", "data", "samples")
+
+
+def settings_of_folder(folder: Path) -> dict[str, Any]:
+    """The device, epochs, steps, data and samples a folder's ladder timed its rungs with (the
+    most common value of each; None where unset), to rebuild its plan without running."""
     from .. import storage
 
     runs = storage.load_runs(folder)
     mine = runs[runs["sweep"] == "ladder"] if "sweep" in runs else runs
     if mine.empty:
         raise UsageError(f"{folder}: no ladder runs to report on")
-    return str(mine["data"].mode().iloc[0])
+    timed = mine[~mine["profile"].astype(bool)] if "profile" in mine else mine
+    timed = mine if timed.empty else timed
+
+    def most_common(name: str) -> Any:
+        values = timed[name].dropna().mode() if name in timed else ()
+        return None if len(values) == 0 else values.iloc[0]
+
+    found = {name: most_common(name) for name in FOLDER_SETTINGS}
+    return {name: (int(value) if name in ("epochs", "steps", "samples") and value is not None else value)
+            for name, value in found.items()}
+
+
+def rungs_of_folder(base: RunSpec, folder: Path) -> list[Rung]:
+    """The rungs, in ladder order, that `folder` holds timed runs of (failed ones too), on the
+    ladder that `base` starts; the default rungs where it holds none."""
+    from .. import storage
+
+    runs = storage.load_runs(folder)
+    keys = set(runs["spec_key"]) if "spec_key" in runs else set()
+    found = [rung for rung in RUNGS if rung.spec(base).key() in keys]
+    return found or pick(None)
 
 
 def report_folder(base: RunSpec, rungs: Sequence[Rung], folder: Path, *, profile: bool, skipped: Sequence[str] = ()
@@ -257,6 +281,9 @@ def report_folder(base: RunSpec, rungs: Sequence[Rung], folder: Path, *, profile
     runs = storage.load_runs(folder)
     frame = table(plan, runs)
     notes = [*step_notes(plan, runs), *loss_notes(frame), *[f"skipped here: {r}" for r in dict.fromkeys(skipped)]]
+    if not frame.empty and not frame["runs"].any():
+        notes.append(f"no run in {folder} matches these rungs on {base.device} with epochs={base.epochs}, "
+                     f"steps={format_value(base.steps)}, samples={base.samples}: give the settings the ladder ran with")
     gpu = str(runs["fp_gpu_name"].dropna().iloc[-1]) if "fp_gpu_name" in runs and base.is_cuda else ""
     path = write(frame, folder, device=base.device, epochs=base.epochs, gpu_name=gpu, notes=notes)
     write_report(build_report(folder))
