@@ -859,7 +859,8 @@ LADDER_EPILOG = (
 )
 
 
-DEFAULT_LADDER = {"device": "cuda", "epochs": DEFAULT.epochs, "steps": None, "data": "auto", "samples": DEFAULT.samples}
+DEFAULT_LADDER: dict[str, Any] = {"device": "cuda", "epochs": DEFAULT.epochs, "steps": None, "data": "auto",
+                                  "samples": DEFAULT.samples}
 
 
 def _add_ladder(sub: SubParsers) -> None:
@@ -914,7 +915,7 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
     if args.report_only:  # what the command line leaves out, the folder's ladder says
         given = {name: ran if given[name] is None else given[name]
                  for name, ran in ladder.settings_of_folder(out).items()}
-    settings = {name: DEFAULT_LADDER.get(name) if value is None else value for name, value in given.items()}
+    settings: dict[str, Any] = {name: DEFAULT_LADDER[name] if value is None else value for name, value in given.items()}
     base = ladder.seed_base(**settings)
     if args.report_only and not args.rungs:
         rungs = ladder.rungs_of_folder(base, out)

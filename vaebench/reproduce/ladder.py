@@ -251,8 +251,10 @@ def settings_of_folder(folder: Path) -> dict[str, Any]:
     timed = mine if timed.empty else timed
 
     def most_common(name: str) -> Any:
-        values = timed[name].dropna().mode() if name in timed else ()
-        return None if len(values) == 0 else values.iloc[0]
+        if name not in timed:
+            return None
+        values = timed[name].dropna().mode()
+        return None if values.empty else values.iloc[0]
 
     found = {name: most_common(name) for name in FOLDER_SETTINGS}
     return {name: (int(value) if name in ("epochs", "steps", "samples") and value is not None else value)
