@@ -714,7 +714,8 @@ def _add_reproduce(sub: SubParsers) -> None:
                         help="measure again the runs already in --out (default: reuse them, like a resumed sweep)")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: judge the claim again on the runs already in --out, as they were planned "
-                        "(give the same --quick/--epochs); works without torch, e.g. on another machine's results")
+                        "(--quick and --epochs, unless given, are read from the runs); works without torch, e.g. on "
+                        "another machine's results")
     add_io_options(parser, out_default="reports/reproduce")
 
 
@@ -734,6 +735,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out)
     outcome = None
     if args.report_only:
+        if not args.quick and args.epochs is None:  # as the folder's runs were planned
+            args.quick, args.epochs = reproduce.sizing_of_folder(claim.run, out)
+            sizing = " ".join(["--quick"] * args.quick + [f"--epochs {args.epochs}"] * (args.epochs is not None))
+            print(f"judging the runs in {out} as planned {'with ' + sizing if sizing else 'in full'} "
+                  "(read from the runs; give --quick or --epochs to choose)")
         plan = reproduce.plan_of_folder(claim.run, out, quick=args.quick, epochs=args.epochs)
     else:
         caps = capabilities(probe_torch=args.device != "cpu")  # CUDA is asked through torch

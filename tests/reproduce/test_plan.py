@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 
 from vaebench import storage
@@ -190,7 +191,8 @@ def fake_run(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
                          peak_rss_mb=800.0, ctx_voluntary=10, ctx_involuntary=100, exit_code=0)
     record = RunRecord(spec=spec, run_id=new_run_id(), started_at="2026-01-01T00:00:00+00:00", data=data,
                        process=usage, train=train, repeat=options.repeat, sweep=options.sweep,
-                       fingerprint={"logical_cores": 2, "torch_threads": threads, "cpu_model": "Test CPU",
+                       fingerprint={"logical_cores": 2, "physical_cores": psutil.cpu_count(logical=False) or 1,
+                                    "torch_threads": threads, "cpu_model": "Test CPU",
                                     "gpu_name": "", "torch": "2.14.1"})
     storage.append(options.out, record)
     return record
@@ -217,6 +219,31 @@ def test_reproduce_command_with_a_fake_runner(tmp_path: Path, monkeypatch: pytes
     assert main(args) == 0
     assert "reused 12 runs" in capsys.readouterr().out
     assert len(storage.read_rows(out)) == 12
+
+
+def test_report_only_judges_a_folder_as_its_runs_were_planned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from vaebench import machine
+
+    monkeypatch.setattr(reproduce, "run_once", fake_run)
+    monkeypatch.setattr(machine, "_ldconfig_allocators", lambda: ())
+    base = ["reproduce", "--device", "cpu", "--data", "synthetic", "--samples", "256"]
+    quick, full = tmp_path / "quick", tmp_path / "full"
+    assert main([*base, "--quick", "--out", str(quick)]) == 0
+    assert main([*base, "--out", str(full)]) == 0
+    capsys.readouterr()
+    # The quick plan's runs are all part of the full plan's: each folder is judged as it was planned.
+    assert reproduce.sizing_of_folder(BLOG.run, quick) == (True, None)
+    assert reproduce.sizing_of_folder(BLOG.run, full) == (False, None)
+    assert main(["reproduce", "--report-only", "--out", str(quick)]) == 0
+    text = capsys.readouterr().out
+    assert "as planned with --quick (read from the runs" in text and "cpu-sys-above-user: DISAGREES" in text
+    assert main(["reproduce", "--report-only", "--out", str(full)]) == 0
+    text = capsys.readouterr().out
+    assert "as planned in full" in text and "From 1 to 4 threads on 2 cores" in text
+    # What the command line gives is taken as given.
+    assert main(["reproduce", "--report-only", "--quick", "--out", str(full)]) == 0
+    assert "read from the runs" not in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -178,6 +178,22 @@ def plan_of_folder(run: Mapping[str, Any], folder: Path, *, quick: bool, epochs:
                      default_threads=int(first.get("fp_physical_cores") or 1), allocators=allocators)
 
 
+def sizing_of_folder(run: Mapping[str, Any], folder: Path) -> tuple[bool, int | None]:
+    """The --quick and --epochs that planned a folder's reproduce runs: the largest plan the folder
+    holds every run of or, where it holds no plan whole, the one most of its runs belong to (the
+    full plan on a tie). A quick plan's runs are part of the full one's, hence the largest."""
+    runs = storage.load_runs(folder)
+    keys = set(runs["spec_key"]) if "spec_key" in runs else set()
+    mine = runs[runs["sweep"] == "reproduce"] if "sweep" in runs else runs
+    ran = sorted({int(e) for e in mine["epochs"].dropna()}) if "epochs" in mine else []
+    sizings = [(quick, epochs) for quick in (False, True) for epochs in (None, *ran)]
+    plans = [plan_of_folder(run, folder, quick=quick, epochs=epochs).runs for quick, epochs in sizings]
+    held = [sum(planned.spec.key() in keys for planned in plan) for plan in plans]
+    whole = [i for i, plan in enumerate(plans) if plan and held[i] == len(plan)]
+    best = max(whole, key=lambda i: len(plans[i])) if whole else max(range(len(plans)), key=lambda i: held[i])
+    return sizings[best]
+
+
 def judge(claim: Claim, plan: Plan, folder: Path, *, quick: bool, epochs: int | None) -> tuple[str, Path]:
     """Judge the claim on the folder's runs of `plan`; write reproduce.md and the folder's report.
     Returns the comparison as text and the Markdown's path."""
