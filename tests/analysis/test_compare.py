@@ -120,6 +120,22 @@ def test_one_run_a_side_is_never_judged_unchanged():
     assert slow.verdict == cmp.INCONCLUSIVE  # 50 % slower, but one run cannot be significant
 
 
+def test_two_runs_a_side_cannot_be_significant_and_the_comparison_says_so():
+    # Half the throughput, 2 runs a side: the exact test's smallest p is 1/6, above alpha 0.05.
+    result = cmp.compare(frame(rows(n=2, seed=1)), frame(rows(2.0, n=2, seed=2)))
+    assert not result.regressed and verdicts(result)["samples_per_s"] == cmp.INCONCLUSIVE
+    check = result.checks[0]
+    assert check.p_floor == pytest.approx(1 / 6)
+    assert "2 and 2 runs cannot reach p ≤ 0.05 (the smallest possible p is 0.167); it takes 3 a side" in check.reason
+    warning = "cannot find a change of any size: with 2 and 2 runs the smallest possible p is 0.167"
+    assert warning in result.to_text() and warning in result.to_markdown()
+    assert warning in result.to_dict()["too_few_runs"]
+    # Three a side can: the same change is then a regression, and nothing warns.
+    enough = cmp.compare(frame(rows(n=3, seed=1)), frame(rows(2.0, n=3, seed=2)))
+    assert enough.regressed and enough.too_few_runs == "" and "WARNING" not in enough.to_text()
+    assert cmp.runs_for(0.05) == 3 and cmp.runs_for(0.01) == 5
+
+
 def test_missing_metric_is_inconclusive():
     check = cmp.check_metric("k", "c", "peak_rss_mb", [], [900.0])
     assert check.verdict == cmp.INCONCLUSIVE

@@ -157,6 +157,13 @@ class MetricCheck:
         word = self.info.worse if self.change > 0 else self.info.better
         return f"{abs(self.change):.1%} {word}"
 
+    @property
+    def p_floor(self) -> float:
+        """The smallest p the exact rank test can give with these run counts: above alpha, no
+        change of any size can be significant."""
+        n, m = len(self.baseline_values), len(self.candidate_values)
+        return 1 / math.comb(n + m, n) if n and m else 1.0
+
     def describe_interval(self) -> str:
         if math.isnan(self.ci_low):
             if not math.isnan(self.band_low):
@@ -231,10 +238,22 @@ class Comparison:
             f"(threshold {self.threshold:.0%}, alpha {self.alpha:g})."
         )
 
+    @property
+    def too_few_runs(self) -> str:
+        """Why some checks could not have found a regression however large: "" if none."""
+        blind = [c for c in self.checks if not math.isnan(c.p_value) and c.p_floor > self.alpha]
+        if not blind:
+            return ""
+        worst = max(blind, key=lambda c: c.p_floor)
+        return (f"{len(blind)} check(s) cannot find a change of any size: with {len(worst.baseline_values)} and "
+                f"{len(worst.candidate_values)} runs the smallest possible p is {worst.p_floor:.3g}, above alpha "
+                f"{self.alpha:g}; it takes {runs_for(self.alpha)} runs a side")
+
     def to_dict(self) -> dict[str, Any]:
         row: dict[str, Any] = finite(
             {
                 "summary": str(self),
+                "too_few_runs": self.too_few_runs,
                 "exit_code": self.exit_code,
                 "threshold": self.threshold,
                 "alpha": self.alpha,
@@ -256,6 +275,7 @@ class Comparison:
         lines += [f"unpaired: {u}" for u in self.unpaired]
         lines += [f"warning: {d}" for d in self.fingerprint_differences]
         lines += [f"WARNING: NOT JUDGED: {note}" for note in self.contended]
+        lines += [f"WARNING: {self.too_few_runs}"] if self.too_few_runs else []
         lines.append(str(self))
         return "\n".join(lines)
 
@@ -276,6 +296,8 @@ class Comparison:
         if self.contended:
             lines += ["", ":warning: **Not judged: runs beside a busy neighbour**", ""]
             lines += [f"- {note}" for note in self.contended]
+        if self.too_few_runs:
+            lines += ["", f":warning: **Too few runs:** {self.too_few_runs}"]
         return "\n".join(lines) + "\n"
 
 
@@ -401,6 +423,9 @@ def check_metric(
         p_worse, p_better = test.p_greater, test.p_less
     runs = min(len(baseline), len(candidate))
     verdict, reason = _decide(cost, cost_low, cost_high, p_worse, p_better, runs, threshold, alpha)
+    if verdict == INCONCLUSIVE and check.p_floor > alpha and (cost >= 1 + threshold or cost <= 1 / (1 + threshold)):
+        reason = (f"past the {threshold:.0%} threshold, but {len(baseline)} and {len(candidate)} runs cannot reach "
+                  f"p ≤ {alpha:g} (the smallest possible p is {check.p_floor:.3g}); it takes {runs_for(alpha)} a side")
     return dataclasses.replace(
         check,
         verdict=verdict,
@@ -413,6 +438,14 @@ def check_metric(
         change=cost - 1,
         p_value=p_worse if cost >= 1 else p_better,
     )
+
+
+def runs_for(alpha: float) -> int:
+    """Runs a side for the exact one-sided rank test to be able to reach p <= alpha."""
+    runs = 1
+    while 1 / math.comb(2 * runs, runs) > alpha:
+        runs += 1
+    return runs
 
 
 def _decide(
