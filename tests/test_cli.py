@@ -394,3 +394,16 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path: Path) ->
                               stderr=subprocess.PIPE, text=True, timeout=120)
     assert proc.returncode == 141, proc.stderr
     assert proc.stderr == ""
+
+
+def test_a_results_folder_may_be_named_by_its_runs_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    folder = tmp_path / "lease-2"
+    shutil.copytree(Path(__file__).parents[1] / "docs/examples/nvidia-h200/lease-2", folder,
+                    ignore=shutil.ignore_patterns("traces", "threads", "tune"))
+    assert main(["report", str(folder / "runs.jsonl")]) == 0
+    assert (folder / "report.md").exists()
+    assert main(["compare", str(folder / "runs.jsonl"), str(folder)]) == 0
+    assert "No regression" in capsys.readouterr().out
+    assert main(["report", str(folder / "ladder.md")]) == 2  # another file is no folder

@@ -46,6 +46,7 @@ from .spec import (
     RunSpec,
     value_problem,
 )
+from .storage import RUNS_FILE
 from .sweep import DEFAULT_JOB_MINUTES, EXECUTORS, SUBMITIT_LOCAL_PARALLEL
 
 if TYPE_CHECKING:
@@ -334,14 +335,20 @@ def _add_report(sub: SubParsers) -> None:
         sub, "report", "Summarize a results folder: tables, figures, report.md, CSV and Parquet.",
         _cmd_report,
     )
-    parser.add_argument("folder", metavar="DIR", help="results folder holding runs.jsonl; "
-                        "the report is written into it")
+    parser.add_argument("folder", metavar="DIR", type=results_folder, help="results folder holding runs.jsonl "
+                        "(or that file); the report is written into it")
     parser.add_argument("--baseline", default=None, metavar="SPEC",
                         help="configuration to compute speed-ups against, as field=value pairs, "
                         "e.g. 'device=cpu,threads=1' (default: no speed-up column)")
     parser.add_argument("--runs", default=None, metavar="RUN_ID,...",
                         help="runs to draw in the GPU timeline "
                         "(default: one per configuration, GPU runs first, at most 6)")
+
+
+def results_folder(text: str) -> str:
+    """A results folder named on the command line, or named by its runs.jsonl."""
+    path = Path(text)
+    return str(path.parent) if path.name == RUNS_FILE and path.is_file() else text
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -399,8 +406,10 @@ def _add_compare(sub: SubParsers) -> None:
         _cmd_compare,
     )
     parser.epilog = COMPARE_EPILOG
-    parser.add_argument("baseline", metavar="BASELINE", help="results folder of the reference")
-    parser.add_argument("candidate", metavar="CANDIDATE", help="results folder of the change")
+    parser.add_argument("baseline", metavar="BASELINE", type=results_folder,
+                        help="results folder of the reference (or its runs.jsonl)")
+    parser.add_argument("candidate", metavar="CANDIDATE", type=results_folder,
+                        help="results folder of the change (or its runs.jsonl)")
     parser.add_argument("--threshold", type=parse_fraction, default=0.10, metavar="T",
                         help="smallest slowdown that counts, as 10%% or 0.1 (default: 10%%)")
     parser.add_argument("--metric", dest="metrics", action="extend", nargs="+", metavar="M",
