@@ -1,5 +1,11 @@
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from vaebench.result import FAILED
@@ -29,3 +35,24 @@ def test_other_failures_keep_their_type_and_first_line() -> None:
     assert failure_reason(ValueError("bad batch\ndetails")) == "ValueError: bad batch"
     assert failure_reason(RuntimeError("CUDA error: an illegal memory access was encountered")).startswith(
         "RuntimeError: ")
+
+
+def test_a_loss_that_stops_being_a_number_reads_as_diverged() -> None:
+    from vaebench.train.loop import Diverged
+
+    assert failure_reason(Diverged("diverged: epoch 2's mean loss is nan; lower --lr (now 1e+09)")).startswith(
+        "diverged: epoch 2's mean loss is nan")
+    bce = RuntimeError("all elements of input should be between 0 and 1")
+    assert failure_reason(bce).startswith("diverged: the decoder's output went NaN")
+
+
+def test_a_diverged_run_fails_with_its_reason_and_no_traceback(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "vaebench.cli", "run", "--lr", "1e9", "--samples", "1000", "--epochs",
+                           "2", "--data", "synthetic", "--device", "cpu", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "VAEBENCH_DATA": str(tmp_path)})
+    assert proc.returncode == 1, proc.stderr
+    (record,) = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert record["status"] == FAILED and record["reason"].startswith("diverged: ")
+    assert "Traceback" not in proc.stderr and "FAILED    diverged" in proc.stdout

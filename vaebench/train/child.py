@@ -42,8 +42,10 @@ def main(argv: list[str]) -> int:
         answer = _train(request, rank)
         code = 0
     except Exception as exc:  # noqa: BLE001 - every failure becomes a reason in the record
-        traceback.print_exc(file=sys.stderr)
-        answer = Answer.failed(failure_reason(exc))
+        reason = failure_reason(exc)
+        if not reason.startswith(KNOWN_FAILURES):  # the reason says it all; anything else may be a bug
+            traceback.print_exc(file=sys.stderr)
+        answer = Answer.failed(reason)
         code = 1
     exit_if_orphaned()  # no answer for a parent that is gone
     if code and distributed:
@@ -136,6 +138,9 @@ def _fault_injector(rank: int = 0) -> Callable[[int], None] | None:
 # allocate its workspace (a RuntimeError), and the CPU allocator ("[enforce fail ...]
 # DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes").
 OOM_MESSAGES = ("out of memory", "cublas_status_alloc_failed", "defaultcpuallocator: can't allocate memory")
+# binary_cross_entropy refusing a decoder output that went NaN: the loss diverged mid-epoch.
+DIVERGED_MESSAGES = ("all elements of input should be between 0 and 1",)
+KNOWN_FAILURES = ("out of memory:", "diverged:")
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -144,6 +149,10 @@ def failure_reason(exc: BaseException) -> str:
     whole = str(exc).lower()
     if type(exc).__name__ == "OutOfMemoryError" or any(m in whole for m in OOM_MESSAGES):
         return f"out of memory: {first}"
+    if type(exc).__name__ == "Diverged":
+        return first
+    if any(m in whole for m in DIVERGED_MESSAGES):
+        return "diverged: the decoder's output went NaN, so the loss could not be computed; lower --lr"
     return f"{type(exc).__name__}: {first}"
 
 

@@ -497,7 +497,13 @@ def run_epochs(
             seen = int(total)
         times.append(clock() - epoch_start)
         losses.append(summed / max(seen, 1))  # the seed's: summed loss / samples
+        if not math.isfinite(losses[-1]):
+            raise Diverged(f"diverged: epoch {epoch + 1}'s mean loss is {losses[-1]}; lower --lr (now {spec.lr:g})")
     return Epochs(losses, times, step, clock() - train_start, first_step_s)
+
+
+class Diverged(RuntimeError):
+    """The loss stopped being a number: the run's times measure no training."""
 
 
 class CompileWatch:
