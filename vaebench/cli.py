@@ -258,6 +258,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     launch.check(spec)
     _check_io(args)
     check(spec, allocator_path=args.allocator_path or "")
+    _check_allocator_path(args.allocator_path, [spec.allocator])
     # Without strace or perf: exit 2 naming what to install, before anything trains.
     tracer = find_tracer() if args.syscalls else None
     spec, data = prepare_data(spec, args.data_dir)
@@ -343,6 +344,18 @@ def _add_report(sub: SubParsers) -> None:
     parser.add_argument("--runs", default=None, metavar="RUN_ID,...",
                         help="runs to draw in the GPU timeline "
                         "(default: one per configuration, GPU runs first, at most 6)")
+
+
+def _check_allocator_path(allocator_path: str | None, allocators: Sequence[str]) -> None:
+    """Refuse an --allocator-path that no run would preload, rather than ignore it."""
+    from .machine import allocator_of_path
+
+    named = allocator_of_path(allocator_path) if allocator_path else None
+    if allocator_path and named not in allocators:
+        used = ", ".join(sorted(set(allocators)))
+        raise UsageError(f"--allocator-path {allocator_path} is {f'a {named}' if named else 'no known allocator'} "
+                         f"library, but the runs use --allocator {used}, which would ignore it"
+                         + (f": give --allocator {named}" if named else ""))
 
 
 def results_folder(text: str) -> str:
@@ -541,6 +554,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     specs = config.specs()
     out = Path(args.out)
     allocator_path = str(opts.get("allocator_path") or "")
+    _check_allocator_path(allocator_path, [spec.allocator for spec in specs])
     # Slurm's nodes are not this machine: only what can run nowhere is skipped here.
     here = settings.kind != "slurm"
     plan = schedule([(specs, config.repeats)], out=out, data_dir=args.data_dir, force=args.force,

@@ -199,13 +199,18 @@ def child_process_env(spec: RunSpec | None, allocator_path: str = "") -> dict[st
     return env
 
 
+def allocator_of_path(allocator_path: str) -> str | None:
+    """The allocator a library's file name names (libjemalloc.so.2: jemalloc), or None."""
+    return next((n for n in ALLOCATOR_LIBRARIES if n in os.path.basename(allocator_path)), None)
+
+
 def allocator_libraries(allocator_path: str = "") -> dict[str, str]:
     """The preloadable allocators here, name -> library, from ldconfig's cache; `allocator_path`
     (--allocator-path) stands in for the allocator its file name names. Raises UsageError for a
     path that is missing or names neither."""
     found = dict(_ldconfig_allocators())
     if allocator_path:
-        name = next((n for n in ALLOCATOR_LIBRARIES if n in os.path.basename(allocator_path)), None)
+        name = allocator_of_path(allocator_path)
         if not os.path.isfile(allocator_path):
             raise UsageError(f"--allocator-path {allocator_path}: no such file")
         if name is None:

@@ -118,6 +118,20 @@ def test_a_missing_allocator_or_tracer_is_refused_naming_the_package(
     assert not (tmp_path / "runs.jsonl").exists()
 
 
+def test_an_allocator_path_no_run_would_preload_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    library = tmp_path / "libjemalloc.so.2"
+    library.write_bytes(b"")
+    out = tmp_path / "out"
+    assert run(out, "--allocator-path", str(library)) == 2
+    err = capsys.readouterr().err
+    assert "is a jemalloc library, but the runs use --allocator system, which would ignore it" in err
+    assert run(out, "--allocator", "tcmalloc", "--allocator-path", str(library)) == 2
+    assert "give --allocator jemalloc" in capsys.readouterr().err
+    sweep = ["sweep", *TINY, "--allocator", "system,tcmalloc", "--allocator-path", str(library), "--out", str(out)]
+    assert main(sweep) == 2 and "--allocator system, tcmalloc" in capsys.readouterr().err
+    assert not (out / "runs.jsonl").exists()
+
+
 def test_sweep_refuses_a_bad_value_before_any_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["sweep", *TINY, "--omp-wait-policy", "active,sometimes", "--out", str(tmp_path)])
     assert code == 2 and "unknown OpenMP wait policy 'sometimes'" in capsys.readouterr().err
