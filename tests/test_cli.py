@@ -407,3 +407,18 @@ def test_a_results_folder_may_be_named_by_its_runs_file(tmp_path: Path, capsys: 
     assert main(["compare", str(folder / "runs.jsonl"), str(folder)]) == 0
     assert "No regression" in capsys.readouterr().out
     assert main(["report", str(folder / "ladder.md")]) == 2  # another file is no folder
+
+
+@pytest.mark.parametrize(("argv", "ignored"), [
+    (["sweep", "--status", "DIR", "--threads", "1,2"], "--status runs nothing, so it would ignore --threads"),
+    (["sweep", "--status", "DIR", "--force", "--dry-run"], "would ignore --force, --dry-run"),
+    (["reproduce", "--report-only", "--force", "--out", "DIR"],
+     "--report-only runs nothing, so it would ignore --force"),
+    (["ladder", "--report-only", "--repeats", "3", "--out", "DIR"], "would ignore --repeats"),
+])
+def test_a_mode_that_runs_nothing_refuses_the_options_it_would_ignore(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], ignored: str
+) -> None:
+    assert main([str(tmp_path) if arg == "DIR" else arg for arg in argv]) == 2
+    err = capsys.readouterr().err
+    assert ignored in err and len(err.strip().splitlines()) == 1

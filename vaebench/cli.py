@@ -72,7 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # named by the command they were given to, whose --help lists what it takes
+            prog = f"{parser.prog} {args.command}" if getattr(args, "command", None) else parser.prog
+            raise BadArguments(prog, f"unrecognized arguments: {' '.join(extra)} (see `{prog} --help`)")
     except BadArguments as exc:
         print(f"{exc.prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -346,6 +349,16 @@ def _add_report(sub: SubParsers) -> None:
                         "(default: one per configuration, GPU runs first, at most 6)")
 
 
+def _refuse_beside(args: argparse.Namespace, mode: str, *, allowed: Sequence[str]) -> None:
+    """Refuse the options given with `mode` (one that runs nothing) that it would ignore."""
+    defaults = vars(build_parser().parse_args([args.command]))
+    ignored = [name for name, value in vars(args).items()
+               if name not in (*allowed, "command", "handler") and value != defaults.get(name, value)]
+    if ignored:
+        flags = ", ".join("--" + name.replace("_", "-") for name in ignored)
+        raise UsageError(f"{mode} runs nothing, so it would ignore {flags}")
+
+
 def _check_allocator_path(allocator_path: str | None, allocators: Sequence[str]) -> None:
     """Refuse an --allocator-path that no run would preload, rather than ignore it."""
     from .machine import allocator_of_path
@@ -533,6 +546,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import SweepConfig, executor_settings, load_config, merge, parse_axes
 
     if args.status is not None:
+        _refuse_beside(args, "--status", allowed=("status",))
         return _sweep_status(Path(args.status))
     config = load_config(args.config) if args.config else SweepConfig()
     settings = executor_settings(config.executor, {
@@ -758,6 +772,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out)
     outcome = None
     if args.report_only:
+        _refuse_beside(args, "--report-only", allowed=("report_only", "claim", "quick", "epochs", "out"))
         if not args.quick and args.epochs is None:  # as the folder's runs were planned
             args.quick, args.epochs = reproduce.sizing_of_folder(claim.run, out)
             sizing = " ".join(["--quick"] * args.quick + [f"--epochs {args.epochs}"] * (args.epochs is not None))
@@ -942,6 +957,7 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
     out = Path(args.out)
     given = {name: getattr(args, name) for name in ladder.FOLDER_SETTINGS}
     if args.report_only:  # what the command line leaves out, the folder's ladder says
+        _refuse_beside(args, "--report-only", allowed=("report_only", "rungs", "profile", "out", *given))
         given = {name: ran if given[name] is None else given[name]
                  for name, ran in ladder.settings_of_folder(out).items()}
     settings: dict[str, Any] = {name: DEFAULT_LADDER[name] if value is None else value for name, value in given.items()}

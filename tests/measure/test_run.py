@@ -85,7 +85,7 @@ def test_workers_cpu_time_is_counted(tmp_path: Path) -> None:
         (["--out", ""], "--out must name a folder"),
         (["--data-dir", ""], "--data-dir must name a folder"),
         (["--threads", "x"], "argument --threads: invalid int value: 'x' (see `vaebench run --help`)"),
-        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--bogus"], "unrecognized arguments: --bogus (see `vaebench run --help`)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
