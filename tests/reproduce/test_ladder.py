@@ -96,8 +96,18 @@ def test_a_ladder_without_the_seed_compares_with_its_lowest_rung_and_says_so() -
                          for (_, spec), t, loss in zip(plan.timed, (12.0, 1.5), (100.0, 110.0), strict=True)])
     frame = ladder.table(plan, runs)
     header = ladder.render_text(frame).splitlines()[0]
-    assert "vs sync-epoch" in header and "loss vs sync-epoch" in header and "seed" not in header
+    assert "vs sync-epoch (train s)" in header and "loss vs sync-epoch" in header and "seed" not in header
     assert "from the sync-epoch rung's" in ladder.loss_notes(frame)[0]
+
+
+def test_the_markdown_says_how_long_the_rungs_trained_and_whether_they_were_profiled() -> None:
+    frame = ladder.table(ladder.make_plan(ladder.seed_base("cpu"), ladder.pick(None)), pd.DataFrame())
+    rehearsal = ladder.render_markdown(frame, device="cpu", length="5 steps", profiled=False, gpu_name="", notes=[])
+    assert "every rung trains 5 steps" in rehearsal and "--no-profile" in rehearsal
+    assert "profiled run of" not in rehearsal and "epoch" not in rehearsal.split("|")[0]
+    full = ladder.render_markdown(frame, device="cuda", length="10 epoch(s)", profiled=True, gpu_name="H200", notes=[])
+    assert "every rung trains 10 epoch(s)" in full and "profiled run of 60 steps per rung" in full
+    assert "`vs seed (train s)` is the seed rung's `train s` over this rung's" in full
 
 
 H200 = Path(__file__).parents[2] / "docs/examples/nvidia-h200"

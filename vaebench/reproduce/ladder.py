@@ -97,7 +97,7 @@ def seed_base(device: str, *, epochs: int = DEFAULT.epochs, **fields: Any) -> Ru
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("train_s", "train s", "{:.2f}"),
     ("samples_per_s", "samples/s", "{:,.0f}"),
-    ("speedup", "vs seed", "{:.1f}x"),
+    ("speedup", "vs seed (train s)", "{:.1f}x"),
     ("gpu_util_mean", "NVML util %", "{:.0f}"),
     ("busy_fraction", "trace busy %", "{:.0f}"),
     ("busy_of_step", "busy % of step", "{:.0f}"),
@@ -176,17 +176,23 @@ def render_text(frame: pd.DataFrame) -> str:
     return text_table(*cells(frame))
 
 
-def render_markdown(frame: pd.DataFrame, *, device: str, epochs: int, gpu_name: str, notes: Sequence[str]) -> str:
+def render_markdown(frame: pd.DataFrame, *, device: str, length: str, profiled: bool, gpu_name: str,
+                    notes: Sequence[str]) -> str:
+    """`length`: how long every timed rung trained ("10 epoch(s)", "30 steps"); `profiled`: whether
+    each rung also had its short profiled run."""
+    trace = (f"`trace busy %` and `kernels/step` come from a separate profiled run of {PROFILED_RUN_STEPS} steps "
+             "per rung; `busy % of step` sets that trace's device time per step beside the timed run's median "
+             "step, since the profiler slows the host but not the kernels. " if profiled else
+             "No rung had a profiled run here (--no-profile), so the trace columns are empty. ")
     lines = [
         f"# The ladder on {gpu_name or device}",
         "",
-        f"Each rung adds one knob to the rung above it; every rung trains {epochs} epoch(s) with the seed's "
+        f"Each rung adds one knob to the rung above it; every rung trains {length} with the seed's "
         "hyperparameters (batch 128, Adam 1e-3) on the same samples in the same order. `train s` is the training "
-        "loop alone (no process start, no data preparation, no device warm-up; compile time included); "
-        f"`trace busy %` and `kernels/step` come from a separate profiled run of {PROFILED_RUN_STEPS} steps per "
-        "rung; `busy % of step` sets that trace's device time per step beside the timed run's median step, "
-        "since the profiler slows the host but not the kernels. NVML's utilization is the share of time any "
-        "kernel ran, averaged over the training window.",
+        "loop alone (no process start, no data preparation, no device warm-up; compile time included), and "
+        "`vs seed (train s)` is the seed rung's `train s` over this rung's: a compiled rung can be slower by it "
+        "and faster in samples/s, which are the steady state's. " + trace +
+        "NVML's utilization is the share of time any kernel ran, averaged over the training window.",
         "",
         markdown_table(*cells(frame)),
         "",
@@ -222,16 +228,16 @@ def figure(frame: pd.DataFrame) -> Figure | None:
     return fig
 
 
-def write(frame: pd.DataFrame, folder: Path, *, device: str, epochs: int, gpu_name: str, notes: Sequence[str]
-          ) -> Path:
+def write(frame: pd.DataFrame, folder: Path, *, device: str, length: str, profiled: bool, gpu_name: str,
+          notes: Sequence[str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     frame.to_csv(folder / "ladder.csv", index=False)
     fig = figure(frame)
     if fig is not None:
         fig.savefig(folder / "ladder.png", dpi=110, bbox_inches="tight")
     path = folder / "ladder.md"
-    path.write_text(render_markdown(frame, device=device, epochs=epochs, gpu_name=gpu_name, notes=notes),
-                    encoding="utf-8")
+    path.write_text(render_markdown(frame, device=device, length=length, profiled=profiled, gpu_name=gpu_name,
+                                    notes=notes), encoding="utf-8")
     return path
 
 
@@ -287,7 +293,9 @@ def report_folder(base: RunSpec, rungs: Sequence[Rung], folder: Path, *, profile
         notes.append(f"no run in {folder} matches these rungs on {base.device} with epochs={base.epochs}, "
                      f"steps={format_value(base.steps)}, samples={base.samples}: give the settings the ladder ran with")
     gpu = str(runs["fp_gpu_name"].dropna().iloc[-1]) if "fp_gpu_name" in runs and base.is_cuda else ""
-    path = write(frame, folder, device=base.device, epochs=base.epochs, gpu_name=gpu, notes=notes)
+    length = f"{base.steps} steps" if base.steps is not None else f"{base.epochs} epoch(s)"
+    path = write(frame, folder, device=base.device, length=length, profiled=bool(plan.profiled), gpu_name=gpu,
+                 notes=notes)
     write_report(build_report(folder))
     return "\n".join([render_text(frame), *[f"note: {note}" for note in notes]]), path
 
