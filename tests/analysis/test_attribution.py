@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from vaebench.analysis.attribution import (
+    ALLREDUCE,
     COMPUTE,
     DEVICE_BUSY,
     INPUT,
@@ -246,3 +247,21 @@ def test_compile_and_amp_already_on_leave_the_other_knobs() -> None:
 def test_without_the_runs_settings_every_knob_is_open() -> None:
     found = attribute(Evidence(split(0.1, 0.1, 5.0, 0.3), "cuda", busy_fraction=0.2))
     assert "--compile reduce-overhead (CUDA graphs)" in found.knobs and found.set_already == ()
+
+
+def test_a_data_parallel_run_is_told_of_its_all_reduce_and_no_knob_it_cannot_use() -> None:
+    # Two CPU ranks: 95 % host compute, of which the all-reduce is 68 % of the step.
+    ranks = RunSpec(threads=1, nproc_per_node=2)
+    found = attribute(Evidence(split(0.1, 0.0, 9.5, 0.0), "cpu", allreduce_share=0.68, spec=ranks))
+    assert found.kind == ALLREDUCE and found.share == 0.68
+    assert "all-reduce of the gradients across ranks takes 68% of the step" in str(found)
+    assert found.knobs == ("a larger --batch-size (fewer all-reduces per sample)", "fewer ranks (--nproc-per-node)")
+    # Below the share it is compute as before, without the knobs refused beside several ranks.
+    light = attribute(Evidence(split(0.1, 0.0, 9.5, 0.0), "cpu", allreduce_share=0.1, spec=ranks))
+    assert light.kind == COMPUTE and not any(k.startswith("--compile") for k in light.knobs)
+    assert "--threads N" in light.knobs
+    one = attribute(Evidence(split(0.1, 0.0, 9.5, 0.0), "cpu", spec=RunSpec(threads=1)))
+    assert "--compile default" in one.knobs
+    gpu = attribute(Evidence(split(0.1, 0.1, 5.0, 0.3), "cuda", busy_fraction=0.2,
+                             spec=RunSpec(device="cuda", nproc_per_node=2)))
+    assert gpu.kind == LAUNCH and not any(k.startswith(("--compile", "--cuda-graphs")) for k in gpu.knobs)

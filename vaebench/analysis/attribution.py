@@ -29,6 +29,7 @@ INPUT = "input pipeline"
 LAUNCH = "host launch overhead"
 COMPUTE = "compute"
 SYNC = "synchronization"
+ALLREDUCE = "gradient all-reduce"
 
 KNOBS: dict[str, tuple[str, ...]] = {
     INPUT: ("--loader tensor|device", "--workers N", "--pin-memory"),
@@ -40,6 +41,7 @@ KNOBS: dict[str, tuple[str, ...]] = {
     ),
     COMPUTE: ("--amp bf16", "a larger --batch-size", "--compile default"),
     SYNC: ("fewer .item() syncs: keep the running loss on the device and read it once per epoch",),
+    ALLREDUCE: ("a larger --batch-size (fewer all-reduces per sample)", "fewer ranks (--nproc-per-node)"),
 }
 CPU_KNOBS: dict[str, tuple[str, ...]] = {
     INPUT: ("--loader tensor", "--workers N"),
@@ -47,7 +49,10 @@ CPU_KNOBS: dict[str, tuple[str, ...]] = {
              "a larger --batch-size"),
     COMPUTE: ("--threads N", "--amp bf16", "--compile default"),
     SYNC: KNOBS[SYNC],
+    ALLREDUCE: KNOBS[ALLREDUCE],
 }
+# Refused beside more than one rank (spec._rank_problems): never advised to a data-parallel run.
+NOT_WITH_RANKS = ("--compile", "--cuda-graphs", "--adam compiled")
 # The flag of each knob that addresses one bottleneck only; a what-if on it names that one.
 WHATIF_FLAGS: dict[str, str] = {
     "--loader": INPUT,
@@ -62,6 +67,7 @@ DEVICE_BUSY = 0.80  # device busy above this: the device's own work bounds the s
 UNDERFILLED = 0.50  # kernel time in grids smaller than the GPU above this: "busy" is mostly empty SMs
 CPU_OP_BUSY = 0.50  # CPU run: aten ops below this share of wall, Python and dispatch dominate
 SYNC_SHARE = 0.25  # host work and sync wait both above this: host and device take turns
+ALLREDUCE_SHARE = 0.30  # the gradients' all-reduce above this share of the step bounds a data-parallel run
 DECISIVE_WHATIF = 1.20  # a what-if this much faster outranks the rules
 FP16_SYNC = (
     "with fp16, GradScaler.step syncs the host a second time (found_inf.item()) and the split "
@@ -87,6 +93,7 @@ class Evidence:
     underfilled_share: float = math.nan  # of kernel time, in kernels with fewer blocks than SMs
     kernels_per_step: float = math.nan
     gpu_util_pct: float = math.nan  # NVML utilization.gpu, mean over the run
+    allreduce_share: float = math.nan  # several ranks: the gradients' all-reduce over the median step
     whatifs: Mapping[str, float] = field(default_factory=dict)  # knob -> measured speed-up
     spec: RunSpec | None = None  # the run's settings: knobs it already uses are not advised again
 
@@ -174,7 +181,7 @@ class Evidence:
 
 @dataclass(frozen=True)
 class Bottleneck:
-    kind: str  # INPUT, LAUNCH, COMPUTE or SYNC
+    kind: str  # INPUT, LAUNCH, COMPUTE, SYNC or ALLREDUCE
     share: float  # of the step time the bounding part takes
     evidence: tuple[str, ...]
     knobs: tuple[str, ...]
@@ -218,6 +225,8 @@ def _open_knobs(knobs: tuple[str, ...], spec: RunSpec | None) -> tuple[tuple[str
     for knob in knobs:
         if spec.cuda_graphs and knob.startswith("--compile default"):  # refused with the graphs
             knob = GRAPH_ADAM
+        if spec.world_size > 1 and knob.startswith(NOT_WITH_RANKS):
+            continue
         setting = _in_effect(knob, spec)
         if setting:
             used += [setting] if setting not in used else []
@@ -242,6 +251,10 @@ def _rule(ev: Evidence) -> tuple[str, float, list[str]]:
         split = f"step {ev.step_median_ms:.2f} ms on the device; the host's {split}"
     if ev.on_gpu and math.isfinite(busy) and busy >= DEVICE_BUSY:  # the host's waits hide behind its work
         return COMPUTE, busy, [split, ev.busy_text()]
+    if ev.allreduce_share >= ALLREDUCE_SHARE:
+        why = (f"the all-reduce of the gradients across ranks takes {100 * ev.allreduce_share:.0f}% of the step "
+               "(counted in host compute)")
+        return ALLREDUCE, ev.allreduce_share, [split, why]
     if input_share >= INPUT_BOUND_SHARE:
         why = f"waiting for input is {100 * input_share:.0f}% of the step"
         return INPUT, input_share, [split, why]
@@ -340,6 +353,8 @@ def _share_of(ev: Evidence, kind: str) -> float:
         return ev.share(s.data_ms, s.copy_ms)
     if kind == SYNC:
         return ev.share(s.sync_ms)
+    if kind == ALLREDUCE:
+        return ev.allreduce_share
     if kind == COMPUTE and ev.on_gpu and math.isfinite(ev.busy):
         return ev.busy
     return ev.share(s.compute_ms)

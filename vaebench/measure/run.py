@@ -198,6 +198,7 @@ def _bottleneck(spec: RunSpec, train: TrainMetrics | None, monitor: MonitorSumma
         underfilled_share=train.profile.profile_underfilled_share,
         kernels_per_step=train.profile.profile_kernels_per_step,
         gpu_util_pct=monitor.gpu_util_mean,
+        allreduce_share=train.ranks.allreduce_share,
         spec=spec,
     ))
     return {"bottleneck": found.kind, "bottleneck_note": str(found)}
