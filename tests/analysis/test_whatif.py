@@ -56,3 +56,13 @@ def test_a_graphed_configuration_is_judged_by_its_graphs_stream_time() -> None:
     assert verdict.startswith("bound by compute") and "busy at most 97% of the step" in verdict
     eager = bottlenecks(pd.DataFrame([row | {"cuda_graphs": False, "sync": "step"}]))["graphs"]
     assert not eager.startswith("bound by compute")
+
+
+def test_a_configuration_measured_beside_a_busy_neighbour_is_no_evidence() -> None:
+    quiet = [config("ref", 1000.0), config("tensor", 2500.0, loader="tensor")]
+    busy = [quiet[0], quiet[1] | {"neighbour_cpu_pct_median": 90.0}]
+    assert whatifs(pd.DataFrame(quiet))["ref"] == {"--loader tensor": 2.5}
+    assert "ref" not in whatifs(pd.DataFrame(busy))
+    verdict = bottlenecks(pd.DataFrame(busy))["tensor"]
+    assert "measured beside a busy neighbour (processes outside the run used 90% of a core)" in verdict
+    assert "busy neighbour" not in bottlenecks(pd.DataFrame(quiet))["tensor"]

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..result import StepSplit
-from ..rules import INPUT_BOUND_SHARE
+from ..rules import INPUT_BOUND_SHARE, contended
 from ..spec import RunSpec
 from .trace import NO_DEVICE_ROWS, NO_DEVICE_SOURCE, from_device_rows
 
@@ -94,6 +94,7 @@ class Evidence:
     kernels_per_step: float = math.nan
     gpu_util_pct: float = math.nan  # NVML utilization.gpu, mean over the run
     allreduce_share: float = math.nan  # several ranks: the gradients' all-reduce over the median step
+    neighbour_cpu_pct: float = math.nan  # CPU used outside the run while it trained, percent of a core
     whatifs: Mapping[str, float] = field(default_factory=dict)  # knob -> measured speed-up
     spec: RunSpec | None = None  # the run's settings: knobs it already uses are not advised again
 
@@ -283,6 +284,9 @@ def _rule(ev: Evidence) -> tuple[str, float, list[str]]:
 
 def _context(ev: Evidence) -> tuple[str, ...]:
     out = []
+    if contended(ev.neighbour_cpu_pct):
+        out.append(f"measured beside a busy neighbour (processes outside the run used {ev.neighbour_cpu_pct:.0f}% "
+                   "of a core): the split may be the neighbour's doing, so rerun on a quiet machine before acting")
     if ev.on_gpu and ev.busy_source == NO_DEVICE_SOURCE:
         out.append(NO_DEVICE_ROWS)
     elif ev.on_gpu and ev.busy_source and not from_device_rows(ev.busy_source):

@@ -262,6 +262,7 @@ def bottlenecks(summary: pd.DataFrame) -> dict[str, str]:
             kernels_per_step=row.get("profile_kernels_per_step_median", math.nan),
             gpu_util_pct=row.get("gpu_util_mean_median", math.nan),
             allreduce_share=row.get("allreduce_share_median", math.nan),
+            neighbour_cpu_pct=row.get("neighbour_cpu_pct_median", math.nan),
             whatifs=measured.get(row["config"], {}),
             spec=RunSpec.from_dict(row),
         )

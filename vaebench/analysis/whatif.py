@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..rules import contended
 from ..spec import SPEC_FIELDS, SPEED_KNOBS, format_value
 from ..stats import is_missing, number
 
@@ -19,7 +20,8 @@ IDENTITY = (*(name for name in SPEC_FIELDS if name not in ("profile", "profile_s
 
 def whatifs(summary: pd.DataFrame, metric: str = "samples_per_s_median") -> dict[str, dict[str, float]]:
     """For each configuration: `--knob value` -> median throughput of the sibling / its own."""
-    rows = summary.to_dict("records")
+    # A configuration measured beside a busy neighbour is slow for the neighbour's sake: no evidence.
+    rows = [row for row in summary.to_dict("records") if not contended(row.get("neighbour_cpu_pct_median"))]
     found: dict[str, dict[str, float]] = {}
     for row in rows:
         mine = row.get(metric, math.nan)

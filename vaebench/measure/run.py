@@ -199,6 +199,7 @@ def _bottleneck(spec: RunSpec, train: TrainMetrics | None, monitor: MonitorSumma
         kernels_per_step=train.profile.profile_kernels_per_step,
         gpu_util_pct=monitor.gpu_util_mean,
         allreduce_share=train.ranks.allreduce_share,
+        neighbour_cpu_pct=monitor.neighbour_cpu_pct,
         spec=spec,
     ))
     return {"bottleneck": found.kind, "bottleneck_note": str(found)}
