@@ -447,7 +447,7 @@ def test_a_pair_with_contended_runs_is_inconclusive_not_a_regression(tmp_path: P
     assert verdicts(result) == {"samples_per_s": "inconclusive", "epoch_s": "inconclusive", "final_loss": "unchanged"}
     assert not result.regressed and result.contended
     assert "busy neighbour" in result.checks[0].reason
-    assert "WARNING" in result.to_text() and "busy neighbour" in result.to_markdown()
+    assert "WARNING: SPEED NOT JUDGED" in result.to_text() and "Speed not judged" in result.to_markdown()
     assert result.to_dict()["contended"]
     quiet = rows(1.25, seed=3, neighbour_cpu_pct=4.0)
     assert cmp.compare(frame(rows(seed=1)), frame(quiet)).regressed

@@ -274,7 +274,7 @@ class Comparison:
         lines += [f"regression: {c}" for c in self.with_verdict(REGRESSION)]
         lines += [f"unpaired: {u}" for u in self.unpaired]
         lines += [f"warning: {d}" for d in self.fingerprint_differences]
-        lines += [f"WARNING: NOT JUDGED: {note}" for note in self.contended]
+        lines += [f"WARNING: SPEED NOT JUDGED: {note}" for note in self.contended]
         lines += [f"WARNING: {self.too_few_runs}"] if self.too_few_runs else []
         lines.append(str(self))
         return "\n".join(lines)
@@ -294,7 +294,7 @@ class Comparison:
             lines += ["", "**Compared across different setups**", ""]
             lines += [f"- {d}" for d in self.fingerprint_differences]
         if self.contended:
-            lines += ["", ":warning: **Not judged: runs beside a busy neighbour**", ""]
+            lines += ["", ":warning: **Speed not judged: runs beside a busy neighbour** (final loss still is)", ""]
             lines += [f"- {note}" for note in self.contended]
         if self.too_few_runs:
             lines += ["", f":warning: **Too few runs:** {self.too_few_runs}"]
