@@ -712,6 +712,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if result.report is None:
         print(f"calibrate: only {result.ok} successful run(s); the noise needs 2 or more", file=sys.stderr)
         return EXIT_FAILED
+    if result.warning:
+        print(f"WARNING: {result.warning}")
     print(result.report.to_text(threshold=args.threshold))
     print(recommend(result.report, config.repeats))
     return EXIT_FAILED if result.failed else EXIT_OK

@@ -96,3 +96,18 @@ def test_a_missing_config_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_a_bad_threshold_is_refused_by_argparse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert calibrate(tmp_path, config(tmp_path), "--threshold", "10") == 2
     assert "(see `vaebench calibrate --help`)" in capsys.readouterr().err
+
+
+def test_runs_beside_a_busy_neighbour_are_named_before_the_noise_they_made(tmp_path: Path) -> None:
+    from tests.analysis.test_compare import SPEC, rows
+    from vaebench.analysis.calibration import calibrate_folder
+
+    for number, row in enumerate(rows(n=4)):
+        storage.append_row(tmp_path, row | {"neighbour_cpu_pct": 90.0 if number == 1 else 3.0})
+    result = calibrate_folder(tmp_path, SPEC.key(), repeats=4, advise_for=5)
+    assert result.report is not None and result.contended == [90.0]
+    assert result.warning.startswith("1 of 4 runs ran beside a busy neighbour") and "up to 90%" in result.warning
+    quiet = tmp_path / "quiet"
+    for row in rows(n=4):
+        storage.append_row(quiet, row | {"neighbour_cpu_pct": 3.0})
+    assert calibrate_folder(quiet, SPEC.key(), repeats=4, advise_for=5).warning == ""

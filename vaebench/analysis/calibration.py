@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import stats
 from .._format import fmt, fmt_auto, text_table
 from ..result import OK, RunSeries
+from ..rules import NEIGHBOUR_LIMIT_PCT, contended
 from .compare import METRICS, config_label, run_values
 
 if TYPE_CHECKING:
@@ -178,6 +179,16 @@ class FolderCalibration:
     report: CalibrationReport | None  # None with fewer than two successful runs
     ok: int
     failed: list[str]  # "run_id: reason" of each failed repeat
+    contended: list[float] = field(default_factory=list)  # neighbour_cpu_pct of each ok run beside a busy one
+
+    @property
+    def warning(self) -> str:
+        """Why the noise floor may be a neighbour's, not the machine's: "" for quiet runs."""
+        if not self.contended:
+            return ""
+        return (f"{len(self.contended)} of {self.ok} runs ran beside a busy neighbour (processes outside them used "
+                f"up to {max(self.contended):.0f}% of a core, limit {NEIGHBOUR_LIMIT_PCT:.0f}%): the noise below is "
+                "partly the neighbour's; calibrate on a quiet machine, as CI would run")
 
 
 def calibrate_folder(folder: Path, key: str, repeats: int, advise_for: int) -> FolderCalibration:
@@ -193,4 +204,5 @@ def calibrate_folder(folder: Path, key: str, repeats: int, advise_for: int) -> F
         return FolderCalibration(None, len(ok), failed)
     sizes = sorted({3, 5, 10, 20, advise_for})
     report = calibration_report(ok, repeats=sizes, series=load_step_times(folder, [str(i) for i in ok["run_id"]]))
-    return FolderCalibration(report, len(ok), failed)
+    busy = [float(v) for v in ok.get("neighbour_cpu_pct", ()) if contended(v)]
+    return FolderCalibration(report, len(ok), failed, busy)
