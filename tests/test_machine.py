@@ -109,6 +109,15 @@ def test_child_env_pins_threads_and_cuda_order(monkeypatch: pytest.MonkeyPatch) 
     assert child_process_env(RunSpec())["OMP_NUM_THREADS"] == "16"
 
 
+def test_a_profiled_cpu_run_keeps_kinetos_log_lines_out_of_its_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KINETO_LOG_LEVEL", raising=False)
+    assert child_process_env(RunSpec(profile=True))["KINETO_LOG_LEVEL"] == "6"
+    assert "KINETO_LOG_LEVEL" not in child_process_env(RunSpec())
+    assert "KINETO_LOG_LEVEL" not in child_process_env(RunSpec(device="cuda", profile=True))  # CUPTI's word counts
+    monkeypatch.setenv("KINETO_LOG_LEVEL", "0")
+    assert child_process_env(RunSpec(profile=True))["KINETO_LOG_LEVEL"] == "0"
+
+
 def test_machine_labels_name_the_gpu_then_the_cpu() -> None:
     h200 = {"cpu_model": "Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.00GHz", "logical_cores": 32,
             "gpu_name": "NVIDIA H200"}

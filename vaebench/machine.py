@@ -192,6 +192,8 @@ def child_process_env(spec: RunSpec | None, allocator_path: str = "") -> dict[st
     if spec is not None:
         env |= thread_env(spec.threads) | wait_policy_env(spec.omp_wait_policy) | bind_env(spec.bind)
         env |= preload_env(spec.allocator, allocator_path, os.environ.get("LD_PRELOAD", ""))
+    if spec is not None and spec.profile and not spec.is_cuda:
+        env.setdefault("KINETO_LOG_LEVEL", "6")  # quiet: else kineto logs its start, stop and a missing GPU
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     env["PYTHONUNBUFFERED"] = "1"
     package_root = str(Path(__file__).resolve().parent.parent)

@@ -146,12 +146,13 @@ def _profile_lines(train: TrainMetrics) -> list[str]:
         return []
     underfilled = (f", {100 * p.profile_underfilled_share:.0f}% of kernel time in grids smaller than the GPU"
                    if math.isfinite(p.profile_underfilled_share) else "")
+    kernels = (f"{fmt(p.profile_kernels_per_step, '{:.1f}')} kernels/step{underfilled}, "
+               if p.profile_kernels_per_step > 0 else "")  # a CPU trace has no kernels to count
     return [
         f"  profile   trace {p.profile_trace} (open in ui.perfetto.dev); busy "
         f"{fmt(100 * p.profile_busy_fraction, '{:.1f}%')} [{p.profile_busy_source}] "
         f"({fmt(p.profile_busy_ms_per_step, '{:.3f}')} ms per step), "
-        f"{fmt(p.profile_kernels_per_step, '{:.1f}')} kernels/step{underfilled}, profiler overhead "
-        f"{fmt(p.profile_overhead_pct, '{:.1f}%')}"
+        f"{kernels}profiler overhead {fmt(p.profile_overhead_pct, '{:.1f}%')}"
     ]
 
 
