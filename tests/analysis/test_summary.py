@@ -116,3 +116,6 @@ def test_the_profile_line_gives_device_time_per_step_and_underfilled_kernels() -
     assert "101.0 kernels/step, 81% of kernel time in grids smaller than the GPU" in line
     no_args = dataclasses.replace(profile, profile_underfilled_share=float("nan"))
     assert "grids" not in format_run(dataclasses.replace(record({}), train=dataclasses.replace(train, profile=no_args)))
+    cpu = dataclasses.replace(profile, profile_kernels_per_step=0.0, profile_underfilled_share=float("nan"))
+    cpu_run = dataclasses.replace(record({}), train=dataclasses.replace(train, profile=cpu))
+    assert "kernels/step" not in format_run(cpu_run)
