@@ -9,6 +9,7 @@ could clean up, and that the results folder holds no half-written record or orph
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from tests._processes import alive_in_groups, request_folder, wait_for_child
-from vaebench.storage import read_rows
+from vaebench.measure.occupants import reap_orphans
+from vaebench.storage import LOCKS_DIR, read_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 FOREVER = ["--data", "synthetic", "--samples", "2048", "--batch-size", "32", "--epochs", "1000", "--threads", "1"]
@@ -84,3 +86,9 @@ def test_kill_9_of_the_parent_takes_the_child_down_too(tmp_path: Path, groups: s
     time.sleep(1.0)
     assert not alive_in_groups(groups), "the training child outlived its killed parent"
     assert_store_intact(out)
+    # The killed parent could not remove its temp folder; the next vaebench in the folder does.
+    locks = [json.loads(path.read_text() or "{}") for path in (out / LOCKS_DIR).glob("child-*.lock")]
+    scratch = [Path(info["scratch"]) for info in locks if info.get("scratch")]
+    assert scratch and all(path.exists() for path in scratch)
+    reap_orphans(out)
+    assert not any(path.exists() for path in scratch), "the killed run's temp folder outlived the next one"
