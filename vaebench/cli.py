@@ -408,6 +408,18 @@ COMPARE_EPILOG = (
 )
 
 
+def parse_metrics(text: str) -> list[str]:
+    """'real_s,sys_s' as ['real_s', 'sys_s']; an unknown name is refused."""
+    from .analysis.compare import METRICS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METRICS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown metric {(unknown[0] if unknown else text)!r}; choose from "
+                                         f"{', '.join(METRICS)}")
+    return names
+
+
 def parse_fraction(text: str) -> float:
     """'10%' or '0.1' as 0.1; a bare number of 1 or more is refused as ambiguous."""
     raw = text.strip()
@@ -439,8 +451,8 @@ def _add_compare(sub: SubParsers) -> None:
     parser.add_argument("--threshold", type=parse_fraction, default=0.10, metavar="T",
                         help="smallest slowdown that counts, as 10%% or 0.1 (default: 10%%)")
     parser.add_argument("--metric", dest="metrics", action="extend", nargs="+", metavar="M",
-                        choices=list(METRICS), default=None,
-                        help=f"metrics to check, from {', '.join(METRICS)} "
+                        type=parse_metrics, default=None,
+                        help=f"metrics to check, space- or comma-separated, from {', '.join(METRICS)} "
                         f"(default: {' '.join(DEFAULT_METRICS)})")
     parser.add_argument("--alpha", type=parse_fraction, default=0.05,
                         help="significance level of the one-sided test (default: 0.05)")
@@ -472,7 +484,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             raise UsageError(f"{folder}: {exc}") from None
     comparison = compare(
         tables[0], tables[1], threshold=args.threshold, alpha=args.alpha,
-        metrics=tuple(dict.fromkeys(args.metrics or DEFAULT_METRICS)),
+        metrics=tuple(dict.fromkeys(name for names in args.metrics or [DEFAULT_METRICS] for name in names)),
         allow_different_machines=args.allow_different_machines,
         baseline_series=steps[0], candidate_series=steps[1],
     )

@@ -356,6 +356,10 @@ def test_cli_reads_step_times_and_writes_markdown_and_json(tmp_path: Path):
     assert payload["checks"][0]["verdict"] == "regression"
     table_rows = [line for line in md.read_text().splitlines() if line.startswith("| ")]
     assert len(table_rows) == 3 and "regression" in table_rows[1]
+    # A comma list is the same list, as in every other list option.
+    assert main(["compare", str(base), str(cand), "--metric", "samples_per_s,final_loss", "--json", str(js)]) == 1
+    assert [c["metric"] for c in json.loads(js.read_text())["checks"]] == ["samples_per_s", "final_loss"]
+    assert main(["compare", str(base), str(cand), "--metric", "samples_per_s,speed"]) == 2
 
 
 def test_threshold_parsing():
