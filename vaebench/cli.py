@@ -668,7 +668,8 @@ def _print_skipped(skipped: Sequence[Skipped]) -> None:
 
 
 CALIBRATE_EPILOG = (
-    "Exit status: 0 the report was printed; 1 a run failed (the report covers the runs that "
+    "The sweep file gives the configuration; its `out` does not apply here: the A/A runs go to --out, "
+    "apart from the sweep's results. Exit status: 0 the report was printed; 1 a run failed (the report covers the runs that "
     "succeeded, when there are two or more); 2 usage error: a bad option, a sweep file that does not "
     "expand to exactly one configuration, or one that cannot run here."
 )
