@@ -415,6 +415,7 @@ def test_a_results_folder_may_be_named_by_its_runs_file(tmp_path: Path, capsys: 
     (["reproduce", "--report-only", "--force", "--out", "DIR"],
      "--report-only runs nothing, so it would ignore --force"),
     (["ladder", "--report-only", "--repeats", "3", "--out", "DIR"], "would ignore --repeats"),
+    (["reproduce", "--quick", "--epochs", "3", "--out", "DIR"], "give --quick or --epochs, not both"),
 ])
 def test_a_mode_that_runs_nothing_refuses_the_options_it_would_ignore(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], ignored: str

@@ -669,9 +669,9 @@ def _print_skipped(skipped: Sequence[Skipped]) -> None:
 
 CALIBRATE_EPILOG = (
     "The sweep file gives the configuration; its `out` does not apply here: the A/A runs go to --out, "
-    "apart from the sweep's results. Exit status: 0 the report was printed; 1 a run failed (the report covers the runs that "
-    "succeeded, when there are two or more); 2 usage error: a bad option, a sweep file that does not "
-    "expand to exactly one configuration, or one that cannot run here."
+    "apart from the sweep's results. Exit status: 0 the report was printed; 1 a run failed (the report "
+    "covers the runs that succeeded, when there are two or more); 2 usage error: a bad option, a sweep "
+    "file that does not expand to exactly one configuration, or one that cannot run here."
 )
 
 
@@ -783,6 +783,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     for flag in ("epochs", "samples"):
         if getattr(args, flag) is not None:
             _check_field(f"--{flag}", flag, getattr(args, flag))
+    if args.quick and args.epochs is not None:
+        raise UsageError("--quick runs one epoch: give --quick or --epochs, not both")
     claim = claims.load(args.claim)
     out = Path(args.out)
     outcome = None

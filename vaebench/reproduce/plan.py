@@ -186,7 +186,7 @@ def sizing_of_folder(run: Mapping[str, Any], folder: Path) -> tuple[bool, int | 
     keys = set(runs["spec_key"]) if "spec_key" in runs else set()
     mine = runs[runs["sweep"] == "reproduce"] if "sweep" in runs else runs
     ran = sorted({int(e) for e in mine["epochs"].dropna()}) if "epochs" in mine else []
-    sizings = [(quick, epochs) for quick in (False, True) for epochs in (None, *ran)]
+    sizings: list[tuple[bool, int | None]] = [(False, None), (True, None), *((False, epochs) for epochs in ran)]
     plans = [plan_of_folder(run, folder, quick=quick, epochs=epochs).runs for quick, epochs in sizings]
     held = [sum(planned.spec.key() in keys for planned in plan) for plan in plans]
     whole = [i for i, plan in enumerate(plans) if plan and held[i] == len(plan)]
