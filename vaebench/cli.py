@@ -878,7 +878,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from .sweep import check_number, check_whole
     from .tune.driver import TuneSettings, minimum_budget_s, tune
     from .tune.report import format_table, trials_frame, write
-    from .tune.search import parse_budget, parse_include
+    from .tune.search import START_BATCH, parse_budget, parse_include
 
     budget, include = parse_budget(args.budget), parse_include(args.include)
     if budget < minimum_budget_s():
@@ -888,7 +888,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         raise UsageError(f"--target-loss must be positive, got {args.target_loss:g}")
     _check_field("--samples", "samples", args.samples)
     if args.max_batch is not None:
-        check_whole(args.max_batch, "--max-batch", least=1, most=MAX_SAMPLES, why="a batch is at most an epoch")
+        check_whole(args.max_batch, "--max-batch", least=START_BATCH, most=MAX_SAMPLES,
+                    why="a batch is at most an epoch")
     if args.quality_samples is not None:
         most_epochs = MAXIMUMS["epochs"][0]
         check_whole(args.quality_samples, "--quality-samples", least=1, most=most_epochs * args.samples,

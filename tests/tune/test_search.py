@@ -142,6 +142,18 @@ def test_quality_guard_with_a_target_picks_the_first_to_reach_it() -> None:
     assert any("4096 never reached" in r for r in rec.rejected)
 
 
+def test_no_batch_above_max_batch_is_recommended_though_the_reference_still_judges() -> None:
+    # --max-batch 32: batch 128 runs as the yardstick only.
+    runs = [_quality(128, 20_000, 180.0), _quality(32, 9_000, 131.0), _quality(16, 6_000, 121.0)]
+    rec = recommend(runs, tolerance=0.02, max_batch=32)
+    assert rec.trial is not None and rec.trial.batch == 32 and "of batch 128's (180.00)" in rec.reason
+    assert recommend(runs, tolerance=0.02).trial.batch == 128  # type: ignore[union-attr]
+    # Every candidate worse than the yardstick: nothing, and why.
+    worse = recommend([_quality(128, 20_000, 100.0), _quality(32, 9_000, 131.0)], tolerance=0.02, max_batch=32)
+    assert worse.trial is None and "no batch up to 32" in worse.reason and "batch 32 was faster" not in worse.reason
+    assert recommend([_quality(128, 20_000, 100.0)], tolerance=0.02, max_batch=32).trial is None
+
+
 def test_without_the_reference_nothing_is_recommended_but_the_fastest_is_named() -> None:
     rec = recommend([_quality(1024, 6000, 101.5)], tolerance=0.02)
     assert rec.trial is None, "an unchecked pick is not a recommendation"

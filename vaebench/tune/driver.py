@@ -165,7 +165,8 @@ def tune(
     config = _tune_knobs(result, best, data, options, caps, run, report, clock, start + KNOB_SHARE * budget)
     result.config = config
     _guard_quality(result, config, data, options, run, report, clock, start + budget)
-    result.recommendation = recommend(result.quality, tolerance=settings.tolerance, target=settings.target_loss)
+    result.recommendation = recommend(result.quality, tolerance=settings.tolerance, target=settings.target_loss,
+                                      max_batch=settings.max_batch)
     if result.recommendation.trial is not None and result.adopted:
         rec = result.recommendation
         result.recommendation = Recommendation(rec.trial, f"{rec.reason}; with {'; '.join(result.adopted)}",

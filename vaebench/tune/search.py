@@ -365,14 +365,18 @@ def recommend(
     tolerance: float,
     target: float | None = None,
     reference_batch: int = REFERENCE_BATCH,
+    max_batch: int | None = None,
 ) -> Recommendation:
     """The fastest candidate whose loss at the sample budget is within `tolerance` of the
     reference batch's; with a target loss, the one that reaches it soonest. Every faster
-    candidate passed over is named with the reason."""
-    done = [t for t in runs if t.ok and not math.isnan(t.final_loss)]
+    candidate passed over is named with the reason. The reference batch is the yardstick even
+    above `max_batch`, but no candidate is."""
+    finished = [t for t in runs if t.ok and not math.isnan(t.final_loss)]
+    reference = next((t for t in finished if t.batch == reference_batch), None)
+    done = [t for t in finished if max_batch is None or t.batch <= max_batch]
     if not done:
-        return Recommendation(None, "no quality run finished; nothing can be recommended")
-    reference = next((t for t in done if t.batch == reference_batch), None)
+        return Recommendation(None, "no quality run at or below the largest batch allowed finished; "
+                              "nothing can be recommended")
     if target is not None:
         reached = [(Quality(t, target).time_to_target_s, t) for t in done]
         reached = [(s, t) for s, t in reached if not math.isnan(s)]
@@ -400,7 +404,9 @@ def recommend(
         worse = trial.final_loss / reference.final_loss - 1
         rejected.append(f"batch {trial.batch} was faster ({trial.samples_per_s:.0f} samples/s) but its loss at "
                         f"the budget ({trial.final_loss:.2f}) is {worse:.1%} worse than batch {reference_batch}'s")
-    raise AssertionError("unreachable: the reference is within its own tolerance")
+    # Only where the reference is above max_batch: it is within its own tolerance otherwise.
+    return Recommendation(None, f"no batch up to {max_batch} has a loss at the budget within {tolerance:.0%} of "
+                          f"batch {reference_batch}'s ({reference.final_loss:.2f})", tuple(rejected))
 
 
 def parse_budget(text: str) -> float:
