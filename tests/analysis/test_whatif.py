@@ -66,3 +66,12 @@ def test_a_configuration_measured_beside_a_busy_neighbour_is_no_evidence() -> No
     verdict = bottlenecks(pd.DataFrame(busy))["tensor"]
     assert "measured beside a busy neighbour (processes outside the run used 90% of a core)" in verdict
     assert "busy neighbour" not in bottlenecks(pd.DataFrame(quiet))["tensor"]
+
+
+def test_a_knob_read_back_from_pandas_is_named_as_the_command_line_gives_it() -> None:
+    # pandas holds a missing thread count as NaN and 2 as 2.0 beside it.
+    summary = pd.DataFrame([config("default", 1000.0), config("two", 1800.0, threads=2)])
+    assert summary["threads"].tolist()[0] != summary["threads"].tolist()[0]  # NaN
+    found = whatifs(summary)
+    assert found["default"] == {"--threads 2": 1.8}
+    assert found["two"] == {"--threads default": pytest.approx(1 / 1.8)}
