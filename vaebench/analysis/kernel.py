@@ -92,6 +92,7 @@ class Counters:
     workers_cpu_s: float = math.nan  # the tree's CPU less the training process's, whole run
     tree_cpu_s: float = math.nan
     tree_sys_share: float = math.nan  # the tree's sys / (user + sys), whole run
+    allocator: str = "system"
 
     def per_step(self, value: float) -> float:
         return value / self.steps if self.steps > 0 else math.nan
@@ -131,9 +132,13 @@ class Verdict:
     also: str = ""  # a second cause nearly as costly
     small: bool = False  # sys/user below SYS_SMALL: the cause is named, the problem is small
     numbers: dict[str, float] = field(default_factory=dict)
+    allocator: str = "system"  # the run's --allocator
 
     @property
     def knob(self) -> str:
+        if self.cause == ALLOCATOR and self.allocator != "system":
+            return (f"none left: --allocator {self.allocator} is set, and keeps freed memory; "
+                    "the faults are first touches")
         return KNOBS[self.cause]
 
     @property
@@ -173,6 +178,7 @@ def read_counters(row: Mapping[str, Any]) -> Counters | None:
         involuntary=cell["train_ctx_involuntary"], runqueue_s=cell["runqueue_wait_s"], threads=threads, cores=cores,
         workers=_finite(cell["workers"]), workers_cpu_s=max(tree - main, 0.0) if tree > 0 and main > 0 else math.nan,
         tree_cpu_s=tree, tree_sys_share=cell["sys_s"] / tree if tree > 0 else math.nan,
+        allocator=str(row.get("allocator") or "system"),
     )
 
 
@@ -197,19 +203,24 @@ def costs(c: Counters) -> dict[str, float]:
 def verdict(c: Counters) -> Verdict:
     """Name the cause that costs the kernel most per step, with the counts behind it."""
     found = costs(c)
+    sys_ms = c.per_step(c.sys_s) * 1e3
+    # The per-event costs are one machine's fit: where they add up past the sys time measured
+    # here, they are scaled down to it, so no cause is said to cost more than the kernel took.
+    scale = min(1.0, sys_ms / sum(found.values())) if sum(found.values()) > 0 and sys_ms > 0 else 1.0
+    found = {k: v * scale for k, v in found.items()}
     ranked = sorted(found, key=lambda k: -found[k])
     cause = ranked[0]
     runner_up = found[ranked[1]] if len(ranked) > 1 else 0.0
     second = ranked[1] if runner_up >= max(ALSO * found[cause], ALSO_MIN_MS) else ""
-    sys_ms = c.per_step(c.sys_s) * 1e3
-    numbers = {**c.per_step_figures(), "sys_ms_per_step": sys_ms, **{f"cost_ms:{k}": v for k, v in found.items()}}
+    numbers = {**c.per_step_figures(), "sys_ms_per_step": sys_ms, "cost_scale": scale,
+               **{f"cost_ms:{k}": v for k, v in found.items()}}
     evidence = [f"sys/user {c.sys_user:.2f} over the training window ({sys_ms:.2f} ms of sys per step)"]
-    evidence += [_explain(name, c, found[name]) for name in ranked]
+    evidence += [_explain(name, c, found[name], scale) for name in ranked]
     if c.per_step(c.major_faults) >= MAJOR_FAULTS:
         numbers["major_faults_per_step"] = c.per_step(c.major_faults)
         evidence.append(f"and {c.major_faults:,.0f} major faults in the training window: pages were read back from "
                         "disk, so memory ran short on this machine (another process?), which none of these causes is")
-    return Verdict(cause, found, tuple(evidence), second, c.sys_user < SYS_SMALL, numbers)
+    return Verdict(cause, found, tuple(evidence), second, c.sys_user < SYS_SMALL, numbers, c.allocator)
 
 
 def kernel_verdict(row: Mapping[str, Any]) -> Verdict | None:
@@ -224,20 +235,21 @@ def per_step_columns(row: Mapping[str, Any]) -> dict[str, float]:
     return c.per_step_figures() if c is not None else {name: math.nan for name, _ in PER_STEP}
 
 
-def _explain(cause: str, c: Counters, cost_ms: float) -> str:
+def _explain(cause: str, c: Counters, cost_ms: float, scale: float = 1.0) -> str:
     cost = f"~{cost_ms:.2f} ms of kernel per step"
+    fault_us, switch_us = f"{FAULT_US * scale:.2g}", f"{SWITCH_US * scale:.2g}"  # per event, as scaled
     if cause == ALLOCATOR:
-        return f"{c.per_step(c.minor_faults):,.0f} minor page faults per step ({cost} at {FAULT_US:g} us each)"
+        return f"{c.per_step(c.minor_faults):,.0f} minor page faults per step ({cost} at {fault_us} us each)"
     if cause == WORKERS:
         share = c.workers_cpu_s / c.tree_cpu_s
         return f"{c.workers:.0f} DataLoader workers use {100 * share:.0f}% of the tree's CPU ({cost})"
     placed = f"{_count(c.threads, 'thread')} on {_count(c.cores, 'core')}"
     if cause == WAKEUPS:
         others = _count(c.per_step(c.involuntary), "involuntary one")
-        return (f"{c.per_step(c.voluntary):,.0f} voluntary context switches per step ({cost} at {SWITCH_US:g} us "
+        return (f"{c.per_step(c.voluntary):,.0f} voluntary context switches per step ({cost} at {switch_us} us "
                 f"each) with {placed}; {others} per step: other processes taking the cores")
     switches = (f"{c.per_step(c.voluntary):,.0f} voluntary + {c.per_step(c.involuntary):,.0f} involuntary "
-                f"context switches per step ({cost} at {SWITCH_US:g} us each)")
+                f"context switches per step ({cost} at {switch_us} us each)")
     queued = c.runqueue_ms_per_step
     wait = f", {queued:.1f} ms of run-queue wait per step" if math.isfinite(queued) else ""
     return switches + f": {placed}{wait}"

@@ -37,7 +37,8 @@ def whatifs(summary: pd.DataFrame, metric: str = "samples_per_s_median") -> dict
 
 def _typed(name: str, value: Any) -> Any:
     """A run field as the spec holds it: pandas turns a missing thread count into NaN, 2 into 2.0."""
-    return getattr(dataclasses.replace(DEFAULT, **{name: None if is_missing(value) else value}).normalized(), name)
+    fields: dict[str, Any] = {name: None if is_missing(value) else value}
+    return getattr(dataclasses.replace(DEFAULT, **fields).normalized(), name)
 
 
 def _single_difference(row: dict[str, Any], other: dict[str, Any]) -> str | None:
