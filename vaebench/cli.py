@@ -10,6 +10,7 @@ import dataclasses
 import math
 import os
 import re
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -640,8 +641,9 @@ def _sweep_on_jobs(planned: Sequence[Planned], todo: Sequence[Planned], options:
                    f"done); cancel them with `{submitted.cancel}`")
     try:
         followed = cluster.follow(out, submitted)
-    except KeyboardInterrupt:
-        raise Interrupted(message=f"stopped following; the jobs keep running: {follow_hint}") from None
+    except (KeyboardInterrupt, Interrupted) as stop:  # Ctrl-C, or SIGTERM/SIGHUP
+        signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
+        raise Interrupted(signum, f"stopped following; the jobs keep running: {follow_hint}") from None
     print(f"sweep: {len(followed.rows)} runs recorded in {out}, {followed.failed} failed"
           + (f", {followed.unsubmitted} never submitted (the queue was stopped)" if followed.unsubmitted else ""))
     print(f"next: vaebench report {out}")

@@ -185,6 +185,24 @@ def _wait(what: str, ready: Any, timeout: float = 240.0) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stopped_follower_says_the_jobs_keep_running_and_how_to_cancel_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, signum: int, status: int
+) -> None:
+    from types import SimpleNamespace
+
+    from vaebench.errors import Interrupted
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt if signum == signal.SIGINT else Interrupted(signum)
+
+    monkeypatch.setattr(cluster, "submit", lambda *_: SimpleNamespace(cancel="kill 4242"))
+    monkeypatch.setattr(cluster, "follow", stop)
+    assert main(["sweep", *GRID, "--out", str(tmp_path / "d")]) == status
+    err = capsys.readouterr().err
+    assert "the jobs keep running" in err and "cancel them with `kill 4242`" in err
+
+
 def test_a_submitit_local_sweep_survives_a_killed_job_and_ctrl_c_and_resumes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
