@@ -308,3 +308,10 @@ def test_a_batch_above_the_epoch_is_a_point_skipped_with_its_reason(
     captured = capsys.readouterr()
     assert "batch_size=100000" in captured.err and "above the 256 samples of an epoch" in captured.err
     assert "1 configurations x 1 repeats = 1 runs" in captured.out
+
+
+def test_a_field_in_both_grid_and_run_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "both.toml"
+    path.write_text("[grid]\nthreads = [1, 2]\nbatch_size = [64]\n[run]\nthreads = 4\nepochs = 1\n")
+    with pytest.raises(SweepError, match=r"threads in both \[grid\] and \[run\]"):
+        load_config(path)

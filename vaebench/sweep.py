@@ -150,6 +150,9 @@ def load_config(path: str | Path) -> SweepConfig:
                 for name, values in toml_table(document, "grid", f"{path}: grid").items()}
         fixed = {name: _typed(path, "run", name, [value])[0]
                  for name, value in toml_table(document, "run", f"{path}: run").items()}
+        both = sorted(set(grid) & set(fixed))
+        if both:
+            raise SweepError(f"{path}: {', '.join(both)} in both [grid] and [run]; keep each field in one of them")
         return SweepConfig(grid=grid, fixed=fixed,
                            repeats=check_repeats(document.get("repeats", 1), f"{path}: repeats"),
                            order_seed=_order_seed(document.get("order_seed", 0), f"{path}: order_seed"),
