@@ -880,7 +880,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from .sweep import check_number, check_whole
     from .tune.driver import TuneSettings, minimum_budget_s, tune
     from .tune.report import format_table, trials_frame, write
-    from .tune.search import START_BATCH, parse_budget, parse_include
+    from .tune.search import REFERENCE_BATCH, START_BATCH, parse_budget, parse_include
 
     budget, include = parse_budget(args.budget), parse_include(args.include)
     if budget < minimum_budget_s():
@@ -889,6 +889,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     if args.target_loss is not None and not check_number(args.target_loss, "--target-loss") > 0:
         raise UsageError(f"--target-loss must be positive, got {args.target_loss:g}")
     _check_field("--samples", "samples", args.samples)
+    if args.samples < REFERENCE_BATCH:
+        raise UsageError(f"--samples must be at least {REFERENCE_BATCH}, the seed's batch, which the quality guard "
+                         f"trains as its yardstick; got {args.samples}")
     if args.max_batch is not None:
         check_whole(args.max_batch, "--max-batch", least=START_BATCH, most=MAX_SAMPLES,
                     why="a batch is at most an epoch")

@@ -203,7 +203,9 @@ def test_parsers() -> None:
     (["--budget", "abc"], "not a duration"),
     (["--target-loss", "-3"], "--target-loss must be positive"),
     (["--include", "turbo"], "unknown --include item"),
-    (["--max-batch", "0"], "--max-batch must be at least 1"),
+    (["--max-batch", "0"], "--max-batch must be at least 16"),
+    (["--max-batch", "3"], "--max-batch must be at least 16, got 3"),  # the search starts at 16
+    (["--samples", "10"], "--samples must be at least 128, the seed's batch"),
     (["--target-loss", "inf"], "--target-loss must be a finite number"),
     (["--tolerance", "nan"], "must be a finite number"),
     (["--budget", "inf"], "positive duration"),
