@@ -362,6 +362,20 @@ def test_tune_md_shows_gpu_utilization_per_batch_and_keeps_memory_measures_apart
     assert "alloc_peak_mb" not in format_table(trials_frame(cpu))
 
 
+def test_the_trials_tables_show_every_knob_a_trial_changed() -> None:
+    base = RunSpec(data="synthetic", samples=4096)
+    search = SearchResult([Trial(base, samples_per_s=10_000.0, stage="climb")])
+    fused = Trial(dataclasses.replace(base, adam="fused"), samples_per_s=8_000.0, stage="knob")
+    result = TuneResult(TuneSettings(base=base), search, knobs=[fused])
+    frame = trials_frame(result)
+    assert frame["adam"].tolist() == ["auto", "fused"]
+    table = format_table(frame)
+    assert "adam" in table.splitlines()[0] and "fused" in table
+    assert "compile" not in table.splitlines()[0]  # no trial changed it
+    trials = render_markdown(result, frame, []).split("## Trials")[1]
+    assert " adam |" in trials and "| fused |" in trials
+
+
 def test_tune_caps_the_search_at_the_epoch_and_names_that_cap(tmp_path: Path) -> None:
     base = RunSpec(data="synthetic", samples=1024)
     measure = rising()

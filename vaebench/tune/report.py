@@ -46,6 +46,7 @@ def trials_frame(result: TuneResult) -> pd.DataFrame:
             "pin": format_value(t.spec.pin_memory),
             "compile": t.spec.compile,
             "amp": t.spec.amp,
+            "adam": t.spec.adam,
             "allocator": t.spec.allocator,
             "wait_policy": t.spec.omp_wait_policy,
             "lr": t.spec.lr,
@@ -182,7 +183,9 @@ def _measured(frame: pd.DataFrame) -> pd.DataFrame:
 
 def format_table(frame: pd.DataFrame) -> str:
     """The trials table for the terminal."""
-    shown = _measured(frame).drop(columns=["run_id", "lr", "workers", "pin", "compile", "amp"]).copy()
+    # The knob columns every trial shares say nothing here; one a trial changed stays.
+    constant = [c for c in ("lr", "workers", "pin", "compile", "amp", "adam") if c in frame and frame[c].nunique() <= 1]
+    shown = _measured(frame).drop(columns=["run_id", *constant], errors="ignore").copy()
     for column, digits in (("samples_per_s", 0), ("gpu_util_pct", 0), ("alloc_peak_mb", 0), ("device_mem_mb", 0),
                            ("rss_peak_mb", 0), ("loss_at_budget", 2), ("time_to_target_s", 1)):
         if column in shown:
