@@ -271,6 +271,25 @@ def test_tune_wires_search_knobs_and_guard_with_fakes(tmp_path: Path) -> None:
     assert {"climb", "refine", "confirm", "knob", "quality"} <= set(frame["stage"])
 
 
+def test_a_budget_that_ends_in_the_knobs_names_every_knob_left_untried(tmp_path: Path) -> None:
+    measure, _ = peaked(512)
+    now = [0.0]
+
+    def screen(base: RunSpec, data: DataInfo, **kw: object) -> SearchResult:
+        return search_batch(base, measure, max_batch=int(kw["max_batch"]))  # type: ignore[arg-type]
+
+    def run(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
+        now[0] += 100  # every knob trial eats a tenth of the budget
+        return _record(spec, options, measure(spec).samples_per_s, 100.0)
+
+    settings = TuneSettings(base=BASE, budget_s=1000, quality_samples=BASE.samples, include=("amp", "compile"))
+    caps = Capabilities(logical_cores=2, allocators=("jemalloc", "tcmalloc"))
+    result = tune(settings, DataInfo("synthetic", BASE.samples, 1.0, ""), RunOptions(out=tmp_path), caps,
+                  report=lambda line: None, clock=lambda: now[0], run=run, screen=screen)
+    (note,) = [n for n in result.notes if n.startswith("time budget: these knobs were not")]
+    assert "compile" in note and "amp" in note and "a larger --budget" in note
+
+
 def test_a_faster_allocator_is_adopted_and_named_in_the_recommendation_with_its_gain(tmp_path: Path) -> None:
     measure, _ = peaked(512)
     now = [0.0]
@@ -289,7 +308,8 @@ def test_a_faster_allocator_is_adopted_and_named_in_the_recommendation_with_its_
                   report=lambda line: None, clock=lambda: now[0], run=run, screen=screen)
     assert result.config is not None and result.config.allocator == "jemalloc"
     assert {t.spec.allocator for t in result.knobs} >= {"jemalloc", "tcmalloc"}
-    assert any(a.startswith("allocator: --allocator jemalloc measured") and "(1.25x)" in a for a in result.adopted)
+    assert any(a.startswith("allocator: --allocator jemalloc measured") and "(1.25x) at batch 512" in a
+               for a in result.adopted)  # measured at the search's best batch, whichever is recommended
     assert "with allocator: --allocator jemalloc" in result.recommendation.reason
     assert set(trials_frame(result)["allocator"]) == {"system", "jemalloc", "tcmalloc"}
 

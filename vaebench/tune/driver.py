@@ -206,11 +206,14 @@ def _tune_knobs(
         result.notes.append(f"the best batch failed when run on its own: {current.reason}")
         return current.spec
     include = result.settings.include
-    for group, _ in knob_groups(current.spec, caps, include):
+    groups = [group for group, _ in knob_groups(current.spec, caps, include)]
+    for index, group in enumerate(groups):
         # Alternatives are rebuilt around the current winner, so adopted knobs carry forward.
         for spec in dict(knob_groups(current.spec, caps, include)).get(group, []):
             if clock() >= deadline:
-                result.notes.append(f"time budget: knob {group!r} and later ones were not (all) tried")
+                left = ", ".join(groups[index:])
+                result.notes.append(f"time budget: these knobs were not (all) tried: {left}; a larger --budget "
+                                    "tries them")
                 return current.spec
             trial = measure(trial_spec(spec, best.batch))
             result.knobs.append(trial)
@@ -219,7 +222,7 @@ def _tune_knobs(
                 result.adopted = [a for a in result.adopted if not a.startswith(f"{group}: ")]
                 result.adopted.append(f"{group}: {changed(current.spec, trial.spec)} measured "
                                       f"{trial.samples_per_s:,.0f} samples/s against {current.samples_per_s:,.0f} "
-                                      f"({trial.samples_per_s / current.samples_per_s:.2f}x)")
+                                      f"({trial.samples_per_s / current.samples_per_s:.2f}x) at batch {best.batch}")
                 current = trial
     return current.spec
 
