@@ -223,3 +223,11 @@ def test_every_adam_implementation_is_a_speed_knob_and_compiled_counts_as_compil
         "torch", "fused", "foreach")
     assert "adam" in SPEED_KNOBS and "adam=fused" in RunSpec(adam="fused").label()
     assert validate(RunSpec(device="cuda", adam="fused", amp="fp16"), cuda) == []
+
+
+def test_steps_beyond_what_the_epochs_hold_are_named() -> None:
+    short = RunSpec(steps=20, epochs=1, samples=1000).steps_short()
+    assert "--steps 20 is more than the 8 steps that 1 epoch(s) of 1000 samples at batch 128 hold" in short
+    assert RunSpec(steps=8, epochs=1, samples=1000).steps_short() == ""
+    assert RunSpec(epochs=1, samples=1000).steps_short() == ""
+    assert "the 4 steps" in RunSpec(steps=5, epochs=1, samples=1000, nproc_per_node=2).steps_short()

@@ -77,6 +77,15 @@ class RunSpec:
         """Samples per optimizer step over all ranks: what one process would need for the same update."""
         return self.batch_size * self.world_size
 
+    def steps_short(self) -> str:
+        """Why `--steps` asks for more steps than the epochs hold, in words; "" when it does not."""
+        per_epoch = -(-self.samples // self.global_batch)  # the ragged last batch is a step too
+        held = self.epochs * per_epoch
+        if self.steps is None or self.steps <= held:
+            return ""
+        return (f"--steps {self.steps} is more than the {held} steps that {self.epochs} epoch(s) of {self.samples} "
+                f"samples at batch {self.global_batch} hold: the run stops at {held}; raise --epochs to run them all")
+
     @property
     def is_cuda(self) -> bool:
         return self.device.startswith("cuda")
