@@ -81,6 +81,16 @@ def test_thread_scaling_has_speedup_efficiency_and_the_ideal_lines() -> None:
     assert _ys(eff_ideal) == [1.0, 1.0]
 
 
+def test_thread_scaling_reads_the_training_rate_where_runs_have_it() -> None:
+    # 3 s of start-up in each real time: 2 threads train 1.8x as fast, the process ends 1.1x sooner.
+    summary = _summary(threads=[1, 2], real_s_median=[6.6, 6.0], samples_per_s_median=[1000.0, 1800.0])
+    figure = plots.thread_scaling(summary)
+    assert figure is not None
+    speed_ax = figure.axes[0]
+    assert _ys(speed_ax.get_lines()[0]) == pytest.approx([1.0, 1.8])
+    assert "steady-state samples/s" in speed_ax.get_ylabel()
+
+
 def test_thread_scaling_draws_a_line_per_group_of_the_other_varying_fields() -> None:
     summary = _summary(threads=[1, 2, 1, 2], batch_size=[128, 128, 512, 512], real_s_median=[10.0, 6.0, 8.0, 5.0])
     figure = plots.thread_scaling(summary)

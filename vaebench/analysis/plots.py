@@ -67,12 +67,16 @@ def time_bars(summary: pd.DataFrame, runs: pd.DataFrame | None = None) -> Figure
 def thread_scaling(summary: pd.DataFrame) -> Figure | None:
     """Speed-up and parallel efficiency against intra-op threads, with the ideal lines.
 
-    Speed-up is the median real time at the fewest threads over that at each count, within
-    each group of the other fields that vary; efficiency is speed-up over the thread ratio.
+    Speed-up is the median steady-state samples/s at each count over that at the fewest threads
+    (the training alone, as the what-ifs read it; real time where no run has it, whose start-up
+    dilutes a short run's speed-up), within each group of the other fields that vary;
+    efficiency is speed-up over the thread ratio.
     """
     if "threads" not in summary:
         return None
-    data = summary.dropna(subset=["threads", "real_s_median"])
+    rate = "samples_per_s_median" in summary and summary["samples_per_s_median"].notna().any()
+    measure = "samples_per_s_median" if rate else "real_s_median"
+    data = summary.dropna(subset=["threads", measure])
     if data["threads"].nunique() < 2:
         return None
     figure = Figure(figsize=(11, 4.5), layout="constrained")
@@ -81,13 +85,14 @@ def thread_scaling(summary: pd.DataFrame) -> Figure | None:
     for name, group in _groups(data, "threads"):
         group = group.sort_values("threads")
         ratio = group["threads"] / group["threads"].iloc[0]
-        speedup = group["real_s_median"].iloc[0] / group["real_s_median"]
+        speedup = (group[measure] / group[measure].iloc[0]) if rate else (group[measure].iloc[0] / group[measure])
         speed_ax.plot(group["threads"], speedup, marker="o", label=name)
         eff_ax.plot(group["threads"], speedup / ratio, marker="o", label=name)
     counts = np.sort(data["threads"].unique())
     speed_ax.plot(counts, counts / least, "k--", label="ideal (linear)")
     eff_ax.axhline(1.0, color="k", linestyle="--", label="ideal (100%)")
-    speed_ax.set_ylabel(f"speed-up over {least} thread{'s' if least > 1 else ''} (real time)")
+    basis = "steady-state samples/s" if rate else "real time"
+    speed_ax.set_ylabel(f"speed-up over {least} thread{'s' if least > 1 else ''} ({basis})")
     eff_ax.set_ylabel("parallel efficiency (speed-up / thread ratio)")
     eff_ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
     eff_ax.set_ylim(bottom=0)
