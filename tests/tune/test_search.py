@@ -491,3 +491,15 @@ def test_cli_exits_1_when_the_budget_left_no_quality_check(
     assert code == 1, printed
     assert "recommendation: none: the time budget ran out" in printed and "--budget" in printed
     assert "NOT quality-checked" not in printed
+
+
+def test_only_the_quality_runs_report_a_loss_at_the_budget_and_a_time_to_target() -> None:
+    base = RunSpec(data="synthetic", samples=4096)
+    quality = Trial(base, samples_per_s=100.0, final_loss=150.0, stage="quality", epoch_losses=(200.0, 150.0),
+                    epoch_times_s=(1.0, 1.0))
+    knob = Trial(base, samples_per_s=100.0, final_loss=120.0, stage="knob", epoch_losses=(200.0, 120.0),
+                 epoch_times_s=(1.0, 1.0))  # trained longer than the budget: its loss is not at the budget
+    frame = trials_frame(TuneResult(TuneSettings(base=base, target_loss=160.0), SearchResult([]), knobs=[knob],
+                                    quality=[quality])).set_index("stage")
+    assert frame.loc["quality", "loss_at_budget"] == 150.0 and frame.loc["quality", "time_to_target_s"] == 2.0
+    assert math.isnan(frame.loc["knob", "loss_at_budget"]) and math.isnan(frame.loc["knob", "time_to_target_s"])

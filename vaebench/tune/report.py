@@ -55,8 +55,9 @@ def trials_frame(result: TuneResult) -> pd.DataFrame:
             "alloc_peak_mb": t.alloc_peak_mb,
             "device_mem_mb": t.device_mem_mb,
             "rss_peak_mb": t.rss_peak_mb,
-            "loss_at_budget": t.final_loss,
-            "time_to_target_s": Quality(t, target).time_to_target_s,
+            # Only the quality runs train to the sample budget: another stage's loss is at its own length.
+            "loss_at_budget": t.final_loss if t.stage == "quality" else math.nan,
+            "time_to_target_s": Quality(t, target).time_to_target_s if t.stage == "quality" else math.nan,
             "status": t.status if t.ok else f"failed: {t.reason}",
             "run_id": t.run_id,
         })
