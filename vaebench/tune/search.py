@@ -177,8 +177,9 @@ class SearchResult:
 
     def _memory_used(self, trial: Trial) -> str:
         value, what = trial.memory
-        if math.isnan(value):
-            return "had no memory measure"
+        if math.isnan(value):  # a CPU search's trials share one process: its RSS is not one trial's
+            return ("had no memory measure of its own (the search's trials share one process; the isolated "
+                    "runs' rss_peak_mb is theirs)")
         of = f" of the device's {self.device_total_mb:,.0f} MB" if what != RSS_PEAK and self.device_total_mb > 0 else ""
         return f"peaked at {value:,.0f} MB{of} ({what})"
 
