@@ -231,3 +231,23 @@ def test_kernel_figure_has_a_line_per_wait_policy_and_allocator_against_threads(
 def test_kernel_figure_needs_threads_and_counters() -> None:
     assert plots.kernel_counters(_summary(threads=[1, 2], real_s_median=[1.0, 1.1])) is None
     assert plots.kernel_counters(_summary(threads=[2, 2], sys_user_median=[0.1, 0.2])) is None
+
+
+def test_a_one_epoch_loss_figure_reads_in_whole_epochs_and_does_not_magnify_noise() -> None:
+    epochs = pd.DataFrame({"run_id": ["a", "b"], "config": ["x", "y"], "epoch": [1, 1],
+                           "loss": [547.05, 547.36], "elapsed_s": [0.1, 0.2]})
+    figure = plots.loss_curves(epochs)
+    assert figure is not None
+    epoch_ax = figure.axes[0]
+    assert epoch_ax.get_xticks().tolist() == [1.0]
+    low, high = epoch_ax.get_ylim()
+    assert high - low >= 0.02 * 547 * 0.999  # a 0.06 % difference is not stretched over the panel
+    assert all(line.get_marker() == "." for line in figure.legends[0].get_lines())  # the legend shows the dots
+
+
+def test_the_time_bars_legend_sits_above_the_bars() -> None:
+    summary = _summary(real_s_median=[3.6, 3.5], user_s_median=[3.1, 3.0], sys_s_median=[0.5, 0.4])
+    figure = plots.time_bars(summary)
+    assert figure is not None
+    ax = figure.axes[0]
+    assert ax.get_ylim()[1] >= 1.25 * 3.6 * 0.99 and ax.get_legend() is not None

@@ -19,6 +19,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from ..result import OK
 from ..spec import SPEC_FIELDS, format_value
@@ -41,6 +42,7 @@ GPU_PANELS = (
     ("gpu_mem_mb", "memory used (MB)"),
     ("gpu_sm_clock_mhz", "SM clock (MHz)"),
 )
+LOSS_SPAN = 0.02  # a loss axis spans at least 2 % of the loss: the seed-to-seed band is about 1 %
 UTIL_NOTE = "NVML utilization.gpu is the share of time any kernel ran, not compute efficiency"
 KERNEL_PANELS = (*PER_STEP, ("samples_per_s", "samples/s (steady state)"))
 
@@ -60,7 +62,8 @@ def time_bars(summary: pd.DataFrame, runs: pd.DataFrame | None = None) -> Figure
     ax.set_ylabel("seconds (median over repeats)")
     ax.set_title("Real, user and sys time per configuration (dots: single runs)")
     _config_ticks(ax, x, summary)
-    ax.legend()
+    ax.set_ylim(top=ax.get_ylim()[1] * 1.25)  # headroom: the legend sits above the bars, not on them
+    ax.legend(loc="upper center", ncols=len(TIME_PARTS), fontsize="small")
     return figure
 
 
@@ -165,8 +168,20 @@ def batch_size_scaling(summary: pd.DataFrame) -> Figure | None:
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title} against batch size")
         ax.grid(alpha=0.3)
+        if column == "final_loss_median":
+            _at_least_span(ax, LOSS_SPAN)
     axes[0].legend(fontsize="small")
     return figure
+
+
+def _at_least_span(ax: Axes, share: float) -> None:
+    """Widen the y-axis to at least `share` of its middle value: autoscale would stretch a
+    difference of a few hundredths of a percent over the whole panel."""
+    low, high = ax.get_ylim()
+    middle = (low + high) / 2
+    span = share * abs(middle)
+    if high - low < span:
+        ax.set_ylim(middle - span / 2, middle + span / 2)
 
 
 def loss_curves(epochs: pd.DataFrame) -> Figure | None:
@@ -186,6 +201,12 @@ def loss_curves(epochs: pd.DataFrame) -> Figure | None:
         epoch_ax.plot(run["epoch"], run["loss"], marker=".", color=color, alpha=0.8)
         time_ax.plot(run["elapsed_s"], run["loss"], marker=".", color=color, alpha=0.8)
     epoch_ax.set_xlabel("epoch")
+    last = int(epochs["epoch"].max())
+    epoch_ax.set_xlim(0.5, last + 0.5)  # whole epochs, a single one included
+    if last <= 20:
+        epoch_ax.set_xticks(range(1, last + 1))
+    else:
+        epoch_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     epoch_ax.set_title("Loss per epoch")
     time_ax.set_xscale("log")
     time_ax.set_xlabel("training wall clock (s, sum of epoch times; log scale)")
@@ -193,7 +214,8 @@ def loss_curves(epochs: pd.DataFrame) -> Figure | None:
     for ax in (epoch_ax, time_ax):
         ax.set_ylabel("training loss (epoch mean)")
         ax.grid(alpha=0.3)
-    handles = [Line2D([], [], color=colors[c], label=c) for c in configs]
+        _at_least_span(ax, LOSS_SPAN)
+    handles = [Line2D([], [], color=colors[c], marker=".", label=c) for c in configs]
     figure.legend(handles=handles, loc="outside lower center", ncols=min(3, len(configs)), fontsize="small")
     return figure
 
