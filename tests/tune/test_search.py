@@ -503,3 +503,18 @@ def test_only_the_quality_runs_report_a_loss_at_the_budget_and_a_time_to_target(
                                     quality=[quality])).set_index("stage")
     assert frame.loc["quality", "loss_at_budget"] == 150.0 and frame.loc["quality", "time_to_target_s"] == 2.0
     assert math.isnan(frame.loc["knob", "loss_at_budget"]) and math.isnan(frame.loc["knob", "time_to_target_s"])
+
+
+def test_the_throughput_figure_names_the_pipelines_its_points_ran() -> None:
+    from vaebench.tune.report import throughput_figure
+
+    base = RunSpec(data="synthetic", samples=4096)
+    climb = [Trial(dataclasses.replace(base, batch_size=b), samples_per_s=100.0 * b, stage="climb") for b in (16, 32)]
+    quality = [Trial(dataclasses.replace(base, batch_size=32, loader="tensor"), samples_per_s=9000.0,
+                     final_loss=150.0, stage="quality")]
+    figure = throughput_figure(trials_frame(TuneResult(TuneSettings(base=base), SearchResult(climb),
+                                                      quality=quality)), None)
+    assert figure is not None
+    labels = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert labels == ["batch search (short trials, seed pipeline)", "quality (isolated runs, loader=tensor)"]
+    assert [tick.get_text() for tick in figure.axes[0].get_xticklabels()] == ["16", "32"]

@@ -49,6 +49,7 @@ def trials_frame(result: TuneResult) -> pd.DataFrame:
             "adam": t.spec.adam,
             "allocator": t.spec.allocator,
             "wait_policy": t.spec.omp_wait_policy,
+            "pipeline": pipeline_label(t.spec),
             "lr": t.spec.lr,
             "samples_per_s": t.samples_per_s,
             "gpu_util_pct": t.gpu_util,
@@ -72,16 +73,19 @@ def throughput_figure(frame: pd.DataFrame, first_oom: int | None) -> Figure | No
     figure = Figure(figsize=(8, 4.5), layout="constrained")
     ax = figure.subplots()
     search = ok[ok["stage"].isin(SEARCH_STAGES)].sort_values("batch")
-    ax.plot(search["batch"], search["samples_per_s"], "o-", label="batch search (short trials)")
+    ax.plot(search["batch"], search["samples_per_s"], "o-", label=f"batch search (short trials, {_pipelines(search)})")
     for color, (stage, marker) in enumerate((("confirm", "s"), ("knob", "^"), ("quality", "D")), start=1):
         part = ok[ok["stage"] == stage]
         if not part.empty:
+            what = "one knob changed each" if stage == "knob" else _pipelines(part)
             ax.scatter(part["batch"], part["samples_per_s"], marker=marker, color=f"C{color}",
-                       label=f"{stage} (isolated runs)", zorder=3)
+                       label=f"{stage} (isolated runs, {what})", zorder=3)
     if first_oom is not None:
         ax.axvline(first_oom, color="C3", linestyle="--", label=f"out of memory at {first_oom}")
         ax.axvspan(first_oom, max(first_oom * 2, frame["batch"].max()), color="C3", alpha=0.1)
     ax.set_xscale("log", base=2)
+    sizes = sorted({int(b) for b in ok["batch"]})
+    ax.set_xticks(sizes, [str(b) for b in sizes])
     ax.set_xlabel("batch size")
     ax.set_ylabel("samples/s (steady state)")
     ax.set_title("Throughput against batch size")
@@ -94,6 +98,11 @@ def throughput_figure(frame: pd.DataFrame, first_oom: int | None) -> Figure | No
         twin.legend(loc="lower right")
     ax.legend(loc="upper left")
     return figure
+
+
+def _pipelines(part: pd.DataFrame) -> str:
+    """The pipelines a set of trials ran, for a legend: the points differ in them as well as in batch."""
+    return "; ".join(dict.fromkeys(str(p) for p in part["pipeline"])) if "pipeline" in part else ""
 
 
 def loss_figure(frame: pd.DataFrame, tolerance: float) -> Figure | None:
@@ -186,7 +195,7 @@ def format_table(frame: pd.DataFrame) -> str:
     """The trials table for the terminal."""
     # The knob columns every trial shares say nothing here; one a trial changed stays.
     constant = [c for c in ("lr", "workers", "pin", "compile", "amp", "adam") if c in frame and frame[c].nunique() <= 1]
-    shown = _measured(frame).drop(columns=["run_id", *constant], errors="ignore").copy()
+    shown = _measured(frame).drop(columns=["run_id", "pipeline", *constant], errors="ignore").copy()
     for column, digits in (("samples_per_s", 0), ("gpu_util_pct", 0), ("alloc_peak_mb", 0), ("device_mem_mb", 0),
                            ("rss_peak_mb", 0), ("loss_at_budget", 2), ("time_to_target_s", 1)):
         if column in shown:
