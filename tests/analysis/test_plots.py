@@ -251,3 +251,14 @@ def test_the_time_bars_legend_sits_above_the_bars() -> None:
     assert figure is not None
     ax = figure.axes[0]
     assert ax.get_ylim()[1] >= 1.25 * 3.6 * 0.99 and ax.get_legend() is not None
+
+
+def test_long_configuration_names_stand_upright_and_widen_the_figure() -> None:
+    names = [f"threads=default,batch_size={b},epochs=21,loader=tensor,allocator=system" for b in (128, 256, 512, 1024)]
+    summary = _summary(config=names, real_s_median=[4.0] * 4, user_s_median=[3.0] * 4, sys_s_median=[0.4] * 4)
+    figure = plots.time_bars(summary)
+    assert figure is not None
+    ticks = figure.axes[0].get_xticklabels()
+    assert all(tick.get_rotation() == 0 and "\n" in tick.get_text() for tick in ticks)
+    longest = len("threads=default,")
+    assert figure.get_figwidth() >= 4 * longest * plots.CHAR_IN

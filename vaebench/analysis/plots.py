@@ -42,6 +42,7 @@ GPU_PANELS = (
     ("gpu_mem_mb", "memory used (MB)"),
     ("gpu_sm_clock_mhz", "SM clock (MHz)"),
 )
+CHAR_IN = 0.08  # the width of one character of a small tick label, in inches
 LOSS_SPAN = 0.02  # a loss axis spans at least 2 % of the loss: the seed-to-seed band is about 1 %
 UTIL_NOTE = "NVML utilization.gpu is the share of time any kernel ran, not compute efficiency"
 KERNEL_PANELS = (*PER_STEP, ("samples_per_s", "samples/s (steady state)"))
@@ -170,7 +171,8 @@ def batch_size_scaling(summary: pd.DataFrame) -> Figure | None:
         ax.grid(alpha=0.3)
         if column == "final_loss_median":
             _at_least_span(ax, LOSS_SPAN)
-    axes[0].legend(fontsize="small")
+    handles, labels = axes[0].get_legend_handles_labels()  # below the panels: inside, it hides the curves
+    figure.legend(handles, labels, loc="outside lower center", ncols=min(2, len(labels)), fontsize="small")
     return figure
 
 
@@ -325,8 +327,16 @@ def _figure(configs: int) -> tuple[Figure, Axes]:
 
 
 def _config_ticks(ax: Axes, x: np.ndarray, summary: pd.DataFrame) -> None:
+    """Configuration names under their bars: a long one is wrapped at its commas and set upright
+    (slanted, wrapped lines run into the next name), the figure widened until the lines fit."""
     labels = [c.replace(",", ",\n") if len(c) > 24 else c for c in summary["config"]]
-    rotation = 30 if len(summary) > 3 else 0
+    wrapped = any("\n" in label for label in labels)
+    rotation = 30 if len(summary) > 3 and not wrapped else 0
+    if wrapped:
+        longest = max(len(line) for label in labels for line in label.splitlines())
+        needed = len(labels) * longest * CHAR_IN + 2.5
+        if ax.figure.get_figwidth() < needed:
+            ax.figure.set_figwidth(needed)
     ax.set_xticks(x, labels, rotation=rotation, ha="right" if rotation else "center", fontsize="small")
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
