@@ -335,8 +335,9 @@ def _config_ticks(ax: Axes, x: np.ndarray, summary: pd.DataFrame) -> None:
     if wrapped:
         longest = max(len(line) for label in labels for line in label.splitlines())
         needed = len(labels) * longest * CHAR_IN + 2.5
-        if ax.figure.get_figwidth() < needed:
-            ax.figure.set_figwidth(needed)
+        figure = ax.figure
+        if isinstance(figure, Figure) and figure.get_figwidth() < needed:
+            figure.set_figwidth(needed)
     ax.set_xticks(x, labels, rotation=rotation, ha="right" if rotation else "center", fontsize="small")
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
