@@ -262,3 +262,14 @@ def test_long_configuration_names_stand_upright_and_widen_the_figure() -> None:
     assert all(tick.get_rotation() == 0 and "\n" in tick.get_text() for tick in ticks)
     longest = len("threads=default,")
     assert figure.get_figwidth() >= 4 * longest * plots.CHAR_IN
+
+
+def test_too_many_long_names_to_stand_side_by_side_are_read_sideways_in_a_bounded_figure() -> None:
+    names = [f"device=cuda:0,epochs={e},loader=device,pin_memory=off,compile=off,sync=epoch,cuda_graphs=off"
+             for e in range(1, 22)]
+    summary = _summary(config=names, real_s_median=[4.0] * 21, user_s_median=[3.0] * 21, sys_s_median=[0.4] * 21)
+    figure = plots.time_bars(summary)
+    assert figure is not None
+    ticks = figure.axes[0].get_xticklabels()
+    assert all(tick.get_rotation() == 90 and "\n" not in tick.get_text() for tick in ticks)
+    assert figure.get_figwidth() <= plots.MAX_WIDTH_IN

@@ -43,6 +43,7 @@ GPU_PANELS = (
     ("gpu_sm_clock_mhz", "SM clock (MHz)"),
 )
 CHAR_IN = 0.08  # the width of one character of a small tick label, in inches
+MAX_WIDTH_IN = 20.0  # wider than this, a figure is unreadable on a screen or a page
 LOSS_SPAN = 0.02  # a loss axis spans at least 2 % of the loss: the seed-to-seed band is about 1 %
 UTIL_NOTE = "NVML utilization.gpu is the share of time any kernel ran, not compute efficiency"
 KERNEL_PANELS = (*PER_STEP, ("samples_per_s", "samples/s (steady state)"))
@@ -322,23 +323,26 @@ def rank_scaling(summary: pd.DataFrame) -> Figure | None:
 
 
 def _figure(configs: int) -> tuple[Figure, Axes]:
-    figure = Figure(figsize=(max(6.0, 1.1 * configs + 2.5), 4.8), layout="constrained")
+    figure = Figure(figsize=(min(MAX_WIDTH_IN, max(6.0, 1.1 * configs + 2.5)), 4.8), layout="constrained")
     return figure, figure.subplots()
 
 
 def _config_ticks(ax: Axes, x: np.ndarray, summary: pd.DataFrame) -> None:
     """Configuration names under their bars: a long one is wrapped at its commas and set upright
     (slanted, wrapped lines run into the next name), the figure widened until the lines fit."""
-    labels = [c.replace(",", ",\n") if len(c) > 24 else c for c in summary["config"]]
+    names = [str(c) for c in summary["config"]]
+    labels = [c.replace(",", ",\n") if len(c) > 24 else c for c in names]
     wrapped = any("\n" in label for label in labels)
     rotation = 30 if len(summary) > 3 and not wrapped else 0
-    if wrapped:
+    figure = ax.figure
+    if wrapped and isinstance(figure, Figure):
         longest = max(len(line) for label in labels for line in label.splitlines())
         needed = len(labels) * longest * CHAR_IN + 2.5
-        figure = ax.figure
-        if isinstance(figure, Figure) and figure.get_figwidth() < needed:
-            figure.set_figwidth(needed)
-    ax.set_xticks(x, labels, rotation=rotation, ha="right" if rotation else "center", fontsize="small")
+        if needed > MAX_WIDTH_IN:  # too many to stand side by side: one line each, read sideways
+            labels, rotation = names, 90
+            figure.set_figheight(figure.get_figheight() + 0.75 * max(map(len, names)) * CHAR_IN)
+        figure.set_figwidth(max(figure.get_figwidth(), min(needed, MAX_WIDTH_IN)))
+    ax.set_xticks(x, labels, rotation=rotation, ha="right" if rotation == 30 else "center", fontsize="small")
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
 
