@@ -158,6 +158,7 @@ def test_write_report_links_existing_pngs_and_shows_the_table(written: tuple[Rep
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
     assert "thread_scaling.png" in links
     assert "samples/r5.png" in links
+    assert "(r5, on mnist data, final loss 110.00)" in text  # how long it trained, where the record says
     assert all((folder / link).is_file() for link in links)
     assert "| threads=2 | 3 | 0 | 6.10 [0.10] |" in text
     assert "1.89x" in text
@@ -322,3 +323,13 @@ def test_runs_beside_a_busy_neighbour_are_flagged(tmp_path: Path, capsys: pytest
     assert len(flagged) == 1 and "2 of 3 runs" in flagged[0].message and "140% of a core" in flagged[0].message
     assert main(["report", str(tmp_path)]) == 0
     assert "ran beside a busy neighbour" in capsys.readouterr().out
+
+
+def test_a_samples_caption_says_how_long_the_run_trained() -> None:
+    from vaebench.analysis.report import _trained
+
+    runs = pd.DataFrame([{"run_id": "a", "steps_done": 8, "data_source": "synthetic", "final_loss": 547.36},
+                         {"run_id": "b", "steps_done": float("nan"), "data": "", "final_loss": float("nan")}]
+                        ).set_index("run_id")
+    assert _trained(runs, "a") == ", after 8 steps on synthetic data, final loss 547.36"
+    assert _trained(runs, "b") == "" and _trained(runs, "zz") == ""

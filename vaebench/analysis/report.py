@@ -649,13 +649,28 @@ def _samples_markdown(report: Report, out: Path) -> list[str]:
     lines = [
         "## Samples",
         "",
-        "64 digits sampled from the trained model of one run per configuration.",
+        "64 digits sampled from the trained model of one run per configuration, each with how long it "
+        "trained: a few hundred steps draw blurred digits, a few dozen only noise.",
         "",
     ]
+    runs = report.runs.set_index("run_id") if "run_id" in report.runs else pd.DataFrame()
     for config, path in report.samples.items():
         link = Path(os.path.relpath(path, out)).as_posix()
-        lines += [f"**{config}** ({path.stem})", "", f"![{config}]({link})", ""]
+        lines += [f"**{config}** ({path.stem}{_trained(runs, path.stem)})", "", f"![{config}]({link})", ""]
     return lines
+
+
+def _trained(runs: pd.DataFrame, run_id: str) -> str:
+    """', after 8 steps on synthetic data, final loss 547.36' for a samples caption; '' if unknown."""
+    if run_id not in runs.index:
+        return ""
+    row = runs.loc[run_id]
+    steps, loss = number(row.get("steps_done")), number(row.get("final_loss"))
+    data = row.get("data_source") or row.get("data")
+    how_long = " ".join(part for part in (f"after {int(steps):,} steps" if steps > 0 else "",
+                                          f"on {data} data" if isinstance(data, str) and data else "") if part)
+    phrases = [how_long, f"final loss {loss:.2f}" if math.isfinite(loss) else ""]
+    return "".join(f", {phrase}" for phrase in phrases if phrase)
 
 
 def _markdown(frame: pd.DataFrame) -> str:
