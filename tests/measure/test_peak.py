@@ -97,3 +97,18 @@ def test_a_peak_below_a_rate_already_reached_is_measured_again_and_only_rises(
     assert peak.cached_peak(spec, at_least=1e11) == 9e10  # nor does a failed one
     assert len(probe.envs) == 3 and json.loads(cache.read_text()) == {peak.peak_key(spec): 9e10}
     assert peak.cached_peak(spec, at_least=1e12, measure=False) == 9e10
+
+
+def test_a_peak_measured_beside_a_busy_neighbour_is_used_but_not_cached(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = RunSpec(threads=2)
+    monkeypatch.setattr(peak.subprocess, "run", FakeProbe("4e10", "9e10"))
+    # (wall, machine busy CPU s, children's CPU s): 2 s of probe, 1.8 s of it elsewhere on the machine.
+    counts = iter([(0.0, 100.0, 10.0), (2.0, 105.8, 14.0), (10.0, 200.0, 20.0), (12.0, 204.1, 24.0)])
+    monkeypatch.setattr(peak, "_cpu_counts", lambda: next(counts))
+    assert peak.cached_peak(spec) == 4e10
+    assert "other processes used 90% of a core" in capsys.readouterr().err and not cache.exists()
+    assert peak.cached_peak(spec) == 9e10  # quiet (5% elsewhere): measured again, and cached
+    assert json.loads(cache.read_text()) == {peak.peak_key(spec): 9e10}
+    assert math.isnan(peak._elsewhere_pct((0.0, 0.0, 0.0), (0.01, 1.0, 0.0)))  # too short to judge

@@ -3,7 +3,7 @@
 Measured in its own child process (`python -m vaebench.train.peak DEVICE DTYPE`) so the
 measured run never pays for it, and cached under the vaebench cache folder keyed by CPU or
 GPU, torch version, dtype and threads. A failed measurement is NaN and is not cached, so
-the next run tries again.
+the next run tries again; nor is one taken while other processes used the cores.
 """
 
 from __future__ import annotations
@@ -11,14 +11,19 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from ..machine import cache_dir, child_process_env, cpu_model, gpu_fingerprint, package_version
+from ..rules import contended
 from ..spec import LATER_FIELDS, RunSpec
+from .monitor import machine_busy_cpu_s
 
 PEAK_SETTINGS = ("omp_wait_policy", "allocator", "bind")  # fields that change a matmul's speed, not its shape
+JUDGED_WALL_S = 1.0  # a probe shorter than this is not judged for neighbours (a real one takes seconds)
 
 
 def peak_key(spec: RunSpec) -> str:
@@ -47,9 +52,15 @@ def cached_peak(
     cached = float(cache.get(key, math.nan))
     if (_usable(cached) and cached >= at_least) or not measure:
         return cached
+    before = _cpu_counts()
     value = _probe(spec, timeout, allocator_path)
     if not _usable(value):
         return cached if _usable(cached) else math.nan
+    elsewhere = _elsewhere_pct(before, _cpu_counts())
+    if contended(elsewhere):  # a peak measured beside a busy neighbour is low, and would stay cached
+        print(f"vaebench: other processes used {elsewhere:.0f}% of a core while the matmul peak was measured; "
+              "its value is used for this run only, not cached", file=sys.stderr)
+        return max(value, cached) if _usable(cached) else value
     value = max(value, cached) if _usable(cached) else value
     cache[key] = value
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,6 +68,20 @@ def cached_peak(
     tmp.write_text(json.dumps(cache, indent=1))
     os.replace(tmp, path)
     return value
+
+
+def _cpu_counts() -> tuple[float, float, float]:
+    """(wall clock, the machine's busy CPU seconds, this process's children's CPU seconds)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.monotonic(), machine_busy_cpu_s(), children.ru_utime + children.ru_stime
+
+
+def _elsewhere_pct(before: tuple[float, float, float], after: tuple[float, float, float]) -> float:
+    """CPU used outside the probe between two counts, in percent of one core; NaN over less than
+    `JUDGED_WALL_S`, where /proc/stat's 10 ms ticks would read as a busy neighbour."""
+    wall = after[0] - before[0]
+    others = (after[1] - before[1]) - (after[2] - before[2])
+    return 100.0 * max(others, 0.0) / wall if wall >= JUDGED_WALL_S else math.nan
 
 
 def _probe(spec: RunSpec, timeout: float, allocator_path: str = "") -> float:
