@@ -149,7 +149,9 @@ def test_kernel_counters_and_knobs_are_recorded(tmp_path: Path, capsys: pytest.C
     cores = machine.usable_cores()
     extra = ["--allocator", "jemalloc"] if "jemalloc" in machine.allocator_libraries() else []
     traced = ["--syscalls"] if shutil.which("strace") else []
-    assert run(tmp_path, "--threads", str(2 * cores), "--omp-wait-policy", "passive", "--bind", *extra, *traced) == 0
+    # 32 steps, not TINY's 8: long enough that the monitor's 10 Hz samples catch threads runnable.
+    assert run(tmp_path, "--threads", str(2 * cores), "--omp-wait-policy", "passive", "--bind", "--samples", "2048",
+               *extra, *traced) == 0
     out = capsys.readouterr().out
     row = load_runs(str(tmp_path)).iloc[0]
     assert row["minor_faults"] > 10_000 and row["major_faults"] >= 0  # torch's import alone faults ~100k pages
