@@ -17,8 +17,8 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from vaebench.result import DataInfo
 from vaebench.spec import LOADERS, RunSpec
 from vaebench.train.loaders import BatchSource, make_source
-from vaebench.train.loop import train
-from vaebench.train.model import VAE, vae_loss
+from vaebench.train.loop import build_on, train
+from vaebench.train.model import vae_loss
 
 CPU = torch.device("cpu")
 Tiny = tuple[RunSpec, DataInfo]
@@ -33,24 +33,20 @@ def endless(source: BatchSource) -> Iterator[torch.Tensor]:
 
 
 def training_step(spec: RunSpec, data: DataInfo) -> Callable[[], float]:
-    """One step as the measured loop takes it: batch, zero_grad, copy, forward, loss, backward,
-    `loss.item()`, optimizer step."""
+    """One step as the measured loop takes it, through the loop's own `Workload`: batch,
+    zero_grad, copy, forward, loss, backward, `loss.item()`, optimizer step."""
     source = make_source(spec, data, CPU)
     batches = endless(source)
-    model = VAE()
-    optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
-    model.train()
+    work = build_on(spec, source)
+    work.model.train()
 
     def step() -> float:
         x = next(batches)
-        optimizer.zero_grad()
+        work.optimizer.zero_grad()
         if not source.on_device:
             x = x.to(CPU)
-        recon, mu, logvar = model(x)
-        loss = vae_loss(recon, x, mu, logvar)
-        loss.backward()
-        value = loss.item()  # the loop's sync point, kept so the step matches it
-        optimizer.step()
+        value = work.step(x).item()  # the loop's sync point, kept so the step matches it
+        work.update()
         return value
 
     step()  # first touch: allocator, lazy init

@@ -463,8 +463,8 @@ def _add_compare(sub: SubParsers) -> None:
                         help="compare even when CPU, GPU, torch or thread settings differ; "
                         "the differences are printed as warnings")
     parser.add_argument("--strict", action="store_true",
-                        help="exit 2 when a configuration has runs measured beside a busy neighbour "
-                        "(default: exit 0 with a loud note; such runs are never judged either way)")
+                        help="exit 2 when a check could not judge: runs measured beside a busy neighbour, or "
+                        "too few runs for any change to be significant (default: exit 0 with a loud note)")
     parser.add_argument("--markdown", metavar="FILE", default=None,
                         help="also write a Markdown summary, e.g. $GITHUB_STEP_SUMMARY")
     parser.add_argument("--json", metavar="FILE", default=None, help="also write JSON")
@@ -491,6 +491,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         allow_different_machines=args.allow_different_machines,
         baseline_series=steps[0], candidate_series=steps[1],
     )
+    comparison = dataclasses.replace(comparison, strict=args.strict)
     print(comparison.to_text())
     try:
         if args.markdown:
@@ -499,9 +500,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             Path(args.json).write_text(comparison.to_json() + "\n", encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot write the summary: {exc}") from None
-    if args.strict and comparison.contended:
-        raise UsageError(f"{len(comparison.contended)} configuration(s) have runs measured beside a busy neighbour, "
-                         "so they were not judged; --strict makes that an error")
+    if comparison.unjudged:
+        raise UsageError(comparison.unjudged)
     return comparison.exit_code
 
 

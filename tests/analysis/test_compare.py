@@ -460,6 +460,22 @@ def test_a_pair_with_contended_runs_is_inconclusive_not_a_regression(tmp_path: P
     assert main(["compare", str(base), str(cand)]) == 0
     out = capsys.readouterr().out
     assert "WARNING" in out and "busy neighbour" in out
-    assert main(["compare", str(base), str(cand), "--strict"]) == 2
+    md, js = tmp_path / "summary.md", tmp_path / "compare.json"
+    assert main(["compare", str(base), str(cand), "--strict", "--markdown", str(md), "--json", str(js)]) == 2
     err = capsys.readouterr().err
     assert "--strict" in err and err.count("\n") == 1
+    # The job's summary and its JSON say what its exit status says.
+    assert md.read_text().splitlines()[2].startswith(":x: Not judged (--strict)")
+    assert json.loads(js.read_text())["exit_code"] == 2
+
+
+def test_strict_fails_a_check_that_too_few_runs_could_never_fail(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    base = write_folder(tmp_path / "base", [rows(n=2, seed=1)])
+    cand = write_folder(tmp_path / "cand", [rows(1.2, n=2, seed=2)])
+    assert main(["compare", str(base), str(cand)]) == 0
+    assert "cannot find a change of any size" in capsys.readouterr().out
+    assert main(["compare", str(base), str(cand), "--strict"]) == 2
+    assert "it takes 3 runs a side; --strict makes a check that cannot fail an error" in capsys.readouterr().err
+    enough = write_folder(tmp_path / "enough", [rows(n=3, seed=4)])
+    assert main(["compare", str(enough), str(enough), "--strict"]) == 0

@@ -209,6 +209,7 @@ class Comparison:
     alpha: float = 0.05
     metrics: tuple[str, ...] = DEFAULT_METRICS
     contended: tuple[str, ...] = ()  # per configuration with runs beside a busy neighbour, why it was not judged
+    strict: bool = False  # a check that could not judge (a busy neighbour, too few runs) fails as infrastructure
 
     def with_verdict(self, verdict: str) -> list[MetricCheck]:
         return [c for c in self.checks if c.verdict == verdict]
@@ -218,8 +219,20 @@ class Comparison:
         return any(c.verdict == REGRESSION for c in self.checks)
 
     @property
+    def unjudged(self) -> str:
+        """Under `strict`, why the comparison could not judge: exit 2; "" otherwise."""
+        if not self.strict:
+            return ""
+        if self.contended:
+            return (f"{len(self.contended)} configuration(s) have runs measured beside a busy neighbour, so they "
+                    "were not judged; --strict makes that an error")
+        if self.too_few_runs:
+            return f"{self.too_few_runs}; --strict makes a check that cannot fail an error"
+        return ""
+
+    @property
     def exit_code(self) -> int:
-        return 1 if self.regressed else 0
+        return 1 if self.regressed else 2 if self.unjudged else 0
 
     @property
     def configs(self) -> int:
@@ -231,7 +244,7 @@ class Comparison:
             n = len(self.with_verdict(verdict))
             if n:
                 counts.append(f"{n} {_PLURALS.get(verdict, verdict) if n > 1 else verdict}")
-        head = "Regression found" if self.regressed else "No regression"
+        head = "Regression found" if self.regressed else "Not judged (--strict)" if self.unjudged else "No regression"
         tail = f"; {len(self.unpaired)} unpaired" if self.unpaired else ""
         return (
             f"{head}: {', '.join(counts)} over {self.configs} paired configuration(s){tail} "
@@ -280,7 +293,7 @@ class Comparison:
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
-        icon = ":x:" if self.regressed else ":white_check_mark:"
+        icon = ":x:" if self.exit_code else ":white_check_mark:"
         lines = ["## vaebench compare", "", f"{icon} {self}", ""]
         if self.checks:
             lines.append(markdown_table(_HEADERS, [_cells(c) for c in self.checks]))
@@ -294,7 +307,8 @@ class Comparison:
             lines += ["", "**Compared across different setups**", ""]
             lines += [f"- {d}" for d in self.fingerprint_differences]
         if self.contended:
-            lines += ["", ":warning: **Speed not judged: runs beside a busy neighbour** (final loss still is)", ""]
+            lines += ["", ":warning: **Speed not judged: runs beside a busy neighbour** "
+                      "(a final-loss check, if asked for, still is)", ""]
             lines += [f"- {note}" for note in self.contended]
         if self.too_few_runs:
             lines += ["", f":warning: **Too few runs:** {self.too_few_runs}"]
