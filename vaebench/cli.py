@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import re
@@ -485,24 +486,34 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             steps.append(load_step_times(folder, ids))
         except OSError as exc:  # a series file that cannot be read
             raise UsageError(f"{folder}: {exc}") from None
-    comparison = compare(
-        tables[0], tables[1], threshold=args.threshold, alpha=args.alpha,
-        metrics=tuple(dict.fromkeys(name for names in args.metrics or [DEFAULT_METRICS] for name in names)),
-        allow_different_machines=args.allow_different_machines,
-        baseline_series=steps[0], candidate_series=steps[1],
-    )
+    try:
+        comparison = compare(
+            tables[0], tables[1], threshold=args.threshold, alpha=args.alpha,
+            metrics=tuple(dict.fromkeys(name for names in args.metrics or [DEFAULT_METRICS] for name in names)),
+            allow_different_machines=args.allow_different_machines,
+            baseline_series=steps[0], candidate_series=steps[1],
+        )
+    except UsageError as exc:  # different machines, nothing paired: the job's summary says why too
+        _write_summaries(args, f"## vaebench compare\n\n:x: Could not compare: {exc}\n",
+                         json.dumps({"exit_code": EXIT_USAGE, "error": str(exc)}, indent=2))
+        raise
     comparison = dataclasses.replace(comparison, strict=args.strict)
     print(comparison.to_text())
-    try:
-        if args.markdown:
-            Path(args.markdown).write_text(comparison.to_markdown(), encoding="utf-8")
-        if args.json:
-            Path(args.json).write_text(comparison.to_json() + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot write the summary: {exc}") from None
+    _write_summaries(args, comparison.to_markdown(), comparison.to_json())
     if comparison.unjudged:
         raise UsageError(comparison.unjudged)
     return comparison.exit_code
+
+
+def _write_summaries(args: argparse.Namespace, markdown: str, json_text: str) -> None:
+    """compare's --markdown and --json files, for a CI job's summary and artifacts."""
+    try:
+        if args.markdown:
+            Path(args.markdown).write_text(markdown, encoding="utf-8")
+        if args.json:
+            Path(args.json).write_text(json_text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write the summary: {exc}") from None
 
 
 def _add_sweep(sub: SubParsers) -> None:

@@ -332,8 +332,12 @@ def test_cli_infrastructure_errors_exit_2(folders: tuple[Path, Path, Path], tmp_
     assert main(["compare", str(base), str(other)]) == 2
     assert "no configuration" in capsys.readouterr().err
     elsewhere = write_folder(tmp_path / "elsewhere", [rows(seed=2, fp_gpu_name="H100")])
-    assert main(["compare", str(base), str(elsewhere)]) == 2
+    md, js = tmp_path / "summary.md", tmp_path / "compare.json"
+    assert main(["compare", str(base), str(elsewhere), "--markdown", str(md), "--json", str(js)]) == 2
     assert "fp_gpu_name" in capsys.readouterr().err
+    # The job's summary says why there is no comparison, instead of staying empty.
+    assert ":x: Could not compare:" in md.read_text() and "fp_gpu_name" in md.read_text()
+    assert json.loads(js.read_text())["exit_code"] == 2 and "fp_gpu_name" in json.loads(js.read_text())["error"]
     assert main(["compare", str(base), str(elsewhere), "--allow-different-machines"]) == 0
     series = rows(seed=4)
     bad_series = write_folder(tmp_path / "bad_series", [series])
