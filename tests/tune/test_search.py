@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -271,7 +272,10 @@ def test_tune_wires_search_knobs_and_guard_with_fakes(tmp_path: Path) -> None:
     assert {"climb", "refine", "confirm", "knob", "quality"} <= set(frame["stage"])
 
 
-def test_a_budget_that_ends_in_the_knobs_names_every_knob_left_untried(tmp_path: Path) -> None:
+def _tune_peaked_at_512(tmp_path: Path, settings: TuneSettings, *, tick_s: float,
+                       gain: Callable[[RunSpec], float] = lambda spec: 1.0) -> TuneResult:
+    """`tune` on a fake machine whose throughput peaks at batch 512; each isolated run advances
+    the clock by `tick_s` and is `gain(spec)` times as fast as the search measured."""
     measure, _ = peaked(512)
     now = [0.0]
 
@@ -279,33 +283,25 @@ def test_a_budget_that_ends_in_the_knobs_names_every_knob_left_untried(tmp_path:
         return search_batch(base, measure, max_batch=int(kw["max_batch"]))  # type: ignore[arg-type]
 
     def run(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
-        now[0] += 100  # every knob trial eats a tenth of the budget
-        return _record(spec, options, measure(spec).samples_per_s, 100.0)
+        now[0] += tick_s
+        return _record(spec, options, measure(spec).samples_per_s * gain(spec), 100.0)
 
-    settings = TuneSettings(base=BASE, budget_s=1000, quality_samples=BASE.samples, include=("amp", "compile"))
     caps = Capabilities(logical_cores=2, allocators=("jemalloc", "tcmalloc"))
-    result = tune(settings, DataInfo("synthetic", BASE.samples, 1.0, ""), RunOptions(out=tmp_path), caps,
-                  report=lambda line: None, clock=lambda: now[0], run=run, screen=screen)
+    return tune(settings, DataInfo("synthetic", BASE.samples, 1.0, ""), RunOptions(out=tmp_path), caps,
+                report=lambda line: None, clock=lambda: now[0], run=run, screen=screen)
+
+
+def test_a_budget_that_ends_in_the_knobs_names_every_knob_left_untried(tmp_path: Path) -> None:
+    settings = TuneSettings(base=BASE, budget_s=1000, quality_samples=BASE.samples, include=("amp", "compile"))
+    result = _tune_peaked_at_512(tmp_path, settings, tick_s=100)  # every run eats a tenth of the budget
     (note,) = [n for n in result.notes if n.startswith("time budget: these knobs were not")]
     assert "compile" in note and "amp" in note and "a larger --budget" in note
 
 
 def test_a_faster_allocator_is_adopted_and_named_in_the_recommendation_with_its_gain(tmp_path: Path) -> None:
-    measure, _ = peaked(512)
-    now = [0.0]
-
-    def screen(base: RunSpec, data: DataInfo, **kw: object) -> SearchResult:
-        return search_batch(base, measure, max_batch=int(kw["max_batch"]))  # type: ignore[arg-type]
-
-    def run(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
-        now[0] += 1
-        rate = measure(spec).samples_per_s * (1.25 if spec.allocator == "jemalloc" else 1.0)
-        return _record(spec, options, rate, 100.0)
-
     settings = TuneSettings(base=BASE, budget_s=1000, quality_samples=BASE.samples)
-    caps = Capabilities(logical_cores=2, allocators=("jemalloc", "tcmalloc"))
-    result = tune(settings, DataInfo("synthetic", BASE.samples, 1.0, ""), RunOptions(out=tmp_path), caps,
-                  report=lambda line: None, clock=lambda: now[0], run=run, screen=screen)
+    result = _tune_peaked_at_512(tmp_path, settings, tick_s=1,
+                                 gain=lambda spec: 1.25 if spec.allocator == "jemalloc" else 1.0)
     assert result.config is not None and result.config.allocator == "jemalloc"
     assert {t.spec.allocator for t in result.knobs} >= {"jemalloc", "tcmalloc"}
     assert any(a.startswith("allocator: --allocator jemalloc measured") and "(1.25x) at batch 512" in a
