@@ -269,8 +269,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     spec, data = prepare_data(spec, args.data_dir)
     if args.data is None or args.data == "auto":
         print(f"data: {data.source} ({data.samples} samples/epoch) at {data.path}", file=sys.stderr)
-    if spec.steps_short():
-        print(f"warning: {spec.steps_short()}", file=sys.stderr)
+    short = spec.steps_short()
+    if short:
+        print(f"warning: {short}", file=sys.stderr)
     out = Path(args.out)
     options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz,
                          progress=sys.stderr.isatty(), launch=launch,
@@ -602,8 +603,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                                       allocator_path=allocator_path) if here else None,
                     order_seed=config.order_seed, prepare=not args.dry_run)
     _print_skipped(plan.skipped)
-    for short in dict.fromkeys(spec.steps_short() for spec in specs if spec.steps_short()):
-        print(f"warning: {short}", file=sys.stderr)
+    for short in dict.fromkeys(spec.steps_short() for spec in specs):
+        if short:
+            print(f"warning: {short}", file=sys.stderr)
     history = history_of(out)
     total_s = sum(estimate_s(p.point.spec, history) for p in plan.todo)
     print(f"sweep: {len(specs) - len(plan.skipped)} configurations x {config.repeats} repeats = {len(plan.planned)} "

@@ -4,14 +4,13 @@ verdicts of `attribution` with evidence instead of rules alone."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
 import pandas as pd
 
 from ..rules import contended
-from ..spec import DEFAULT, SPEC_FIELDS, SPEED_KNOBS, format_value
+from ..spec import SPEC_FIELDS, SPEED_KNOBS, RunSpec, format_value
 from ..stats import is_missing, number
 
 KNOBS = (*SPEED_KNOBS, "batch_size")  # a sibling differing in one of these is a what-if
@@ -30,15 +29,10 @@ def whatifs(summary: pd.DataFrame, metric: str = "samples_per_s_median") -> dict
             knob = _single_difference(row, other)
             if knob is None or not number(mine) > 0 or not number(other.get(metric)) > 0:
                 continue
-            flag = f"--{knob.replace('_', '-')} {format_value(_typed(knob, other[knob]))}"
+            # As the spec reads it: pandas holds a missing thread count as NaN, 2 as 2.0.
+            flag = f"--{knob.replace('_', '-')} {format_value(getattr(RunSpec.from_dict(other), knob))}"
             found.setdefault(row["config"], {})[flag] = float(other[metric]) / float(mine)
     return found
-
-
-def _typed(name: str, value: Any) -> Any:
-    """A run field as the spec holds it: pandas turns a missing thread count into NaN, 2 into 2.0."""
-    fields: dict[str, Any] = {name: None if is_missing(value) else value}
-    return getattr(dataclasses.replace(DEFAULT, **fields).normalized(), name)
 
 
 def _single_difference(row: dict[str, Any], other: dict[str, Any]) -> str | None:

@@ -57,11 +57,11 @@ def cached_peak(
     if not _usable(value):
         return cached if _usable(cached) else math.nan
     elsewhere = _elsewhere_pct(before, _cpu_counts())
+    value = max(value, cached) if _usable(cached) else value
     if contended(elsewhere):  # a peak measured beside a busy neighbour is low, and would stay cached
         print(f"vaebench: other processes used {elsewhere:.0f}% of a core while the matmul peak was measured; "
               "its value is used for this run only, not cached", file=sys.stderr)
-        return max(value, cached) if _usable(cached) else value
-    value = max(value, cached) if _usable(cached) else value
+        return value
     cache[key] = value
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")

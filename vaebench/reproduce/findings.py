@@ -16,7 +16,7 @@ from ..analysis import kernel
 from ..analysis.attribution import FP16_SYNC, share_of_step
 from ..analysis.trace import NO_DEVICE_ROWS, NO_DEVICE_SOURCE, from_device_rows
 from ..rules import INPUT_BOUND_SHARE
-from ..spec import DEFAULT, SPEED_KNOBS
+from ..spec import DEFAULT, SPEED_KNOBS, RunSpec
 from ..stats import number
 
 Row = Mapping[str, Any]
@@ -121,7 +121,7 @@ def _gpu_busy(row: Row, numbers: dict[str, float]) -> str:
         numbers |= {"stream_copy_ms": copy, "stream_to_end_ms": compute, "stream_ms": stream}
         text += (f" CUDA events put {stream:.2f} ms per step on the stream from the copy to the step's end "
                  f"(copy {copy:.2f} ms, then {compute:.2f} ms)")
-        text += _graph_busy(row, stream, numbers) if row.get("cuda_graphs") in (True, "True") else (
+        text += _graph_busy(row, stream, numbers) if RunSpec.from_dict(row).cuda_graphs else (
             ": stream time, not busy time, since it includes every gap where the GPU waited for the host "
             "to launch the next kernel.")
     busy = number(row.get("profile_busy_fraction"))

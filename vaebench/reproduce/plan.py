@@ -164,18 +164,21 @@ def prepare(
 def plan_of_folder(run: Mapping[str, Any], folder: Path, *, quick: bool, epochs: int | None = None) -> Plan:
     """The plan that filled a results folder, rebuilt from its records (devices, data, samples,
     the CPU's cores and torch's default threads there), to report on it again without running."""
-    runs = storage.load_runs(folder)
+    return make_plan(run, quick=quick, epochs=epochs, **_planned_on(storage.load_runs(folder), folder))
+
+
+def _planned_on(runs: pd.DataFrame, folder: Path) -> dict[str, Any]:
+    """What a folder's reproduce records say `make_plan` was given, but for its sizing."""
     mine = runs[runs["sweep"] == "reproduce"] if "sweep" in runs else runs
     if mine.empty:
         raise UsageError(f"{folder}: no reproduce runs in this folder")
-    devices = sorted(set(mine["device"]), key=lambda d: (d == "cpu", d))
     cpu = mine[mine["device"] == "cpu"]
     first = (cpu if not cpu.empty else mine).iloc[0]
     used = mine["allocator"].dropna() if "allocator" in mine else []
-    allocators = sorted({str(a) for a in used} - {"system"})
-    return make_plan(run, devices, quick=quick, epochs=epochs, data=str(first["data"]), samples=int(first["samples"]),
-                     cores=int(first.get("fp_logical_cores") or 1),
-                     default_threads=int(first.get("fp_physical_cores") or 1), allocators=allocators)
+    return {"devices": sorted(set(mine["device"]), key=lambda d: (d == "cpu", d)), "data": str(first["data"]),
+            "samples": int(first["samples"]), "cores": int(first.get("fp_logical_cores") or 1),
+            "default_threads": int(first.get("fp_physical_cores") or 1),
+            "allocators": sorted({str(a) for a in used} - {"system"})}
 
 
 def sizing_of_folder(run: Mapping[str, Any], folder: Path) -> tuple[bool, int | None]:
@@ -183,11 +186,12 @@ def sizing_of_folder(run: Mapping[str, Any], folder: Path) -> tuple[bool, int | 
     holds every run of or, where it holds no plan whole, the one most of its runs belong to (the
     full plan on a tie). A quick plan's runs are part of the full one's, hence the largest."""
     runs = storage.load_runs(folder)
+    planned_on = _planned_on(runs, folder)
     keys = set(runs["spec_key"]) if "spec_key" in runs else set()
     mine = runs[runs["sweep"] == "reproduce"] if "sweep" in runs else runs
     ran = sorted({int(e) for e in mine["epochs"].dropna()}) if "epochs" in mine else []
     sizings: list[tuple[bool, int | None]] = [(False, None), (True, None), *((False, epochs) for epochs in ran)]
-    plans = [plan_of_folder(run, folder, quick=quick, epochs=epochs).runs for quick, epochs in sizings]
+    plans = [make_plan(run, quick=quick, epochs=epochs, **planned_on).runs for quick, epochs in sizings]
     held = [sum(planned.spec.key() in keys for planned in plan) for plan in plans]
     whole = [i for i, plan in enumerate(plans) if plan and held[i] == len(plan)]
     best = max(whole, key=lambda i: len(plans[i])) if whole else max(range(len(plans)), key=lambda i: held[i])

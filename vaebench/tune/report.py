@@ -102,7 +102,7 @@ def throughput_figure(frame: pd.DataFrame, first_oom: int | None) -> Figure | No
 
 def _pipelines(part: pd.DataFrame) -> str:
     """The pipelines a set of trials ran, for a legend: the points differ in them as well as in batch."""
-    return "; ".join(dict.fromkeys(str(p) for p in part["pipeline"])) if "pipeline" in part else ""
+    return "; ".join(dict.fromkeys(str(p) for p in part["pipeline"]))
 
 
 def loss_figure(frame: pd.DataFrame, tolerance: float) -> Figure | None:
