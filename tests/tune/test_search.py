@@ -304,10 +304,32 @@ def test_a_faster_allocator_is_adopted_and_named_in_the_recommendation_with_its_
                                  gain=lambda spec: 1.25 if spec.allocator == "jemalloc" else 1.0)
     assert result.config is not None and result.config.allocator == "jemalloc"
     assert {t.spec.allocator for t in result.knobs} >= {"jemalloc", "tcmalloc"}
-    assert any(a.startswith("allocator: --allocator jemalloc measured") and "(1.25x) at batch 512" in a
+    assert any(a.startswith("allocator: --allocator jemalloc measured") and "(1.25x at least) at batch 512" in a
                for a in result.adopted)  # measured at the search's best batch, whichever is recommended
     assert "with allocator: --allocator jemalloc" in result.recommendation.reason
     assert set(trials_frame(result)["allocator"]) == {"system", "jemalloc", "tcmalloc"}
+
+
+def test_a_knob_faster_in_one_run_only_is_not_adopted(tmp_path: Path) -> None:
+    """A lucky first run (a quiet moment on a busy machine) must not adopt a knob: its second
+    run and the current best's second run, A B B A, decide."""
+    settings = TuneSettings(base=BASE, budget_s=1000, quality_samples=BASE.samples)
+    jemalloc_runs = [0]
+
+    def gain(spec: RunSpec) -> float:
+        if spec.allocator != "jemalloc":
+            return 1.0
+        jemalloc_runs[0] += 1
+        return 1.10 if jemalloc_runs[0] == 1 else 1.0
+
+    result = _tune_peaked_at_512(tmp_path, settings, tick_s=1, gain=gain)
+    assert result.config is not None and result.config.allocator == "system"
+    assert jemalloc_runs[0] == 2 and not any(a.startswith("allocator") for a in result.adopted)
+    (note,) = [n for n in result.notes if n.startswith("--allocator jemalloc: faster in its first run")]
+    assert "not adopted" in note and "noise" in note
+    stages = [(t.stage, t.spec.allocator) for t in result.knobs]
+    i = stages.index(("knob", "jemalloc"))
+    assert stages[i:i + 3] == [("knob", "jemalloc"), ("knob", "jemalloc"), ("confirm", "system")]
 
 
 def rising(memory_per_sample_mb: float = 0.05):
