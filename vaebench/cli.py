@@ -741,6 +741,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     result = calibrate_folder(out, plan.planned[0].point.spec.key(), args.repeats, config.repeats)
     for line in result.failed:
         print(f"failed: {line}", file=sys.stderr)
+    if result.left_out:
+        print(f"note: {result.left_out}")
     if result.report is None:
         print(f"calibrate: only {result.ok} successful run(s); the noise needs 2 or more", file=sys.stderr)
         return EXIT_FAILED

@@ -111,3 +111,15 @@ def test_runs_beside_a_busy_neighbour_are_named_before_the_noise_they_made(tmp_p
     for row in rows(n=4):
         storage.append_row(quiet, row | {"neighbour_cpu_pct": 3.0})
     assert calibrate_folder(quiet, SPEC.key(), repeats=4, advise_for=5).warning == ""
+
+
+def test_runs_past_repeats_are_left_out_and_named(tmp_path: Path) -> None:
+    from tests.analysis.test_compare import SPEC, rows
+    from vaebench.analysis.calibration import calibrate_folder
+
+    for row in rows(n=6):
+        storage.append_row(tmp_path, row)
+    result = calibrate_folder(tmp_path, SPEC.key(), repeats=4, advise_for=5)
+    assert result.report is not None and result.report.runs == 4 and result.beyond == 2
+    assert "2 more run(s)" in result.left_out and "--repeats 6 would use them" in result.left_out
+    assert calibrate_folder(tmp_path, SPEC.key(), repeats=6, advise_for=5).left_out == ""

@@ -180,6 +180,15 @@ class FolderCalibration:
     ok: int
     failed: list[str]  # "run_id: reason" of each failed repeat
     contended: list[float] = field(default_factory=list)  # neighbour_cpu_pct of each ok run beside a busy one
+    beyond: int = 0  # runs of the configuration in the folder past --repeats, left out
+
+    @property
+    def left_out(self) -> str:
+        """Which runs the folder holds that this calibration did not use: "" for none."""
+        if not self.beyond:
+            return ""
+        return (f"the folder holds {self.beyond} more run(s) of this configuration, past --repeats; "
+                f"--repeats {self.ok + len(self.failed) + self.beyond} would use them too")
 
     @property
     def warning(self) -> str:
@@ -192,17 +201,20 @@ class FolderCalibration:
 
 
 def calibrate_folder(folder: Path, key: str, repeats: int, advise_for: int) -> FolderCalibration:
-    """The noise of one configuration's first `repeats` runs in a results folder."""
+    """The noise of one configuration's first `repeats` runs in a results folder (the same
+    runs whatever else the folder holds, so a calibration can be rerun and read again)."""
     from .. import storage
     from .compare import load_step_times
 
     runs = storage.load_runs(folder)
-    runs = runs[(runs["spec_key"] == key) & (runs["repeat"] < repeats)]
+    runs = runs[runs["spec_key"] == key]
+    beyond = int((runs["repeat"] >= repeats).sum())
+    runs = runs[runs["repeat"] < repeats]
     ok = runs[runs["status"] == OK]
     failed = [f"{row.run_id}: {row.reason}" for row in runs[runs["status"] != OK].itertuples()]
     if len(ok) < 2:
-        return FolderCalibration(None, len(ok), failed)
+        return FolderCalibration(None, len(ok), failed, beyond=beyond)
     sizes = sorted({3, 5, 10, 20, advise_for})
     report = calibration_report(ok, repeats=sizes, series=load_step_times(folder, [str(i) for i in ok["run_id"]]))
     busy = [float(v) for v in ok.get("neighbour_cpu_pct", ()) if contended(v)]
-    return FolderCalibration(report, len(ok), failed, busy)
+    return FolderCalibration(report, len(ok), failed, busy, beyond)
