@@ -4,7 +4,16 @@ import dataclasses
 
 import pytest
 
-from vaebench.spec import DEFAULT, LATER_FIELDS, SPEED_KNOBS, Capabilities, RunSpec, parse_value, validate
+from vaebench.spec import (
+    DEFAULT,
+    LATER_FIELDS,
+    SPEED_KNOBS,
+    Capabilities,
+    RunSpec,
+    format_value,
+    parse_value,
+    validate,
+)
 
 
 def fields_of(spec: RunSpec, caps: Capabilities | None = None) -> set[str]:
@@ -231,3 +240,12 @@ def test_steps_beyond_what_the_epochs_hold_are_named() -> None:
     assert RunSpec(steps=8, epochs=1, samples=1000).steps_short() == ""
     assert RunSpec(epochs=1, samples=1000).steps_short() == ""
     assert "the 4 steps" in RunSpec(steps=5, epochs=1, samples=1000, nproc_per_node=2).steps_short()
+
+
+@pytest.mark.parametrize("value, text", [
+    (1e9, "1e+09"), (1e-3, "0.001"), (0.0012345678, "0.0012345678"), (2.0, "2"), (True, "on"), (None, "default"),
+])
+def test_a_label_shows_a_float_short_but_never_rounded(value: object, text: str) -> None:
+    assert format_value(value) == text
+    if isinstance(value, float):
+        assert RunSpec(lr=value).label(("lr",)) == f"lr={text}"

@@ -222,8 +222,13 @@ def changed_fields(spec: RunSpec) -> list[str]:
 
 
 def format_value(value: Any) -> str:
+    """A value as labels and flags show it: `on`, `default`, `0.001`, `1e+09`; a float the
+    short form would round keeps every digit."""
     if isinstance(value, bool):
         return "on" if value else "off"
+    if isinstance(value, float) and math.isfinite(value):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
     return "default" if value is None else str(value)
 
 
