@@ -311,6 +311,21 @@ def test_cli_refuses_a_bad_threshold_in_one_line(folders: tuple[Path, Path, Path
     assert "argument --threshold" in err and words in err and err.count("\n") == 1, err
 
 
+def test_cli_refuses_an_alpha_of_a_half_or_more(folders: tuple[Path, Path, Path],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    base, same, _ = folders
+    assert main(["compare", str(base), str(same), "--alpha", "0.6"]) == 2
+    assert "--alpha must lie in (0, 0.5), got 0.6" in capsys.readouterr().err
+
+
+def test_the_interval_matches_the_one_sided_test_level() -> None:
+    """Each end of a 1 - 2 alpha interval is a one-sided bound at alpha, as the rank test is."""
+    check = cmp.check_metric("k", "c", "epoch_s", [10.0, 10.1, 9.9, 10.05, 9.95], [12.0, 12.2, 11.9, 12.1, 11.8],
+                         alpha=0.05)
+    assert check.confidence == pytest.approx(0.90) and check.verdict == cmp.REGRESSION
+    assert "90% CI" in str(check) and check.ci_low > 1.0
+
+
 def test_cli_infrastructure_errors_exit_2(folders: tuple[Path, Path, Path], tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]):
     base, _, _ = folders

@@ -12,8 +12,10 @@ The decision rule, per (configuration, metric):
   run-level hiccup significant. They serve only to make each run's value a robust median.
 * The change is the ratio of medians, candidate over baseline, read as a cost ratio (time
   ratio; for samples/s the inverse), so a 10 % slowdown is the same number for samples/s
-  and for epoch time. Its confidence interval, at level 1 - alpha, is a seeded percentile
-  bootstrap over runs.
+  and for epoch time. Its confidence interval is a seeded percentile bootstrap over runs at
+  level 1 - 2 alpha: each of its ends is a one-sided bound at alpha, the level of the one-sided
+  rank test below, and the "unchanged" rule on it is then the two one-sided tests (TOST) of
+  equivalence at alpha.
 * **regression**: the cost ratio is at least 1 + threshold *and* a one-sided Mann-Whitney
   test in the worse direction gives p <= alpha (exact for small samples). With 3 runs a
   side the smallest possible p is 1/20, so at alpha 0.05 every candidate run must be slower
@@ -140,7 +142,7 @@ class MetricCheck:
     ci_high: float = math.nan
     change: float = math.nan
     p_value: float = math.nan
-    confidence: float = 0.95
+    confidence: float = 0.90  # 1 - 2 alpha: see the module docstring
     band_low: float = math.nan  # final loss only: the widened seed-to-seed band
     band_high: float = math.nan
 
@@ -336,8 +338,8 @@ def compare(
     """
     if not threshold > 0:
         raise UsageError(f"threshold must be positive, got {threshold}")
-    if not 0 < alpha < 1:
-        raise UsageError(f"alpha must lie in (0, 1), got {alpha}")
+    if not 0 < alpha < 0.5:  # a one-sided test past 0.5 would call a coin flip significant
+        raise UsageError(f"--alpha must lie in (0, 0.5), got {alpha:g}")
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise UsageError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
@@ -418,7 +420,7 @@ def check_metric(
     info = METRICS[metric]
     check = MetricCheck(
         spec_key, config, metric, INCONCLUSIVE, "", tuple(baseline), tuple(candidate),
-        confidence=1 - alpha,
+        confidence=1 - 2 * alpha,
     )
     if not baseline or not candidate:
         side = "baseline" if not baseline else "candidate"
@@ -427,7 +429,7 @@ def check_metric(
         return dataclasses.replace(check, reason=f"{info.label} has values at or below zero")
     base_median, cand_median = stats.median(baseline), stats.median(candidate)
     ratio = cand_median / base_median
-    low, high = stats.bootstrap_ratio_ci(baseline, candidate, confidence=1 - alpha, seed=seed)
+    low, high = stats.bootstrap_ratio_ci(baseline, candidate, confidence=check.confidence, seed=seed)
     test = stats.mann_whitney(candidate, baseline)
     if info.higher_is_better:
         cost, cost_low, cost_high = 1 / ratio, 1 / high, 1 / low
