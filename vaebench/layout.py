@@ -11,6 +11,7 @@ import os
 import struct
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -44,24 +45,54 @@ def train_images(root: str | os.PathLike[str]) -> np.ndarray:
     return read_idx(raw_folder(root) / TRAIN_IMAGES)
 
 
+def idx_shape(path: Path) -> tuple[int, ...]:
+    """The shape an unsigned-byte idx file declares, checked against the file's size, without
+    reading its data. A file that is not one, or is cut short, is a UsageError naming it."""
+    with open(path, "rb") as handle:
+        return _header(path, handle, path.stat().st_size)
+
+
 def read_idx(path: Path) -> np.ndarray:
     """An unsigned-byte idx file, as `_write_idx` and torchvision's download leave it."""
     with open(path, "rb") as handle:
-        zero, dtype, ndim = struct.unpack(">HBB", handle.read(4))
-        if zero != 0 or dtype != 0x08:
-            raise UsageError(f"{path}: not an unsigned-byte idx file")
-        shape = struct.unpack(f">{ndim}I", handle.read(4 * ndim))
+        shape = _header(path, handle, path.stat().st_size)
         array = np.fromfile(handle, dtype=np.uint8)  # writable, read once
-    if array.size != math.prod(shape):
-        raise UsageError(f"{path}: {array.size} bytes of data for shape {shape}")
     return array.reshape(shape)
+
+
+def _header(path: Path, handle: BinaryIO, size: int) -> tuple[int, ...]:
+    magic = handle.read(4)
+    if len(magic) < 4:
+        raise UsageError(f"{path}: {len(magic)} bytes, too short for an idx file")
+    zero, dtype, ndim = struct.unpack(">HBB", magic)
+    if zero != 0 or dtype != 0x08:
+        raise UsageError(f"{path}: not an unsigned-byte idx file")
+    dims = handle.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise UsageError(f"{path}: cut short inside its header")
+    shape: tuple[int, ...] = struct.unpack(f">{ndim}I", dims)
+    data = size - 4 - 4 * ndim
+    if data != math.prod(shape):
+        raise UsageError(f"{path}: {data} bytes of data for shape {shape} (cut short, or not this file)")
+    return shape
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
     # idx format: magic (0, 0, dtype 0x08 = ubyte, ndim), then big-endian int32 dims, then data.
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(header)
-        handle.write(np.ascontiguousarray(array, dtype=np.uint8).tobytes())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(header)
+            handle.write(np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide a shared data folder from its other users
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

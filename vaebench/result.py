@@ -50,7 +50,9 @@ class DataInfo:
     source: str  # mnist, embedded-5k or synthetic: what the run really trained on
     samples: int  # samples per epoch
     repeat: float  # how many times the source's distinct images are repeated per epoch
-    path: str  # where the torchvision layout lives; empty for synthetic
+    path: str  # the folder of the torchvision layout
+    images: int = 0  # distinct images in the source (0: not known yet, as in a dry run)
+    digest: str = ""  # of the training images file: equal only for the same images in the same order
 
 
 @dataclass(frozen=True)
@@ -290,7 +292,8 @@ def _data_columns(data: DataInfo | None) -> dict[str, Any]:
     if data is None:
         return {}
     # The spec's `data` is already resolved (never auto); data_source names the exact set.
-    return {"data_source": data.source, "data_samples": data.samples, "data_repeat": data.repeat}
+    return {"data_source": data.source, "data_samples": data.samples, "data_repeat": data.repeat,
+            "data_images": data.images or None, "data_digest": data.digest or None, "data_path": data.path or None}
 
 
 def _process_columns(process: ProcessUsage | None) -> dict[str, Any]:
@@ -377,6 +380,9 @@ COLUMN_TYPES: dict[str, tuple[type, ...]] = {
     "data_source": (str,),
     "data_samples": (int,),
     "data_repeat": (int, float),
+    "data_images": (int,),
+    "data_digest": (str,),
+    "data_path": (str,),
     "world_size": (int,),
     "global_batch": (int,),
     **_columns_of(ProcessUsage),

@@ -498,3 +498,19 @@ def test_strict_fails_a_check_that_too_few_runs_could_never_fail(tmp_path: Path,
     assert "it takes 3 runs a side; --strict makes a check that cannot fail an error" in capsys.readouterr().err
     enough = write_folder(tmp_path / "enough", [rows(n=3, seed=4)])
     assert main(["compare", str(enough), str(enough), "--strict"]) == 0
+
+
+def test_the_same_configuration_on_different_data_files_is_not_compared(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    base, cand = tmp_path / "base", tmp_path / "cand"
+    for row in rows(n=3):
+        append_row(base, row | {"data_digest": "aaaaaaaaaaaa"})
+    for row in rows(n=3, seed=1):
+        append_row(cand, row | {"data_digest": "bbbbbbbbbbbb"})
+    assert main(["compare", str(base), str(cand)]) == 2
+    err = capsys.readouterr().err
+    assert "different data files" in err and "baseline aaaaaaaaaaaa, candidate bbbbbbbbbbbb" in err
+    old = tmp_path / "old"  # recorded before the digest was kept: taken as the same data
+    for row in rows(n=3, seed=2):
+        append_row(old, row)
+    assert main(["compare", str(old), str(cand)]) == 0

@@ -333,3 +333,29 @@ def test_a_samples_caption_says_how_long_the_run_trained() -> None:
                         ).set_index("run_id")
     assert _trained(runs, "a") == ", after 8 steps on synthetic data, final loss 547.36"
     assert _trained(runs, "b") == "" and _trained(runs, "zz") == ""
+
+
+def test_parquet_keeps_record_types_beside_a_failed_run(tmp_path: Path) -> None:
+    """A failed run's gaps must not turn a yes/no column into the text 'True'/'False', nor an
+    unmeasured number into None: filters like `runs[~runs.oversubscribed]` must work."""
+    frame = pd.DataFrame({
+        "oversubscribed": [True, False, None],
+        "fp_openmp": [True, None, False],
+        "gpu_util_mean": [None, None, None],
+        "threads": [1, None, 2],
+    })
+    export(frame, tmp_path / "runs")
+    back = pd.read_parquet(tmp_path / "runs.parquet")
+    assert str(back["oversubscribed"].dtype) == "boolean" and str(back["fp_openmp"].dtype) == "boolean"
+    assert back["oversubscribed"].iloc[:2].tolist() == [True, False] and back["oversubscribed"].isna().iloc[2]
+    assert back["gpu_util_mean"].dtype == float and back["gpu_util_mean"].isna().all()
+    assert back["threads"].dtype == float and back["threads"].isna().tolist() == [False, True, False]
+
+
+def test_runs_of_one_configuration_on_different_data_files_are_flagged(folder: Path) -> None:
+    storage.append_row(folder, _row("d1", 4, 2, 4.1, data_digest="aaaaaaaaaaaa", data_path="/data/one"))
+    storage.append_row(folder, _row("d2", 4, 3, 4.2, data_digest="bbbbbbbbbbbb", data_path="/data/two"))
+    report = build_report(folder)
+    (pooled,) = [w for w in report.warnings if "pooled runs on different data files" in w.message]
+    assert pooled.kind == "mixed-data" and "aaaaaaaaaaaa from /data/one (1 runs)" in pooled.message
+    assert "threads=4" in pooled.message

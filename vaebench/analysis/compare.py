@@ -357,6 +357,11 @@ def compare(
     differences = fingerprint_differences(base_rows, cand_rows)
     if differences and not allow_different_machines:
         raise FingerprintMismatch(differences)
+    other_data = data_differences(base_rows, cand_rows)
+    if other_data:
+        raise CompareError("baseline and candidate trained on different data files under one data name; "
+                           "times and losses on different data are not comparable:\n"
+                           + "\n".join(f"  {line}" for line in other_data))
     checks = []
     busy = []
     for pair in paired:
@@ -535,6 +540,21 @@ def fingerprint_differences(baseline: pd.DataFrame, candidate: pd.DataFrame) -> 
         if ours != theirs:
             differences.append(f"{column}: baseline {_show(ours)}, candidate {_show(theirs)}")
     return differences
+
+
+def data_differences(baseline: pd.DataFrame, candidate: pd.DataFrame) -> list[str]:
+    """One line per paired configuration whose runs read different training files (`data_digest`);
+    records from before the digest was kept are taken as matching."""
+    if "data_digest" not in baseline.columns or "data_digest" not in candidate.columns:
+        return []
+    lines = []
+    for pair in dict.fromkeys(baseline[PAIR]):
+        sides = [frame[frame[PAIR] == pair] for frame in (baseline, candidate)]
+        digests = [set(side["data_digest"].dropna().astype(str)) for side in sides]
+        if len(digests[0] | digests[1]) > 1:
+            lines.append(f"{config_label(sides[0])}: baseline {', '.join(sorted(digests[0])) or 'unknown'}, "
+                         f"candidate {', '.join(sorted(digests[1])) or 'unknown'}")
+    return lines
 
 
 def run_values(

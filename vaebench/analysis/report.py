@@ -30,7 +30,7 @@ from .. import stats, storage
 from .._format import markdown_table
 from ..errors import UsageError
 from ..machine import MACHINE_FIELDS, machine_label
-from ..result import OK, StepSplit
+from ..result import COLUMN_TYPES, OK, StepSplit
 from ..rules import NEIGHBOUR_LIMIT_PCT, contended
 from ..spec import SPEC_FIELDS, RunSpec, format_value, parse_value
 from ..stats import is_missing, number
@@ -373,6 +373,24 @@ def _mixed(runs: pd.DataFrame) -> list[ReportWarning]:
             if len(counts) > 1:
                 parts = ", ".join(f"{value} ({count} runs)" for value, count in counts.items())
                 found.append(ReportWarning(kind, f"{title}: {column} is {parts}; {advice}"))
+    return found + _pooled_data(runs)
+
+
+def _pooled_data(runs: pd.DataFrame) -> list[ReportWarning]:
+    """One warning per configuration whose runs read different files under one data name (two
+    MNIST folders, say): the table pools them, so the reader must know."""
+    if "data_digest" not in runs or "spec_key" not in runs:
+        return []
+    found = []
+    for _, rows in runs.dropna(subset=["data_digest"]).groupby("spec_key", sort=False):
+        files = rows.groupby("data_digest", sort=False)
+        if len(files) > 1:
+            parts = ", ".join(f"{digest} from {group['data_path'].iloc[0] if 'data_path' in group else '?'} "
+                              f"({len(group)} runs)" for digest, group in files)
+            config = rows["config"].iloc[0] if "config" in rows else rows["spec_key"].iloc[0]
+            found.append(ReportWarning("mixed-data", f"MIXED DATA SOURCES: {config} pooled runs on different "
+                                       f"data files ({parts}); times and losses on different data are not "
+                                       "comparable", str(config)))
     return found
 
 
@@ -523,17 +541,34 @@ def _json_text(value: Any) -> Any:
 
 
 def _for_parquet(frame: pd.DataFrame) -> pd.DataFrame:
-    """Numeric lists become list<double>; other nested or mixed-type columns become text."""
+    """A record column keeps its record type whatever the folder holds (a yes/no column stays
+    boolean beside a failed run's gap, an unmeasured number is a float NaN, not None); numeric
+    lists become list<double>; other nested or mixed-type columns become text."""
     out = frame.copy()
     for column in out.columns:
+        kinds = COLUMN_TYPES.get(column, ())
+        if kinds == (bool,):
+            out[column] = out[column].map(_yes_no).astype("boolean")
+            continue
+        if kinds and set(kinds) <= {int, float} and out[column].dtype == object:
+            out[column] = pd.to_numeric(out[column], errors="coerce").astype(float)
+            continue
         values = out[column].dropna()
         if out[column].dtype != object or values.empty:
             continue
-        if values.map(_is_number_list).all():
+        if values.map(lambda v: isinstance(v, bool)).all():
+            out[column] = out[column].map(_yes_no).astype("boolean")
+        elif values.map(_is_number_list).all():
             out[column] = out[column].map(lambda v: [number(x) for x in v] if isinstance(v, list) else None)
         elif values.map(type).nunique() > 1 or not values.map(lambda v: isinstance(v, str)).all():
             out[column] = out[column].map(lambda v: None if is_missing(v) else str(_json_text(v)))
     return out
+
+
+def _yes_no(value: Any) -> bool | None:
+    if is_missing(value):
+        return None
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("true", "1", "yes", "on")
 
 
 def _is_number_list(value: Any) -> bool:

@@ -13,16 +13,29 @@ No torch here: the parent prepares data before the training child starts.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import os
+import sys
 import tempfile
+import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UsageError
-from ..layout import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, raw_folder, read_idx, write_layout
+from ..layout import (
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    idx_shape,
+    raw_folder,
+    read_idx,
+    write_layout,
+)
 from ..machine import cache_dir
 from ..result import DataInfo
 from ..spec import MNIST_TRAIN_SIZE
@@ -41,29 +54,35 @@ def default_data_dir() -> Path:
 
 
 def prepare(source: str, data_dir: str | os.PathLike[str] | None, samples: int, *, write: bool = True) -> DataInfo:
-    """Resolve `auto`, make sure the files exist, and say what the run will train on. With
-    `write` off nothing is written or downloaded: the answer says where the files would be."""
+    """Resolve `auto`, make sure the files exist and are whole, and say what the run will train
+    on. With `write` off nothing is written or downloaded: the answer says where the files would
+    be, and MNIST that is neither on disk nor reachable is refused as it would be then."""
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     if source == "auto":
         source = "mnist" if mnist_on_disk(root) or mnist_reachable() else "embedded"
+        if source == "embedded" and data_dir is not None:
+            print(f"note: --data auto found no MNIST in {raw_folder(root)}{_gz_hint(root)} and cannot download it: "
+                  "training on the embedded digits", file=sys.stderr)
     if source not in ("mnist", "embedded", "synthetic"):
         raise DataUnavailable(f"unknown data source {source!r}")
-    if not write:
-        return _located(source, root, samples)
     if source == "mnist":
-        return _prepare_mnist(root, samples)
-    if source == "embedded":
-        return _prepare_embedded(root, samples)
-    return _prepare_synthetic(root, samples)
+        return _prepare_mnist(root, samples, write)
+    folder = root / f"{'embedded-5k' if source == 'embedded' else 'synthetic'}-{samples}"
+    if not mnist_on_disk(folder):
+        if not write:
+            return _located(source, folder, samples)
+        _write_or_refuse(root, lambda: (_write_embedded if source == "embedded" else _write_synthetic)(root, folder))
+    return _located(source, folder, samples, check_mnist(folder))
 
 
-def _located(source: str, root: Path, samples: int) -> DataInfo:
-    """What `source` would be, prepared under root."""
-    if source == "mnist":
-        return DataInfo("mnist", samples, samples / MNIST_TRAIN_SIZE, str(root))
-    if source == "embedded":
-        return DataInfo("embedded-5k", samples, samples / EMBEDDED_SIZE, str(root / f"embedded-5k-{samples}"))
-    return DataInfo("synthetic", samples, 1.0, str(root / f"synthetic-{samples}"))
+def _located(source: str, folder: Path, samples: int, content: tuple[int, str] | None = None) -> DataInfo:
+    """What `source` is, or would be, in `folder`: its distinct images and the digest of its
+    training images file, where the file is there to read."""
+    name = {"embedded": "embedded-5k"}.get(source, source)
+    images, digest = content or ({"embedded": EMBEDDED_SIZE, "synthetic": samples}.get(source, 0), "")
+    distinct = EMBEDDED_SIZE if source == "embedded" else images  # the embedded file repeats its 5,000
+    repeat = samples / distinct if distinct else samples / MNIST_TRAIN_SIZE
+    return DataInfo(name, samples, repeat, str(folder), images=distinct, digest=digest)
 
 
 def check_writable(data_dir: str | os.PathLike[str] | None) -> str | None:
@@ -78,9 +97,49 @@ def check_writable(data_dir: str | os.PathLike[str] | None) -> str | None:
     return None
 
 
+def _write_or_refuse(root: Path, write: Callable[[], object]) -> None:
+    """Write a source's files, or refuse in one line: an unwritable folder, a full disk."""
+    problem = check_writable(root)
+    if problem:
+        raise DataUnavailable(problem)
+    try:
+        write()
+    except OSError as exc:
+        raise DataUnavailable(f"data folder {root}: the data could not be written: {exc.strerror or exc}") from None
+
+
 def mnist_on_disk(root: Path) -> bool:
+    return not missing_files(root)
+
+
+def missing_files(root: Path) -> list[str]:
+    """The idx files of torchvision's MNIST layout that `root` lacks."""
     raw = raw_folder(root)
-    return all((raw / name).exists() for name in (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS))
+    return [name for name in (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS) if not (raw / name).exists()]
+
+
+def check_mnist(root: Path) -> tuple[int, str]:
+    """The training set's image count and digest, once it is known to be what torchvision's MNIST
+    reads: 28x28 unsigned bytes, a label for every image, neither file cut short."""
+    raw = raw_folder(root)
+    try:
+        images, labels = idx_shape(raw / TRAIN_IMAGES), idx_shape(raw / TRAIN_LABELS)
+    except (UsageError, OSError) as exc:
+        raise DataUnavailable(str(exc)) from None
+    if len(images) != 3 or images[1:] != (28, 28):
+        raise DataUnavailable(f"{raw / TRAIN_IMAGES}: images of shape {images[1:]}, not MNIST's 28x28")
+    if labels != images[:1]:
+        raise DataUnavailable(f"{raw / TRAIN_LABELS}: {labels[0] if labels else 0} labels for {images[0]} images")
+    return images[0], file_digest(raw / TRAIN_IMAGES)
+
+
+def file_digest(path: Path) -> str:
+    """A short content hash: two folders under one source name hold the same images only if equal."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
 
 
 def mnist_reachable(url: str = MNIST_URL, timeout: float = REACH_TIMEOUT_S) -> bool:
@@ -91,29 +150,50 @@ def mnist_reachable(url: str = MNIST_URL, timeout: float = REACH_TIMEOUT_S) -> b
         return False
 
 
-def _prepare_mnist(root: Path, samples: int) -> DataInfo:
-    if not mnist_on_disk(root):
-        try:
-            from torchvision.datasets import MNIST
-
-            MNIST(root=str(root), train=True, download=True)
-        except Exception:  # noqa: BLE001 - any download failure means the same to a user
-            # One line: the download's own multi-line urllib detail is no help here.
-            raise DataUnavailable(
-                f"MNIST is not in {raw_folder(root)} and could not be downloaded (offline?); use --data embedded "
-                "(5,000 real MNIST digits, no download) or --data synthetic, or --data-dir naming a folder "
-                "that holds MNIST/raw"
-            ) from None
-    return _located("mnist", root, samples)
+def _prepare_mnist(root: Path, samples: int, write: bool) -> DataInfo:
+    missing = missing_files(root)
+    if missing and not (write and mnist_reachable()):
+        raise DataUnavailable(_not_there(root, missing))
+    if missing:
+        _write_or_refuse(root, lambda: _download(root))
+    return _located("mnist", root, samples, check_mnist(root))
 
 
-def _prepare_embedded(root: Path, samples: int) -> DataInfo:
-    folder = root / f"embedded-5k-{samples}"
-    if not mnist_on_disk(folder):
-        images, labels = _embedded_base(root)
-        order = np.arange(samples) % len(images)
-        write_layout(folder, images[order], labels[order], images, labels)
-    return _located("embedded", root, samples)
+def _download(root: Path) -> None:
+    from torchvision.datasets import MNIST
+
+    try:
+        MNIST(root=str(root), train=True, download=True)
+    except Exception as exc:  # noqa: BLE001 - any download failure means the same to a user
+        if isinstance(exc, OSError) and not isinstance(exc, urllib.error.URLError):
+            raise  # the disk's: `_write_or_refuse` says so
+        raise DataUnavailable(f"MNIST could not be downloaded into {raw_folder(root)}: {exc}") from None
+
+
+def _not_there(root: Path, missing: list[str]) -> str:
+    raw = raw_folder(root)
+    if len(missing) == 4:
+        what = f"MNIST is not in {raw}{_gz_hint(root)}"
+    else:
+        what = f"{raw} lacks {', '.join(missing)} (torchvision's MNIST reads all four files)"
+    hint = ""
+    if (root / "raw" / TRAIN_IMAGES).exists() or root.name == "MNIST":
+        hint = f"; --data-dir names the folder above MNIST/raw: --data-dir {root.parent}?"
+    return (f"{what}{hint}; it cannot be downloaded here (offline?): use --data embedded (5,000 real MNIST "
+            "digits, no download) or --data synthetic, or --data-dir naming a folder that holds MNIST/raw")
+
+
+def _gz_hint(root: Path) -> str:
+    raw = raw_folder(root)
+    if raw.is_dir() and any(raw.glob("*-ubyte.gz")):
+        return f" (only the .gz downloads: gunzip {raw}/*.gz)"
+    return ""
+
+
+def _write_embedded(root: Path, folder: Path) -> None:
+    images, labels = _embedded_base(root)
+    order = np.arange(int(folder.name.rsplit("-", 1)[1])) % len(images)
+    write_layout(folder, images[order], labels[order], images, labels)
 
 
 def _embedded_base(root: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -127,14 +207,12 @@ def _embedded_base(root: Path) -> tuple[np.ndarray, np.ndarray]:
     return read_idx(raw / TRAIN_IMAGES), read_idx(raw / TRAIN_LABELS)
 
 
-def _prepare_synthetic(root: Path, samples: int) -> DataInfo:
-    folder = root / f"synthetic-{samples}"
-    if not mnist_on_disk(folder):
-        rng = np.random.default_rng(0)
-        images = rng.integers(0, 256, size=(samples, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=samples, dtype=np.uint8)
-        write_layout(folder, images, labels, images[:1000], labels[:1000])
-    return _located("synthetic", root, samples)
+def _write_synthetic(root: Path, folder: Path) -> None:
+    samples = int(folder.name.rsplit("-", 1)[1])
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(samples, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=samples, dtype=np.uint8)
+    write_layout(folder, images, labels, images[:1000], labels[:1000])
 
 
 def embedded_digits() -> tuple[np.ndarray, np.ndarray]:

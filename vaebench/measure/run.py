@@ -28,7 +28,7 @@ from ..protocol import Answer, Request
 from ..result import FAILED, OK, DataInfo, MonitorSummary, RunRecord, RunSeries, SyscallTable, TrainMetrics
 from ..rules import SAMPLE_HZ
 from ..spec import Capabilities, RunSpec, validate
-from .data import DataUnavailable, check_writable, prepare
+from .data import DataUnavailable, prepare
 from .launch import (
     ONE_HOST,
     STDERR_KEPT,
@@ -235,9 +235,6 @@ def check(spec: RunSpec, caps: Capabilities | None = None, allocator_path: str =
 def prepare_data(spec: RunSpec, data_dir: str | None, *, write: bool = True) -> tuple[RunSpec, DataInfo]:
     """Resolve `auto`, write the data's files if needed (unless `write` is off: a dry run only
     locates them), and return the spec as it will run."""
-    problem = check_writable(data_dir) if write else None
-    if problem:
-        raise InvalidRun(problem)
     try:
         info = prepare(spec.data, data_dir, spec.samples, write=write)
     except DataUnavailable as exc:

@@ -1,0 +1,123 @@
+"""The data sources' files: checked before a run starts, and known by their content."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import vaebench.measure.data as data_module
+from vaebench.cli import main
+from vaebench.layout import TEST_IMAGES, TRAIN_IMAGES, TRAIN_LABELS, raw_folder, write_layout
+from vaebench.measure.data import DataUnavailable, prepare
+
+
+def fake_mnist(root: Path, images: int, seed: int = 0, side: int = 28) -> Path:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(images, side, side), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=images, dtype=np.uint8)
+    write_layout(root, pixels, labels, pixels[:10], labels[:10])
+    return root
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data_module, "mnist_reachable", lambda *a, **k: False)
+
+
+def test_a_folder_of_mnist_is_known_by_its_images_not_its_name(tmp_path: Path) -> None:
+    small = prepare("mnist", fake_mnist(tmp_path / "small", 1000), 60_000)
+    assert (small.source, small.images, small.repeat) == ("mnist", 1000, 60.0)
+    other = prepare("mnist", fake_mnist(tmp_path / "other", 1000, seed=1), 60_000)
+    copy = prepare("mnist", fake_mnist(tmp_path / "copy", 1000), 60_000)
+    assert len(small.digest) == 12 and small.digest != other.digest and small.digest == copy.digest
+
+
+def test_a_dry_run_refuses_missing_mnist_as_the_run_would(tmp_path: Path) -> None:
+    with pytest.raises(DataUnavailable, match="MNIST is not in"):
+        prepare("mnist", tmp_path, 60_000, write=False)
+    assert not (tmp_path / "MNIST").exists()  # no empty folders left from a download attempt
+
+
+def _cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def _magic(path: Path) -> None:
+    path.write_bytes(b"\x00\x00\x0d\x03" + path.read_bytes()[4:])
+
+
+@pytest.mark.parametrize(("spoil", "words"), [
+    (lambda root: _cut(raw_folder(root) / TRAIN_IMAGES), "bytes of data for shape"),
+    (lambda root: _magic(raw_folder(root) / TRAIN_IMAGES), "not an unsigned-byte idx file"),
+    (lambda root: (raw_folder(root) / TRAIN_LABELS).write_bytes(b"\x00\x00"), "too short for an idx file"),
+    (lambda root: fake_mnist(root, 100, side=32), "not MNIST's 28x28"),
+    (lambda root: write_layout(root, np.zeros((100, 28, 28), np.uint8), np.zeros(7, np.uint8),
+                               np.zeros((1, 28, 28), np.uint8), np.zeros(1, np.uint8)), "7 labels for 100 images"),
+])
+def test_a_spoiled_mnist_file_is_refused_in_one_line_before_any_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spoil, words: str  # type: ignore[no-untyped-def]
+) -> None:
+    root = fake_mnist(tmp_path / "d", 100)
+    spoil(root)
+    out = tmp_path / "out"
+    assert main(["run", "--data", "mnist", "--data-dir", str(root), "--steps", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1, err
+    assert not (out / "runs.jsonl").exists()
+
+
+def test_missing_files_and_a_folder_one_level_too_deep_are_named(tmp_path: Path) -> None:
+    root = fake_mnist(tmp_path / "d", 100)
+    (raw_folder(root) / TEST_IMAGES).unlink()
+    with pytest.raises(DataUnavailable, match=f"lacks {TEST_IMAGES}"):
+        prepare("mnist", root, 100)
+    whole = fake_mnist(tmp_path / "e", 100)
+    with pytest.raises(DataUnavailable, match=f"--data-dir {whole}\\?"):
+        prepare("mnist", whole / "MNIST", 100)
+
+
+def test_gzipped_downloads_are_named_with_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = raw_folder(tmp_path)
+    raw.mkdir(parents=True)
+    (raw / f"{TRAIN_IMAGES}.gz").write_bytes(b"")
+    with pytest.raises(DataUnavailable, match=r"only the \.gz downloads: gunzip"):
+        prepare("mnist", tmp_path, 100)
+    info = prepare("auto", tmp_path, 100)  # a --data-dir given: auto says why it fell back
+    assert info.source == "embedded-5k" and "gunzip" in capsys.readouterr().err
+
+
+def test_a_read_only_mnist_folder_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = fake_mnist(tmp_path / "d", 100)
+
+    def unwritable(data_dir: object) -> str:
+        return f"data folder {data_dir} cannot be written: Read-only file system"
+
+    monkeypatch.setattr(data_module, "check_writable", unwritable)
+    assert prepare("mnist", root, 100).images == 100
+    with pytest.raises(DataUnavailable, match="cannot be written: Read-only"):
+        prepare("synthetic", root, 100)  # a source that must write its files still needs to
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(src: object, dst: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(DataUnavailable, match="could not be written: No space left on device"):
+        prepare("synthetic", tmp_path, 100)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_data_files_are_readable_by_others_under_the_usual_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        info = prepare("synthetic", tmp_path, 100)
+    finally:
+        os.umask(old)
+    mode = (raw_folder(info.path) / TRAIN_IMAGES).stat().st_mode
+    assert mode & stat.S_IROTH and mode & stat.S_IRGRP
