@@ -514,3 +514,14 @@ def test_the_same_configuration_on_different_data_files_is_not_compared(tmp_path
     for row in rows(n=3, seed=2):
         append_row(old, row)
     assert main(["compare", str(old), str(cand)]) == 0
+
+
+def test_an_empty_results_file_on_one_side_is_exit_2_not_a_crash(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    base, cand = tmp_path / "base", tmp_path / "cand"
+    for row in rows(n=3):
+        append_row(base, row)
+    cand.mkdir()
+    (cand / "runs.jsonl").write_text("\n")
+    assert main(["compare", str(base), str(cand)]) == 2
+    assert "Traceback" not in capsys.readouterr().err

@@ -621,7 +621,7 @@ def _pair_by_machine(
     by_machine = bool(common) and not allow_different
     tables = []
     for frame, machines in ((baseline, base_machines), (candidate, cand_machines)):
-        keys = frame["spec_key"].astype(str) if "spec_key" in frame.columns else pd.Series([], dtype=str)
+        keys = list(frame["spec_key"].astype(str)) if "spec_key" in frame.columns else []
         pairs = [f"{k}@{m}" if by_machine else k for k, m in zip(keys, machines, strict=False)]
         tables.append(frame.assign(**{PAIR: pairs}) if "spec_key" in frame.columns else frame)
     return tables[0], tables[1], by_machine and len(common) > 1
