@@ -144,7 +144,7 @@ class TrainMetrics:
     step_median_ms: float
     step_iqr_ms: float
     samples_per_s: float  # steady state: the median over steps of their samples / their time
-    epoch_s: float  # median epoch wall time
+    epoch_s: float  # median wall time of the whole epochs: NaN when --steps ended the only one
     final_loss: float
     epoch_losses: list[float]
     epoch_times_s: list[float]
@@ -152,6 +152,7 @@ class TrainMetrics:
     model_flops_per_s: float
     peak_flops_per_s: float
     flops_frac: float
+    last_epoch_partial: bool = False  # --steps ended the last epoch early: its loss covers only its steps
     train_start_unix: float = math.nan  # wall clock, to place the training window in the monitor's samples
     train_end_unix: float = math.nan
     compile: CompileStats = field(default_factory=CompileStats)

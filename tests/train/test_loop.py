@@ -124,6 +124,19 @@ def test_the_split_and_steady_state_come_out_as_the_phases_went_in() -> None:
     assert metrics.train_s == pytest.approx(6 * STEP / 1e3)
 
 
+def test_an_epoch_cut_short_by_steps_is_marked_and_left_out_of_the_epoch_time() -> None:
+    clock = Clock()
+    spec = RunSpec(batch_size=64, samples=160, epochs=2, steps=4)  # 3 steps an epoch: the second is cut at 1
+    epochs = run_epochs(Work(clock, spec, Source(clock, [64, 64, 32])), 4, StepLog(warmup=0), clock=clock)  # type: ignore[arg-type]
+    assert epochs.last_partial and epochs.times_s == pytest.approx([3 * STEP / 1e3, STEP / 1e3])
+    metrics = measured(spec, StepLog(warmup=0), epochs)
+    assert metrics.last_epoch_partial and metrics.epoch_s == pytest.approx(3 * STEP / 1e3)
+    only = run_epochs(Work(clock, spec, Source(clock, [64, 64, 32])), 2, StepLog(warmup=0), clock=clock)  # type: ignore[arg-type]
+    assert only.last_partial and math.isnan(measured(spec, StepLog(warmup=0), only).epoch_s)  # no whole epoch
+    whole = run_epochs(Work(clock, spec, Source(clock, [64, 64, 32])), 6, StepLog(warmup=0), clock=clock)  # type: ignore[arg-type]
+    assert not whole.last_partial and not measured(spec, StepLog(warmup=0), whole).last_epoch_partial
+
+
 def test_profiled_steps_are_left_out_of_the_steady_state() -> None:
     clock = Clock()
     spec = RunSpec(batch_size=64, samples=640, epochs=1)

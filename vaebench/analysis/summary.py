@@ -57,7 +57,8 @@ def format_run(record: RunRecord, results_path: str = "") -> str:
                 "(CUDA events)"
             )
         losses = ", ".join(f"{loss:.2f}" for loss in train.epoch_losses)
-        lines.append(f"  loss      per epoch: {losses}")
+        partial = " (the last cut short by --steps: its loss covers only its steps)" if train.last_epoch_partial else ""
+        lines.append(f"  loss      per epoch: {losses}{partial}")
         lines.append(
             f"  FLOP/s    {fmt(train.model_flops_per_s / 1e9, '{:.1f} GFLOP/s')} achieved, "
             f"{fmt(100 * train.flops_frac, '{:.1f}%')} of the measured matmul peak "

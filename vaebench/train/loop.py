@@ -405,6 +405,11 @@ class Epochs:
     steps_done: int
     train_s: float
     first_step_s: float
+    last_partial: bool = False  # --steps ended the last epoch before its batches ran out
+
+    @property
+    def whole_times_s(self) -> list[float]:
+        return self.times_s[:-1] if self.last_partial else self.times_s
 
 
 def run_epochs(
@@ -426,6 +431,8 @@ def run_epochs(
     graphed = GraphedStep(work, epoch_sum) if spec.cuda_graphs and epoch_sum is not None else None
     losses: list[float] = []
     times: list[float] = []
+    per_epoch = shard.steps(spec.samples, spec.batch_size)
+    in_epoch = 0
     step = 0
     first_step_s = math.nan
     work.model.train()
@@ -499,7 +506,7 @@ def run_epochs(
         losses.append(summed / max(seen, 1))  # the seed's: summed loss / samples
         if not math.isfinite(losses[-1]):
             raise Diverged(f"diverged: epoch {epoch + 1}'s mean loss is {losses[-1]}; lower --lr (now {spec.lr:g})")
-    return Epochs(losses, times, step, clock() - train_start, first_step_s)
+    return Epochs(losses, times, step, clock() - train_start, first_step_s, last_partial=0 < in_epoch < per_epoch)
 
 
 class Diverged(RuntimeError):
@@ -594,8 +601,9 @@ def measured(spec: RunSpec, log: StepLog, epochs: Epochs) -> TrainMetrics:
         step_median_ms=median_ms,
         step_iqr_ms=iqr_ms,
         samples_per_s=samples_per_s,
-        epoch_s=statistics.median(epochs.times_s) if epochs.times_s else math.nan,
+        epoch_s=statistics.median(epochs.whole_times_s) if epochs.whole_times_s else math.nan,
         final_loss=epochs.losses[-1] if epochs.losses else math.nan,
+        last_epoch_partial=epochs.last_partial,
         epoch_losses=epochs.losses,
         epoch_times_s=epochs.times_s,
         split=log.split(),
