@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 import types
 from pathlib import Path
@@ -198,3 +199,21 @@ def test_the_runtimes_a_child_really_loaded_are_read_from_its_maps() -> None:
 def test_capabilities_list_the_allocators_found(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(machine, "_ldconfig_allocators", lambda: (("jemalloc", "/lib/libjemalloc.so.2"),))
     assert machine.capabilities(probe_torch=False).allocators == ("jemalloc",)
+
+
+def test_git_commit_is_vaebench_s_own_not_that_of_a_repository_it_is_installed_in(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    import vaebench
+
+    project = tmp_path / "project"
+    site = project / ".venv" / "site"
+    shutil.copytree(Path(vaebench.__file__).parent, site / "vaebench")
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    subprocess.run(["git", "-C", str(project), "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q",
+                    "--allow-empty", "-m", "x"], check=True)
+    code = "from vaebench.machine import git_commit; print(repr(git_commit()))"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(site)},
+                         capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert out.stdout.strip() == "''"

@@ -334,20 +334,24 @@ def _read_text(path: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str:
+    """vaebench's own commit, when it runs from its checkout; "" when installed elsewhere, even
+    inside some other repository (a venv in the user's project must not report the project's)."""
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "--show-toplevel", "--short=12", "HEAD"], cwd=here, capture_output=True, text=True,
+            timeout=5,
         )
+        lines = out.stdout.split()
+        if out.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != here.parent:
+            return ""
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True,
             text=True, timeout=5,
         )
     except (OSError, subprocess.TimeoutExpired):
         return ""
-    if out.returncode != 0:
-        return ""
-    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    return lines[1] + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def capabilities(*, probe_torch: bool, allocator_path: str = "") -> Capabilities:
