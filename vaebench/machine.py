@@ -73,10 +73,12 @@ def host_fingerprint() -> dict[str, Any]:
         "physical_cores": psutil.cpu_count(logical=False),
         "logical_cores": psutil.cpu_count(logical=True),
         "usable_cores": usable_cores(),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),  # GiB, as free -g counts
         "os": f"{platform.system()} {platform.release()}",
+        "distro": distro(),
         "kernel": platform.release(),
         "sandbox": sandbox(platform.release(), _read_text("/proc/version")),
+        "hypervisor": "hypervisor" in cpu_flags(),  # a virtual machine: sys time is its guest kernel's
         "python": platform.python_version(),
         "torch": package_version("torch"),
         "torchvision": package_version("torchvision"),
@@ -267,6 +269,21 @@ def sandbox(release: str, proc_version: str) -> str:
     """
     gvisor_version = "Sun Jan 10 15:06:54 PST 2016" in proc_version or "gvisor" in proc_version.lower()
     return GVISOR if release.strip() == "4.4.0" or gvisor_version else ""
+
+
+def distro() -> str:
+    """The Linux distribution's name and release (`Debian GNU/Linux 12 (bookworm)`), else ""."""
+    try:
+        return platform.freedesktop_os_release().get("PRETTY_NAME", "")
+    except OSError:
+        return ""
+
+
+def cpu_flags() -> frozenset[str]:
+    for line in _read_text("/proc/cpuinfo").splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
 
 
 def cpu_model() -> str:
