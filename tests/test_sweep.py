@@ -315,3 +315,11 @@ def test_a_field_in_both_grid_and_run_is_refused(tmp_path: Path) -> None:
     path.write_text("[grid]\nthreads = [1, 2]\nbatch_size = [64]\n[run]\nthreads = 4\nepochs = 1\n")
     with pytest.raises(SweepError, match=r"threads in both \[grid\] and \[run\]"):
         load_config(path)
+
+
+def test_a_sweep_over_several_hosts_needs_slurm_not_a_hang(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Locally, torchrun would wait for a second node forever: refused before anything runs."""
+    assert main(["sweep", "--nnodes", "2", "--threads", "1", "--steps", "2", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--nnodes 2 needs hosts that only --executor slurm gives" in err and err.count("\n") == 1
+    assert not (tmp_path / "runs.jsonl").exists()

@@ -555,7 +555,9 @@ def _add_sweep(sub: SubParsers) -> None:
                       help="CPUs per job (default: threads x ranks where --threads is set, else Slurm's)")
     jobs.add_argument("--max-parallel", type=int, default=None,
                       help=f"jobs at once (default: Slurm's array limit; {SUBMITIT_LOCAL_PARALLEL} for submitit-local, "
-                      "which shares this machine between them: 1 for clean timings)")
+                      "which shares this machine between them: 1 for clean timings). On Slurm it is each job array's "
+                      "%%N: points that need different resources (CPUs, GPUs, nodes) go in arrays of their own, "
+                      "each limited on its own")
     jobs.add_argument("--slurm-extra", action="append", default=None, metavar="KEY=VALUE",
                       help="another of submitit's Slurm parameters, e.g. account=lab, constraint=a100, "
                       "exclusive=true; repeatable")
@@ -593,6 +595,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     args.timeout, args.sample_hz = opts.get("timeout"), opts.get("sample_hz")
     _check_io(args, create=not args.dry_run)
     specs = config.specs()
+    hosts = max(spec.nnodes for spec in specs)
+    if hosts > 1 and settings.kind != "slurm":
+        raise UsageError(f"--nnodes {hosts} needs hosts that only --executor slurm gives a sweep (one job over "
+                         f"{hosts} nodes); on hosts of your own, start `vaebench run --nnodes {hosts} --node-rank R "
+                         "--rdzv-endpoint HOST:PORT` on each")
     out = Path(args.out)
     allocator_path = str(opts.get("allocator_path") or "")
     _check_allocator_path(allocator_path, [spec.allocator for spec in specs])

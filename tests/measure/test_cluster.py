@@ -85,12 +85,39 @@ def test_slurm_without_sbatch_points_to_submitit_local(
 def test_unknown_slurm_extra_exits_2_before_submitting(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "sbatch").write_text("#!/bin/sh\nexit 1\n")
-    (tmp_path / "sbatch").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    fake_slurm(tmp_path, monkeypatch, "exit 1")
     assert main([*SWEEP, "--executor", "slurm", "--slurm-extra", "colour=red", "--out", str(tmp_path / "d")]) == 2
     assert "unknown --slurm-extra key 'colour'" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def fake_slurm(folder: Path, monkeypatch: pytest.MonkeyPatch, sbatch: str,
+               tools: tuple[str, ...] = ("sbatch", "srun")) -> None:
+    """Slurm's commands as shell scripts first on the PATH; `sbatch` is the body of its script."""
+    for tool in tools:
+        (folder / tool).write_text(f"#!/bin/sh\n{sbatch if tool == 'sbatch' else 'exit 0'}\n")
+        (folder / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_slurm_without_srun_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_slurm(tmp_path, monkeypatch, "exit 1", tools=("sbatch",))
+    monkeypatch.setenv("PATH", str(tmp_path))  # sbatch, and nothing else
+    assert main([*SWEEP, "--executor", "slurm", "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "needs Slurm's srun" in err and err.count("\n") == 1
+
+
+def test_a_job_sbatch_refuses_is_its_message_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refusal = "sbatch: error: Batch job submission failed: Invalid partition name specified"
+    fake_slurm(tmp_path, monkeypatch, f"echo '{refusal}' >&2; exit 1")
+    assert main([*SWEEP, "--executor", "slurm", "--slurm-partition", "nope", "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert f"sbatch refused the jobs: {refusal}" in err and "Traceback" not in err
 
 
 def test_missing_submitit_says_how_to_install_it(

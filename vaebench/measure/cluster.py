@@ -75,8 +75,9 @@ def require_submitit(kind: str) -> ModuleType:
 def check(settings: ExecutorSettings) -> None:
     """Refuse, before anything is submitted: submitit missing, no sbatch, unknown Slurm parameters."""
     require_submitit(settings.kind)
-    if settings.kind == "slurm" and shutil.which("sbatch") is None:
-        raise UsageError("--executor slurm needs Slurm's sbatch, and there is none on this machine's PATH; "
+    missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+    if settings.kind == "slurm" and missing:
+        raise UsageError(f"--executor slurm needs Slurm's {' and '.join(missing)}, not on this machine's PATH; "
                          "to try the same jobs here, use --executor submitit-local")
     slurm_parameters(settings, RunSpec())
 
@@ -286,7 +287,10 @@ def _submit_slurm(out: Path, entries: Sequence[PointEntry], settings: ExecutorSe
     submitted, arrays = [], []
     for params_text, members in groups.items():
         executor.update_parameters(**json.loads(params_text))
-        jobs = executor.submit_array([_job(out, entry, options) for entry in members])
+        try:
+            jobs = executor.submit_array([_job(out, entry, options) for entry in members])
+        except submitit.core.utils.FailedJobError as exc:
+            raise UsageError(_refused(exc, arrays)) from None
         now = time.time()
         for job, entry in zip(jobs, members, strict=True):
             entry = dataclasses.replace(entry, job_id=str(job.job_id), submitted_at=now,
@@ -295,6 +299,14 @@ def _submit_slurm(out: Path, entries: Sequence[PointEntry], settings: ExecutorSe
             submitted.append(entry)
         arrays.append(str(jobs[0].job_id).split("_")[0])
     return Submitted(submitted, f"scancel {' '.join(dict.fromkeys(arrays))}")
+
+
+def _refused(exc: Exception, arrays: Sequence[str]) -> str:
+    """sbatch's own complaint (a wrong partition, account or QOS, most often), in one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    said = next((line for line in lines if "error" in line.lower()), lines[-1] if lines else "no message")
+    before = f"; the arrays already submitted keep running: scancel {' '.join(arrays)}" if arrays else ""
+    return f"sbatch refused the jobs: {said}{before}"
 
 
 def _start_queue(out: Path, entries: Sequence[PointEntry], settings: ExecutorSettings,
