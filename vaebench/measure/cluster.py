@@ -284,7 +284,8 @@ def _submit_slurm(out: Path, entries: Sequence[PointEntry], settings: ExecutorSe
     for entry in entries:
         params = slurm_parameters(settings, RunSpec.from_dict(entry.spec))
         groups.setdefault(json.dumps(params, sort_keys=True), []).append(entry)
-    submitted, arrays = [], []
+    submitted: list[PointEntry] = []
+    arrays: list[str] = []
     for params_text, members in groups.items():
         executor.update_parameters(**json.loads(params_text))
         try:
