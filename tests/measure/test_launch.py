@@ -54,8 +54,8 @@ def test_one_process_runs_the_child_itself() -> None:
 
 def test_one_host_is_standalone() -> None:
     argv = child_argv(RunSpec(nproc_per_node=4), Path("r.json"), python="py")
-    assert argv == ["py", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4",
-                    "--max-restarts", "0", "-m", "vaebench.train.child", "r.json"]
+    assert argv == ["py", "-m", "vaebench.train.lifeline", "torch.distributed.run", "--standalone",
+                    "--nproc-per-node", "4", "--max-restarts", "0", "-m", "vaebench.train.child", "r.json"]
 
 
 def test_several_hosts_pass_their_rendezvous_through() -> None:

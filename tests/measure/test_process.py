@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._processes import alive_in_groups, request_folder, wait_for_child
+from tests._processes import alive_in_groups, request_folder, training_children, wait_for_child
 from vaebench.measure.occupants import reap_orphans
 from vaebench.storage import LOCKS_DIR, read_rows
 
@@ -92,3 +92,28 @@ def test_kill_9_of_the_parent_takes_the_child_down_too(tmp_path: Path, groups: s
     assert scratch and all(path.exists() for path in scratch)
     reap_orphans(out)
     assert not any(path.exists() for path in scratch), "the killed run's temp folder outlived the next one"
+
+
+def test_kill_9_of_the_parent_takes_torchrun_and_every_rank_down_too(tmp_path: Path, groups: set[int]) -> None:
+    import psutil
+
+    # A sweep, not `run`: run would first measure one rank (the scaling baseline), here forever.
+    argv = [sys.executable, "-m", "vaebench.cli", "sweep", *FOREVER, "--nproc-per-node", "2", "--out", str(tmp_path)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    deadline = time.monotonic() + 120
+    tree: list[psutil.Process] = []
+    while time.monotonic() < deadline:  # past the one-rank baseline run: torchrun and its two ranks
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        lines = [" ".join(p.cmdline()) for p in tree if p.is_running()]
+        if any("torch.distributed.run" in line for line in lines) and len(training_children(proc.pid)) >= 2:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("torchrun and two ranks never appeared")
+    time.sleep(1.0)
+    tree = psutil.Process(proc.pid).children(recursive=True)
+    groups.update(os.getpgid(p.pid) for p in tree if p.is_running())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    _, alive = psutil.wait_procs(tree, timeout=10)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], "torchrun or a rank outlived vaebench"

@@ -55,7 +55,9 @@ def child_argv(spec: RunSpec, request: Path, launch: Launch = ONE_HOST, python: 
     """The command that trains `request`: the child itself, or torchrun starting it once per rank."""
     if spec.world_size == 1:
         return [python, *CHILD, str(request)]
-    return [python, "-m", "torch.distributed.run", *torchrun_options(spec, launch), *CHILD, str(request)]
+    # torchrun itself is tied to vaebench (its ranks are tied to it): kill -9 of vaebench ends them all.
+    return [python, "-m", "vaebench.train.lifeline", "torch.distributed.run", *torchrun_options(spec, launch), *CHILD,
+            str(request)]
 
 
 def torchrun_options(spec: RunSpec, launch: Launch = ONE_HOST) -> list[str]:

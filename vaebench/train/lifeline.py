@@ -8,6 +8,10 @@ even before this process got that far: so the parent's pid is compared, right af
 one vaebench put in the environment (`machine.PARENT_PID_ENV`), or with a tracer that one
 started it under. Elsewhere a daemon thread polls
 the parent's pid every `POLL_S`. Before writing anything, a child checks its parent once more.
+
+Run as a module, it ties itself to vaebench and then runs another module in its place:
+`python -m vaebench.train.lifeline torch.distributed.run ...` is torchrun that dies with
+vaebench, and takes its ranks along, since each of them is tied to torchrun.
 """
 
 from __future__ import annotations
@@ -79,3 +83,15 @@ def _die() -> None:
     if os.getpgrp() == os.getpid():
         os.killpg(os.getpid(), signal.SIGKILL)
     os._exit(EXIT_ORPHANED)
+
+
+def _run_tethered(argv: list[str]) -> None:
+    import runpy
+
+    tie_to_parent()
+    module, sys.argv[1:] = argv[0], argv[1:]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    _run_tethered(sys.argv[1:])
