@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 def load_runs(path: str, **kwargs: Any) -> pd.DataFrame:
-    """The runs of a results folder (or its runs.jsonl) as a DataFrame; see README.md."""
+    """The runs of a results folder (or its runs.jsonl) as a DataFrame; columns: docs/columns.md."""
     from .storage import load_runs as _load_runs
 
     return _load_runs(path, **kwargs)

@@ -261,7 +261,7 @@ class RunRecord:
         return threads > cores
 
     def to_row(self) -> dict[str, Any]:
-        """One flat JSON-ready dict; columns are documented in README.md."""
+        """One flat JSON-ready dict; columns are documented in docs/columns.md."""
         row: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "run_id": self.run_id,

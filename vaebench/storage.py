@@ -201,7 +201,7 @@ def done_keys(folder: str | os.PathLike[str]) -> set[tuple[str, int]]:
 
 
 def load_runs(folder: str | os.PathLike[str], *, ok_only: bool = False) -> pd.DataFrame:
-    """All records of a results folder as a DataFrame, one row per run (columns: README.md)."""
+    """All records of a results folder as a DataFrame, one row per run (columns: docs/columns.md)."""
     import pandas as pd
 
     frame = pd.DataFrame(read_rows(folder))

@@ -597,7 +597,7 @@ def render_markdown(report: Report, out: Path) -> str:
     lines += _kernel_markdown(report)
     lines += _figures_markdown(report)
     lines += _samples_markdown(report, out)
-    lines += ["## Exports", ""]
+    lines += ["## Exports", "", "Every column is described in `docs/columns.md` of vaebench's source.", ""]
     lines += [f"- [{n}.csv]({n}.csv), [{n}.parquet]({n}.parquet)" for n in ("runs", "epochs", "summary")]
     return "\n".join(lines) + "\n"
 
