@@ -265,3 +265,13 @@ def test_a_series_file_that_is_not_one_is_named(tmp_path: Path, payload: str) ->
     (tmp_path / "series" / "r1.json").write_text(payload)
     with pytest.raises(UsageError, match=r"series/r1.json: "):
         load_series(tmp_path, "r1")
+
+
+def test_energy_per_epoch_counts_a_step_limited_run_for_the_share_of_an_epoch_it_ran() -> None:
+    import dataclasses
+
+    record = make_record(samples=60_000)
+    record = dataclasses.replace(record, monitor=dataclasses.replace(record.monitor, gpu_energy_train_j=64.0))
+    row = record.to_row()
+    assert row["gpu_energy_per_epoch_j"] == pytest.approx(64.0 * 60_000 / 2560)  # 2,560 samples of 60,000
+    assert row["gpu_energy_per_sample_mj"] == pytest.approx(1e3 * 64.0 / 2560)

@@ -81,7 +81,7 @@ class CompileStats:
     recompiles: int = 0
     compile_cudagraph_skips: int = 0  # graphs meant to replay as CUDA graphs that ran without them
     compile_graphs: int = 0
-    compile_cache: str = ""  # warm, cold, partly warm: from the on-disk cache's hits and misses
+    compile_cache: str = ""  # warm, cold, partly warm, off (no hit nor miss) from the on-disk cache; "" eager
     compile_warnings: list[str] = field(default_factory=list)
     eager_step_ms: float = math.nan  # median step of an uncompiled copy, for the payback
     compiled_step_ms: float = math.nan  # the compiled run's median step less its data wait, to set beside it
@@ -93,7 +93,7 @@ class ProfileStats:
     """The torch.profiler window's summary; absent for an unprofiled run."""
 
     profile_trace: str = ""  # Chrome/Perfetto JSON of the profiler window
-    profile_busy_fraction: float = math.nan  # union of kernel (or, on a CPU, aten op) time over wall
+    profile_busy_fraction: float = math.nan  # union of kernel, memcpy and memset (on a CPU, aten op) time over wall
     profile_kernel_fraction: float = math.nan  # kernels alone: the figure to set beside utilization.gpu
     profile_busy_source: str = ""
     profile_kernels_per_step: float = math.nan
@@ -243,7 +243,7 @@ class RunRecord:
     train: TrainMetrics | None = None
     monitor: MonitorSummary = field(default_factory=MonitorSummary)
     fingerprint: dict[str, Any] = field(default_factory=dict)
-    bottleneck: str = ""  # what bounds the step: input pipeline, host launch overhead, compute, synchronization
+    bottleneck: str = ""  # input pipeline, host launch overhead, compute, synchronization, gradient all-reduce
     bottleneck_note: str = ""  # the finding with its numbers and the knobs that address it
     # Several ranks: samples/s over (world size x samples/s of one rank at the same per-rank batch),
     # against the median of this host's one-rank runs of the same configuration in the folder.
@@ -328,11 +328,12 @@ TRAIN_PARTS = ("split", "compile", "profile", "usage", "ranks")  # TrainMetrics'
 
 
 def _energy_columns(record: RunRecord) -> dict[str, Any]:
-    """Energy per epoch and per sample over the training window, GPU (NVML) and CPU (RAPL)."""
+    """Energy per epoch (of `spec.samples` samples) and per sample over the training window, GPU
+    (NVML) and CPU (RAPL)."""
     train = record.train
     if train is None or not train.samples_seen:
         return {}
-    epochs = max(len(train.epoch_losses), 1)
+    epochs = train.samples_seen / record.spec.samples  # an epoch --steps cut short counts for the share it ran
     row = {}
     for part, joules in (("gpu", record.monitor.gpu_energy_train_j), ("cpu", record.monitor.cpu_energy_train_j)):
         row[f"{part}_energy_per_epoch_j"] = joules / epochs

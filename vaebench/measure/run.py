@@ -94,7 +94,7 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
 
         def watch_child(pid: int) -> None:
             tree.track(pid)
-            if spec.world_size == 1:  # the threads watched are the training process's; with ranks, torchrun's
+            if spec.world_size == 1:  # the training process's threads; the ranks are several processes: none
                 monitor.watch(pid)
 
         with monitor:
@@ -125,6 +125,9 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
     if answer is not None and not math.isnan(answer.main_cpu_s):
         usage = dataclasses.replace(usage, main_cpu_s=answer.main_cpu_s)
     summary = monitor.summary(*((train.train_start_unix, train.train_end_unix) if train else ()))
+    if spec.world_size > 1 and not summary.sched_note:
+        summary = dataclasses.replace(summary, sched_note=f"not measured over {spec.world_size} ranks: the scheduler "
+                                      "figures follow one training process's threads")
     fingerprint = host_fingerprint()
     if answer is not None:
         fingerprint.update(answer.runtime)
