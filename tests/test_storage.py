@@ -77,7 +77,7 @@ def test_record_round_trips_through_pandas(tmp_path: Path) -> None:
 def test_corrupt_line_is_named_and_nothing_is_destroyed(tmp_path: Path) -> None:
     append(tmp_path, make_record("a"))
     with open(tmp_path / "runs.jsonl", "a") as handle:
-        handle.write('{"run_id": "b", "trunc\n')
+        handle.write('{"run_id": "b", trunc}\n')  # not a record cut short (those are skipped): damaged
     append(tmp_path, make_record("c"))
     before = (tmp_path / "runs.jsonl").read_bytes()
     with pytest.raises(CorruptResults, match=r"runs.jsonl:2: ") as info:
@@ -93,6 +93,20 @@ def test_a_torn_last_line_does_not_swallow_the_next_record(tmp_path: Path) -> No
     append(tmp_path, make_record("b"))
     lines = (tmp_path / "runs.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["run_id"] == "b"
+
+
+def test_a_record_cut_short_by_a_crash_is_skipped_with_a_warning_and_its_point_runs_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    append(tmp_path, make_record("a"))
+    whole = json.dumps(make_record("torn", repeat=1).to_row())
+    with open(tmp_path / "runs.jsonl", "a") as handle:
+        handle.write(whole[: len(whole) // 2])  # a crash mid-write, no newline: the file's last line
+    assert [row["run_id"] for row in read_rows(tmp_path)] == ["a"]
+    assert "runs.jsonl:2: a record cut short" in capsys.readouterr().err
+    append(tmp_path, make_record("b", repeat=2))  # the writer steps past it: now it sits mid-file
+    assert [row["run_id"] for row in read_rows(tmp_path)] == ["a", "b"]
+    assert (RunSpec().key(), 1) not in done_keys(tmp_path)
 
 
 def _writer(folder: str, worker: int, count: int) -> None:

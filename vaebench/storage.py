@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -154,6 +155,10 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
             except UnicodeDecodeError:
                 raise CorruptResults(path, line_no, "not UTF-8 text") from None
             except json.JSONDecodeError as exc:
+                if _cut_short(raw, exc):
+                    _say_once(f"warning: {path}:{line_no}: a record cut short while it was written (a crash or a "
+                              "full disk), skipped; its point runs again")
+                    continue
                 raise CorruptResults(path, line_no, f"not JSON: {exc.msg}") from None
             problem = record_problem(row)
             if problem:
@@ -320,6 +325,22 @@ def _locked(fd: int) -> Iterator[None]:
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _cut_short(raw: bytes, exc: json.JSONDecodeError) -> bool:
+    """A record's line that ends mid-record: it opens like one and is valid JSON up to its last
+    byte. `append_row` steps past such a line with a newline of its own, so it may sit anywhere."""
+    text = raw.decode("utf-8").strip()
+    return text.startswith('{"') and (exc.pos >= len(text) or exc.msg.startswith("Unterminated string"))
+
+
+_said: set[str] = set()
+
+
+def _say_once(line: str) -> None:
+    if line not in _said:
+        _said.add(line)
+        print(line, file=sys.stderr)
 
 
 def _ends_torn(path: Path) -> bool:
