@@ -307,8 +307,11 @@ def _check_io(args: argparse.Namespace, *, create: bool = True) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"results folder {out} cannot be created: {exc.strerror or exc}") from None
-    if not os.access(out, os.W_OK):
-        raise UsageError(f"results folder {out} cannot be written")
+    from .storage import unwritable
+
+    problem = unwritable(out) if os.access(out, os.W_OK) else str(out)
+    if problem:
+        raise UsageError(f"results folder {out} cannot be written: {problem}")
 
 
 def _check_field(flag: str, name: str, value: object) -> None:

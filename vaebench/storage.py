@@ -112,6 +112,24 @@ def append_row(folder: str | os.PathLike[str], row: dict[str, Any]) -> None:
         os.close(fd)
 
 
+def unwritable(folder: str | os.PathLike[str]) -> str:
+    """What of a results folder a run could not write, checked before it trains ("" when all
+    can be): runs.jsonl itself (another user's, say) and each subfolder already there."""
+    base = Path(folder)
+    try:
+        if runs_path(base).exists():
+            os.close(os.open(runs_path(base), os.O_WRONLY | os.O_APPEND))
+        for sub in (base, *(base / name for name in (SERIES_DIR, SAMPLES_DIR, RECORDS_DIR, LOCKS_DIR))):
+            if sub.exists() and not sub.is_dir():
+                return f"{sub}: not a folder"
+            if sub.is_dir():
+                with tempfile.TemporaryFile(dir=sub):
+                    pass
+    except OSError as exc:
+        return f"{exc.filename or base}: {exc.strerror or exc}"
+    return ""
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

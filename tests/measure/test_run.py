@@ -355,3 +355,19 @@ def test_a_run_faster_than_the_cached_peak_has_the_peak_measured_again(
     row = load_runs(str(tmp_path)).iloc[0]
     assert asked == [0.0, pytest.approx(row["model_flops_per_s"])]
     assert row["peak_flops_per_s"] == 1e15 and row["flops_frac"] == pytest.approx(row["model_flops_per_s"] / 1e15)
+
+
+@pytest.mark.parametrize(("spoil", "words"), [
+    (lambda out: (out / "runs.jsonl").mkdir(parents=True), "runs.jsonl: Is a directory"),
+    (lambda out: (out.mkdir(), (out / "series").write_text("")), "series: not a folder"),
+])
+def test_a_results_file_that_cannot_be_written_is_refused_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spoil, words: str  # type: ignore[no-untyped-def]
+) -> None:
+    """Not after it: a whole run trained, then lost at the last write."""
+    out = tmp_path / "out"
+    spoil(out)
+    assert main(["run", "--data", "synthetic", "--steps", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"results folder {out} cannot be written" in err and words in err
+    assert "training" not in err.lower()
