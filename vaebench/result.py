@@ -253,12 +253,13 @@ class RunRecord:
 
     @property
     def oversubscribed(self) -> bool | None:
-        """More intra-op threads than cores this process may use; None where either is unknown."""
+        """More intra-op threads, over this host's ranks, than cores they may use; None where either
+        is unknown."""
         threads = self.spec.threads or self.fingerprint.get("torch_threads")
         cores = self.fingerprint.get("usable_cores") or self.fingerprint.get("logical_cores")
         if not isinstance(threads, int) or not isinstance(cores, int) or cores < 1:
             return None
-        return threads > cores
+        return threads * self.spec.nproc_per_node > cores
 
     def to_row(self) -> dict[str, Any]:
         """One flat JSON-ready dict; columns are documented in docs/columns.md."""

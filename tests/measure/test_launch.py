@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -116,3 +117,20 @@ def test_the_baseline_is_this_hosts_one_rank_runs_of_the_same_configuration() ->
     ]
     assert single_rank_rate(rows, spec, "a") == 200.0
     assert math.isnan(single_rank_rate(rows, spec, "c"))
+
+
+def test_cpu_ranks_share_the_cores_for_the_peak_gpu_ranks_do_not() -> None:
+    from vaebench.measure.run import parallel_ranks
+
+    assert parallel_ranks(RunSpec(nproc_per_node=4, threads=1), cores=2) == 2  # 4 ranks, 2 cores
+    assert parallel_ranks(RunSpec(nproc_per_node=2, threads=1), cores=16) == 2
+    assert parallel_ranks(RunSpec(nproc_per_node=2, threads=8, nnodes=2), cores=16) == 4
+    assert parallel_ranks(RunSpec(nproc_per_node=8, device="cuda"), cores=2) == 8
+
+
+def test_ranks_count_toward_oversubscription() -> None:
+    from tests.test_storage import make_record
+
+    record = make_record(nproc_per_node=4, threads=1)
+    assert dataclasses.replace(record, fingerprint={"usable_cores": 2}).oversubscribed is True
+    assert dataclasses.replace(record, fingerprint={"usable_cores": 4}).oversubscribed is False

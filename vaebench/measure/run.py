@@ -23,7 +23,7 @@ from typing import Any
 from .. import storage
 from ..analysis.attribution import Evidence, attribute
 from ..errors import UsageError
-from ..machine import capabilities, child_process_env, host_fingerprint
+from ..machine import capabilities, child_process_env, host_fingerprint, usable_cores
 from ..protocol import Answer, Request
 from ..result import FAILED, OK, DataInfo, MonitorSummary, RunRecord, RunSeries, SyscallTable, TrainMetrics
 from ..rules import SAMPLE_HZ
@@ -120,7 +120,7 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
         if per_rank > peak:  # the cached peak was measured under load: measure it again, now
             peak = cached_peak(spec, measure=options.measure_peak, allocator_path=options.allocator_path,
                                at_least=per_rank)
-        train = _with_peak(answer.metrics, peak * spec.world_size)
+        train = _with_peak(answer.metrics, peak * parallel_ranks(spec, usable_cores()))
     usage = exit_.usage
     if answer is not None and not math.isnan(answer.main_cpu_s):
         usage = dataclasses.replace(usage, main_cpu_s=answer.main_cpu_s)
@@ -206,6 +206,15 @@ def _bottleneck(spec: RunSpec, train: TrainMetrics | None, monitor: MonitorSumma
         spec=spec,
     ))
     return {"bottleneck": found.kind, "bottleneck_note": str(found)}
+
+
+def parallel_ranks(spec: RunSpec, cores: int) -> int:
+    """How many one-rank matmul peaks the ranks can reach at once: every rank its own GPU, but
+    CPU ranks on one host share its cores (4 ranks of 1 thread on 2 cores reach 2 peaks)."""
+    if spec.is_cuda or spec.world_size == 1:
+        return spec.world_size
+    per_host = min(spec.nproc_per_node, max(1, cores // max(spec.threads or 1, 1)))
+    return per_host * spec.nnodes
 
 
 def _with_peak(train: TrainMetrics, peak: float) -> TrainMetrics:
