@@ -323,3 +323,11 @@ def test_a_sweep_over_several_hosts_needs_slurm_not_a_hang(tmp_path: Path, capsy
     err = capsys.readouterr().err
     assert "--nnodes 2 needs hosts that only --executor slurm gives" in err and err.count("\n") == 1
     assert not (tmp_path / "runs.jsonl").exists()
+
+
+@pytest.mark.parametrize("threads", ["1,,2", "1,2,", ","])
+def test_an_empty_value_in_a_comma_list_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   threads: str) -> None:
+    assert main(["sweep", "--threads", threads, "--dry-run", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--threads" in err and err.count("\n") == 1

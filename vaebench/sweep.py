@@ -122,9 +122,11 @@ def parse_axes(values: Mapping[str, str | None]) -> dict[str, list[Any]]:
         if text is None:
             continue
         flag = f"--{name.replace('_', '-')}"
-        items = [item for item in str(text).split(",") if item.strip()]
-        if not items:
+        items = [item.strip() for item in str(text).split(",")]
+        if not any(items):
             raise SweepError(f"{flag} needs at least one value")
+        if not all(items):
+            raise SweepError(f"{flag} {text!r}: an empty value between commas (a typo?)")
         try:
             axes[name] = [parse_value(name, item) for item in items]
         except UsageError as exc:
