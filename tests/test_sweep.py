@@ -331,3 +331,11 @@ def test_an_empty_value_in_a_comma_list_is_refused(tmp_path: Path, capsys: pytes
     assert main(["sweep", "--threads", threads, "--dry-run", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--threads" in err and err.count("\n") == 1
+
+
+def test_job_options_without_an_executor_that_takes_them_are_refused(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sweep", "--threads", "1", "--slurm-partition", "a100", "--max-parallel", "2", "--dry-run",
+                 "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--slurm-partition, --max-parallel" in err and "--executor slurm or submitit-local" in err

@@ -587,6 +587,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         "max_parallel": args.max_parallel, "extra": args.slurm_extra})
     if settings.submitit:
         cluster.check(settings)
+    job_flags = ("slurm_partition", "slurm_time", "slurm_gpus_per_job", "slurm_cpus_per_job", "max_parallel",
+                 "slurm_extra")
+    given = ["--" + name.replace("_", "-") for name in job_flags if getattr(args, name) is not None]
+    if settings.kind == "local" and given:
+        raise UsageError(f"{', '.join(given)} set(s) how submitit runs jobs; the local executor runs the points "
+                         "itself, one at a time, and would ignore it: add --executor slurm or submitit-local")
     axes = parse_axes({name: getattr(args, name, None) for name in SPEC_FIELDS})
     if args.profile:
         axes["profile"] = [True]
