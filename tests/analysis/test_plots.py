@@ -99,6 +99,33 @@ def test_thread_scaling_draws_a_line_per_group_of_the_other_varying_fields() -> 
     assert labels == ["batch_size=128", "batch_size=512", "ideal (linear)"]
 
 
+def test_torch_default_threads_are_drawn_at_the_count_they_ran_with() -> None:
+    # The seed leaves threads to torch (2 on this VM): its rows belong at x=2, not out of the figure.
+    summary = _summary(threads=[1, NAN, 4, 1, NAN], omp_wait_policy=["default"] * 3 + ["active"] * 2,
+                       fp_torch_threads_median=[1, 2, 4, 1, 2], samples_per_s_median=[100.0, 150.0, 120.0, 90.0, 99.0],
+                       sys_user_median=[0.01, 0.02, 0.08, 0.01, 0.03], fp_usable_cores_median=[2] * 5,
+                       **{f"{column}_median": [1.0] * 5 for column, _ in plots.PER_STEP if column != "sys_user"})
+    scaling = plots.thread_scaling(summary)
+    assert scaling is not None
+    default, active = scaling.axes[0].get_lines()[:2]
+    assert _xs(default) == [1, 2, 4] and _ys(default) == pytest.approx([1.0, 1.5, 1.2])
+    assert _xs(active) == [1, 2]
+    assert [t.get_text() for t in scaling.axes[0].get_xticklabels()] == ["1", "2\n(default)", "4"]
+    counters = plots.kernel_counters(summary)
+    assert counters is not None
+    assert _xs(counters.axes[0].get_lines()[0]) == [1, 2, 4]
+
+
+def test_a_thread_count_set_by_hand_and_by_default_is_one_point_and_a_lone_point_no_curve() -> None:
+    summary = _summary(threads=[1, 2, NAN, NAN], loader=["reference"] * 3 + ["tensor"],
+                       fp_torch_threads_median=[1, 2, 2, 2], samples_per_s_median=[100.0, 150.0, 140.0, 300.0])
+    figure = plots.thread_scaling(summary)
+    assert figure is not None
+    labels = [line.get_label() for line in figure.axes[0].get_lines()]
+    assert labels == ["loader=reference", "ideal (linear)"]  # tensor ran at one count only: no speed-up to draw
+    assert _ys(figure.axes[0].get_lines()[0]) == pytest.approx([1.0, 1.5])  # the one set by hand
+
+
 def test_thread_scaling_needs_two_thread_counts() -> None:
     assert plots.thread_scaling(_summary(threads=[4, 4], real_s_median=[1.0, 1.1])) is None
     assert plots.thread_scaling(_summary(real_s_median=[1.0, 1.1])) is None

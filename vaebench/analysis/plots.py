@@ -75,20 +75,23 @@ def thread_scaling(summary: pd.DataFrame) -> Figure | None:
     Speed-up is the median steady-state samples/s at each count over that at the fewest threads
     (the training alone, as the what-ifs read it; real time where no run has it, whose start-up
     dilutes a short run's speed-up), within each group of the other fields that vary;
-    efficiency is speed-up over the thread ratio.
+    efficiency is speed-up over the thread ratio. Torch's default threads stand at the count they
+    ran with (`ran_threads`).
     """
     if "threads" not in summary:
         return None
     rate = "samples_per_s_median" in summary and summary["samples_per_s_median"].notna().any()
     measure = "samples_per_s_median" if rate else "real_s_median"
-    data = summary.dropna(subset=["threads", measure])
-    if data["threads"].nunique() < 2:
+    data = ran_threads(summary).dropna(subset=["threads", measure])
+    # A group measured at one thread count is a point, not a curve, and its own baseline: leave it out.
+    curves = [(name, _curve(g)) for name, g in _groups(data, "threads") if g["threads"].nunique() > 1]
+    if not curves:
         return None
+    data = pd.concat([g for _, g in curves])
     figure = Figure(figsize=(11, 4.5), layout="constrained")
     speed_ax, eff_ax = figure.subplots(1, 2)
     least = int(data["threads"].min())
-    for name, group in _groups(data, "threads"):
-        group = group.sort_values("threads")
+    for name, group in curves:
         ratio = group["threads"] / group["threads"].iloc[0]
         speedup = (group[measure] / group[measure].iloc[0]) if rate else (group[measure].iloc[0] / group[measure])
         speed_ax.plot(group["threads"], speedup, marker="o", label=name)
@@ -105,7 +108,7 @@ def thread_scaling(summary: pd.DataFrame) -> Figure | None:
     eff_ax.set_title("Parallel efficiency against threads")
     for ax in (speed_ax, eff_ax):
         ax.set_xlabel("intra-op threads")
-        ax.set_xticks(counts)
+        _thread_ticks(ax, data)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     return figure
@@ -117,21 +120,20 @@ def kernel_counters(summary: pd.DataFrame) -> Figure | None:
     counters span decades; the usable cores are marked, oversubscription lies to their right."""
     if "threads" not in summary or not _has(summary, "sys_user_median"):
         return None
-    data = summary.dropna(subset=["threads", "sys_user_median"])
+    data = ran_threads(summary).dropna(subset=["threads", "sys_user_median"])
     if data["threads"].nunique() < 2:
         return None
     figure = Figure(figsize=(14, 7.5), layout="constrained")
     axes = figure.subplots(2, 3).ravel()
-    counts = np.sort(data["threads"].unique())
     cores = pd.to_numeric(data.get("fp_usable_cores_median", pd.Series(dtype=float)), errors="coerce").dropna()
     for ax, (column, label) in zip(axes, KERNEL_PANELS, strict=True):
         for name, group in _groups(data, "threads"):
-            group = group.sort_values("threads")
+            group = _curve(group)
             ax.plot(group["threads"], group[f"{column}_median"], marker="o", label=name)
         if len(cores):
             ax.axvline(float(cores.max()), color="grey", linestyle=":", label="usable cores")
         ax.set_xscale("log", base=2)
-        ax.set_xticks(counts, [str(int(c)) for c in counts])
+        _thread_ticks(ax, data)
         ax.set_xlabel("intra-op threads")
         ax.set_title(label, fontsize="medium")
         ax.grid(alpha=0.3)
@@ -320,6 +322,32 @@ def rank_scaling(summary: pd.DataFrame) -> Figure | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     return figure
+
+
+def ran_threads(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary with `threads` the intra-op threads each configuration ran with: where it left
+    them to torch (threads unset), the count its runs recorded (`fp_torch_threads`), flagged in
+    `default_threads`."""
+    data = summary.copy()
+    asked = pd.to_numeric(data["threads"], errors="coerce")
+    ran = pd.to_numeric(data.get("fp_torch_threads_median", pd.Series(math.nan, index=data.index)), errors="coerce")
+    data["default_threads"] = asked.isna() & ran.notna()
+    data["threads"] = asked.fillna(ran)
+    return data
+
+
+def _curve(group: pd.DataFrame) -> pd.DataFrame:
+    """A group's points in thread order, one per count: torch's default ran at a count also set
+    by hand is the same point, and the one set by hand is kept."""
+    ordered = group.sort_values(["threads", "default_threads"], kind="stable")
+    return ordered.drop_duplicates("threads")
+
+
+def _thread_ticks(ax: Axes, data: pd.DataFrame) -> None:
+    """A tick per thread count; a count that torch's default chose reads "2\n(default)"."""
+    counts = np.sort(data["threads"].unique())
+    chosen = set(data.loc[data["default_threads"], "threads"])
+    ax.set_xticks(counts, [f"{int(c)}\n(default)" if c in chosen else str(int(c)) for c in counts])
 
 
 def _figure(configs: int) -> tuple[Figure, Axes]:
