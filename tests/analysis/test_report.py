@@ -301,6 +301,8 @@ def test_report_names_the_kernel_time_cause_of_each_cpu_configuration(tmp_path: 
     markdown = render_markdown(report, tmp_path)
     assert "## Where the kernel (sys) time went" in markdown
     assert "| threads=16,omp_wait_policy=passive | 0.271 | 26 | 1,620 | 105 | 110.7 |" in markdown
+    assert re.search(r"\| threads=16,omp_wait_policy=passive \|.*\| oversubscription \| 99% \|", markdown)
+    assert "| cause | its share of sys |" in markdown
     assert "- **threads=16,omp_wait_policy=passive**: oversubscription: sys/user 0.27" in markdown
     assert "Kernel time and its counters per step against threads" in markdown
     assert "sandboxed kernel" not in markdown

@@ -631,6 +631,7 @@ def kernel_table(report: Report) -> pd.DataFrame:
     for name, header, fmt in KERNEL_TABLE:
         table[header] = [_cell(value, math.nan, fmt) for value in rows[f"{name}_median"]]
     table["cause"] = [report.kernel[config].label for config in rows["config"]]
+    table["its share of sys"] = [_cell(report.kernel[config].share, math.nan, "{:.0%}") for config in rows["config"]]
     return table.reset_index(drop=True)
 
 
@@ -639,7 +640,9 @@ def _kernel_markdown(report: Report) -> list[str]:
         return []
     lines = ["## Where the kernel (sys) time went", "",
              "Counters of the training process over its training window, per step (medians over repeats); each "
-             "cause is costed in kernel time at a few microseconds per event (`vaebench.analysis.kernel`).", "",
+             "cause is costed in kernel time at a few microseconds per event (`vaebench.analysis.kernel`), and its "
+             "share is of the sys time measured: the rest is other processes' preemptions and what the counters do "
+             "not explain.", "",
              _markdown(kernel_table(report)), ""]
     lines += [f"- **{config}**: {verdict}" for config, verdict in report.kernel.items()]
     sandboxes = sorted(set(report.runs.get("fp_sandbox", pd.Series(dtype=str)).dropna().astype(str)) - {""})
