@@ -361,3 +361,18 @@ def test_runs_of_one_configuration_on_different_data_files_are_flagged(folder: P
     (pooled,) = [w for w in report.warnings if "pooled runs on different data files" in w.message]
     assert pooled.kind == "mixed-data" and "aaaaaaaaaaaa from /data/one (1 runs)" in pooled.message
     assert "threads=4" in pooled.message
+
+
+def test_a_configuration_traced_with_syscalls_has_its_table_and_what_futex_seconds_are(folder: Path) -> None:
+    assert "System calls" not in render_markdown(build_report(folder), folder)
+    calls = [{"syscall": "futex", "calls": 55_799, "errors": 16_158, "seconds": 11.869587},
+             {"syscall": "newfstatat", "calls": 36_385, "errors": 1_255, "seconds": 0.111543}]
+    storage.append_row(folder, _row("s1", 4, 2, 4.0, syscall_tool="strace -c -f", syscall_steps=60,
+                                    syscall_real_s=14.12, syscalls=calls))
+    markdown = render_markdown(build_report(folder), folder)
+    section = markdown[markdown.index("## System calls"):markdown.index("## Figures")]
+    assert "futex's include the time threads slept in it" in section
+    head = "**threads=4**: strace -c -f, 60 steps in 14.1 s; 92,184 calls, 11.98 s in all (the timed runs' sys: 0.40 s)"
+    assert head in section
+    assert "| futex | 55,799 | 16,158 | 11.870 |" in section
+    assert "threads=1" not in section  # no traced run

@@ -27,15 +27,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pandas as pd
 
 from .. import stats, storage
-from .._format import markdown_table
+from .._format import counted, markdown_table
+from .._format import fmt as show
 from ..errors import UsageError
 from ..machine import MACHINE_FIELDS, machine_label
-from ..result import COLUMN_TYPES, OK, StepSplit
+from ..result import COLUMN_TYPES, OK, StepSplit, SyscallCount, SyscallTable
 from ..rules import NEIGHBOUR_LIMIT_PCT, contended
 from ..spec import SPEC_FIELDS, RunSpec, format_value, parse_value
 from ..stats import is_missing, number
 from . import kernel, plots
 from .attribution import Evidence, attribute, utilization_note
+from .summary import seconds_note
 from .whatif import whatifs
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 SPREAD_LIMIT = 0.10  # IQR / median above this: the repeats disagree too much to trust a median
 MIN_REPEATS = 3  # fewer successful repeats than this: no spread can be judged
 MAX_TIMELINE_RUNS = 6  # default runs in the GPU timeline: more lines than this are unreadable
+TOP_SYSCALLS = 5  # rows of each configuration's syscall table: the calls that hold most of the time
 SPREAD_METRICS = ("real_s", "samples_per_s")
 MACHINE_COLUMNS = ("fp_cpu_model", "fp_gpu_name")
 
@@ -595,6 +598,7 @@ def render_markdown(report: Report, out: Path) -> str:
         lines += ["## Failed runs", "", _markdown(report.failed.fillna("")), ""]
     lines += _bottlenecks_markdown(report)
     lines += _kernel_markdown(report)
+    lines += _syscalls_markdown(report)
     lines += _figures_markdown(report)
     lines += _samples_markdown(report, out)
     lines += ["## Exports", ""]
@@ -650,6 +654,41 @@ def _kernel_markdown(report: Report) -> list[str]:
         lines += ["", f"Runs here ran on a sandboxed kernel ({', '.join(sandboxes)}): their sys time and context "
                   "switches are the sandbox's own accounting, not the host kernel's."]
     return lines + [""]
+
+
+def syscall_tables(runs: pd.DataFrame) -> dict[str, SyscallTable]:
+    """Each configuration's `--syscalls` table, from its last run that has one."""
+    found: dict[str, SyscallTable] = {}
+    if "syscalls" not in runs:
+        return found
+    for row in runs[runs["syscalls"].map(lambda v: isinstance(v, list))].to_dict("records"):
+        counts = tuple(SyscallCount(str(c.get("syscall", "?")), int(number(c.get("calls"))),
+                                    int(number(c.get("errors"))), number(c.get("seconds"))) for c in row["syscalls"])
+        steps = number(row.get("syscall_steps"))
+        found[str(row["config"])] = SyscallTable(str(row.get("syscall_tool") or "?"), counts,
+                                                 int(steps) if math.isfinite(steps) else 0,
+                                                 number(row.get("syscall_real_s")))
+    return found
+
+
+def _syscalls_markdown(report: Report) -> list[str]:
+    tables = syscall_tables(report.runs)
+    if not tables:
+        return []
+    notes = dict.fromkeys(seconds_note(t.tool) for t in tables.values())
+    lines = ["## System calls (`--syscalls`)", "",
+             "Each from a separate run of the configuration under a tracer, never the timed run (tracing slows "
+             f"it), torch's import included: the top {TOP_SYSCALLS} calls by seconds"
+             + "".join(f"; {note}" for note in notes if note) + ".", ""]
+    timed_sys = report.summary.set_index("config")["sys_s_median"]
+    for config, table in tables.items():
+        calls, seconds = sum(c.calls for c in table.counts), sum(c.seconds for c in table.counts)
+        lines += [f"**{config}**: {table.tool}, {counted(table.steps, 'step')} in {show(table.real_s, '{:.1f} s')}; "
+                  f"{counted(calls, 'call')}, {seconds:.2f} s in all (the timed runs' sys: "
+                  f"{show(timed_sys.get(config), '{:.2f} s')})", ""]
+        rows = [[c.syscall, f"{c.calls:,}", f"{c.errors:,}", f"{c.seconds:.3f}"] for c in table.top(TOP_SYSCALLS)]
+        lines += [markdown_table(["syscall", "calls", "errors", "seconds"], rows), ""]
+    return lines
 
 
 def _warnings_markdown(warnings: list[ReportWarning]) -> list[str]:

@@ -209,4 +209,15 @@ def syscall_lines(table: SyscallTable, top: int = 5) -> list[str]:
             f"import included): {calls:,} calls, {seconds:.2f} s in all; top by seconds:")
     rows = [f"            {c.syscall:<16} {c.calls:>10,} calls  {c.errors:>8,} errors  {c.seconds:8.3f} s"
             for c in table.top(top)]
-    return [head, *rows]
+    note = seconds_note(table.tool)
+    return [head, *rows, *([f"            ({note})"] if note else [])]
+
+
+def seconds_note(tool: str) -> str:
+    """What the seconds of a `--syscalls` table are, by the tracer that counted them; '' if unknown."""
+    if tool.startswith("strace"):
+        return ("strace's seconds estimate the kernel time in each call, but futex's include the time threads "
+                "slept in it waiting to be woken: not CPU time, so they can pass the run's sys time")
+    if tool.startswith("perf"):
+        return "perf's seconds are wall time in each call, sleeps included: not CPU time"
+    return ""
