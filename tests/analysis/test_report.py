@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,16 @@ def test_summary_has_hand_computed_medians_and_iqrs(folder: Path) -> None:
     assert summary.loc["threads=1", "sys_s_median"] == pytest.approx(1.15)
     assert list(summary["n"]) == [4, 3, 1]
     assert list(summary["failed"]) == [0, 0, 1]
-    assert summary.loc["threads=4", "real_s_iqr"] == 0.0
+    assert math.isnan(summary.loc["threads=4", "real_s_iqr"])  # one run: its spread is unknown, not 0
+
+
+def test_a_single_run_shows_no_spread(written: tuple[Report, Path]) -> None:
+    report, path = written
+    row = next(line for line in path.read_text().splitlines() if line.startswith("| threads=4 |"))
+    assert "| 4.00 |" in row and "[" not in row
+    assert "| 11.50 [1.50] |" in path.read_text()  # several runs keep theirs
+    exported = pd.read_csv(path.parent / "summary.csv").set_index("config")
+    assert math.isnan(exported.loc["threads=4", "real_s_iqr"]) and exported.loc["threads=1", "real_s_iqr"] == 1.5
 
 
 def test_speedup_against_the_chosen_baseline(folder: Path) -> None:

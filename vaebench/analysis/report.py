@@ -210,7 +210,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         for name in METRICS:
             values = pd.to_numeric(good[name], errors="coerce").dropna().tolist()
             row[f"{name}_median"] = stats.median(values) if values else math.nan
-            row[f"{name}_iqr"] = stats.iqr(values) if values else math.nan
+            row[f"{name}_iqr"] = stats.iqr(values) if len(values) > 1 else math.nan  # one run: spread unknown
         row.update(spec.to_dict())
         row.update(world_size=spec.world_size, global_batch=spec.global_batch)
         row["spec_key"] = group["spec_key"].iloc[0]
@@ -590,7 +590,7 @@ def render_markdown(report: Report, out: Path) -> str:
     ]
     lines += _warnings_markdown(report.warnings)
     lines += _machines_markdown(report)
-    lines += ["## Summary", "", "Cells read `median [IQR]` over successful repeats."]
+    lines += ["## Summary", "", "Cells read `median [IQR]` over successful repeats; a single run has no IQR."]
     if report.baseline is not None:
         lines.append(f"Speed-up is the median real time of `{report.baseline}` over each configuration's.")
     lines += ["", _markdown(summary_table(report)), ""]
