@@ -16,6 +16,7 @@ import math
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -110,7 +111,7 @@ def thread_scaling(summary: pd.DataFrame) -> Figure | None:
         ax.set_xlabel("intra-op threads")
         _thread_ticks(ax, data)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+    _legend_below(figure, (speed_ax, eff_ax), ncols=2)
     return figure
 
 
@@ -264,7 +265,7 @@ def step_split(summary: pd.DataFrame) -> Figure | None:
     ax.set_ylabel("ms per step (mean over a run's steps, median over runs)")
     ax.set_title("Where the step time goes")
     _config_ticks(ax, x, summary)
-    ax.legend()
+    _legend_below(figure, (ax,), ncols=2)
     return figure
 
 
@@ -320,7 +321,7 @@ def rank_scaling(summary: pd.DataFrame) -> Figure | None:
         ax.set_xticks(counts, [str(int(c)) for c in counts])
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+    _legend_below(figure, (rate_ax, eff_ax), ncols=2)
     return figure
 
 
@@ -348,6 +349,16 @@ def _thread_ticks(ax: Axes, data: pd.DataFrame) -> None:
     counts = np.sort(data["threads"].unique())
     chosen = set(data.loc[data["default_threads"], "threads"])
     ax.set_xticks(counts, [f"{int(c)}\n(default)" if c in chosen else str(int(c)) for c in counts])
+
+
+def _legend_below(figure: Figure, axes: tuple[Axes, ...], ncols: int) -> None:
+    """One legend for `axes`, under them: inside an axes it lies on whatever data is there."""
+    named: dict[str, Artist] = {}
+    for ax in axes:
+        handles, labels = ax.get_legend_handles_labels()
+        named.update((label, handle) for handle, label in zip(handles, labels, strict=True) if label not in named)
+    figure.legend(list(named.values()), list(named), loc="outside lower center", ncols=min(ncols, len(named)),
+                  fontsize="small")
 
 
 def _figure(configs: int) -> tuple[Figure, Axes]:
