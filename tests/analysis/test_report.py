@@ -154,6 +154,8 @@ def test_mixed_data_and_machines_come_first(folder: Path) -> None:
     assert "threads=2,data=synthetic @ Other" in set(report.summary["config"])  # and per machine
     text = render_markdown(report, folder)
     assert "> **Warning: MIXED DATA SOURCES" in text
+    quotes = [i for i, line in enumerate(text.splitlines()) if line.startswith("> **Warning")]
+    assert len(quotes) == 2 and quotes[1] == quotes[0] + 2  # a blank line between: two paragraphs, not one
     assert text.index("MIXED MACHINES") < text.index("## Machines") < text.index("## Summary")
 
 

@@ -692,8 +692,9 @@ def _syscalls_markdown(report: Report) -> list[str]:
 
 
 def _warnings_markdown(warnings: list[ReportWarning]) -> list[str]:
-    lines = [f"> **Warning: {w.message}**" for w in warnings if w.kind in ReportWarning.PROMINENT]
-    lines += [""] if lines else []
+    # A blank line after each: consecutive `>` lines are one paragraph in CommonMark.
+    prominent = [w for w in warnings if w.kind in ReportWarning.PROMINENT]
+    lines = [line for w in prominent for line in (f"> **Warning: {w.message}**", "")]
     rest = [w for w in warnings if w.kind not in ReportWarning.PROMINENT]
     if rest:
         lines += ["## Warnings", "", *(f"- {w.message}" for w in rest), ""]
