@@ -149,7 +149,7 @@ def test_mixed_data_and_machines_come_first(folder: Path) -> None:
     storage.append_row(folder, _row("x1", 2, 3, 6.1, data="synthetic", fp_cpu_model="Other CPU"))
     report = build_report(folder)
     assert [w.kind for w in report.warnings[:2]] == ["mixed-data", "mixed-machine"]
-    assert "synthetic (1 runs)" in report.warnings[0].message
+    assert "synthetic (1 run)" in report.warnings[0].message
     assert "data" in report.varying  # so the synthetic run is a configuration of its own
     assert "threads=2,data=synthetic @ Other" in set(report.summary["config"])  # and per machine
     text = render_markdown(report, folder)
@@ -347,6 +347,8 @@ def test_a_samples_caption_says_how_long_the_run_trained() -> None:
                         ).set_index("run_id")
     assert _trained(runs, "a") == ", after 8 steps on synthetic data, final loss 547.36"
     assert _trained(runs, "b") == "" and _trained(runs, "zz") == ""
+    one = pd.DataFrame([{"run_id": "c", "steps_done": 1, "data": "synthetic"}]).set_index("run_id")
+    assert _trained(one, "c") == ", after 1 step on synthetic data"
 
 
 def test_parquet_keeps_record_types_beside_a_failed_run(tmp_path: Path) -> None:
@@ -371,7 +373,7 @@ def test_runs_of_one_configuration_on_different_data_files_are_flagged(folder: P
     storage.append_row(folder, _row("d2", 4, 3, 4.2, data_digest="bbbbbbbbbbbb", data_path="/data/two"))
     report = build_report(folder)
     (pooled,) = [w for w in report.warnings if "pooled runs on different data files" in w.message]
-    assert pooled.kind == "mixed-data" and "aaaaaaaaaaaa from /data/one (1 runs)" in pooled.message
+    assert pooled.kind == "mixed-data" and "aaaaaaaaaaaa from /data/one (1 run)" in pooled.message
     assert "threads=4" in pooled.message
 
 
@@ -388,3 +390,9 @@ def test_a_configuration_traced_with_syscalls_has_its_table_and_what_futex_secon
     assert head in section
     assert "| futex | 55,799 | 16,158 | 11.870 |" in section
     assert "threads=1" not in section  # no traced run
+
+
+def test_one_run_in_one_configuration_reads_in_the_singular(tmp_path: Path) -> None:
+    storage.append_row(tmp_path, _row("o1", 2, 0, 6.0))
+    text = render_markdown(build_report(tmp_path), tmp_path)
+    assert "1 run (1 ok, 0 failed) in 1 configuration; they differ in: nothing" in text

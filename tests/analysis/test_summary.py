@@ -34,7 +34,7 @@ def test_a_data_parallel_run_shows_its_ranks_and_scaling() -> None:
     two = dataclasses.replace(record({}), spec=RunSpec(nproc_per_node=2), train=train,
                               scaling_efficiency=0.405, single_rank_samples_per_s=7247.0)
     text = format_run(two)
-    assert "2 x batch 128 = global batch 256 (gloo, 1 host(s))" in text
+    assert "2 x batch 128 = global batch 256 (gloo, 1 host)" in text
     assert "median step per rank 43.59, 42.03 ms" in text
     assert "18.900 ms per step, inside compute (43% of the step)" in text
     assert "efficiency 0.41: 5873 samples/s on 2 ranks vs 2 x 7247 of one rank" in text

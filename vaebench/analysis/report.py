@@ -374,7 +374,7 @@ def _mixed(runs: pd.DataFrame) -> list[ReportWarning]:
                 continue
             counts = runs[column].dropna().astype(str).value_counts()
             if len(counts) > 1:
-                parts = ", ".join(f"{value} ({count} runs)" for value, count in counts.items())
+                parts = ", ".join(f"{value} ({counted(count, 'run')})" for value, count in counts.items())
                 found.append(ReportWarning(kind, f"{title}: {column} is {parts}; {advice}"))
     return found + _pooled_data(runs)
 
@@ -389,7 +389,7 @@ def _pooled_data(runs: pd.DataFrame) -> list[ReportWarning]:
         files = rows.groupby("data_digest", sort=False)
         if len(files) > 1:
             parts = ", ".join(f"{digest} from {group['data_path'].iloc[0] if 'data_path' in group else '?'} "
-                              f"({len(group)} runs)" for digest, group in files)
+                              f"({counted(len(group), 'run')})" for digest, group in files)
             config = rows["config"].iloc[0] if "config" in rows else rows["spec_key"].iloc[0]
             found.append(ReportWarning("mixed-data", f"MIXED DATA SOURCES: {config} pooled runs on different "
                                        f"data files ({parts}); times and losses on different data are not "
@@ -584,8 +584,8 @@ def render_markdown(report: Report, out: Path) -> str:
     lines = [f"# vaebench report: {report.folder}", ""]
     differ = ", ".join(report.varying) or "nothing (one configuration)"
     lines += [
-        f"{len(report.runs)} runs ({ok} ok, {len(report.runs) - ok} failed) in "
-        f"{len(report.summary)} configurations; they differ in: {differ}.",
+        f"{counted(len(report.runs), 'run')} ({ok} ok, {len(report.runs) - ok} failed) in "
+        f"{counted(len(report.summary), 'configuration')}; they differ in: {differ}.",
         "",
     ]
     lines += _warnings_markdown(report.warnings)
@@ -745,7 +745,7 @@ def _trained(runs: pd.DataFrame, run_id: str) -> str:
     row = runs.loc[run_id]
     steps, loss = number(row.get("steps_done")), number(row.get("final_loss"))
     data = row.get("data_source") or row.get("data")
-    how_long = " ".join(part for part in (f"after {int(steps):,} steps" if steps > 0 else "",
+    how_long = " ".join(part for part in (f"after {counted(int(steps), 'step')}" if steps > 0 else "",
                                           f"on {data} data" if isinstance(data, str) and data else "") if part)
     phrases = [how_long, f"final loss {loss:.2f}" if math.isfinite(loss) else ""]
     return "".join(f", {phrase}" for phrase in phrases if phrase)
