@@ -11,7 +11,15 @@ import pytest
 from matplotlib.figure import Figure
 
 from vaebench import storage
-from vaebench.analysis.report import Report, ReportError, build_report, export, render_markdown, write_report
+from vaebench.analysis.report import (
+    Report,
+    ReportError,
+    build_report,
+    export,
+    render_markdown,
+    stopped_early,
+    write_report,
+)
 from vaebench.cli import main
 from vaebench.spec import RunSpec
 
@@ -396,3 +404,17 @@ def test_one_run_in_one_configuration_reads_in_the_singular(tmp_path: Path) -> N
     storage.append_row(tmp_path, _row("o1", 2, 0, 6.0))
     text = render_markdown(build_report(tmp_path), tmp_path)
     assert "1 run (1 ok, 0 failed) in 1 configuration; they differ in: nothing" in text
+
+
+def test_a_loss_figure_of_runs_stopped_by_steps_says_the_last_epoch_is_partial(folder: Path) -> None:
+    assert build_report(folder).figures["loss"].axes[0].get_title() == "Loss per epoch"
+    spec = RunSpec(threads=2, epochs=10, steps=60)  # 60 of the 4,690 steps ten epochs would take
+    row = _row("p1", 2, 9, 6.0, steps_done=60, epoch_losses=[262.1], epoch_times_s=[1.55])
+    storage.append_row(folder, {**row, **spec.to_dict(), "spec_key": spec.key()})
+    epoch_ax = build_report(folder).figures["loss"].axes[0]
+    assert epoch_ax.get_title() == "Loss per epoch, the last cut short by --steps"
+    assert "their last one is partial" in epoch_ax.get_xlabel()
+    # A --steps past what the epochs hold stops at their end: no epoch is partial.
+    whole = RunSpec(threads=2, epochs=1, steps=10_000)
+    done = {**_row("p2", 2, 0, 6.0, steps_done=469), **whole.to_dict(), "spec_key": whole.key()}
+    assert not stopped_early(pd.DataFrame([done]))

@@ -190,11 +190,12 @@ def _at_least_span(ax: Axes, share: float) -> None:
         ax.set_ylim(middle - span / 2, middle + span / 2)
 
 
-def loss_curves(epochs: pd.DataFrame) -> Figure | None:
+def loss_curves(epochs: pd.DataFrame, partial: bool = False) -> Figure | None:
     """Loss per epoch, and loss against training wall clock (time to quality); a line per run.
 
     `epochs` is `storage.load_epochs`'s frame with a `config` column; runs of one
-    configuration share a colour.
+    configuration share a colour. `partial`: some runs stopped at `--steps` before their last
+    epoch ended, so their last point is the mean over the steps they ran, and the axis says so.
     """
     if epochs.empty or not _has(epochs, "loss"):
         return None
@@ -206,14 +207,14 @@ def loss_curves(epochs: pd.DataFrame) -> Figure | None:
         color = colors[run["config"].iloc[0]]
         epoch_ax.plot(run["epoch"], run["loss"], marker=".", color=color, alpha=0.8)
         time_ax.plot(run["elapsed_s"], run["loss"], marker=".", color=color, alpha=0.8)
-    epoch_ax.set_xlabel("epoch")
+    epoch_ax.set_xlabel("epoch (some runs stopped at --steps: their last one is partial)" if partial else "epoch")
     last = int(epochs["epoch"].max())
     epoch_ax.set_xlim(0.5, last + 0.5)  # whole epochs, a single one included
     if last <= 20:
         epoch_ax.set_xticks(range(1, last + 1))
     else:
         epoch_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    epoch_ax.set_title("Loss per epoch")
+    epoch_ax.set_title("Loss per epoch, the last cut short by --steps" if partial else "Loss per epoch")
     time_ax.set_xscale("log")
     time_ax.set_xlabel("training wall clock (s, sum of epoch times; log scale)")
     time_ax.set_title("Time to quality: loss against wall clock")
