@@ -32,6 +32,15 @@ def fmt_auto(value: Any, missing: str = "n/a") -> str:
     return f"{number:.3g}"
 
 
+def counted(value: Any, noun: str) -> str:
+    """'1 run', '2 runs', '1,302 minor faults', '0.4 switch' read as '0 switches', '? runs' unknown."""
+    number = stats.number(value)
+    plural = noun + ("es" if noun.endswith(("s", "sh", "ch", "x")) else "s")
+    if math.isnan(number):
+        return f"? {plural}"
+    return f"{number:,.0f} {noun if round(number) == 1 else plural}"
+
+
 def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Left-aligned columns two spaces apart, a dashed rule under the header."""
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]

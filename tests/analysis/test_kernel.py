@@ -63,7 +63,9 @@ def test_glibc_page_faults_at_one_thread_are_the_allocator() -> None:
     assert estimate == pytest.approx(895.3 * kernel.FAULT_US / 1e3, rel=1e-3)
     sys_ms = found.numbers["sys_ms_per_step"]
     assert sys_ms < estimate and found.numbers["cost_scale"] < 1
-    assert sum(found.costs_ms.values()) == pytest.approx(sys_ms, rel=1e-6)
+    # The causes and the other processes' preemptions (3.8 involuntary switches a step) share it all.
+    assert sum(found.costs_ms.values()) + found.numbers["preempted_ms_per_step"] == pytest.approx(sys_ms, rel=1e-6)
+    assert found.numbers["unexplained_ms_per_step"] == pytest.approx(0.0, abs=1e-9) and "the rest" not in str(found)
     assert found.costs_ms[ALLOCATOR] == pytest.approx(estimate * found.numbers["cost_scale"], rel=1e-6)
     assert found.costs_ms[WAKEUPS] < 0.01  # one thread: no pool to wake; involuntary switches are not its
     text = str(found)
@@ -116,12 +118,47 @@ def test_mixed_counters_name_the_larger_cause_and_the_one_beside_it() -> None:
 
 
 def test_the_costed_causes_account_for_the_measured_sys_time() -> None:
-    # Within a factor of 2: the wake-ups run also had 95 involuntary switches a step from other
-    # processes on the busy VM, which no cause of its own claims.
+    # Within a factor of 2, with the involuntary switches of other processes on the busy VM (95 a
+    # step in the wake-ups run), which no cause of the run's own claims, costed beside them.
     for row in (ALLOCATOR_RUN, WAKEUPS_RUN, OVERSUBSCRIBED_RUN, MIXED_RUN):
         found = verdict_of(row)
-        explained = sum(found.costs_ms.values())
+        explained = sum(found.costs_ms.values()) + found.numbers["preempted_ms_per_step"]
         assert 0.5 < explained / found.numbers["sys_ms_per_step"] < 2.0, row["run_id"]
+
+
+# The seed's configuration (2 threads by default) with tcmalloc on the busy 2-core VM, from
+# `vaebench reproduce`: 3 faults a step, the pool idle, 36 preemptions a step by other processes.
+TCMALLOC_RUN = CORES | {
+    "run_id": "20261126T164426-e92d2d46", "threads": None, "workers": 0, "steps_done": 469,
+    "train_user_s": 48.690523, "train_sys_s": 0.123329, "train_minor_faults": 1421.0, "train_major_faults": 0.0,
+    "train_ctx_voluntary": 448.0, "train_ctx_involuntary": 16819.0, "runqueue_wait_s": 70.0739, "user_s": 53.881,
+    "sys_s": 0.714664, "main_cpu_s": 53.645863, "fp_torch_threads": 2, "allocator": "tcmalloc"}
+
+
+def test_a_cause_is_most_of_the_sys_time_only_where_its_cost_is_and_the_rest_is_shown() -> None:
+    found = verdict_of(TCMALLOC_RUN)
+    assert found.cause == ALLOCATOR and found.small
+    sys_ms = 0.123329 / 469 * 1e3
+    assert found.share == pytest.approx(1421 / 469 * kernel.FAULT_US / 1e3 / sys_ms)  # 3 %
+    preempted = 16819 / 469 * kernel.SWITCH_US / 1e3
+    assert found.numbers["preempted_ms_per_step"] == pytest.approx(preempted)
+    rest = sys_ms - sum(found.costs_ms.values()) - preempted
+    assert found.numbers["unexplained_ms_per_step"] == pytest.approx(rest)
+    text = str(found)
+    assert "most of it" not in text
+    assert text.startswith("little kernel time, 3% of it allocator page faults, the largest cause named: ")
+    assert "36 involuntary context switches per step from other processes taking the cores (~0.11 ms" in text
+    assert f"the rest, ~{rest:.2f} ms of sys per step ({rest / sys_ms:.0%}), is none of these" in text
+    # Past the small threshold the same shortfall is said too, without "little".
+    busy = verdict_of(ALLOCATOR_RUN | {"train_sys_s": 3.0})  # 10 ms of sys a step, 2.24 of it faults
+    assert str(busy).startswith("allocator page faults, the largest cause named but 22% of the sys time: ")
+
+
+def test_counts_of_one_read_in_the_singular() -> None:
+    text = str(verdict_of(TCMALLOC_RUN))
+    assert "1 voluntary context switch per step" in text and "3 minor page faults per step" in text
+    one_worker = WORKERS_RUN | {"workers": 1}
+    assert "1 DataLoader worker uses" in str(verdict_of(one_worker))
 
 
 def test_major_faults_say_memory_ran_short() -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,15 @@ import pytest
 from matplotlib.figure import Figure
 
 from vaebench import storage
-from vaebench.analysis.report import Report, ReportError, build_report, export, render_markdown, write_report
+from vaebench.analysis.report import (
+    Report,
+    ReportError,
+    build_report,
+    export,
+    render_markdown,
+    stopped_early,
+    write_report,
+)
 from vaebench.cli import main
 from vaebench.spec import RunSpec
 
@@ -94,7 +103,16 @@ def test_summary_has_hand_computed_medians_and_iqrs(folder: Path) -> None:
     assert summary.loc["threads=1", "sys_s_median"] == pytest.approx(1.15)
     assert list(summary["n"]) == [4, 3, 1]
     assert list(summary["failed"]) == [0, 0, 1]
-    assert summary.loc["threads=4", "real_s_iqr"] == 0.0
+    assert math.isnan(summary.loc["threads=4", "real_s_iqr"])  # one run: its spread is unknown, not 0
+
+
+def test_a_single_run_shows_no_spread(written: tuple[Report, Path]) -> None:
+    report, path = written
+    row = next(line for line in path.read_text().splitlines() if line.startswith("| threads=4 |"))
+    assert "| 4.00 |" in row and "[" not in row
+    assert "| 11.50 [1.50] |" in path.read_text()  # several runs keep theirs
+    exported = pd.read_csv(path.parent / "summary.csv").set_index("config")
+    assert math.isnan(exported.loc["threads=4", "real_s_iqr"]) and exported.loc["threads=1", "real_s_iqr"] == 1.5
 
 
 def test_speedup_against_the_chosen_baseline(folder: Path) -> None:
@@ -139,11 +157,13 @@ def test_mixed_data_and_machines_come_first(folder: Path) -> None:
     storage.append_row(folder, _row("x1", 2, 3, 6.1, data="synthetic", fp_cpu_model="Other CPU"))
     report = build_report(folder)
     assert [w.kind for w in report.warnings[:2]] == ["mixed-data", "mixed-machine"]
-    assert "synthetic (1 runs)" in report.warnings[0].message
+    assert "synthetic (1 run)" in report.warnings[0].message
     assert "data" in report.varying  # so the synthetic run is a configuration of its own
     assert "threads=2,data=synthetic @ Other" in set(report.summary["config"])  # and per machine
     text = render_markdown(report, folder)
     assert "> **Warning: MIXED DATA SOURCES" in text
+    quotes = [i for i, line in enumerate(text.splitlines()) if line.startswith("> **Warning")]
+    assert len(quotes) == 2 and quotes[1] == quotes[0] + 2  # a blank line between: two paragraphs, not one
     assert text.index("MIXED MACHINES") < text.index("## Machines") < text.index("## Summary")
 
 
@@ -301,6 +321,8 @@ def test_report_names_the_kernel_time_cause_of_each_cpu_configuration(tmp_path: 
     markdown = render_markdown(report, tmp_path)
     assert "## Where the kernel (sys) time went" in markdown
     assert "| threads=16,omp_wait_policy=passive | 0.271 | 26 | 1,620 | 105 | 110.7 |" in markdown
+    assert re.search(r"\| threads=16,omp_wait_policy=passive \|.*\| oversubscription \| 99% \|", markdown)
+    assert "| cause | its share of sys |" in markdown
     assert "- **threads=16,omp_wait_policy=passive**: oversubscription: sys/user 0.27" in markdown
     assert "Kernel time and its counters per step against threads" in markdown
     assert "sandboxed kernel" not in markdown
@@ -333,6 +355,8 @@ def test_a_samples_caption_says_how_long_the_run_trained() -> None:
                         ).set_index("run_id")
     assert _trained(runs, "a") == ", after 8 steps on synthetic data, final loss 547.36"
     assert _trained(runs, "b") == "" and _trained(runs, "zz") == ""
+    one = pd.DataFrame([{"run_id": "c", "steps_done": 1, "data": "synthetic"}]).set_index("run_id")
+    assert _trained(one, "c") == ", after 1 step on synthetic data"
 
 
 def test_parquet_keeps_record_types_beside_a_failed_run(tmp_path: Path) -> None:
@@ -357,5 +381,40 @@ def test_runs_of_one_configuration_on_different_data_files_are_flagged(folder: P
     storage.append_row(folder, _row("d2", 4, 3, 4.2, data_digest="bbbbbbbbbbbb", data_path="/data/two"))
     report = build_report(folder)
     (pooled,) = [w for w in report.warnings if "pooled runs on different data files" in w.message]
-    assert pooled.kind == "mixed-data" and "aaaaaaaaaaaa from /data/one (1 runs)" in pooled.message
+    assert pooled.kind == "mixed-data" and "aaaaaaaaaaaa from /data/one (1 run)" in pooled.message
     assert "threads=4" in pooled.message
+
+
+def test_a_configuration_traced_with_syscalls_has_its_table_and_what_futex_seconds_are(folder: Path) -> None:
+    assert "System calls" not in render_markdown(build_report(folder), folder)
+    calls = [{"syscall": "futex", "calls": 55_799, "errors": 16_158, "seconds": 11.869587},
+             {"syscall": "newfstatat", "calls": 36_385, "errors": 1_255, "seconds": 0.111543}]
+    storage.append_row(folder, _row("s1", 4, 2, 4.0, syscall_tool="strace -c -f", syscall_steps=60,
+                                    syscall_real_s=14.12, syscalls=calls))
+    markdown = render_markdown(build_report(folder), folder)
+    section = markdown[markdown.index("## System calls"):markdown.index("## Figures")]
+    assert "futex's include the time threads slept in it" in section
+    head = "**threads=4**: strace -c -f, 60 steps in 14.1 s; 92,184 calls, 11.98 s in all (the timed runs' sys: 0.40 s)"
+    assert head in section
+    assert "| futex | 55,799 | 16,158 | 11.870 |" in section
+    assert "threads=1" not in section  # no traced run
+
+
+def test_one_run_in_one_configuration_reads_in_the_singular(tmp_path: Path) -> None:
+    storage.append_row(tmp_path, _row("o1", 2, 0, 6.0))
+    text = render_markdown(build_report(tmp_path), tmp_path)
+    assert "1 run (1 ok, 0 failed) in 1 configuration; they differ in: nothing" in text
+
+
+def test_a_loss_figure_of_runs_stopped_by_steps_says_the_last_epoch_is_partial(folder: Path) -> None:
+    assert build_report(folder).figures["loss"].axes[0].get_title() == "Loss per epoch"
+    spec = RunSpec(threads=2, epochs=10, steps=60)  # 60 of the 4,690 steps ten epochs would take
+    row = _row("p1", 2, 9, 6.0, steps_done=60, epoch_losses=[262.1], epoch_times_s=[1.55])
+    storage.append_row(folder, {**row, **spec.to_dict(), "spec_key": spec.key()})
+    epoch_ax = build_report(folder).figures["loss"].axes[0]
+    assert epoch_ax.get_title() == "Loss per epoch, the last cut short by --steps"
+    assert "their last one is partial" in epoch_ax.get_xlabel()
+    # A --steps past what the epochs hold stops at their end: no epoch is partial.
+    whole = RunSpec(threads=2, epochs=1, steps=10_000)
+    done = {**_row("p2", 2, 0, 6.0, steps_done=469), **whole.to_dict(), "spec_key": whole.key()}
+    assert not stopped_early(pd.DataFrame([done]))

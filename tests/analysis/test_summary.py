@@ -34,7 +34,7 @@ def test_a_data_parallel_run_shows_its_ranks_and_scaling() -> None:
     two = dataclasses.replace(record({}), spec=RunSpec(nproc_per_node=2), train=train,
                               scaling_efficiency=0.405, single_rank_samples_per_s=7247.0)
     text = format_run(two)
-    assert "2 x batch 128 = global batch 256 (gloo, 1 host(s))" in text
+    assert "2 x batch 128 = global batch 256 (gloo, 1 host)" in text
     assert "median step per rank 43.59, 42.03 ms" in text
     assert "18.900 ms per step, inside compute (43% of the step)" in text
     assert "efficiency 0.41: 5873 samples/s on 2 ranks vs 2 x 7247 of one rank" in text
@@ -72,6 +72,8 @@ def test_the_kernel_time_line_gives_the_counters_per_step_and_the_cause() -> Non
     assert "oversubscription" in cause and "--threads at most the usable cores" in cause
     assert any("syscalls  strace -c -f, a separate traced run (300 steps" in line for line in lines)
     assert any(line.split()[:2] == ["futex", "47,017"] for line in lines)
+    futex = lines.index(next(line for line in lines if line.split()[:1] == ["futex"]))
+    assert "futex's include the time threads slept in it" in "".join(lines[futex:])  # 4.4 s against 1.6 of sys
     assert record.to_row()["oversubscribed"] is True
 
 

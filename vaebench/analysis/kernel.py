@@ -22,6 +22,9 @@ each with its own signature:
 Each cause is costed in kernel milliseconds per step from its counters at a few microseconds
 per event (`FAULT_US`, `SWITCH_US`, fitted on recorded runs; see `docs/kernel-time.md`), so
 causes of different kinds compare on one scale, and the largest is named with its evidence.
+Involuntary switches that no cause claims (other processes taking the cores) are costed too,
+and what the counters leave of the sys time is shown: a cause is said to be "most of it" only
+where its cost is.
 The per-step counters come from the training window, never the whole process: importing
 torch alone costs about 110,000 minor faults.
 """
@@ -33,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._format import counted
 from ..stats import number
 
 ALLOCATOR = "allocator page faults"
@@ -47,6 +51,7 @@ CAUSES = (ALLOCATOR, WAKEUPS, OVERSUBSCRIPTION, WORKERS)
 FAULT_US = 2.5  # a minor fault: the trap, a zeroed 4 KiB page, its share of brk/mmap
 SWITCH_US = 3.2  # a context switch: the futex call and the scheduler on both sides
 SYS_SMALL = 0.10  # sys/user below this: little kernel time, whatever its cause
+MOST = 0.5  # a cause is "most of" the sys time only at this share of it or more
 ALSO = 0.5  # a second cause costing at least this share of the first is named beside it...
 ALSO_MIN_MS = 0.1  # ...and at least this much kernel time per step
 WORKER_SHARE = 0.25  # workers using this share of the tree's CPU or more are a cause of their own
@@ -142,14 +147,28 @@ class Verdict:
         return KNOBS[self.cause]
 
     @property
+    def sys_ms(self) -> float:
+        return self.numbers.get("sys_ms_per_step", math.nan)
+
+    @property
+    def share(self) -> float:
+        """The named cause's (and the one beside it) estimated share of the sys time."""
+        named = self.costs_ms[self.cause] + (self.costs_ms[self.also] if self.also else 0.0)
+        return named / self.sys_ms if self.sys_ms > 0 else math.nan
+
+    @property
     def label(self) -> str:
         """The cause, with the second one where it is nearly as costly: `oversubscription (+ ...)`."""
         return self.cause + (f" (+ {self.also})" if self.also else "")
 
     def __str__(self) -> str:
         head = f"{self.cause}" + (f" (and {self.also})" if self.also else "")
+        most = not self.share < MOST  # an unknown share (no sys time) claims nothing either way
         if self.small:
-            head = f"little kernel time, most of it {head}"
+            head = f"little kernel time, most of it {head}" if most else \
+                f"little kernel time, {self.share:.0%} of it {head}, the largest cause named"
+        elif not most:
+            head = f"{head}, the largest cause named but {self.share:.0%} of the sys time"
         knob = f"Knob, should it matter: {self.knob}" if self.small else f"Knob: {self.knob}"
         return f"{head}: " + "; ".join(self.evidence) + f". {knob}."
 
@@ -200,26 +219,46 @@ def costs(c: Counters) -> dict[str, float]:
     return {k: v for k, v in found.items() if math.isfinite(v)}
 
 
+def preempted_ms(c: Counters) -> float:
+    """Estimated kernel milliseconds per step of the involuntary switches no cause claims: with no
+    more threads than cores they are other processes taking the cores (`costs`)."""
+    return 0.0 if c.oversubscribed else c.per_step(_finite(c.involuntary)) * SWITCH_US / 1e3
+
+
 def verdict(c: Counters) -> Verdict:
     """Name the cause that costs the kernel most per step, with the counts behind it."""
     found = costs(c)
+    preempted = preempted_ms(c)
     sys_ms = c.per_step(c.sys_s) * 1e3
     # The per-event costs are one machine's fit: where they add up past the sys time measured
     # here, they are scaled down to it, so no cause is said to cost more than the kernel took.
-    scale = min(1.0, sys_ms / sum(found.values())) if sum(found.values()) > 0 and sys_ms > 0 else 1.0
+    estimated = sum(found.values()) + preempted
+    scale = min(1.0, sys_ms / estimated) if estimated > 0 and sys_ms > 0 else 1.0
     found = {k: v * scale for k, v in found.items()}
+    preempted *= scale
+    unexplained = max(sys_ms - sum(found.values()) - preempted, 0.0)
     ranked = sorted(found, key=lambda k: -found[k])
     cause = ranked[0]
     runner_up = found[ranked[1]] if len(ranked) > 1 else 0.0
     second = ranked[1] if runner_up >= max(ALSO * found[cause], ALSO_MIN_MS) else ""
     numbers = {**c.per_step_figures(), "sys_ms_per_step": sys_ms, "cost_scale": scale,
+               "preempted_ms_per_step": preempted, "unexplained_ms_per_step": unexplained,
                **{f"cost_ms:{k}": v for k, v in found.items()}}
     evidence = [f"sys/user {c.sys_user:.2f} over the training window ({sys_ms:.2f} ms of sys per step)"]
     evidence += [_explain(name, c, found[name], scale) for name in ranked]
+    if preempted > 0:
+        evidence.append(f"{counted(c.per_step(c.involuntary), 'involuntary context switch')} per step from other "
+                        f"processes taking the cores (~{preempted:.2f} ms of kernel per step at "
+                        f"{SWITCH_US * scale:.2g} us each)")
     if c.per_step(c.major_faults) >= MAJOR_FAULTS:
         numbers["major_faults_per_step"] = c.per_step(c.major_faults)
-        evidence.append(f"and {c.major_faults:,.0f} major faults in the training window: pages were read back from "
-                        "disk, so memory ran short on this machine (another process?), which none of these causes is")
+        evidence.append(f"and {counted(c.major_faults, 'major fault')} in the training window: pages were read "
+                        "back from disk, so memory ran short on this machine (another process?), which none of these "
+                        "causes is")
+    # Scaled, the estimates are the whole sys time by construction; a rest under 1 % says nothing.
+    if sys_ms > 0 and scale == 1.0 and round(100 * unexplained / sys_ms) >= 1:
+        evidence.append(f"the rest, ~{unexplained:.2f} ms of sys per step ({unexplained / sys_ms:.0%}), is none of "
+                        "these: the counters do not explain it")
     return Verdict(cause, found, tuple(evidence), second, c.sys_user < SYS_SMALL, numbers, c.allocator)
 
 
@@ -239,24 +278,20 @@ def _explain(cause: str, c: Counters, cost_ms: float, scale: float = 1.0) -> str
     cost = f"~{cost_ms:.2f} ms of kernel per step"
     fault_us, switch_us = f"{FAULT_US * scale:.2g}", f"{SWITCH_US * scale:.2g}"  # per event, as scaled
     if cause == ALLOCATOR:
-        return f"{c.per_step(c.minor_faults):,.0f} minor page faults per step ({cost} at {fault_us} us each)"
+        return f"{counted(c.per_step(c.minor_faults), 'minor page fault')} per step ({cost} at {fault_us} us each)"
     if cause == WORKERS:
         share = c.workers_cpu_s / c.tree_cpu_s
-        return f"{c.workers:.0f} DataLoader workers use {100 * share:.0f}% of the tree's CPU ({cost})"
-    placed = f"{_count(c.threads, 'thread')} on {_count(c.cores, 'core')}"
+        uses = "uses" if round(c.workers) == 1 else "use"
+        return f"{counted(c.workers, 'DataLoader worker')} {uses} {100 * share:.0f}% of the tree's CPU ({cost})"
+    placed = f"{counted(c.threads, 'thread')} on {counted(c.cores, 'core')}"
     if cause == WAKEUPS:
-        others = _count(c.per_step(c.involuntary), "involuntary one")
-        return (f"{c.per_step(c.voluntary):,.0f} voluntary context switches per step ({cost} at {switch_us} us "
-                f"each) with {placed}; {others} per step: other processes taking the cores")
+        return (f"{counted(c.per_step(c.voluntary), 'voluntary context switch')} per step ({cost} at {switch_us} us "
+                f"each) with {placed}")
     switches = (f"{c.per_step(c.voluntary):,.0f} voluntary + {c.per_step(c.involuntary):,.0f} involuntary "
                 f"context switches per step ({cost} at {switch_us} us each)")
     queued = c.runqueue_ms_per_step
     wait = f", {queued:.1f} ms of run-queue wait per step" if math.isfinite(queued) else ""
     return switches + f": {placed}{wait}"
-
-
-def _count(value: float, noun: str) -> str:
-    return f"? {noun}s" if math.isnan(value) else f"{value:.0f} {noun}{'' if round(value) == 1 else 's'}"
 
 
 def _finite(value: float) -> float:

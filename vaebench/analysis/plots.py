@@ -16,6 +16,7 @@ import math
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -75,20 +76,23 @@ def thread_scaling(summary: pd.DataFrame) -> Figure | None:
     Speed-up is the median steady-state samples/s at each count over that at the fewest threads
     (the training alone, as the what-ifs read it; real time where no run has it, whose start-up
     dilutes a short run's speed-up), within each group of the other fields that vary;
-    efficiency is speed-up over the thread ratio.
+    efficiency is speed-up over the thread ratio. Torch's default threads stand at the count they
+    ran with (`ran_threads`).
     """
     if "threads" not in summary:
         return None
     rate = "samples_per_s_median" in summary and summary["samples_per_s_median"].notna().any()
     measure = "samples_per_s_median" if rate else "real_s_median"
-    data = summary.dropna(subset=["threads", measure])
-    if data["threads"].nunique() < 2:
+    data = ran_threads(summary).dropna(subset=["threads", measure])
+    # A group measured at one thread count is a point, not a curve, and its own baseline: leave it out.
+    curves = [(name, _curve(g)) for name, g in _groups(data, "threads") if g["threads"].nunique() > 1]
+    if not curves:
         return None
+    data = pd.concat([g for _, g in curves])
     figure = Figure(figsize=(11, 4.5), layout="constrained")
     speed_ax, eff_ax = figure.subplots(1, 2)
     least = int(data["threads"].min())
-    for name, group in _groups(data, "threads"):
-        group = group.sort_values("threads")
+    for name, group in curves:
         ratio = group["threads"] / group["threads"].iloc[0]
         speedup = (group[measure] / group[measure].iloc[0]) if rate else (group[measure].iloc[0] / group[measure])
         speed_ax.plot(group["threads"], speedup, marker="o", label=name)
@@ -105,9 +109,9 @@ def thread_scaling(summary: pd.DataFrame) -> Figure | None:
     eff_ax.set_title("Parallel efficiency against threads")
     for ax in (speed_ax, eff_ax):
         ax.set_xlabel("intra-op threads")
-        ax.set_xticks(counts)
+        _thread_ticks(ax, data)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+    _legend_below(figure, (speed_ax, eff_ax), ncols=2)
     return figure
 
 
@@ -117,21 +121,20 @@ def kernel_counters(summary: pd.DataFrame) -> Figure | None:
     counters span decades; the usable cores are marked, oversubscription lies to their right."""
     if "threads" not in summary or not _has(summary, "sys_user_median"):
         return None
-    data = summary.dropna(subset=["threads", "sys_user_median"])
+    data = ran_threads(summary).dropna(subset=["threads", "sys_user_median"])
     if data["threads"].nunique() < 2:
         return None
     figure = Figure(figsize=(14, 7.5), layout="constrained")
     axes = figure.subplots(2, 3).ravel()
-    counts = np.sort(data["threads"].unique())
     cores = pd.to_numeric(data.get("fp_usable_cores_median", pd.Series(dtype=float)), errors="coerce").dropna()
     for ax, (column, label) in zip(axes, KERNEL_PANELS, strict=True):
         for name, group in _groups(data, "threads"):
-            group = group.sort_values("threads")
+            group = _curve(group)
             ax.plot(group["threads"], group[f"{column}_median"], marker="o", label=name)
         if len(cores):
             ax.axvline(float(cores.max()), color="grey", linestyle=":", label="usable cores")
         ax.set_xscale("log", base=2)
-        ax.set_xticks(counts, [str(int(c)) for c in counts])
+        _thread_ticks(ax, data)
         ax.set_xlabel("intra-op threads")
         ax.set_title(label, fontsize="medium")
         ax.grid(alpha=0.3)
@@ -187,11 +190,12 @@ def _at_least_span(ax: Axes, share: float) -> None:
         ax.set_ylim(middle - span / 2, middle + span / 2)
 
 
-def loss_curves(epochs: pd.DataFrame) -> Figure | None:
+def loss_curves(epochs: pd.DataFrame, partial: bool = False) -> Figure | None:
     """Loss per epoch, and loss against training wall clock (time to quality); a line per run.
 
     `epochs` is `storage.load_epochs`'s frame with a `config` column; runs of one
-    configuration share a colour.
+    configuration share a colour. `partial`: some runs stopped at `--steps` before their last
+    epoch ended, so their last point is the mean over the steps they ran, and the axis says so.
     """
     if epochs.empty or not _has(epochs, "loss"):
         return None
@@ -203,14 +207,14 @@ def loss_curves(epochs: pd.DataFrame) -> Figure | None:
         color = colors[run["config"].iloc[0]]
         epoch_ax.plot(run["epoch"], run["loss"], marker=".", color=color, alpha=0.8)
         time_ax.plot(run["elapsed_s"], run["loss"], marker=".", color=color, alpha=0.8)
-    epoch_ax.set_xlabel("epoch")
+    epoch_ax.set_xlabel("epoch (some runs stopped at --steps: their last one is partial)" if partial else "epoch")
     last = int(epochs["epoch"].max())
     epoch_ax.set_xlim(0.5, last + 0.5)  # whole epochs, a single one included
     if last <= 20:
         epoch_ax.set_xticks(range(1, last + 1))
     else:
         epoch_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    epoch_ax.set_title("Loss per epoch")
+    epoch_ax.set_title("Loss per epoch, the last cut short by --steps" if partial else "Loss per epoch")
     time_ax.set_xscale("log")
     time_ax.set_xlabel("training wall clock (s, sum of epoch times; log scale)")
     time_ax.set_title("Time to quality: loss against wall clock")
@@ -262,7 +266,7 @@ def step_split(summary: pd.DataFrame) -> Figure | None:
     ax.set_ylabel("ms per step (mean over a run's steps, median over runs)")
     ax.set_title("Where the step time goes")
     _config_ticks(ax, x, summary)
-    ax.legend()
+    _legend_below(figure, (ax,), ncols=2)
     return figure
 
 
@@ -318,8 +322,44 @@ def rank_scaling(summary: pd.DataFrame) -> Figure | None:
         ax.set_xticks(counts, [str(int(c)) for c in counts])
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+    _legend_below(figure, (rate_ax, eff_ax), ncols=2)
     return figure
+
+
+def ran_threads(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary with `threads` the intra-op threads each configuration ran with: where it left
+    them to torch (threads unset), the count its runs recorded (`fp_torch_threads`), flagged in
+    `default_threads`."""
+    data = summary.copy()
+    asked = pd.to_numeric(data["threads"], errors="coerce")
+    ran = pd.to_numeric(data.get("fp_torch_threads_median", pd.Series(math.nan, index=data.index)), errors="coerce")
+    data["default_threads"] = asked.isna() & ran.notna()
+    data["threads"] = asked.fillna(ran)
+    return data
+
+
+def _curve(group: pd.DataFrame) -> pd.DataFrame:
+    """A group's points in thread order, one per count: torch's default ran at a count also set
+    by hand is the same point, and the one set by hand is kept."""
+    ordered = group.sort_values(["threads", "default_threads"], kind="stable")
+    return ordered.drop_duplicates("threads")
+
+
+def _thread_ticks(ax: Axes, data: pd.DataFrame) -> None:
+    """A tick per thread count; a count that torch's default chose reads "2\n(default)"."""
+    counts = np.sort(data["threads"].unique())
+    chosen = set(data.loc[data["default_threads"], "threads"])
+    ax.set_xticks(counts, [f"{int(c)}\n(default)" if c in chosen else str(int(c)) for c in counts])
+
+
+def _legend_below(figure: Figure, axes: tuple[Axes, ...], ncols: int) -> None:
+    """One legend for `axes`, under them: inside an axes it lies on whatever data is there."""
+    named: dict[str, Artist] = {}
+    for ax in axes:
+        handles, labels = ax.get_legend_handles_labels()
+        named.update((label, handle) for handle, label in zip(handles, labels, strict=True) if label not in named)
+    figure.legend(list(named.values()), list(named), loc="outside lower center", ncols=min(ncols, len(named)),
+                  fontsize="small")
 
 
 def _figure(configs: int) -> tuple[Figure, Axes]:

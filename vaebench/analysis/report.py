@@ -27,15 +27,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pandas as pd
 
 from .. import stats, storage
-from .._format import markdown_table
+from .._format import counted, markdown_table
+from .._format import fmt as show
 from ..errors import UsageError
 from ..machine import MACHINE_FIELDS, machine_label
-from ..result import COLUMN_TYPES, OK, StepSplit
+from ..result import COLUMN_TYPES, OK, StepSplit, SyscallCount, SyscallTable
 from ..rules import NEIGHBOUR_LIMIT_PCT, contended
 from ..spec import SPEC_FIELDS, RunSpec, format_value, parse_value
 from ..stats import is_missing, number
 from . import kernel, plots
 from .attribution import Evidence, attribute, utilization_note
+from .summary import seconds_note
 from .whatif import whatifs
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 SPREAD_LIMIT = 0.10  # IQR / median above this: the repeats disagree too much to trust a median
 MIN_REPEATS = 3  # fewer successful repeats than this: no spread can be judged
 MAX_TIMELINE_RUNS = 6  # default runs in the GPU timeline: more lines than this are unreadable
+TOP_SYSCALLS = 5  # rows of each configuration's syscall table: the calls that hold most of the time
 SPREAD_METRICS = ("real_s", "samples_per_s")
 MACHINE_COLUMNS = ("fp_cpu_model", "fp_gpu_name")
 
@@ -207,7 +210,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         for name in METRICS:
             values = pd.to_numeric(good[name], errors="coerce").dropna().tolist()
             row[f"{name}_median"] = stats.median(values) if values else math.nan
-            row[f"{name}_iqr"] = stats.iqr(values) if values else math.nan
+            row[f"{name}_iqr"] = stats.iqr(values) if len(values) > 1 else math.nan  # one run: spread unknown
         row.update(spec.to_dict())
         row.update(world_size=spec.world_size, global_batch=spec.global_batch)
         row["spec_key"] = group["spec_key"].iloc[0]
@@ -371,7 +374,7 @@ def _mixed(runs: pd.DataFrame) -> list[ReportWarning]:
                 continue
             counts = runs[column].dropna().astype(str).value_counts()
             if len(counts) > 1:
-                parts = ", ".join(f"{value} ({count} runs)" for value, count in counts.items())
+                parts = ", ".join(f"{value} ({counted(count, 'run')})" for value, count in counts.items())
                 found.append(ReportWarning(kind, f"{title}: {column} is {parts}; {advice}"))
     return found + _pooled_data(runs)
 
@@ -386,7 +389,7 @@ def _pooled_data(runs: pd.DataFrame) -> list[ReportWarning]:
         files = rows.groupby("data_digest", sort=False)
         if len(files) > 1:
             parts = ", ".join(f"{digest} from {group['data_path'].iloc[0] if 'data_path' in group else '?'} "
-                              f"({len(group)} runs)" for digest, group in files)
+                              f"({counted(len(group), 'run')})" for digest, group in files)
             config = rows["config"].iloc[0] if "config" in rows else rows["spec_key"].iloc[0]
             found.append(ReportWarning("mixed-data", f"MIXED DATA SOURCES: {config} pooled runs on different "
                                        f"data files ({parts}); times and losses on different data are not "
@@ -425,7 +428,7 @@ def draw_figures(
         "times": plots.time_bars(measured, runs),
         "thread_scaling": plots.thread_scaling(measured),
         "batch_size": plots.batch_size_scaling(measured),
-        "loss": plots.loss_curves(epochs),
+        "loss": plots.loss_curves(epochs, partial=stopped_early(runs)),
         "gpu_timeline": plots.gpu_timeline(monitors),
         "step_split": plots.step_split(measured),
         "flops": plots.flops_share(measured),
@@ -433,6 +436,16 @@ def draw_figures(
         "kernel_time": plots.kernel_counters(measured),
     }
     return {name: figure for name, figure in drawn.items() if figure is not None}
+
+
+def stopped_early(runs: pd.DataFrame) -> bool:
+    """Whether a successful run stopped at `--steps` before its planned epochs ended."""
+    for row in runs[runs["status"] == OK].to_dict("records"):
+        spec = RunSpec.from_dict(row)
+        planned = spec.epochs * math.ceil(spec.samples / spec.global_batch)
+        if spec.steps is not None and number(row.get("steps_done")) < planned:
+            return True
+    return False
 
 
 def _spec_order(spec: RunSpec) -> tuple[tuple[bool, Any], ...]:
@@ -581,13 +594,13 @@ def render_markdown(report: Report, out: Path) -> str:
     lines = [f"# vaebench report: {report.folder}", ""]
     differ = ", ".join(report.varying) or "nothing (one configuration)"
     lines += [
-        f"{len(report.runs)} runs ({ok} ok, {len(report.runs) - ok} failed) in "
-        f"{len(report.summary)} configurations; they differ in: {differ}.",
+        f"{counted(len(report.runs), 'run')} ({ok} ok, {len(report.runs) - ok} failed) in "
+        f"{counted(len(report.summary), 'configuration')}; they differ in: {differ}.",
         "",
     ]
     lines += _warnings_markdown(report.warnings)
     lines += _machines_markdown(report)
-    lines += ["## Summary", "", "Cells read `median [IQR]` over successful repeats."]
+    lines += ["## Summary", "", "Cells read `median [IQR]` over successful repeats; a single run has no IQR."]
     if report.baseline is not None:
         lines.append(f"Speed-up is the median real time of `{report.baseline}` over each configuration's.")
     lines += ["", _markdown(summary_table(report)), ""]
@@ -595,6 +608,7 @@ def render_markdown(report: Report, out: Path) -> str:
         lines += ["## Failed runs", "", _markdown(report.failed.fillna("")), ""]
     lines += _bottlenecks_markdown(report)
     lines += _kernel_markdown(report)
+    lines += _syscalls_markdown(report)
     lines += _figures_markdown(report)
     lines += _samples_markdown(report, out)
     lines += ["## Exports", "", "Every column is described in `docs/columns.md` of vaebench's source.", ""]
@@ -631,6 +645,7 @@ def kernel_table(report: Report) -> pd.DataFrame:
     for name, header, fmt in KERNEL_TABLE:
         table[header] = [_cell(value, math.nan, fmt) for value in rows[f"{name}_median"]]
     table["cause"] = [report.kernel[config].label for config in rows["config"]]
+    table["its share of sys"] = [_cell(report.kernel[config].share, math.nan, "{:.0%}") for config in rows["config"]]
     return table.reset_index(drop=True)
 
 
@@ -639,7 +654,10 @@ def _kernel_markdown(report: Report) -> list[str]:
         return []
     lines = ["## Where the kernel (sys) time went", "",
              "Counters of the training process over its training window, per step (medians over repeats); each "
-             "cause is costed in kernel time at a few microseconds per event (`vaebench.analysis.kernel`).", "",
+             "cause is costed in kernel time at a few microseconds per event (`vaebench.analysis.kernel`). The share "
+             "is the named cause's (with the one beside it) estimated part of the sys time measured; each verdict "
+             "below costs the rest: other causes, other processes' preemptions, what the counters leave unexplained.",
+             "",
              _markdown(kernel_table(report)), ""]
     lines += [f"- **{config}**: {verdict}" for config, verdict in report.kernel.items()]
     sandboxes = sorted(set(report.runs.get("fp_sandbox", pd.Series(dtype=str)).dropna().astype(str)) - {""})
@@ -649,9 +667,45 @@ def _kernel_markdown(report: Report) -> list[str]:
     return lines + [""]
 
 
+def syscall_tables(runs: pd.DataFrame) -> dict[str, SyscallTable]:
+    """Each configuration's `--syscalls` table, from its last run that has one."""
+    found: dict[str, SyscallTable] = {}
+    if "syscalls" not in runs:
+        return found
+    for row in runs[runs["syscalls"].map(lambda v: isinstance(v, list))].to_dict("records"):
+        counts = tuple(SyscallCount(str(c.get("syscall", "?")), int(number(c.get("calls"))),
+                                    int(number(c.get("errors"))), number(c.get("seconds"))) for c in row["syscalls"])
+        steps = number(row.get("syscall_steps"))
+        found[str(row["config"])] = SyscallTable(str(row.get("syscall_tool") or "?"), counts,
+                                                 int(steps) if math.isfinite(steps) else 0,
+                                                 number(row.get("syscall_real_s")))
+    return found
+
+
+def _syscalls_markdown(report: Report) -> list[str]:
+    tables = syscall_tables(report.runs)
+    if not tables:
+        return []
+    notes = dict.fromkeys(seconds_note(t.tool) for t in tables.values())
+    lines = ["## System calls (`--syscalls`)", "",
+             "Each from a separate run of the configuration under a tracer, never the timed run (tracing slows "
+             f"it), torch's import included: the top {TOP_SYSCALLS} calls by seconds"
+             + "".join(f"; {note}" for note in notes if note) + ".", ""]
+    timed_sys = report.summary.set_index("config")["sys_s_median"]
+    for config, table in tables.items():
+        calls, seconds = sum(c.calls for c in table.counts), sum(c.seconds for c in table.counts)
+        lines += [f"**{config}**: {table.tool}, {counted(table.steps, 'step')} in {show(table.real_s, '{:.1f} s')}; "
+                  f"{counted(calls, 'call')}, {seconds:.2f} s in all (the timed runs' sys: "
+                  f"{show(timed_sys.get(config), '{:.2f} s')})", ""]
+        rows = [[c.syscall, f"{c.calls:,}", f"{c.errors:,}", f"{c.seconds:.3f}"] for c in table.top(TOP_SYSCALLS)]
+        lines += [markdown_table(["syscall", "calls", "errors", "seconds"], rows), ""]
+    return lines
+
+
 def _warnings_markdown(warnings: list[ReportWarning]) -> list[str]:
-    lines = [f"> **Warning: {w.message}**" for w in warnings if w.kind in ReportWarning.PROMINENT]
-    lines += [""] if lines else []
+    # A blank line after each: consecutive `>` lines are one paragraph in CommonMark.
+    prominent = [w for w in warnings if w.kind in ReportWarning.PROMINENT]
+    lines = [line for w in prominent for line in (f"> **Warning: {w.message}**", "")]
     rest = [w for w in warnings if w.kind not in ReportWarning.PROMINENT]
     if rest:
         lines += ["## Warnings", "", *(f"- {w.message}" for w in rest), ""]
@@ -702,7 +756,7 @@ def _trained(runs: pd.DataFrame, run_id: str) -> str:
     row = runs.loc[run_id]
     steps, loss = number(row.get("steps_done")), number(row.get("final_loss"))
     data = row.get("data_source") or row.get("data")
-    how_long = " ".join(part for part in (f"after {int(steps):,} steps" if steps > 0 else "",
+    how_long = " ".join(part for part in (f"after {counted(int(steps), 'step')}" if steps > 0 else "",
                                           f"on {data} data" if isinstance(data, str) and data else "") if part)
     phrases = [how_long, f"final loss {loss:.2f}" if math.isfinite(loss) else ""]
     return "".join(f", {phrase}" for phrase in phrases if phrase)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .._format import fmt
+from .._format import counted, fmt
 from ..result import OK, RunRecord, SyscallTable, TrainMetrics
 from ..rules import NEIGHBOUR_LIMIT_PCT, contended
 from .kernel import counters, verdict
@@ -38,7 +38,7 @@ def format_run(record: RunRecord, results_path: str = "") -> str:
         lines.append(
             f"  speed     {fmt(train.samples_per_s, '{:.0f} samples/s')} steady "
             f"(median step {fmt(train.step_median_ms, '{:.3f} ms')}, IQR {fmt(train.step_iqr_ms, '{:.3f} ms')}, "
-            f"{train.steps_done} steps, {train.warmup_steps} warm-up)"
+            f"{counted(train.steps_done, 'step')}, {train.warmup_steps} warm-up)"
         )
         lines.append(
             f"  phases    import {train.t_import_s:.2f} s, data {train.t_data_s:.2f} s, "
@@ -78,7 +78,8 @@ def format_run(record: RunRecord, results_path: str = "") -> str:
     if not math.isnan(monitor.cpu_util_mean):
         outside = monitor.neighbour_cpu_pct
         lines.append(
-            f"  CPU       {monitor.cpu_util_mean:.0f}% of all cores on average ({monitor.monitor_samples} samples)"
+            f"  CPU       {monitor.cpu_util_mean:.0f}% of all cores on average "
+            f"({counted(monitor.monitor_samples, 'sample')})"
             + ("" if math.isnan(outside) else f"; outside this run: {outside:.0f}% of a core while it trained")
         )
     lines.extend(neighbour_warning(monitor.neighbour_cpu_pct))
@@ -112,7 +113,7 @@ def _rank_lines(record: RunRecord) -> list[str]:
     steps = ", ".join(f"{ms:.2f}" for ms in ranks.rank_step_median_ms)
     lines = [
         f"  ranks     {spec.world_size} x batch {spec.batch_size} = global batch {spec.global_batch} "
-        f"({'nccl' if spec.is_cuda else 'gloo'}, {spec.nnodes} host(s)); median step per rank {steps} ms; "
+        f"({'nccl' if spec.is_cuda else 'gloo'}, {counted(spec.nnodes, 'host')}); median step per rank {steps} ms; "
         f"gradient all-reduce {fmt(ranks.allreduce_ms, '{:.3f} ms')} per step, inside compute "
         f"({fmt(100 * ranks.allreduce_share, '{:.0f}%')} of the step)"
     ]
@@ -130,10 +131,10 @@ def _compile_lines(train: TrainMetrics) -> list[str]:
     c = train.compile
     if math.isnan(c.compile_s):
         return []
-    pays = f"pays back after {c.compile_payback_steps:.0f} steps" if not math.isnan(c.compile_payback_steps) \
+    pays = f"pays back after {counted(c.compile_payback_steps, 'step')}" if not math.isnan(c.compile_payback_steps) \
         else "no payback"
     lines = [
-        f"  compile   {c.compile_s:.1f} s, {c.compile_graphs} graph(s), {c.recompiles} recompile(s), "
+        f"  compile   {c.compile_s:.1f} s, {counted(c.compile_graphs, 'graph')}, {counted(c.recompiles, 'recompile')}, "
         f"{c.compile_cache or 'no'} cache; eager step {fmt(c.eager_step_ms, '{:.3f} ms')} vs compiled "
         f"{fmt(c.compiled_step_ms, '{:.3f} ms')} (without data wait): {pays}"
     ]
@@ -180,19 +181,19 @@ def _kernel_lines(record: RunRecord) -> list[str]:
     per_step = found.per_step
     queue = found.runqueue_ms_per_step
     wait = f"run-queue wait {queue:.1f} ms/step" if math.isfinite(queue) else "run-queue wait n/a"
-    threads = f"{found.threads:.0f} thread{'s' * (found.threads != 1)}" if math.isfinite(found.threads) else \
+    threads = counted(found.threads, "thread") if math.isfinite(found.threads) else \
         "default threads"
-    cores = f" on {found.cores:.0f} cores" if math.isfinite(found.cores) else ""
+    cores = f" on {counted(found.cores, 'core')}" if math.isfinite(found.cores) else ""
     over = " (oversubscribed)" if found.oversubscribed else ""
     lines = [
-        f"  kernel    sys/user {fmt(found.sys_user, '{:.2f}')}, {per_step(found.minor_faults):,.0f} minor faults/step, "
-        f"{per_step(found.switches):,.0f} context switches/step ({per_step(found.voluntary):,.0f} voluntary), "
+        f"  kernel    sys/user {fmt(found.sys_user, '{:.2f}')}, "
+        f"{counted(per_step(found.minor_faults), 'minor fault')}/step, "
+        f"{counted(per_step(found.switches), 'context switch')}/step ({per_step(found.voluntary):,.0f} voluntary), "
         f"{wait}; {threads}{cores}{over}"
     ]
     monitor = record.monitor
     if math.isfinite(monitor.os_threads_max):
-        plural = "s" * (monitor.os_threads_max != 1)
-        lines[0] += (f"; {monitor.os_threads_max:.0f} OS thread{plural}, at most {monitor.runnable_max:.0f} "
+        lines[0] += (f"; {counted(monitor.os_threads_max, 'OS thread')}, at most {monitor.runnable_max:.0f} "
                      "runnable at once")
     if monitor.sched_note:
         lines.append(f"            ({monitor.sched_note})")
@@ -206,8 +207,20 @@ def syscall_lines(table: SyscallTable, top: int = 5) -> list[str]:
         return [f"  syscalls  {table.tool}: the tracer wrote no table"]
     calls = sum(c.calls for c in table.counts)
     seconds = sum(c.seconds for c in table.counts)
-    head = (f"  syscalls  {table.tool}, a separate traced run ({table.steps} steps, {fmt(table.real_s, '{:.1f} s')}, "
-            f"import included): {calls:,} calls, {seconds:.2f} s in all; top by seconds:")
+    head = (f"  syscalls  {table.tool}, a separate traced run ({counted(table.steps, 'step')}, "
+            f"{fmt(table.real_s, '{:.1f} s')}, "
+            f"import included): {counted(calls, 'call')}, {seconds:.2f} s in all; top by seconds:")
     rows = [f"            {c.syscall:<16} {c.calls:>10,} calls  {c.errors:>8,} errors  {c.seconds:8.3f} s"
             for c in table.top(top)]
-    return [head, *rows]
+    note = seconds_note(table.tool)
+    return [head, *rows, *([f"            ({note})"] if note else [])]
+
+
+def seconds_note(tool: str) -> str:
+    """What the seconds of a `--syscalls` table are, by the tracer that counted them; '' if unknown."""
+    if tool.startswith("strace"):
+        return ("strace's seconds estimate the kernel time in each call, but futex's include the time threads "
+                "slept in it waiting to be woken: not CPU time, so they can pass the run's sys time")
+    if tool.startswith("perf"):
+        return "perf's seconds are wall time in each call, sleeps included: not CPU time"
+    return ""
