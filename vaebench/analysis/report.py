@@ -439,8 +439,14 @@ def draw_figures(
 
 
 def stopped_early(runs: pd.DataFrame) -> bool:
-    """Whether a successful run stopped at `--steps` before its planned epochs ended."""
+    """Whether a successful run's last epoch was cut short by `--steps` (as the record says, or,
+    for a record from before it said, as its steps and epochs tell)."""
     for row in runs[runs["status"] == OK].to_dict("records"):
+        said = row.get("last_epoch_partial")
+        if isinstance(said, bool):
+            if said:
+                return True
+            continue
         spec = RunSpec.from_dict(row)
         planned = spec.epochs * math.ceil(spec.samples / spec.global_batch)
         if spec.steps is not None and number(row.get("steps_done")) < planned:
