@@ -20,7 +20,7 @@ from ..analysis import kernel
 from ..result import OK
 from ..stats import number
 from . import findings as fnd
-from .claim import AGREES, DISAGREES, Claim, Verdict, evaluate
+from .claim import AGREES, DISAGREES, FIGURE_FORMATS, Claim, Verdict, evaluate
 from .findings import Finding, WhatIf
 
 if TYPE_CHECKING:
@@ -29,13 +29,10 @@ if TYPE_CHECKING:
 MEASURED, PUBLISHED = "measured", "published"
 UTIL_HEADER = "GPU util % (NVML utilization.gpu)"
 # (column, header, format) of the comparison table, the blog's `time` output and more.
-COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("real_s", "real s", "{:.3f}"),
-    ("user_s", "user s", "{:.3f}"),
-    ("sys_s", "sys s", "{:.3f}"),
-    ("cpu_pct", "%CPU", "{:.0f}"),
-    ("gpu_util_mean", UTIL_HEADER, "{:.0f}"),
-    ("final_loss", "final loss", "{:.2f}"),
+COLUMNS: tuple[tuple[str, str, str], ...] = tuple(
+    (name, header, FIGURE_FORMATS[name]) for name, header in (
+        ("real_s", "real s"), ("user_s", "user s"), ("sys_s", "sys s"), ("cpu_pct", "%CPU"),
+        ("gpu_util_mean", UTIL_HEADER), ("final_loss", "final loss"))
 )
 SOURCE_NAMES = {"embedded-5k": "embedded-5k (5,000 real MNIST digits, repeated)", "mnist": "mnist (full MNIST)",
                 "synthetic": "synthetic (random pixels)"}
