@@ -389,7 +389,7 @@ def test_a_loader_gain_beside_busy_neighbours_is_not_called_the_input_pipeline()
     (whatif,) = fnd.what_ifs([AUDIT_TENSOR], base)
     assert (whatif.neighbour_cpu_pct, whatif.base_neighbour_cpu_pct) == (35.2, 119.0)
     assert whatif.busy == ("other processes used 119% of a core during the seed configuration run and 35% during "
-                           "the loader=tensor run (past 25%)")
+                           "the loader=tensor run, more than the 25% a comparison allows")
     (finding,) = fnd.pipeline_share([whatif], base)
     assert "was the input pipeline" not in finding.text and "share" not in finding.numbers
     assert finding.text.startswith("On cpu the input pipeline's share of the epoch is not estimated: other "
@@ -426,7 +426,7 @@ def test_an_allocator_beside_busy_neighbours_compares_faults_not_times() -> None
     (finding,) = fnd.allocator_effect([jemalloc], {"cpu": base})
     assert finding.text == ("--allocator jemalloc: minor faults per step 895 -> 15; its sys and step times are not "
                             "compared: other processes used 119% of a core during the seed configuration run and 68% "
-                            "during the threads=1,allocator=jemalloc run (past 25%).")
+                            "during the threads=1,allocator=jemalloc run, more than the 25% a comparison allows.")
     assert "speedup" not in finding.numbers and "ms" not in finding.text
 
 

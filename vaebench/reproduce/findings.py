@@ -80,7 +80,7 @@ def busy_beside(sides: Sequence[tuple[str, float]]) -> str:
         return ""
     busy[0] = busy[0].replace("%", "% of a core", 1)
     listed = busy[0] if len(busy) == 1 else ", ".join(busy[:-1]) + " and " + busy[-1]
-    return f"other processes used {listed} (past {NEIGHBOUR_LIMIT_PCT:.0f}%)"
+    return f"other processes used {listed}, more than the {NEIGHBOUR_LIMIT_PCT:.0f}% a comparison allows"
 
 
 def neighbours(row: Row) -> float:
@@ -402,7 +402,7 @@ def pipeline_share(whatifs: Sequence[WhatIf], baselines: Mapping[str, Row],
                          f"of its {published_gpu_real_s:.1f} s went to the input pipeline.")
         for w in (w for w in whatifs if w.device == device and not set(w.knobs) <= INPUT_KNOBS):
             compiled = f" (compile {w.compile_s:.1f} s included)" if w.compile_s > 0 else ""
-            beside = f" (not the change's alone: {w.busy})" if w.busy else ""
+            beside = f", not the change's alone: {w.busy}" if w.busy else ""
             text += (f" {w.change}: {w.speedup:.2f}x per epoch{compiled}, "
                      f"{w.steady_speedup:.2f}x in the steady state{beside}.")
         findings.append(Finding("pipeline", text, numbers))
