@@ -274,7 +274,10 @@ def test_reproduce_command_with_a_fake_runner(tmp_path: Path, monkeypatch: pytes
     assert len(storage.read_rows(out)) == 12
     # A second run reuses what the folder holds.
     assert main(args) == 0
-    assert "reused 12 runs" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "reused 12 runs" in text
+    assert f"12 runs on cpu with synthetic (256 samples/epoch); all already in {out}, none to run" in text
+    assert "about" not in text.splitlines()[0]  # was "12 runs ..., about 1:04" with nothing to run
     assert len(storage.read_rows(out)) == 12
 
 
@@ -301,6 +304,34 @@ def test_report_only_judges_a_folder_as_its_runs_were_planned(tmp_path: Path, mo
     # What the command line gives is taken as given.
     assert main(["reproduce", "--report-only", "--quick", "--out", str(full)]) == 0
     assert "read from the runs" not in capsys.readouterr().out
+
+
+def test_report_only_refuses_a_sizing_the_folder_has_no_seed_runs_of(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from vaebench import machine
+
+    monkeypatch.setattr(reproduce, "run_once", fake_run)
+    monkeypatch.setattr(machine, "_ldconfig_allocators", lambda: ())
+    quick = tmp_path / "quick"
+    assert main(["reproduce", "--device", "cpu", "--data", "synthetic", "--samples", "256", "--quick",
+                 "--out", str(quick)]) == 0
+    good = (quick / "reproduce.md").read_text()
+    capsys.readouterr()
+    # Was: exit 0, an empty measured table, and reproduce.md overwritten with it.
+    assert main(["reproduce", "--report-only", "--epochs", "3", "--out", str(quick)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"--report-only --epochs 3: {quick} holds no seed run of that plan (cpu 3 epochs)" in err
+    assert "its runs were planned with --quick" in err
+    assert (quick / "reproduce.md").read_text() == good
+    assert main(["reproduce", "--report-only", "--out", str(quick)]) == 0
+
+
+def test_report_only_on_an_empty_folder_names_reproduce(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reproduce", "--report-only", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"no results at {tmp_path}: run `vaebench reproduce --out {tmp_path}` first" in err
+    assert "vaebench sweep" not in err
 
 
 @pytest.mark.slow
