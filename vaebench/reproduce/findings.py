@@ -75,10 +75,10 @@ def busy_beside(sides: Sequence[tuple[str, float]]) -> str:
     loader=tensor run`: the runs among `sides` (a label and the run's `neighbour_cpu_pct`) that
     `rules.contended` calls contended; empty where none is. Two such runs differ by more than
     the change between them, so a ratio of them says nothing about the change."""
-    busy = [f"{pct:.0f}% during the {label} run" for label, pct in sides if contended(pct)]
-    if not busy:
+    runs = [(label, pct) for label, pct in sides if contended(pct)]
+    if not runs:
         return ""
-    busy[0] = busy[0].replace("%", "% of a core", 1)
+    busy = [f"{pct:.0f}%{'' if i else ' of a core'} during the {label} run" for i, (label, pct) in enumerate(runs)]
     listed = busy[0] if len(busy) == 1 else ", ".join(busy[:-1]) + " and " + busy[-1]
     return f"other processes used {listed}, more than the {NEIGHBOUR_LIMIT_PCT:.0f}% a comparison allows"
 
