@@ -827,19 +827,26 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     outcome = None
     if args.report_only:
         _refuse_beside(args, "--report-only", allowed=("report_only", "claim", "quick", "epochs", "out"))
-        if not args.quick and args.epochs is None:  # as the folder's runs were planned
+        given = args.quick or args.epochs is not None
+        if not given:  # as the folder's runs were planned
             args.quick, args.epochs = reproduce.sizing_of_folder(claim.run, out)
-            sizing = " ".join(["--quick"] * args.quick + [f"--epochs {args.epochs}"] * (args.epochs is not None))
+            sizing = reproduce.sizing_flags(args.quick, args.epochs)
             print(f"judging the runs in {out} as planned {'with ' + sizing if sizing else 'in full'} "
                   "(read from the runs; give --quick or --epochs to choose)")
         plan = reproduce.plan_of_folder(claim.run, out, quick=args.quick, epochs=args.epochs)
+        if given:
+            reproduce.check_held(claim.run, plan, out, quick=args.quick, epochs=args.epochs)
     else:
         caps = capabilities(probe_torch=args.device != "cpu")  # CUDA is asked through torch
         plan, data = reproduce.prepare(claim.run, caps, device=args.device, quick=args.quick, epochs=args.epochs,
                                        data=args.data, samples=args.samples, data_dir=args.data_dir)
-        total = sum(estimate_s(run.spec, history_of(out)) for run in plan.runs)
+        todo, history = reproduce.remaining(plan, data, out, force=args.force), history_of(out)
+        done = len(plan.runs) - len(todo)
+        estimate = f", about {format_duration(sum(estimate_s(spec, history) for spec in todo))}"
+        left = (f"; all already in {out}, none to run" if not todo
+                else f"; {done} already in {out}, {len(todo)} to run{estimate}" if done else estimate)
         print(f"reproduce {claim.name}: {len(plan.runs)} runs on {', '.join(plan.devices)} with {data.source} "
-              f"({data.samples:,} samples/epoch), about {format_duration(total)}"
+              f"({data.samples:,} samples/epoch){left}"
               + ("" if caps.cuda_devices or args.device else "; no CUDA GPU here, so only the CPU side runs"))
         options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz,
                              progress=sys.stderr.isatty(), sweep="reproduce")

@@ -96,6 +96,19 @@ def test_relations_judged_with_known_ratios(tmp_path: Path) -> None:
     assert "0.10x" in sys_.detail and "published 2.00x" in sys_.detail and "cpu" in sys_.detail
 
 
+def test_a_relation_writes_its_figures_as_the_table_does(tmp_path: Path) -> None:
+    from vaebench.reproduce.report import COLUMNS
+
+    claim = claims.load(write(tmp_path, GOOD))
+    measured = {"gpu": [{"label": "cuda:0", "real_s": 5.0, "gpu_util_mean": 9.4}],
+                "cpu": [{"label": "cpu", "real_s": 5.2, "user_s": 10.0, "sys_s": 0.5944}]}
+    verdicts = {v.relation.id: v for v in claims.evaluate(claim, measured)}
+    # Was `= 0.5944 is 0.06x ... = 10`, beside 0.594 and 10.000 in the table.
+    assert "sys_s of cpu = 0.594 is 0.06x user_s of cpu = 10.000" in verdicts["sys"].detail
+    assert "gpu_util_mean of cuda:0 = 9 is 0.63x 15 " in verdicts["idle"].detail
+    assert all(spec == claims.FIGURE_FORMATS[name] for name, _, spec in COLUMNS)
+
+
 def test_agrees_and_a_verdict_per_gpu(tmp_path: Path) -> None:
     claim = claims.load(write(tmp_path, GOOD))
     measured = {

@@ -48,7 +48,7 @@ def test_a_graphed_steps_stream_time_bounds_the_devices_work_without_a_trace() -
     finding = fnd.step_split(row)
     assert finding is not None
     assert finding.numbers["graph_busy_step_frac"] == pytest.approx(0.2845 / 0.2884)
-    assert "device works at most 99% of the 0.288 ms step" in finding.text
+    assert "device works at most 99% of the 0.288 ms median step" in finding.text
     assert "not busy time" not in finding.text
     eager = fnd.step_split(row | {"cuda_graphs": False})
     assert eager is not None and "not busy time" in eager.text and "graph_busy_step_frac" not in eager.numbers
@@ -74,10 +74,10 @@ def test_device_time_per_step_is_set_beside_the_unprofiled_step() -> None:
     assert "81% of the kernel time went to kernels with fewer thread blocks than the GPU has SMs" in finding.text
     assert finding.numbers["device_busy_ms"] == 1.6
     assert finding.numbers["gpu_busy_step_frac"] == pytest.approx(1.6 / 2.0)
-    assert "1.600 ms of device work per step fill 80% of the unprofiled 2.00 ms step" in finding.text
+    assert "1.600 ms of device work per step fill 80% of the unprofiled 2.00 ms mean step" in finding.text
     assert fnd.step_split(row | {"profile_busy_ms_per_step": 3.0}).numbers["gpu_busy_step_frac"] == 1.0
     timed = fnd.step_split(row | {"step_median_ms": 1.7})  # the run's own median step, where recorded
-    assert timed is not None and "fill 94% of the unprofiled 1.70 ms step" in timed.text
+    assert timed is not None and "fill 94% of the unprofiled 1.70 ms median step" in timed.text
 
 
 def test_a_host_op_share_on_a_gpu_run_is_not_gpu_busy() -> None:
@@ -267,9 +267,9 @@ def test_rung_steps_name_the_wait_each_knob_removed() -> None:
     ]
     texts = [f.text for f in fnd.rung_steps(rows)]
     # The compiled optimizer builds on the graphs: set against them.
-    assert texts.pop(3).startswith("adam=compiled (against loader=device,sync=epoch,cuda_graphs=on): step 0.377")
-    assert texts[0].startswith("loader=device (against seed configuration): step 8.900 -> 2.440 ms")
-    assert "data wait 6.750 -> 0.070 ms" in texts[0]
+    assert texts.pop(3).startswith("adam=compiled (against loader=device,sync=epoch,cuda_graphs=on): median step 0.377")
+    assert texts[0].startswith("loader=device (against seed configuration): median step 8.900 -> 2.440 ms")
+    assert "data wait 6.750 -> 0.070 ms per step (mean)" in texts[0]
     assert texts[2].startswith("cuda_graphs=on (against loader=device,sync=epoch)") and "5.94x" in texts[2]
     # compile replaces the graphs: it is set against the rung below both, not against cuda-graphs.
     assert texts[3].startswith("compile=reduce-overhead (against loader=device,sync=epoch)")
@@ -373,3 +373,115 @@ def test_the_sys_claim_names_the_machine_differences_that_can_account_for_it() -
     held = fnd.sys_claim("agrees", 2.17, sweep, {"logical_cores": 20}, here)
     assert held is not None and "holds here" in held.text
     assert fnd.sys_claim("not testable here", 2.17, sweep, {}, here) is None
+
+
+# The auditor's --quick run on the 2-core VM: every run beside a busy neighbour, the seed's at
+# 119% of a core; its step split had data wait at 11% of the step, compute at 89%.
+AUDIT_BASE = {"device": "cpu", "loader": "reference", "allocator": "system", "epoch_s": 64.67,
+              "samples_per_s": 1780.8, "step_median_ms": 71.88, "split_data_ms": 15.25, "split_copy_ms": 0.01,
+              "split_compute_ms": 122.04, "split_sync_ms": 0.04, "neighbour_cpu_pct": 119.0}
+AUDIT_TENSOR = AUDIT_BASE | {"loader": "tensor", "epoch_s": 7.11, "samples_per_s": 13872.6, "split_data_ms": 0.31,
+                             "split_compute_ms": 13.10, "neighbour_cpu_pct": 35.2}
+
+
+def test_a_loader_gain_beside_busy_neighbours_is_not_called_the_input_pipeline() -> None:
+    base = {"cpu": AUDIT_BASE}
+    (whatif,) = fnd.what_ifs([AUDIT_TENSOR], base)
+    assert (whatif.neighbour_cpu_pct, whatif.base_neighbour_cpu_pct) == (35.2, 119.0)
+    assert whatif.busy == ("other processes used 119% of a core during the seed configuration run and 35% during "
+                           "the loader=tensor run, more than the 25% a comparison allows")
+    (finding,) = fnd.pipeline_share([whatif], base)
+    assert "was the input pipeline" not in finding.text and "share" not in finding.numbers
+    assert finding.text.startswith("On cpu the input pipeline's share of the epoch is not estimated: other "
+                                   "processes used 119% of a core during the seed configuration run")
+    assert finding.numbers["contended"] == 1.0
+
+
+def test_a_loader_gain_is_the_input_pipelines_only_up_to_the_step_splits_data_wait() -> None:
+    quiet_base = AUDIT_BASE | {"neighbour_cpu_pct": 2.0}
+    base = {"cpu": quiet_base}
+    (finding,) = fnd.pipeline_share(fnd.what_ifs([AUDIT_TENSOR | {"neighbour_cpu_pct": 3.0}], base),
+                                    base, published_gpu_real_s=76.44)
+    input_share = (15.25 + 0.01) / (15.25 + 0.01 + 122.04 + 0.04)
+    assert finding.numbers["input_share"] == pytest.approx(input_share)
+    assert finding.numbers["share"] == pytest.approx(input_share)  # not the 89% the epochs differ by
+    assert finding.numbers["gain"] == pytest.approx(1 - 7.11 / 64.67)
+    assert "89% of the seed configuration's epoch was the input pipeline" not in finding.text
+    assert "data wait and copy at only 11% of the seed configuration's step" in finding.text
+    assert "host compute 122.04 -> 13.10 ms per step" in finding.text and "a loader does not change" in finding.text
+    # A gain within the split's data wait is the input pipeline's.
+    split = quiet_base | {"split_data_ms": 60.0, "split_compute_ms": 77.0}
+    (held,) = fnd.pipeline_share(fnd.what_ifs([AUDIT_TENSOR | {"neighbour_cpu_pct": 3.0,
+                                                                "epoch_s": 40.0}], {"cpu": split}), {"cpu": split})
+    assert held.numbers["share"] == pytest.approx(1 - 40.0 / 64.67)
+    assert "38% of the seed configuration's epoch was the input pipeline, as its step split allows" in held.text
+
+
+def test_an_allocator_beside_busy_neighbours_compares_faults_not_times() -> None:
+    from tests.analysis.test_kernel import ALLOCATOR_RUN, WAKEUPS_RUN
+
+    base = ALLOCATOR_RUN | {"step_median_ms": 71.88, "neighbour_cpu_pct": 119.0}
+    jemalloc = WAKEUPS_RUN | {"threads": 1, "allocator": "jemalloc", "step_median_ms": 12.75,
+                              "neighbour_cpu_pct": 67.5}
+    (finding,) = fnd.allocator_effect([jemalloc], {"cpu": base})
+    assert finding.text == ("--allocator jemalloc: minor faults per step 895 -> 15; its sys and step times are not "
+                            "compared: other processes used 119% of a core during the seed configuration run and 68% "
+                            "during the threads=1,allocator=jemalloc run, more than the 25% a comparison allows.")
+    assert "speedup" not in finding.numbers and "ms" not in finding.text
+
+
+def test_thread_and_policy_comparisons_beside_busy_neighbours_assert_no_cause() -> None:
+    from tests.analysis.test_kernel import OVERSUBSCRIBED_RUN
+
+    rows = [cpu(1, 10.0, 1.0, 5000, cores=2), cpu(2, 12.0, 1.2, 9000, cores=2, neighbour_cpu_pct=90.0)]
+    finding = fnd.thread_scaling(rows)
+    assert finding is not None and finding.numbers["contended"] == 1.0
+    assert "no sign of spin-waiting" not in finding.text and "Sys does not grow" not in finding.text
+    assert "is not read from this: other processes used 90% of a core during the 2-thread run" in finding.text
+    default = OVERSUBSCRIBED_RUN | {"samples_per_s": 4000.0, "neighbour_cpu_pct": 90.0}
+    active = OVERSUBSCRIBED_RUN | {"omp_wait_policy": "active", "samples_per_s": 2000.0}
+    policy = fnd.wait_policy_effect([default], [active])
+    assert policy is not None and "samples/s" not in policy.text
+    assert "--omp-wait-policy active at 16 threads is not compared: other processes used 90% of a core" in policy.text
+
+
+def test_the_contention_finding_names_each_busy_run() -> None:
+    finding = fnd.contention([AUDIT_BASE | {"epochs": 1}, AUDIT_TENSOR | {"epochs": 1},
+                              AUDIT_BASE | {"loader": "device", "neighbour_cpu_pct": 4.0}])
+    assert finding is not None and finding.numbers["contended_runs"] == 2.0
+    assert finding.text.startswith("Other processes competed for the CPU during 2 of 3 runs, using more than 25% "
+                                   "of a core while they trained (cpu seed configuration (1 epoch) 119%, cpu "
+                                   "loader=tensor (1 epoch) 35%)")
+    assert fnd.contention([AUDIT_BASE | {"neighbour_cpu_pct": 4.0}]) is None
+
+
+def test_the_step_split_says_its_step_is_a_mean() -> None:
+    finding = fnd.step_split(AUDIT_BASE)
+    assert finding is not None and "a training step took 137.34 ms on the host (mean over its steps)" in finding.text
+
+
+def test_the_sys_claim_says_the_pool_grows_kernel_time_only_where_the_sweep_shows_it() -> None:
+    here = {"fp_logical_cores": 2, "fp_openmp_runtime": "", "fp_sandbox": "", "sys_s": 1.465, "user_s": 56.66,
+            "fp_torch_threads": 2}
+    # --quick: no sweep, so nothing says how kernel time grows with the pool.
+    quick = fnd.sys_claim("disagrees", 2.17, [], {"logical_cores": 20}, here)
+    assert quick is not None and "Kernel time here" not in quick.text
+    assert "No thread sweep here shows how kernel time grows with the pool" in quick.text
+    # The auditor's sweep: sys x0.89 against user x0.97 from 1 to 4 threads.
+    sweep = [cpu(1, 6.40, 0.70, 8384, cores=2), cpu(4, 6.23, 0.63, 7193, cores=2)]
+    scaling = fnd.thread_scaling(sweep)
+    assert scaling is not None and "Sys does not grow faster than user" in scaling.text
+    flat = fnd.sys_claim("disagrees", 2.17, sweep, {"logical_cores": 20}, here)
+    assert flat is not None and "Kernel time here does not grow faster than user time with the pool" in flat.text
+    assert "sys went x0.90, user x0.97" in flat.text
+    growing = [cpu(1, 10.0, 1.0, 5000, cores=2), cpu(4, 12.0, 9.0, 6000, cores=2)]
+    grown = fnd.sys_claim("disagrees", 2.17, growing, {"logical_cores": 20}, here)
+    assert grown is not None and "Kernel time here grows faster than user time with the pool" in grown.text
+    busy = [growing[0], growing[1] | {"neighbour_cpu_pct": 80.0}]
+    unknown = fnd.sys_claim("disagrees", 2.17, busy, {"logical_cores": 20}, here)
+    assert unknown is not None and "grows faster" not in unknown.text and "busy neighbours" in unknown.text
+
+
+def test_the_published_cores_difference_does_not_assert_sys_grows_with_threads() -> None:
+    finding = fnd.machine_finding("20-core CPU", {"logical_cores": 20}, {"fp_logical_cores": 2})
+    assert finding is not None and "kernel (sys) time can grow with threads" in finding.text

@@ -159,6 +159,63 @@ def test_the_printed_text_marks_published_rows_and_verdicts(tmp_path: Path) -> N
     assert (tmp_path / "reproduce.png").stat().st_size > 5000
 
 
+def test_busy_neighbours_are_flagged_in_the_tables_and_notes(tmp_path: Path) -> None:
+    busy = MEASURED.copy()
+    busy["neighbour_cpu_pct"] = [119.0, 119.0, 4.0, 35.2, math.nan]
+    comparison = reproduce_report.compare(BLOG, busy, quick=False, cuda_devices=0)
+    (whatif,) = comparison.whatifs
+    assert (whatif.neighbour_cpu_pct, whatif.base_neighbour_cpu_pct) == (35.2, 119.0)
+    text = reproduce_report.render_text(comparison)
+    assert "35 / 119 busy" in text and "busy: processes outside the run used more than 25% of a core" in text
+    threads = {r["threads"]: r["neighbour_cpu_pct"] for r in comparison.threads.to_dict("records")}
+    assert threads == {1: 4.0, 2: 119.0}
+    assert "119 busy" in reproduce_report.render_markdown(comparison)
+    assert any(n.startswith("The cpu (2 cores, 2 threads) seed run trained beside other processes using 119% of a "
+                            "core") for n in comparison.notes)
+    pipeline = next(f for f in comparison.findings if f.topic == "pipeline")
+    assert "not estimated" in pipeline.text and "was the input pipeline" not in pipeline.text
+    quiet = reproduce_report.compare(BLOG, MEASURED, quick=False, cuda_devices=0)
+    assert "busy" not in reproduce_report.render_text(quiet)
+    assert reproduce_report.neighbour_cell(math.nan, math.nan) == "-"
+    assert reproduce_report.neighbour_cell(12.4) == "12"
+
+
+def test_the_notes_and_figure_say_how_many_epochs_each_row_ran() -> None:
+    comparison = reproduce_report.compare(BLOG, MEASURED, epochs=3, cuda_devices=0)
+    epochs = next(n for n in comparison.notes if "instead of 10" in n)
+    # Was: "real times are about 3/10 of the published ones", which they are not.
+    assert "3/10 of the published" not in epochs
+    assert "about 3/10 of what a 10-epoch run here would take" in epochs
+    assert any("docs/examples/nvidia-h200/README.md" in n for n in comparison.notes)  # the GPU half, elsewhere
+    fig = reproduce_report.figure(comparison)
+    assert fig is not None
+    ax = fig.axes[0]
+    labels = [label.get_text() for label in ax.get_xticklabels()]
+    assert labels[0].endswith("(embedded-5k, 10 epochs)") and labels[1].endswith("(published, 10 epochs)")
+    assert "published (hatched, 10 epochs)" in ax.get_title()
+
+
+def test_no_successful_run_says_so_instead_of_empty_findings(tmp_path: Path) -> None:
+    failed = pd.DataFrame([{"status": "failed", "device": "cpu", "roles": "seed,baseline", "reason": "timeout",
+                            "loader": "reference"}])
+    comparison = reproduce_report.compare(BLOG, failed, quick=True, cuda_devices=0)
+    assert comparison.findings == [] and comparison.succeeded == 0
+    text = reproduce_report.render_text(comparison)
+    assert text.endswith("Findings:\n  None: no run succeeded (the failures are listed above).")
+    markdown = reproduce_report.render_markdown(comparison)
+    assert "## Findings\n\nNone: no run succeeded" in markdown
+    assert "No thread sweep with --quick, so reproduce_threads.csv holds only its header" in markdown
+
+
+def test_the_whatif_csv_names_its_knobs_as_plain_text(tmp_path: Path) -> None:
+    gpu_rows = pd.DataFrame([row("cuda:0", "seed,baseline", 1, 10.0, 9.0, 1.0),
+                             row("cuda:0", "what-if", 1, 5.0, 4.0, 1.0, loader="tensor", pin_memory=True)])
+    comparison = reproduce_report.compare(BLOG, gpu_rows, quick=True, cuda_devices=1)
+    reproduce_report.write(comparison, tmp_path)
+    csv = pd.read_csv(tmp_path / "reproduce_whatif.csv")
+    assert csv["knobs"].tolist() == ["loader,pin_memory"]  # was "('loader', 'pin_memory')"
+
+
 def test_a_gpu_row_is_judged_and_labelled() -> None:
     gpu = row("cuda:0", "seed", 10, 60.0, 70.0, 20.0, gpu_util_mean=9.0, fp_gpu_name="NVIDIA H100",
               split_data_ms=1.2, split_copy_ms=0.05, split_compute_ms=0.5, split_sync_ms=0.25,
@@ -217,7 +274,10 @@ def test_reproduce_command_with_a_fake_runner(tmp_path: Path, monkeypatch: pytes
     assert len(storage.read_rows(out)) == 12
     # A second run reuses what the folder holds.
     assert main(args) == 0
-    assert "reused 12 runs" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "reused 12 runs" in text
+    assert f"12 runs on cpu with synthetic (256 samples/epoch); all already in {out}, none to run" in text
+    assert "about" not in text.splitlines()[0]  # was "12 runs ..., about 1:04" with nothing to run
     assert len(storage.read_rows(out)) == 12
 
 
@@ -244,6 +304,34 @@ def test_report_only_judges_a_folder_as_its_runs_were_planned(tmp_path: Path, mo
     # What the command line gives is taken as given.
     assert main(["reproduce", "--report-only", "--quick", "--out", str(full)]) == 0
     assert "read from the runs" not in capsys.readouterr().out
+
+
+def test_report_only_refuses_a_sizing_the_folder_has_no_seed_runs_of(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from vaebench import machine
+
+    monkeypatch.setattr(reproduce, "run_once", fake_run)
+    monkeypatch.setattr(machine, "_ldconfig_allocators", lambda: ())
+    quick = tmp_path / "quick"
+    assert main(["reproduce", "--device", "cpu", "--data", "synthetic", "--samples", "256", "--quick",
+                 "--out", str(quick)]) == 0
+    good = (quick / "reproduce.md").read_text()
+    capsys.readouterr()
+    # Was: exit 0, an empty measured table, and reproduce.md overwritten with it.
+    assert main(["reproduce", "--report-only", "--epochs", "3", "--out", str(quick)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"--report-only --epochs 3: {quick} holds no seed run of that plan (cpu 3 epochs)" in err
+    assert "its runs were planned with --quick" in err
+    assert (quick / "reproduce.md").read_text() == good
+    assert main(["reproduce", "--report-only", "--out", str(quick)]) == 0
+
+
+def test_report_only_on_an_empty_folder_names_reproduce(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reproduce", "--report-only", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"no results at {tmp_path}: run `vaebench reproduce --out {tmp_path}` first" in err
+    assert "vaebench sweep" not in err
 
 
 @pytest.mark.slow

@@ -27,6 +27,10 @@ from ..sweep import read_toml, toml_run_value
 DEFAULT_CLAIM = "blog-3090"
 CLAIM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # a packaged claim's name: no dots, no separators
 FIGURES = ("real_s", "user_s", "sys_s", "cpu_pct", "gpu_util_mean", "final_loss", "epoch_s", "samples_per_s")
+# How each figure is written, in the comparison table and in a relation's sentence alike, so
+# that one value never reads 0.5944 in one place and 0.594 in the other.
+FIGURE_FORMATS = {"real_s": "{:.3f}", "user_s": "{:.3f}", "sys_s": "{:.3f}", "cpu_pct": "{:.0f}",
+                  "gpu_util_mean": "{:.0f}", "final_loss": "{:.2f}", "epoch_s": "{:.3f}", "samples_per_s": "{:,.0f}"}
 MACHINE_FIELDS = ("cpu_model", "logical_cores", "physical_cores", "gpu_name", "torch", "cuda", "blas", "os")
 DEVICE_KINDS = ("cpu", "cuda", "mps")
 OPS = ("<", ">")
@@ -163,11 +167,15 @@ def _verdict(relation: Relation, rows: Mapping[str, Mapping[str, Any]], labels: 
     outcome = relation.judge(ratio)
     need = "below" if relation.op == "<" else "above"
     detail = (
-        f"here {_side(relation.left, labels)} = {left:.4g} is {ratio:.2f}x "
-        f"{_side(relation.right, labels)} = {right:.4g} "
+        f"here {_side(relation.left, labels)} = {_value(relation.left, left)} is {ratio:.2f}x "
+        f"{_side(relation.right, labels)} = {_value(relation.right, right)} "
         f"(the claim needs {need} 1x, +-{relation.tolerance:.0%} too close to call; published {published:.2f}x)"
     )
     return Verdict(relation, outcome, ratio, published, detail, labels)
+
+
+def _value(operand: Operand, value: float) -> str:
+    return f"{value:g}" if operand.is_constant else FIGURE_FORMATS[operand.figure].format(value)
 
 
 def _side(operand: Operand, labels: Mapping[str, str]) -> str:

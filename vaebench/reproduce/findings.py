@@ -15,7 +15,7 @@ from typing import Any
 from ..analysis import kernel
 from ..analysis.attribution import FP16_SYNC, share_of_step
 from ..analysis.trace import NO_DEVICE_ROWS, NO_DEVICE_SOURCE, from_device_rows
-from ..rules import INPUT_BOUND_SHARE
+from ..rules import INPUT_BOUND_SHARE, NEIGHBOUR_LIMIT_PCT, contended
 from ..spec import DEFAULT, SPEED_KNOBS, RunSpec
 from ..stats import number
 
@@ -32,7 +32,7 @@ HOST_PARTS = (("data", "data wait"), ("copy", "copy to the device"), ("compute",
 CONTENDED = 25.0
 # How a measured fingerprint field differs from a published one, and why it could matter.
 MACHINE_WHY = {
-    "logical_cores": "torch's default thread count follows the cores, and kernel (sys) time grows with threads",
+    "logical_cores": "torch's default thread count follows the cores, and kernel (sys) time can grow with threads",
     "cpu_model": "the CPU's speed sets the CPU run's compute and the GPU run's data pipeline",
     "gpu_name": "the GPU's kernel and launch speed set the GPU run's compute",
     "torch": "torch versions change kernels, the OpenMP thread pool and the DataLoader",
@@ -59,6 +59,32 @@ class WhatIf:
     steady_speedup: float  # steady-state samples/s over the seed configuration's
     compile_s: float = math.nan
     knobs: tuple[str, ...] = ()  # the run fields this what-if changes
+    compute_ms: float = math.nan  # mean host compute per step (the step split's)
+    neighbour_cpu_pct: float = math.nan  # processes outside the run, percent of a core, while it trained
+    base_neighbour_cpu_pct: float = math.nan  # the same during the seed configuration's run it is set against
+
+    @property
+    def busy(self) -> str:
+        """Whose neighbours were busy (`busy_beside`), this run's or its baseline's; empty if neither."""
+        return busy_beside([("seed configuration", self.base_neighbour_cpu_pct),
+                            (self.change, self.neighbour_cpu_pct)])
+
+
+def busy_beside(sides: Sequence[tuple[str, float]]) -> str:
+    """`other processes used 119% of a core during the seed configuration run and 35% during the
+    loader=tensor run`: the runs among `sides` (a label and the run's `neighbour_cpu_pct`) that
+    `rules.contended` calls contended; empty where none is. Two such runs differ by more than
+    the change between them, so a ratio of them says nothing about the change."""
+    runs = [(label, pct) for label, pct in sides if contended(pct)]
+    if not runs:
+        return ""
+    busy = [f"{pct:.0f}%{'' if i else ' of a core'} during the {label} run" for i, (label, pct) in enumerate(runs)]
+    listed = busy[0] if len(busy) == 1 else ", ".join(busy[:-1]) + " and " + busy[-1]
+    return f"other processes used {listed}, more than the {NEIGHBOUR_LIMIT_PCT:.0f}% a comparison allows"
+
+
+def neighbours(row: Row) -> float:
+    return number(row.get("neighbour_cpu_pct"))
 
 
 def step_split(row: Row) -> Finding | None:
@@ -77,7 +103,7 @@ def step_split(row: Row) -> Finding | None:
         for name, label in HOST_PARTS if not math.isnan(parts[name])
     )
     numbers = {f"{name}_ms": value for name, value in parts.items()} | {"step_ms": step}
-    text = f"On {device} a training step took {step:.2f} ms on the host: {shares}."
+    text = f"On {device} a training step took {step:.2f} ms on the host (mean over its steps): {shares}."
     if device.startswith("cuda"):
         text += _gpu_busy(row, numbers)
     input_share = sum(0.0 if math.isnan(parts[k]) else parts[k] for k in ("data", "copy")) / step
@@ -91,13 +117,13 @@ def _unprofiled_busy(row: Row, numbers: dict[str, float]) -> str:
     """The trace's device time per step against the unprofiled step: the run's median step, or
     where a record lacks it the host split's sum (`numbers["step_ms"]`)."""
     busy_ms, median = number(row.get("profile_busy_ms_per_step")), number(row.get("step_median_ms"))
-    step = median if median > 0 else numbers["step_ms"]
+    step, which = (median, "median") if median > 0 else (numbers["step_ms"], "mean")
     share = share_of_step(busy_ms, step)
     if math.isnan(share):
         return ""
     numbers |= {"device_busy_ms": busy_ms, "gpu_busy_step_frac": share}
     return (f" Its {busy_ms:.3f} ms of device work per step fill {100 * share:.0f}% of the unprofiled "
-            f"{step:.2f} ms step: the profiler slows the host, not the kernels.")
+            f"{step:.2f} ms {which} step: the profiler slows the host, not the kernels.")
 
 
 def _graph_busy(row: Row, stream_ms: float, numbers: dict[str, float]) -> str:
@@ -109,7 +135,7 @@ def _graph_busy(row: Row, stream_ms: float, numbers: dict[str, float]) -> str:
         return "."
     numbers["graph_busy_step_frac"] = share
     return (f": the step is one CUDA graph, queued at once, so no launch gaps lie inside that time, and the "
-            f"device works at most {100 * share:.0f}% of the {period:.3f} ms step.")
+            f"device works at most {100 * share:.0f}% of the {period:.3f} ms median step.")
 
 
 def _gpu_busy(row: Row, numbers: dict[str, float]) -> str:
@@ -160,8 +186,11 @@ def own_cpu_pct(row: Row) -> float:
 
 
 def contention(rows: Sequence[Row]) -> Finding | None:
-    """Whether other processes competed for the CPU: the outside monitor's mean use of all cores
-    against the run's own use of them over the same window."""
+    """Whether other processes competed for the CPU: each run's `neighbour_cpu_pct` where recorded
+    (the rule `rules.contended` applies); for older records, the outside monitor's mean use of all
+    cores against the run's own use of them over the same window."""
+    if any(not math.isnan(neighbours(r)) for r in rows):
+        return _neighbour_contention(rows)
     worst, worst_row = -math.inf, None
     for row in rows:
         others = number(row.get("cpu_util_mean")) - own_cpu_pct(row)
@@ -174,6 +203,23 @@ def contention(rows: Sequence[Row]) -> Finding | None:
             f"({change_label(worst_row)}) the machine's cores were {machine:.0f}% busy while the run itself used "
             f"{machine - worst:.0f}% of them, so times here are inflated and their ratios noisy.")
     return Finding("contention", text, {"others_pct": worst})
+
+
+def _neighbour_contention(rows: Sequence[Row]) -> Finding | None:
+    busy = [r for r in rows if contended(neighbours(r))]
+    if not busy:
+        return None
+    runs = ", ".join(f"{r.get('device')} {change_label(r)}{_epochs(r)} {neighbours(r):.0f}%" for r in busy)
+    text = (f"Other processes competed for the CPU during {len(busy)} of {len(rows)} runs, using more than "
+            f"{NEIGHBOUR_LIMIT_PCT:.0f}% of a core while they trained ({runs}): their times are inflated, and "
+            "comparisons that involve them are withheld or marked below.")
+    return Finding("contention", text, {"contended_runs": float(len(busy)),
+                                        "neighbour_pct_max": max(neighbours(r) for r in busy)})
+
+
+def _epochs(row: Row) -> str:
+    epochs = number(row.get("epochs"))
+    return "" if math.isnan(epochs) else f" ({epochs:.0f} epoch{'' if epochs == 1 else 's'})"
 
 
 def thread_count(row: Row) -> int | None:
@@ -206,7 +252,8 @@ def thread_scaling(rows: Sequence[Row]) -> Finding | None:
     speedup = rate[1] / rate[0] if rate[0] > 0 else math.nan
     cores = int(number(b.get("fp_logical_cores"))) if not math.isnan(number(b.get("fp_logical_cores"))) else None
     numbers = {"threads_low": low, "threads_high": high, "sys_user_low": ratio[0], "sys_user_high": ratio[1],
-               "user_growth": user_growth, "sys_growth": sys_growth, "speedup": speedup}
+               "user_growth": user_growth, "sys_growth": sys_growth, "speedup": speedup,
+               "sys_outgrows_user": float(sys_growth >= SYS_FASTER * user_growth)}
     on = f" on {cores} cores" if cores else ""
     text = (f"From {low} to {high} threads{on}, user time went {user[0]:.1f} -> {user[1]:.1f} s ({user_growth:.2f}x) "
             f"and sys {sys_[0]:.2f} -> {sys_[1]:.2f} s ({sys_growth:.2f}x), so sys/user went "
@@ -214,6 +261,10 @@ def thread_scaling(rows: Sequence[Row]) -> Finding | None:
     if not math.isnan(speedup):
         text += (f", while samples/s went {rate[0]:,.0f} -> {rate[1]:,.0f} ({speedup:.2f}x, "
                  f"{100 * speedup / (high / low):.0f}% of linear)")
+    busy = busy_beside([(f"{low}-thread", neighbours(a)), (f"{high}-thread", neighbours(b))])
+    if busy:
+        numbers["contended"] = 1.0
+        return Finding("threads", text + f". What the threads did is not read from this: {busy}.", numbers)
     text += ". " + _thread_verdict(numbers, ratio[1], cores, by_threads)
     return Finding("threads", text, numbers)
 
@@ -222,7 +273,7 @@ def _thread_verdict(numbers: dict[str, float], top_ratio: float, cores: int | No
                     ) -> str:
     over = sorted(t for t in by_threads if cores and t > cores)
     parts = []
-    faster = numbers["sys_growth"] >= SYS_FASTER * numbers["user_growth"]
+    faster = numbers["sys_outgrows_user"] == 1.0
     if faster and top_ratio >= SYS_HEAVY:
         parts.append("sys grows faster than user and reaches a large share of it: threads spin-waiting and sleeping "
                      "in the kernel at OpenMP barriers, since each op is too small to split; fewer threads would cost "
@@ -281,6 +332,9 @@ def what_ifs(rows: Sequence[Row], baselines: Mapping[str, Row]) -> list[WhatIf]:
             steady_speedup=rate / base_rate if base_rate > 0 else math.nan,
             compile_s=number(row.get("compile_s")),
             knobs=changed_knobs(row),
+            compute_ms=number(row.get("split_compute_ms")),
+            neighbour_cpu_pct=neighbours(row),
+            base_neighbour_cpu_pct=neighbours(base),
         ))
     return out
 
@@ -314,8 +368,10 @@ def _differs(value: Any, seed: Any) -> bool:
 def pipeline_share(whatifs: Sequence[WhatIf], baselines: Mapping[str, Row],
                    published_gpu_real_s: float = math.nan) -> list[Finding]:
     """How much of the seed configuration's epoch the input pipeline took, per device: the gain
-    of the fastest change of the input pipeline alone (loader, pinned memory); the changes of the
-    step itself (sync, CUDA graphs, compile) are listed after it with their own gains."""
+    of the fastest change of the input pipeline alone (loader, pinned memory), but no more than
+    the data wait and copy the seed configuration's step split measured, since a loader removes
+    only those; the changes of the step itself (sync, CUDA graphs, compile) are listed after it
+    with their own gains. Runs beside busy neighbours are not compared."""
     findings = []
     for device, base in baselines.items():
         loaders = [w for w in whatifs if w.device == device and w.knobs and set(w.knobs) <= INPUT_KNOBS
@@ -324,15 +380,19 @@ def pipeline_share(whatifs: Sequence[WhatIf], baselines: Mapping[str, Row],
             continue
         best = min(loaders, key=lambda w: w.epoch_s)
         base_epoch = number(base.get("epoch_s"))
-        share = 1.0 - best.epoch_s / base_epoch
-        numbers = {"base_epoch_s": base_epoch, "best_epoch_s": best.epoch_s, "share": share}
-        if share <= 0:
+        gain = 1.0 - best.epoch_s / base_epoch
+        numbers = {"base_epoch_s": base_epoch, "best_epoch_s": best.epoch_s, "gain": gain}
+        if best.busy:
+            numbers["contended"] = 1.0
+            text = (f"On {device} the input pipeline's share of the epoch is not estimated: {best.busy}, so "
+                    f"{best.change}'s {best.speedup:.2f}x against the reference pipeline is not the loader's.")
+        elif gain <= 0:
+            numbers["share"] = gain
             text = (f"On {device} no loader beat the seed's reference pipeline ({best.change}: {best.epoch_s:.2f} s "
                     f"against {base_epoch:.2f} s per epoch): the input pipeline was not what cost time.")
         else:
-            text = (f"On {device}, {best.change} ran an epoch in {best.epoch_s:.2f} s against the reference "
-                    f"pipeline's {base_epoch:.2f} s ({best.speedup:.2f}x): {100 * share:.0f}% of the seed "
-                    "configuration's epoch was the input pipeline.")
+            text = _input_share_text(device, best, base, numbers)
+            share = numbers["share"]
             if device == "cpu" and published_gpu_real_s > 0 and not any(d.startswith("cuda") for d in baselines):
                 text += (f" How much of the published GPU run's {published_gpu_real_s:.1f} s was the input pipeline "
                          "needs a GPU run here.")
@@ -340,13 +400,49 @@ def pipeline_share(whatifs: Sequence[WhatIf], baselines: Mapping[str, Row],
                 numbers["published_pipeline_s"] = share * published_gpu_real_s
                 text += (f" If the published GPU run split the same way, about {share * published_gpu_real_s:.0f} s "
                          f"of its {published_gpu_real_s:.1f} s went to the input pipeline.")
-        beyond = [w for w in whatifs if w.device == device and not set(w.knobs) <= INPUT_KNOBS]
-        for w in beyond:
+        for w in (w for w in whatifs if w.device == device and not set(w.knobs) <= INPUT_KNOBS):
             compiled = f" (compile {w.compile_s:.1f} s included)" if w.compile_s > 0 else ""
+            beside = f", not the change's alone: {w.busy}" if w.busy else ""
             text += (f" {w.change}: {w.speedup:.2f}x per epoch{compiled}, "
-                     f"{w.steady_speedup:.2f}x in the steady state.")
+                     f"{w.steady_speedup:.2f}x in the steady state{beside}.")
         findings.append(Finding("pipeline", text, numbers))
     return findings
+
+
+# Single runs vary by several percent: a loader's gain this far past the step split's input
+# share is still read as the input pipeline's.
+SHARE_SLACK = 0.05
+
+
+def input_share(row: Row) -> float:
+    """Data wait and copy over the whole step, from the run's step split; NaN without one."""
+    parts = [number(row.get(f"split_{name}_ms")) for name, _ in HOST_PARTS]
+    step = sum(v for v in parts if not math.isnan(v))
+    waits = sum(v for v in parts[:2] if not math.isnan(v))
+    return waits / step if step > 0 else math.nan
+
+
+def _input_share_text(device: str, best: WhatIf, base: Row, numbers: dict[str, float]) -> str:
+    """The share of the epoch that was the input pipeline, a faster loader's gain checked against
+    the step split; fills `numbers["share"]` (and `input_share`, where there is a split)."""
+    gain = numbers["gain"]
+    text = (f"On {device}, {best.change} ran an epoch in {best.epoch_s:.2f} s against the reference "
+            f"pipeline's {numbers['base_epoch_s']:.2f} s ({best.speedup:.2f}x)")
+    measured = input_share(base)
+    if math.isnan(measured):
+        numbers["share"] = gain
+        return (text + f": up to {100 * gain:.0f}% of the seed configuration's epoch was the input pipeline (no "
+                "step split to check it against).")
+    numbers |= {"input_share": measured, "share": min(gain, measured)}
+    if gain <= measured + SHARE_SLACK:
+        return (text + f": {100 * gain:.0f}% of the seed configuration's epoch was the input pipeline, as its step "
+                f"split allows (data wait and copy {100 * measured:.0f}% of the step).")
+    compute = (number(base.get("split_compute_ms")), best.compute_ms)
+    moved = (f" (host compute {compute[0]:.2f} -> {compute[1]:.2f} ms per step)"
+             if not any(math.isnan(c) for c in compute) else "")
+    return (text + f", but the step split had data wait and copy at only {100 * measured:.0f}% of the seed "
+            f"configuration's step: that much of its epoch was the input pipeline, and the rest of the gain came "
+            f"from elsewhere{moved}, which a loader does not change.")
 
 
 STEP_PARTS = (("data", "data wait"), ("copy", "copy"), ("compute", "host compute (launching, on a GPU)"),
@@ -373,13 +469,17 @@ def rung_steps(rows: Sequence[Row]) -> list[Finding]:
                    for name, _ in STEP_PARTS}
         changes = {k: v for k, v in changes.items() if not math.isnan(v)}
         knobs = ",".join(f"{k}={'on' if mine[k] == 'True' else mine[k]}" for k in added)
-        text = (f"{knobs} (against {change_label(before)}): step "
+        text = (f"{knobs} (against {change_label(before)}): median step "
                 f"{step_a:.3f} -> {step_b:.3f} ms ({step_a / step_b:.2f}x)")
         part = min(changes, key=lambda k: changes[k]) if changes else None
         if part is not None and changes[part] < 0:
             a, b = number(before.get(f"split_{part}_ms")), number(after.get(f"split_{part}_ms"))
-            text += f"; {dict(STEP_PARTS)[part]} {a:.3f} -> {b:.3f} ms per step"
+            text += f"; {dict(STEP_PARTS)[part]} {a:.3f} -> {b:.3f} ms per step (mean)"
         numbers = {"step_before_ms": step_a, "step_after_ms": step_b} | {f"{k}_delta_ms": v for k, v in changes.items()}
+        busy = busy_beside([(change_label(before), neighbours(before)), (change_label(after), neighbours(after))])
+        if busy:
+            numbers["contended"] = 1.0
+            text += f"; not the knob's alone: {busy}"
         found.append(Finding("rung", text + ".", numbers))
     return found
 
@@ -388,7 +488,8 @@ def kernel_anatomy(sweep: Sequence[Row]) -> Finding | None:
     """Where the CPU sweep's kernel time went, from the counters of its training windows: how
     sys/user, voluntary switches and minor faults per step moved from the fewest threads to the
     most, and the cause `analysis.kernel` names at each end."""
-    by_threads = {t: c for r in sweep if (t := thread_count(r)) is not None and (c := kernel.counters(r)) is not None}
+    rows = {t: r for r in sweep if (t := thread_count(r)) is not None and kernel.counters(r) is not None}
+    by_threads = {t: c for t, r in rows.items() if (c := kernel.counters(r)) is not None}
     if len(by_threads) < 2:
         return None
     low, high = min(by_threads), max(by_threads)
@@ -408,8 +509,12 @@ def kernel_anatomy(sweep: Sequence[Row]) -> Finding | None:
         numbers |= {"runqueue_ms_low": queue[0], "runqueue_ms_high": queue[1]}
     text += (f". At {low} thread{'s' if low > 1 else ''} the kernel time is {verdict_a.label} "
              f"({_costs(verdict_a)}); at {high} it is {verdict_b.label} ({_costs(verdict_b)}).")
+    busy = busy_beside([(f"{low}-thread", neighbours(rows[low])), (f"{high}-thread", neighbours(rows[high]))])
     flat = FLAT_LOW <= faults[1] / faults[0] <= FLAT_HIGH if faults[0] > 0 else False
-    if flat and verdict_b.cause != kernel.ALLOCATOR:
+    if busy:
+        numbers["contended"] = 1.0
+        text += f" How the counters moved is not read as the threads' doing: {busy}."
+    elif flat and verdict_b.cause != kernel.ALLOCATOR:
         text += " The faults stay flat while the switches grow: the threads, not the allocator, add the kernel time."
     return Finding("kernel", text, numbers)
 
@@ -432,6 +537,11 @@ def wait_policy_effect(sweep: Sequence[Row], policy_rows: Sequence[Row]) -> Find
         base, other = (kernel.counters(r) for r in pairs[top])
         if base is None or other is None:
             continue
+        busy = busy_beside([("default policy's", neighbours(pairs[top][0])), (policy, neighbours(pairs[top][1]))])
+        if busy:
+            found.append(f"--omp-wait-policy {policy} at {top} threads is not compared: {busy}")
+            numbers[f"{policy}_contended"] = 1.0
+            continue
         speed = number(pairs[top][1].get("samples_per_s")) / number(pairs[top][0].get("samples_per_s"))
         found.append(f"--omp-wait-policy {policy} at {top} threads: sys {base.sys_s:.2f} -> {other.sys_s:.2f} s, "
                      f"user {base.user_s:.2f} -> {other.user_s:.2f} s, voluntary switches per step "
@@ -446,7 +556,9 @@ def wait_policy_effect(sweep: Sequence[Row], policy_rows: Sequence[Row]) -> Find
 
 
 def allocator_effect(whatif_rows: Sequence[Row], baselines: Mapping[str, Row]) -> list[Finding]:
-    """Each preloaded allocator against glibc's, same configuration otherwise: faults, sys, speed."""
+    """Each preloaded allocator against glibc's, same configuration otherwise: faults, sys, speed.
+    Beside busy neighbours only the faults are compared: a neighbour does not add page faults
+    to a run, but it does stretch its times."""
     found = []
     for row in whatif_rows:
         allocator = str(row.get("allocator") or "system")
@@ -456,14 +568,20 @@ def allocator_effect(whatif_rows: Sequence[Row], baselines: Mapping[str, Row]) -
         mine, theirs = kernel.counters(row), kernel.counters(base)
         if mine is None or theirs is None:
             continue
+        numbers = {"faults_before": theirs.per_step(theirs.minor_faults),
+                   "faults_after": mine.per_step(mine.minor_faults)}
+        text = (f"--allocator {allocator}: minor faults per step {numbers['faults_before']:,.0f} -> "
+                f"{numbers['faults_after']:,.0f}")
+        busy = busy_beside([("seed configuration", neighbours(base)), (change_label(row), neighbours(row))])
+        if busy:
+            numbers["contended"] = 1.0
+            found.append(Finding("kernel", f"{text}; its sys and step times are not compared: {busy}.", numbers))
+            continue
         step = (number(base.get("step_median_ms")), number(row.get("step_median_ms")))
         speed = step[0] / step[1] if step[1] > 0 else math.nan
-        text = (f"--allocator {allocator}: minor faults per step {theirs.per_step(theirs.minor_faults):,.0f} -> "
-                f"{mine.per_step(mine.minor_faults):,.0f}, sys over the training window {theirs.sys_s:.2f} -> "
-                f"{mine.sys_s:.2f} s, median step {step[0]:.2f} -> {step[1]:.2f} ms ({speed:.2f}x)")
-        numbers = {"faults_before": theirs.per_step(theirs.minor_faults),
-                   "faults_after": mine.per_step(mine.minor_faults), "sys_before": theirs.sys_s,
-                   "sys_after": mine.sys_s, "speedup": speed}
+        text += (f", sys over the training window {theirs.sys_s:.2f} -> {mine.sys_s:.2f} s, median step "
+                 f"{step[0]:.2f} -> {step[1]:.2f} ms ({speed:.2f}x)")
+        numbers |= {"sys_before": theirs.sys_s, "sys_after": mine.sys_s, "speedup": speed}
         found.append(Finding("kernel", text + ".", numbers))
     return found
 
@@ -491,18 +609,10 @@ def sys_claim(outcome: str, published_sys_user: float, sweep: Sequence[Row], mac
                        "accounting, not a host kernel's, so the ratio is not comparable")
     published_cores = number(machine.get("logical_cores"))
     if published_cores > cores:
-        switches = [(t, c.per_step(c.voluntary)) for r in rows if (t := thread_count(r)) and
-                    (c := kernel.counters(r)) is not None]
-        grow = ""
-        if len(switches) >= 2:
-            (t0, v0), (t1, v1) = min(switches), max(switches)
-            grow = (f" (here voluntary switches per step went {v0:,.0f} -> {v1:,.0f} from {t0} to {t1} threads: "
-                    "each parallel op wakes every sleeping thread of the pool)")
-        reasons.append(f"cores: {published_cores:.0f} published against {cores:.0f} here. Kernel time here grows "
-                       f"with the pool{grow}, but a pool larger than the cores keeps at most {cores:.0f} threads in "
-                       f"the kernel at once and queues the rest; {published_cores:.0f} cores let "
-                       f"{published_cores:.0f} threads sleep and wake in parallel. Only a machine with many cores "
-                       "can show whether that is the published ratio")
+        reasons.append(f"cores: {published_cores:.0f} published against {cores:.0f} here. {_pool_growth(sweep, rows)}"
+                       f"A pool larger than the cores keeps at most {cores:.0f} threads in the kernel at once and "
+                       f"queues the rest; {published_cores:.0f} cores let {published_cores:.0f} threads sleep and "
+                       "wake in parallel. Only a machine with many cores can show whether that is the published ratio")
     runtime = str(here.get("fp_openmp_runtime") or "")
     if runtime and "openmp_runtime" not in machine:
         reasons.append(f"the OpenMP runtime: {runtime} here; the published machine's is not published (pip's torch "
@@ -513,6 +623,30 @@ def sys_claim(outcome: str, published_sys_user: float, sweep: Sequence[Row], mac
     if reasons:
         text += " What differs: " + "; ".join(reasons) + "."
     return Finding("claim", text, {"sys_user_top": ratio, "published_sys_user": published_sys_user})
+
+
+def _pool_growth(sweep: Sequence[Row], rows: Sequence[Row]) -> str:
+    """Whether kernel time grew faster than user time with the thread pool here, by the rule and
+    the runs of `thread_scaling`, as a sentence; where the sweep cannot say, a sentence saying why."""
+    scaling = thread_scaling(sweep)
+    if scaling is None:
+        return "No thread sweep here shows how kernel time grows with the pool (run without --quick). "
+    n = scaling.numbers
+    if n.get("contended"):
+        return "The thread sweep's ends ran beside busy neighbours, so it cannot say how kernel time grows here. "
+    switches = [(t, c.per_step(c.voluntary)) for r in rows if (t := thread_count(r)) and
+                (c := kernel.counters(r)) is not None]
+    woken = ""
+    if len(switches) >= 2:
+        (t0, v0), (t1, v1) = min(switches), max(switches)
+        woken = (f"; voluntary switches per step went {v0:,.0f} -> {v1:,.0f} from {t0} to {t1} threads: each "
+                 "parallel op wakes every sleeping thread of the pool")
+    growth = (f"from {n['threads_low']:.0f} to {n['threads_high']:.0f} threads sys went x{n['sys_growth']:.2f}, "
+              f"user x{n['user_growth']:.2f}{woken}")
+    if n["sys_outgrows_user"]:
+        return f"Kernel time here grows faster than user time with the pool ({growth}). "
+    return (f"Kernel time here does not grow faster than user time with the pool ({growth}), so the pool does not "
+            "explain the published ratio on these cores. ")
 
 
 def _times(pair: tuple[float, float]) -> str:

@@ -164,7 +164,16 @@ def prepare(
 def plan_of_folder(run: Mapping[str, Any], folder: Path, *, quick: bool, epochs: int | None = None) -> Plan:
     """The plan that filled a results folder, rebuilt from its records (devices, data, samples,
     the CPU's cores and torch's default threads there), to report on it again without running."""
-    return make_plan(run, quick=quick, epochs=epochs, **_planned_on(storage.load_runs(folder), folder))
+    return make_plan(run, quick=quick, epochs=epochs, **_planned_on(_runs_of(folder), folder))
+
+
+def _runs_of(folder: Path) -> pd.DataFrame:
+    """The folder's records; where it holds none, the error names the command that fills it."""
+    try:
+        return storage.load_runs(folder)
+    except storage.NoResults:
+        raise storage.NoResults(f"no results at {folder}: run `vaebench reproduce --out {folder}` first "
+                                "(--report-only judges the runs already there)") from None
 
 
 def _planned_on(runs: pd.DataFrame, folder: Path) -> dict[str, Any]:
@@ -185,7 +194,7 @@ def sizing_of_folder(run: Mapping[str, Any], folder: Path) -> tuple[bool, int | 
     """The --quick and --epochs that planned a folder's reproduce runs: the largest plan the folder
     holds every run of or, where it holds no plan whole, the one most of its runs belong to (the
     full plan on a tie). A quick plan's runs are part of the full one's, hence the largest."""
-    runs = storage.load_runs(folder)
+    runs = _runs_of(folder)
     planned_on = _planned_on(runs, folder)
     keys = set(runs["spec_key"]) if "spec_key" in runs else set()
     mine = runs[runs["sweep"] == "reproduce"] if "sweep" in runs else runs
@@ -196,6 +205,41 @@ def sizing_of_folder(run: Mapping[str, Any], folder: Path) -> tuple[bool, int | 
     whole = [i for i, plan in enumerate(plans) if plan and held[i] == len(plan)]
     best = max(whole, key=lambda i: len(plans[i])) if whole else max(range(len(plans)), key=lambda i: held[i])
     return sizings[best]
+
+
+def sizing_flags(quick: bool, epochs: int | None) -> str:
+    """`--quick`, `--epochs 3`, or empty for the claim's own length."""
+    return " ".join(["--quick"] * quick + [f"--epochs {epochs}"] * (epochs is not None))
+
+
+def check_held(run: Mapping[str, Any], plan: Plan, folder: Path, *, quick: bool, epochs: int | None) -> None:
+    """Refuse to judge a folder on a plan whose seed runs it lacks: the table would hold no
+    measured row, and reproduce.md would be overwritten with nothing. The error says how the
+    folder's runs were planned."""
+    held = set(_runs_of(folder)["spec_key"])
+    missing = [spec for spec in plan.with_role(SEED) if spec.key() not in held]
+    if not missing:
+        return
+    given = sizing_flags(quick, epochs) or "in full"
+    lacks = ", ".join(f"{spec.device} {spec.epochs} epoch{'' if spec.epochs == 1 else 's'}" for spec in missing)
+    found = sizing_of_folder(run, folder)
+    if found == (quick, epochs):
+        again = " ".join(["vaebench reproduce", sizing_flags(quick, epochs)]).strip()
+        raise UsageError(f"--report-only {given}: {folder} lacks seed runs of that plan ({lacks}); run `{again}` "
+                         "again without --report-only to finish them")
+    holds = f"with {sizing_flags(*found)}" if any(found) else "in full (no --quick, no --epochs)"
+    raise UsageError(f"--report-only {given}: {folder} holds no seed run of that plan ({lacks}); its runs were "
+                     f"planned {holds}: give that, or neither --quick nor --epochs to read it from the runs")
+
+
+def _planned(plan: Plan, data: DataInfo) -> list[Planned]:
+    return [Planned(Point(run.spec, 0), data) for run in plan.runs]
+
+
+def remaining(plan: Plan, data: DataInfo, out: Path, *, force: bool = False) -> list[RunSpec]:
+    """The plan's runs that `run_plan` would run: those without a successful run in `out`, or all."""
+    todo, _ = pending(_planned(plan, data), out, force)
+    return [planned.point.spec for planned in todo]
 
 
 def judge(claim: Claim, plan: Plan, folder: Path, *, quick: bool, epochs: int | None) -> tuple[str, Path]:
@@ -220,8 +264,7 @@ def run_plan(
     report: Callable[[str], None] = print,
 ) -> tuple[SweepOutcome, int]:
     """Run what the folder lacks (everything with `force`); return the outcome and the reused count."""
-    planned = [Planned(Point(run.spec, 0), data) for run in plan.runs]
-    todo, reused = pending(planned, options.out, force)
+    todo, reused = pending(_planned(plan, data), options.out, force)
     # run_once is looked up here, at call time, so that tests can stand in a fake runner.
     return run_points(todo, options, force=force, report=report, run=run_once), reused
 

@@ -7,6 +7,7 @@ ones, the claim's relations judged, the what-if and thread tables, and the findi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,9 +19,10 @@ import pandas as pd
 from .._format import fmt, markdown_table, text_table
 from ..analysis import kernel
 from ..result import OK
+from ..rules import NEIGHBOUR_LIMIT_PCT, contended
 from ..stats import number
 from . import findings as fnd
-from .claim import AGREES, DISAGREES, Claim, Verdict, evaluate
+from .claim import AGREES, DISAGREES, FIGURE_FORMATS, Claim, Verdict, evaluate
 from .findings import Finding, WhatIf
 
 if TYPE_CHECKING:
@@ -29,14 +31,12 @@ if TYPE_CHECKING:
 MEASURED, PUBLISHED = "measured", "published"
 UTIL_HEADER = "GPU util % (NVML utilization.gpu)"
 # (column, header, format) of the comparison table, the blog's `time` output and more.
-COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("real_s", "real s", "{:.3f}"),
-    ("user_s", "user s", "{:.3f}"),
-    ("sys_s", "sys s", "{:.3f}"),
-    ("cpu_pct", "%CPU", "{:.0f}"),
-    ("gpu_util_mean", UTIL_HEADER, "{:.0f}"),
-    ("final_loss", "final loss", "{:.2f}"),
+COLUMNS: tuple[tuple[str, str, str], ...] = tuple(
+    (name, header, FIGURE_FORMATS[name]) for name, header in (
+        ("real_s", "real s"), ("user_s", "user s"), ("sys_s", "sys s"), ("cpu_pct", "%CPU"),
+        ("gpu_util_mean", UTIL_HEADER), ("final_loss", "final loss"))
 )
+GPU_EXAMPLE = "docs/examples/nvidia-h200/README.md"  # this command's GPU half, run on an H200
 SOURCE_NAMES = {"embedded-5k": "embedded-5k (5,000 real MNIST digits, repeated)", "mnist": "mnist (full MNIST)",
                 "synthetic": "synthetic (random pixels)"}
 
@@ -52,6 +52,8 @@ class Comparison:
     notes: list[str] = field(default_factory=list)  # what to keep in mind when reading the table
     failed: list[str] = field(default_factory=list)
     short_epochs: int = 0  # the length of the what-if and thread-sweep runs
+    succeeded: int = 0  # runs that finished
+    quick: bool = False  # planned with --quick: no thread sweep
 
 
 def compare(claim: Claim, measured: pd.DataFrame, *, quick: bool = False, cuda_devices: int = 0,
@@ -76,10 +78,12 @@ def compare(claim: Claim, measured: pd.DataFrame, *, quick: bool = False, cuda_d
         whatifs=whatifs,
         threads=thread_table([*sweep, *policies]),
         findings=_findings(claim, ok, seeds, (sweep, policies), whatifs, baselines, by_id, verdicts),
-        notes=_notes(claim, ok, 1 if quick else epochs, cuda_devices),
+        notes=_notes(claim, ok, 1 if quick else epochs, cuda_devices) + _busy_seeds(seeds),
         failed=[f"{device_label(r)}, {fnd.change_label(r)} ({r.get('roles', '')}): {r.get('reason', '')}" for r in rows
                 if r.get("status") != OK],
         short_epochs=int(min((number(r.get("epochs")) for r in baselines.values()), default=0)),
+        succeeded=len(ok),
+        quick=quick,
     )
 
 
@@ -143,7 +147,7 @@ def comparison_table(claim: Claim, seeds: list[dict[str, Any]]) -> pd.DataFrame:
 
 THREAD_COLUMNS = ("threads", "wait_policy", "user_s", "sys_s", "sys_user", "samples_per_s", "ctx_involuntary",
                   "train_sys_user", "faults_per_step", "voluntary_per_step", "involuntary_per_step",
-                  "runqueue_ms_per_step", "kernel_cause")
+                  "runqueue_ms_per_step", "kernel_cause", "neighbour_cpu_pct")
 
 
 def thread_table(sweep: list[dict[str, Any]]) -> pd.DataFrame:
@@ -159,7 +163,8 @@ def thread_table(sweep: list[dict[str, Any]]) -> pd.DataFrame:
                      "sys_user": number(r.get("sys_s")) / number(r.get("user_s")),
                      "samples_per_s": number(r.get("samples_per_s")),
                      "ctx_involuntary": number(r.get("ctx_involuntary")), **per_step,
-                     "kernel_cause": verdict.label if verdict is not None else ""})
+                     "kernel_cause": verdict.label if verdict is not None else "",
+                     "neighbour_cpu_pct": fnd.neighbours(r)})
     return pd.DataFrame(rows, columns=list(THREAD_COLUMNS))
 
 
@@ -190,16 +195,25 @@ def _notes(claim: Claim, ok: list[dict[str, Any]], epochs: int | None, cuda_devi
         )
     published_epochs = int(claim.run.get("epochs", 10))
     if epochs is not None and epochs != published_epochs:
-        notes.append(f"{epochs} epoch{'' if epochs == 1 else 's'} instead of {published_epochs} (sized to fit), so "
-                     f"real times are about {epochs}/{published_epochs} of the published ones and include a larger "
-                     "share of start-up; compare ratios, not seconds.")
+        notes.append(f"{epochs} epoch{'' if epochs == 1 else 's'} instead of {published_epochs} (sized to fit): the "
+                     f"measured rows are {epochs}-epoch runs beside the published {published_epochs}-epoch ones, so "
+                     f"their times are about {epochs}/{published_epochs} of what a {published_epochs}-epoch run here "
+                     "would take, plus a larger share of start-up; compare ratios, not seconds.")
     if cuda_devices == 0:
         gpus = ", ".join(p.label for p in claim.published if p.device == "cuda")
         if gpus:
             notes.append(f"No CUDA GPU measured here: the GPU side is not measured; the published {gpus} row is "
-                         "shown as published and its relations are not testable here.")
+                         "shown as published and its relations are not testable here. What this command measures "
+                         f"on a GPU: an NVIDIA H200's run in {GPU_EXAMPLE} (in vaebench's repository).")
     notes.append("Single runs on a shared machine: timings are noisy by several percent.")
     return notes
+
+
+def _busy_seeds(seeds: list[dict[str, Any]]) -> list[str]:
+    """A note per measured seed row beside a busy neighbour: the relations are judged on it."""
+    return [f"The {device_label(r)} seed run trained beside other processes using {fnd.neighbours(r):.0f}% of a core "
+            f"(past {NEIGHBOUR_LIMIT_PCT:.0f}%): its times are inflated, and so are the relations judged on them."
+            for r in seeds if contended(fnd.neighbours(r))]
 
 
 def _has_role(row: Mapping[str, Any], role: str) -> bool:
@@ -239,11 +253,32 @@ def _verdict_lines(comparison: Comparison) -> list[str]:
 
 
 def _whatif_cells(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
-    headers = ["device", "change", "epoch s", "speed-up (epoch)", "samples/s", "speed-up (steady state)"]
+    headers = ["device", "change", "epoch s", "speed-up (epoch)", "samples/s", "speed-up (steady state)",
+               "neighbours % of a core (this run / seed config.)"]
     rows = [[w.device, w.change, fmt(w.epoch_s, "{:.2f}", missing="-"), fmt(w.speedup, "{:.2f}x", missing="-"),
-             fmt(w.samples_per_s, "{:,.0f}", missing="-"), fmt(w.steady_speedup, "{:.2f}x", missing="-")]
+             fmt(w.samples_per_s, "{:,.0f}", missing="-"), fmt(w.steady_speedup, "{:.2f}x", missing="-"),
+             neighbour_cell(w.neighbour_cpu_pct, w.base_neighbour_cpu_pct)]
             for w in comparison.whatifs]
     return headers, rows
+
+
+BUSY = "busy"
+BUSY_NOTE = (f"{BUSY}: processes outside the run used more than {NEIGHBOUR_LIMIT_PCT:.0f}% of a core while it (or the "
+             "run it is set against) trained, so its figures are not the change's alone.")
+
+
+def neighbour_cell(*pcts: float) -> str:
+    """`35 / 119 busy`: what processes outside each run used while it trained, in percent of a
+    core, marked where any passes `rules.contended`; `-` where none was recorded."""
+    if all(math.isnan(p) for p in pcts):
+        return "-"
+    cell = " / ".join(fmt(p, "{:.0f}", missing="-") for p in pcts)
+    return f"{cell} {BUSY}" if any(contended(p) for p in pcts) else cell
+
+
+def _busy_rows(comparison: Comparison) -> bool:
+    sides = [p for w in comparison.whatifs for p in (w.neighbour_cpu_pct, w.base_neighbour_cpu_pct)]
+    return any(contended(number(p)) for p in [*sides, *comparison.threads["neighbour_cpu_pct"]])
 
 
 THREAD_CELLS = (("user_s", "{:.2f}"), ("sys_s", "{:.2f}"), ("sys_user", "{:.3f}"), ("samples_per_s", "{:,.0f}"),
@@ -253,9 +288,10 @@ THREAD_CELLS = (("user_s", "{:.2f}"), ("sys_s", "{:.2f}"), ("sys_user", "{:.3f}"
 
 def _thread_cells(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     headers = ["threads", "wait policy", "user s", "sys s", "sys/user", "samples/s", "sys/user (train)",
-               "faults/step", "vol. sw/step", "invol. sw/step", "run-queue ms/step", "kernel time goes to"]
+               "faults/step", "vol. sw/step", "invol. sw/step", "run-queue ms/step", "kernel time goes to",
+               "neighbours % of a core"]
     rows = [[str(r["threads"]), r["wait_policy"], *(fmt(r[name], spec, missing="-") for name, spec in THREAD_CELLS),
-             r["kernel_cause"] or "-"]
+             r["kernel_cause"] or "-", neighbour_cell(r["neighbour_cpu_pct"])]
             for r in comparison.threads.to_dict("records")]
     return headers, rows
 
@@ -272,8 +308,16 @@ def render_text(comparison: Comparison) -> str:
                 _indent(text_table(*_whatif_cells(comparison))), ""]
     if not comparison.threads.empty:
         out += [f"CPU threads ({_short(comparison)} each):", _indent(text_table(*_thread_cells(comparison))), ""]
+    out += [f"  {BUSY_NOTE}", ""] if _busy_rows(comparison) else []
     out += ["Findings:", *(f"  - {f.text}" for f in comparison.findings)]
+    out += [] if comparison.findings else [f"  {_no_findings(comparison)}"]
     return "\n".join(out)
+
+
+def _no_findings(comparison: Comparison) -> str:
+    if not comparison.succeeded:
+        return "None: no run succeeded (the failures are listed above)."
+    return "None: the runs that succeeded hold nothing to build one from."
 
 
 def render_markdown(comparison: Comparison, report_link: str = "report.md") -> str:
@@ -289,7 +333,12 @@ def render_markdown(comparison: Comparison, report_link: str = "report.md") -> s
         out += [f"## What if ({_short(comparison)} each)", "", markdown_table(*_whatif_cells(comparison)), ""]
     if not comparison.threads.empty:
         out += ["## CPU threads", "", markdown_table(*_thread_cells(comparison)), ""]
-    out += ["## Findings", "", *(f"- {f.text}" for f in comparison.findings), ""]
+    elif comparison.quick:
+        out += ["## CPU threads", "", "No thread sweep with --quick, so reproduce_threads.csv holds only its header; "
+                "run without --quick for it.", ""]
+    out += [BUSY_NOTE, ""] if _busy_rows(comparison) else []
+    findings = [f"- {f.text}" for f in comparison.findings] or [_no_findings(comparison)]
+    out += ["## Findings", "", *findings, ""]
     out += [f"The runs themselves: [{report_link}]({report_link}).", ""]
     return "\n".join(out)
 
@@ -320,16 +369,30 @@ def figure(comparison: Comparison) -> Figure | None:
             ax.bar(x + (i - 1) * width, row[column], width, color=f"C{i}", hatch="//" if published else None,
                    edgecolor="white" if published else None, alpha=0.6 if published else 1.0,
                    label=name if x == 0 else None)
-    labels = [f"{r['device']}\n({PUBLISHED})" if r["source"] == PUBLISHED else f"{r['device']}\n({r['data']}, "
-              f"{fmt(r['epochs'], '{:.0f}', missing='-')} epoch{'' if r['epochs'] == 1 else 's'})"
-              for r in table.to_dict("records")]
+    records = table.to_dict("records")
+    labels = [f"{r['device']}\n({PUBLISHED if r['source'] == PUBLISHED else r['data']}, {_epochs(r['epochs'])})"
+              for r in records]
     ax.set_xticks(range(len(table)), labels, fontsize=8)
     ax.set_yscale("log")
-    ax.set_ylabel("seconds (log scale)")
-    ax.set_title("real, user and sys per device: measured (solid) and published (hatched)")
+    ax.set_ylabel("seconds for the whole run (log scale)")
+    lengths = {src: " and ".join(sorted({_epochs(r["epochs"]) for r in records if r["source"] == src}))
+               for src in (MEASURED, PUBLISHED)}
+    ax.set_title(f"real, user and sys per device: measured (solid, {lengths[MEASURED] or 'none'}) and "
+                 f"published (hatched, {lengths[PUBLISHED]})", fontsize=10)
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def _epochs(epochs: Any) -> str:
+    count = number(epochs)
+    return "? epochs" if math.isnan(count) else f"{count:.0f} epoch{'' if count == 1 else 's'}"
+
+
+def whatif_frame(whatifs: list[WhatIf]) -> pd.DataFrame:
+    """The what-if rows as reproduce_whatif.csv holds them: `knobs` comma-joined (`loader,pin_memory`)."""
+    rows = [dataclasses.asdict(w) | {"knobs": ",".join(w.knobs)} for w in whatifs]
+    return pd.DataFrame(rows, columns=[f.name for f in dataclasses.fields(WhatIf)])
 
 
 def write(comparison: Comparison, folder: str | Path) -> Path:
@@ -338,7 +401,7 @@ def write(comparison: Comparison, folder: str | Path) -> Path:
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     comparison.table.to_csv(out / "reproduce.csv", index=False)
-    pd.DataFrame([w.__dict__ for w in comparison.whatifs]).to_csv(out / "reproduce_whatif.csv", index=False)
+    whatif_frame(comparison.whatifs).to_csv(out / "reproduce_whatif.csv", index=False)
     comparison.threads.to_csv(out / "reproduce_threads.csv", index=False)
     fig = figure(comparison)
     if fig is not None:
