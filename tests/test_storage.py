@@ -289,3 +289,14 @@ def test_energy_per_epoch_counts_a_step_limited_run_for_the_share_of_an_epoch_it
     row = record.to_row()
     assert row["gpu_energy_per_epoch_j"] == pytest.approx(64.0 * 60_000 / 2560)  # 2,560 samples of 60,000
     assert row["gpu_energy_per_sample_mj"] == pytest.approx(1e3 * 64.0 / 2560)
+
+
+def test_a_results_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    from vaebench.storage import UnreadableResults
+
+    (tmp_path / "runs.jsonl").mkdir()
+    with pytest.raises(UnreadableResults, match=r"runs.jsonl: cannot be read \(Is a directory\)"):
+        read_rows(tmp_path)
+    (tmp_path / "series").write_text("")
+    with pytest.raises(UnreadableResults, match=r"series/r1.json: cannot be read \(Not a directory\)"):
+        load_series(tmp_path, "r1")

@@ -339,3 +339,23 @@ def test_job_options_without_an_executor_that_takes_them_are_refused(tmp_path: P
                  "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--slurm-partition, --max-parallel" in err and "--executor slurm or submitit-local" in err
+
+
+def test_a_ledger_folder_that_is_a_file_is_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "points").write_text("")
+    assert main(["sweep", *TINY, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"results folder {tmp_path} cannot be written: {tmp_path / 'points'}: not a folder" in err
+    assert not (tmp_path / "runs.jsonl").exists()
+
+
+@pytest.mark.parametrize("command", [["sweep", "--status"], ["report"]])
+def test_a_results_file_that_is_a_folder_is_named_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    (tmp_path / "runs.jsonl").mkdir()
+    assert main([*command, str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "runs.jsonl: cannot be read (Is a directory)" in err and "Traceback" not in err

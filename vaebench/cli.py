@@ -292,9 +292,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK if record.status == OK else EXIT_FAILED
 
 
-def _check_io(args: argparse.Namespace, *, create: bool = True) -> None:
+def _check_io(args: argparse.Namespace, *, create: bool = True, also: tuple[str, ...] = ()) -> None:
     """Check the options of how to run (`sweep.run_options`) and, unless `create` is off (a dry
-    run creates nothing), create the results folder."""
+    run creates nothing), create the results folder; `also` names subfolders of it the command
+    writes besides the records' (`storage.unwritable`)."""
     from .sweep import run_options
 
     names = ("out", "data_dir", "timeout", "sample_hz")
@@ -309,7 +310,7 @@ def _check_io(args: argparse.Namespace, *, create: bool = True) -> None:
         raise UsageError(f"results folder {out} cannot be created: {exc.strerror or exc}") from None
     from .storage import unwritable
 
-    problem = unwritable(out) if os.access(out, os.W_OK) else str(out)
+    problem = unwritable(out, also) if os.access(out, os.W_OK) else str(out)
     if problem:
         raise UsageError(f"results folder {out} cannot be written: {problem}")
 
@@ -602,7 +603,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     opts = config.options
     args.out, args.data_dir = opts.get("out") or "reports/sweep", opts.get("data_dir")
     args.timeout, args.sample_hz = opts.get("timeout"), opts.get("sample_hz")
-    _check_io(args, create=not args.dry_run)
+    from .measure.ledger import JOBS_DIR, POINTS_DIR
+
+    _check_io(args, create=not args.dry_run, also=(POINTS_DIR, JOBS_DIR))
     specs = config.specs()
     hosts = max(spec.nnodes for spec in specs)
     if hosts > 1 and settings.kind != "slurm":

@@ -26,7 +26,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,13 @@ LOCKS_DIR = ".locks"  # flock files: claimed sweep points, running sweeps and ch
 
 class NoResults(UsageError, FileNotFoundError):
     """No results where a folder of them was expected."""
+
+
+class UnreadableResults(UsageError):
+    """A results file that is there but cannot be read: a folder where a file belongs, no permission."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        super().__init__(f"{path}: cannot be read ({exc.strerror or exc})")
 
 
 class CorruptResults(UsageError):
@@ -112,14 +119,16 @@ def append_row(folder: str | os.PathLike[str], row: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def unwritable(folder: str | os.PathLike[str]) -> str:
+def unwritable(folder: str | os.PathLike[str], also: Iterable[str] = ()) -> str:
     """What of a results folder a run could not write, checked before it trains ("" when all
-    can be): runs.jsonl itself (another user's, say) and each subfolder already there."""
+    can be): runs.jsonl itself (another user's, say) and each subfolder already there, the
+    records' and those named in `also` (a sweep's ledger)."""
     base = Path(folder)
+    subfolders = (SERIES_DIR, SAMPLES_DIR, RECORDS_DIR, LOCKS_DIR, *also)
     try:
         if runs_path(base).exists():
             os.close(os.open(runs_path(base), os.O_WRONLY | os.O_APPEND))
-        for sub in (base, *(base / name for name in (SERIES_DIR, SAMPLES_DIR, RECORDS_DIR, LOCKS_DIR))):
+        for sub in (base, *(base / name for name in subfolders)):
             if sub.exists() and not sub.is_dir():
                 return f"{sub}: not a folder"
             if sub.is_dir():
@@ -153,9 +162,15 @@ def read_rows(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
     files = _record_files(folder)
     if not path.exists() and not files:
         raise NoResults(f"no results at {path}: run `vaebench run` or `vaebench sweep` first")
-    rows = _read_lines(path) if path.exists() else []
+    try:
+        rows = _read_lines(path) if path.exists() else []
+    except OSError as exc:
+        raise UnreadableResults(path, exc) from None
     for file in files:
-        rows.append(_read_record_file(file))
+        try:
+            rows.append(_read_record_file(file))
+        except OSError as exc:
+            raise UnreadableResults(file, exc) from None
     unique: dict[str, dict[str, Any]] = {}
     for row in rows:
         unique.setdefault(str(row["run_id"]), row)
@@ -175,7 +190,7 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError as exc:
                 if _cut_short(raw, exc):
                     _say_once(f"warning: {path}:{line_no}: a record cut short while it was written (a crash or a "
-                              "full disk), skipped; its point runs again")
+                              "full disk), skipped; a resumed sweep runs again a point that has no other record")
                     continue
                 raise CorruptResults(path, line_no, f"not JSON: {exc.msg}") from None
             problem = record_problem(row)
@@ -258,8 +273,8 @@ def load_epochs(folder: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def load_series(folder: str | os.PathLike[str], run_id: str) -> RunSeries:
-    """A run's raw series; raises UsageError naming the file when it is not one (OSError when
-    it cannot be read, FileNotFoundError when there is none)."""
+    """A run's raw series; raises UsageError naming the file when it is not one or cannot be
+    read, FileNotFoundError when there is none."""
     _check_run_id(run_id)
     path = Path(folder) / SERIES_DIR / f"{run_id}.json"
     try:
@@ -267,6 +282,10 @@ def load_series(folder: str | os.PathLike[str], run_id: str) -> RunSeries:
             payload = json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: not a series file ({exc})") from None
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise UnreadableResults(path, exc) from None
     if not isinstance(payload, dict):
         raise UsageError(f"{path}: not a series file (a JSON object of step_ms, monitor, ...)")
     fields: dict[str, Any] = {}

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -418,3 +419,12 @@ def test_a_loss_figure_of_runs_stopped_by_steps_says_the_last_epoch_is_partial(f
     whole = RunSpec(threads=2, epochs=1, steps=10_000)
     done = {**_row("p2", 2, 0, 6.0, steps_done=469), **whole.to_dict(), "spec_key": whole.key()}
     assert not stopped_early(pd.DataFrame([done]))
+
+
+def test_a_series_folder_that_is_a_file_leaves_the_runs_out_of_the_timeline_with_a_warning(tmp_path: Path) -> None:
+    folder = _make_folder(tmp_path)
+    shutil.rmtree(folder / "series")
+    (folder / "series").write_text("")
+    report = build_report(folder)
+    unread = [w.message for w in report.warnings if w.kind == "no-series"]
+    assert unread and "series/r1.json: cannot be read (Not a directory)" in unread[0]

@@ -490,6 +490,8 @@ def _monitors(
         except FileNotFoundError:
             text = f"run {run_id}: no series file, so it is left out of the GPU timeline"
             problems.append(ReportWarning("no-series", text))
+        except storage.UnreadableResults as exc:
+            problems.append(ReportWarning("no-series", f"run {run_id}: {exc}, so it is left out of the GPU timeline"))
     return found
 
 
