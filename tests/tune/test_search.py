@@ -135,6 +135,14 @@ def test_quality_guard_rejects_the_fastest_when_its_loss_is_worse() -> None:
     assert "within 2%" in rec.reason
 
 
+def test_the_reference_recommended_is_not_said_to_be_within_its_own_tolerance() -> None:
+    passed_over = recommend([_quality(128, 1000, 100.0), _quality(4096, 9000, 110.0)], tolerance=0.02)
+    assert passed_over.trial is not None and passed_over.trial.batch == 128
+    assert "within" not in passed_over.reason and "each faster candidate" in passed_over.reason
+    alone = recommend([_quality(128, 9000, 100.0), _quality(1024, 6000, 99.0)], tolerance=0.02)
+    assert alone.reason == "batch 128, the reference, is the fastest candidate (9000 samples/s)"
+
+
 def test_quality_guard_with_a_target_picks_the_first_to_reach_it() -> None:
     runs = [_quality(128, 1000, 100.0, (130, 110, 100)), _quality(512, 3000, 104.0, (111, 104)),
             _quality(4096, 9000, 120.0, (140, 120))]

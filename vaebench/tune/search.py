@@ -396,9 +396,7 @@ def recommend(
     rejected: list[str] = []
     for trial in sorted(done, key=lambda t: -t.samples_per_s):
         if trial.final_loss <= bound:
-            reason = (f"batch {trial.batch} is the fastest candidate ({trial.samples_per_s:.0f} samples/s) "
-                      f"whose loss at the sample budget ({trial.final_loss:.2f}) is within {tolerance:.0%} "
-                      f"of batch {reference_batch}'s ({reference.final_loss:.2f})")
+            reason = _kept(trial, reference, tolerance, passed_over=len(rejected))
             if target is not None:
                 reason += f"; no candidate reached the target loss {target:g}"
             return Recommendation(trial, reason, tuple(rejected))
@@ -408,6 +406,19 @@ def recommend(
     # Only where the reference is above max_batch: it is within its own tolerance otherwise.
     return Recommendation(None, f"no batch up to {max_batch} has a loss at the budget within {tolerance:.0%} of "
                           f"batch {reference_batch}'s ({reference.final_loss:.2f})", tuple(rejected))
+
+
+def _kept(trial: Trial, reference: Trial, tolerance: float, passed_over: int) -> str:
+    """Why `trial` is recommended: its loss kept within `tolerance` of the reference's."""
+    rate = f"{trial.samples_per_s:.0f} samples/s"
+    if trial is not reference:
+        return (f"batch {trial.batch} is the fastest candidate ({rate}) whose loss at the sample budget "
+                f"({trial.final_loss:.2f}) is within {tolerance:.0%} of batch {reference.batch}'s "
+                f"({reference.final_loss:.2f})")
+    if passed_over:
+        return (f"batch {trial.batch}, the reference ({rate}): each faster candidate's loss at the sample budget "
+                f"is more than {tolerance:.0%} worse than its {trial.final_loss:.2f}")
+    return f"batch {trial.batch}, the reference, is the fastest candidate ({rate})"
 
 
 def parse_budget(text: str) -> float:
