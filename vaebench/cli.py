@@ -464,7 +464,8 @@ def _add_compare(sub: SubParsers) -> None:
                         help=f"metrics to check, space- or comma-separated, from {', '.join(METRICS)} "
                         f"(default: {' '.join(DEFAULT_METRICS)})")
     parser.add_argument("--alpha", type=parse_fraction, default=0.05,
-                        help="significance level of the one-sided test (default: 0.05)")
+                        help="significance level of the one-sided test; the ratio intervals shown are at "
+                        "1 - 2 x alpha, the matching two-sided level (default: 0.05, so 90%% intervals)")
     parser.add_argument("--allow-different-machines", action="store_true",
                         help="compare even when CPU, GPU, torch or thread settings differ; "
                         "the differences are printed as warnings")

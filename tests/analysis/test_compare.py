@@ -142,6 +142,15 @@ def test_missing_metric_is_inconclusive():
     assert "baseline" in check.reason
 
 
+def test_runs_cut_short_by_steps_say_why_their_epoch_time_is_not_judged():
+    result = cmp.compare(frame(rows(seed=1, epoch_s=float("nan"))), frame(rows(seed=2, epoch_s=float("nan"))))
+    assert verdicts(result)["epoch_s"] == cmp.INCONCLUSIVE
+    why = "epoch time of epochs=1,data=embedded-5k: the baseline recorded no epoch time: no run finished a whole epoch"
+    assert f"not judged: {why}" in result.to_text()
+    assert f"- {why}" in result.to_markdown()
+    assert "90% intervals" in str(result)
+
+
 def test_requested_metrics_and_unknown_metric():
     result = cmp.compare(frame(rows(seed=1)), frame(rows(1.2, seed=2)), metrics=("real_s", "peak_rss_mb"))
     assert verdicts(result) == {"real_s": cmp.REGRESSION, "peak_rss_mb": cmp.UNCHANGED}

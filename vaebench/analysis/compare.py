@@ -83,13 +83,15 @@ class Metric:
     higher_is_better: bool
     worse: str  # the word for a change in the bad direction
     better: str
+    absent: str = ""  # why a run may lack the value, where it is not a fault
 
 
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
         Metric("samples_per_s", "samples/s", "samples/s", True, "slower", "faster"),
-        Metric("epoch_s", "epoch time", "s", False, "slower", "faster"),
+        Metric("epoch_s", "epoch time", "s", False, "slower", "faster",
+               "no run finished a whole epoch (--steps ended them first); compare samples/s instead"),
         Metric("real_s", "wall time", "s", False, "slower", "faster"),
         Metric("user_s", "user CPU time", "s", False, "more", "less"),
         Metric("sys_s", "system CPU time", "s", False, "more", "less"),
@@ -217,6 +219,11 @@ class Comparison:
         return [c for c in self.checks if c.verdict == verdict]
 
     @property
+    def without_values(self) -> list[MetricCheck]:
+        """Checks with no values on a side: nothing to judge, and the table alone does not say why."""
+        return [c for c in self.checks if not (c.baseline_values and c.candidate_values)]
+
+    @property
     def regressed(self) -> bool:
         return any(c.verdict == REGRESSION for c in self.checks)
 
@@ -250,7 +257,7 @@ class Comparison:
         tail = f"; {len(self.unpaired)} unpaired" if self.unpaired else ""
         return (
             f"{head}: {', '.join(counts)} over {self.configs} paired configuration(s){tail} "
-            f"(threshold {self.threshold:.0%}, alpha {self.alpha:g})."
+            f"(threshold {self.threshold:.0%}, {1 - 2 * self.alpha:.0%} intervals, alpha {self.alpha:g})."
         )
 
     @property
@@ -287,6 +294,7 @@ class Comparison:
     def to_text(self) -> str:
         lines = [text_table(_HEADERS, [_cells(c) for c in self.checks])] if self.checks else []
         lines += [f"regression: {c}" for c in self.with_verdict(REGRESSION)]
+        lines += [f"not judged: {c.info.label} of {c.config}: {c.reason}" for c in self.without_values]
         lines += [f"unpaired: {u}" for u in self.unpaired]
         lines += [f"warning: {d}" for d in self.fingerprint_differences]
         lines += [f"WARNING: SPEED NOT JUDGED: {note}" for note in self.contended]
@@ -302,6 +310,9 @@ class Comparison:
         if self.with_verdict(REGRESSION):
             lines += ["", "**Regressions**", ""]
             lines += [f"- {c}" for c in self.with_verdict(REGRESSION)]
+        if self.without_values:
+            lines += ["", "**Not judged**", ""]
+            lines += [f"- {c.info.label} of {c.config}: {c.reason}" for c in self.without_values]
         if self.unpaired:
             lines += ["", "**Unpaired configurations**", ""]
             lines += [f"- {u}" for u in self.unpaired]
@@ -429,7 +440,8 @@ def check_metric(
     )
     if not baseline or not candidate:
         side = "baseline" if not baseline else "candidate"
-        return dataclasses.replace(check, reason=f"the {side} recorded no {info.label}")
+        absent = f": {info.absent}" if info.absent else ""
+        return dataclasses.replace(check, reason=f"the {side} recorded no {info.label}{absent}")
     if min(baseline) <= 0 or min(candidate) <= 0:
         return dataclasses.replace(check, reason=f"{info.label} has values at or below zero")
     base_median, cand_median = stats.median(baseline), stats.median(candidate)
