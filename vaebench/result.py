@@ -342,6 +342,19 @@ def _energy_columns(record: RunRecord) -> dict[str, Any]:
     return row
 
 
+def last_epoch_cut_short(row: Mapping[str, Any]) -> bool:
+    """Whether `--steps` ended a run's last epoch early, so its loss covers only its steps: as
+    the record says, or, for a record from before it said, as its steps and epochs tell."""
+    said = row.get("last_epoch_partial")
+    if isinstance(said, bool):
+        return said
+    spec = RunSpec.from_dict(row)
+    done = row.get("steps_done")
+    if spec.steps is None or not isinstance(done, int | float):
+        return False
+    return done < spec.epochs * math.ceil(spec.samples / spec.global_batch)
+
+
 # Checking a row read back from disk ----------------------------------------------------------
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

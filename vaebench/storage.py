@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
-from .result import OK, RunRecord, RunSeries, record_problem, run_id_problem
+from .result import OK, RunRecord, RunSeries, last_epoch_cut_short, record_problem, run_id_problem
 from .stats import finite
 
 if TYPE_CHECKING:
@@ -249,13 +249,15 @@ def load_runs(folder: str | os.PathLike[str], *, ok_only: bool = False) -> pd.Da
 
 
 def load_epochs(folder: str | os.PathLike[str]) -> pd.DataFrame:
-    """One row per (run, epoch): loss, epoch wall time and the wall clock elapsed at its end."""
+    """One row per (run, epoch): loss, epoch wall time, the wall clock elapsed at its end, and
+    whether `--steps` cut it short (`partial`: the run's last epoch, at most)."""
     import pandas as pd
 
     rows = []
     for run in read_rows(folder):
         losses = run.get("epoch_losses") or []
         times = run.get("epoch_times_s") or []
+        cut = last_epoch_cut_short(run)
         elapsed = 0.0
         for epoch, (loss, seconds) in enumerate(zip(losses, times, strict=False), start=1):
             elapsed += seconds
@@ -267,9 +269,10 @@ def load_epochs(folder: str | os.PathLike[str]) -> pd.DataFrame:
                     "loss": loss,
                     "epoch_s": seconds,
                     "elapsed_s": elapsed,
+                    "partial": cut and epoch == len(losses),
                 }
             )
-    return pd.DataFrame(rows, columns=["run_id", "spec_key", "epoch", "loss", "epoch_s", "elapsed_s"])
+    return pd.DataFrame(rows, columns=["run_id", "spec_key", "epoch", "loss", "epoch_s", "elapsed_s", "partial"])
 
 
 def load_series(folder: str | os.PathLike[str], run_id: str) -> RunSeries:

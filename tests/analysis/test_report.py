@@ -18,7 +18,6 @@ from vaebench.analysis.report import (
     build_report,
     export,
     render_markdown,
-    stopped_early,
     write_report,
 )
 from vaebench.cli import main
@@ -407,18 +406,21 @@ def test_one_run_in_one_configuration_reads_in_the_singular(tmp_path: Path) -> N
     assert "1 run (1 ok, 0 failed) in 1 configuration; they differ in: nothing" in text
 
 
-def test_a_loss_figure_of_runs_stopped_by_steps_says_the_last_epoch_is_partial(folder: Path) -> None:
+def test_a_loss_figure_marks_the_epochs_cut_short_by_steps_and_only_those(folder: Path) -> None:
     assert build_report(folder).figures["loss"].axes[0].get_title() == "Loss per epoch"
     spec = RunSpec(threads=2, epochs=10, steps=60)  # 60 of the 4,690 steps ten epochs would take
     row = _row("p1", 2, 9, 6.0, steps_done=60, epoch_losses=[262.1], epoch_times_s=[1.55])
     storage.append_row(folder, {**row, **spec.to_dict(), "spec_key": spec.key()})
-    epoch_ax = build_report(folder).figures["loss"].axes[0]
-    assert epoch_ax.get_title() == "Loss per epoch, the last cut short by --steps"
-    assert "their last one is partial" in epoch_ax.get_xlabel()
     # A --steps past what the epochs hold stops at their end: no epoch is partial.
     whole = RunSpec(threads=2, epochs=1, steps=10_000)
-    done = {**_row("p2", 2, 0, 6.0, steps_done=469), **whole.to_dict(), "spec_key": whole.key()}
-    assert not stopped_early(pd.DataFrame([done]))
+    storage.append_row(folder, {**_row("p2", 2, 0, 6.0, steps_done=469), **whole.to_dict(), "spec_key": whole.key()})
+    report = build_report(folder)
+    epoch_ax = report.figures["loss"].axes[0]
+    assert epoch_ax.get_title() == "Loss per epoch (open circle: an epoch cut short by --steps)"
+    circles = [line for line in epoch_ax.get_lines() if line.get_marker() == "o"]
+    assert len(circles) == 1 and list(circles[0].get_ydata()) == [262.1]
+    cut = report.epochs.set_index(["run_id", "epoch"])["partial"]
+    assert cut[("p1", 1)] and not cut[("p2", 2)] and cut.sum() == 1
 
 
 def test_a_series_folder_that_is_a_file_leaves_the_runs_out_of_the_timeline_with_a_warning(tmp_path: Path) -> None:

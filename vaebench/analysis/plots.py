@@ -190,12 +190,12 @@ def _at_least_span(ax: Axes, share: float) -> None:
         ax.set_ylim(middle - span / 2, middle + span / 2)
 
 
-def loss_curves(epochs: pd.DataFrame, partial: bool = False) -> Figure | None:
+def loss_curves(epochs: pd.DataFrame) -> Figure | None:
     """Loss per epoch, and loss against training wall clock (time to quality); a line per run.
 
     `epochs` is `storage.load_epochs`'s frame with a `config` column; runs of one
-    configuration share a colour. `partial`: some runs stopped at `--steps` before their last
-    epoch ended, so their last point is the mean over the steps they ran, and the axis says so.
+    configuration share a colour. An epoch that `--steps` cut short (`partial`) has a loss
+    over only the steps it ran: it is drawn as an open circle, and the title says so.
     """
     if epochs.empty or not _has(epochs, "loss"):
         return None
@@ -203,18 +203,23 @@ def loss_curves(epochs: pd.DataFrame, partial: bool = False) -> Figure | None:
     epoch_ax, time_ax = figure.subplots(1, 2)
     configs = list(dict.fromkeys(epochs["config"]))
     colors = dict(zip(configs, _colors(len(configs)), strict=True))
+    cut = epochs["partial"].fillna(False).astype(bool) if "partial" in epochs else pd.Series(False, epochs.index)
     for _, run in epochs.groupby("run_id", sort=False):
         color = colors[run["config"].iloc[0]]
-        epoch_ax.plot(run["epoch"], run["loss"], marker=".", color=color, alpha=0.8)
-        time_ax.plot(run["elapsed_s"], run["loss"], marker=".", color=color, alpha=0.8)
-    epoch_ax.set_xlabel("epoch (some runs stopped at --steps: their last one is partial)" if partial else "epoch")
+        short = run[cut[run.index]]
+        for ax, x in ((epoch_ax, "epoch"), (time_ax, "elapsed_s")):
+            ax.plot(run[x], run["loss"], marker=".", color=color, alpha=0.8)
+            if len(short):
+                ax.plot(short[x], short["loss"], linestyle="", marker="o", markerfacecolor="none", color=color)
+    epoch_ax.set_xlabel("epoch")
     last = int(epochs["epoch"].max())
     epoch_ax.set_xlim(0.5, last + 0.5)  # whole epochs, a single one included
     if last <= 20:
         epoch_ax.set_xticks(range(1, last + 1))
     else:
         epoch_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    epoch_ax.set_title("Loss per epoch, the last cut short by --steps" if partial else "Loss per epoch")
+    title = "Loss per epoch"
+    epoch_ax.set_title(f"{title} (open circle: an epoch cut short by --steps)" if cut.any() else title)
     time_ax.set_xscale("log")
     time_ax.set_xlabel("training wall clock (s, sum of epoch times; log scale)")
     time_ax.set_title("Time to quality: loss against wall clock")

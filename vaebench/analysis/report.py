@@ -428,7 +428,7 @@ def draw_figures(
         "times": plots.time_bars(measured, runs),
         "thread_scaling": plots.thread_scaling(measured),
         "batch_size": plots.batch_size_scaling(measured),
-        "loss": plots.loss_curves(epochs, partial=stopped_early(runs)),
+        "loss": plots.loss_curves(epochs),
         "gpu_timeline": plots.gpu_timeline(monitors),
         "step_split": plots.step_split(measured),
         "flops": plots.flops_share(measured),
@@ -436,22 +436,6 @@ def draw_figures(
         "kernel_time": plots.kernel_counters(measured),
     }
     return {name: figure for name, figure in drawn.items() if figure is not None}
-
-
-def stopped_early(runs: pd.DataFrame) -> bool:
-    """Whether a successful run's last epoch was cut short by `--steps` (as the record says, or,
-    for a record from before it said, as its steps and epochs tell)."""
-    for row in runs[runs["status"] == OK].to_dict("records"):
-        said = row.get("last_epoch_partial")
-        if isinstance(said, bool):
-            if said:
-                return True
-            continue
-        spec = RunSpec.from_dict(row)
-        planned = spec.epochs * math.ceil(spec.samples / spec.global_batch)
-        if spec.steps is not None and number(row.get("steps_done")) < planned:
-            return True
-    return False
 
 
 def _spec_order(spec: RunSpec) -> tuple[tuple[bool, Any], ...]:
