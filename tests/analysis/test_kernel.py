@@ -78,6 +78,8 @@ def test_glibc_page_faults_at_one_thread_are_the_allocator() -> None:
     small = verdict_of(ALLOCATOR_RUN | {"train_sys_s": 0.3})
     assert small.small and str(small).startswith("little kernel time, most of it allocator page faults")
     assert "Knob, should it matter: --allocator jemalloc" in str(small)
+    no_sys = verdict_of(ALLOCATOR_RUN | {"train_sys_s": 0.0})  # no sys time: no share to claim
+    assert str(no_sys).startswith("little kernel time, allocator page faults:") and "most" not in str(no_sys)
 
 
 def test_a_pool_on_as_many_cores_sleeping_and_waking_is_openmp_wakeups() -> None:

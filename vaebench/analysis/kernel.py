@@ -163,11 +163,12 @@ class Verdict:
 
     def __str__(self) -> str:
         head = f"{self.cause}" + (f" (and {self.also})" if self.also else "")
-        most = not self.share < MOST  # an unknown share (no sys time) claims nothing either way
-        if self.small:
-            head = f"little kernel time, most of it {head}" if most else \
+        if math.isnan(self.share):  # unknown (no sys time): it claims no share either way
+            head = f"little kernel time, {head}" if self.small else head
+        elif self.small:
+            head = f"little kernel time, most of it {head}" if self.share >= MOST else \
                 f"little kernel time, {self.share:.0%} of it {head}, the largest cause named"
-        elif not most:
+        elif self.share < MOST:
             head = f"{head}, the largest cause named but {self.share:.0%} of the sys time"
         knob = f"Knob, should it matter: {self.knob}" if self.small else f"Knob: {self.knob}"
         return f"{head}: " + "; ".join(self.evidence) + f". {knob}."
