@@ -121,3 +121,10 @@ def test_data_files_are_readable_by_others_under_the_usual_umask(tmp_path: Path)
         os.umask(old)
     mode = (raw_folder(info.path) / TRAIN_IMAGES).stat().st_mode
     assert mode & stat.S_IROTH and mode & stat.S_IRGRP
+
+
+def test_a_relative_data_dir_is_recorded_as_an_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_mnist(tmp_path / "d", 100)
+    monkeypatch.chdir(tmp_path)
+    info = prepare("mnist", "d", 100)
+    assert info.path == str(tmp_path / "d")  # the record means the same folder read from anywhere

@@ -82,7 +82,7 @@ def _located(source: str, folder: Path, samples: int, content: tuple[int, str] |
     images, digest = content or ({"embedded": EMBEDDED_SIZE, "synthetic": samples}.get(source, 0), "")
     distinct = EMBEDDED_SIZE if source == "embedded" else images  # the embedded file repeats its 5,000
     repeat = samples / distinct if distinct else samples / MNIST_TRAIN_SIZE
-    return DataInfo(name, samples, repeat, str(folder), images=distinct, digest=digest)
+    return DataInfo(name, samples, repeat, str(folder.absolute()), images=distinct, digest=digest)
 
 
 def check_writable(data_dir: str | os.PathLike[str] | None) -> str | None:
