@@ -769,7 +769,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if result.warning:
         print(f"WARNING: {result.warning}")
     print(result.report.to_text(threshold=args.threshold))
-    print(recommend(result.report, config.repeats))
+    print(recommend(result.report, config.repeats, source=f"the repeats {args.config} runs, as its CI job would"))
     return EXIT_FAILED if result.failed else EXIT_OK
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from vaebench import rules
 from vaebench.analysis import compare as cmp
-from vaebench.analysis.calibration import calibration_report
+from vaebench.analysis.calibration import calibration_report, recommend
 from vaebench.cli import main, parse_fraction
 from vaebench.result import RunSeries
 from vaebench.spec import RunSpec
@@ -424,6 +424,9 @@ def test_calibration_report_measures_noise_and_detectable_slowdown():
     assert rss.log_sd == 0 and dict(rss.detectable)[3] == 0
     text = report.to_text(threshold=0.05)
     assert "never" in text and "epoch time" in text and "n=10" in text
+    advice = recommend(report, 2, source="the sweep file's")
+    assert advice.startswith("recommendation: 2 runs a side (the sweep file's) can never be significant")
+    assert advice.endswith("use 3 or more")  # the table's first column that can be: n=3
 
 
 def test_calibration_needs_one_configuration():

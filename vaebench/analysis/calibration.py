@@ -145,8 +145,10 @@ def recommend(
     repeats: int,
     *,
     metrics: Sequence[str] = ("samples_per_s", "epoch_s"),
+    source: str = "",
 ) -> str:
-    """A threshold and repeat count for `compare`, read off the report, as one paragraph.
+    """A threshold and repeat count for `compare`, read off the report, as one paragraph;
+    `source` says where `repeats` comes from (the sweep file's, which its CI job runs).
 
     The threshold offered is the largest detectable slowdown, at `repeats` runs a side, over
     `metrics` (compare's defaults), rounded up to a whole percent: below it a real slowdown
@@ -158,20 +160,30 @@ def recommend(
         return "recommendation: none; no run recorded " + " or ".join(metrics)
     noises = [m.log_sd for m in chosen]
     worst = max(stats.min_detectable_slowdown(s, repeats, alpha=report.alpha, power=report.power) for s in noises)
+    runs = f"{repeats} runs a side" + (f" ({source})" if source else "")
     if not math.isfinite(worst):
         return (
-            f"recommendation: {repeats} runs a side can never be significant at alpha "
-            f"{report.alpha:g}; use 5 or more"
+            f"recommendation: {runs} can never be significant at alpha "
+            f"{report.alpha:g}; use {fewest_significant(report, repeats)} or more"
         )
     threshold = max(math.ceil(worst * 100), 1) / 100
     return (
-        f"recommendation: with {repeats} runs a side, use --threshold {threshold:.0%} or more "
+        f"recommendation: with {runs}, use --threshold {threshold:.0%} or more "
         f"(the slowdown {' and '.join(METRICS[m.metric].label for m in chosen)} reveal with "
         f"{report.power:.0%} power at that count is {worst:.1%}). A true slowdown near the threshold is caught "
         "only about half the time, since its measured ratio must clear the threshold too: to catch slowdowns "
         "of size S nearly always, set the threshold near S/2 and the repeats where the n= column above is "
         "below it."
     )
+
+
+def fewest_significant(report: CalibrationReport, above: int) -> int:
+    """The fewest runs a side, more than `above`, at which a slowdown can be significant: the
+    report's first such n= column, or the rank test's own floor past its columns."""
+    from .compare import runs_for
+
+    counts = [n for n, d in (report.metrics[0].detectable if report.metrics else []) if n > above and math.isfinite(d)]
+    return min(counts, default=max(above + 1, runs_for(report.alpha)))
 
 
 @dataclass(frozen=True)
