@@ -297,7 +297,7 @@ def test_dry_run_creates_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[s
     out, data = tmp_path / "out", tmp_path / "data"
     argv = ["sweep", *TINY, "--batch-size", "64,128", "--out", str(out), "--data-dir", str(data), "--dry-run"]
     assert main(argv) == 0
-    assert "2 configurations x 1 repeats = 2 runs" in capsys.readouterr().out
+    assert "2 configurations x 1 repeat = 2 runs" in capsys.readouterr().out
     assert not out.exists() and not data.exists()
 
 
@@ -307,7 +307,7 @@ def test_a_batch_above_the_epoch_is_a_point_skipped_with_its_reason(
     assert main(["sweep", *TINY, "--batch-size", "64,100000", "--out", str(tmp_path / "o"), "--dry-run"]) == 0
     captured = capsys.readouterr()
     assert "batch_size=100000" in captured.err and "above the 256 samples of an epoch" in captured.err
-    assert "1 configurations x 1 repeats = 1 runs" in captured.out
+    assert "1 configuration x 1 repeat = 1 run" in captured.out
 
 
 def test_a_field_in_both_grid_and_run_is_refused(tmp_path: Path) -> None:

@@ -572,7 +572,7 @@ def _add_sweep(sub: SubParsers) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from ._format import format_duration
+    from ._format import counted, format_duration
     from .machine import capabilities
     from .measure import cluster
     from .measure.execution import estimate_s, history_of, run_points, schedule
@@ -593,7 +593,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                  "slurm_extra")
     given = ["--" + name.replace("_", "-") for name in job_flags if getattr(args, name) is not None]
     if settings.kind == "local" and given:
-        raise UsageError(f"{', '.join(given)} set(s) how submitit runs jobs; the local executor runs the points "
+        verb = "sets" if len(given) == 1 else "set"
+        raise UsageError(f"{', '.join(given)} {verb} how submitit runs jobs; the local executor runs the points "
                          "itself, one at a time, and would ignore it: add --executor slurm or submitit-local")
     axes = parse_axes({name: getattr(args, name, None) for name in SPEC_FIELDS})
     if args.profile:
@@ -628,8 +629,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             print(f"warning: {short}", file=sys.stderr)
     history = history_of(out)
     total_s = sum(estimate_s(p.point.spec, history) for p in plan.todo)
-    print(f"sweep: {len(specs) - len(plan.skipped)} configurations x {config.repeats} repeats = {len(plan.planned)} "
-          f"runs; {plan.done} already in {out}, {len(plan.todo)} to run, about {format_duration(total_s)}")
+    print(f"sweep: {counted(len(specs) - len(plan.skipped), 'configuration')} x {counted(config.repeats, 'repeat')} = "
+          f"{counted(len(plan.planned), 'run')}; {plan.done} already in {out}, {len(plan.todo)} to run, "
+          f"about {format_duration(total_s)}")
     if args.dry_run:
         for p in plan.todo[:DRY_RUN_LINES]:
             print(f"  {p.point.spec.label() or 'seed configuration'} #{p.point.repeat + 1}  "
@@ -645,7 +647,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     cluster.plan(out, plan.planned, options.sweep, "local", plan.todo)  # for --status
     outcome = run_points(plan.todo, options, force=args.force)
     failed = len(outcome.failed)
-    print(f"sweep: {len(outcome.records)} runs recorded in {out / 'runs.jsonl'}, {failed} failed"
+    print(f"sweep: {counted(len(outcome.records), 'run')} recorded in {out / 'runs.jsonl'}, {failed} failed"
           + (f", {outcome.held_elsewhere} left to another sweep" if outcome.held_elsewhere else ""))
     if outcome.interrupted:
         raise Interrupted(outcome.signum, "interrupted; what finished is kept: run the same command again to resume")
@@ -656,6 +658,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _sweep_on_jobs(planned: Sequence[Planned], todo: Sequence[Planned], options: RunOptions,
                    settings: ExecutorSettings) -> int:
     """Submit the points without an ok record as jobs, then follow them until each has a record."""
+    from ._format import counted
     from .measure import cluster
 
     out = options.out
@@ -672,7 +675,7 @@ def _sweep_on_jobs(planned: Sequence[Planned], todo: Sequence[Planned], options:
     if crowded:
         print(f"warning: {crowded}", file=sys.stderr)
     submitted = cluster.submit(out, entries, settings, options)
-    print(f"sweep: {len(entries)} job(s) through {settings.kind}, "
+    print(f"sweep: {counted(len(entries), 'job')} through {settings.kind}, "
           f"{f'{limit} at a time' if limit else 'as many at once as Slurm allows'}; logs in {out / 'jobs'}")
     follow_hint = (f"follow them with `vaebench sweep --status {out}` (and `vaebench report {out}` when they are "
                    f"done); cancel them with `{submitted.cancel}`")
@@ -681,7 +684,7 @@ def _sweep_on_jobs(planned: Sequence[Planned], todo: Sequence[Planned], options:
     except (KeyboardInterrupt, Interrupted) as stop:  # Ctrl-C, or SIGTERM/SIGHUP
         signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
         raise Interrupted(signum, f"stopped following; the jobs keep running: {follow_hint}") from None
-    print(f"sweep: {len(followed.rows)} runs recorded in {out}, {followed.failed} failed"
+    print(f"sweep: {counted(len(followed.rows), 'run')} recorded in {out}, {followed.failed} failed"
           + (f", {followed.unsubmitted} never submitted (the queue was stopped)" if followed.unsubmitted else ""))
     print(f"next: vaebench report {out}")
     return EXIT_FAILED if followed.failed or followed.unsubmitted else EXIT_OK
@@ -733,6 +736,7 @@ def _add_calibrate(sub: SubParsers) -> None:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from ._format import counted
     from .analysis.calibration import calibrate_folder, recommend
     from .machine import capabilities
     from .measure.execution import run_points, schedule
@@ -764,7 +768,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if result.left_out:
         print(f"note: {result.left_out}")
     if result.report is None:
-        print(f"calibrate: only {result.ok} successful run(s); the noise needs 2 or more", file=sys.stderr)
+        print(f"calibrate: only {counted(result.ok, 'successful run')}; the noise needs 2 or more", file=sys.stderr)
         return EXIT_FAILED
     if result.warning:
         print(f"WARNING: {result.warning}")

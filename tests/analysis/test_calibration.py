@@ -121,5 +121,5 @@ def test_runs_past_repeats_are_left_out_and_named(tmp_path: Path) -> None:
         storage.append_row(tmp_path, row)
     result = calibrate_folder(tmp_path, SPEC.key(), repeats=4, advise_for=5)
     assert result.report is not None and result.report.runs == 4 and result.beyond == 2
-    assert "2 more run(s)" in result.left_out and "--repeats 6 would use them" in result.left_out
+    assert "2 more runs" in result.left_out and "--repeats 6 would use them" in result.left_out
     assert calibrate_folder(tmp_path, SPEC.key(), repeats=6, advise_for=5).left_out == ""

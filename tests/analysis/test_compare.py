@@ -221,7 +221,7 @@ def test_unpaired_configurations_are_listed():
     candidate = frame(rows(seed=2), failed, rows(seed=2, spec=RunSpec(batch_size=64)))
     result = cmp.compare(baseline, candidate)
     reasons = {u.spec_key: u.reason for u in result.unpaired}
-    assert reasons[OTHER.key()] == "all 2 run(s) failed in the candidate"
+    assert reasons[OTHER.key()] == "all 2 runs failed in the candidate"
     assert reasons[RunSpec(batch_size=64).key()] == "absent from the baseline"
     assert result.configs == 1
     assert "unpaired" in result.to_text()

@@ -249,7 +249,7 @@ def test_a_submitit_local_sweep_survives_a_killed_job_and_ctrl_c_and_resumes(
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "the jobs keep running" in stderr and f"vaebench sweep --status {out}" in stderr and "kill " in stderr
-    assert "4 job(s) through submitit-local, 2 at a time" in stdout
+    assert "4 jobs through submitit-local, 2 at a time" in stdout
 
     def finished() -> list[ledger.PointStatus] | None:
         states = cluster.status(out)
@@ -269,7 +269,7 @@ def test_a_submitit_local_sweep_survives_a_killed_job_and_ctrl_c_and_resumes(
     # Rerun: only the killed point is submitted, and the sweep completes.
     capsys.readouterr()
     assert main(["sweep", *GRID, "--out", str(out)]) == 0
-    assert "1 job(s) through submitit-local" in capsys.readouterr().out
+    assert "1 job through submitit-local" in capsys.readouterr().out
     runs = load_runs(str(out))
     assert sorted(runs["status"]) == ["failed", "ok", "ok", "ok", "ok"]
     assert runs[runs["status"] == "ok"]["spec_key"].nunique() == 4

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import stats
-from .._format import fmt, fmt_auto, text_table
+from .._format import counted, fmt, fmt_auto, text_table
 from ..result import OK, RunSeries
 from ..rules import NEIGHBOUR_LIMIT_PCT, contended
 from .compare import METRICS, config_label, run_values
@@ -199,7 +199,7 @@ class FolderCalibration:
         """Which runs the folder holds that this calibration did not use: "" for none."""
         if not self.beyond:
             return ""
-        return (f"the folder holds {self.beyond} more run(s) of this configuration, past --repeats; "
+        return (f"the folder holds {counted(self.beyond, 'more run')} of this configuration, past --repeats; "
                 f"--repeats {self.ok + len(self.failed) + self.beyond} would use them too")
 
     @property

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import stats
-from .._format import fmt_auto, markdown_table, text_table
+from .._format import counted, fmt_auto, markdown_table, text_table
 from ..errors import UsageError
 from ..machine import machine_label
 from ..result import OK, RunSeries
@@ -233,8 +233,9 @@ class Comparison:
         if not self.strict:
             return ""
         if self.contended:
-            return (f"{len(self.contended)} configuration(s) have runs measured beside a busy neighbour, so they "
-                    "were not judged; --strict makes that an error")
+            verb = "has" if len(self.contended) == 1 else "have"
+            return (f"{counted(len(self.contended), 'configuration')} {verb} runs measured beside a busy neighbour, "
+                    "so they were not judged; --strict makes that an error")
         if self.too_few_runs:
             return f"{self.too_few_runs}; --strict makes a check that cannot fail an error"
         return ""
@@ -256,7 +257,7 @@ class Comparison:
         head = "Regression found" if self.regressed else "Not judged (--strict)" if self.unjudged else "No regression"
         tail = f"; {len(self.unpaired)} unpaired" if self.unpaired else ""
         return (
-            f"{head}: {', '.join(counts)} over {self.configs} paired configuration(s){tail} "
+            f"{head}: {', '.join(counts)} over {counted(self.configs, 'paired configuration')}{tail} "
             f"(threshold {self.threshold:.0%}, {1 - 2 * self.alpha:.0%} intervals, alpha {self.alpha:g})."
         )
 
@@ -267,9 +268,9 @@ class Comparison:
         if not blind:
             return ""
         worst = max(blind, key=lambda c: c.p_floor)
-        return (f"{len(blind)} check(s) cannot find a change of any size: with {len(worst.baseline_values)} and "
-                f"{len(worst.candidate_values)} runs the smallest possible p is {worst.p_floor:.3g}, above alpha "
-                f"{self.alpha:g}; it takes {runs_for(self.alpha)} runs a side")
+        return (f"{counted(len(blind), 'check')} cannot find a change of any size: with "
+                f"{len(worst.baseline_values)} and {len(worst.candidate_values)} runs the smallest possible p is "
+                f"{worst.p_floor:.3g}, above alpha {self.alpha:g}; it takes {runs_for(self.alpha)} runs a side")
 
     def to_dict(self) -> dict[str, Any]:
         row: dict[str, Any] = finite(
@@ -685,7 +686,7 @@ def _absence(side: str, rows: pd.DataFrame, ok: pd.DataFrame, key: str) -> str:
     if total == 0:
         return f"absent from the {side}"
     if not (ok[PAIR] == key).any():
-        return f"all {total} run(s) failed in the {side}"
+        return f"{'the' if total == 1 else 'all'} {counted(total, 'run')} failed in the {side}"
     return ""
 
 
