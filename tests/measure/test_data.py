@@ -79,6 +79,8 @@ def test_missing_files_and_a_folder_one_level_too_deep_are_named(tmp_path: Path)
     whole = fake_mnist(tmp_path / "e", 100)
     with pytest.raises(DataUnavailable, match=f"--data-dir {whole}\\?"):
         prepare("mnist", whole / "MNIST", 100)
+    with pytest.raises(DataUnavailable, match=f"--data-dir {whole}\\?"):  # two levels too deep
+        prepare("mnist", raw_folder(whole), 100)
 
 
 def test_gzipped_downloads_are_named_with_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

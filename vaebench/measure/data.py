@@ -177,7 +177,9 @@ def _not_there(root: Path, missing: list[str]) -> str:
     else:
         what = f"{raw} lacks {', '.join(missing)} (torchvision's MNIST reads all four files)"
     hint = ""
-    if (root / "raw" / TRAIN_IMAGES).exists() or root.name == "MNIST":
+    if (root / TRAIN_IMAGES).exists() or (root.name == "raw" and root.parent.name == "MNIST"):
+        hint = f"; --data-dir names the folder above MNIST/raw: --data-dir {root.parent.parent}?"
+    elif (root / "raw" / TRAIN_IMAGES).exists() or root.name == "MNIST":
         hint = f"; --data-dir names the folder above MNIST/raw: --data-dir {root.parent}?"
     return (f"{what}{hint}; it cannot be downloaded here (offline?): use --data embedded (5,000 real MNIST "
             "digits, no download) or --data synthetic, or --data-dir naming a folder that holds MNIST/raw")
