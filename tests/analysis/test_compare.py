@@ -424,6 +424,9 @@ def test_calibration_report_measures_noise_and_detectable_slowdown():
     assert rss.log_sd == 0 and dict(rss.detectable)[3] == 0
     text = report.to_text(threshold=0.05)
     assert "never" in text and "epoch time" in text and "n=10" in text
+    assert "any: peak RSS did not vary at all" in text
+    rss_row = next(line for line in text.splitlines() if line.startswith("peak RSS"))
+    assert rss_row.split()[-4:] == ["never", "any", "any", "any"]
     advice = recommend(report, 2, source="the sweep file's")
     assert advice.startswith("recommendation: 2 runs a side (the sweep file's) can never be significant")
     assert advice.endswith("use 3 or more")  # the table's first column that can be: n=3

@@ -68,7 +68,7 @@ class CalibrationReport:
                 fmt_auto(m.median),
                 fmt(m.rel_iqr, "{:.1%}"),
                 fmt(m.cv, "{:.1%}"),
-                *[fmt(d, "{:.1%}") if math.isfinite(d) else "never" for _, d in m.detectable],
+                *[_detectable(d) for _, d in m.detectable],
             ]
             for m in self.metrics
         ]
@@ -78,6 +78,10 @@ class CalibrationReport:
             "n runs a side:",
             text_table(headers, rows),
         ]
+        steady = [METRICS[m.metric].label for m in self.metrics if m.log_sd == 0]
+        if steady:
+            lines.append(f"any: {', '.join(steady)} did not vary at all over these runs, so any change of it "
+                         "can be significant")
         if self.runs < FEW_RUNS:
             lines.append(
                 f"note: a noise level from {self.runs} runs is itself uncertain; "
@@ -93,6 +97,14 @@ class CalibrationReport:
 
     def __str__(self) -> str:
         return self.to_text()
+
+
+def _detectable(slowdown: float) -> str:
+    """A cell of the n= columns: 'never' where no slowdown can be significant, 'any' where the
+    runs did not vary at all."""
+    if not math.isfinite(slowdown):
+        return "never"
+    return "any" if slowdown == 0 else fmt(slowdown, "{:.1%}")
 
 
 def calibration_report(
