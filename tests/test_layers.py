@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests._records import rerun_of
+
 PACKAGE = Path(__file__).resolve().parent.parent / "vaebench"
 EXAMPLE = PACKAGE.parent / "docs" / "examples" / "nvidia-h200"
 TORCH_FREE = ("", "measure", "analysis", "tune", "reproduce")  # "" is the root
@@ -86,7 +88,7 @@ def test_the_analysis_commands_work_where_torch_cannot_be_imported(tmp_path: Pat
     report = vaebench("report", str(folder))
     assert report.returncode == 0, report.stderr
     assert "wrote" in report.stdout
-    compare = vaebench("compare", str(folder), str(folder))
+    compare = vaebench("compare", str(folder), str(rerun_of(folder, tmp_path / "again")))
     assert compare.returncode == 0, compare.stderr
     reproduce = vaebench("reproduce", "--report-only", "--quick", "--out", str(folder))
     assert reproduce.returncode == 0, reproduce.stderr

@@ -410,10 +410,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 COMPARE_EPILOG = (
     "Exit status: 0 no regression (improvements, unchanged or inconclusive results, runs beside a busy "
     "neighbour included: they are not judged, with a loud note); "
-    "1 at least one regression: a slowdown past the threshold that is also significant, or a "
-    "final loss outside the seed-to-seed band; 2 usage or infrastructure error: a bad option, "
-    "a missing folder, a corrupt runs.jsonl or series file, fingerprints that differ, no "
-    "configuration paired, or (with --strict) runs beside a busy neighbour."
+    "1 at least one regression: a slowdown past the threshold that is also significant, a "
+    "final loss outside the seed-to-seed band, or a candidate point whose runs all failed (a crash, "
+    "out of memory, a timeout); 2 usage or infrastructure error: a bad option, a missing folder, a "
+    "corrupt runs.jsonl or series file, the same runs on both sides, fingerprints that differ, no "
+    "configuration paired, a --markdown/--json path that cannot be written, or (with --strict) runs "
+    "beside a busy neighbour, too few runs for a check to fail, or a configuration one side lacks."
 )
 
 
@@ -481,8 +483,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from .analysis.compare import DEFAULT_METRICS, compare, load_step_times
     from .storage import load_runs
 
+    _check_summary_paths(args)
     tables, steps = [], []
     for folder in (args.baseline, args.candidate):
+        if Path(folder).is_file():
+            raise UsageError(f"{folder}: a file, not a results folder; name the folder that holds runs.jsonl "
+                             "(or runs.jsonl itself)")
         if not Path(folder).is_dir():
             raise UsageError(f"{folder}: no such results folder")
         try:
@@ -492,6 +498,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             steps.append(load_step_times(folder, ids))
         except OSError as exc:  # a series file that cannot be read
             raise UsageError(f"{folder}: {exc}") from None
+    same = [set(map(str, t["run_id"])) if "run_id" in t.columns else set() for t in tables]
+    if same[0] and same[0] == same[1]:
+        raise UsageError(f"{args.baseline} and {args.candidate} hold the same runs: a comparison of runs with "
+                         "themselves passes whatever they are; name the baseline's and the candidate's folders")
     try:
         comparison = compare(
             tables[0], tables[1], threshold=args.threshold, alpha=args.alpha,
@@ -504,11 +514,24 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                          json.dumps({"exit_code": EXIT_USAGE, "error": str(exc)}, indent=2))
         raise
     comparison = dataclasses.replace(comparison, strict=args.strict)
+    _write_summaries(args, comparison.to_markdown(), comparison.to_json())  # first: stdout may be a closed pipe
     print(comparison.to_text())
-    _write_summaries(args, comparison.to_markdown(), comparison.to_json())
-    if comparison.unjudged:
+    if comparison.exit_code == EXIT_USAGE:
         raise UsageError(comparison.unjudged)
     return comparison.exit_code
+
+
+def _check_summary_paths(args: argparse.Namespace) -> None:
+    """compare's --markdown and --json can be written: checked before comparing, so that a typo
+    in a path cannot turn a found regression (exit 1) into exit 2."""
+    for flag, given in (("--markdown", args.markdown), ("--json", args.json)):
+        if not given:
+            continue
+        path = Path(given)
+        folder = path.parent
+        if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+            why = "is a folder" if path.is_dir() else f"{folder} is not a writable folder"
+            raise UsageError(f"{flag} {given}: {why}")
 
 
 def _write_summaries(args: argparse.Namespace, markdown: str, json_text: str) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import statistics
@@ -149,6 +150,42 @@ def test_runs_cut_short_by_steps_say_why_their_epoch_time_is_not_judged():
     assert f"not judged: {why}" in result.to_text()
     assert f"- {why}" in result.to_markdown()
     assert "90% intervals" in str(result)
+
+
+def _failed(run: dict[str, Any], run_id: str, **fields: Any) -> dict[str, Any]:
+    """A failed record of `run`'s point, as a run that died writes it: no metrics, and no
+    fingerprint fields it never reached."""
+    keep = {k: v for k, v in run.items() if k in ("schema_version", "spec_key", "repeat") or k in SPEC.to_dict()}
+    machine = {k: v for k, v in MACHINE.items() if k != "fp_threads_env"}
+    return {**keep, **machine, "run_id": run_id, "status": "failed", "reason": "killed after the 2 s timeout",
+            **fields}
+
+
+def test_a_candidate_point_whose_runs_failed_fails_the_comparison_until_it_runs_again():
+    candidate = rows(seed=2)
+    lost = [_failed(candidate[0], "x1", repeat=5), _failed(candidate[0], "x2", repeat=6)]
+    result = cmp.compare(frame(rows(seed=1)), frame(candidate, lost))
+    assert not result.unpaired, "a failed record lacking the thread fields is the same machine's"
+    assert result.failed == ("epochs=1,data=embedded-5k: 2 points without a successful run "
+                             "(killed after the 2 s timeout)",)
+    assert result.exit_code == 1 and str(result).startswith("Candidate runs failed")
+    assert "failed: epochs=1" in result.to_text() and "**Candidate runs that failed**" in result.to_markdown()
+    # The sweep resumed: both points ran again and succeeded.
+    again = [{**candidate[0], "run_id": f"y{r}", "repeat": r} for r in (5, 6)]
+    assert cmp.compare(frame(rows(seed=1)), frame(candidate, lost, again)).exit_code == 0
+
+
+def test_a_configuration_missing_from_the_candidate_fails_under_strict():
+    result = cmp.compare(frame(rows(seed=1), rows(seed=1, spec=OTHER)), frame(rows(seed=2)))
+    assert len(result.unpaired) == 1 and result.exit_code == 0
+    strict = dataclasses.replace(result, strict=True)
+    assert strict.exit_code == 2 and "1 configuration could not be compared" in strict.unjudged
+
+
+def test_two_runs_a_side_never_read_unchanged():
+    result = cmp.compare(frame(rows(n=2, seed=1)), frame(rows(n=2, seed=1)))
+    assert set(verdicts(result).values()) == {cmp.INCONCLUSIVE}
+    assert "can neither find nor rule out a change" in result.checks[0].reason
 
 
 def test_requested_metrics_and_unknown_metric():
@@ -512,7 +549,8 @@ def test_strict_fails_a_check_that_too_few_runs_could_never_fail(tmp_path: Path,
     assert main(["compare", str(base), str(cand), "--strict"]) == 2
     assert "it takes 3 runs a side; --strict makes a check that cannot fail an error" in capsys.readouterr().err
     enough = write_folder(tmp_path / "enough", [rows(n=3, seed=4)])
-    assert main(["compare", str(enough), str(enough), "--strict"]) == 0
+    again = write_folder(tmp_path / "again", [rows(n=3, seed=5)])
+    assert main(["compare", str(enough), str(again), "--strict"]) == 0
 
 
 def test_the_same_configuration_on_different_data_files_is_not_compared(tmp_path: Path,
@@ -540,3 +578,39 @@ def test_an_empty_results_file_on_one_side_is_exit_2_not_a_crash(tmp_path: Path,
     (cand / "runs.jsonl").write_text("\n")
     assert main(["compare", str(base), str(cand)]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_cli_refuses_a_folder_compared_with_itself_and_a_file_named_as_a_folder(
+    folders: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base, same, _ = folders
+    assert main(["compare", str(base), str(base / "runs.jsonl")]) == 2
+    assert "hold the same runs" in capsys.readouterr().err
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes((same / "runs.jsonl").read_bytes())
+    assert main(["compare", str(base), str(copy)]) == 2
+    assert "a file, not a results folder" in capsys.readouterr().err
+
+
+def test_a_summary_path_that_cannot_be_written_is_refused_before_comparing(
+    folders: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base, _, slow = folders
+    assert main(["compare", str(base), str(slow), "--markdown", str(tmp_path / "no" / "x.md")]) == 2
+    captured = capsys.readouterr()
+    assert f"--markdown {tmp_path / 'no' / 'x.md'}: {tmp_path / 'no'} is not a writable folder" in captured.err
+    assert captured.out == ""  # nothing compared, no verdict printed that the exit status contradicts
+
+
+def test_the_summaries_are_written_before_stdout_so_a_closed_pipe_keeps_them(
+    folders: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, _, slow = folders
+    summary = tmp_path / "summary.json"
+
+    def closed(*args: object, **kwargs: object) -> None:
+        raise BrokenPipeError
+
+    monkeypatch.setattr("builtins.print", closed)
+    assert main(["compare", str(base), str(slow), "--json", str(summary)]) == 141
+    assert json.loads(summary.read_text())["exit_code"] == 1

@@ -21,8 +21,9 @@ The decision rule, per (configuration, metric):
   side the smallest possible p is 1/20, so at alpha 0.05 every candidate run must be slower
   than every baseline run; 5 a side allow 1/252. `calibration` tells how many a runner needs.
 * **improvement**: the same the other way (a cost ratio at most 1 / (1 + threshold)).
-* **unchanged**: neither, with at least 2 runs a side, and the whole interval lies within
-  [1 / (1 + threshold), 1 + threshold]: a threshold-sized change is ruled out.
+* **unchanged**: neither, with runs enough a side for the test to find a change at all (3 at
+  alpha 0.05), and the whole interval lies within [1 / (1 + threshold), 1 + threshold]: a
+  threshold-sized change is ruled out.
 * **inconclusive**: anything else (too few runs, too much noise, a change past the threshold
   that is not significant). It does not fail the check: crying wolf is the failure to avoid.
 * A configuration with a run measured beside a busy neighbour (`result.contended`: processes
@@ -31,7 +32,9 @@ The decision rule, per (configuration, metric):
   many times slower, so neither a regression nor a pass can be read from it. The comparison
   says so loudly; `vaebench compare --strict` makes it exit 2.
 
-Final loss is a numerics guard, not a speed metric: see `check_final_loss`.
+Final loss is a numerics guard, not a speed metric: see `check_final_loss`. A candidate point
+whose every run failed (a crash, out of memory, a timeout) fails the comparison as a regression
+does: a change that makes training crash or hang is the worst slowdown.
 """
 
 from __future__ import annotations
@@ -214,6 +217,7 @@ class Comparison:
     metrics: tuple[str, ...] = DEFAULT_METRICS
     contended: tuple[str, ...] = ()  # per configuration with runs beside a busy neighbour, why it was not judged
     strict: bool = False  # a check that could not judge (a busy neighbour, too few runs) fails as infrastructure
+    failed: tuple[str, ...] = ()  # per configuration, the candidate's points whose every run failed, and why
 
     def with_verdict(self, verdict: str) -> list[MetricCheck]:
         return [c for c in self.checks if c.verdict == verdict]
@@ -238,11 +242,14 @@ class Comparison:
                     "so they were not judged; --strict makes that an error")
         if self.too_few_runs:
             return f"{self.too_few_runs}; --strict makes a check that cannot fail an error"
+        if self.unpaired:
+            return (f"{counted(len(self.unpaired), 'configuration')} could not be compared (unpaired); "
+                    "--strict makes that an error")
         return ""
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.regressed else 2 if self.unjudged else 0
+        return 1 if self.regressed or self.failed else 2 if self.unjudged else 0
 
     @property
     def configs(self) -> int:
@@ -254,7 +261,8 @@ class Comparison:
             n = len(self.with_verdict(verdict))
             if n:
                 counts.append(f"{n} {_PLURALS.get(verdict, verdict) if n > 1 else verdict}")
-        head = "Regression found" if self.regressed else "Not judged (--strict)" if self.unjudged else "No regression"
+        head = ("Regression found" if self.regressed else "Candidate runs failed" if self.failed
+                else "Not judged (--strict)" if self.unjudged else "No regression")
         tail = f"; {len(self.unpaired)} unpaired" if self.unpaired else ""
         return (
             f"{head}: {', '.join(counts)} over {counted(self.configs, 'paired configuration')}{tail} "
@@ -284,6 +292,7 @@ class Comparison:
                 "fingerprint_differences": list(self.fingerprint_differences),
                 "contended": list(self.contended),
                 "unpaired": [dataclasses.asdict(u) for u in self.unpaired],
+                "failed": list(self.failed),
                 "checks": [c.to_dict() for c in self.checks],
             }
         )
@@ -295,6 +304,7 @@ class Comparison:
     def to_text(self) -> str:
         lines = [text_table(_HEADERS, [_cells(c) for c in self.checks])] if self.checks else []
         lines += [f"regression: {c}" for c in self.with_verdict(REGRESSION)]
+        lines += [f"failed: {f}" for f in self.failed]
         lines += [f"not judged: {c.info.label} of {c.config}: {c.reason}" for c in self.without_values]
         lines += [f"unpaired: {u}" for u in self.unpaired]
         lines += [f"warning: {d}" for d in self.fingerprint_differences]
@@ -311,6 +321,9 @@ class Comparison:
         if self.with_verdict(REGRESSION):
             lines += ["", "**Regressions**", ""]
             lines += [f"- {c}" for c in self.with_verdict(REGRESSION)]
+        if self.failed:
+            lines += ["", "**Candidate runs that failed**", ""]
+            lines += [f"- {f}" for f in self.failed]
         if self.without_values:
             lines += ["", "**Not judged**", ""]
             lines += [f"- {c.info.label} of {c.config}: {c.reason}" for c in self.without_values]
@@ -403,8 +416,28 @@ def compare(
                 check = dataclasses.replace(check, verdict=INCONCLUSIVE, reason=f"not judged: {neighbours}")
             checks.append(check)
     return Comparison(
-        tuple(checks), tuple(unpaired), tuple(differences), threshold, alpha, tuple(metrics), tuple(busy)
+        tuple(checks), tuple(unpaired), tuple(differences), threshold, alpha, tuple(metrics), tuple(busy),
+        failed=tuple(failed_points(candidate, several)),
     )
+
+
+def failed_points(candidate: pd.DataFrame, several: bool = False) -> list[str]:
+    """Per configuration, the candidate's points (configuration and repeat) whose every run
+    failed, with the reasons: a crash, an out-of-memory kill or a timeout fails the check as a
+    slowdown does. A point that failed and then ran again successfully (a resumed sweep) is not one."""
+    if candidate.empty or "status" not in candidate.columns or PAIR not in candidate.columns:
+        return []
+    point = candidate[PAIR].astype(str) + "#" + candidate["repeat"].astype(str)
+    done = set(point[candidate["status"] == OK])
+    lost = candidate[(candidate["status"] != OK) & ~point.isin(done)]
+    lines = []
+    for _, rows in lost.groupby(PAIR, sort=False):
+        repeats = rows["repeat"].nunique()
+        reasons = sorted({str(r) for r in rows.get("reason", []) if isinstance(r, str) and r})
+        config = config_label(rows) + (_on_machine(rows) if several else "")
+        lines.append(f"{config}: {counted(repeats, 'point')} without a successful run"
+                     + (f" ({'; '.join(reasons[:3])})" if reasons else ""))
+    return lines
 
 
 def contention(config: str, baseline: pd.DataFrame, candidate: pd.DataFrame) -> str:
@@ -460,6 +493,10 @@ def check_metric(
     if verdict == INCONCLUSIVE and check.p_floor > alpha and (cost >= 1 + threshold or cost <= 1 / (1 + threshold)):
         reason = (f"past the {threshold:.0%} threshold, but {len(baseline)} and {len(candidate)} runs cannot reach "
                   f"p ≤ {alpha:g} (the smallest possible p is {check.p_floor:.3g}); it takes {runs_for(alpha)} a side")
+    elif verdict == UNCHANGED and check.p_floor > alpha:  # what cannot be found cannot be ruled out either
+        verdict = INCONCLUSIVE
+        reason = (f"{len(baseline)} and {len(candidate)} runs can neither find nor rule out a change "
+                  f"(the smallest possible p is {check.p_floor:.3g}); it takes {runs_for(alpha)} a side")
     return dataclasses.replace(
         check,
         verdict=verdict,
@@ -630,6 +667,11 @@ def _pair_by_machine(
         {m for m, ok in zip(machines, _ok_mask(frame), strict=True) if ok}
         for machines, frame in ((base_machines, baseline), (cand_machines, candidate))
     ]
+    known = sorted(ok_machines[0] | ok_machines[1])
+    base_machines, cand_machines = (
+        [m if ok else _fill_in(m, known) for m, ok in zip(machines, _ok_mask(frame), strict=True)]
+        for machines, frame in ((base_machines, baseline), (cand_machines, candidate))
+    )
     common = ok_machines[0] & ok_machines[1]
     by_machine = bool(common) and not allow_different
     tables = []
@@ -638,6 +680,15 @@ def _pair_by_machine(
         pairs = [f"{k}@{m}" if by_machine else k for k, m in zip(keys, machines, strict=False)]
         tables.append(frame.assign(**{PAIR: pairs}) if "spec_key" in frame.columns else frame)
     return tables[0], tables[1], by_machine and len(common) > 1
+
+
+def _fill_in(machine: str, known: Sequence[str]) -> str:
+    """A failed run's machine, whose record may lack fields a finished run writes (the torch
+    threads it never reached): the one machine of the successful runs it agrees with on every
+    field it has, or its own where there is not exactly one."""
+    fields = machine.split("|")
+    matches = [m for m in known if all(f in ("absent", g) for f, g in zip(fields, m.split("|"), strict=True))]
+    return matches[0] if len(matches) == 1 else machine
 
 
 def _ok_mask(frame: pd.DataFrame) -> list[bool]:
