@@ -147,7 +147,7 @@ def test_every_cuda_rank_needs_a_gpu_of_its_own() -> None:
     assert validate(RunSpec(device="cuda", nproc_per_node=2), caps) == []
     problems = validate(RunSpec(device="cuda", nproc_per_node=4), caps)
     assert [p.field for p in problems] == ["nproc_per_node"]
-    assert "4 CUDA ranks asked for, but 2 GPU(s) here" in problems[0].message
+    assert "4 CUDA ranks asked for, but 2 GPUs here" in problems[0].message
 
 
 def test_kernel_knobs_take_only_their_values() -> None:
@@ -236,7 +236,7 @@ def test_every_adam_implementation_is_a_speed_knob_and_compiled_counts_as_compil
 
 def test_steps_beyond_what_the_epochs_hold_are_named() -> None:
     short = RunSpec(steps=20, epochs=1, samples=1000).steps_short()
-    assert "--steps 20 is more than the 8 steps that 1 epoch(s) of 1000 samples at batch 128 hold" in short
+    assert "--steps 20 is more than the 8 steps that 1 epoch of 1000 samples at batch 128 hold" in short
     assert RunSpec(steps=8, epochs=1, samples=1000).steps_short() == ""
     assert RunSpec(epochs=1, samples=1000).steps_short() == ""
     assert "the 4 steps" in RunSpec(steps=5, epochs=1, samples=1000, nproc_per_node=2).steps_short()

@@ -689,7 +689,8 @@ def _sweep_on_jobs(planned: Sequence[Planned], todo: Sequence[Planned], options:
     entries = cluster.plan(out, planned, options.sweep, settings.kind,
                            [p for p in todo if (p.point.spec.key(), p.point.repeat) not in busy])
     if busy:
-        print(f"sweep: {len(busy)} point(s) already have a job queued or running; left to it")
+        print(f"sweep: {counted(len(busy), 'point')} already {'has' if len(busy) == 1 else 'have'} a job queued "
+              "or running; left to it")
     if not entries:
         print(f"sweep: nothing to submit; `vaebench sweep --status {out}` lists every point")
         return EXIT_OK

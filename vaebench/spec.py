@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._format import counted
 from .errors import UsageError
 from .stats import is_missing
 
@@ -83,8 +84,9 @@ class RunSpec:
         held = self.epochs * per_epoch
         if self.steps is None or self.steps <= held:
             return ""
-        return (f"--steps {self.steps} is more than the {held} steps that {self.epochs} epoch(s) of {self.samples} "
-                f"samples at batch {self.global_batch} hold: the run stops at {held}; raise --epochs to run them all")
+        return (f"--steps {self.steps} is more than the {held} steps that {counted(self.epochs, 'epoch')} of "
+                f"{self.samples} samples at batch {self.global_batch} hold: the run stops at {held}; "
+                "raise --epochs to run them all")
 
     @property
     def is_cuda(self) -> bool:
@@ -396,14 +398,15 @@ def _device_problems(spec: RunSpec, caps: Capabilities) -> list[Problem]:
     if spec.allocator in ALLOCATORS and spec.allocator != "system" and spec.allocator not in caps.allocators:
         return [Problem("allocator", allocator_missing(spec.allocator))]
     if spec.is_cuda and spec.world_size > 1 and spec.nproc_per_node > caps.cuda_devices:
+        gpus = counted(caps.cuda_devices, "GPU") if caps.cuda_devices else "no GPU"
         return [Problem("nproc_per_node", f"{spec.nproc_per_node} CUDA ranks asked for, but "
-                        f"{caps.cuda_devices or 'no'} GPU(s) here: every rank needs a GPU of its own")]
+                        f"{gpus} here: every rank needs a GPU of its own")]
     if spec.is_cuda:
         index = int(spec.device.split(":")[1]) if ":" in spec.device else 0
         if caps.cuda_devices == 0:
             return [Problem("device", f"{spec.device} asked for, but CUDA is not available here")]
         if index >= caps.cuda_devices:
-            return [Problem("device", f"{spec.device} asked for, but only {caps.cuda_devices} CUDA device(s)")]
+            return [Problem("device", f"{spec.device} asked for, but only {counted(caps.cuda_devices, 'CUDA device')}")]
     if spec.device == "mps" and not caps.mps:
         return [Problem("device", "mps asked for, but the MPS backend is not available here")]
     return []

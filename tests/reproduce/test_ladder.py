@@ -105,8 +105,8 @@ def test_the_markdown_says_how_long_the_rungs_trained_and_whether_they_were_prof
     rehearsal = ladder.render_markdown(frame, device="cpu", length="5 steps", profiled=False, gpu_name="", notes=[])
     assert "every rung trains 5 steps" in rehearsal and "--no-profile" in rehearsal
     assert "profiled run of" not in rehearsal and "epoch" not in rehearsal.split("|")[0]
-    full = ladder.render_markdown(frame, device="cuda", length="10 epoch(s)", profiled=True, gpu_name="H200", notes=[])
-    assert "every rung trains 10 epoch(s)" in full and "profiled run of 60 steps per rung" in full
+    full = ladder.render_markdown(frame, device="cuda", length="10 epochs", profiled=True, gpu_name="H200", notes=[])
+    assert "every rung trains 10 epochs" in full and "profiled run of 60 steps per rung" in full
     assert "`vs seed (train s)` is the seed rung's `train s` over this rung's" in full
 
 

@@ -51,7 +51,7 @@ def test_a_recompile_for_another_batch_size_is_named_with_its_fix() -> None:
     assert "batch of 96 after compiling for 128" in warnings[0] and "graph of its own" in warnings[0]
     assert "mark_dynamic" in warnings[0]
     assert warnings[1].startswith("unexpected recompile")
-    assert "2 graph break(s)" in warnings[2]
+    assert "2 graph breaks" in warnings[2]
     assert recompile_warnings(CompileCounters(frames=1, graphs=1)) == []
 
 
@@ -71,12 +71,12 @@ def test_skipped_cuda_graphs_are_a_warning_that_reduce_overhead_ran_without_them
     counters = CompileCounters(frames=1, graphs=1, cudagraph_skips=2, cudagraph_skip_reasons=(SKIP, SKIP))
     warnings = recompile_warnings(counters)
     assert warnings == cudagraph_warnings(counters) and len(warnings) == 1
-    assert "CUDA graphs were skipped for 2 graph(s)" in warnings[0]
+    assert "CUDA graphs were skipped for 2 graphs" in warnings[0]
     assert "reduce-overhead ran those without CUDA graphs" in warnings[0]
     assert warnings[0].count("cpu device") == 1, "one reason, said once"
     assert "logged the reason to stderr" in cudagraph_warnings(CompileCounters(cudagraph_skips=1))[0]
     assert cudagraph_warnings(CompileCounters(frames=1)) == []
-    assert "2 CUDA graph skip(s)" in str(counters)
+    assert "2 CUDA graph skips" in str(counters)
 
 
 def test_since_counts_only_the_new_cuda_graph_skips() -> None:
@@ -104,7 +104,7 @@ def test_compile_counters_read_cudagraph_skips_and_their_reasons(monkeypatch: py
     assert read.cudagraph_skips == 1 and read.cudagraph_skip_reasons == (SKIP,)
     assert "cpu device" in recompile_warnings(read)[0]
     assert read.graph_breaks == 2 and read.graph_break_reasons == ("Call to `torch._dynamo.graph_break()`",) * 2
-    assert "2 graph break(s): part of the step runs eagerly between compiled graphs (Call to " \
+    assert "2 graph breaks: part of the step runs eagerly between compiled graphs (Call to " \
            "`torch._dynamo.graph_break()`; TORCH_LOGS" in recompile_warnings(read)[1]
     assert read.since(dataclasses.replace(read, graph_breaks=1, graph_break_reasons=read.graph_break_reasons[:1])
                       ).graph_break_reasons == read.graph_break_reasons[:1]
@@ -127,4 +127,4 @@ def test_compile_counters_see_the_recompile_for_a_smaller_last_batch(
     assert "expected 8, actual 6" in seen.recompile_reasons[0]
     assert seen.compile_s > 0 and seen.cache == "cold"
     assert "batch of 6 after compiling for 8" in recompile_warnings(seen)[0]
-    assert "1 recompile(s)" in str(seen)
+    assert "1 recompile" in str(seen)

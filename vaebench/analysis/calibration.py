@@ -172,7 +172,7 @@ def recommend(
         return "recommendation: none; no run recorded " + " or ".join(metrics)
     noises = [m.log_sd for m in chosen]
     worst = max(stats.min_detectable_slowdown(s, repeats, alpha=report.alpha, power=report.power) for s in noises)
-    runs = f"{repeats} runs a side" + (f" ({source})" if source else "")
+    runs = f"{counted(repeats, 'run')} a side" + (f" ({source})" if source else "")
     if not math.isfinite(worst):
         return (
             f"recommendation: {runs} can never be significant at alpha "

@@ -42,6 +42,7 @@ from types import ModuleType
 from typing import Any
 
 from .. import storage
+from .._format import counted
 from ..errors import UsageError, signals_raise
 from ..machine import child_process_env, host_fingerprint
 from ..result import FAILED, DataInfo, RunRecord
@@ -357,7 +358,8 @@ def run_queue(path: Path) -> int:
                 _record_if_lost(out, entry, JobLife(False, str(job.state)))
         time.sleep(0.2)
     if stop:
-        print(f"stopped by {signal.Signals(stop[0]).name}: cancelling {len(running)} running job(s)", flush=True)
+        name = signal.Signals(stop[0]).name
+        print(f"stopped by {name}: cancelling {counted(len(running), 'running job')}", flush=True)
         for job, _ in running.values():
             job.cancel()
         deadline = time.monotonic() + 30

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._format import fmt, markdown_table, text_table
+from .._format import counted, fmt, markdown_table, text_table
 from ..analysis.attribution import share_of_step
 from ..errors import UsageError
 from ..result import OK
@@ -293,7 +293,7 @@ def report_folder(base: RunSpec, rungs: Sequence[Rung], folder: Path, *, profile
         notes.append(f"no run in {folder} matches these rungs on {base.device} with epochs={base.epochs}, "
                      f"steps={format_value(base.steps)}, samples={base.samples}: give the settings the ladder ran with")
     gpu = str(runs["fp_gpu_name"].dropna().iloc[-1]) if "fp_gpu_name" in runs and base.is_cuda else ""
-    length = f"{base.steps} steps" if base.steps is not None else f"{base.epochs} epoch(s)"
+    length = f"{base.steps} steps" if base.steps is not None else counted(base.epochs, "epoch")
     path = write(frame, folder, device=base.device, length=length, profiled=bool(plan.profiled), gpu_name=gpu,
                  notes=notes)
     write_report(build_report(folder))

@@ -21,6 +21,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from .._format import counted
+
 # Compile-time entries of dynamo's timing table: the forward (dynamo tracing, AOT autograd
 # and inductor) runs at the first call, the backward graph is compiled at the first backward.
 COMPILE_TIMERS = ("_compile.compile_inner", "compile_fx.<locals>.bw_compiler")
@@ -70,11 +72,11 @@ class CompileCounters:
         )
 
     def __str__(self) -> str:
-        skips = f", {self.cudagraph_skips} CUDA graph skip(s)" if self.cudagraph_skips else ""
+        skips = f", {counted(self.cudagraph_skips, 'CUDA graph skip')}" if self.cudagraph_skips else ""
         return (
-            f"compiled {self.frames} frame(s) into {self.graphs} graph(s) "
-            f"in {self.compile_s:.1f} s, {self.graph_breaks} graph break(s), "
-            f"{self.recompiles} recompile(s), {self.cache} cache{skips}"
+            f"compiled {counted(self.frames, 'frame')} into {counted(self.graphs, 'graph')} "
+            f"in {self.compile_s:.1f} s, {counted(self.graph_breaks, 'graph break')}, "
+            f"{counted(self.recompiles, 'recompile')}, {self.cache} cache{skips}"
         )
 
 
@@ -137,7 +139,7 @@ def recompile_warnings(counters: CompileCounters) -> list[str]:
     if counters.graph_breaks:
         why = "; ".join(dict.fromkeys(counters.graph_break_reasons))
         warnings.append(
-            f"{counters.graph_breaks} graph break(s): part of the step runs eagerly between "
+            f"{counted(counters.graph_breaks, 'graph break')}: part of the step runs eagerly between "
             f"compiled graphs ({why + '; ' if why else ''}TORCH_LOGS=graph_breaks shows where)"
         )
     return warnings
@@ -150,7 +152,7 @@ def cudagraph_warnings(counters: CompileCounters) -> list[str]:
         return []
     why = "; ".join(dict.fromkeys(counters.cudagraph_skip_reasons)) or "torch logged the reason to stderr"
     return [
-        f"CUDA graphs were skipped for {counters.cudagraph_skips} graph(s) ({why}): reduce-overhead "
+        f"CUDA graphs were skipped for {counted(counters.cudagraph_skips, 'graph')} ({why}): reduce-overhead "
         "ran those without CUDA graphs, so its times are not CUDA-graph times "
         "(TORCH_LOGS=cudagraphs shows each skip)"
     ]
