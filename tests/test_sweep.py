@@ -204,6 +204,8 @@ def test_a_local_sweep_can_be_listed_with_status(tmp_path: Path, capsys: pytest.
     assert main(["sweep", "--status", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "2 points: 2 done, 0 failed, 0 running, 0 pending" in out and "batch_size=64" in out
+    assert main(["sweep", *TINY, "--batch-size", "64,128", "--steps", "3", "--out", str(tmp_path)]) == 0
+    assert f"sweep: nothing left to run: every point has a successful run in {tmp_path}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("line", ['{"run_id": "x1"}', '{"run_id": "x1", "spec_key": null, "repeat": 0}',

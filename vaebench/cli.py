@@ -668,6 +668,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if settings.submitit:
         return _sweep_on_jobs(plan.planned, plan.todo, options, settings)
     cluster.plan(out, plan.planned, options.sweep, "local", plan.todo)  # for --status
+    if not plan.todo:
+        print(f"sweep: nothing left to run: every point has a successful run in {out}")
+        print(f"next: vaebench report {out}")
+        return EXIT_OK
     outcome = run_points(plan.todo, options, force=args.force)
     failed = len(outcome.failed)
     print(f"sweep: {counted(len(outcome.records), 'run')} recorded in {out / 'runs.jsonl'}, {failed} failed"
@@ -717,6 +721,8 @@ def _sweep_on_jobs(planned: Sequence[Planned], todo: Sequence[Planned], options:
 def _sweep_status(out: Path) -> int:
     from .measure import cluster, ledger
 
+    if not out.is_dir():
+        raise UsageError(f"{out}: no such results folder")
     statuses = cluster.status(out)
     if not statuses:
         raise UsageError(f"{out}: no sweep plan here (no {ledger.POINTS_DIR}/ folder); run `vaebench sweep --out "
@@ -768,13 +774,14 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from .sweep import check_repeats, load_config
 
     check_repeats(args.repeats, "--repeats", least=2)  # A/A: two runs or more to see any noise
-    _check_io(args)
+    _check_io(args, create=False)
     config = load_config(args.config)
     specs = config.specs()
     if len(specs) != 1:
         labels = "; ".join(s.label() or "seed configuration" for s in specs[:4]) + ("; ..." if len(specs) > 4 else "")
         raise UsageError(f"{args.config} expands to {len(specs)} configurations ({labels}); calibrate measures "
                          "one: give each [grid] field a single value")
+    _check_io(args)  # the folder is made only for a file that will run
     out = Path(args.out)
     plan = schedule([(specs, args.repeats)], out=out, data_dir=args.data_dir,
                     caps=capabilities(probe_torch=specs[0].device != "cpu"))

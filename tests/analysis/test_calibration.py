@@ -86,6 +86,7 @@ def test_bad_input_is_one_line_and_exit_2(
     assert calibrate(tmp_path, config(tmp_path, text), *extra) == 2
     err = capsys.readouterr().err
     assert err.startswith("vaebench calibrate: error:") and message in err
+    assert not (tmp_path / "out").exists()  # refused before anything was made
 
 
 def test_a_missing_config_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -131,6 +131,8 @@ def test_missing_submitit_says_how_to_install_it(
 def test_status_of_a_folder_without_a_sweep_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sweep", "--status", str(tmp_path)]) == 2
     assert "no sweep plan" in capsys.readouterr().err
+    assert main(["sweep", "--status", str(tmp_path / "nope")]) == 2
+    assert "nope: no such results folder" in capsys.readouterr().err
 
 
 def test_stop_signals_become_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
