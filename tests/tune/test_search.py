@@ -318,6 +318,33 @@ def test_a_faster_allocator_is_adopted_and_named_in_the_recommendation_with_its_
     assert set(trials_frame(result)["allocator"]) == {"system", "jemalloc", "tcmalloc"}
 
 
+def test_the_quality_runs_are_planned_at_the_isolated_runs_speed_not_the_search_s(tmp_path: Path) -> None:
+    """A search beside a neighbour (or in a cold process) can read far slower than the same
+    batch runs alone: the confirm run scales the search's rates before they size the guard."""
+    settings = TuneSettings(base=BASE, budget_s=100, quality_samples=10 * BASE.samples)
+    result = _tune_peaked_at_512(tmp_path, settings, tick_s=1, gain=lambda spec: 10.0)
+    assert {t.batch for t in result.quality} >= {128, 512}  # ~15 s each alone, not the search's ~110 s
+    assert not [n for n in result.notes if n.startswith("time budget: no quality run")]
+
+
+def test_runs_beside_a_busy_neighbour_are_named_first_in_the_notes(tmp_path: Path) -> None:
+    measure, _ = peaked(512)
+
+    def screen(base: RunSpec, data: DataInfo, **kw: object) -> SearchResult:
+        return search_batch(base, measure, max_batch=int(kw["max_batch"]))  # type: ignore[arg-type]
+
+    def run(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
+        record = _record(spec, options, measure(spec).samples_per_s, 100.0)
+        return dataclasses.replace(record, monitor=MonitorSummary(neighbour_cpu_pct=95.0))
+
+    settings = TuneSettings(base=BASE, budget_s=1000, quality_samples=BASE.samples)
+    result = tune(settings, DataInfo("synthetic", BASE.samples, 1.0, ""), RunOptions(out=tmp_path),
+                  Capabilities(logical_cores=2), report=lambda line: None, clock=iter(range(10_000)).__next__,
+                  run=run, screen=screen)
+    assert result.notes[0].startswith(f"{len(result.knobs) + len(result.quality)} runs of this tune ran beside a "
+                                      "busy neighbour (processes outside them used up to 95% of a core")
+
+
 def test_a_knob_faster_in_one_run_only_is_not_adopted(tmp_path: Path) -> None:
     """A lucky first run (a quiet moment on a busy machine) must not adopt a knob: its second
     run and the current best's second run, A B B A, decide."""

@@ -16,8 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._format import counted
 from ..measure.run import RunOptions, run_once
 from ..result import DataInfo, RunRecord
+from ..rules import NEIGHBOUR_LIMIT_PCT, contended
 from ..spec import SPEED_KNOBS, Capabilities, RunSpec, format_value
 from .search import (
     KNOB_GAIN,
@@ -107,6 +109,7 @@ def trial_from_record(record: RunRecord, stage: str) -> Trial:
         final_loss=train.final_loss if train else math.nan,
         epoch_losses=tuple(train.epoch_losses) if train else (),
         epoch_times_s=tuple(train.epoch_times_s) if train else (),
+        neighbour_cpu_pct=monitor.neighbour_cpu_pct,
     )
 
 
@@ -172,11 +175,18 @@ def tune(
         result.recommendation = Recommendation(rec.trial, f"{rec.reason}; with {'; '.join(result.adopted)}",
                                                rec.rejected)
     if result.recommendation.trial is None and result.quality_short_s > 0:
-        fastest = max((t for t in [best, *result.knobs] if t.ok), key=lambda t: t.samples_per_s)
+        kept = [t for t in [best, *result.knobs] if t.ok and (t is best or t.spec == config)]  # not a rejected knob
+        fastest = max(kept, key=lambda t: t.samples_per_s)
         result.recommendation = Recommendation(
             None, f"the time budget ran out before the quality guard could check the "
             f"fastest batch found ({fastest.batch}, {fastest.samples_per_s:.0f} samples/s) against batch "
             f"{REFERENCE_BATCH}; this tune needs about --budget {needed_budget_s(result, budget):.0f}s")
+    busy = [t.neighbour_cpu_pct for t in result.trials if contended(t.neighbour_cpu_pct)]
+    if busy:
+        result.notes.insert(0, f"{counted(len(busy), 'run')} of this tune ran beside a busy neighbour (processes "
+                            f"outside them used up to {max(busy):.0f}% of a core, limit {NEIGHBOUR_LIMIT_PCT:.0f}%): "
+                            "the rates, the knobs' gains and the time estimates may be the neighbour's; tune on "
+                            "a quiet machine")
     report(f"recommendation: {'' if result.recommendation.trial else 'none: '}{result.recommendation.reason}")
     result.wall_s = clock() - start
     return result
@@ -261,6 +271,16 @@ def _recheck(
     return figures
 
 
+def _isolated_over_screen(result: TuneResult) -> float:
+    """How much faster an isolated run went than the search measured at the same batch (the
+    confirm run against its screen trial): the search's rates, scaled by it, estimate the
+    quality runs. 1 where either is missing."""
+    best, confirm = result.search.best, next((t for t in result.knobs if t.stage == "confirm" and t.ok), None)
+    if best is None or confirm is None or not best.samples_per_s > 0:
+        return 1.0
+    return confirm.samples_per_s / best.samples_per_s
+
+
 def changed(before: RunSpec, after: RunSpec) -> str:
     """The knobs `after` sets differently from `before`, as flags: `--allocator jemalloc`."""
     names = [f for f in SPEED_KNOBS if getattr(before, f) != getattr(after, f)]
@@ -278,11 +298,12 @@ def _guard_quality(
     batches = list(dict.fromkeys([REFERENCE_BATCH, *leaders]))
     measure = isolated(data, options, "quality", run)
     measured = result.search.ranked()
+    scale = _isolated_over_screen(result)
     result.quality_start_s = clock() - (deadline - settings.budget_s)
     for batch in batches:
         # The nearest measured batch size stands in for one the search did not try (often 128).
         nearest = min(measured, key=lambda t: abs(math.log2(t.batch / batch)))
-        rate = nearest.samples_per_s
+        rate = nearest.samples_per_s * scale
         expected = STARTUP_S + (epochs * config.samples / rate if rate > 0 else 0.0)
         if clock() + expected > deadline:
             result.quality_short_s += expected

@@ -60,6 +60,7 @@ class Trial:
     final_loss: float = math.nan
     epoch_losses: tuple[float, ...] = ()
     epoch_times_s: tuple[float, ...] = ()
+    neighbour_cpu_pct: float = math.nan  # processes outside the run's tree, percent of a core (isolated runs)
 
     @property
     def ok(self) -> bool:
