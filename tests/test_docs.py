@@ -25,7 +25,7 @@ def test_every_record_column_is_documented() -> None:
 
 def test_every_column_report_adds_is_documented() -> None:
     added = ["setup", "machine", "config", *(name for name, _ in kernel.PER_STEP)]
-    summary = ["n", "failed", "speedup", *METRICS]
+    summary = ["n", "failed", "speedup", "steady_speedup", *METRICS]
     missing = [name for name in (*added, *summary) if name not in documented()]
     assert not missing, f"report columns missing from {COLUMNS_DOC.name}: {', '.join(missing)}"
 

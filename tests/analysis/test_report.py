@@ -4,6 +4,7 @@ import json
 import math
 import re
 import shutil
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,9 @@ def test_a_single_run_shows_no_spread(written: tuple[Report, Path]) -> None:
 def test_speedup_against_the_chosen_baseline(folder: Path) -> None:
     summary = build_report(folder, baseline="device=cpu,threads=1").summary
     assert list(summary["speedup"]) == pytest.approx([1.0, 11.5 / 6.1, 11.5 / 4.0])
+    # samples/s medians: threads=1 of 60,000/[10..13] s, threads=2 60,000/6.1 s, threads=4 60,000/4 s
+    slow = statistics.median([60_000 / t for t in REAL_S[1]])
+    assert list(summary["steady_speedup"]) == pytest.approx([1.0, 60_000 / 6.1 / slow, 60_000 / 4.0 / slow])
 
 
 @pytest.mark.parametrize(

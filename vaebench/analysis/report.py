@@ -157,6 +157,7 @@ def build_report(
     machines = machines_table(table)
     if baseline is not None:
         summary["speedup"] = speedups(summary, baseline)
+        summary["steady_speedup"] = speedups(summary, baseline, metric="samples_per_s")
     epochs = _epochs(folder, table)
     chosen = _timeline_runs(table, runs)
     problems = find_warnings(table, summary)
@@ -300,9 +301,12 @@ def parse_baseline(text: str) -> dict[str, Any]:
     return wanted
 
 
-def speedups(summary: pd.DataFrame, baseline: str) -> pd.Series:
-    """Baseline median real time over each configuration's: above 1 is faster. With several
-    machines, each machine's configurations are set against that machine's baseline."""
+def speedups(summary: pd.DataFrame, baseline: str, metric: str = "real_s") -> pd.Series:
+    """Each configuration against the baseline, above 1 faster: the baseline's median real time
+    over its own (the whole process, start-up included), or with `metric` samples_per_s its
+    steady-state samples/s over the baseline's (the loop alone: two runs of different lengths
+    differ in the one and not the other). With several machines, each machine's configurations
+    are set against that machine's baseline."""
     wanted = parse_baseline(baseline)
     machines = summary["machine"] if "machine" in summary else pd.Series("", index=summary.index)
     matches = [
@@ -323,7 +327,8 @@ def speedups(summary: pd.DataFrame, baseline: str) -> pd.Series:
         if base["n"] == 0:
             raise ReportError(f"baseline {base['config']!r} has no successful run to compare against")
         same = machines == machine
-        result[same] = base["real_s_median"] / summary.loc[same, "real_s_median"]
+        ratio = summary.loc[same, f"{metric}_median"] / base[f"{metric}_median"]
+        result[same] = 1 / ratio if metric == "real_s" else ratio
     return result
 
 
@@ -500,8 +505,9 @@ def summary_table(report: Report) -> pd.DataFrame:
             table[header] = [
                 _cell(m, q, fmt) for m, q in zip(summary[f"{name}_median"], summary[f"{name}_iqr"], strict=True)
             ]
-    if "speedup" in summary:
-        table["speed-up"] = [_cell(s, math.nan, "{:.2f}x") for s in summary["speedup"]]
+    for column, header in (("speedup", "speed-up (real s)"), ("steady_speedup", "speed-up (samples/s)")):
+        if column in summary and summary[column].notna().any():
+            table[header] = [_cell(s, math.nan, "{:.2f}x") for s in summary[column]]
     return table
 
 
