@@ -391,6 +391,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     runs = [r.strip() for r in args.runs.split(",") if r.strip()] if args.runs else None
     report = build_report(args.folder, baseline=args.baseline, runs=runs)
+    written = write_report(report)  # before the printout: stdout may be a pipe that closes early
     print(summary_table(report).to_string(index=False))
     for warning in report.warnings:
         print(f"warning: {warning}")
@@ -403,7 +404,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(kernel_table(report).to_string(index=False))
         for config, cause in report.kernel.items():
             print(f"{config}: kernel time: {cause}")
-    print(f"wrote {write_report(report)}")
+    print(f"wrote {written}")
     return EXIT_OK
 
 
