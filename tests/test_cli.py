@@ -425,3 +425,15 @@ def test_a_mode_that_runs_nothing_refuses_the_options_it_would_ignore(
     assert main([str(tmp_path) if arg == "DIR" else arg for arg in argv]) == 2
     err = capsys.readouterr().err
     assert ignored in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "--device", "cuda:99", "--steps", "2"],
+    ["ladder", "--device", "cuda:99", "--steps", "2", "--no-profile"],
+])
+def test_a_refused_command_leaves_no_results_folder_behind(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                            command: list[str]) -> None:
+    out = tmp_path / "out"
+    assert main([*command, "--out", str(out)]) == 2
+    assert "cuda:99 asked for" in capsys.readouterr().err
+    assert not out.exists()

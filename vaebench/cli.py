@@ -261,9 +261,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     launch = Launch(node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint)
     launch.check(spec)
-    _check_io(args)
+    _check_io(args, create=False)
     check(spec, allocator_path=args.allocator_path or "")
     _check_allocator_path(args.allocator_path, [spec.allocator])
+    _check_io(args)  # the results folder is made once the run is known to be runnable here
     # Without strace or perf: exit 2 naming what to install, before anything trains.
     tracer = find_tracer() if args.syscalls else None
     spec, data = prepare_data(spec, args.data_dir)
@@ -1053,7 +1054,7 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
     from .reproduce import ladder
     from .sweep import check_repeats
 
-    _check_io(args)
+    _check_io(args, create=False)
     rungs = ladder.pick([n.strip() for n in args.rungs.split(",") if n.strip()] if args.rungs else None)
     check_repeats(args.repeats, "--repeats")
     for flag in ("epochs", "samples", "steps"):
@@ -1076,6 +1077,7 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
     else:
         runs = schedule([([s for _, s in plan.timed], args.repeats), ([s for _, s in plan.profiled], 1)], out=out,
                         data_dir=args.data_dir, caps=capabilities(probe_torch=base.device != "cpu"), force=args.force)
+        _check_io(args)  # made once some rung can run here
         _print_skipped(runs.skipped)
         skipped = [item.reason for item in runs.skipped]
         print(f"ladder: {len(rungs)} rungs on {base.device}, {len(runs.planned)} runs; {runs.done} already in {out}, "
