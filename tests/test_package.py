@@ -39,3 +39,11 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "usage" in capsys.readouterr().out
+
+
+def test_counts_read_in_the_singular_at_one_and_in_the_right_plural() -> None:
+    from vaebench._format import counted
+
+    assert [counted(1, "epoch"), counted(10, "epoch"), counted(2, "context switch"), counted(3, "run")] == \
+        ["1 epoch", "10 epochs", "2 context switches", "3 runs"]
+    assert counted(float("nan"), "step") == "? steps"

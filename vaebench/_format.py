@@ -35,7 +35,7 @@ def fmt_auto(value: Any, missing: str = "n/a") -> str:
 def counted(value: Any, noun: str) -> str:
     """'1 run', '2 runs', '1,302 minor faults', '0.4 switch' read as '0 switches', '? runs' unknown."""
     number = stats.number(value)
-    plural = noun + ("es" if noun.endswith(("s", "sh", "ch", "x")) else "s")
+    plural = noun + ("es" if noun.endswith(("s", "sh", "tch", "x")) else "s")  # switches, but epochs
     if math.isnan(number):
         return f"? {plural}"
     return f"{number:,.0f} {noun if round(number) == 1 else plural}"
