@@ -47,3 +47,11 @@ def test_counts_read_in_the_singular_at_one_and_in_the_right_plural() -> None:
     assert [counted(1, "epoch"), counted(10, "epoch"), counted(2, "context switch"), counted(3, "run")] == \
         ["1 epoch", "10 epochs", "2 context switches", "3 runs"]
     assert counted(float("nan"), "step") == "? steps"
+
+
+def test_a_percentage_never_rounds_a_small_share_to_nothing_or_a_large_one_to_all() -> None:
+    from vaebench._format import percent
+
+    assert [percent(0.1), percent(0.05), percent(0.125), percent(0.9)] == ["10%", "5%", "12.5%", "90%"]
+    assert percent(1e-7) == "1e-05%" and percent(1 - 2e-9) == "99.9999998%"
+    assert percent(0) == "0%" and percent(1) == "100%"

@@ -41,6 +41,14 @@ def counted(value: Any, noun: str) -> str:
     return f"{number:,.0f} {noun if round(number) == 1 else plural}"
 
 
+def percent(fraction: float) -> str:
+    """0.1 as '10%', 0.125 as '12.5%'; a share that is not 0 or 1 never reads as '0%' or '100%'."""
+    text = f"{100 * fraction:.3g}"
+    if text in ("0", "100") and fraction not in (0, 1):
+        text = f"{100 * fraction:.12g}"
+    return f"{text}%"
+
+
 def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Left-aligned columns two spaces apart, a dashed rule under the header."""
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]

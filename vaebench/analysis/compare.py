@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import stats
-from .._format import counted, fmt_auto, markdown_table, text_table
+from .._format import counted, fmt_auto, markdown_table, percent, text_table
 from ..errors import UsageError
 from ..machine import machine_label
 from ..result import OK, RunSeries
@@ -183,7 +183,7 @@ class MetricCheck:
         if not math.isnan(self.ratio):
             parts.append(f"×{self.ratio:.3f}")
         if not math.isnan(self.ci_low):
-            parts.append(f"{self.confidence:.0%} CI ×{self.ci_low:.3f}–{self.ci_high:.3f}")
+            parts.append(f"{percent(self.confidence)} CI ×{self.ci_low:.3f}–{self.ci_high:.3f}")
         if not math.isnan(self.p_value):
             parts.append(f"p={self.p_value:.3g}")
         parts.append(f"{len(self.baseline_values)} vs {len(self.candidate_values)} runs")
@@ -266,7 +266,7 @@ class Comparison:
         tail = f"; {len(self.unpaired)} unpaired" if self.unpaired else ""
         return (
             f"{head}: {', '.join(counts)} over {counted(self.configs, 'paired configuration')}{tail} "
-            f"(threshold {self.threshold:.0%}, {1 - 2 * self.alpha:.0%} intervals, alpha {self.alpha:g})."
+            f"(threshold {percent(self.threshold)}, {percent(1 - 2 * self.alpha)} intervals, alpha {self.alpha:g})."
         )
 
     @property
@@ -491,8 +491,9 @@ def check_metric(
     runs = min(len(baseline), len(candidate))
     verdict, reason = _decide(cost, cost_low, cost_high, p_worse, p_better, runs, threshold, alpha)
     if verdict == INCONCLUSIVE and check.p_floor > alpha and (cost >= 1 + threshold or cost <= 1 / (1 + threshold)):
-        reason = (f"past the {threshold:.0%} threshold, but {len(baseline)} and {len(candidate)} runs cannot reach "
-                  f"p ≤ {alpha:g} (the smallest possible p is {check.p_floor:.3g}); it takes {runs_for(alpha)} a side")
+        reason = (f"past the {percent(threshold)} threshold, but {len(baseline)} and {len(candidate)} runs cannot "
+                  f"reach p ≤ {alpha:g} (the smallest possible p is {check.p_floor:.3g}); it takes {runs_for(alpha)} "
+                  "a side")
     elif verdict == UNCHANGED and check.p_floor > alpha:  # what cannot be found cannot be ruled out either
         verdict = INCONCLUSIVE
         reason = (f"{len(baseline)} and {len(candidate)} runs can neither find nor rule out a change "
@@ -530,7 +531,7 @@ def _decide(
     alpha: float,
 ) -> tuple[str, str]:
     limit = 1 + threshold
-    past = f"past the {threshold:.0%} threshold"
+    past = f"past the {percent(threshold)} threshold"
     if cost >= limit and p_worse <= alpha:
         return REGRESSION, f"{past} and significant (p ≤ {alpha:g})"
     if cost <= 1 / limit and p_better <= alpha:
