@@ -175,6 +175,8 @@ def test_each_point_is_done_failed_running_or_pending() -> None:
     assert states[2].detail == "queued as job 10_2"
     assert states[3].lost_job and states[3].detail == "job 10_3 ended on n3 without a record (NODE_FAIL)"
     assert states[4].detail == "not submitted yet"
+    (local,) = ledger.point_states([_entry(7, executor="local")], [], {}, lambda e: JobLife(None))
+    assert (local.state, local.detail) == ("pending", "no record yet: not run, or stopped before it finished")
     assert states[5].detail == "out of memory"
     assert states[6].detail == "queued as job 10_6"  # resubmitted: the old failure is not its state
     text = ledger.format_status(states)

@@ -184,6 +184,8 @@ def _unfinished(
         return PointStatus(entry, FAILED, why, host, lost_job=True)
     if reason:
         return PointStatus(entry, FAILED, reason)
+    if entry.executor == "local":  # the sweep runs its points itself: none is ever submitted
+        return PointStatus(entry, PENDING, "no record yet: not run, or stopped before it finished")
     return PointStatus(entry, PENDING, "not submitted yet")
 
 
