@@ -11,8 +11,9 @@ by one writer only, so the ledger is as safe on a cluster's shared filesystem as
                                          run id and status at its end
 
 A point's state comes from these and the records: done (an ok record), running (a job that
-started and lives), pending (queued, or not submitted yet), failed (a failed record and no job
-in flight, or a job that is gone without a record: it gets a failed record naming the job).
+started and lives), pending (queued, not submitted yet, or in a local sweep not run yet), failed
+(a failed record and no job in flight, or a job that is gone without a record: it gets a failed
+record naming the job).
 """
 
 from __future__ import annotations
