@@ -166,7 +166,7 @@ def test_a_graphed_step_without_a_trace_is_timed_by_its_events() -> None:
     found = attribute(ev)
     assert found.kind == COMPUTE
     text = str(found)
-    assert "step 0.29 ms on the device; the host's step 0.26 ms = data 0.04" in text
+    assert "median step 0.29 ms on the device; the host's mean step 0.26 ms = data 0.04" in text
     assert "busy at most 99% of the step (CUDA events: the step's graph holds the stream 0.284 ms" in text
     assert "--compile default" not in text and "--adam compiled" in text
     # The same events on an eager step include the host's launch gaps: they are never busy time.

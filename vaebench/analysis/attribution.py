@@ -244,12 +244,12 @@ def _rule(ev: Evidence) -> tuple[str, float, list[str]]:
     host_share = ev.share(s.compute_ms)
     sync_share = ev.share(s.sync_ms)
     busy = ev.busy
-    split = (
-        f"step {ev.step_ms:.2f} ms = data {s.data_ms:.2f} + copy {s.copy_ms:.2f} + "
+    split = (  # means over the steady steps, so the parts add up; samples/s is the median step's
+        f"mean step {ev.step_ms:.2f} ms = data {s.data_ms:.2f} + copy {s.copy_ms:.2f} + "
         f"host compute {s.compute_ms:.2f} + sync {s.sync_ms:.2f}"
     )
     if ev.graphed and ev.step_median_ms > 0:  # the graph's period is the device's, the split the host's
-        split = f"step {ev.step_median_ms:.2f} ms on the device; the host's {split}"
+        split = f"median step {ev.step_median_ms:.2f} ms on the device; the host's {split}"
     if ev.on_gpu and math.isfinite(busy) and busy >= DEVICE_BUSY:  # the host's waits hide behind its work
         return COMPUTE, busy, [split, ev.busy_text()]
     if ev.allreduce_share >= ALLREDUCE_SHARE:
