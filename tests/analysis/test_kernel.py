@@ -175,6 +175,8 @@ def test_no_verdict_without_training_window_counters_or_on_a_gpu() -> None:
     assert kernel_verdict({k: v for k, v in ALLOCATOR_RUN.items() if k != "train_minor_faults"}) is None
     assert kernel_verdict(ALLOCATOR_RUN | {"device": "cuda:0"}) is None
     assert kernel_verdict(ALLOCATOR_RUN | {"train_user_s": None}) is None
+    assert kernel_verdict(ALLOCATOR_RUN | {"profile": True}) is None  # the profiler's faults are not the run's
+    assert kernel_verdict(ALLOCATOR_RUN | {"profile": False}) is not None
 
 
 def test_per_step_columns_and_missing_run_queue() -> None:

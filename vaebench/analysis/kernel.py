@@ -175,10 +175,12 @@ class Verdict:
 
 
 def counters(row: Mapping[str, Any]) -> Counters | None:
-    """The counters of a CPU run from a record row (`load_runs` columns); None for a GPU run
-    or one without training-window counters (recorded before they existed)."""
+    """The counters of a CPU run from a record row (`load_runs` columns); None for a GPU run,
+    a profiled one, or one without training-window counters (recorded before they existed)."""
     if str(row.get("device", "cpu")) != "cpu":
         return None  # a GPU run's sys time is the driver's: none of these causes
+    if row.get("profile") == True:  # noqa: E712 - a numpy bool from a frame is not `True` itself
+        return None  # the profiler's own work (its trace, its buffers) is in the window's faults and sys
     return read_counters(row)
 
 
