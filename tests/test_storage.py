@@ -7,6 +7,7 @@ import os
 from multiprocessing.queues import Queue
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from vaebench import load_runs
@@ -300,3 +301,18 @@ def test_a_results_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
     (tmp_path / "series").write_text("")
     with pytest.raises(UnreadableResults, match=r"series/r1.json: cannot be read \(Not a directory\)"):
         load_series(tmp_path, "r1")
+
+
+def test_an_older_record_cut_short_by_steps_reads_its_whole_epochs_time_only(tmp_path: Path) -> None:
+    row = make_record().to_row()
+    del row["last_epoch_partial"]  # written before the flag was kept
+    spec = RunSpec(epochs=10, steps=60)  # 60 of the 4,690 steps: the only epoch is partial
+    append_row(tmp_path, {**row, **spec.to_dict(), "run_id": "old", "steps_done": 60, "epoch_s": 7.6,
+                          "epoch_times_s": [7.6]})
+    two = RunSpec(epochs=10, steps=700)  # one whole epoch (469 steps), then a partial one
+    append_row(tmp_path, {**row, **two.to_dict(), "run_id": "old2", "steps_done": 700, "epoch_s": 3.0,
+                          "epoch_times_s": [4.5, 1.5]})
+    append_row(tmp_path, {**make_record("new").to_row(), "epoch_s": 5.0})
+    runs = load_runs(str(tmp_path)).set_index("run_id")
+    assert pd.isna(runs.loc["old", "epoch_s"]) and runs.loc["old2", "epoch_s"] == 4.5
+    assert runs.loc["new", "epoch_s"] == 5.0  # a record with the flag is read as written

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
 from .result import OK, RunRecord, RunSeries, last_epoch_cut_short, record_problem, run_id_problem
-from .stats import finite
+from .stats import finite, median
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -242,10 +242,20 @@ def load_runs(folder: str | os.PathLike[str], *, ok_only: bool = False) -> pd.Da
     """All records of a results folder as a DataFrame, one row per run (columns: docs/columns.md)."""
     import pandas as pd
 
-    frame = pd.DataFrame(read_rows(folder))
+    frame = pd.DataFrame([_whole_epochs(row) for row in read_rows(folder)])
     if ok_only and not frame.empty:
         frame = frame[frame["status"] == OK].reset_index(drop=True)
     return frame
+
+
+def _whole_epochs(row: dict[str, Any]) -> dict[str, Any]:
+    """A record from before `last_epoch_partial` was kept, read by today's rule: its `epoch_s` is
+    the median of its whole epochs (None when --steps cut its only epoch short), not a partial
+    epoch's time."""
+    if "last_epoch_partial" in row or row.get("status") != OK or not last_epoch_cut_short(row):
+        return row
+    whole = [t for t in (row.get("epoch_times_s") or [])[:-1] if isinstance(t, int | float)]
+    return {**row, "epoch_s": median(whole) if whole else None}
 
 
 def load_epochs(folder: str | os.PathLike[str]) -> pd.DataFrame:
