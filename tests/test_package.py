@@ -55,3 +55,11 @@ def test_a_percentage_never_rounds_a_small_share_to_nothing_or_a_large_one_to_al
     assert [percent(0.1), percent(0.05), percent(0.125), percent(0.9)] == ["10%", "5%", "12.5%", "90%"]
     assert percent(1e-7) == "1e-05%" and percent(1 - 2e-9) == "99.9999998%"
     assert percent(0) == "0%" and percent(1) == "100%"
+
+
+def test_a_rate_keeps_a_decimal_below_ten_so_its_parts_add_up() -> None:
+    from vaebench._format import counted
+
+    assert counted(3.08, "involuntary context switch", rate=True) == "3.1 involuntary context switches"
+    assert counted(0.42, "voluntary context switch", rate=True) == "0.4 voluntary context switches"
+    assert counted(1302.4, "minor fault", rate=True) == "1,302 minor faults"

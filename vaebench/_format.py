@@ -32,13 +32,15 @@ def fmt_auto(value: Any, missing: str = "n/a") -> str:
     return f"{number:.3g}"
 
 
-def counted(value: Any, noun: str) -> str:
-    """'1 run', '2 runs', '1,302 minor faults', '0.4 switch' read as '0 switches', '? runs' unknown."""
+def counted(value: Any, noun: str, *, rate: bool = False) -> str:
+    """'1 run', '2 runs', '1,302 minor faults', '0.4 switch' read as '0 switches', '? runs' unknown.
+    A `rate` (a count per step) keeps a decimal below 10, so that 0.4 + 3.1 reads as 3.5, not 0 + 3 = 4."""
     number = stats.number(value)
     plural = noun + ("es" if noun.endswith(("s", "sh", "tch", "x")) else "s")  # switches, but epochs
     if math.isnan(number):
         return f"? {plural}"
-    return f"{number:,.0f} {noun if round(number) == 1 else plural}"
+    digits = 1 if rate and abs(number) < 10 else 0
+    return f"{number:,.{digits}f} {noun if round(number, digits) == 1 else plural}"
 
 
 def percent(fraction: float) -> str:

@@ -158,7 +158,7 @@ def test_a_cause_is_most_of_the_sys_time_only_where_its_cost_is_and_the_rest_is_
 
 def test_counts_of_one_read_in_the_singular() -> None:
     text = str(verdict_of(TCMALLOC_RUN))
-    assert "1 voluntary context switch per step" in text and "3 minor page faults per step" in text
+    assert "1.0 voluntary context switch per step" in text and "3 minor page faults per step" in text
     one_worker = WORKERS_RUN | {"workers": 1}
     assert "1 DataLoader worker uses" in str(verdict_of(one_worker))
 

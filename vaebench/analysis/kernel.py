@@ -250,7 +250,8 @@ def verdict(c: Counters) -> Verdict:
     evidence = [f"sys/user {c.sys_user:.2f} over the training window ({sys_ms:.2f} ms of sys per step)"]
     evidence += [_explain(name, c, found[name], scale) for name in ranked]
     if preempted > 0:
-        evidence.append(f"{counted(c.per_step(c.involuntary), 'involuntary context switch')} per step from other "
+        evidence.append(f"{counted(c.per_step(c.involuntary), 'involuntary context switch', rate=True)} per step "
+                        "from other "
                         f"processes taking the cores (~{preempted:.2f} ms of kernel per step at "
                         f"{SWITCH_US * scale:.2g} us each)")
     if c.per_step(c.major_faults) >= MAJOR_FAULTS:
@@ -288,7 +289,8 @@ def _explain(cause: str, c: Counters, cost_ms: float, scale: float = 1.0) -> str
         return f"{counted(c.workers, 'DataLoader worker')} {uses} {100 * share:.0f}% of the tree's CPU ({cost})"
     placed = f"{counted(c.threads, 'thread')} on {counted(c.cores, 'core')}"
     if cause == WAKEUPS:
-        return (f"{counted(c.per_step(c.voluntary), 'voluntary context switch')} per step ({cost} at {switch_us} us "
+        return (f"{counted(c.per_step(c.voluntary), 'voluntary context switch', rate=True)} per step ({cost} at "
+                f"{switch_us} us "
                 f"each) with {placed}")
     switches = (f"{c.per_step(c.voluntary):,.0f} voluntary + {c.per_step(c.involuntary):,.0f} involuntary "
                 f"context switches per step ({cost} at {switch_us} us each)")

@@ -78,8 +78,8 @@ def format_run(record: RunRecord, results_path: str = "") -> str:
     if not math.isnan(monitor.cpu_util_mean):
         outside = monitor.neighbour_cpu_pct
         lines.append(
-            f"  CPU       {monitor.cpu_util_mean:.0f}% of all cores on average "
-            f"({counted(monitor.monitor_samples, 'sample')})"
+            f"  CPU       {monitor.cpu_util_mean:.0f}% of all cores on average while it trained "
+            f"({counted(monitor.monitor_samples, 'sample')} taken in all)"
             + ("" if math.isnan(outside) else f"; outside this run: {outside:.0f}% of a core while it trained")
         )
     lines.extend(neighbour_warning(monitor.neighbour_cpu_pct))
@@ -188,7 +188,8 @@ def _kernel_lines(record: RunRecord) -> list[str]:
     lines = [
         f"  kernel    sys/user {fmt(found.sys_user, '{:.2f}')}, "
         f"{counted(per_step(found.minor_faults), 'minor fault')}/step, "
-        f"{counted(per_step(found.switches), 'context switch')}/step ({per_step(found.voluntary):,.0f} voluntary), "
+        f"{counted(per_step(found.switches), 'context switch', rate=True)}/step "
+        f"({counted(per_step(found.voluntary), 'voluntary', rate=True).removesuffix('s')}), "
         f"{wait}; {threads}{cores}{over}"
     ]
     monitor = record.monitor
