@@ -398,8 +398,9 @@ def pipeline_share(whatifs: Sequence[WhatIf], baselines: Mapping[str, Row],
                          "needs a GPU run here.")
             if device.startswith("cuda") and published_gpu_real_s > 0:
                 numbers["published_pipeline_s"] = share * published_gpu_real_s
-                text += (f" If the published GPU run split the same way, about {share * published_gpu_real_s:.0f} s "
-                         f"of its {published_gpu_real_s:.1f} s went to the input pipeline.")
+                text += (f" If the published GPU run's epochs split the same way, at most about "
+                         f"{share * published_gpu_real_s:.0f} s of its {published_gpu_real_s:.1f} s went to the input "
+                         "pipeline (its time includes start-up, which the share does not cover).")
         for w in (w for w in whatifs if w.device == device and not set(w.knobs) <= INPUT_KNOBS):
             compiled = f" (compile {w.compile_s:.1f} s included)" if w.compile_s > 0 else ""
             beside = f", not the change's alone: {w.busy}" if w.busy else ""
