@@ -352,7 +352,7 @@ def last_epoch_cut_short(row: Mapping[str, Any]) -> bool:
     done = row.get("steps_done")
     if spec.steps is None or not isinstance(done, int | float):
         return False
-    return done < spec.epochs * math.ceil(spec.samples / spec.global_batch)
+    return done < spec.epochs * spec.steps_per_epoch
 
 
 # Checking a row read back from disk ----------------------------------------------------------

@@ -78,10 +78,14 @@ class RunSpec:
         """Samples per optimizer step over all ranks: what one process would need for the same update."""
         return self.batch_size * self.world_size
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch: the ragged last batch is a step too."""
+        return -(-self.samples // self.global_batch)
+
     def steps_short(self) -> str:
         """Why `--steps` asks for more steps than the epochs hold, in words; "" when it does not."""
-        per_epoch = -(-self.samples // self.global_batch)  # the ragged last batch is a step too
-        held = self.epochs * per_epoch
+        held = self.epochs * self.steps_per_epoch
         if self.steps is None or self.steps <= held:
             return ""
         return (f"--steps {self.steps} is more than the {held} steps that {counted(self.epochs, 'epoch')} of "

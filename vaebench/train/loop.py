@@ -649,8 +649,7 @@ def _usage_since(before: resource.struct_rusage) -> TrainUsage:
 
 def _samples_in(spec: RunSpec, steps_done: int) -> int:
     """Samples trained on over all ranks."""
-    per_epoch = -(-spec.samples // spec.global_batch)
-    full_epochs, rest = divmod(steps_done, per_epoch)
+    full_epochs, rest = divmod(steps_done, spec.steps_per_epoch)
     return full_epochs * spec.samples + min(rest * spec.global_batch, spec.samples)
 
 
