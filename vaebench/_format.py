@@ -32,15 +32,21 @@ def fmt_auto(value: Any, missing: str = "n/a") -> str:
     return f"{number:.3g}"
 
 
-def counted(value: Any, noun: str, *, rate: bool = False) -> str:
-    """'1 run', '2 runs', '1,302 minor faults', '0.4 switch' read as '0 switches', '? runs' unknown.
-    A `rate` (a count per step) keeps a decimal below 10, so that 0.4 + 3.1 reads as 3.5, not 0 + 3 = 4."""
+def amount(value: Any, *, rate: bool = False) -> str:
+    """A count as counted shows it: '1,302', '?' unknown. A `rate` (a count per step) keeps a
+    decimal below 10, so that 0.4 + 3.1 reads as 3.5, not 0 + 3 = 4."""
     number = stats.number(value)
-    plural = noun + ("es" if noun.endswith(("s", "sh", "tch", "x")) else "s")  # switches, but epochs
     if math.isnan(number):
-        return f"? {plural}"
-    digits = 1 if rate and abs(number) < 10 else 0
-    return f"{number:,.{digits}f} {noun if round(number, digits) == 1 else plural}"
+        return "?"
+    return f"{number:,.{1 if rate and abs(number) < 10 else 0}f}"
+
+
+def counted(value: Any, noun: str, *, rate: bool = False) -> str:
+    """'1 run', '2 runs', '1,302 minor faults', '0.4 switch' read as '0 switches', '? runs' unknown;
+    `rate` as in `amount`."""
+    text = amount(value, rate=rate)
+    plural = noun + ("es" if noun.endswith(("s", "sh", "tch", "x")) else "s")  # switches, but epochs
+    return f"{text} {noun if text in ('1', '1.0') else plural}"
 
 
 def percent(fraction: float) -> str:

@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._format import counted
+from .._format import amount, counted
 from ..stats import number
 
 ALLOCATOR = "allocator page faults"
@@ -292,7 +292,8 @@ def _explain(cause: str, c: Counters, cost_ms: float, scale: float = 1.0) -> str
         return (f"{counted(c.per_step(c.voluntary), 'voluntary context switch', rate=True)} per step ({cost} at "
                 f"{switch_us} us "
                 f"each) with {placed}")
-    switches = (f"{c.per_step(c.voluntary):,.0f} voluntary + {c.per_step(c.involuntary):,.0f} involuntary "
+    switches = (f"{amount(c.per_step(c.voluntary), rate=True)} voluntary + "
+                f"{amount(c.per_step(c.involuntary), rate=True)} involuntary "
                 f"context switches per step ({cost} at {switch_us} us each)")
     queued = c.runqueue_ms_per_step
     wait = f", {queued:.1f} ms of run-queue wait per step" if math.isfinite(queued) else ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .._format import counted, fmt
+from .._format import amount, counted, fmt
 from ..result import OK, RunRecord, SyscallTable, TrainMetrics
 from ..rules import NEIGHBOUR_LIMIT_PCT, contended
 from .kernel import counters, verdict
@@ -189,7 +189,7 @@ def _kernel_lines(record: RunRecord) -> list[str]:
         f"  kernel    sys/user {fmt(found.sys_user, '{:.2f}')}, "
         f"{counted(per_step(found.minor_faults), 'minor fault')}/step, "
         f"{counted(per_step(found.switches), 'context switch', rate=True)}/step "
-        f"({counted(per_step(found.voluntary), 'voluntary', rate=True).removesuffix('s')}), "
+        f"({amount(per_step(found.voluntary), rate=True)} voluntary), "
         f"{wait}; {threads}{cores}{over}"
     ]
     monitor = record.monitor
