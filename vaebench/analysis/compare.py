@@ -301,13 +301,19 @@ class Comparison:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)
 
+    def _lists(self) -> list[tuple[str, str, list[str]]]:
+        """The lists under the table: the text's line prefix, the Markdown's heading, the items."""
+        return [
+            ("regression", "Regressions", [str(c) for c in self.with_verdict(REGRESSION)]),
+            ("failed", "Candidate runs that failed", list(self.failed)),
+            ("not judged", "Not judged", [f"{c.info.label} of {c.config}: {c.reason}" for c in self.without_values]),
+            ("unpaired", "Unpaired configurations", [str(u) for u in self.unpaired]),
+            ("warning", "Compared across different setups", list(self.fingerprint_differences)),
+        ]
+
     def to_text(self) -> str:
         lines = [text_table(_HEADERS, [_cells(c) for c in self.checks])] if self.checks else []
-        lines += [f"regression: {c}" for c in self.with_verdict(REGRESSION)]
-        lines += [f"failed: {f}" for f in self.failed]
-        lines += [f"not judged: {c.info.label} of {c.config}: {c.reason}" for c in self.without_values]
-        lines += [f"unpaired: {u}" for u in self.unpaired]
-        lines += [f"warning: {d}" for d in self.fingerprint_differences]
+        lines += [f"{prefix}: {item}" for prefix, _, items in self._lists() for item in items]
         lines += [f"WARNING: SPEED NOT JUDGED: {note}" for note in self.contended]
         lines += [f"WARNING: {self.too_few_runs}"] if self.too_few_runs else []
         lines.append(str(self))
@@ -318,21 +324,9 @@ class Comparison:
         lines = ["## vaebench compare", "", f"{icon} {self}", ""]
         if self.checks:
             lines.append(markdown_table(_HEADERS, [_cells(c) for c in self.checks]))
-        if self.with_verdict(REGRESSION):
-            lines += ["", "**Regressions**", ""]
-            lines += [f"- {c}" for c in self.with_verdict(REGRESSION)]
-        if self.failed:
-            lines += ["", "**Candidate runs that failed**", ""]
-            lines += [f"- {f}" for f in self.failed]
-        if self.without_values:
-            lines += ["", "**Not judged**", ""]
-            lines += [f"- {c.info.label} of {c.config}: {c.reason}" for c in self.without_values]
-        if self.unpaired:
-            lines += ["", "**Unpaired configurations**", ""]
-            lines += [f"- {u}" for u in self.unpaired]
-        if self.fingerprint_differences:
-            lines += ["", "**Compared across different setups**", ""]
-            lines += [f"- {d}" for d in self.fingerprint_differences]
+        for _, heading, items in self._lists():
+            if items:
+                lines += ["", f"**{heading}**", "", *(f"- {item}" for item in items)]
         if self.contended:
             lines += ["", ":warning: **Speed not judged: runs beside a busy neighbour** "
                       "(a final-loss check, if asked for, still is)", ""]
