@@ -150,6 +150,22 @@ def test_warnings_name_high_spread_few_repeats_and_failures(folder: Path) -> Non
     assert not any(w.kind.startswith("mixed") for w in warnings)
 
 
+@pytest.mark.parametrize(("single", "expected"), [
+    ((8, 16, 32), "every configuration has only 1 successful run; use 3 or more (sweep --repeats 3)"),
+    ((8, 16), "2 configurations have only 1 successful run (threads=8; threads=16)"),
+])
+def test_configurations_with_equally_few_runs_share_one_warning(
+    tmp_path: Path, single: tuple[int, ...], expected: str
+) -> None:
+    for threads in single:
+        storage.append_row(tmp_path, _row(f"s{threads}", threads, 0, 5.0))
+    for repeat in range(3 if len(single) < 3 else 0):
+        storage.append_row(tmp_path, _row(f"t{repeat}", 32, repeat, 5.0))
+    few = [w.message for w in build_report(tmp_path).warnings if w.kind == "few-repeats"]
+    assert len(few) == 1
+    assert expected in few[0]
+
+
 def test_failed_runs_are_listed_with_their_reasons(folder: Path) -> None:
     failed = build_report(folder).failed
     assert list(failed["run_id"]) == ["r9"]

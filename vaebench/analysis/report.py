@@ -339,9 +339,32 @@ def find_warnings(runs: pd.DataFrame, summary: pd.DataFrame) -> list[ReportWarni
     if len(failed):
         text = f"{len(failed)} of {len(runs)} runs failed; their reasons are in the failed-runs table"
         found.append(ReportWarning("failed", text))
+    found.extend(_few_repeats(summary))
     for _, row in summary.iterrows():
-        found.extend(_config_warnings(row))
+        found.extend(_spread_warnings(row))
     found.extend(_contended(runs))
+    return found
+
+
+def _few_repeats(summary: pd.DataFrame) -> list[ReportWarning]:
+    """One warning per count of successful runs below MIN_REPEATS, naming its configurations:
+    a sweep of 20 single runs reads as one line, not 20."""
+    found = []
+    few = summary[summary["n"] < MIN_REPEATS]
+    for n, group in few.groupby("n", sort=True):
+        configs = [str(c) for c in group["config"]]
+        if n == 0:
+            found += [ReportWarning("few-repeats", f"{config}: no successful run", config) for config in configs]
+            continue
+        advice = f"use {MIN_REPEATS} or more (sweep --repeats {MIN_REPEATS})"
+        runs = f"only {counted(int(n), 'successful run')}"
+        if len(configs) == 1:
+            found.append(ReportWarning("few-repeats", f"{configs[0]}: {runs}; {advice}", configs[0]))
+        elif len(configs) == len(summary):
+            found.append(ReportWarning("few-repeats", f"every configuration has {runs}; {advice}"))
+        else:
+            found.append(ReportWarning("few-repeats", f"{len(configs)} configurations have {runs} "
+                                       f"({'; '.join(configs)}); {advice}"))
     return found
 
 
@@ -402,14 +425,9 @@ def _pooled_data(runs: pd.DataFrame) -> list[ReportWarning]:
     return found
 
 
-def _config_warnings(row: pd.Series) -> list[ReportWarning]:
+def _spread_warnings(row: pd.Series) -> list[ReportWarning]:
     config, n = row["config"], int(row["n"])
-    if n == 0:
-        return [ReportWarning("few-repeats", f"{config}: no successful run", config)]
     found = []
-    if n < MIN_REPEATS:
-        text = f"{config}: only {n} successful run{'s' if n > 1 else ''}; use {MIN_REPEATS} or more"
-        found.append(ReportWarning("few-repeats", text, config))
     for name in SPREAD_METRICS:
         median, spread = row[f"{name}_median"], row[f"{name}_iqr"]
         if n >= 2 and median and spread / median > SPREAD_LIMIT:
