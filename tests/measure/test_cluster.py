@@ -274,6 +274,7 @@ def test_a_submitit_local_sweep_survives_a_killed_job_and_ctrl_c_and_resumes(
     capsys.readouterr()
     assert main(["sweep", *GRID, "--out", str(out)]) == 0
     assert "1 job through submitit-local" in capsys.readouterr().out
+    assert not (out / "jobs" / "%j").exists()  # submitit's folder template, made literally by its controller
     runs = load_runs(str(out))
     assert sorted(runs["status"]) == ["failed", "ok", "ok", "ok", "ok"]
     assert runs[runs["status"] == "ok"]["spec_key"].nunique() == 4

@@ -369,7 +369,15 @@ def run_queue(path: Path) -> int:
                     del running[job_id]
                     _record_if_lost(out, entry, JobLife(False, "CANCELLED"))
             time.sleep(0.2)
+    drop_template_folder(out)
     return 0
+
+
+def drop_template_folder(out: Path) -> None:
+    """submitit-local's job controller makes its folder template (`jobs/%j`) as a literal, empty
+    folder beside the jobs' own; once no job is starting, it is removed."""
+    with contextlib.suppress(OSError):
+        (out / JOBS_DIR / "%j").rmdir()
 
 
 def _record_if_lost(out: Path, entry: PointEntry, life: JobLife) -> None:
@@ -491,6 +499,7 @@ def follow(out: Path, submitted: Submitted, *, report: Callable[[str], None] = p
             else:
                 unfinished += 1
         if not unfinished:
+            drop_template_folder(out)
             return followed
         time.sleep(poll_s)
 
