@@ -71,6 +71,8 @@ def test_glibc_page_faults_at_one_thread_are_the_allocator() -> None:
     text = str(found)
     assert "895 minor page faults per step" in text and "Knob: --allocator jemalloc" in text
     assert f"~{found.costs_ms[ALLOCATOR]:.2f} ms of kernel per step at 1.9 us each" in text
+    assert f"more than the sys measured, so each is scaled by {found.numbers['cost_scale']:.2f}" in text
+    assert "scaled by" not in str(verdict_of(ALLOCATOR_RUN | {"train_sys_s": 1e3}))  # room to spare: as fitted
     # The allocator that keeps freed memory is set already: no knob left to advise.
     preloaded = verdict_of(ALLOCATOR_RUN | {"allocator": "jemalloc"})
     assert preloaded.cause == ALLOCATOR and "--allocator jemalloc is set" in preloaded.knob

@@ -259,8 +259,12 @@ def verdict(c: Counters) -> Verdict:
         evidence.append(f"and {counted(c.major_faults, 'major fault')} in the training window: pages were read "
                         "back from disk, so memory ran short on this machine (another process?), which none of these "
                         "causes is")
+    if scale < 1.0:
+        evidence.append(f"the fitted costs ({FAULT_US:.2g} us a fault, {SWITCH_US:.2g} us a switch) add up to "
+                        f"~{estimated:.2f} ms per step, more than the sys measured, so each is scaled by "
+                        f"{scale:.2f} to fit it: the causes above share out the measured sys time")
     # Scaled, the estimates are the whole sys time by construction; a rest under 1 % says nothing.
-    if sys_ms > 0 and scale == 1.0 and round(100 * unexplained / sys_ms) >= 1:
+    elif sys_ms > 0 and round(100 * unexplained / sys_ms) >= 1:
         evidence.append(f"the rest, ~{unexplained:.2f} ms of sys per step ({unexplained / sys_ms:.0%}), is none of "
                         "these: the counters do not explain it")
     return Verdict(cause, found, tuple(evidence), second, c.sys_user < SYS_SMALL, numbers, c.allocator)
