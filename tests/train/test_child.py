@@ -56,3 +56,20 @@ def test_a_diverged_run_fails_with_its_reason_and_no_traceback(tmp_path: Path) -
     (record,) = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     assert record["status"] == FAILED and record["reason"].startswith("diverged: ")
     assert "Traceback" not in proc.stderr and "FAILED    diverged" in proc.stdout
+
+
+def test_the_import_phase_holds_what_torch_imports_lazily_for_the_model_and_optimizer() -> None:
+    # After import_torch, building the model and its Adam imports next to nothing: the ~1 s of
+    # torch._dynamo and sympy that Adam's first construction pulls in is not billed to t_model_s.
+    probe = (
+        "import sys\n"
+        "from vaebench.train.child import import_torch\n"
+        "import_torch()\n"
+        "from vaebench.spec import RunSpec\n"
+        "from vaebench.train import loop, model\n"
+        "before = set(sys.modules)\n"
+        "loop.adam(model.VAE().parameters(), RunSpec())\n"
+        "print(sorted(set(sys.modules) - before))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout

@@ -24,6 +24,7 @@ import sys  # noqa: E402
 import traceback  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
+from types import ModuleType  # noqa: E402
 from typing import Any  # noqa: E402
 
 from .._format import ProgressBar  # noqa: E402
@@ -60,9 +61,17 @@ def rank_answer_path(result: Path, rank: int) -> Path:
     return result.parent / f"rank{rank}.json"
 
 
-def _train(request: Request, rank: int = 0) -> Answer:
+def import_torch() -> ModuleType:
+    """torch and what it imports lazily on the first optimizer (torch._dynamo, sympy: about 1 s
+    on a small CPU), so that import time is not taken for building the data or the model."""
     import torch
+    import torch._dynamo  # noqa: F401
 
+    return torch
+
+
+def _train(request: Request, rank: int = 0) -> Answer:
+    torch = import_torch()
     t_import = time.perf_counter() - _START
     spec = request.spec
     if spec.threads is not None:
