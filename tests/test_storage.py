@@ -75,6 +75,14 @@ def test_record_round_trips_through_pandas(tmp_path: Path) -> None:
     assert epochs["elapsed_s"].tolist() == [5.0, 10.0]
 
 
+def test_a_measurement_no_run_took_is_a_float_column_of_nan(tmp_path: Path) -> None:
+    append(tmp_path, make_record(run_id="r1"), RunSeries())
+    append(tmp_path, make_record(run_id="r2"), RunSeries())
+    frame = load_runs(str(tmp_path))
+    assert frame["gpu_util_mean"].dtype == float and frame["gpu_util_mean"].isna().all()  # null in every record
+    assert frame["gpu_util_mean"].round(1).isna().all()
+
+
 def test_corrupt_line_is_named_and_nothing_is_destroyed(tmp_path: Path) -> None:
     append(tmp_path, make_record("a"))
     with open(tmp_path / "runs.jsonl", "a") as handle:

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
-from .result import OK, RunRecord, RunSeries, last_epoch_cut_short, record_problem, run_id_problem
+from .result import COLUMN_TYPES, OK, RunRecord, RunSeries, last_epoch_cut_short, record_problem, run_id_problem
+from .spec import SPEC_FIELDS
 from .stats import finite, median
 
 if TYPE_CHECKING:
@@ -242,9 +243,22 @@ def load_runs(folder: str | os.PathLike[str], *, ok_only: bool = False) -> pd.Da
     """All records of a results folder as a DataFrame, one row per run (columns: docs/columns.md)."""
     import pandas as pd
 
-    frame = pd.DataFrame([_whole_epochs(row) for row in read_rows(folder)])
+    frame = _numeric(pd.DataFrame([_whole_epochs(row) for row in read_rows(folder)]))
     if ok_only and not frame.empty:
         frame = frame[frame["status"] == OK].reset_index(drop=True)
+    return frame
+
+
+def _numeric(frame: pd.DataFrame) -> pd.DataFrame:
+    """A measurement column is float, NaN where it was not taken, however many runs lack it (JSON's
+    null would make it a column of None). Run fields keep their values: `threads` None is torch's
+    default, not a missing number."""
+    import pandas as pd
+
+    for column in frame.columns:
+        kinds = COLUMN_TYPES.get(column, ())
+        if kinds and set(kinds) <= {int, float} and column not in SPEC_FIELDS and frame[column].dtype == object:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     return frame
 
 
