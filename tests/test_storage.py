@@ -30,6 +30,7 @@ from vaebench.storage import (
     done_keys,
     has_results,
     load_epochs,
+    load_monitor,
     load_series,
     read_rows,
     write_record,
@@ -81,6 +82,14 @@ def test_a_measurement_no_run_took_is_a_float_column_of_nan(tmp_path: Path) -> N
     frame = load_runs(str(tmp_path))
     assert frame["gpu_util_mean"].dtype == float and frame["gpu_util_mean"].isna().all()  # null in every record
     assert frame["gpu_util_mean"].round(1).isna().all()
+
+
+def test_monitor_samples_carry_unix_time_where_the_series_knows_the_monitor_start(tmp_path: Path) -> None:
+    monitor = [{"t": 0.5, "cpu_util": 50.0}, {"t": 1.0, "cpu_util": 60.0}]
+    append(tmp_path, make_record(run_id="r1"), RunSeries(monitor=monitor, monitor_t0_unix=1000.0))
+    assert load_monitor(tmp_path, "r1")["t_unix"].tolist() == [1000.5, 1001.0]
+    append(tmp_path, make_record(run_id="r2"), RunSeries(monitor=monitor))  # as series from before it was kept
+    assert "t_unix" not in load_monitor(tmp_path, "r2")
 
 
 def test_corrupt_line_is_named_and_nothing_is_destroyed(tmp_path: Path) -> None:

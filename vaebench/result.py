@@ -224,6 +224,7 @@ class RunSeries:
     excluded_steps: list[int] = field(default_factory=list)  # 0-based, besides warm-up (profiled)
     rank_step_ms: list[list[float]] = field(default_factory=list)  # several ranks: each one's step times
     allreduce_ms: list[list[float]] = field(default_factory=list)  # ... and each one's all-reduce per step
+    monitor_t0_unix: float = math.nan  # the Unix time of the monitor's `t` = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

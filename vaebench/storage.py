@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import sys
 import tempfile
@@ -322,7 +323,10 @@ def load_series(folder: str | os.PathLike[str], run_id: str) -> RunSeries:
             raise UsageError(f"{path}: {name} should be {what}")
         fields[name] = value
     fields["step_ms"] = [float(v) for v in fields["step_ms"]]
-    return RunSeries(**fields)
+    t0 = payload.get("monitor_t0_unix")
+    if t0 is not None and not _is_number(t0):
+        raise UsageError(f"{path}: monitor_t0_unix should be a number")
+    return RunSeries(**fields, monitor_t0_unix=math.nan if t0 is None else float(t0))
 
 
 def _is_number(value: object) -> bool:
@@ -349,9 +353,16 @@ SERIES_FIELDS: tuple[tuple[str, Callable[[object], bool], str], ...] = (
 
 
 def load_monitor(folder: str | os.PathLike[str], run_id: str) -> pd.DataFrame:
+    """A run's outside monitor samples, one row each: `t` in seconds since the monitor started,
+    `t_unix` the same as a Unix time (to set beside the record's `train_start_unix`) where the
+    series file has the monitor's start, and the sampled columns (docs/columns.md, "series")."""
     import pandas as pd
 
-    return pd.DataFrame(load_series(folder, run_id).monitor)
+    series = load_series(folder, run_id)
+    frame = pd.DataFrame(series.monitor)
+    if "t" in frame and math.isfinite(series.monitor_t0_unix):
+        frame.insert(frame.columns.get_loc("t") + 1, "t_unix", frame["t"] + series.monitor_t0_unix)
+    return frame
 
 
 @contextlib.contextmanager

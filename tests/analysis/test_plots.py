@@ -198,6 +198,18 @@ def test_gpu_timeline_has_a_panel_per_measured_quantity_and_names_what_utilizati
     assert figure.axes[-1].get_xlabel() == "time since the run started (s)"
 
 
+def test_gpu_timeline_lines_runs_up_at_the_start_of_training_when_every_run_knows_it() -> None:
+    first = pd.DataFrame({"t": [0.0, 1.0, 2.0], "t_train": [-1.5, -0.5, 0.5], "gpu_util": [0.0, 5.0, 90.0]})
+    second = first.assign(t_train=first["t_train"] - 1.0)
+    figure = plots.gpu_timeline({"a (r1)": first, "b (r2)": second})
+    assert figure is not None
+    ax = figure.axes[0]
+    assert [list(line.get_xdata()) for line in ax.get_lines()][:2] == [[-1.5, -0.5, 0.5], [-2.5, -1.5, -0.5]]
+    assert "time since training started" in figure.axes[-1].get_xlabel()
+    older = plots.gpu_timeline({"a (r1)": first, "c (r3)": first.drop(columns="t_train")})
+    assert older is not None and older.axes[-1].get_xlabel() == "time since the run started (s)"
+
+
 def test_gpu_timeline_is_not_drawn_for_cpu_runs() -> None:
     cpu_only = pd.DataFrame({"t": [0.0, 0.1], "cpu_util": [50.0, 60.0]})
     assert plots.gpu_timeline({"cpu (r1)": cpu_only}) is None

@@ -240,18 +240,24 @@ def gpu_timeline(monitors: dict[str, pd.DataFrame]) -> Figure | None:
     panels = [(k, label) for k, label in GPU_PANELS if any(_has(m, k) for m in monitors.values())]
     if not any(k == "gpu_util" for k, _ in panels):
         return None
+    # Runs line up at the start of training where every series knows it; before it, start-up.
+    aligned = all("t_train" in samples for samples in monitors.values())
+    clock = "t_train" if aligned else "t"
     figure = Figure(figsize=(11, 2.4 * len(panels) + 1.2), layout="constrained")
     axes = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
     for ax, (key, label) in zip(axes, panels, strict=True):
         for name, samples in monitors.items():
-            if _has(samples, key) and "t" in samples:
-                ax.plot(samples["t"], samples[key], label=name, linewidth=1)
+            if _has(samples, key) and clock in samples:
+                ax.plot(samples[clock], samples[key], label=name, linewidth=1)
+        if aligned:
+            ax.axvline(0.0, color="black", linewidth=0.8, linestyle=":")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylim(0, 105)
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside lower center", ncols=2, fontsize="small")
-    axes[-1].set_xlabel("time since the run started (s)")
+    axes[-1].set_xlabel("time since training started (s; before the dotted line: start-up)" if aligned
+                        else "time since the run started (s)")
     figure.suptitle(f"GPU over time\n({UTIL_NOTE})")
     return figure
 

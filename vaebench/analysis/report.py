@@ -490,10 +490,15 @@ def _monitors(
 ) -> dict[str, pd.DataFrame]:
     """Monitor samples of the chosen runs, keyed by a legend label."""
     config = runs.set_index("run_id")["config"]
+    starts = runs.set_index("run_id")["train_start_unix"] if "train_start_unix" in runs else None
     found = {}
     for run_id in chosen:
         try:
-            found[f"{config[run_id]} ({run_id})"] = storage.load_monitor(folder, run_id)
+            samples = storage.load_monitor(folder, run_id)
+            start = number(starts[run_id]) if starts is not None else math.nan
+            if "t_unix" in samples and math.isfinite(start):
+                samples["t_train"] = samples["t_unix"] - start
+            found[f"{config[run_id]} ({run_id})"] = samples
         except FileNotFoundError:
             text = f"run {run_id}: no series file, so it is left out of the GPU timeline"
             problems.append(ReportWarning("no-series", text))

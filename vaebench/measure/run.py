@@ -157,7 +157,7 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
                        step_samples=answer.step_samples if answer else [],
                        excluded_steps=answer.excluded_steps if answer else [],
                        rank_step_ms=answer.rank_step_ms if answer else [],
-                       allreduce_ms=answer.allreduce_ms if answer else [])
+                       allreduce_ms=answer.allreduce_ms if answer else [], monitor_t0_unix=monitor.t0_unix)
     if options.launch.node_rank > 0:
         return record  # rank 0 is on node 0, and so is the run's record
     if options.shared:
