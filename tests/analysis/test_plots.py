@@ -234,14 +234,22 @@ def test_step_split_stacks_the_four_parts() -> None:
     assert plots.step_split(_summary(real_s_median=[1.0])) is None
 
 
-def test_flops_share_shows_percent_of_peak_with_achieved_labels() -> None:
-    summary = _summary(flops_frac_median=[0.05, 0.10], model_flops_per_s_median=[5e10, 1e11])
+def test_flops_bars_are_achieved_gflops_under_their_own_peak_labelled_with_the_share() -> None:
+    # The faster configuration has the larger peak: a share-of-peak bar would stand lower.
+    summary = _summary(flops_frac_median=[0.5, 0.25], model_flops_per_s_median=[5e10, 1e11],
+                       peak_flops_per_s_median=[1e11, 4e11])
     figure = plots.flops_share(summary)
     assert figure is not None
     (ax,) = figure.axes
-    assert [bar.get_height() for bar in ax.containers[0]] == pytest.approx([5.0, 10.0])
-    assert "%" in ax.get_ylabel()
-    assert [t.get_text() for t in ax.texts] == ["50.0 GFLOP/s", "100.0 GFLOP/s"]
+    assert [bar.get_height() for bar in ax.containers[0]] == pytest.approx([50.0, 100.0])
+    (peaks,) = ax.collections
+    assert [segment[0][1] for segment in peaks.get_segments()] == pytest.approx([100.0, 400.0])
+    assert ax.get_ylabel() == "GFLOP/s" and ax.get_yscale() == "linear"
+    assert [t.get_text() for t in ax.texts] == ["50%", "25%"]
+    gpu_beside_cpu = _summary(flops_frac_median=[0.5, 0.02], model_flops_per_s_median=[5e10, 1.4e12],
+                              peak_flops_per_s_median=[1e11, 7e13])
+    figure = plots.flops_share(gpu_beside_cpu)
+    assert figure is not None and figure.axes[0].get_yscale() == "log"
     assert plots.flops_share(_summary(flops_frac_median=[NAN])) is None
 
 

@@ -20,7 +20,7 @@ from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from ..result import OK
 from ..spec import SPEC_FIELDS, format_value
@@ -45,6 +45,7 @@ GPU_PANELS = (
 )
 CHAR_IN = 0.08  # the width of one character of a small tick label, in inches
 MAX_WIDTH_IN = 20.0  # wider than this, a figure is unreadable on a screen or a page
+LOG_SPREAD = 30.0  # bars further apart than this share a log axis: a CPU's beside a GPU's
 LOSS_SPAN = 0.02  # a loss axis spans at least 2 % of the loss: the seed-to-seed band is about 1 %
 UTIL_NOTE = "NVML utilization.gpu is the share of time any kernel ran, not compute efficiency"
 KERNEL_PANELS = (*PER_STEP, ("samples_per_s", "samples/s (steady state)"))
@@ -221,6 +222,8 @@ def loss_curves(epochs: pd.DataFrame) -> Figure | None:
     title = "Loss per epoch"
     epoch_ax.set_title(f"{title} (open circle: an epoch cut short by --steps)" if cut.any() else title)
     time_ax.set_xscale("log")
+    for axis_formatter in (time_ax.xaxis.set_major_formatter, time_ax.xaxis.set_minor_formatter):
+        axis_formatter(LogFormatter(minor_thresholds=(1, 0.4)))  # 2, 5, 20, not 2x10^0 run together
     time_ax.set_xlabel("training wall clock (s, sum of epoch times; log scale)")
     time_ax.set_title("Time to quality: loss against wall clock")
     for ax in (epoch_ax, time_ax):
@@ -282,19 +285,30 @@ def step_split(summary: pd.DataFrame) -> Figure | None:
 
 
 def flops_share(summary: pd.DataFrame) -> Figure | None:
-    """Achieved model FLOP/s as a share of the measured peak, a bar per configuration."""
+    """Achieved model FLOP/s, a bar per configuration, each with its own measured peak (a device
+    or a thread count of its own) as a tick above it and its share of that peak as the label."""
     if not _has(summary, "flops_frac_median"):
         return None
     x = np.arange(len(summary))
     figure, ax = _figure(len(summary))
-    share = 100.0 * summary["flops_frac_median"]
-    bars = ax.bar(x, share, 0.6, color="C4")
-    achieved = summary.get("model_flops_per_s_median", pd.Series(math.nan, index=summary.index))
-    ax.bar_label(bars, labels=[_gflops(v) for v in achieved], fontsize="small")
-    ax.set_ylabel("achieved / measured peak FLOP/s (%)")
-    ax.set_title("Model FLOP/s as a share of the measured peak (labels: achieved)")
-    ax.margins(y=0.15)
+    nan = pd.Series(math.nan, index=summary.index)
+    achieved = summary.get("model_flops_per_s_median", nan).astype(float) / 1e9
+    peak = summary.get("peak_flops_per_s_median", nan).astype(float) / 1e9
+    bars = ax.bar(x, achieved.fillna(0.0), 0.6, color="C4", label="achieved")
+    ax.hlines(peak, x - 0.35, x + 0.35, colors="black", linewidth=2, label="measured peak")
+    shares = [f"{100 * f:.2g}%" if math.isfinite(f) else "" for f in summary["flops_frac_median"].astype(float)]
+    ax.bar_label(bars, labels=shares, fontsize="small")
+    heights = pd.concat([achieved, peak]).dropna()
+    heights = heights[heights > 0]
+    if len(heights) and heights.max() / heights.min() > LOG_SPREAD:
+        ax.set_yscale("log")
+        ax.set_ylabel("GFLOP/s (log scale)")
+    else:
+        ax.set_ylabel("GFLOP/s")
+        ax.margins(y=0.15)
+    ax.set_title("Model FLOP/s achieved, against each configuration's measured peak (labels: share of it)")
     _config_ticks(ax, x, summary)
+    _legend_below(figure, (ax,), ncols=2)
     return figure
 
 
@@ -434,7 +448,3 @@ def _colors(count: int) -> list[object]:
 
 def _has(frame: pd.DataFrame, column: str) -> bool:
     return column in frame and bool(pd.to_numeric(frame[column], errors="coerce").notna().any())
-
-
-def _gflops(value: float) -> str:
-    return "" if value is None or math.isnan(value) else f"{value / 1e9:.1f} GFLOP/s"
