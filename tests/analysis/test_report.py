@@ -450,3 +450,34 @@ def test_a_series_folder_that_is_a_file_leaves_the_runs_out_of_the_timeline_with
     report = build_report(folder)
     unread = [w.message for w in report.warnings if w.kind == "no-series"]
     assert unread and "series/r1.json: cannot be read (Not a directory)" in unread[0]
+
+
+def _configurations(tmp_path: Path, specs: list[RunSpec]) -> list[str]:
+    for number, spec in enumerate(specs):
+        storage.append_row(tmp_path, {**_row(f"p{number}", 1, 0, 5.0), **spec.to_dict(), "spec_key": spec.key()})
+    return build_report(tmp_path).summary["config"].tolist()
+
+
+def test_results_pooled_from_several_experiments_are_named_off_their_most_common_setting(tmp_path: Path) -> None:
+    seed = RunSpec(device="cuda", threads=1, epochs=2)
+    pooled = [
+        seed,
+        RunSpec(device="cuda", threads=1, epochs=2, loader="device"),
+        RunSpec(device="cuda", threads=1, epochs=2, loader="device", sync="epoch", cuda_graphs=True),
+        RunSpec(device="cuda", threads=1, epochs=2, loader="device", steps=60, profile=True),
+        RunSpec(device="cpu", threads=1, epochs=2, loader="device"),
+    ]
+    names = _configurations(tmp_path, pooled)
+    assert len(set(names)) == len(pooled)
+    assert "device=cuda,loader=reference" in names and "device=cuda" in names  # loader=device is the common one
+    assert "device=cuda,sync=epoch,cuda_graphs=on" in names and "device=cpu" in names
+    text = render_markdown(build_report(tmp_path), tmp_path)
+    assert "what it sets off the most common setting: device=cuda, steps=default, loader=device," in text
+
+
+def test_a_grid_keeps_every_varying_field_in_its_names(tmp_path: Path) -> None:
+    grid = [RunSpec(threads=t, batch_size=b, loader=loader, pin_memory=pin, epochs=2)
+            for t in (1, 2) for b in (64, 128) for loader in ("tensor", "device") for pin in (False, True)]
+    names = _configurations(tmp_path, grid)
+    assert "threads=1,batch_size=128,loader=device,pin_memory=off" in names
+    assert all(name.count("=") == 4 for name in names)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
 SPREAD_LIMIT = 0.10  # IQR / median above this: the repeats disagree too much to trust a median
 MIN_REPEATS = 3  # fewer successful repeats than this: no spread can be judged
+FULL_NAME_FIELDS = 3  # a configuration's name lists at most this many fields in full (`common_setting`)
 MAX_TIMELINE_RUNS = 6  # default runs in the GPU timeline: more lines than this are unreadable
 TOP_SYSCALLS = 5  # rows of each configuration's syscall table: the calls that hold most of the time
 SPREAD_METRICS = ("real_s", "samples_per_s")
@@ -123,6 +125,7 @@ class Report:
     epochs: pd.DataFrame  # one row per successful run and epoch, with `config`
     summary: pd.DataFrame  # one row per configuration: n, failed, <metric>_median/_iqr, speedup
     varying: tuple[str, ...]  # the run fields that differ across the folder
+    common: dict[str, Any] = field(default_factory=dict)  # names are relative to it (`common_setting`)
     warnings: list[ReportWarning] = field(default_factory=list)
     figures: dict[str, Figure] = field(default_factory=dict)
     samples: dict[str, Path] = field(default_factory=dict)  # config -> its digit grid PNG
@@ -152,7 +155,7 @@ def build_report(
     table = storage.load_runs(folder)
     if table.empty:
         raise ReportError(f"no runs in {folder}")
-    table, varying = label_runs(table)
+    table, varying, common = label_runs(table)
     summary = summarize(table)
     machines = machines_table(table)
     if baseline is not None:
@@ -168,6 +171,7 @@ def build_report(
         epochs=epochs,
         summary=summary,
         varying=varying,
+        common=common,
         warnings=problems,
         figures=draw_figures(summary, table, epochs, monitors),
         samples=_sample_images(folder, table),
@@ -178,14 +182,16 @@ def build_report(
     )
 
 
-def label_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]]:
+def label_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...], dict[str, Any]]:
     """Add a `config` label (with "@ machine" where the folder holds several), the `setup` (the
-    label without the machine) and the `machine` to every row; return it with the fields that vary."""
+    label without the machine) and the `machine` to every row; return it with the fields that vary
+    and the `common_setting` the labels are relative to (empty: they list every varying field)."""
     records = runs.to_dict("records")
     specs = [RunSpec.from_dict(row) for row in records]
     varying = tuple(f for f in SPEC_FIELDS if len({getattr(s, f) for s in specs}) > 1)
+    common = common_setting(specs, varying)
     labelled = runs.copy()
-    labelled["setup"] = [(s.label(varying) if varying else s.label()) or "default" for s in specs]
+    labelled["setup"] = [(_name(s, varying, common) if varying else s.label()) or "default" for s in specs]
     labelled["machine"] = [machine_label(row) for row in records]
     several = labelled.loc[labelled["status"] == OK, "machine"].replace("", math.nan).nunique() > 1
     labelled["config"] = [
@@ -197,7 +203,27 @@ def label_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]]:
     for name in METRICS:
         if name not in labelled:
             labelled[name] = math.nan
-    return labelled, varying
+    return labelled, varying, common
+
+
+def common_setting(specs: Sequence[RunSpec], varying: tuple[str, ...]) -> dict[str, Any]:
+    """The most common value of each varying field over the configurations, where the folder is
+    no grid and names would list more than `FULL_NAME_FIELDS` fields (results pooled from several
+    experiments): configurations are then named by how they differ from it. Empty otherwise."""
+    distinct = list(dict.fromkeys(specs))
+    values = {f: [getattr(s, f) for s in distinct] for f in varying}
+    if len(varying) <= FULL_NAME_FIELDS or math.prod(len(set(v)) for v in values.values()) == len(distinct):
+        return {}
+    return {f: Counter(v).most_common(1)[0][0] for f, v in values.items()}
+
+
+def _name(spec: RunSpec, varying: tuple[str, ...], common: Mapping[str, Any]) -> str:
+    """Every varying field, or, off a `common_setting`, the device and the fields off it (the
+    common setting itself by its first field): two configurations still never share a name."""
+    if not common:
+        return spec.label(varying)
+    off = tuple(f for f in varying if f == "device" or getattr(spec, f) != common[f])
+    return spec.label(off or varying[:1])
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
@@ -619,6 +645,10 @@ def render_markdown(report: Report, out: Path) -> str:
         f"{counted(len(report.summary), 'configuration')}; they differ in: {differ}.",
         "",
     ]
+    if report.common:
+        usual = ", ".join(f"{k}={format_value(v)}" for k, v in report.common.items())
+        lines += [f"A configuration is named by its device and what it sets off the most common setting: {usual}.",
+                  ""]
     lines += _warnings_markdown(report.warnings)
     lines += _machines_markdown(report)
     lines += ["## Summary", "", "Cells read `median [IQR]` over successful repeats; a single run has no IQR."]
