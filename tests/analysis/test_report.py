@@ -19,6 +19,7 @@ from vaebench.analysis.report import (
     build_report,
     export,
     render_markdown,
+    summary_table,
     write_report,
 )
 from vaebench.cli import main
@@ -365,6 +366,14 @@ def test_runs_beside_a_busy_neighbour_are_flagged(tmp_path: Path, capsys: pytest
     assert len(flagged) == 1 and "2 of 3 runs" in flagged[0].message and "140% of a core" in flagged[0].message
     assert main(["report", str(tmp_path)]) == 0
     assert "ran beside a busy neighbour" in capsys.readouterr().out
+    assert summary_table(report)["busy neighbour"].tolist() == ["2 of 3"]
+    for number, busy in enumerate((90.0, 3.0)):
+        storage.append_row(tmp_path, _row(f"m{number}", 4, number, 4.0, neighbour_cpu_pct=busy))
+    report = build_report(tmp_path)
+    (flagged,) = [w.message for w in report.warnings if w.kind == "contended"]
+    assert flagged.startswith("3 of 5 runs, in 2 configurations, ran beside a busy neighbour")
+    assert flagged.endswith(": threads=2 (2 of 3); threads=4 (1 of 2)")
+    assert summary_table(report)["busy neighbour"].tolist() == ["2 of 3", "1 of 2"]
 
 
 def test_a_samples_caption_says_how_long_the_run_trained() -> None:

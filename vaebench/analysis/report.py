@@ -395,19 +395,33 @@ def _few_repeats(summary: pd.DataFrame) -> list[ReportWarning]:
 
 
 def _contended(runs: pd.DataFrame) -> list[ReportWarning]:
-    """One warning per configuration with runs measured beside a busy neighbour."""
-    if "neighbour_cpu_pct" not in runs:
+    """One warning for the runs measured beside a busy neighbour, naming their configurations."""
+    busy = contended_runs(runs)
+    if not busy:
         return []
-    found = []
     ok = runs[runs["status"] == OK]
-    for config, group in ok.groupby("config", sort=False):
-        busy = [float(v) for v in group["neighbour_cpu_pct"] if contended(v)]
-        if busy:
-            text = (f"{config}: {len(busy)} of {len(group)} runs ran beside a busy neighbour (processes outside "
-                    f"them used up to {max(busy):.0f}% of a core while they trained, limit "
-                    f"{NEIGHBOUR_LIMIT_PCT:.0f}%): their speed is not their own")
-            found.append(ReportWarning("contended", text, str(config)))
-    return found
+    worst = max(busy.values())
+    why = (f"beside a busy neighbour (processes outside them used up to {worst:.0f}% of a core while they "
+           f"trained, limit {NEIGHBOUR_LIMIT_PCT:.0f}%): their speed is not their own")
+    by_config = ok[ok["run_id"].isin(busy)].groupby("config", sort=False).size()
+    if len(by_config) == 1:
+        config = str(by_config.index[0])
+        total = int((ok["config"] == config).sum())
+        return [ReportWarning("contended", f"{config}: {by_config.iloc[0]} of {total} runs ran {why}", config)]
+    if len(busy) == len(ok):
+        return [ReportWarning("contended", f"every run ran {why}")]
+    named = "; ".join(f"{config} ({count} of {int((ok['config'] == config).sum())})"
+                      for config, count in by_config.items())
+    return [ReportWarning("contended", f"{len(busy)} of {len(ok)} runs, in {len(by_config)} configurations, "
+                          f"ran {why}: {named}")]
+
+
+def contended_runs(runs: pd.DataFrame) -> dict[str, float]:
+    """run_id -> the neighbours' CPU % of a core, for the successful runs measured beside a busy one."""
+    if "neighbour_cpu_pct" not in runs:
+        return {}
+    ok = runs[runs["status"] == OK]
+    return {str(r): float(v) for r, v in zip(ok["run_id"], ok["neighbour_cpu_pct"], strict=True) if contended(v)}
 
 
 def _mixed(runs: pd.DataFrame) -> list[ReportWarning]:
@@ -557,6 +571,12 @@ def summary_table(report: Report) -> pd.DataFrame:
     for column, header in (("speedup", "speed-up (real s)"), ("steady_speedup", "speed-up (samples/s)")):
         if column in summary and summary[column].notna().any():
             table[header] = [_cell(s, math.nan, "{:.2f}x") for s in summary[column]]
+    busy = contended_runs(report.runs)
+    if busy:
+        config = report.runs.set_index("run_id")["config"]
+        counts = pd.Series([config[r] for r in busy]).value_counts()
+        table["busy neighbour"] = [f"{counts.get(c, 0)} of {n}" for c, n in zip(summary["config"], summary["n"],
+                                                                                 strict=True)]
     return table
 
 
