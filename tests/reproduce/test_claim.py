@@ -104,8 +104,8 @@ def test_a_relation_writes_its_figures_as_the_table_does(tmp_path: Path) -> None
                 "cpu": [{"label": "cpu", "real_s": 5.2, "user_s": 10.0, "sys_s": 0.5944}]}
     verdicts = {v.relation.id: v for v in claims.evaluate(claim, measured)}
     # Was `= 0.5944 is 0.06x ... = 10`, beside 0.594 and 10.000 in the table.
-    assert "sys_s of cpu = 0.594 is 0.06x user_s of cpu = 10.000" in verdicts["sys"].detail
-    assert "gpu_util_mean of cuda:0 = 9 is 0.63x 15 " in verdicts["idle"].detail
+    assert "sys_s of cpu = 0.594 and user_s of cpu = 10.000: a ratio of 0.06x" in verdicts["sys"].detail
+    assert "gpu_util_mean of cuda:0 = 9 against the claim's 15: a ratio of 0.63x (" in verdicts["idle"].detail
     assert all(spec == claims.FIGURE_FORMATS[name] for name, _, spec in COLUMNS)
 
 

@@ -166,10 +166,12 @@ def _verdict(relation: Relation, rows: Mapping[str, Mapping[str, Any]], labels: 
     ratio = left / right if right > 0 else math.nan
     outcome = relation.judge(ratio)
     need = "below" if relation.op == "<" else "above"
+    against = (f"against the claim's {_value(relation.right, right)}" if relation.right.is_constant
+               else f"and {_side(relation.right, labels)} = {_value(relation.right, right)}")
     detail = (
-        f"here {_side(relation.left, labels)} = {_value(relation.left, left)} is {ratio:.2f}x "
-        f"{_side(relation.right, labels)} = {_value(relation.right, right)} "
-        f"(the claim needs {need} 1x, +-{relation.tolerance:.0%} too close to call; published {published:.2f}x)"
+        f"here {_side(relation.left, labels)} = {_value(relation.left, left)} {against}: a ratio of {ratio:.2f}x "
+        f"(the claim needs {need} 1x; within {relation.tolerance:.0%} of 1x is too close to call; "
+        f"published {published:.2f}x)"
     )
     return Verdict(relation, outcome, ratio, published, detail, labels)
 
