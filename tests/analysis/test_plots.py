@@ -74,8 +74,10 @@ def test_thread_scaling_has_speedup_efficiency_and_the_ideal_lines() -> None:
     assert "speed-up" in speed_ax.get_ylabel()
     assert "efficiency" in eff_ax.get_ylabel()
     measured, ideal = speed_ax.get_lines()
-    assert ideal.get_label() == "ideal (linear)"
+    assert ideal.get_label() == "ideal"
     assert _ys(ideal) == [1.0, 2.0, 4.0]
+    (legend,) = figure.legends
+    assert [t.get_text() for t in legend.get_texts()].count("ideal") == 1  # one entry for both panels' lines
     assert _ys(measured) == pytest.approx([1.0, 12 / 6.5, 3.0])
     eff_measured, eff_ideal = eff_ax.get_lines()
     assert _ys(eff_measured) == pytest.approx([1.0, 6 / 6.5, 0.75])
@@ -97,7 +99,7 @@ def test_thread_scaling_draws_a_line_per_group_of_the_other_varying_fields() -> 
     figure = plots.thread_scaling(summary)
     assert figure is not None
     labels = [line.get_label() for line in figure.axes[0].get_lines()]
-    assert labels == ["batch_size=128", "batch_size=512", "ideal (linear)"]
+    assert labels == ["batch_size=128", "batch_size=512", "ideal"]
 
 
 def test_torch_default_threads_are_drawn_at_the_count_they_ran_with() -> None:
@@ -123,7 +125,7 @@ def test_a_thread_count_set_by_hand_and_by_default_is_one_point_and_a_lone_point
     figure = plots.thread_scaling(summary)
     assert figure is not None
     labels = [line.get_label() for line in figure.axes[0].get_lines()]
-    assert labels == ["loader=reference", "ideal (linear)"]  # tensor ran at one count only: no speed-up to draw
+    assert labels == ["loader=reference", "ideal"]  # tensor ran at one count only: no speed-up to draw
     assert _ys(figure.axes[0].get_lines()[0]) == pytest.approx([1.0, 1.5])  # the one set by hand
 
 
@@ -231,6 +233,11 @@ def test_step_split_stacks_the_four_parts() -> None:
     assert [bar.get_y() for bar in compute] == [0.5, 1.2]  # stacked on data wait and copy
     assert [bar.get_y() + bar.get_height() for bar in sync] == pytest.approx([5.5, 3.5])
     assert "ms per step" in ax.get_ylabel()
+    cpu = summary.assign(split_copy_ms_median=[0.01, 0.0], split_sync_ms_median=[0.01, 0.02])
+    figure = plots.step_split(cpu)
+    assert figure is not None
+    (legend,) = figure.legends  # a part too thin to see in any bar is not listed
+    assert [t.get_text() for t in legend.get_texts()] == ["data wait", "compute"]
     assert plots.step_split(_summary(real_s_median=[1.0])) is None
 
 

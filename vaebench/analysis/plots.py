@@ -46,6 +46,7 @@ GPU_PANELS = (
 CHAR_IN = 0.08  # the width of one character of a small tick label, in inches
 MAX_WIDTH_IN = 20.0  # wider than this, a figure is unreadable on a screen or a page
 LOG_SPREAD = 30.0  # bars further apart than this share a log axis: a CPU's beside a GPU's
+VISIBLE_SHARE = 0.01  # a step part under this share of the tallest bar cannot be seen in it
 LOSS_SPAN = 0.02  # a loss axis spans at least 2 % of the loss: the seed-to-seed band is about 1 %
 UTIL_NOTE = "NVML utilization.gpu is the share of time any kernel ran, not compute efficiency"
 KERNEL_PANELS = (*PER_STEP, ("samples_per_s", "samples/s (steady state)"))
@@ -99,8 +100,8 @@ def thread_scaling(summary: pd.DataFrame) -> Figure | None:
         speed_ax.plot(group["threads"], speedup, marker="o", label=name)
         eff_ax.plot(group["threads"], speedup / ratio, marker="o", label=name)
     counts = np.sort(data["threads"].unique())
-    speed_ax.plot(counts, counts / least, "k--", label="ideal (linear)")
-    eff_ax.axhline(1.0, color="k", linestyle="--", label="ideal (100%)")
+    speed_ax.plot(counts, counts / least, "k--", label="ideal")
+    eff_ax.axhline(1.0, color="k", linestyle="--", label="ideal")
     basis = "steady-state samples/s" if rate else "real time"
     speed_ax.set_ylabel(f"speed-up over {least} thread{'s' if least > 1 else ''} ({basis})")
     eff_ax.set_ylabel("parallel efficiency (speed-up / thread ratio)")
@@ -273,9 +274,13 @@ def step_split(summary: pd.DataFrame) -> Figure | None:
     x = np.arange(len(summary))
     figure, ax = _figure(len(summary))
     bottom = np.zeros(len(summary))
+    parts = {column: summary[f"{column}_median"].fillna(0.0).to_numpy(dtype=float) for column, _ in SPLIT_PARTS}
+    tallest = max(sum(parts.values()).max(initial=0.0), 1e-12)
     for i, (column, name) in enumerate(SPLIT_PARTS):
-        values = summary[f"{column}_median"].fillna(0.0).to_numpy(dtype=float)
-        ax.bar(x, values, 0.6, bottom=bottom, label=name, color=f"C{i}")
+        values = parts[column]
+        # A part too thin to see in any bar (a CPU run's copy) is drawn but kept out of the legend.
+        shown = name if values.max(initial=0.0) >= VISIBLE_SHARE * tallest else f"_{name}"
+        ax.bar(x, values, 0.6, bottom=bottom, label=shown, color=f"C{i}")
         bottom += values
     ax.set_ylabel("ms per step (mean over a run's steps, median over runs)")
     ax.set_title("Where the step time goes")
