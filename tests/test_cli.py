@@ -437,3 +437,12 @@ def test_a_refused_command_leaves_no_results_folder_behind(tmp_path: Path, capsy
     assert main([*command, "--out", str(out)]) == 2
     assert "cuda:99 asked for" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_cpu_ladder_names_each_rung_it_cannot_climb_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["ladder", "--device", "cpu", "--rungs", "seed,cuda-graphs", "--data", "synthetic", "--samples",
+                 "512", "--epochs", "1", "--out", str(tmp_path)])
+    assert code == 0
+    out, err = capsys.readouterr()
+    assert err.count("skip") == 1 and "skip rung cuda-graphs: --cuda-graphs needs a CUDA device" in err
+    assert "ladder: 1 of 2 rungs on cpu, 2 runs;" in out  # the seed's timed and profiled runs

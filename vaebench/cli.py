@@ -1048,6 +1048,7 @@ def _add_ladder(sub: SubParsers) -> None:
 
 
 def _cmd_ladder(args: argparse.Namespace) -> int:
+    from ._format import counted
     from .machine import capabilities
     from .measure.execution import SweepOutcome, run_points, schedule
     from .measure.run import RunOptions
@@ -1078,10 +1079,16 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
         runs = schedule([([s for _, s in plan.timed], args.repeats), ([s for _, s in plan.profiled], 1)], out=out,
                         data_dir=args.data_dir, caps=capabilities(probe_torch=base.device != "cpu"), force=args.force)
         _check_io(args)  # made once some rung can run here
-        _print_skipped(runs.skipped)
+        cannot = {item.spec: item.reason for item in runs.skipped}
+        idle = {rung.name: cannot[spec] for rung, spec in plan.timed if spec in cannot}
+        for name, reason in idle.items():  # once a rung, not once for its timed and once for its profiled run
+            print(f"skip rung {name}: {reason}", file=sys.stderr)
+        ours = {spec for rung, spec in (*plan.timed, *plan.profiled) if rung.name in idle}
+        _print_skipped([item for item in runs.skipped if item.spec not in ours])
         skipped = [item.reason for item in runs.skipped]
-        print(f"ladder: {len(rungs)} rungs on {base.device}, {len(runs.planned)} runs; {runs.done} already in {out}, "
-              f"{len(runs.todo)} to run")
+        climbing = f"{len(rungs) - len(idle)} of {len(rungs)} rungs" if idle else counted(len(rungs), "rung")
+        print(f"ladder: {climbing} on {base.device}, {counted(len(runs.planned), 'run')}; {runs.done} already in "
+              f"{out}, {len(runs.todo)} to run")
         options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz, sweep="ladder")
         outcome = run_points(runs.todo, options, force=args.force)
         data = runs.planned[0].point.spec.data
