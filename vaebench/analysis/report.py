@@ -471,9 +471,10 @@ def _spread_warnings(row: pd.Series) -> list[ReportWarning]:
     for name in SPREAD_METRICS:
         median, spread = row[f"{name}_median"], row[f"{name}_iqr"]
         if n >= 2 and median and spread / median > SPREAD_LIMIT:
+            header, fmt = next((h, f) for n, h, f in TABLE_METRICS if n == name)
             text = (
-                f"{config}: {name} varies, IQR {spread:.3g} is {spread / median:.0%} of the "
-                f"median {median:.3g} (limit {SPREAD_LIMIT:.0%})"
+                f"{config}: {header} varies, IQR {fmt.format(spread)} is {spread / median:.0%} of the "
+                f"median {fmt.format(median)} (limit {SPREAD_LIMIT:.0%})"
             )
             found.append(ReportWarning("high-spread", text, config))
     return found
