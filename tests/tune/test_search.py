@@ -302,8 +302,18 @@ def _tune_peaked_at_512(tmp_path: Path, settings: TuneSettings, *, tick_s: float
 def test_a_budget_that_ends_in_the_knobs_names_every_knob_left_untried(tmp_path: Path) -> None:
     settings = TuneSettings(base=BASE, budget_s=1000, quality_samples=BASE.samples, include=("amp", "compile"))
     result = _tune_peaked_at_512(tmp_path, settings, tick_s=100)  # every run eats a tenth of the budget
-    (note,) = [n for n in result.notes if n.startswith("time budget: these knobs were not")]
-    assert "compile" in note and "amp" in note and "a larger --budget" in note
+    (note,) = [n for n in result.notes if n.startswith("time budget: ") and "a larger --budget" in n]
+    assert "compile" in note and "amp" in note
+    assert note.startswith("time budget: not tried: ") or " was tried in part; not tried: " in note
+
+
+def test_a_knob_stopped_halfway_reads_as_tried_in_part() -> None:
+    from vaebench.tune.driver import _untried
+
+    assert _untried(["threads", "allocator"], part_tried=True) == (
+        "time budget: threads was tried in part; not tried: allocator; a larger --budget tries them")
+    assert _untried(["allocator"], part_tried=False) == (
+        "time budget: not tried: allocator; a larger --budget tries them")
 
 
 def test_a_faster_allocator_is_adopted_and_named_in_the_recommendation_with_its_gain(tmp_path: Path) -> None:
@@ -312,7 +322,8 @@ def test_a_faster_allocator_is_adopted_and_named_in_the_recommendation_with_its_
                                  gain=lambda spec: 1.25 if spec.allocator == "jemalloc" else 1.0)
     assert result.config is not None and result.config.allocator == "jemalloc"
     assert {t.spec.allocator for t in result.knobs} >= {"jemalloc", "tcmalloc"}
-    assert any(a.startswith("allocator: --allocator jemalloc measured") and "(1.25x at least) at batch 512" in a
+    assert any(a.startswith("allocator: --allocator jemalloc measured") and
+               "its slower run 1.25x the current's faster, at batch 512" in a
                for a in result.adopted)  # measured at the search's best batch, whichever is recommended
     assert "with allocator: --allocator jemalloc" in result.recommendation.reason
     assert set(trials_frame(result)["allocator"]) == {"system", "jemalloc", "tcmalloc"}
@@ -361,7 +372,7 @@ def test_a_knob_faster_in_one_run_only_is_not_adopted(tmp_path: Path) -> None:
     assert result.config is not None and result.config.allocator == "system"
     assert jemalloc_runs[0] == 2 and not any(a.startswith("allocator") for a in result.adopted)
     (note,) = [n for n in result.notes if n.startswith("--allocator jemalloc: faster in its first run")]
-    assert "not adopted" in note and "noise" in note
+    assert "not adopted" in note and "noise" in note and "adopting takes 1.03x" in note
     stages = [(t.stage, t.spec.allocator) for t in result.knobs]
     i = stages.index(("knob", "jemalloc"))
     assert stages[i:i + 3] == [("knob", "jemalloc"), ("knob", "jemalloc"), ("confirm", "system")]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,11 +220,9 @@ def _tune_knobs(
     groups = [group for group, _ in knob_groups(current.spec, caps, include)]
     for index, group in enumerate(groups):
         # Alternatives are rebuilt around the current winner, so adopted knobs carry forward.
-        for spec in dict(knob_groups(current.spec, caps, include)).get(group, []):
+        for position, spec in enumerate(dict(knob_groups(current.spec, caps, include)).get(group, [])):
             if clock() >= deadline:
-                left = ", ".join(groups[index:])
-                result.notes.append(f"time budget: these knobs were not (all) tried: {left}; a larger --budget "
-                                    "tries them")
+                result.notes.append(_untried(groups[index:], part_tried=position > 0))
                 return current.spec
             trial = measure(trial_spec(spec, best.batch))
             result.knobs.append(trial)
@@ -235,10 +233,18 @@ def _tune_knobs(
             if pair is None:
                 continue
             result.adopted = [a for a in result.adopted if not a.startswith(f"{group}: ")]
-            result.adopted.append(f"{group}: {changed(current.spec, trial.spec)} measured {pair} at batch "
+            result.adopted.append(f"{group}: {changed(current.spec, trial.spec)} measured {pair}, at batch "
                                   f"{best.batch}")
             current = trial
     return current.spec
+
+
+def _untried(left: Sequence[str], *, part_tried: bool) -> str:
+    """The budget note for the knobs left: the one it stopped in may have had some tried."""
+    if part_tried:
+        rest = f"; not tried: {', '.join(left[1:])}" if len(left) > 1 else ""
+        return f"time budget: {left[0]} was tried in part{rest}; a larger --budget tries them"
+    return f"time budget: not tried: {', '.join(left)}; a larger --budget tries them"
 
 
 def _recheck(
@@ -262,11 +268,11 @@ def _recheck(
     report(before.describe())
     knob = sorted(t.samples_per_s if t.ok else math.nan for t in (trial, again))
     base = sorted(t.samples_per_s if t.ok else math.nan for t in (current, before))
-    figures = (f"{knob[0]:,.0f} and {knob[1]:,.0f} samples/s against {base[0]:,.0f} and {base[1]:,.0f} "
-               f"({knob[0] / base[1]:.2f}x at least)")
+    figures = (f"{knob[0]:,.0f} and {knob[1]:,.0f} samples/s against the current {base[0]:,.0f} and "
+               f"{base[1]:,.0f}: its slower run {knob[0] / base[1]:.2f}x the current's faster")
     if not all(math.isfinite(v) for v in (*knob, *base)) or knob[0] <= base[1] * (1 + KNOB_GAIN):
-        result.notes.append(f"{flag}: faster in its first run, not in the second pair ({figures}); not adopted, "
-                            "as this machine's noise could explain it")
+        result.notes.append(f"{flag}: faster in its first run, not when both ran again ({figures}; adopting takes "
+                            f"{1 + KNOB_GAIN:.2f}x); not adopted, as this machine's noise could explain it")
         return None
     return figures
 
