@@ -611,9 +611,10 @@ def sys_claim(outcome: str, published_sys_user: float, sweep: Sequence[Row], mac
     published_cores = number(machine.get("logical_cores"))
     if published_cores > cores:
         reasons.append(f"cores: {published_cores:.0f} published against {cores:.0f} here. {_pool_growth(sweep, rows)}"
-                       f"A pool larger than the cores keeps at most {cores:.0f} threads in the kernel at once and "
-                       f"queues the rest; {published_cores:.0f} cores let {published_cores:.0f} threads sleep and "
-                       "wake in parallel. Only a machine with many cores can show whether that is the published ratio")
+                       f"Here a pool of more than {cores:.0f} threads would have at most {cores:.0f} in the kernel "
+                       f"at once and queue the rest, where {published_cores:.0f} cores let {published_cores:.0f} "
+                       "threads sleep and wake in parallel. Only a machine with many cores can show whether that "
+                       "is the published ratio")
     runtime = str(here.get("fp_openmp_runtime") or "")
     if runtime and "openmp_runtime" not in machine:
         reasons.append(f"the OpenMP runtime: {runtime} here; the published machine's is not published (pip's torch "
