@@ -500,10 +500,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             steps.append(load_step_times(folder, ids))
         except OSError as exc:  # a series file that cannot be read
             raise UsageError(f"{folder}: {exc}") from None
-    same = [set(map(str, t["run_id"])) if "run_id" in t.columns else set() for t in tables]
-    if same[0] and same[0] == same[1]:
-        raise UsageError(f"{args.baseline} and {args.candidate} hold the same runs: a comparison of runs with "
-                         "themselves passes whatever they are; name the baseline's and the candidate's folders")
     try:
         comparison = compare(
             tables[0], tables[1], threshold=args.threshold, alpha=args.alpha,

@@ -14,6 +14,7 @@ from vaebench import rules
 from vaebench.analysis import compare as cmp
 from vaebench.analysis.calibration import calibration_report, recommend
 from vaebench.cli import main, parse_fraction
+from vaebench.errors import UsageError
 from vaebench.result import RunSeries
 from vaebench.spec import RunSpec
 from vaebench.storage import SERIES_DIR, append_row, write_json_atomic
@@ -60,9 +61,14 @@ def verdicts(comparison: cmp.Comparison) -> dict[str, str]:
 # --- the decision rule on synthetic samples with known effects -----------------------------
 
 
+def again(table: pd.DataFrame) -> pd.DataFrame:
+    """The same values under new run ids: other runs that measured exactly the same."""
+    return table.assign(run_id=table["run_id"] + "-again")
+
+
 def test_identical_samples_pass_as_unchanged():
     same = frame(rows(seed=1))
-    result = cmp.compare(same, same.copy())
+    result = cmp.compare(same, again(same))
     assert verdicts(result) == {"samples_per_s": cmp.UNCHANGED, "epoch_s": cmp.UNCHANGED}
     assert result.exit_code == 0
     assert all(c.ratio == pytest.approx(1.0) for c in result.checks)
@@ -183,9 +189,15 @@ def test_a_configuration_missing_from_the_candidate_fails_under_strict():
 
 
 def test_two_runs_a_side_never_read_unchanged():
-    result = cmp.compare(frame(rows(n=2, seed=1)), frame(rows(n=2, seed=1)))
+    result = cmp.compare(frame(rows(n=2, seed=1)), again(frame(rows(n=2, seed=1))))
     assert set(verdicts(result).values()) == {cmp.INCONCLUSIVE}
     assert "can neither find nor rule out a change" in result.checks[0].reason
+
+
+def test_runs_compared_with_themselves_are_refused():
+    same = frame(rows(seed=1))
+    with pytest.raises(UsageError, match="hold the same runs"):
+        cmp.compare(same, same.copy())
 
 
 def test_requested_metrics_and_unknown_metric():

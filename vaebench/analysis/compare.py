@@ -362,6 +362,10 @@ def compare(
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise UsageError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
+    ids = [set(map(str, t["run_id"])) if "run_id" in t.columns else set() for t in (baseline, candidate)]
+    if ids[0] and ids[0] == ids[1]:
+        raise UsageError("the baseline and the candidate hold the same runs: a comparison of runs with themselves "
+                         "passes whatever they are; give the baseline's runs and the candidate's")
     baseline, candidate, several = _pair_by_machine(baseline, candidate, allow_different_machines)
     base_ok, cand_ok = _ok_rows(baseline), _ok_rows(candidate)
     paired = [key for key in _keys(base_ok) if key in set(_keys(cand_ok))]
