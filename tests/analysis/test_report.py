@@ -412,6 +412,8 @@ def test_runs_of_one_configuration_on_different_data_files_are_flagged(folder: P
     (pooled,) = [w for w in report.warnings if "pooled runs on different data files" in w.message]
     assert pooled.kind == "mixed-data" and "aaaaaaaaaaaa from /data/one (1 run)" in pooled.message
     assert "threads=4" in pooled.message
+    digests = report.summary.set_index("config")["data_digest"]
+    assert digests["threads=4"] == "aaaaaaaaaaaa, bbbbbbbbbbbb" and pd.isna(digests["threads=1"])  # no digest kept
 
 
 def test_a_configuration_traced_with_syscalls_has_its_table_and_what_futex_seconds_are(folder: Path) -> None:

@@ -243,6 +243,9 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         row["spec_key"] = group["spec_key"].iloc[0]
         row["setup"] = group["setup"].iloc[0]
         row["machine"] = group["machine"].iloc[0]
+        for column in ("data_source", "data_digest"):  # several where the runs read different data (warned)
+            found = good[column].dropna().astype(str).unique() if column in good else []
+            row[column] = ", ".join(found) if len(found) else None
         rows.append((spec, row))
     rows.sort(key=lambda pair: (_spec_order(pair[0]), pair[1]["machine"]))
     return pd.DataFrame([row for _, row in rows])
