@@ -82,6 +82,7 @@ def test_a_measurement_no_run_took_is_a_float_column_of_nan(tmp_path: Path) -> N
     frame = load_runs(str(tmp_path))
     assert frame["gpu_util_mean"].dtype == float and frame["gpu_util_mean"].isna().all()  # null in every record
     assert frame["gpu_util_mean"].round(1).isna().all()
+    assert frame["single_rank_samples_per_s"].isna().all()  # documented, held by no record here: NaN, not a KeyError
 
 
 def test_monitor_samples_carry_unix_time_where_the_series_knows_the_monitor_start(tmp_path: Path) -> None:

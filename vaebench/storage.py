@@ -251,14 +251,19 @@ def load_runs(folder: str | os.PathLike[str], *, ok_only: bool = False) -> pd.Da
 
 
 def _numeric(frame: pd.DataFrame) -> pd.DataFrame:
-    """A measurement column is float, NaN where it was not taken, however many runs lack it (JSON's
-    null would make it a column of None). Run fields keep their values: `threads` None is torch's
+    """Every numeric measurement column docs/columns.md names is there, as float: NaN where it was
+    not taken, however many runs lack it (JSON's null would make it a column of None, and a column
+    no record holds would be missing). Run fields keep their values: `threads` None is torch's
     default, not a missing number."""
     import pandas as pd
 
-    for column in frame.columns:
-        kinds = COLUMN_TYPES.get(column, ())
-        if kinds and set(kinds) <= {int, float} and column not in SPEC_FIELDS and frame[column].dtype == object:
+    if frame.empty:
+        return frame
+    measured = [c for c, kinds in COLUMN_TYPES.items() if set(kinds) <= {int, float} and c not in SPEC_FIELDS]
+    missing = [c for c in measured if c not in frame.columns]
+    frame = pd.concat([frame, pd.DataFrame(math.nan, index=frame.index, columns=missing)], axis=1)
+    for column in measured:
+        if frame[column].dtype == object:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     return frame
 
