@@ -38,6 +38,10 @@ MNIST_TRAIN_SIZE = 60_000
 
 @dataclass(frozen=True)
 class RunSpec:
+    """One configuration of the reference VAE's training: what `vaebench run` flags set, one
+    field each (docs/columns.md, "Configuration"). Equal specs are repeats of one configuration
+    (`key`); `validate` names what cannot run here, before a run starts."""
+
     device: str = "cpu"  # where the model trains: cpu, cuda, cuda:N, mps
     threads: int | None = None  # intra-op threads; None keeps torch's default (all cores)
     interop_threads: int | None = None  # inter-op threads; None keeps torch's default

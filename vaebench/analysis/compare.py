@@ -209,6 +209,10 @@ class Unpaired:
 
 @dataclass(frozen=True)
 class Comparison:
+    """What `compare` found: a check per paired configuration and metric, what could not be
+    paired, and the verdict as the CLI's `exit_code` (0 pass, 1 a regression or failed runs,
+    2 what `strict` left unjudged); `to_text`, `to_markdown` and `to_json` render it."""
+
     checks: tuple[MetricCheck, ...]
     unpaired: tuple[Unpaired, ...] = ()
     fingerprint_differences: tuple[str, ...] = ()  # allowed differences, shown as warnings

@@ -120,6 +120,9 @@ class ReportWarning:
 
 @dataclass(frozen=True)
 class Report:
+    """A results folder summarized (`build_report`): the tables as DataFrames, the figures, the
+    warnings and the verdicts; `write_report` writes them beside the runs."""
+
     folder: Path
     runs: pd.DataFrame  # every run, failed included, with its `config` label
     epochs: pd.DataFrame  # one row per successful run and epoch, with `config`
@@ -145,7 +148,9 @@ def build_report(
     baseline: str | None = None,
     runs: Sequence[str] | None = None,
 ) -> Report:
-    """Read a results folder and summarize it; `runs` picks the GPU timeline's runs.
+    """Read a results folder and summarize it. `baseline` (field=value pairs, as `report
+    --baseline`) adds the speed-up columns; `runs` (run ids) picks the runs the GPU timeline draws,
+    by default one per configuration.
 
     Raises FileNotFoundError for a missing folder, storage.CorruptResults for a bad line and
     ReportError for an empty folder, a baseline matching no or several configurations, or an
