@@ -17,6 +17,7 @@ import time
 
 _START = time.perf_counter()
 
+import logging  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
 import signal  # noqa: E402
@@ -78,6 +79,8 @@ def _train(request: Request, rank: int = 0) -> Answer:
         torch.set_num_threads(spec.threads)
     if spec.interop_threads is not None:
         torch.set_num_interop_threads(spec.interop_threads)
+    if not spec.is_cuda:  # inductor's C++ build warns that no CUDA runtime was found: true, and beside the point
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
     from ..machine import runtime_fingerprint
     from .loop import train
