@@ -87,7 +87,12 @@ def test_a_rung_without_runs_shows_as_not_available() -> None:
     frame = ladder.table(plan, runs)
     assert math.isnan(frame.iloc[1]["train_s"])
     assert "n/a" in ladder.render_text(frame).splitlines()[-1]
-    assert ladder.figure(frame) is not None
+    fig = ladder.figure(frame, "NVIDIA H200, 10 epochs a rung")
+    assert fig is not None
+    ax, right = fig.axes
+    assert [t.get_text() for t in ax.texts] == ["not run\nhere"]  # over the rung that has no runs
+    assert [line.get_label() for line in right.get_lines()] == ["NVML utilization %"]  # no trace busy: no line
+    assert ax.get_title() == "The ladder (NVIDIA H200, 10 epochs a rung): each rung adds one knob"
 
 
 def test_a_ladder_without_the_seed_compares_with_its_lowest_rung_and_says_so() -> None:

@@ -203,27 +203,36 @@ def render_markdown(frame: pd.DataFrame, *, device: str, length: str, profiled: 
     return "\n".join(lines) + "\n"
 
 
-def figure(frame: pd.DataFrame) -> Figure | None:
-    """A staircase of samples/s per rung, NVML utilization and trace busy share on a second axis."""
+def figure(frame: pd.DataFrame, where: str = "") -> Figure | None:
+    """A staircase of samples/s per rung, NVML utilization and trace busy share on a second axis;
+    a rung that did not run here says so in its place. `where`: the device and the run length."""
     from matplotlib.figure import Figure
 
     if frame.empty:
         return None
     fig = Figure(figsize=(max(6.0, 1.3 * len(frame) + 2), 4.5))
     ax = fig.subplots()
-    x = range(len(frame))
-    ax.bar(x, frame["samples_per_s"], color="C0", label="samples/s (steady state)")
-    ax.set_ylabel("samples/s")
-    ax.set_xticks(list(x), [str(r) for r in frame["rung"]], rotation=20, ha="right", fontsize=8)
+    x = list(range(len(frame)))
+    rates = frame["samples_per_s"].astype(float)
+    ax.bar(x, rates.fillna(0.0), color="C0", label="samples/s (steady state)")
+    for position, rate in zip(x, rates, strict=True):
+        if not math.isfinite(rate):
+            ax.text(position, 0, "not run\nhere", ha="center", va="bottom", fontsize=8, color="grey")
+    ax.set_ylabel("samples/s (steady state)")
+    ax.yaxis.set_major_formatter(lambda v, _: f"{v:,.0f}")
+    ax.set_xticks(x, [str(r) for r in frame["rung"]], rotation=20, ha="right", fontsize=8)
     right = ax.twinx()
-    right.step(list(x), frame["gpu_util_mean"], where="mid", color="C1", marker="o", label="NVML utilization %")
-    if frame["busy_fraction"].notna().any():
-        right.plot(list(x), frame["busy_fraction"], color="C2", marker="s", linestyle="--", label="trace busy %")
+    shares = [(column, label, style) for column, label, style in (
+        ("gpu_util_mean", "NVML utilization %", {"color": "C1", "marker": "o"}),
+        ("busy_fraction", "trace busy %", {"color": "C2", "marker": "s", "linestyle": "--"}),
+    ) if frame[column].notna().any()]
+    for column, label, style in shares:
+        right.plot(x, frame[column], label=label, **style)  # type: ignore[arg-type]
     right.set_ylim(0, 105)
-    right.set_ylabel("percent")
+    right.set_ylabel(" and ".join(label for _, label, _ in shares) or "%")
     handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
     ax.legend(handles, [str(h.get_label()) for h in handles], loc="upper left", fontsize=8)
-    ax.set_title("the ladder: each rung one knob more")
+    ax.set_title(f"The ladder{f' ({where})' if where else ''}: each rung adds one knob")
     fig.tight_layout()
     return fig
 
@@ -232,7 +241,7 @@ def write(frame: pd.DataFrame, folder: Path, *, device: str, length: str, profil
           notes: Sequence[str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     frame.to_csv(folder / "ladder.csv", index=False)
-    fig = figure(frame)
+    fig = figure(frame, f"{gpu_name or device}, {length} a rung")
     if fig is not None:
         fig.savefig(folder / "ladder.png", dpi=110, bbox_inches="tight")
     path = folder / "ladder.md"
