@@ -288,16 +288,26 @@ def test_kernel_figure_needs_threads_and_counters() -> None:
     assert plots.kernel_counters(_summary(threads=[2, 2], sys_user_median=[0.1, 0.2])) is None
 
 
-def test_a_one_epoch_loss_figure_reads_in_whole_epochs_and_does_not_magnify_noise() -> None:
+def test_a_one_epoch_loss_figure_is_the_clock_panel_alone_and_does_not_magnify_noise() -> None:
     epochs = pd.DataFrame({"run_id": ["a", "b"], "config": ["x", "y"], "epoch": [1, 1],
                            "loss": [547.05, 547.36], "elapsed_s": [0.1, 0.2]})
     figure = plots.loss_curves(epochs)
     assert figure is not None
-    epoch_ax = figure.axes[0]
-    assert epoch_ax.get_xticks().tolist() == [1.0]
-    low, high = epoch_ax.get_ylim()
+    (time_ax,) = figure.axes  # a per-epoch panel would stack every run at epoch 1
+    assert "one epoch a run" in time_ax.get_title()
+    low, high = time_ax.get_ylim()
     assert high - low >= 0.02 * 547 * 0.999  # a 0.06 % difference is not stretched over the panel
-    assert all(line.get_marker() == "." for line in figure.legends[0].get_lines())  # the legend shows the dots
+    drawn = [line.get_marker() for line in time_ax.get_lines()]
+    assert [line.get_marker() for line in figure.legends[0].get_lines()] == drawn == ["o", "s"]  # one each
+
+
+def test_runs_of_several_epochs_get_the_per_epoch_panel_too() -> None:
+    epochs = pd.DataFrame({"run_id": ["a", "a"], "config": ["x", "x"], "epoch": [1, 2],
+                           "loss": [160.0, 120.0], "elapsed_s": [1.0, 2.0]})
+    figure = plots.loss_curves(epochs)
+    assert figure is not None
+    epoch_ax, _ = figure.axes
+    assert epoch_ax.get_xticks().tolist() == [1.0, 2.0]
 
 
 def test_the_time_bars_legend_sits_above_the_bars() -> None:

@@ -46,6 +46,7 @@ GPU_PANELS = (
 CHAR_IN = 0.08  # the width of one character of a small tick label, in inches
 MAX_WIDTH_IN = 20.0  # wider than this, a figure is unreadable on a screen or a page
 LOG_SPREAD = 30.0  # bars further apart than this share a log axis: a CPU's beside a GPU's
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # one per configuration, in turn
 VISIBLE_SHARE = 0.01  # a step part under this share of the tallest bar cannot be seen in it
 LOSS_SPAN = 0.02  # a loss axis spans at least 2 % of the loss: the seed-to-seed band is about 1 %
 UTIL_NOTE = "NVML utilization.gpu is the share of time any kernel ran, not compute efficiency"
@@ -201,38 +202,49 @@ def loss_curves(epochs: pd.DataFrame) -> Figure | None:
     """
     if epochs.empty or not _has(epochs, "loss"):
         return None
-    figure = Figure(figsize=(11, 4.5), layout="constrained")
-    epoch_ax, time_ax = figure.subplots(1, 2)
+    last = int(epochs["epoch"].max())
+    # One epoch a run puts every run at x = 1 of a per-epoch panel: only the clock tells them apart.
+    figure = Figure(figsize=(11 if last > 1 else 6.5, 4.5), layout="constrained")
+    epoch_ax: Axes | None = None
+    if last > 1:
+        epoch_ax, time_ax = figure.subplots(1, 2)
+    else:
+        time_ax = figure.subplots()
     configs = list(dict.fromkeys(epochs["config"]))
     colors = dict(zip(configs, _colors(len(configs)), strict=True))
+    markers = {c: MARKERS[i % len(MARKERS)] for i, c in enumerate(configs)}  # curves that coincide stay apart
     cut = epochs["partial"].fillna(False).astype(bool) if "partial" in epochs else pd.Series(False, epochs.index)
+    drawn = [(ax, x) for ax, x in ((epoch_ax, "epoch"), (time_ax, "elapsed_s")) if ax is not None]
     for _, run in epochs.groupby("run_id", sort=False):
-        color = colors[run["config"].iloc[0]]
+        config = run["config"].iloc[0]
         short = run[cut[run.index]]
-        for ax, x in ((epoch_ax, "epoch"), (time_ax, "elapsed_s")):
-            ax.plot(run[x], run["loss"], marker=".", color=color, alpha=0.8)
+        for ax, x in drawn:
+            ax.plot(run[x], run["loss"], marker=markers[config], markersize=4, color=colors[config], alpha=0.8)
             if len(short):
-                ax.plot(short[x], short["loss"], linestyle="", marker="o", markerfacecolor="none", color=color)
-    epoch_ax.set_xlabel("epoch")
-    last = int(epochs["epoch"].max())
-    epoch_ax.set_xlim(0.5, last + 0.5)  # whole epochs, a single one included
-    if last <= 20:
-        epoch_ax.set_xticks(range(1, last + 1))
-    else:
-        epoch_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    title = "Loss per epoch"
-    epoch_ax.set_title(f"{title} (open circle: an epoch cut short by --steps)" if cut.any() else title)
+                ax.plot(short[x], short["loss"], linestyle="", marker="o", markerfacecolor="none",
+                        color=colors[config])
+    partial_note = " (open circle: an epoch cut short by --steps)" if cut.any() else ""
+    if epoch_ax is not None:
+        epoch_ax.set_xlabel("epoch")
+        epoch_ax.set_xlim(0.5, last + 0.5)
+        if last <= 20:
+            epoch_ax.set_xticks(range(1, last + 1))
+        else:
+            epoch_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        epoch_ax.set_title(f"Loss per epoch{partial_note}")
     time_ax.set_xscale("log")
     for axis_formatter in (time_ax.xaxis.set_major_formatter, time_ax.xaxis.set_minor_formatter):
         axis_formatter(LogFormatter(minor_thresholds=(1, 0.4)))  # 2, 5, 20, not 2x10^0 run together
     time_ax.set_xlabel("training wall clock (s, sum of epoch times; log scale)")
-    time_ax.set_title("Time to quality: loss against wall clock")
-    for ax in (epoch_ax, time_ax):
+    one = f": one epoch a run{partial_note}" if epoch_ax is None else ""
+    time_ax.set_title(f"Time to quality: loss against wall clock{one}")
+    for ax, _ in drawn:
         ax.set_ylabel("training loss (epoch mean)")
         ax.grid(alpha=0.3)
         _at_least_span(ax, LOSS_SPAN)
-    handles = [Line2D([], [], color=colors[c], marker=".", label=c) for c in configs]
-    figure.legend(handles=handles, loc="outside lower center", ncols=min(3, len(configs)), fontsize="small")
+    handles = [Line2D([], [], color=colors[c], marker=markers[c], markersize=4, label=c) for c in configs]
+    figure.legend(handles=handles, loc="outside lower center", ncols=min(3 if last > 1 else 2, len(configs)),
+                  fontsize="small")
     return figure
 
 
