@@ -458,6 +458,9 @@ def test_the_trials_tables_show_every_knob_a_trial_changed() -> None:
     assert "compile" not in table.splitlines()[0]  # no trial changed it
     trials = render_markdown(result, frame, []).split("## Trials")[1]
     assert " adam |" in trials and "| fused |" in trials
+    assert "Every trial: lr 0.001, workers 0, pin off, compile off, amp off." in trials  # not a column each
+    assert "| compile |" not in trials and "| 10,000 |" in trials  # samples/s as the terminal shows it
+    assert "not comparable" not in trials  # one memory column has nothing to be compared with
 
 
 def test_tune_caps_the_search_at_the_epoch_and_names_that_cap(tmp_path: Path) -> None:

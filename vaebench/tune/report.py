@@ -163,8 +163,11 @@ def render_markdown(result: TuneResult, frame: pd.DataFrame, figures: list[str])
     lines += [f"- note: {note}" for note in result.notes]
     if s.base.is_cuda:
         lines += ["", "## GPU utilization per batch size", "", *_utilization(result)]
-    shown = _measured(frame)
-    lines += ["", "## Trials", "", _markdown(shown), "", *_memory_legend(shown)]
+    shown, shared = shown_trials(frame)
+    lines += ["", "## Trials", ""]
+    if shared:
+        lines += ["Every trial: " + ", ".join(f"{k} {_cell(v)}" for k, v in shared.items()) + ".", ""]
+    lines += [_markdown(shown), "", *_memory_legend(shown)]
     lines += [f"![{name}]({name})" for name in figures]
     return "\n".join(lines) + "\n"
 
@@ -182,6 +185,8 @@ def _memory_legend(frame: pd.DataFrame) -> list[str]:
     present = [f"{column} is {what}" for column, what in MEMORY_COLUMNS.items() if column in frame]
     if not present:
         return []
+    if len(present) == 1:
+        return [f"Memory: {present[0]}.", ""]
     return ["Memory columns measure different things and are not comparable: " + "; ".join(present) + ".", ""]
 
 
@@ -191,16 +196,25 @@ def _measured(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=empty)
 
 
-def format_table(frame: pd.DataFrame) -> str:
-    """The trials table for the terminal."""
-    # The knob columns every trial shares say nothing here; one a trial changed stays.
-    constant = [c for c in ("lr", "workers", "pin", "compile", "amp", "adam") if c in frame and frame[c].nunique() <= 1]
-    shown = _measured(frame).drop(columns=["run_id", "pipeline", *constant], errors="ignore").copy()
-    for column, digits in (("samples_per_s", 0), ("gpu_util_pct", 0), ("alloc_peak_mb", 0), ("device_mem_mb", 0),
-                           ("rss_peak_mb", 0), ("loss_at_budget", 2), ("time_to_target_s", 1)):
+DIGITS = (("samples_per_s", 0), ("gpu_util_pct", 0), ("alloc_peak_mb", 0), ("device_mem_mb", 0),
+          ("rss_peak_mb", 0), ("loss_at_budget", 2), ("time_to_target_s", 1))
+SHARED_KNOBS = ("lr", "workers", "pin", "compile", "amp", "adam")
+
+
+def shown_trials(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, object]]:
+    """The trials as both tables show them, numbers formatted one way per column, and the knobs
+    every trial shares (which say nothing in a column), by value."""
+    shared = {c: frame[c].iloc[0] for c in SHARED_KNOBS if c in frame and len(frame) and frame[c].nunique() <= 1}
+    shown = _measured(frame).drop(columns=["run_id", "pipeline", *shared], errors="ignore").copy()
+    for column, digits in DIGITS:
         if column in shown:
             shown[column] = shown[column].map(lambda v, d=digits: "-" if pd.isna(v) else f"{v:,.{d}f}")
-    return str(shown.to_string(index=False))
+    return shown, shared
+
+
+def format_table(frame: pd.DataFrame) -> str:
+    """The trials table for the terminal."""
+    return str(shown_trials(frame)[0].to_string(index=False))
 
 
 def _markdown(frame: pd.DataFrame) -> str:
