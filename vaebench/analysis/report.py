@@ -95,9 +95,9 @@ METRICS: tuple[str, ...] = tuple(name for name, _, _ in TABLE_METRICS) + OTHER_M
 KERNEL_TABLE: tuple[tuple[str, str, str], ...] = (
     ("sys_user", "sys/user", "{:.3f}"),
     ("faults_per_step", "minor faults/step", "{:,.0f}"),
-    ("voluntary_per_step", "voluntary sw/step", "{:,.0f}"),
-    ("involuntary_per_step", "involuntary sw/step", "{:,.0f}"),
-    ("runqueue_ms_per_step", "run-queue ms/step", "{:.1f}"),
+    ("voluntary_per_step", "voluntary switches/step", "{:,.0f}"),
+    ("involuntary_per_step", "involuntary switches/step", "{:,.0f}"),
+    ("runqueue_ms_per_step", "run-queue ms/step (all threads)", "{:.1f}"),
     ("samples_per_s", "samples/s", "{:,.0f}"),
 )
 
