@@ -294,8 +294,8 @@ def step_split(summary: pd.DataFrame) -> Figure | None:
         shown = name if values.max(initial=0.0) >= VISIBLE_SHARE * tallest else f"_{name}"
         ax.bar(x, values, 0.6, bottom=bottom, label=shown, color=f"C{i}")
         bottom += values
-    ax.set_ylabel("ms per step (mean over a run's steps, median over runs)")
-    ax.set_title("Where the step time goes")
+    ax.set_ylabel("ms per step")
+    ax.set_title("Where the step time goes (the mean of a run's steps, the median over runs)")
     _config_ticks(ax, x, summary)
     _legend_below(figure, (ax,), ncols=2)
     return figure
