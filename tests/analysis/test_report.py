@@ -123,6 +123,9 @@ def test_speedup_against_the_chosen_baseline(folder: Path) -> None:
     # samples/s medians: threads=1 of 60,000/[10..13] s, threads=2 60,000/6.1 s, threads=4 60,000/4 s
     slow = statistics.median([60_000 / t for t in REAL_S[1]])
     assert list(summary["steady_speedup"]) == pytest.approx([1.0, 60_000 / 6.1 / slow, 60_000 / 4.0 / slow])
+    text = render_markdown(build_report(folder, baseline="device=cpu,threads=1"), folder)
+    assert "Speed-up (real s) is the median real time of `device=cpu,threads=1`" in text
+    assert "Speed-up (samples/s) is each configuration's steady-state samples/s over the baseline's" in text
 
 
 @pytest.mark.parametrize(

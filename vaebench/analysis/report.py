@@ -682,7 +682,10 @@ def render_markdown(report: Report, out: Path) -> str:
     lines += _machines_markdown(report)
     lines += ["## Summary", "", "Cells read `median [IQR]` over successful repeats; a single run has no IQR."]
     if report.baseline is not None:
-        lines.append(f"Speed-up is the median real time of `{report.baseline}` over each configuration's.")
+        lines.append(f"Speed-up (real s) is the median real time of `{report.baseline}` over each configuration's: the "
+                     "whole process, so runs that do different work (another batch size at the same --steps) differ "
+                     "by their work too. Speed-up (samples/s) is each configuration's steady-state samples/s over "
+                     "the baseline's: the training loop's rate alone.")
     lines += ["", _markdown(summary_table(report)), ""]
     if len(report.failed):
         lines += ["## Failed runs", "", _markdown(report.failed.fillna("")), ""]
