@@ -147,6 +147,9 @@ def test_batch_size_figure_adds_gpu_utilization_only_where_measured() -> None:
         "final training loss",
     ]
     assert all(ax.get_xlabel().startswith("batch size") for ax in figure.axes)
+    assert "(at equal epochs: a larger batch took fewer steps)" in figure.axes[-1].get_title()
+    stepped = plots.batch_size_scaling(cpu.assign(steps=[60, 60, 60]))
+    assert stepped is not None and "(at equal --steps: a larger batch saw more samples)" in stepped.axes[-1].get_title()
     assert _ys(figure.axes[0].get_lines()[0]) == [1e4, 2e4, 3e4]
 
     gpu = cpu.assign(gpu_util_mean_median=[20.0, 35.0, 60.0])

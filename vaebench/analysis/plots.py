@@ -178,6 +178,9 @@ def batch_size_scaling(summary: pd.DataFrame) -> Figure | None:
         ax.grid(alpha=0.3)
         if column == "final_loss_median":
             _at_least_span(ax, LOSS_SPAN)
+            stepped = "steps" in data and data["steps"].notna().any()
+            ax.set_title(f"{title} against batch size\n" + ("(at equal --steps: a larger batch saw more samples)"
+                         if stepped else "(at equal epochs: a larger batch took fewer steps)"), fontsize="medium")
     handles, labels = axes[0].get_legend_handles_labels()  # below the panels: inside, it hides the curves
     figure.legend(handles, labels, loc="outside lower center", ncols=min(2, len(labels)), fontsize="small")
     return figure
