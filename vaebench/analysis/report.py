@@ -737,9 +737,10 @@ def _kernel_markdown(report: Report) -> list[str]:
         return []
     lines = ["## Where the kernel (sys) time went", "",
              "Counters of the training process over its training window, per step (medians over repeats); each "
-             "cause is costed in kernel time at a few microseconds per event (`vaebench.analysis.kernel`). The share "
-             "is the named cause's (with the one beside it) estimated part of the sys time measured; each verdict "
-             "below costs the rest: other causes, other processes' preemptions, what the counters leave unexplained.",
+             "cause is costed in kernel time at a few microseconds per event (`vaebench.analysis.kernel`). "
+             "\"its share of sys\" is how much of the measured sys time the named cause (with the one in "
+             "parentheses, if any) is estimated to cost; each verdict below accounts for the rest: other causes, "
+             "other processes' preemptions, and what the counters leave unexplained.",
              "",
              _markdown(kernel_table(report)), ""]
     lines += [f"- **{config}**: {verdict}" for config, verdict in report.kernel.items()]
