@@ -261,6 +261,9 @@ def test_flops_bars_are_achieved_gflops_under_their_own_peak_labelled_with_the_s
     figure = plots.flops_share(gpu_beside_cpu)
     assert figure is not None and figure.axes[0].get_yscale() == "log"
     assert plots.flops_share(_summary(flops_frac_median=[NAN])) is None
+    at_peak = plots.flops_share(_summary(flops_frac_median=[1.02, 0.999, 0.0031], model_flops_per_s_median=[1.0] * 3,
+                                         peak_flops_per_s_median=[1.0] * 3))
+    assert at_peak is not None and [t.get_text() for t in at_peak.axes[0].texts] == ["102%", "100%", "0.31%"]
 
 
 def test_kernel_figure_has_a_line_per_wait_policy_and_allocator_against_threads() -> None:

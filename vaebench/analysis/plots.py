@@ -316,7 +316,7 @@ def flops_share(summary: pd.DataFrame) -> Figure | None:
     peak = summary.get("peak_flops_per_s_median", nan).astype(float) / 1e9
     bars = ax.bar(x, achieved.fillna(0.0), 0.6, color="C4", label="achieved")
     ax.hlines(peak, x - 0.35, x + 0.35, colors="black", linewidth=2, label="measured peak")
-    shares = [f"{100 * f:.2g}%" if math.isfinite(f) else "" for f in summary["flops_frac_median"].astype(float)]
+    shares = [_percent(f) for f in summary["flops_frac_median"].astype(float)]
     ax.bar_label(bars, labels=shares, fontsize="small")
     heights = pd.concat([achieved, peak]).dropna()
     heights = heights[heights > 0]
@@ -468,3 +468,10 @@ def _colors(count: int) -> list[object]:
 
 def _has(frame: pd.DataFrame, column: str) -> bool:
     return column in frame and bool(pd.to_numeric(frame[column], errors="coerce").notna().any())
+
+
+def _percent(share: float) -> str:
+    """0.5 -> 50%, 0.0031 -> 0.31%, 1.02 -> 102%: two significant digits below 10%, whole ones above."""
+    if not math.isfinite(share):
+        return ""
+    return f"{100 * share:.2g}%" if share < 0.1 else f"{100 * share:.0f}%"
