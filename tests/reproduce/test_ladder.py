@@ -90,7 +90,7 @@ def test_a_rung_without_runs_shows_as_not_available() -> None:
     fig = ladder.figure(frame, "NVIDIA H200, 10 epochs a rung")
     assert fig is not None
     ax, right = fig.axes
-    assert [t.get_text() for t in ax.texts] == ["not run\nhere"]  # over the rung that has no runs
+    assert [t.get_text() for t in ax.texts] == ["no successful\nrun here"]  # over the rung that has no runs
     assert [line.get_label() for line in right.get_lines()] == ["NVML utilization %"]  # no trace busy: no line
     assert ax.get_title() == "The ladder (NVIDIA H200, 10 epochs a rung): each rung adds one knob"
 

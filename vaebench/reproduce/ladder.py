@@ -205,7 +205,8 @@ def render_markdown(frame: pd.DataFrame, *, device: str, length: str, profiled: 
 
 def figure(frame: pd.DataFrame, where: str = "") -> Figure | None:
     """A staircase of samples/s per rung, NVML utilization and trace busy share on a second axis;
-    a rung that did not run here says so in its place. `where`: the device and the run length."""
+    a rung with no successful run (skipped, failed or not reached) says so in its place. `where`:
+    the device and the run length."""
     from matplotlib.figure import Figure
 
     if frame.empty:
@@ -217,7 +218,7 @@ def figure(frame: pd.DataFrame, where: str = "") -> Figure | None:
     ax.bar(x, rates.fillna(0.0), color="C0", label="samples/s (steady state)")
     for position, rate in zip(x, rates, strict=True):
         if not math.isfinite(rate):
-            ax.text(position, 0, "not run\nhere", ha="center", va="bottom", fontsize=8, color="grey")
+            ax.text(position, 0, "no successful\nrun here", ha="center", va="bottom", fontsize=8, color="grey")
     ax.set_ylabel("samples/s (steady state)")
     ax.yaxis.set_major_formatter(lambda v, _: f"{v:,.0f}")
     ax.set_xticks(x, [str(r) for r in frame["rung"]], rotation=20, ha="right", fontsize=8)
