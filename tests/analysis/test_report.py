@@ -379,6 +379,14 @@ def test_runs_beside_a_busy_neighbour_are_flagged(tmp_path: Path, capsys: pytest
     assert summary_table(report)["busy neighbour"].tolist() == ["2 of 3", "1 of 2"]
 
 
+
+def test_a_folder_measured_beside_a_busy_neighbour_throughout_says_every_run(tmp_path: Path) -> None:
+    for number, threads in enumerate((1, 1, 2, 2)):
+        storage.append_row(tmp_path, _row(f"b{number}", threads, number, 6.0, neighbour_cpu_pct=150.0))
+    (flagged,) = [w.message for w in build_report(tmp_path).warnings if w.kind == "contended"]
+    assert flagged.startswith("every run ran beside a busy neighbour (processes outside them used up to 150%")
+
+
 def test_a_samples_caption_says_how_long_the_run_trained() -> None:
     from vaebench.analysis.report import _trained
 
@@ -486,12 +494,23 @@ def test_results_pooled_from_several_experiments_are_named_off_their_most_common
     assert "device=cuda,loader=reference" in names and "device=cuda" in names  # loader=device is the common one
     assert "device=cuda,sync=epoch,cuda_graphs=on" in names and "device=cpu" in names
     text = render_markdown(build_report(tmp_path), tmp_path)
-    assert "what it sets off the most common setting: device=cuda, steps=default, loader=device," in text
+    assert ("what it sets off the most common setting (`common setting`): device=cuda, steps=default, "
+            "loader=device,") in text
+
+
+def test_a_pool_on_one_device_names_its_common_setting_as_such(tmp_path: Path) -> None:
+    seed = RunSpec(threads=1, epochs=2)
+    pooled = [seed, RunSpec(threads=2, epochs=2), RunSpec(threads=1, epochs=2, batch_size=256),
+              RunSpec(threads=1, epochs=2, loader="device"), RunSpec(threads=1, epochs=2, compile="default")]
+    names = _configurations(tmp_path, pooled)
+    assert names.count("common setting") == 1 and "threads=2" in names and "batch_size=256" in names
+    assert not any("device=" in name for name in names)  # one device: naming it says nothing
 
 
 def test_a_grid_keeps_every_varying_field_in_its_names(tmp_path: Path) -> None:
     grid = [RunSpec(threads=t, batch_size=b, loader=loader, pin_memory=pin, epochs=2)
             for t in (1, 2) for b in (64, 128) for loader in ("tensor", "device") for pin in (False, True)]
+    grid = grid[:-3]  # a few points missing (refused, or an interrupted sweep): still a grid
     names = _configurations(tmp_path, grid)
     assert "threads=1,batch_size=128,loader=device,pin_memory=off" in names
     assert all(name.count("=") == 4 for name in names)

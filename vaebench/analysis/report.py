@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 SPREAD_LIMIT = 0.10  # IQR / median above this: the repeats disagree too much to trust a median
 MIN_REPEATS = 3  # fewer successful repeats than this: no spread can be judged
 FULL_NAME_FIELDS = 3  # a configuration's name lists at most this many fields in full (`common_setting`)
+COMMON = "common setting"  # the name of the configuration that is the common setting
 MAX_TIMELINE_RUNS = 6  # default runs in the GPU timeline: more lines than this are unreadable
 TOP_SYSCALLS = 5  # rows of each configuration's syscall table: the calls that hold most of the time
 SPREAD_METRICS = ("real_s", "samples_per_s")
@@ -217,18 +218,19 @@ def common_setting(specs: Sequence[RunSpec], varying: tuple[str, ...]) -> dict[s
     experiments): configurations are then named by how they differ from it. Empty otherwise."""
     distinct = list(dict.fromkeys(specs))
     values = {f: [getattr(s, f) for s in distinct] for f in varying}
-    if len(varying) <= FULL_NAME_FIELDS or math.prod(len(set(v)) for v in values.values()) == len(distinct):
+    # A grid with a few points missing (combinations refused, an interrupted sweep) is still a grid.
+    if len(varying) <= FULL_NAME_FIELDS or 2 * len(distinct) >= math.prod(len(set(v)) for v in values.values()):
         return {}
     return {f: Counter(v).most_common(1)[0][0] for f, v in values.items()}
 
 
 def _name(spec: RunSpec, varying: tuple[str, ...], common: Mapping[str, Any]) -> str:
-    """Every varying field, or, off a `common_setting`, the device and the fields off it (the
-    common setting itself by its first field): two configurations still never share a name."""
+    """Every varying field, or, off a `common_setting`, the device where devices differ and the
+    fields off it (`COMMON` for the common setting itself): two configurations never share a name."""
     if not common:
         return spec.label(varying)
     off = tuple(f for f in varying if f == "device" or getattr(spec, f) != common[f])
-    return spec.label(off or varying[:1])
+    return spec.label(off) if off else COMMON
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
@@ -676,7 +678,8 @@ def render_markdown(report: Report, out: Path) -> str:
     ]
     if report.common:
         usual = ", ".join(f"{k}={format_value(v)}" for k, v in report.common.items())
-        lines += [f"A configuration is named by its device and what it sets off the most common setting: {usual}.",
+        lines += [f"A configuration is named by its device, where devices differ, and what it sets off the most "
+                  f"common setting (`{COMMON}`): {usual}.",
                   ""]
     lines += _warnings_markdown(report.warnings)
     lines += _machines_markdown(report)
