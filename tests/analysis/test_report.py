@@ -155,7 +155,7 @@ def test_warnings_name_high_spread_few_repeats_and_failures(folder: Path) -> Non
 
 
 @pytest.mark.parametrize(("single", "expected"), [
-    ((8, 16, 32), "every configuration has only 1 successful run; use 3 or more (sweep --repeats 3)"),
+    ((8, 16, 32), "every configuration has only 1 successful run; use 3 or more (sweep and ladder take --repeats 3)"),
     ((8, 16), "2 configurations have only 1 successful run (threads=8; threads=16)"),
 ])
 def test_configurations_with_equally_few_runs_share_one_warning(

@@ -392,7 +392,7 @@ def _few_repeats(summary: pd.DataFrame) -> list[ReportWarning]:
         if n == 0:
             found += [ReportWarning("few-repeats", f"{config}: no successful run", config) for config in configs]
             continue
-        advice = f"use {MIN_REPEATS} or more (sweep --repeats {MIN_REPEATS})"
+        advice = f"use {MIN_REPEATS} or more (sweep and ladder take --repeats {MIN_REPEATS})"
         runs = f"only {counted(int(n), 'successful run')}"
         if len(configs) == 1:
             found.append(ReportWarning("few-repeats", f"{configs[0]}: {runs}; {advice}", configs[0]))
