@@ -304,7 +304,7 @@ def test_a_one_epoch_loss_figure_is_the_clock_panel_alone_and_does_not_magnify_n
     low, high = time_ax.get_ylim()
     assert high - low >= 0.02 * 547 * 0.999  # a 0.06 % difference is not stretched over the panel
     drawn = [line.get_marker() for line in time_ax.get_lines()]
-    assert [line.get_marker() for line in figure.legends[0].get_lines()] == drawn == [".", "s"]  # one each
+    assert [line.get_marker() for line in figure.legends[0].get_lines()] == drawn == ["h", "s"]  # one each
 
 
 def test_runs_of_several_epochs_get_the_per_epoch_panel_too() -> None:
