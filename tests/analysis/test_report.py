@@ -494,7 +494,7 @@ def test_results_pooled_from_several_experiments_are_named_off_their_most_common
     assert "device=cuda,loader=reference" in names and "device=cuda" in names  # loader=device is the common one
     assert "device=cuda,sync=epoch,cuda_graphs=on" in names and "device=cpu" in names
     text = render_markdown(build_report(tmp_path), tmp_path)
-    assert ("what it sets off the most common setting (`common setting`): device=cuda, steps=default, "
+    assert ("named by its device and what it sets off the most common setting: device=cuda, steps=default, "
             "loader=device,") in text
 
 
@@ -505,6 +505,8 @@ def test_a_pool_on_one_device_names_its_common_setting_as_such(tmp_path: Path) -
     names = _configurations(tmp_path, pooled)
     assert names.count("common setting") == 1 and "threads=2" in names and "batch_size=256" in names
     assert not any("device=" in name for name in names)  # one device: naming it says nothing
+    text = render_markdown(build_report(tmp_path), tmp_path)
+    assert "named by what it sets off the most common setting (itself named `common setting`): threads=1," in text
 
 
 def test_a_grid_keeps_every_varying_field_in_its_names(tmp_path: Path) -> None:

@@ -678,8 +678,9 @@ def render_markdown(report: Report, out: Path) -> str:
     ]
     if report.common:
         usual = ", ".join(f"{k}={format_value(v)}" for k, v in report.common.items())
-        lines += [f"A configuration is named by its device, where devices differ, and what it sets off the most "
-                  f"common setting (`{COMMON}`): {usual}.",
+        device = "its device and " if "device" in report.common else ""
+        itself = f" (itself named `{COMMON}`)" if (report.summary["setup"] == COMMON).any() else ""
+        lines += [f"A configuration is named by {device}what it sets off the most common setting{itself}: {usual}.",
                   ""]
     lines += _warnings_markdown(report.warnings)
     lines += _machines_markdown(report)
