@@ -516,3 +516,16 @@ def test_a_grid_keeps_every_varying_field_in_its_names(tmp_path: Path) -> None:
     names = _configurations(tmp_path, grid)
     assert "threads=1,batch_size=128,loader=device,pin_memory=off" in names
     assert all(name.count("=") == 4 for name in names)
+
+
+def test_the_gpu_timeline_starts_each_run_at_its_training_start(tmp_path: Path) -> None:
+    for number, start in enumerate((1000.0, 2000.0)):
+        row = _row(f"g{number}", number + 1, 0, 6.0, gpu_util_mean=40.0, train_start_unix=start + 2.0)
+        storage.append_row(tmp_path, row)
+        monitor = [{"t": t, "gpu_util": 50.0} for t in (0.5, 1.5, 2.5)]
+        storage.write_json_atomic(tmp_path / "series" / f"g{number}.json",
+                                  {"step_ms": [5.0], "monitor": monitor, "monitor_t0_unix": start})
+    figure = build_report(tmp_path).figures["gpu_timeline"]
+    lines = figure.axes[0].get_lines()
+    assert [list(line.get_xdata()) for line in lines[:2]] == [[-1.5, -0.5, 0.5]] * 2  # 2 s of start-up each
+    assert "time since training started" in figure.axes[-1].get_xlabel()
