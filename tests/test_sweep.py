@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 from tests._processes import alive_in_groups, wait_for_child
 from vaebench.cli import main
 from vaebench.spec import Capabilities, RunSpec
-from vaebench.storage import read_rows
+from vaebench.storage import load_runs, read_rows
 from vaebench.sweep import (
     ExecutorSettings,
     SweepConfig,
@@ -204,6 +205,12 @@ def test_a_local_sweep_can_be_listed_with_status(tmp_path: Path, capsys: pytest.
     assert main(["sweep", "--status", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "2 points: 2 done, 0 failed, 0 running, 0 pending" in out and "batch_size=64" in out
+    assert main(["sweep", "--status", str(tmp_path), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["counts"] == {"done": 2, "failed": 0, "running": 0, "pending": 0}
+    runs = {(r["spec_key"], r["repeat"]) for r in load_runs(str(tmp_path)).to_dict("records")}
+    assert {(p["spec_key"], p["repeat"]) for p in listed["points"]} == runs
+    assert main(["sweep", *TINY, "--json", "--out", str(tmp_path)]) == 2  # --json lists; it runs nothing
     assert main(["sweep", *TINY, "--batch-size", "64,128", "--steps", "3", "--out", str(tmp_path)]) == 0
     assert f"sweep: nothing left to run: every point has a successful run in {tmp_path}" in capsys.readouterr().out
 

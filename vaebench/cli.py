@@ -590,6 +590,9 @@ def _add_sweep(sub: SubParsers) -> None:
     jobs.add_argument("--status", metavar="DIR", default=None,
                       help="run nothing: list every point of the sweep in DIR as done, failed (with the reason), "
                       "running or pending, with job ids")
+    jobs.add_argument("--json", action="store_true",
+                      help="with --status: print the points as JSON, for a script (the same fields as the table, "
+                      "with each point's spec_key and repeat)")
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -601,8 +604,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import SweepConfig, executor_settings, load_config, merge, parse_axes
 
     if args.status is not None:
-        _refuse_beside(args, "--status", allowed=("status",))
-        return _sweep_status(Path(args.status))
+        _refuse_beside(args, "--status", allowed=("status", "json"))
+        return _sweep_status(Path(args.status), as_json=args.json)
+    if args.json:
+        raise UsageError("--json goes with --status DIR: a sweep's progress is printed as it runs")
     config = load_config(args.config) if args.config else SweepConfig()
     settings = executor_settings(config.executor, {
         "kind": args.executor, "partition": args.slurm_partition, "time": args.slurm_time,
@@ -716,7 +721,7 @@ def _sweep_on_jobs(planned: Sequence[Planned], todo: Sequence[Planned], options:
     return EXIT_FAILED if followed.failed or followed.unsubmitted else EXIT_OK
 
 
-def _sweep_status(out: Path) -> int:
+def _sweep_status(out: Path, *, as_json: bool = False) -> int:
     from .measure import cluster, ledger
 
     if not out.is_dir():
@@ -725,7 +730,7 @@ def _sweep_status(out: Path) -> int:
     if not statuses:
         raise UsageError(f"{out}: no sweep plan here (no {ledger.POINTS_DIR}/ folder); run `vaebench sweep --out "
                          f"{out} ...` first")
-    print(ledger.format_status(statuses))
+    print(json.dumps(ledger.status_json(statuses), indent=2) if as_json else ledger.format_status(statuses))
     return EXIT_OK
 
 

@@ -215,6 +215,14 @@ def reconcile(out: Path, statuses: Iterable[PointStatus]) -> list[RunRecord]:
     return written
 
 
+def status_json(statuses: Sequence[PointStatus]) -> dict[str, Any]:
+    """What `format_status` shows, for a script: a count per state and each point's fields."""
+    points = [{"order": s.entry.order + 1, "point": s.entry.label, "spec_key": s.entry.key,
+               "repeat": s.entry.repeat, "state": s.state, "job_id": s.entry.job_id or None,
+               "host": s.host or None, "detail": s.detail} for s in statuses]
+    return {"counts": {name: sum(s.state == name for s in statuses) for name in STATES}, "points": points}
+
+
 def format_status(statuses: Sequence[PointStatus]) -> str:
     """The table `vaebench sweep --status` prints, and a count per state."""
     from .._format import text_table
