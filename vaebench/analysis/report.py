@@ -409,21 +409,18 @@ def _contended(runs: pd.DataFrame) -> list[ReportWarning]:
     busy = contended_runs(runs)
     if not busy:
         return []
-    ok = runs[runs["status"] == OK]
-    worst = max(busy.values())
-    why = (f"beside a busy neighbour (processes outside them used up to {worst:.0f}% of a core while they "
-           f"trained, limit {NEIGHBOUR_LIMIT_PCT:.0f}%): their speed is not their own")
-    by_config = ok[ok["run_id"].isin(busy)].groupby("config", sort=False).size()
-    if len(by_config) == 1:
-        config = str(by_config.index[0])
-        total = int((ok["config"] == config).sum())
-        return [ReportWarning("contended", f"{config}: {by_config.iloc[0]} of {total} runs ran {why}", config)]
-    if len(busy) == len(ok):
+    why = (f"beside a busy neighbour (processes outside them used up to {max(busy.values()):.0f}% of a core while "
+           f"they trained, limit {NEIGHBOUR_LIMIT_PCT:.0f}%): their speed is not their own")
+    per_config = busy_per_config(runs, busy)
+    flagged = per_config[per_config["busy"] > 0]
+    if len(flagged) == 1:
+        config, row = str(flagged.index[0]), flagged.iloc[0]
+        return [ReportWarning("contended", f"{config}: {row['busy']} of {row['runs']} runs ran {why}", config)]
+    if len(busy) == per_config["runs"].sum():
         return [ReportWarning("contended", f"every run ran {why}")]
-    named = "; ".join(f"{config} ({count} of {int((ok['config'] == config).sum())})"
-                      for config, count in by_config.items())
-    return [ReportWarning("contended", f"{len(busy)} of {len(ok)} runs, in {len(by_config)} configurations, "
-                          f"ran {why}: {named}")]
+    named = "; ".join(f"{config} ({row['busy']} of {row['runs']})" for config, row in flagged.iterrows())
+    return [ReportWarning("contended", f"{len(busy)} of {per_config['runs'].sum()} runs, in {len(flagged)} "
+                          f"configurations, ran {why}: {named}")]
 
 
 def contended_runs(runs: pd.DataFrame) -> dict[str, float]:
@@ -432,6 +429,14 @@ def contended_runs(runs: pd.DataFrame) -> dict[str, float]:
         return {}
     ok = runs[runs["status"] == OK]
     return {str(r): float(v) for r, v in zip(ok["run_id"], ok["neighbour_cpu_pct"], strict=True) if contended(v)}
+
+
+def busy_per_config(runs: pd.DataFrame, busy: Mapping[str, float]) -> pd.DataFrame:
+    """Per configuration, in the folder's order: its successful `runs` and how many of them were `busy`
+    (`contended_runs`)."""
+    ok = runs[runs["status"] == OK]
+    flags = ok.assign(busy=ok["run_id"].astype(str).isin(busy))
+    return flags.groupby("config", sort=False)["busy"].agg(busy="sum", runs="size")
 
 
 def _mixed(runs: pd.DataFrame) -> list[ReportWarning]:
@@ -584,8 +589,7 @@ def summary_table(report: Report) -> pd.DataFrame:
             table[header] = [_cell(s, math.nan, "{:.2f}x") for s in summary[column]]
     busy = contended_runs(report.runs)
     if busy:
-        config = report.runs.set_index("run_id")["config"]
-        counts = pd.Series([config[r] for r in busy]).value_counts()
+        counts = busy_per_config(report.runs, busy)["busy"]
         table["busy neighbour"] = [f"{counts.get(c, 0)} of {n}" for c, n in zip(summary["config"], summary["n"],
                                                                                  strict=True)]
     return table
