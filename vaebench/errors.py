@@ -34,12 +34,6 @@ class UsageError(VaebenchError, ValueError):
     exit_code = EXIT_USAGE
 
 
-class RunFailed(VaebenchError):
-    """A run failed (crash, out of memory, timeout), or compare found a regression: exit status 1."""
-
-    exit_code = EXIT_FAILED
-
-
 class Interrupted(VaebenchError):
     """Stopped by a signal: Ctrl-C (130), SIGTERM (143), SIGHUP (129); what finished is kept."""
 

@@ -26,7 +26,7 @@ The decision rule, per (configuration, metric):
   threshold-sized change is ruled out.
 * **inconclusive**: anything else (too few runs, too much noise, a change past the threshold
   that is not significant). It does not fail the check: crying wolf is the failure to avoid.
-* A configuration with a run measured beside a busy neighbour (`result.contended`: processes
+* A configuration with a run measured beside a busy neighbour (`rules.contended`: processes
   outside the run's tree used more than `NEIGHBOUR_LIMIT_PCT` of a core) on either side is
   inconclusive on every speed metric, whatever its numbers say: a neighbour can make a run
   many times slower, so neither a regression nor a pass can be read from it. The comparison
@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import stats
 from .._format import counted, fmt_auto, markdown_table, percent, text_table
-from ..errors import UsageError
+from ..errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from ..machine import machine_label
 from ..result import OK, RunSeries
 from ..rules import NEIGHBOUR_LIMIT_PCT, contended, steady_rate
@@ -253,7 +253,9 @@ class Comparison:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.regressed or self.failed else 2 if self.unjudged else 0
+        if self.regressed or self.failed:
+            return EXIT_FAILED
+        return EXIT_USAGE if self.unjudged else EXIT_OK
 
     @property
     def configs(self) -> int:
@@ -357,7 +359,7 @@ def compare(
     The series mappings give each run's step times by run id (`load_step_times`); runs
     without one fall back to their recorded samples/s. Raises FingerprintMismatch when the
     paired runs' setups differ and that is not allowed, NothingPaired when no
-    configuration has successful runs on both sides, ValueError on a bad argument.
+    configuration has successful runs on both sides, UsageError on a bad argument.
     """
     if not threshold > 0:
         raise UsageError(f"threshold must be positive, got {threshold}")
@@ -444,7 +446,7 @@ def failed_points(candidate: pd.DataFrame, several: bool = False) -> list[str]:
 
 def contention(config: str, baseline: pd.DataFrame, candidate: pd.DataFrame) -> str:
     """Why a configuration's runs cannot be judged for speed, or "": runs of either side that
-    were measured beside a busy neighbour (`result.contended`)."""
+    were measured beside a busy neighbour (`rules.contended`)."""
     sides = []
     for side, rows in (("baseline", baseline), ("candidate", candidate)):
         values = list(rows["neighbour_cpu_pct"]) if "neighbour_cpu_pct" in rows else []

@@ -1,6 +1,6 @@
 """Running a sweep's points: resume, claim, progress, and a clean stop on Ctrl-C, SIGTERM or SIGHUP.
 
-Each point is one isolated `runner.run_once`. Points already in the results folder (by spec
+Each point is one isolated `measure.run.run_once`. Points already in the results folder (by spec
 key and repeat) are skipped unless forced, so rerunning an interrupted sweep runs only what
 is missing; a point another sweep is running right now is left to it.
 """

@@ -63,7 +63,7 @@ DEFAULT_RUNGS = tuple(name for name in RUNG_NAMES if name not in ("compiled-adam
 
 
 def pick(names: Sequence[str] | None) -> list[Rung]:
-    """The rungs named, in ladder order; ValueError names an unknown one."""
+    """The rungs named, in ladder order; UsageError names an unknown one."""
     if names is None:
         names = DEFAULT_RUNGS
     unknown = [n for n in names if n not in RUNG_NAMES]

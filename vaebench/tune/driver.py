@@ -3,7 +3,7 @@
 Three stages share one time budget. The batch search gets the first `SEARCH_SHARE` of it
 (in one warm process, or as isolated runs), the knobs run until `KNOB_SHARE`, and the
 quality guard uses the rest. Every knob trial and quality run is an isolated
-`runner.run_once` stored in the results folder, so `vaebench report` reads it like a sweep.
+`measure.run.run_once` stored in the results folder, so `vaebench report` reads it like a sweep.
 A stage that meets the deadline stops cleanly, keeps what it measured, and says so.
 """
 

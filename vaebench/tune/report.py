@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .._format import fmt_auto
+from .._format import fmt_auto, markdown_table
 from ..rules import NVML_UTIL_PERIOD_S
 from ..spec import format_value
 from .driver import TuneResult
@@ -219,10 +219,7 @@ def format_table(frame: pd.DataFrame) -> str:
 
 def _markdown(frame: pd.DataFrame) -> str:
     columns = [c for c in frame.columns if c != "run_id"]
-    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in frame[columns].itertuples(index=False):
-        out.append("| " + " | ".join(_cell(v) for v in row) + " |")
-    return "\n".join(out)
+    return markdown_table(columns, [[_cell(v) for v in row] for row in frame[columns].itertuples(index=False)])
 
 
 def _cell(value: object) -> str:

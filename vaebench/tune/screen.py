@@ -47,7 +47,7 @@ def screen(
     start: int,
     budget_s: float,
 ) -> SearchResult:
-    """Run `tuning.search_batch` for `base` in one child; this side imports no torch."""
+    """Run `tune.search.search_batch` for `base` in one child; this side imports no torch."""
     from ..measure.process import run_child
     from ..measure.run import child_env
 

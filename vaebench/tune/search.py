@@ -423,7 +423,7 @@ def _kept(trial: Trial, reference: Trial, tolerance: float, passed_over: int) ->
 
 
 def parse_budget(text: str) -> float:
-    """'120s', '2m', '1h' or a bare number of seconds; raises ValueError."""
+    """'120s', '2m', '1h' or a bare number of seconds; raises UsageError."""
     raw = text.strip().lower()
     scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(raw[-1:], None) if raw else None
     number = raw[:-1] if scale is not None else raw
@@ -437,7 +437,7 @@ def parse_budget(text: str) -> float:
 
 
 def parse_include(text: str | None) -> tuple[str, ...]:
-    """'compile,amp' as a tuple; raises ValueError naming an unknown item."""
+    """'compile,amp' as a tuple; raises UsageError naming an unknown item."""
     items = tuple(item.strip() for item in (text or "").split(",") if item.strip())
     unknown = [item for item in items if item not in INCLUDABLE]
     if unknown:
