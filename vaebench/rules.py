@@ -14,9 +14,9 @@ from collections.abc import Collection, Sequence
 WARMUP_STEPS = 10  # steps left out of steady-state figures: first touch, allocator, compile
 
 
-def warmup_steps(total_steps: int) -> int:
-    """The warm-up a run of `total_steps` leaves out: 10, or half a short run."""
-    return min(WARMUP_STEPS, total_steps // 2)
+def warmup_steps(total_steps: int, wanted: int = WARMUP_STEPS) -> int:
+    """The warm-up a run of `total_steps` leaves out: `wanted` (10), or half a short run."""
+    return min(wanted, total_steps // 2)
 
 
 def steady(values: Sequence[float], warmup: int, excluded: Collection[int] = ()) -> list[float]:
@@ -33,6 +33,8 @@ def steady_rate(step_ms: Sequence[float], step_samples: Sequence[int], warmup: i
     kept = [r for r in steady(rates, warmup, excluded) if not math.isnan(r)]
     return statistics.median(kept) if kept else math.nan
 
+
+MIN_SPREAD_STEPS = 4  # fewer steady steps than this give a run's step time no IQR: quartiles of 3 are noise
 
 # What bounds a step ----------------------------------------------------------------------------
 INPUT_BOUND_SHARE = 0.30  # data wait + copy above this share of the step: the input pipeline bounds it

@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 from ..result import CompileStats, DataInfo, ProfileStats, RankStats, StepSplit, TrainMetrics, TrainUsage
-from ..rules import steady, steady_rate, warmup_steps
+from ..rules import MIN_SPREAD_STEPS, steady, steady_rate, warmup_steps
 from ..spec import RunSpec
+from ..stats import iqr
 from . import distributed
 from .compile_stats import compile_counters, payback_steps, recompile_warnings
 from .distributed import ONE_PROCESS, AllreduceTimer, Shard
@@ -270,7 +271,7 @@ def train(
 
     steps_total = total_steps(spec, len(work.source))
     # A process that already trained (tune's screen) is warm: it may ask for fewer steps.
-    warmup = warmup_steps(steps_total) if warmup is None else min(warmup, steps_total // 2)
+    warmup = warmup_steps(steps_total) if warmup is None else warmup_steps(steps_total, warmup)
     watch = CompileWatch(work, clock) if spec.compiles else None
     window = (
         ProfileWindow(out_dir or Path("."), run_id, spec.device, spec.profile_steps, start_after=warmup, clock=clock)
@@ -583,11 +584,7 @@ def measured(spec: RunSpec, log: StepLog, epochs: Epochs) -> TrainMetrics:
     throughput from the samples actually in each step. Set-up times are filled in by `train`."""
     steady = log.steady(log.step_ms)
     median_ms = statistics.median(steady) if steady else math.nan
-    if len(steady) >= 4:
-        q = statistics.quantiles(steady, n=4, method="inclusive")
-        iqr_ms = q[2] - q[0]
-    else:
-        iqr_ms = math.nan
+    iqr_ms = iqr(steady) if len(steady) >= MIN_SPREAD_STEPS else math.nan
     samples_per_s = steady_rate(log.step_ms, log.batch, log.warmup, log.excluded)
     return TrainMetrics(
         t_import_s=math.nan,
