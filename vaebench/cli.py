@@ -33,7 +33,7 @@ from .errors import (
     stop_signals_raise,
 )
 from .result import OK
-from .rules import SAMPLE_HZ
+from .rules import MAX_SAMPLE_HZ, MIN_SAMPLE_HZ, SAMPLE_HZ
 from .spec import (
     ADAM_IMPLS,
     ALLOCATORS,
@@ -204,16 +204,19 @@ def add_run_knobs(parser: argparse.ArgumentParser, *, lists: bool = False) -> No
     knob("--nnodes", int, f"hosts in one data-parallel run (default: {DEFAULT.nnodes})")
 
 
+DATA_DIR_HELP = ("where MNIST lives in torchvision's layout (default: $VAEBENCH_DATA, else data/ in vaebench's "
+                 "cache: $VAEBENCH_CACHE, $XDG_CACHE_HOME/vaebench or ~/.cache/vaebench)")
+SAMPLE_HZ_HELP = (f"outside monitor's sampling rate (default: {SAMPLE_HZ:g} Hz; {MIN_SAMPLE_HZ:g} to "
+                  f"{MAX_SAMPLE_HZ:g}, under 1%% of a core)")
+
+
 def add_io_options(parser: argparse.ArgumentParser, *, out_default: str) -> None:
     group = parser.add_argument_group("input and output")
-    group.add_argument("--data-dir", default=None,
-                       help="where MNIST lives in torchvision's layout "
-                       "(default: $VAEBENCH_DATA or ~/.cache/vaebench/data)")
+    group.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     group.add_argument("--out", default=out_default, help=f"results folder (default: {out_default})")
     group.add_argument("--timeout", type=float, default=None,
                        help="kill a run after this many seconds, recorded as failed (default: none)")
-    group.add_argument("--sample-hz", type=float, default=SAMPLE_HZ,
-                       help="outside monitor's sampling rate (default: 10 Hz; 0.01 to 15, under 1%% of a core)")
+    group.add_argument("--sample-hz", type=float, default=SAMPLE_HZ, help=SAMPLE_HZ_HELP)
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
@@ -561,11 +564,9 @@ def _add_sweep(sub: SubParsers) -> None:
     group.add_argument("--dry-run", action="store_true", help="list the points and the estimated time; run nothing")
     io = parser.add_argument_group("input and output")
     io.add_argument("--out", default=None, help="results folder (default: the file's `out`, else reports/sweep)")
-    io.add_argument("--data-dir", default=None,
-                    help="where MNIST lives (default: $VAEBENCH_DATA or ~/.cache/vaebench/data)")
+    io.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     io.add_argument("--timeout", type=float, default=None, help="kill a run after this many seconds (default: none)")
-    io.add_argument("--sample-hz", type=float, default=None,
-                    help="outside monitor's sampling rate (default: 10 Hz; 0.01 to 15)")
+    io.add_argument("--sample-hz", type=float, default=None, help=SAMPLE_HZ_HELP)
     jobs = parser.add_argument_group(
         "where the points run (or a sweep file's [executor] table: kind, partition, time, gpus_per_job, "
         "cpus_per_job, max_parallel, extra); slurm and submitit-local need `pip install 'vaebench[slurm]'`")
@@ -951,8 +952,7 @@ def _add_tune(sub: SubParsers) -> None:
     data.add_argument("--data", default=None, help=f"data source: {', '.join(DATA_SOURCES)} (default: auto)")
     data.add_argument("--samples", type=int, default=TUNE_SAMPLES,
                       help=f"samples per epoch (default: {TUNE_SAMPLES})")
-    data.add_argument("--data-dir", default=None, help="where MNIST lives (default: $VAEBENCH_DATA or "
-                      "~/.cache/vaebench/data)")
+    data.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     data.add_argument("--out", default="reports/tune", help="results folder (default: reports/tune)")
     parser.set_defaults(timeout=None, sample_hz=SAMPLE_HZ)
 

@@ -130,3 +130,21 @@ def test_a_relative_data_dir_is_recorded_as_an_absolute_path(tmp_path: Path, mon
     monkeypatch.chdir(tmp_path)
     info = prepare("mnist", "d", 100)
     assert info.path == str(tmp_path / "d")  # the record means the same folder read from anywhere
+
+
+def test_the_default_data_folder_follows_the_environment_the_help_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("VAEBENCH_DATA", raising=False)
+    monkeypatch.delenv("VAEBENCH_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert data_module.default_data_dir() == tmp_path / "xdg" / "vaebench" / "data"
+    monkeypatch.setenv("VAEBENCH_CACHE", str(tmp_path / "cache"))
+    assert data_module.default_data_dir() == tmp_path / "cache" / "data"
+    monkeypatch.setenv("VAEBENCH_DATA", str(tmp_path / "mine"))
+    assert data_module.default_data_dir() == tmp_path / "mine"
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for name in ("$VAEBENCH_DATA", "$VAEBENCH_CACHE", "$XDG_CACHE_HOME"):
+        assert name in help_text
