@@ -164,7 +164,7 @@ class Workload:
 
     def update(self) -> None:
         if self.scaler:
-            self.scaler.step(self.optimizer)
+            self.scaler.step(self.optimizer)  # sync point: fp16's scaler reads its found-inf flag
             self.scaler.update()
         else:
             self.optimizer_step()
@@ -181,7 +181,7 @@ class GraphedStep:
     eagerly on the same parameters and optimizer state.
     """
 
-    WARMUP = 3
+    WARMUP = 3  # eager steps before the capture, as torch's CUDA-graph notes warm up: kernels, workspaces, allocator
 
     def __init__(self, work: Workload, epoch_sum: torch.Tensor) -> None:
         self.work = work
@@ -378,7 +378,7 @@ def warm_device(work: Workload) -> None:
         scratch_loss(work, scratch, torch.zeros(work.spec.batch_size, 1, 28, 28, device=work.device))
         optimizer.step()
         if work.device.type == "cuda":
-            torch.cuda.synchronize(work.device)
+            torch.cuda.synchronize(work.device)  # sync point: the scratch step ends before the clock starts
 
 
 @contextlib.contextmanager
@@ -458,6 +458,7 @@ def run_epochs(
             t_b2 = clock()
             e_copy = events.mark() if events else None
             if not source.on_device:
+                # A sync point unless --pin-memory: a copy from pageable memory returns only when done.
                 x = x.to(device, non_blocking=spec.pin_memory)
             # A batch already on the device has no copy to time: one event fewer per step.
             e_copied = events.mark() if events and not source.on_device else e_copy
@@ -560,7 +561,7 @@ def eager_step_ms(work: Workload, clock: Clock) -> float:
             scratch_loss(work, probe, x).item()  # the same sync as a training step
             optimizer.step()
             times.append((clock() - t0) * 1e3)
-    return statistics.median(times[EAGER_PROBE_STEPS // 3 :])
+    return statistics.median(times[EAGER_PROBE_STEPS // 3 :])  # the first third warms up
 
 
 def _profile_stats(window: ProfileWindow, outside_step_ms: float) -> ProfileStats:
