@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 from types import SimpleNamespace
 
@@ -36,6 +37,21 @@ def test_timeout_kills_the_whole_group() -> None:
     assert exit_.timed_out
     assert exit_.usage.real_s < 10
     assert exit_.signal == 9
+
+
+def test_the_childs_exit_ends_the_wait_without_a_polling_delay() -> None:
+    if not hasattr(os, "pidfd_open"):
+        pytest.skip("no pidfd here: the wait sleeps its poll interval")
+    # A 30 s poll interval: only the exit itself can end the wait in time.
+    exit_ = run_child(["true"], env={"PATH": "/usr/bin:/bin"}, timeout=120, poll_s=30)
+    assert exit_.usage.exit_code == 0 and exit_.usage.real_s < 10
+
+
+def test_without_pidfds_the_wait_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "pidfd_open", lambda pid: (_ for _ in ()).throw(OSError(38, "not implemented")),
+                        raising=False)
+    exit_ = run_child(["true"], env={"PATH": "/usr/bin:/bin"}, poll_s=0.01)
+    assert exit_.usage.exit_code == 0 and not exit_.timed_out
 
 
 class FakeNvml:
