@@ -52,6 +52,39 @@ def test_every_module_outside_train_imports_without_torch() -> None:
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
+# Outside train/, torch is imported only inside these functions, each reached only where torch is
+# wanted: `env`'s runtime half, a device probe, MNIST's download, tune's warm search child.
+DEFERRED_TORCH = {
+    ("machine.py", "runtime_fingerprint"),
+    ("machine.py", "capabilities"),
+    ("measure/data.py", "_download"),
+    ("tune/screen.py", "main"),
+}
+
+
+def torch_imports(path: Path) -> set[tuple[str, str]]:
+    """(file, function) of every torch or torchvision import in a module; '' for module level."""
+    found = set()
+
+    def visit(node: ast.AST, function: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = child.name if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef) else function
+            names = ([a.name for a in child.names] if isinstance(child, ast.Import)
+                     else [child.module or ""] if isinstance(child, ast.ImportFrom) and not child.level else [])
+            if any(n.split(".")[0] in ("torch", "torchvision") for n in names):
+                found.add((path.relative_to(PACKAGE).as_posix(), function))
+            visit(child, inner)
+
+    visit(ast.parse(path.read_text()), "")
+    return found
+
+
+def test_torch_is_imported_in_train_and_in_a_few_named_functions_only() -> None:
+    outside = [p for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).parts[0] != "train"]
+    found = set().union(*map(torch_imports, outside))
+    assert found == DEFERRED_TORCH
+
+
 def imported_layers(path: Path) -> set[str]:
     """The vaebench subpackages a module imports, at any depth of the file."""
     parts = path.relative_to(PACKAGE).with_suffix("").parts[:-1]
@@ -66,6 +99,8 @@ def imported_layers(path: Path) -> set[str]:
                 found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vaebench."):
             found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("vaebench."))
     return found & {"train", "measure", "analysis", "tune", "reproduce"}
 
 
