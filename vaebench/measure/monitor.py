@@ -451,7 +451,13 @@ def neighbour_cpu_pct(samples: list[dict[str, Any]], window: tuple[float, float]
     tree = counter_at(samples, "tree_cpu_s", end) - counter_at(samples, "tree_cpu_s", start)
     if not math.isfinite(machine) or not math.isfinite(tree) or machine <= 0:
         return math.nan
-    return max(0.0, 100.0 * (machine - tree) / (end - start))
+    return outside_pct(machine, tree, end - start)
+
+
+def outside_pct(machine_cpu_s: float, own_cpu_s: float, wall_s: float) -> float:
+    """CPU seconds the machine spent outside one's own processes, in percent of one core over
+    `wall_s`; a small negative from the counters' 10 ms ticks reads as 0."""
+    return 100.0 * max(machine_cpu_s - own_cpu_s, 0.0) / wall_s
 
 
 def window_values(samples: list[dict[str, Any]], key: str, window: tuple[float, float]) -> list[float]:

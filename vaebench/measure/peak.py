@@ -20,7 +20,7 @@ from pathlib import Path
 from ..machine import cache_dir, child_process_env, cpu_model, gpu_fingerprint, package_version
 from ..rules import contended
 from ..spec import LATER_FIELDS, RunSpec
-from .monitor import machine_busy_cpu_s
+from .monitor import machine_busy_cpu_s, outside_pct
 
 PEAK_SETTINGS = ("omp_wait_policy", "allocator", "bind")  # fields that change a matmul's speed, not its shape
 JUDGED_WALL_S = 1.0  # a probe shorter than this is not judged for neighbours (a real one takes seconds)
@@ -80,8 +80,7 @@ def _elsewhere_pct(before: tuple[float, float, float], after: tuple[float, float
     """CPU used outside the probe between two counts, in percent of one core; NaN over less than
     `JUDGED_WALL_S`, where /proc/stat's 10 ms ticks would read as a busy neighbour."""
     wall = after[0] - before[0]
-    others = (after[1] - before[1]) - (after[2] - before[2])
-    return 100.0 * max(others, 0.0) / wall if wall >= JUDGED_WALL_S else math.nan
+    return outside_pct(after[1] - before[1], after[2] - before[2], wall) if wall >= JUDGED_WALL_S else math.nan
 
 
 def _probe(spec: RunSpec, timeout: float, allocator_path: str = "") -> float:
