@@ -661,7 +661,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
           f"about {format_duration(total_s)}")
     if args.dry_run:
         for p in plan.todo[:DRY_RUN_LINES]:
-            print(f"  {p.point.spec.label() or 'seed configuration'} #{p.point.repeat + 1}  "
+            print(f"  {p.point.spec.display_label()} #{p.point.repeat + 1}  "
                   f"~{format_duration(estimate_s(p.point.spec, history))}  ({p.data.source})")
         if len(plan.todo) > DRY_RUN_LINES:
             print(f"  ... and {len(plan.todo) - DRY_RUN_LINES:,} more")
@@ -740,7 +740,7 @@ DRY_RUN_LINES = 200  # points a dry run lists; past them it counts
 
 def _print_skipped(skipped: Sequence[Skipped]) -> None:
     for item in skipped:
-        print(f"skip {item.spec.label() or 'seed configuration'}: {item.reason}", file=sys.stderr)
+        print(f"skip {item.spec.display_label()}: {item.reason}", file=sys.stderr)
 
 
 CALIBRATE_EPILOG = (
@@ -782,7 +782,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     specs = config.specs()
     if len(specs) != 1:
-        labels = "; ".join(s.label() or "seed configuration" for s in specs[:4]) + ("; ..." if len(specs) > 4 else "")
+        labels = "; ".join(s.display_label() for s in specs[:4]) + ("; ..." if len(specs) > 4 else "")
         raise UsageError(f"{args.config} expands to {len(specs)} configurations ({labels}); calibrate measures "
                          "one: give each [grid] field a single value")
     _check_io(args)  # the folder is made only for a file that will run
@@ -791,7 +791,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                     caps=capabilities(probe_torch=specs[0].device != "cpu"))
     if plan.skipped:
         raise UsageError(f"{args.config}: cannot run here: {plan.skipped[0].reason}")
-    print(f"calibrate: {args.repeats} A/A runs of {specs[0].label() or 'seed configuration'}; "
+    print(f"calibrate: {args.repeats} A/A runs of {specs[0].display_label()}; "
           f"{plan.done} already in {out}, {len(plan.todo)} to run")
     options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz, sweep="calibrate")
     outcome = run_points(plan.todo, options)

@@ -128,6 +128,10 @@ class RunSpec:
         names = fields if fields is not None else tuple(changed_fields(self))
         return ",".join(f"{name}={format_value(getattr(self, name))}" for name in names)
 
+    def display_label(self) -> str:
+        """The label, or 'seed configuration' for a spec with nothing off its default."""
+        return self.label() or "seed configuration"
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -12,7 +12,7 @@ from .kernel import counters, verdict
 
 def format_run(record: RunRecord, results_path: str = "") -> str:
     spec = record.spec
-    head = f"run {record.run_id}  {spec.label() or 'the seed configuration'}"
+    head = f"run {record.run_id}  {spec.display_label()}"
     lines = [head]
     if record.data is not None:
         lines.append(

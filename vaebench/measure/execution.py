@@ -197,7 +197,7 @@ def _warn_of_others(others: list[int], warned: set[int], out: Path, report: Repo
 
 def _line(index: int, total: int, record: RunRecord, elapsed: float, eta: float) -> str:
     spec = record.spec
-    head = f"[{index}/{total}] {spec.label() or 'seed configuration'} #{record.repeat + 1}"
+    head = f"[{index}/{total}] {spec.display_label()} #{record.repeat + 1}"
     if record.status != OK:
         body = f"FAILED: {record.reason}"
     else:

@@ -62,7 +62,7 @@ class PointEntry:
     @property
     def label(self) -> str:
         spec = RunSpec.from_dict(self.spec)
-        return f"{spec.label() or 'seed configuration'} #{self.repeat + 1}"
+        return f"{spec.display_label()} #{self.repeat + 1}"
 
 
 @dataclass(frozen=True)
