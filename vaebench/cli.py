@@ -680,8 +680,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     failed = len(outcome.failed)
     print(f"sweep: {counted(len(outcome.records), 'run')} recorded in {out / 'runs.jsonl'}, {failed} failed"
           + (f", {outcome.held_elsewhere} left to another sweep" if outcome.held_elsewhere else ""))
-    if outcome.interrupted:
-        raise Interrupted(outcome.signum, "interrupted; what finished is kept: run the same command again to resume")
+    outcome.raise_if_interrupted()
     print(f"next: vaebench report {out}")
     return EXIT_FAILED if failed else EXIT_OK
 
@@ -795,8 +794,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
           f"{plan.done} already in {out}, {len(plan.todo)} to run")
     options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz, sweep="calibrate")
     outcome = run_points(plan.todo, options)
-    if outcome.interrupted:
-        raise Interrupted(outcome.signum, "interrupted; run the same command again to resume")
+    outcome.raise_if_interrupted()
     result = calibrate_folder(out, plan.planned[0].point.spec.key(), args.repeats, config.repeats)
     for line in result.failed:
         print(f"failed: {line}", file=sys.stderr)
@@ -900,8 +898,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     print()
     print(comparison)
     print(f"\nReport: {markdown} (table: reproduce.csv, figure: reproduce.png; every run: {out / 'report.md'})")
-    if outcome is not None and outcome.interrupted:
-        raise Interrupted(outcome.signum, "interrupted; run the same command again to finish")
+    if outcome is not None:
+        outcome.raise_if_interrupted(then="finish")
     return EXIT_FAILED if outcome is not None and outcome.failed else EXIT_OK
 
 
@@ -1098,8 +1096,7 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
                                       skipped=skipped)
     print(text)
     print(f"wrote {path} and {out / 'report.md'}")
-    if outcome.interrupted:
-        raise Interrupted(outcome.signum, "interrupted; run the same command again to finish")
+    outcome.raise_if_interrupted(then="finish")
     return EXIT_FAILED if outcome.failed else EXIT_OK
 
 

@@ -49,6 +49,11 @@ class SweepOutcome:
     def failed(self) -> list[RunRecord]:
         return [r for r in self.records if r.status != OK]
 
+    def raise_if_interrupted(self, then: str = "resume") -> None:
+        """`Interrupted`, with the signal that stopped the points, when one did."""
+        if self.interrupted:
+            raise Interrupted(self.signum, f"interrupted; what finished is kept: run the same command again to {then}")
+
 
 @dataclass(frozen=True)
 class Schedule:
