@@ -912,7 +912,7 @@ TUNE_EPILOG = (
 
 
 def _add_tune(sub: SubParsers) -> None:
-    from .tune.driver import TUNE_SAMPLES
+    from .tune.driver import QUALITY_EPOCHS, TUNE_SAMPLES, TuneSettings
     from .tune.search import INCLUDABLE, LR_SCALINGS
 
     parser = _command(
@@ -925,10 +925,11 @@ def _add_tune(sub: SubParsers) -> None:
     parser.epilog = TUNE_EPILOG
     group = parser.add_argument_group("what to tune")
     group.add_argument("--device", default=DEFAULT.device, help=f"cpu, cuda, cuda:N or mps (default: {DEFAULT.device})")
-    group.add_argument("--budget", default="10m", help="time for the whole tune, e.g. 120s, 10m (default: 10m); "
+    group.add_argument("--budget", default=f"{TuneSettings.budget_s / 60:g}m",
+                       help="time for the whole tune, e.g. 120s, 10m (default: %(default)s); "
                        "when it runs out the best so far is reported, and said so")
-    group.add_argument("--max-batch", type=int, default=None,
-                       help="largest batch to try (default: 65536, and never more than --samples)")
+    group.add_argument("--max-batch", type=int, default=TuneSettings.max_batch,
+                       help="largest batch to try (default: %(default)s, and never more than --samples)")
     group.add_argument("--include", default=None, metavar="ITEMS",
                        help=f"also try these knobs, comma list of {', '.join(INCLUDABLE)} (default: none)")
     group.add_argument("--isolated", action="store_true",
@@ -943,9 +944,10 @@ def _add_tune(sub: SubParsers) -> None:
     quality.add_argument("--lr-scaling", choices=LR_SCALINGS, default="none",
                          help="learning rate for batch b: 1e-3, times b/128 (linear) or sqrt(b/128) (default: none)")
     quality.add_argument("--quality-samples", type=int, default=None,
-                         help="samples each candidate trains on (default: 4 epochs of --samples)")
-    quality.add_argument("--tolerance", type=parse_fraction, default=0.02,
-                         help="how much worse than batch 128's loss a pick may be, as 2%% or 0.02 (default: 2%%)")
+                         help=f"samples each candidate trains on (default: {QUALITY_EPOCHS} epochs of --samples)")
+    quality.add_argument("--tolerance", type=parse_fraction, default=TuneSettings.tolerance,
+                         help="how much worse than batch 128's loss a pick may be, as 2%% or 0.02 "
+                         f"(default: {TuneSettings.tolerance:.0%}%)")
     data = parser.add_argument_group("input and output")
     data.add_argument("--data", default=None, help=f"data source: {', '.join(DATA_SOURCES)} (default: auto)")
     data.add_argument("--samples", type=int, default=TUNE_SAMPLES,
@@ -974,9 +976,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     if args.samples < REFERENCE_BATCH:
         raise UsageError(f"--samples must be at least {REFERENCE_BATCH}, the seed's batch, which the quality guard "
                          f"trains as its yardstick; got {args.samples}")
-    if args.max_batch is not None:
-        check_whole(args.max_batch, "--max-batch", least=START_BATCH, most=MAX_SAMPLES,
-                    why="a batch is at most an epoch")
+    check_whole(args.max_batch, "--max-batch", least=START_BATCH, most=MAX_SAMPLES, why="a batch is at most an epoch")
     if args.quality_samples is not None:
         most_epochs = MAXIMUMS["epochs"][0]
         check_whole(args.quality_samples, "--quality-samples", least=1, most=most_epochs * args.samples,
@@ -987,7 +987,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     caps = capabilities(probe_torch=base.device != "cpu")
     check(base, caps)
     base, data = prepare_data(base, args.data_dir)
-    settings = TuneSettings(base=base, budget_s=budget, max_batch=args.max_batch or 65_536,
+    settings = TuneSettings(base=base, budget_s=budget, max_batch=args.max_batch,
                             target_loss=args.target_loss, lr_scaling=args.lr_scaling, include=include,
                             quality_samples=args.quality_samples, tolerance=args.tolerance, isolated=args.isolated)
     print(f"tune: {base.device}, {data.source} ({data.samples} samples/epoch), budget {budget:g} s", file=sys.stderr)

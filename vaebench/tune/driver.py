@@ -44,6 +44,7 @@ MIN_QUALITY_RUNS = 2  # the reference batch and one candidate
 QUALITY_CANDIDATES = 3  # the fastest batch sizes that get a quality run beside the reference
 SWEEP_NAME = "tune"
 TUNE_SAMPLES = 16_384  # samples per epoch: enough for batches up to 16k, quick quality runs
+QUALITY_EPOCHS = 4  # the quality guard's runs: long enough for the losses to part, short beside the search
 
 Run = Callable[[RunSpec, DataInfo, RunOptions], RunRecord]
 Screen = Callable[..., SearchResult]
@@ -59,13 +60,13 @@ class TuneSettings:
     target_loss: float | None = None
     lr_scaling: str = "none"
     include: tuple[str, ...] = ()
-    quality_samples: int | None = None  # None: four epochs of the base's samples
+    quality_samples: int | None = None  # None: QUALITY_EPOCHS of the base's samples
     tolerance: float = 0.02  # how much worse than batch 128's loss a recommendation may be
     isolated: bool = False  # every search trial its own process, instead of one warm screen
 
     @property
     def quality_budget(self) -> int:
-        return self.quality_samples or 4 * self.base.samples
+        return self.quality_samples or QUALITY_EPOCHS * self.base.samples
 
 
 def minimum_budget_s() -> float:
