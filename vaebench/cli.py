@@ -33,7 +33,7 @@ from .errors import (
     stop_signals_raise,
 )
 from .result import OK
-from .rules import MAX_SAMPLE_HZ, MIN_SAMPLE_HZ, SAMPLE_HZ
+from .rules import ALPHA, MAX_SAMPLE_HZ, MIN_SAMPLE_HZ, REGRESSION_THRESHOLD, SAMPLE_HZ
 from .spec import (
     ADAM_IMPLS,
     ALLOCATORS,
@@ -464,15 +464,16 @@ def _add_compare(sub: SubParsers) -> None:
                         help="results folder of the reference (or its runs.jsonl)")
     parser.add_argument("candidate", metavar="CANDIDATE", type=results_folder,
                         help="results folder of the change (or its runs.jsonl)")
-    parser.add_argument("--threshold", type=parse_fraction, default=0.10, metavar="T",
-                        help="smallest slowdown that counts, as 10%% or 0.1 (default: 10%%)")
+    parser.add_argument("--threshold", type=parse_fraction, default=REGRESSION_THRESHOLD, metavar="T",
+                        help=f"smallest slowdown that counts, as 10%% or 0.1 (default: {REGRESSION_THRESHOLD:.0%}%)")
     parser.add_argument("--metric", dest="metrics", action="extend", nargs="+", metavar="M",
                         type=parse_metrics, default=None,
                         help=f"metrics to check, space- or comma-separated, from {', '.join(METRICS)} "
                         f"(default: {' '.join(DEFAULT_METRICS)})")
-    parser.add_argument("--alpha", type=parse_fraction, default=0.05,
+    parser.add_argument("--alpha", type=parse_fraction, default=ALPHA,
                         help="significance level of the one-sided test; the ratio intervals shown are at "
-                        "1 - 2 x alpha, the matching two-sided level (default: 0.05, so 90%% intervals)")
+                        f"1 - 2 x alpha, the matching two-sided level (default: {ALPHA:g}, so {1 - 2 * ALPHA:.0%}% "
+                        "intervals)")
     parser.add_argument("--allow-different-machines", action="store_true",
                         help="compare even when CPU, GPU, torch or thread settings differ; "
                         "the differences are printed as warnings")
@@ -763,8 +764,9 @@ def _add_calibrate(sub: SubParsers) -> None:
                         help="a sweep file that expands to exactly one configuration, e.g. benchmarks/ci.toml")
     parser.add_argument("--repeats", type=int, default=10,
                         help="A/A runs of the configuration (default: 10; fewer give an uncertain floor)")
-    parser.add_argument("--threshold", type=parse_fraction, default=0.10, metavar="T",
-                        help="the threshold to advise repeats for, as 10%% or 0.1 (default: 10%%)")
+    parser.add_argument("--threshold", type=parse_fraction, default=REGRESSION_THRESHOLD, metavar="T",
+                        help="the threshold to advise repeats for, as 10%% or 0.1 "
+                        f"(default: {REGRESSION_THRESHOLD:.0%}%)")
     add_io_options(parser, out_default="reports/calibrate")
 
 

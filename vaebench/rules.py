@@ -39,6 +39,10 @@ MIN_SPREAD_STEPS = 4  # fewer steady steps than this give a run's step time no I
 # What bounds a step ----------------------------------------------------------------------------
 INPUT_BOUND_SHARE = 0.30  # data wait + copy above this share of the step: the input pipeline bounds it
 
+# Regression checks ---------------------------------------------------------------------------
+REGRESSION_THRESHOLD = 0.10  # compare's smallest slowdown that counts, and the one calibrate plans repeats for
+ALPHA = 0.05  # the one-sided significance level of compare's test, and of calibrate's detectable slowdowns
+
 # Measuring -------------------------------------------------------------------------------------
 SAMPLE_HZ = 10.0  # the outside monitor's default rate: 0.3% of a core (benchmarks/test_overhead.py)
 NVML_UTIL_PERIOD_S = 1.0

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from .. import stats
 from .._format import counted, fmt, fmt_auto, text_table
 from ..result import OK, RunSeries
-from ..rules import NEIGHBOUR_LIMIT_PCT, contended
+from ..rules import ALPHA, NEIGHBOUR_LIMIT_PCT, contended
 from .compare import METRICS, config_label, run_values
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ def calibration_report(
     repeats: Sequence[int] = (3, 5, 10, 20),
     *,
     metrics: Sequence[str] = CALIBRATED_METRICS,
-    alpha: float = 0.05,
+    alpha: float = ALPHA,
     power: float = 0.8,
     series: Mapping[str, RunSeries] | None = None,
 ) -> CalibrationReport:

@@ -53,7 +53,7 @@ from .._format import counted, fmt_auto, markdown_table, percent, text_table
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from ..machine import machine_label
 from ..result import OK, RunSeries
-from ..rules import NEIGHBOUR_LIMIT_PCT, contended, steady_rate
+from ..rules import ALPHA, NEIGHBOUR_LIMIT_PCT, REGRESSION_THRESHOLD, contended, steady_rate
 from ..spec import RunSpec, samples_per_step
 from ..stats import finite, number
 
@@ -216,8 +216,8 @@ class Comparison:
     checks: tuple[MetricCheck, ...]
     unpaired: tuple[Unpaired, ...] = ()
     fingerprint_differences: tuple[str, ...] = ()  # allowed differences, shown as warnings
-    threshold: float = 0.10
-    alpha: float = 0.05
+    threshold: float = REGRESSION_THRESHOLD
+    alpha: float = ALPHA
     metrics: tuple[str, ...] = DEFAULT_METRICS
     contended: tuple[str, ...] = ()  # per configuration with runs beside a busy neighbour, why it was not judged
     strict: bool = False  # a check that could not judge (a busy neighbour, too few runs) fails as infrastructure
@@ -346,9 +346,9 @@ def compare(
     baseline: pd.DataFrame,
     candidate: pd.DataFrame,
     *,
-    threshold: float = 0.10,
+    threshold: float = REGRESSION_THRESHOLD,
     metrics: Sequence[str] = DEFAULT_METRICS,
-    alpha: float = 0.05,
+    alpha: float = ALPHA,
     allow_different_machines: bool = False,
     baseline_series: Mapping[str, RunSeries] | None = None,
     candidate_series: Mapping[str, RunSeries] | None = None,
@@ -466,8 +466,8 @@ def check_metric(
     baseline: Sequence[float],
     candidate: Sequence[float],
     *,
-    threshold: float = 0.10,
-    alpha: float = 0.05,
+    threshold: float = REGRESSION_THRESHOLD,
+    alpha: float = ALPHA,
     seed: int = 0,
 ) -> MetricCheck:
     """The decision rule of the module docstring on one metric's per-run values."""
