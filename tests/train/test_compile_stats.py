@@ -12,7 +12,6 @@ from vaebench.train.compile_stats import (
     CompileCounters,
     compile_counters,
     cudagraph_warnings,
-    inductor_cache_dir,
     payback_steps,
     recompile_warnings,
 )
@@ -53,15 +52,6 @@ def test_a_recompile_for_another_batch_size_is_named_with_its_fix() -> None:
     assert warnings[1].startswith("unexpected recompile")
     assert "2 graph breaks" in warnings[2]
     assert recompile_warnings(CompileCounters(frames=1, graphs=1)) == []
-
-
-def test_inductor_cache_dir_reports_cold_then_warm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
-    assert inductor_cache_dir().state == "cold"
-    (tmp_path / "inductor").mkdir()
-    (tmp_path / "inductor" / "fxgraph").mkdir()
-    found = inductor_cache_dir()
-    assert found.state == "warm" and found.path == str(tmp_path / "inductor")
 
 
 SKIP = "skipping cudagraphs due to cpu device (primals_1)"

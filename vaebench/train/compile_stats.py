@@ -15,7 +15,6 @@ graphs is not reported as reduce-overhead's result.
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -156,32 +155,6 @@ def cudagraph_warnings(counters: CompileCounters) -> list[str]:
         "ran those without CUDA graphs, so its times are not CUDA-graph times "
         "(TORCH_LOGS=cudagraphs shows each skip)"
     ]
-
-
-@dataclass(frozen=True)
-class CacheDir:
-    path: str
-    entries: int  # files and folders at its top level; 0 when it does not exist
-
-    @property
-    def state(self) -> str:
-        return "warm" if self.entries else "cold"
-
-
-def inductor_cache_dir() -> CacheDir:
-    """Inductor's on-disk cache as it stands; read it before compiling to know the start.
-    The path is inductor's (TORCHINDUCTOR_CACHE_DIR, else a per-user temp folder), found
-    without its `cache_dir()`, which would create the folder and set the variable."""
-    path = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if path is None:
-        try:
-            from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-        except ImportError:
-            return CacheDir("", 0)
-        path = default_cache_dir()
-    path = os.path.abspath(path)
-    entries = len(os.listdir(path)) if os.path.isdir(path) else 0
-    return CacheDir(path, entries)
 
 
 def payback_steps(compile_s: float, eager_step_ms: float, compiled_step_ms: float) -> float:
