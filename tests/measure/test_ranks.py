@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -106,3 +109,24 @@ def test_bad_rank_counts_exit_2_before_anything_runs(
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs.jsonl").exists()
+
+
+def test_two_nodes_on_one_host_each_end_ok_and_only_node_0_keeps_the_record(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def node(rank: int) -> subprocess.Popen[str]:
+        argv = [sys.executable, "-m", "vaebench.cli", "run", "--nnodes", "2", "--node-rank", str(rank),
+                "--rdzv-endpoint", f"127.0.0.1:{port}", "--nproc-per-node", "1", "--threads", "1", "--steps", "20",
+                "--data", "embedded", "--out", str(tmp_path / f"node{rank}")]
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    nodes = [node(0), node(1)]
+    (out0, err0), (out1, err1) = (n.communicate(timeout=300) for n in nodes)
+    assert nodes[0].returncode == 0, err0
+    assert nodes[1].returncode == 0, out1 + err1
+    assert "FAILED" not in out1 and "node 1 of 2: the run's record is written on node 0" in out1
+    assert not (tmp_path / "node1" / "runs.jsonl").exists()
+    runs = load_runs(str(tmp_path / "node0"))
+    assert runs["world_size"].tolist() == [1, 2] and runs["status"].tolist() == ["ok", "ok"]

@@ -108,6 +108,8 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
     train = None
     if exit_.timed_out:
         status, reason = FAILED, f"timeout: killed after {options.timeout:g} s"
+    elif answer is None and options.launch.node_rank > 0 and exit_.usage.exit_code == 0:
+        pass  # rank 0, whose answer the run's record is, trains on node 0; this node's ranks ended cleanly
     elif answer is None and spec.world_size > 1:
         status, reason = FAILED, failure_reason(spec.world_size, root_cause(exit_.stderr_tail), ranks,
                                                 exit_.usage.exit_code)
