@@ -92,6 +92,22 @@ def test_a_pool_on_as_many_cores_sleeping_and_waking_is_openmp_wakeups() -> None
     assert "2 threads on 2 cores" in str(found)
 
 
+def test_ranks_sharing_the_cores_count_toward_oversubscription_and_not_as_workers() -> None:
+    """Two data-parallel ranks of two threads on two cores: four threads, oversubscribed, though
+    each rank alone is not; the tree's CPU beyond rank 0's is the other rank's, not a worker's."""
+    two_ranks = WAKEUPS_RUN | {"nproc_per_node": 2}
+    found = verdict_of(two_ranks)
+    assert found.cause == OVERSUBSCRIPTION
+    text = str(found)
+    assert "2 ranks x 2 threads on 2 cores" in text and "rank 0's training window" in text
+    assert "divided by --nproc-per-node" in found.knob
+    assert verdict_of(WAKEUPS_RUN | {"nproc_per_node": 1}).cause == WAKEUPS
+    one_worker = WORKERS_RUN | {"workers": 1, "nproc_per_node": 2, "user_s": 14.0, "sys_s": 1.5}
+    counted = kernel.counters(one_worker)
+    assert counted is not None and counted.workers_cpu_s == pytest.approx(15.5 - 2 * 7.0368)
+    assert verdict_of(one_worker).cause != WORKERS  # 9% of the tree: the ranks burn the rest
+
+
 def test_more_threads_than_cores_is_oversubscription_with_its_run_queue() -> None:
     found = verdict_of(OVERSUBSCRIBED_RUN)
     assert found.cause == OVERSUBSCRIPTION and found.also == ""

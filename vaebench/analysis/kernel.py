@@ -91,8 +91,9 @@ class Counters:
     involuntary: float
     runqueue_s: float = math.nan  # summed over the training process's threads
     major_faults: float = math.nan
-    threads: float = math.nan  # intra-op threads
+    threads: float = math.nan  # intra-op threads, of each rank
     cores: float = math.nan  # usable cores
+    ranks: float = 1.0  # training processes on this host (data-parallel ranks); the counters are rank 0's
     workers: float = 0.0
     workers_cpu_s: float = math.nan  # the tree's CPU less the training process's, whole run
     tree_cpu_s: float = math.nan
@@ -108,7 +109,7 @@ class Counters:
 
     @property
     def oversubscribed(self) -> bool:
-        return self.threads > self.cores  # False where either is NaN
+        return self.threads * self.ranks > self.cores  # False where either is NaN
 
     @property
     def switches(self) -> float:
@@ -138,12 +139,15 @@ class Verdict:
     small: bool = False  # sys/user below SYS_SMALL: the cause is named, the problem is small
     numbers: dict[str, float] = field(default_factory=dict)
     allocator: str = "system"  # the run's --allocator
+    ranks: float = 1.0  # training processes on the host, sharing its cores
 
     @property
     def knob(self) -> str:
         if self.cause == ALLOCATOR and self.allocator != "system":
             return (f"none left: --allocator {self.allocator} is set, and keeps freed memory; "
                     "the faults are first touches")
+        if self.cause == OVERSUBSCRIPTION and self.ranks > 1:
+            return "--threads at most the usable cores divided by --nproc-per-node, the ranks sharing them"
         return KNOBS[self.cause]
 
     @property
@@ -186,18 +190,21 @@ def counters(row: Mapping[str, Any]) -> Counters | None:
 
 def read_counters(row: Mapping[str, Any]) -> Counters | None:
     """The training-window counters of a row on any device; None where they are missing."""
-    cell = {name: number(row.get(name)) for name in (*INPUTS, "threads", "workers")}
+    cell = {name: number(row.get(name)) for name in (*INPUTS, "threads", "workers", "nproc_per_node")}
     steps, user, sys_ = cell["steps_done"], cell["train_user_s"], cell["train_sys_s"]
     faults, voluntary = cell["train_minor_faults"], cell["train_ctx_voluntary"]
     if not (steps > 0 and user > 0) or math.isnan(sys_ + faults + voluntary):
         return None
     threads = cell["fp_torch_threads"] if math.isnan(cell["threads"]) else cell["threads"]
     cores = cell["fp_logical_cores"] if math.isnan(cell["fp_usable_cores"]) else cell["fp_usable_cores"]
-    tree, main = cell["user_s"] + cell["sys_s"], cell["main_cpu_s"]
+    ranks = cell["nproc_per_node"] if cell["nproc_per_node"] >= 1 else 1.0
+    # The tree less every rank's own CPU, each rank taken to use what rank 0 did: the workers' share.
+    tree, main = cell["user_s"] + cell["sys_s"], ranks * cell["main_cpu_s"]
     return Counters(
         steps=steps, user_s=user, sys_s=sys_, minor_faults=faults, voluntary=voluntary,
         major_faults=cell["train_major_faults"],
         involuntary=cell["train_ctx_involuntary"], runqueue_s=cell["runqueue_wait_s"], threads=threads, cores=cores,
+        ranks=ranks,
         workers=_finite(cell["workers"]), workers_cpu_s=max(tree - main, 0.0) if tree > 0 and main > 0 else math.nan,
         tree_cpu_s=tree, tree_sys_share=cell["sys_s"] / tree if tree > 0 else math.nan,
         allocator=str(row.get("allocator") or "system"),
@@ -247,7 +254,8 @@ def verdict(c: Counters) -> Verdict:
     numbers = {**c.per_step_figures(), "sys_ms_per_step": sys_ms, "cost_scale": scale,
                "preempted_ms_per_step": preempted, "unexplained_ms_per_step": unexplained,
                **{f"cost_ms:{k}": v for k, v in found.items()}}
-    evidence = [f"sys/user {c.sys_user:.2f} over the training window ({sys_ms:.2f} ms of sys per step)"]
+    window = "the training window" if c.ranks == 1 else "rank 0's training window"
+    evidence = [f"sys/user {c.sys_user:.2f} over {window} ({sys_ms:.2f} ms of sys per step)"]
     evidence += [_explain(name, c, found[name], scale) for name in ranked]
     if preempted > 0:
         evidence.append(f"{counted(c.per_step(c.involuntary), 'involuntary context switch', rate=True)} per step "
@@ -266,8 +274,9 @@ def verdict(c: Counters) -> Verdict:
     # Scaled, the estimates are the whole sys time by construction; a rest under 1 % says nothing.
     elif sys_ms > 0 and round(100 * unexplained / sys_ms) >= 1:
         evidence.append(f"the rest, ~{unexplained:.2f} ms of sys per step ({unexplained / sys_ms:.0%}), is none of "
-                        "these: the counters do not explain it")
-    return Verdict(cause, found, tuple(evidence), second, c.sys_user < SYS_SMALL, numbers, c.allocator)
+                        "these: the counters do not explain it"
+                        + ("" if c.ranks == 1 else ", nor count the ranks' gradient exchange (gloo's sockets)"))
+    return Verdict(cause, found, tuple(evidence), second, c.sys_user < SYS_SMALL, numbers, c.allocator, c.ranks)
 
 
 def kernel_verdict(row: Mapping[str, Any]) -> Verdict | None:
@@ -292,6 +301,8 @@ def _explain(cause: str, c: Counters, cost_ms: float, scale: float = 1.0) -> str
         uses = "uses" if round(c.workers) == 1 else "use"
         return f"{counted(c.workers, 'DataLoader worker')} {uses} {100 * share:.0f}% of the tree's CPU ({cost})"
     placed = f"{counted(c.threads, 'thread')} on {counted(c.cores, 'core')}"
+    if c.ranks > 1:
+        placed = f"{counted(c.ranks, 'rank')} x {placed}"
     if cause == WAKEUPS:
         return (f"{counted(c.per_step(c.voluntary), 'voluntary context switch', rate=True)} per step ({cost} at "
                 f"{switch_us} us "
