@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import multiprocessing
 import os
 from multiprocessing.queues import Queue
@@ -334,3 +335,21 @@ def test_an_older_record_cut_short_by_steps_reads_its_whole_epochs_time_only(tmp
     runs = load_runs(str(tmp_path)).set_index("run_id")
     assert pd.isna(runs.loc["old", "epoch_s"]) and runs.loc["old2", "epoch_s"] == 4.5
     assert runs.loc["new", "epoch_s"] == 5.0  # a record with the flag is read as written
+
+
+def test_a_rank_run_recorded_before_its_baseline_gets_its_scaling_efficiency_on_read(tmp_path: Path) -> None:
+    """A sweep may run the 2-rank point before the 1-rank one: the record had no baseline then,
+    the folder has one now, and the table says what the report's figure draws."""
+    host = {"cpu_model": "Test CPU", "torch": "2.14.1", "hostname": "a"}
+    two = dataclasses.replace(make_record("r2", nproc_per_node=2), fingerprint=host)
+    one = dataclasses.replace(make_record("r1"), fingerprint=host)
+    measured = dataclasses.replace(make_record("r3", nproc_per_node=2, batch_size=64), fingerprint=host,
+                                   scaling_efficiency=0.9, single_rank_samples_per_s=14000.0)
+    for record in (two, one, measured):
+        append(tmp_path, record)
+    frame = load_runs(str(tmp_path)).set_index("run_id")
+    assert frame.loc["r2", "single_rank_samples_per_s"] == 25600.0
+    assert frame.loc["r2", "scaling_efficiency"] == pytest.approx(25600.0 / (2 * 25600.0))
+    assert frame.loc["r3", "scaling_efficiency"] == 0.9  # recorded with its baseline: kept as measured
+    assert math.isnan(frame.loc["r1", "scaling_efficiency"])  # one rank: no efficiency
+    assert json.loads((tmp_path / "runs.jsonl").read_text().splitlines()[0])["scaling_efficiency"] is None

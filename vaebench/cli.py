@@ -256,9 +256,10 @@ def _add_run(sub: SubParsers) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .analysis.summary import format_run
     from .machine import host_fingerprint
-    from .measure.launch import Launch, one_rank, single_rank_rate
+    from .measure.launch import Launch
     from .measure.run import RunOptions, check, prepare_data, run_once
     from .measure.syscalls import find_tracer
+    from .rules import one_rank, single_rank_rate
     from .storage import rows_if_any
 
     spec = spec_from_args(args)

@@ -6,9 +6,13 @@ run would get two verdicts; so they live here and everyone imports them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any
+
+from .spec import RunSpec
 
 # Steady state --------------------------------------------------------------------------------
 WARMUP_STEPS = 10  # steps left out of steady-state figures: first touch, allocator, compile
@@ -73,3 +77,26 @@ MAX_SAMPLE_HZ = 15.0
 MIN_SAMPLE_HZ = 0.01  # a sample every 100 s; slower, a training window may hold none (1e-10 Hz overflowed the wait)
 MAX_REPEATS = 1_000  # runs of one configuration: statistics stop improving long before
 MAX_RUNS = 10_000  # runs in one sweep (grid times repeats): weeks of a GPU at a minute each
+
+
+# Data-parallel scaling -------------------------------------------------------------------------
+def one_rank(spec: RunSpec) -> RunSpec:
+    """The same configuration on one process at the same per-rank batch: the scaling baseline."""
+    return dataclasses.replace(spec, nproc_per_node=1, nnodes=1)
+
+
+def single_rank_rate(rows: Iterable[Mapping[str, Any]], spec: RunSpec, hostname: str) -> float:
+    """Median samples/s of this host's successful one-rank runs of `spec`; NaN without one."""
+    key = one_rank(spec).key()
+    rates = [float(row["samples_per_s"]) for row in rows
+             if row.get("spec_key") == key and row.get("status") == "ok" and row.get("fp_hostname") == hostname
+             and isinstance(row.get("samples_per_s"), int | float) and math.isfinite(row["samples_per_s"])]
+    return statistics.median(rates) if rates else math.nan
+
+
+def scaling_efficiency(samples_per_s: float, world_size: int, single_rank: float) -> float:
+    """samples/s at N ranks over N x samples/s of one rank at the same per-rank batch: 1.0 is
+    perfect data-parallel scaling, 1/N no gain at all."""
+    if not (single_rank > 0 and world_size > 0) or math.isnan(samples_per_s):
+        return math.nan
+    return samples_per_s / (world_size * single_rank)

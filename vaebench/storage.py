@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
 from .result import COLUMN_TYPES, OK, RunRecord, RunSeries, last_epoch_cut_short, record_problem, run_id_problem
-from .spec import SPEC_FIELDS
-from .stats import finite, median
+from .rules import scaling_efficiency, single_rank_rate
+from .spec import SPEC_FIELDS, RunSpec
+from .stats import finite, median, number
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -244,7 +245,7 @@ def load_runs(folder: str | os.PathLike[str], *, ok_only: bool = False) -> pd.Da
     """All records of a results folder as a DataFrame, one row per run (columns: docs/columns.md)."""
     import pandas as pd
 
-    frame = _numeric(pd.DataFrame([_whole_epochs(row) for row in read_rows(folder)]))
+    frame = _numeric(pd.DataFrame(_with_scaling([_whole_epochs(row) for row in read_rows(folder)])))
     if ok_only and not frame.empty:
         frame = frame[frame["status"] == OK].reset_index(drop=True)
     return frame
@@ -266,6 +267,23 @@ def _numeric(frame: pd.DataFrame) -> pd.DataFrame:
         if frame[column].dtype == object:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     return frame
+
+
+def _with_scaling(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs of several ranks recorded before the folder held their one-rank baseline (a sweep that
+    ran the N-rank point first) get their scaling efficiency from the baseline runs there now, by
+    the rule applied when a run is recorded after its baseline."""
+    filled = []
+    for row in rows:
+        if row.get("status") == OK and number(row.get("world_size")) > 1 and math.isnan(
+                number(row.get("scaling_efficiency"))):
+            spec = RunSpec.from_dict(row)
+            single = single_rank_rate(rows, spec, str(row.get("fp_hostname", "")))
+            row = {**row, "single_rank_samples_per_s": finite(single),
+                   "scaling_efficiency": finite(scaling_efficiency(number(row.get("samples_per_s")),
+                                                                   spec.world_size, single))}
+        filled.append(row)
+    return filled
 
 
 def _whole_epochs(row: dict[str, Any]) -> dict[str, Any]:

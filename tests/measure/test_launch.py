@@ -14,12 +14,10 @@ from vaebench.measure.launch import (
     RankFailure,
     child_argv,
     failure_reason,
-    one_rank,
     root_cause,
-    scaling_efficiency,
-    single_rank_rate,
     torchrun_options,
 )
+from vaebench.rules import one_rank, scaling_efficiency, single_rank_rate
 from vaebench.spec import RunSpec
 
 # torchrun 2.x's summary when rank 1 of 2 segfaulted and it stopped rank 0 (a real capture).

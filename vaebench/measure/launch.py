@@ -8,14 +8,11 @@ torch here: this is the parent's side, and torchrun is only a command line.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import re
 import signal
-import statistics
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,25 +121,3 @@ def rank_answers(folder: Path) -> dict[int, dict[str, Any]]:
         except (OSError, ValueError):
             continue
     return found
-
-
-def one_rank(spec: RunSpec) -> RunSpec:
-    """The same configuration on one process at the same per-rank batch: the scaling baseline."""
-    return dataclasses.replace(spec, nproc_per_node=1, nnodes=1)
-
-
-def single_rank_rate(rows: Iterable[Mapping[str, Any]], spec: RunSpec, hostname: str) -> float:
-    """Median samples/s of this host's successful one-rank runs of `spec`; NaN without one."""
-    key = one_rank(spec).key()
-    rates = [float(row["samples_per_s"]) for row in rows
-             if row.get("spec_key") == key and row.get("status") == "ok" and row.get("fp_hostname") == hostname
-             and isinstance(row.get("samples_per_s"), int | float) and math.isfinite(row["samples_per_s"])]
-    return statistics.median(rates) if rates else math.nan
-
-
-def scaling_efficiency(samples_per_s: float, world_size: int, single_rank: float) -> float:
-    """samples/s at N ranks over N x samples/s of one rank at the same per-rank batch: 1.0 is
-    perfect data-parallel scaling, 1/N no gain at all."""
-    if not (single_rank > 0 and world_size > 0) or math.isnan(samples_per_s):
-        return math.nan
-    return samples_per_s / (world_size * single_rank)

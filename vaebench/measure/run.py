@@ -26,7 +26,7 @@ from ..errors import UsageError
 from ..machine import capabilities, child_process_env, host_fingerprint, usable_cores
 from ..protocol import Answer, Request
 from ..result import FAILED, OK, DataInfo, MonitorSummary, RunRecord, RunSeries, SyscallTable, TrainMetrics
-from ..rules import SAMPLE_HZ
+from ..rules import SAMPLE_HZ, scaling_efficiency, single_rank_rate
 from ..spec import Capabilities, RunSpec, validate
 from .data import DataUnavailable, prepare
 from .launch import (
@@ -38,8 +38,6 @@ from .launch import (
     how_it_ended,
     rank_answers,
     root_cause,
-    scaling_efficiency,
-    single_rank_rate,
 )
 from .monitor import Monitor, ProcessTree, open_gpu_probe
 from .occupants import SCRATCH_PREFIX
