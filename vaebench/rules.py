@@ -89,7 +89,7 @@ def single_rank_rate(rows: Iterable[Mapping[str, Any]], spec: RunSpec, hostname:
     """Median samples/s of this host's successful one-rank runs of `spec`; NaN without one."""
     key = one_rank(spec).key()
     rates = [float(row["samples_per_s"]) for row in rows
-             if row.get("spec_key") == key and row.get("status") == "ok" and row.get("fp_hostname") == hostname
+             if row.get("spec_key") == key and row.get("status") == "ok" and (row.get("fp_hostname") or "") == hostname
              and isinstance(row.get("samples_per_s"), int | float) and math.isfinite(row["samples_per_s"])]
     return statistics.median(rates) if rates else math.nan
 

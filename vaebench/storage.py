@@ -278,7 +278,7 @@ def _with_scaling(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if row.get("status") == OK and number(row.get("world_size")) > 1 and math.isnan(
                 number(row.get("scaling_efficiency"))):
             spec = RunSpec.from_dict(row)
-            single = single_rank_rate(rows, spec, str(row.get("fp_hostname", "")))
+            single = single_rank_rate(rows, spec, str(row.get("fp_hostname") or ""))
             row = {**row, "single_rank_samples_per_s": finite(single),
                    "scaling_efficiency": finite(scaling_efficiency(number(row.get("samples_per_s")),
                                                                    spec.world_size, single))}

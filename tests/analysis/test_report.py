@@ -319,6 +319,12 @@ def test_the_scaling_figure_appears_with_data_parallel_runs(tmp_path: Path) -> N
     report = build_report(tmp_path)
     assert "rank_scaling" in report.figures
     assert report.summary["world_size"].tolist() == [1, 2, 4]
+    # The table's efficiency is the figure's, though the runs were recorded without a baseline.
+    assert report.summary["scaling_efficiency_median"].tolist()[1:] == pytest.approx([0.9, 0.75])
+    text = render_markdown(report, tmp_path)
+    assert "--batch-size is each rank's" in text
+    assert "`nproc_per_node=2`: 256; `nproc_per_node=4`: 512" in text
+    assert "each rank's" not in render_markdown(build_report(_make_folder(tmp_path / "one")), tmp_path)
 
 
 def test_report_names_the_kernel_time_cause_of_each_cpu_configuration(tmp_path: Path) -> None:

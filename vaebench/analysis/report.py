@@ -695,6 +695,7 @@ def render_markdown(report: Report, out: Path) -> str:
                      "by their work too. Speed-up (samples/s) is each configuration's steady-state samples/s over "
                      "the baseline's: the training loop's rate alone.")
     lines += ["", _markdown(summary_table(report)), ""]
+    lines += _global_batch_markdown(report.summary)
     if len(report.failed):
         lines += ["## Failed runs", "", _markdown(report.failed.fillna("")), ""]
     lines += _bottlenecks_markdown(report)
@@ -705,6 +706,18 @@ def render_markdown(report: Report, out: Path) -> str:
     lines += ["## Exports", "", "Every column is described in `docs/columns.md` of vaebench's source.", ""]
     lines += [f"- [{n}.csv]({n}.csv), [{n}.parquet]({n}.parquet)" for n in ("runs", "epochs", "summary")]
     return "\n".join(lines) + "\n"
+
+
+def _global_batch_markdown(summary: pd.DataFrame) -> list[str]:
+    """Where some configurations train on several ranks: the batch each update used."""
+    ranks = pd.to_numeric(summary.get("world_size", pd.Series(dtype=float)), errors="coerce")
+    if not (ranks > 1).any():
+        return []
+    batches = "; ".join(f"`{row.config}`: {int(row.global_batch):,}" for row in summary.itertuples()
+                        if pd.notna(row.global_batch))
+    return ["With several ranks, --batch-size is each rank's: an update averages the gradients of batch size x "
+            "world size samples, so a loss compares with one rank's at that global batch (the scaling efficiency "
+            f"compares samples/s at the same per-rank batch). Global batch per configuration: {batches}.", ""]
 
 
 def _machines_markdown(report: Report) -> list[str]:
