@@ -625,6 +625,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         verb = "sets" if len(given) == 1 else "set"
         raise UsageError(f"{', '.join(given)} {verb} how submitit runs jobs; the local executor runs the points "
                          "itself, one at a time, and would ignore it: add --executor slurm or submitit-local")
+    slurm_only = [flag for flag in given if flag in ("--slurm-partition", "--slurm-cpus-per-job", "--slurm-extra")]
+    if settings.kind == "submitit-local" and slurm_only:
+        verb = "applies" if len(slurm_only) == 1 else "apply"
+        print(f"note: submitit-local runs the jobs as processes here and ignores {', '.join(slurm_only)}, which "
+              f"{verb} under --executor slurm", file=sys.stderr)
     axes = parse_axes({name: getattr(args, name, None) for name in SPEC_FIELDS})
     if args.profile:
         axes["profile"] = [True]

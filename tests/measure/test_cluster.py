@@ -128,6 +128,18 @@ def test_missing_submitit_says_how_to_install_it(
     assert "pip install 'vaebench[slurm]'" in capsys.readouterr().err
 
 
+def test_slurm_only_options_under_submitit_local_are_noted_as_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("submitit")
+    argv = [*SWEEP, "--executor", "submitit-local", "--dry-run", "--out", str(tmp_path)]
+    assert main([*argv, "--slurm-partition", "a100", "--slurm-time", "30"]) == 0
+    err = capsys.readouterr().err
+    assert "ignores --slurm-partition, which applies under --executor slurm" in err
+    assert "--slurm-time" not in err  # its time limit holds for local jobs too
+    assert main(argv) == 0 and "ignores" not in capsys.readouterr().err
+
+
 def test_status_of_a_folder_without_a_sweep_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sweep", "--status", str(tmp_path)]) == 2
     assert "no sweep plan" in capsys.readouterr().err
