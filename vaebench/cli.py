@@ -709,9 +709,9 @@ def _sweep_on_jobs(planned: Sequence[Planned], todo: Sequence[Planned], options:
         print(f"sweep: nothing to submit; `vaebench sweep --status {out}` lists every point")
         return EXIT_OK
     limit = settings.parallel()
-    crowded = cluster.crowding(entries, settings)
-    if crowded:
-        print(f"warning: {crowded}", file=sys.stderr)
+    for warning in (cluster.crowding(entries, settings), cluster.unsized(entries, settings)):
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     submitted = cluster.submit(out, entries, settings, options)
     print(f"sweep: {counted(len(entries), 'job')} through {settings.kind}, "
           f"{f'{limit} at a time' if limit else 'as many at once as Slurm allows'}; logs in {out / 'jobs'}")

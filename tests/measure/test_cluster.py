@@ -67,6 +67,18 @@ def test_jobs_that_crowd_one_machine_are_named() -> None:
     assert cluster.crowding(entries, ExecutorSettings(kind="submitit-local", max_parallel=1), cores=2) == ""
 
 
+def test_slurm_cpu_jobs_that_leave_threads_and_cpus_unset_are_named() -> None:
+    entries = [PointEntry(spec=RunSpec(threads=t).to_dict(), repeat=0, order=i) for i, t in enumerate((None, 4))]
+    slurm = ExecutorSettings(kind="slurm")
+    assert cluster.unsized(entries, slurm).startswith("1 CPU job leaves --threads to torch")
+    assert cluster.slurm_parameters(slurm, RunSpec(threads=4))["cpus_per_task"] == 4  # sized: no warning due
+    assert cluster.unsized(entries[1:], slurm) == ""
+    assert cluster.unsized(entries, ExecutorSettings(kind="slurm", cpus_per_job=8)) == ""
+    assert cluster.unsized(entries, ExecutorSettings(kind="submitit-local")) == ""
+    gpu = [PointEntry(spec=RunSpec(device="cuda").to_dict(), repeat=0, order=0)]
+    assert cluster.unsized(gpu, slurm) == ""
+
+
 # --- refusals before anything is submitted ------------------------------------------------------
 
 SWEEP = ["sweep", "--threads", "1", "--data", "synthetic", "--samples", "256", "--steps", "2"]

@@ -266,6 +266,21 @@ def crowding(entries: Sequence[PointEntry], settings: ExecutorSettings, cores: i
             "down; use --max-parallel 1 for timings that stand on their own")
 
 
+def unsized(entries: Sequence[PointEntry], settings: ExecutorSettings) -> str:
+    """slurm: a warning when CPU jobs leave their threads to torch and their CPUs to Slurm, whose
+    default is often one CPU a task: torch then trains on what the job got, not on a node's cores."""
+    if settings.kind != "slurm" or settings.cpus_per_job is not None:
+        return ""
+    specs = [RunSpec.from_dict(e.spec) for e in entries]
+    loose = [s for s in specs if s.device == "cpu" and s.threads is None]
+    if not loose:
+        return ""
+    leave = "leaves" if len(loose) == 1 else "leave"
+    return (f"{counted(len(loose), 'CPU job')} {leave} --threads to torch: each asks Slurm for its default CPUs per "
+            "task (often 1), and torch uses as many threads as the job gets; set --threads (the job then asks for "
+            "that many CPUs) or --slurm-cpus-per-job")
+
+
 def submit(out: Path, entries: Sequence[PointEntry], settings: ExecutorSettings, options: RunOptions) -> Submitted:
     if settings.kind == "slurm":
         return _submit_slurm(out, entries, settings, options)
