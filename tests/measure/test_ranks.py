@@ -130,3 +130,10 @@ def test_two_nodes_on_one_host_each_end_ok_and_only_node_0_keeps_the_record(tmp_
     assert not (tmp_path / "node1" / "runs.jsonl").exists()
     runs = load_runs(str(tmp_path / "node0"))
     assert runs["world_size"].tolist() == [1, 2] and runs["status"].tolist() == ["ok", "ok"]
+
+
+def test_a_timed_out_rank_run_says_its_cpu_times_miss_the_ranks(tmp_path: Path) -> None:
+    spec, data = prepare_data(RunSpec(threads=1, epochs=1000, nproc_per_node=2, data="embedded", samples=2048), None)
+    record = run_once(spec, data, RunOptions(out=tmp_path, measure_peak=False, timeout=6))
+    assert record.status == "failed" and record.reason.startswith("timeout: killed after 6 s")
+    assert "user and sys miss the ranks' CPU time" in record.reason

@@ -106,6 +106,8 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
     train = None
     if exit_.timed_out:
         status, reason = FAILED, f"timeout: killed after {options.timeout:g} s"
+        if spec.world_size > 1:  # rusage counts only the children a process waited for
+            reason += "; user and sys miss the ranks' CPU time, killed before torchrun could wait for them"
     elif answer is None and options.launch.node_rank > 0 and exit_.usage.exit_code == 0:
         pass  # rank 0, whose answer the run's record is, trains on node 0; this node's ranks ended cleanly
     elif answer is None and spec.world_size > 1:
