@@ -266,8 +266,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     launch = Launch(node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint)
     launch.check(spec)
     _check_io(args, create=False)
+    _check_allocator_path(args.allocator_path, [spec.allocator])  # the user's own mismatch first
     check(spec, allocator_path=args.allocator_path or "")
-    _check_allocator_path(args.allocator_path, [spec.allocator])
     _check_io(args)  # the results folder is made once the run is known to be runnable here
     # Without strace or perf: exit 2 naming what to install, before anything trains.
     tracer = find_tracer() if args.syscalls else None
