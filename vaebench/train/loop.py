@@ -248,17 +248,9 @@ def train(
 ) -> TrainOutcome:
     t0 = clock()
     shard = distributed.shard_from_env()
-    if spec.is_cuda:
-        # The CUDA context is the process's, not the data's: start it before the data timer,
-        # whichever loader would otherwise touch the device first, and count it with the model.
-        device = torch.device(spec.device)
-        if shard.distributed:  # one GPU per rank: rank r of this host on cuda:r
-            device = torch.device("cuda", distributed.local_rank())
-        if device.index is not None:  # events and synchronize() act on the current device
-            torch.cuda.set_device(device)
-        torch.empty(1, device=device)
-    if shard.distributed:  # the rendezvous, counted with the model's set-up
-        distributed.start(shard, torch.device(spec.device))
+    # The CUDA context is the process's, not the data's: started before the data timer, whichever
+    # loader would otherwise touch the device first, and counted with the model, as the rendezvous is.
+    start_process(spec, shard)
     t_context = clock() - t0
     t0 = clock()
     source = make_source(spec, data, torch.device(spec.device), shard)
@@ -297,12 +289,6 @@ def train(
     end_unix = time.time()
 
     metrics = measured(spec, log, epochs)
-    compiled = CompileStats()
-    if watch is not None:
-        # The eager probe steps on a batch already in hand, so compare without the data wait.
-        no_wait = log.steady([step - data for step, data in zip(log.step_ms, log.data_ms, strict=True)])
-        compiled = watch.report(statistics.median(no_wait) if no_wait else math.nan)
-    profiled = _profile_stats(window, metrics.step_median_ms) if window is not None else ProfileStats()
     rank_steps: list[list[float]] = []
     allreduce: list[list[float]] = []
     ranked = RankStats()
@@ -311,9 +297,31 @@ def train(
         ranked = _rank_stats(rank_steps, allreduce, warmup=log.warmup, excluded=log.excluded,
                              step_median_ms=metrics.step_median_ms)
     metrics = dataclasses.replace(metrics, t_import_s=t_import_s, t_data_s=t_data, t_model_s=t_model,
-                                  train_start_unix=start_unix, train_end_unix=end_unix, compile=compiled,
-                                  profile=profiled, usage=usage, ranks=ranked)
+                                  train_start_unix=start_unix, train_end_unix=end_unix,
+                                  compile=_compile_stats(watch, log), usage=usage, ranks=ranked,
+                                  profile=_profile_stats(window, metrics.step_median_ms))
     return TrainOutcome(metrics, log.step_ms, log.batch, sorted(log.excluded), work.model, rank_steps, allreduce)
+
+
+def start_process(spec: RunSpec, shard: Shard) -> None:
+    """What belongs to the process before any data: the CUDA context on its device, the ranks' rendezvous."""
+    if spec.is_cuda:
+        device = torch.device(spec.device)
+        if shard.distributed:  # one GPU per rank: rank r of this host on cuda:r
+            device = torch.device("cuda", distributed.local_rank())
+        if device.index is not None:  # events and synchronize() act on the current device
+            torch.cuda.set_device(device)
+        torch.empty(1, device=device)
+    if shard.distributed:
+        distributed.start(shard, torch.device(spec.device))
+
+
+def _compile_stats(watch: CompileWatch | None, log: StepLog) -> CompileStats:
+    if watch is None:
+        return CompileStats()
+    # The eager probe steps on a batch already in hand, so compare without the data wait.
+    no_wait = log.steady([step - data for step, data in zip(log.step_ms, log.data_ms, strict=True)])
+    return watch.report(statistics.median(no_wait) if no_wait else math.nan)
 
 
 def build_on(spec: RunSpec, source: BatchSource, shard: Shard = ONE_PROCESS) -> Workload:
@@ -498,17 +506,23 @@ def run_epochs(
                 progress(step, steps_total, epoch + 1, summed / seen if read_every_step else None)
         if events:
             events.flush(log, steps_from_device=not read_every_step)
-        if epoch_sum is not None:
-            summed = epoch_sum.item()  # sync point: --sync epoch reads the loss once per epoch
-            epoch_sum.zero_()
-        if shard.distributed:  # the epoch's loss over every rank's samples, as one process sees it
-            summed, total = distributed.sum_over_ranks(summed, seen, device=device)
-            seen = int(total)
+        losses.append(epoch_loss(work, summed, seen, epoch_sum))
         times.append(clock() - epoch_start)
-        losses.append(summed / max(seen, 1))  # the seed's: summed loss / samples
         if not math.isfinite(losses[-1]):
             raise Diverged(f"diverged: epoch {epoch + 1}'s mean loss is {losses[-1]}; lower --lr (now {spec.lr:g})")
     return Epochs(losses, times, step, clock() - train_start, first_step_s, last_partial=0 < in_epoch < per_epoch)
+
+
+def epoch_loss(work: Workload, summed: float, seen: int, epoch_sum: torch.Tensor | None) -> float:
+    """The epoch's mean loss, the seed's summed loss over samples: with --sync epoch read from the
+    device sum (which starts the next epoch at zero), with several ranks over every rank's samples."""
+    if epoch_sum is not None:
+        summed = epoch_sum.item()  # sync point: --sync epoch reads the loss once per epoch
+        epoch_sum.zero_()
+    if work.shard.distributed:  # the epoch's loss over every rank's samples, as one process sees it
+        summed, total = distributed.sum_over_ranks(summed, seen, device=work.device)
+        seen = int(total)
+    return summed / max(seen, 1)
 
 
 class Diverged(RuntimeError):
@@ -564,8 +578,8 @@ def eager_step_ms(work: Workload, clock: Clock) -> float:
     return statistics.median(times[EAGER_PROBE_STEPS // 3 :])  # the first third warms up
 
 
-def _profile_stats(window: ProfileWindow, outside_step_ms: float) -> ProfileStats:
-    summary = window.summary(outside_step_ms=outside_step_ms)
+def _profile_stats(window: ProfileWindow | None, outside_step_ms: float) -> ProfileStats:
+    summary = window.summary(outside_step_ms=outside_step_ms) if window is not None else None
     if summary is None:
         return ProfileStats()
     return ProfileStats(
