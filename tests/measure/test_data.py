@@ -103,6 +103,16 @@ def test_gzipped_downloads_are_named_with_what_to_do(tmp_path: Path, capsys: pyt
     assert info.source == "embedded-5k" and "gunzip" in capsys.readouterr().err
 
 
+def test_auto_notes_its_fallback_in_a_folder_named_by_the_environment_as_by_the_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("VAEBENCH_DATA", str(tmp_path / "env"))
+    assert prepare("auto", None, 100).source == "embedded-5k"
+    assert f"found no MNIST in {raw_folder(tmp_path / 'env')}" in capsys.readouterr().err
+    assert prepare("auto", tmp_path / "option", 100).source == "embedded-5k"
+    assert f"found no MNIST in {raw_folder(tmp_path / 'option')}" in capsys.readouterr().err
+
+
 def test_a_read_only_mnist_folder_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = fake_mnist(tmp_path / "d", 100)
 

@@ -52,17 +52,24 @@ class DataUnavailable(UsageError):
 
 
 def default_data_dir() -> Path:
-    return Path(os.environ.get("VAEBENCH_DATA") or cache_dir() / "data")
+    return named_data_dir(None) or cache_dir() / "data"
+
+
+def named_data_dir(data_dir: str | os.PathLike[str] | None) -> Path | None:
+    """The data folder the user named, by --data-dir or else $VAEBENCH_DATA; None for the cache's."""
+    named = data_dir if data_dir is not None else os.environ.get("VAEBENCH_DATA") or None
+    return Path(named) if named is not None else None
 
 
 def prepare(source: str, data_dir: str | os.PathLike[str] | None, samples: int, *, write: bool = True) -> DataInfo:
     """Resolve `auto`, make sure the files exist and are whole, and say what the run will train
     on. With `write` off nothing is written or downloaded: the answer says where the files would
     be, and MNIST that is neither on disk nor reachable is refused as it would be then."""
-    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    named = named_data_dir(data_dir)
+    root = named or default_data_dir()
     if source == "auto":
         source = "mnist" if mnist_on_disk(root) or mnist_reachable() else "embedded"
-        if source == "embedded" and data_dir is not None:
+        if source == "embedded" and named is not None:
             print(f"note: --data auto found no MNIST in {raw_folder(root)}{_gz_hint(root)} and cannot download it: "
                   "training on the embedded digits", file=sys.stderr)
     if source not in ("mnist", "embedded", "synthetic"):
@@ -89,7 +96,7 @@ def _located(source: str, folder: Path, samples: int, content: tuple[int, str] |
 
 def check_writable(data_dir: str | os.PathLike[str] | None) -> str | None:
     """None when the data folder can be created and written, else the reason it cannot."""
-    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    root = named_data_dir(data_dir) or default_data_dir()
     try:
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
