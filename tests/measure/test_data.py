@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gzip
 import os
 import stat
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 import vaebench.measure.data as data_module
 from vaebench.cli import main
-from vaebench.layout import TEST_IMAGES, TRAIN_IMAGES, TRAIN_LABELS, raw_folder, write_layout
+from vaebench.layout import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, raw_folder, write_layout
 from vaebench.measure.data import DataUnavailable, prepare
 
 
@@ -99,8 +100,46 @@ def test_gzipped_downloads_are_named_with_what_to_do(tmp_path: Path, capsys: pyt
     (raw / f"{TRAIN_IMAGES}.gz").write_bytes(b"")
     with pytest.raises(DataUnavailable, match=r"only the \.gz downloads: gunzip"):
         prepare("mnist", tmp_path, 100)
-    info = prepare("auto", tmp_path, 100)  # a --data-dir given: auto says why it fell back
-    assert info.source == "embedded-5k" and "gunzip" in capsys.readouterr().err
+    with pytest.raises(DataUnavailable, match=r"only the \.gz downloads: gunzip"):
+        prepare("auto", tmp_path, 100)  # a --data-dir given: auto says what to do, as mnist does
+
+
+def _gzip_all(root: Path) -> None:
+    for path in raw_folder(root).iterdir():
+        path.with_name(f"{path.name}.gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+
+
+def _train_only(root: Path) -> None:
+    (raw_folder(root) / TEST_IMAGES).unlink()
+    (raw_folder(root) / TEST_LABELS).unlink()
+
+
+@pytest.mark.parametrize(("folder", "spoil", "words"), [
+    (lambda root: root / "MNIST", None, "--data-dir {root}?"),
+    (raw_folder, None, "--data-dir {root}?"),
+    (lambda root: root, _gzip_all, "gunzip {raw}/*.gz"),
+    (lambda root: root, _train_only, f"{{raw}} lacks {TEST_IMAGES}"),
+])
+@pytest.mark.parametrize("named_by", ["--data-dir", "VAEBENCH_DATA"])
+def test_auto_refuses_mnist_it_cannot_use_in_a_named_folder_as_mnist_does(  # type: ignore[no-untyped-def]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    folder, spoil, words: str, named_by: str,
+) -> None:
+    root = fake_mnist(tmp_path / "d", 100)
+    if spoil:
+        spoil(root)
+    args = ["--steps", "2", "--out", str(tmp_path / "out")]
+    if named_by == "--data-dir":
+        args += ["--data-dir", str(folder(root))]
+    else:
+        monkeypatch.setenv("VAEBENCH_DATA", str(folder(root)))
+    assert main(["run", *args]) == 2
+    err = capsys.readouterr().err
+    assert words.format(root=root, raw=raw_folder(root)) in err and err.count("\n") == 1, err
+    assert main(["run", "--data", "mnist", *args]) == 2
+    assert capsys.readouterr().err == err  # the same refusal, with the same hint
+    assert not list(tmp_path.rglob("embedded-5k-*")) and not (tmp_path / "out" / "runs.jsonl").exists()
 
 
 def test_auto_notes_its_fallback_in_a_folder_named_by_the_environment_as_by_the_option(

@@ -68,10 +68,7 @@ def prepare(source: str, data_dir: str | os.PathLike[str] | None, samples: int, 
     named = named_data_dir(data_dir)
     root = named or default_data_dir()
     if source == "auto":
-        source = "mnist" if mnist_on_disk(root) or mnist_reachable() else "embedded"
-        if source == "embedded" and named is not None:
-            print(f"note: --data auto found no MNIST in {raw_folder(root)}{_gz_hint(root)} and cannot download it: "
-                  "training on the embedded digits", file=sys.stderr)
+        source = _auto(root, named=named is not None)
     if source not in ("mnist", "embedded", "synthetic"):
         raise DataUnavailable(f"unknown data source {source!r}")
     if source == "mnist":
@@ -82,6 +79,18 @@ def prepare(source: str, data_dir: str | os.PathLike[str] | None, samples: int, 
             return _located(source, folder, samples)
         _write_or_refuse(root, lambda: (_write_embedded if source == "embedded" else _write_synthetic)(root, folder))
     return _located(source, folder, samples, check_mnist(folder))
+
+
+def _auto(root: Path, *, named: bool) -> str:
+    """mnist where it is on disk or can be downloaded, and where a folder the user named holds some
+    of it: that is refused as --data mnist refuses it, with its hint, rather than trained on other
+    data (and the embedded digits are not written into the user's MNIST folder). Else embedded."""
+    if mnist_on_disk(root) or (named and _mnist_attempted(root)) or mnist_reachable():
+        return "mnist"
+    if named:
+        print(f"note: --data auto found no MNIST in {raw_folder(root)} and cannot download it: "
+              "training on the embedded digits", file=sys.stderr)
+    return "embedded"
 
 
 def _located(source: str, folder: Path, samples: int, content: tuple[int, str] | None = None) -> DataInfo:
@@ -185,20 +194,34 @@ def _not_there(root: Path, missing: list[str]) -> str:
         what = f"MNIST is not in {raw}{_gz_hint(root)}"
     else:
         what = f"{raw} lacks {', '.join(missing)} (torchvision's MNIST reads all four files)"
-    hint = ""
-    if (root / TRAIN_IMAGES).exists() or (root.name == "raw" and root.parent.name == "MNIST"):
-        hint = f"; --data-dir names the folder above MNIST/raw: --data-dir {root.parent.parent}?"
-    elif (root / "raw" / TRAIN_IMAGES).exists() or root.name == "MNIST":
-        hint = f"; --data-dir names the folder above MNIST/raw: --data-dir {root.parent}?"
+    meant = _meant_data_dir(root)
+    hint = f"; --data-dir names the folder above MNIST/raw: --data-dir {meant}?" if meant is not None else ""
     return (f"{what}{hint}; it cannot be downloaded here (offline?): use --data embedded (5,000 real MNIST "
             "digits, no download) or --data synthetic, or --data-dir naming a folder that holds MNIST/raw")
 
 
-def _gz_hint(root: Path) -> str:
+def _mnist_attempted(root: Path) -> bool:
+    """Whether root holds MNIST in part or misplaced: some of its files, their .gz downloads, or
+    its layout one level off."""
+    return len(missing_files(root)) < 4 or _gzipped(root) or _meant_data_dir(root) is not None
+
+
+def _meant_data_dir(root: Path) -> Path | None:
+    """The data folder meant, where root is (or holds) MNIST/raw or MNIST instead."""
+    if (root / TRAIN_IMAGES).exists() or (root.name == "raw" and root.parent.name == "MNIST"):
+        return root.parent.parent
+    if (root / "raw" / TRAIN_IMAGES).exists() or root.name == "MNIST":
+        return root.parent
+    return None
+
+
+def _gzipped(root: Path) -> bool:
     raw = raw_folder(root)
-    if raw.is_dir() and any(raw.glob("*-ubyte.gz")):
-        return f" (only the .gz downloads: gunzip {raw}/*.gz)"
-    return ""
+    return raw.is_dir() and any(raw.glob("*-ubyte.gz"))
+
+
+def _gz_hint(root: Path) -> str:
+    return f" (only the .gz downloads: gunzip {raw_folder(root)}/*.gz)" if _gzipped(root) else ""
 
 
 def _write_embedded(root: Path, folder: Path) -> None:
