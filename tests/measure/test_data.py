@@ -94,6 +94,14 @@ def test_missing_files_and_a_folder_one_level_too_deep_are_named(tmp_path: Path)
         prepare("mnist", raw_folder(whole), 100)
 
 
+def test_mnist_without_its_test_files_is_refused_saying_why_they_are_needed(tmp_path: Path) -> None:
+    root = fake_mnist(tmp_path / "d", 100)
+    _train_only(root)
+    with pytest.raises(DataUnavailable, match=r"reads only the train files, but .* torchvision's MNIST, the seed's "
+                       r"loader \(--loader reference\), which checks for all four: copy in MNIST's t10k files"):
+        prepare("mnist", root, 100)
+
+
 def test_gzipped_downloads_are_named_with_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     raw = raw_folder(tmp_path)
     raw.mkdir(parents=True)

@@ -192,6 +192,10 @@ def _not_there(root: Path, missing: list[str]) -> str:
     raw = raw_folder(root)
     if len(missing) == 4:
         what = f"MNIST is not in {raw}{_gz_hint(root)}"
+    elif set(missing) <= {TEST_IMAGES, TEST_LABELS}:
+        what = (f"{raw} lacks {', '.join(missing)}: a run reads only the train files, but its data must also "
+                "open in torchvision's MNIST, the seed's loader (--loader reference), which checks for all four: "
+                "copy in MNIST's t10k files")
     else:
         what = f"{raw} lacks {', '.join(missing)} (torchvision's MNIST reads all four files)"
     meant = _meant_data_dir(root)
