@@ -38,6 +38,18 @@ def test_a_folder_of_mnist_is_known_by_its_images_not_its_name(tmp_path: Path) -
     assert len(small.digest) == 12 and small.digest != other.digest and small.digest == copy.digest
 
 
+def test_a_source_larger_than_an_epoch_is_noted_with_the_images_never_seen(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = fake_mnist(tmp_path / "d", 700)
+    assert prepare("mnist", root, 600).images == 700
+    err = capsys.readouterr().err
+    assert "mnist holds 700 images" in err and "100 are never seen; --samples 700 uses them all" in err, err
+    prepare("mnist", root, 700)
+    prepare("mnist", root, 1400)
+    assert capsys.readouterr().err == ""  # every image seen: nothing to say
+
+
 def test_a_dry_run_refuses_missing_mnist_as_the_run_would(tmp_path: Path) -> None:
     with pytest.raises(DataUnavailable, match="MNIST is not in"):
         prepare("mnist", tmp_path, 60_000, write=False)

@@ -65,6 +65,15 @@ def prepare(source: str, data_dir: str | os.PathLike[str] | None, samples: int, 
     """Resolve `auto`, make sure the files exist and are whole, and say what the run will train
     on. With `write` off nothing is written or downloaded: the answer says where the files would
     be, and MNIST that is neither on disk nor reachable is refused as it would be then."""
+    info = _prepare(source, data_dir, samples, write)
+    if info.images > samples:  # an epoch's order indexes the first `samples` images only (train/loaders.py)
+        print(f"note: {info.source} holds {info.images:,} images and an epoch of {samples:,} samples uses the first "
+              f"{samples:,}: {info.images - samples:,} are never seen; --samples {info.images} uses them all",
+              file=sys.stderr)
+    return info
+
+
+def _prepare(source: str, data_dir: str | os.PathLike[str] | None, samples: int, write: bool) -> DataInfo:
     named = named_data_dir(data_dir)
     root = named or default_data_dir()
     if source == "auto":
