@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vaebench.cli import main
-from vaebench.errors import EXIT_BUG, EXIT_USAGE, Interrupted, UsageError, VaebenchError
+from vaebench.errors import EXIT_BUG, EXIT_USAGE, Interrupted, UsageError, VaebenchError, signal_of
 from vaebench.measure.data import DataUnavailable
 from vaebench.reproduce.claim import ClaimError
 from vaebench.storage import CorruptResults, NoResults
@@ -21,6 +21,11 @@ def test_every_input_error_is_a_usage_error_with_exit_2() -> None:
     assert CorruptResults(Path("runs.jsonl"), 3, "bad").exit_code == EXIT_USAGE
     assert Interrupted(signal.SIGTERM).exit_code == 143 and Interrupted(signal.SIGHUP).exit_code == 129
     assert Interrupted().exit_code == 130
+
+
+def test_a_stop_names_its_signal_ctrl_c_as_sigint() -> None:
+    assert signal_of(KeyboardInterrupt()) == signal.SIGINT
+    assert signal_of(Interrupted(signal.SIGTERM)) == signal.SIGTERM and signal_of(Interrupted(signal.SIGHUP)) == 1
 
 
 def test_a_bug_prints_its_traceback_and_exits_70(

@@ -11,7 +11,6 @@ import json
 import math
 import os
 import re
-import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -27,9 +26,11 @@ from .errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    STOPS,
     Interrupted,
     UsageError,
     VaebenchError,
+    signal_of,
     stop_signals_raise,
 )
 from .result import OK
@@ -719,9 +720,8 @@ def _sweep_on_jobs(planned: Sequence[Planned], todo: Sequence[Planned], options:
                    f"done); cancel them with `{submitted.cancel}`")
     try:
         followed = cluster.follow(out, submitted)
-    except (KeyboardInterrupt, Interrupted) as stop:  # Ctrl-C, or SIGTERM/SIGHUP
-        signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
-        raise Interrupted(signum, f"stopped following; the jobs keep running: {follow_hint}") from None
+    except STOPS as stop:  # Ctrl-C, or SIGTERM/SIGHUP
+        raise Interrupted(signal_of(stop), f"stopped following; the jobs keep running: {follow_hint}") from None
     print(f"sweep: {counted(len(followed.rows), 'run')} recorded in {out}, {followed.failed} failed"
           + (f", {followed.unsubmitted} never submitted (the queue was stopped)" if followed.unsubmitted else ""))
     print(f"next: vaebench report {out}")

@@ -43,6 +43,14 @@ class Interrupted(VaebenchError):
         self.exit_code = 128 + signum
 
 
+STOPS = (KeyboardInterrupt, Interrupted)  # what a stop signal raises: Ctrl-C's, and SIGTERM's or SIGHUP's
+
+
+def signal_of(stop: BaseException) -> int:
+    """The signal behind a stop: `Interrupted` names its own, KeyboardInterrupt is Ctrl-C's SIGINT."""
+    return stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
+
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # `timeout`, a CI cancel, `docker stop`, a closed terminal
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .. import storage
 from .._format import format_duration
-from ..errors import Interrupted, UsageError
+from ..errors import STOPS, Interrupted, UsageError, signal_of
 from ..result import OK, DataInfo, RunRecord
 from ..rules import contended
 from ..spec import Capabilities, RunSpec
@@ -184,10 +184,8 @@ def run_points(
                 # Once a few runs are in, their pace beats the rough first guess.
                 eta = elapsed / index * (len(todo) - index) if index >= 3 else left_s
                 report(_line(index, len(todo), record, elapsed, eta))
-    except KeyboardInterrupt:
-        outcome.interrupted = True
-    except Interrupted as exc:  # SIGTERM or SIGHUP, under errors.stop_signals_raise
-        outcome.interrupted, outcome.signum = True, exc.signum
+    except STOPS as stop:  # Ctrl-C, or SIGTERM or SIGHUP under errors.stop_signals_raise
+        outcome.interrupted, outcome.signum = True, signal_of(stop)
     return outcome
 
 
