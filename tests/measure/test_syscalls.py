@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import shutil
+import signal
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from vaebench.errors import UsageError
+from vaebench.cli import main
+from vaebench.errors import Interrupted, UsageError
 from vaebench.measure import syscalls
+from vaebench.measure.process import ChildExit
 from vaebench.measure.syscalls import PERF, STRACE, find_tracer, parse_perf_trace, parse_strace
-from vaebench.result import SyscallCount
+from vaebench.protocol import Answer, Request
+from vaebench.result import OK, ProcessUsage, StepSplit, SyscallCount, TrainMetrics
+from vaebench.storage import read_rows
 
 # strace 6.1 -c -f on this machine (a shortened copy of a real table).
 STRACE_TABLE = """\
@@ -86,3 +93,39 @@ def test_a_real_trace_of_a_child_counts_its_threads_calls(tmp_path: Path) -> Non
     names = {c.syscall for c in counts}
     assert "clone3" in names or "clone" in names  # the thread's creation was seen: -f follows it
     assert all(c.calls > 0 for c in counts)
+
+
+def _trained_child(argv: Sequence[str], **_: object) -> ChildExit:
+    """A training child that answers at once with a finished run."""
+    request = Request.read(Path(argv[-1]))
+    metrics = TrainMetrics(
+        t_import_s=1.0, t_data_s=0.1, t_model_s=0.1, t_first_step_s=0.01, train_s=1.0, steps_done=2,
+        samples_seen=256, warmup_steps=1, step_median_ms=5.0, step_iqr_ms=0.1, samples_per_s=1e4, epoch_s=math.nan,
+        final_loss=500.0, epoch_losses=[500.0], epoch_times_s=[1.0], split=StepSplit(), model_flops_per_s=1e9,
+        peak_flops_per_s=math.nan, flops_frac=math.nan)
+    Answer(status=OK, metrics=metrics).write(Path(request.result))
+    usage = ProcessUsage(real_s=2.0, user_s=1.5, sys_s=0.2, peak_rss_mb=300.0, ctx_voluntary=10, ctx_involuntary=5,
+                         exit_code=0)
+    return ChildExit(usage=usage, timed_out=False, signal=None)
+
+
+@pytest.mark.parametrize(("stop", "status"), [(KeyboardInterrupt(), 130), (Interrupted(signal.SIGTERM), 143)])
+def test_a_stop_in_the_traced_run_keeps_the_timed_run_without_a_syscall_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], stop: BaseException,
+    status: int,
+) -> None:
+    def stopped(*_: object) -> None:
+        raise stop
+
+    monkeypatch.setattr(syscalls, "find_tracer", lambda: STRACE)
+    monkeypatch.setattr("vaebench.measure.run.run_child", _trained_child)
+    monkeypatch.setattr("vaebench.measure.run.cached_peak", lambda *_, **__: 1e12)
+    monkeypatch.setattr("vaebench.measure.run.traced_run", stopped)
+    out = tmp_path / "out"
+    assert main(["run", "--data", "synthetic", "--samples", "256", "--steps", "2", "--syscalls",
+                 "--out", str(out)]) == status
+    (row,) = read_rows(out)  # was: no record, the finished timed run lost with the diagnostic one
+    assert row["status"] == OK and row["final_loss"] == 500.0
+    assert "syscalls" not in row and "syscall_tool" not in row  # not measured
+    err = capsys.readouterr().err
+    assert "interrupted during the --syscalls diagnostic run" in err and "the timed run" in err

@@ -22,7 +22,7 @@ from typing import Any
 
 from .. import storage
 from ..analysis.attribution import Evidence, attribute
-from ..errors import UsageError
+from ..errors import STOPS, Interrupted, UsageError, signal_of
 from ..machine import capabilities, child_process_env, host_fingerprint, usable_cores
 from ..protocol import Answer, Request
 from ..result import FAILED, OK, DataInfo, MonitorSummary, RunRecord, RunSeries, SyscallTable, TrainMetrics
@@ -153,20 +153,29 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
         scaling_efficiency=scaling_efficiency(train.samples_per_s, spec.world_size, single) if train else math.nan,
         single_rank_samples_per_s=single,
     )
-    if options.tracer is not None:
-        record = dataclasses.replace(record, syscalls=traced_run(options.tracer, spec, data, options, run_id))
     series = RunSeries(step_ms=answer.step_ms if answer else [], monitor=monitor.samples,
                        step_samples=answer.step_samples if answer else [],
                        excluded_steps=answer.excluded_steps if answer else [],
                        rank_step_ms=answer.rank_step_ms if answer else [],
                        allreduce_ms=answer.allreduce_ms if answer else [], monitor_t0_unix=monitor.t0_unix)
+    if options.tracer is not None:
+        try:
+            record = dataclasses.replace(record, syscalls=traced_run(options.tracer, spec, data, options, run_id))
+        except STOPS as stop:  # the timed run finished: it is kept, with no syscall table
+            _store(record, series, options)
+            raise Interrupted(signal_of(stop), "interrupted during the --syscalls diagnostic run; what finished is "
+                              f"kept: the timed run, in {options.out}, without a syscall table") from None
+    _store(record, series, options)
+    return record
+
+
+def _store(record: RunRecord, series: RunSeries, options: RunOptions) -> None:
     if options.launch.node_rank > 0:
-        return record  # rank 0 is on node 0, and so is the run's record
+        return  # rank 0 is on node 0, and so is the run's record
     if options.shared:
         storage.write_record(options.out, record, series)
     else:
         storage.append(options.out, record, series)
-    return record
 
 
 def _request(spec: RunSpec, data: DataInfo, options: RunOptions, run_id: str, result: Path) -> Request:
