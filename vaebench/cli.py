@@ -900,6 +900,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz,
                              progress=sys.stderr.isatty(), sweep="reproduce")
         outcome, reused = reproduce.run_plan(plan, data, options, force=args.force)
+        outcome.raise_if_nothing_kept(out)
         if reused:
             print(f"reused {reused} runs already in {out} (--force measures them again)")
     comparison, markdown = reproduce.judge(claim, plan, out, quick=args.quick, epochs=args.epochs)
@@ -1098,6 +1099,7 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
               f"{out}, {len(runs.todo)} to run")
         options = RunOptions(out=out, timeout=args.timeout, sample_hz=args.sample_hz, sweep="ladder")
         outcome = run_points(runs.todo, options, force=args.force)
+        outcome.raise_if_nothing_kept(out)
         data = runs.planned[0].point.spec.data
     # The plan's specs carry data=auto; the records carry the resolved source.
     text, path = ladder.report_folder(dataclasses.replace(base, data=data), rungs, out, profile=args.profile,

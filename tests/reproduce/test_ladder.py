@@ -6,15 +6,19 @@ import dataclasses
 import json
 import math
 import shutil
+import signal
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from vaebench import storage
 from vaebench.cli import main
-from vaebench.errors import UsageError
+from vaebench.errors import Interrupted, UsageError
+from vaebench.measure.run import RunOptions, new_run_id
 from vaebench.reproduce import ladder
-from vaebench.spec import Capabilities, validate
+from vaebench.result import FAILED, DataInfo, RunRecord
+from vaebench.spec import Capabilities, RunSpec, validate
 
 
 def test_each_rung_adds_one_knob_to_the_seed_configuration() -> None:
@@ -145,3 +149,44 @@ def test_report_only_on_a_folder_without_a_ladder_is_refused(tmp_path: Path) -> 
     with pytest.raises(UsageError, match="no ladder runs to report on"):
         ladder.settings_of_folder(tmp_path)
     assert main(["ladder", "--report-only", "--out", str(tmp_path)]) == 2
+
+
+CPU_LADDER = ["ladder", "--device", "cpu", "--steps", "4", "--no-profile", "--data", "synthetic", "--samples", "256"]
+
+
+def stopped_run(kept: int, stop: BaseException):  # type: ignore[no-untyped-def]
+    """A runner that records `kept` (failed) runs, then meets the stop while the next one trains."""
+    done: list[RunRecord] = []
+
+    def run(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
+        if len(done) == kept:
+            raise stop
+        done.append(RunRecord(spec=spec, run_id=new_run_id(), started_at="2026-01-01T00:00:00+00:00",
+                              status=FAILED, reason="crashed", data=data, sweep=options.sweep))
+        storage.append(options.out, done[-1])
+        return done[-1]
+
+    return run
+
+
+@pytest.mark.parametrize(("stop", "status"), [(KeyboardInterrupt(), 130), (Interrupted(signal.SIGTERM), 143)])
+def test_a_stop_before_any_rung_finished_exits_as_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], stop: BaseException,
+    status: int,
+) -> None:
+    monkeypatch.setattr("vaebench.measure.execution.run_once", stopped_run(0, stop))
+    out = tmp_path / "ladder"
+    assert main([*CPU_LADDER, "--out", str(out)]) == status  # was 2, "no results at ...": the empty folder read
+    err = capsys.readouterr().err
+    assert f"interrupted before any run finished, so {out} holds nothing to report on" in err
+    assert "no results" not in err and not (out / "ladder.md").exists()
+
+
+def test_a_stop_after_a_rung_reports_it_then_exits_as_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("vaebench.measure.execution.run_once", stopped_run(1, KeyboardInterrupt()))
+    out = tmp_path / "ladder"
+    assert main([*CPU_LADDER, "--out", str(out)]) == 130
+    assert "interrupted; what finished is kept: run the same command again to finish" in capsys.readouterr().err
+    assert (out / "ladder.md").exists()

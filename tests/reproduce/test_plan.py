@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import math
+import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +14,7 @@ import pytest
 
 from vaebench import storage
 from vaebench.cli import main
+from vaebench.errors import Interrupted
 from vaebench.machine import capabilities
 from vaebench.measure.run import RunOptions, new_run_id
 from vaebench.reproduce import claim as claims
@@ -279,6 +282,54 @@ def test_reproduce_command_with_a_fake_runner(tmp_path: Path, monkeypatch: pytes
     assert f"12 runs on cpu with synthetic (256 samples/epoch); all already in {out}, none to run" in text
     assert "about" not in text.splitlines()[0]  # was "12 runs ..., about 1:04" with nothing to run
     assert len(storage.read_rows(out)) == 12
+
+
+def stop_after(runs: int, stop: BaseException) -> Callable[[RunSpec, DataInfo, RunOptions], RunRecord]:
+    """`fake_run` for the first `runs` runs, then the stop (Ctrl-C, SIGTERM) while the next one trains."""
+    done: list[RunRecord] = []
+
+    def run(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
+        if len(done) == runs:
+            raise stop
+        done.append(fake_run(spec, data, options))
+        return done[-1]
+
+    return run
+
+
+STOPS = [(KeyboardInterrupt(), 130), (Interrupted(signal.SIGTERM), 143)]
+
+
+@pytest.mark.parametrize(("stop", "status"), STOPS)
+def test_a_stop_before_any_run_finished_exits_as_interrupted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], stop: BaseException,
+        status: int) -> None:
+    from vaebench import machine
+
+    monkeypatch.setattr(reproduce, "run_once", stop_after(0, stop))
+    monkeypatch.setattr(machine, "_ldconfig_allocators", lambda: ())
+    out = tmp_path / "out"
+    assert main(["reproduce", "--device", "cpu", "--data", "synthetic", "--samples", "256", "--quick",
+                 "--out", str(out)]) == status  # was 2, "no results at ...": the empty folder judged
+    err = capsys.readouterr().err
+    assert f"interrupted before any run finished, so {out} holds nothing to report on" in err
+    assert "no results" not in err and "error" not in err
+    assert not (out / "reproduce.md").exists()
+
+
+@pytest.mark.parametrize(("stop", "status"), STOPS)
+def test_a_stop_after_some_runs_judges_them_then_exits_as_interrupted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], stop: BaseException,
+        status: int) -> None:
+    from vaebench import machine
+
+    monkeypatch.setattr(reproduce, "run_once", stop_after(1, stop))
+    monkeypatch.setattr(machine, "_ldconfig_allocators", lambda: ())
+    out = tmp_path / "out"
+    assert main(["reproduce", "--device", "cpu", "--data", "synthetic", "--samples", "256", "--quick",
+                 "--out", str(out)]) == status
+    assert "interrupted; what finished is kept: run the same command again to finish" in capsys.readouterr().err
+    assert len(storage.read_rows(out)) == 1 and (out / "reproduce.md").exists()
 
 
 def test_report_only_judges_a_folder_as_its_runs_were_planned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

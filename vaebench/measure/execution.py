@@ -54,6 +54,13 @@ class SweepOutcome:
         if self.interrupted:
             raise Interrupted(self.signum, f"interrupted; what finished is kept: run the same command again to {then}")
 
+    def raise_if_nothing_kept(self, out: Path) -> None:
+        """`Interrupted` now, when the points were stopped before `out` held any record: a command
+        that reports on what finished before it stops has nothing to report on."""
+        if self.interrupted and not storage.has_results(out):
+            raise Interrupted(self.signum, f"interrupted before any run finished, so {out} holds nothing to report "
+                              "on: run the same command again to start")
+
 
 @dataclass(frozen=True)
 class Schedule:
