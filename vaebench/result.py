@@ -153,6 +153,7 @@ class TrainMetrics:
     peak_flops_per_s: float
     flops_frac: float
     last_epoch_partial: bool = False  # --steps ended the last epoch early: its loss covers only its steps
+    warnings: list[str] = field(default_factory=list)  # what went wrong beside the numbers: the picture not written
     train_start_unix: float = math.nan  # wall clock, to place the training window in the monitor's samples
     train_end_unix: float = math.nan
     compile: CompileStats = field(default_factory=CompileStats)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import subprocess
 import sys
@@ -8,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from vaebench.result import FAILED
+from vaebench.analysis.summary import format_run
+from vaebench.protocol import Answer, Request
+from vaebench.result import FAILED, OK, DataInfo, RunRecord, StepSplit, TrainMetrics
 from vaebench.spec import RunSpec
+from vaebench.train import child
 from vaebench.train.child import failure_reason
 from vaebench.tune.search import Trial
 
@@ -73,3 +78,41 @@ def test_the_import_phase_holds_what_torch_imports_lazily_for_the_model_and_opti
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_a_digits_picture_that_cannot_be_written_leaves_the_run_ok_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vaebench.train import loop
+
+    metrics = TrainMetrics(
+        t_import_s=1.0, t_data_s=0.1, t_model_s=0.1, t_first_step_s=0.01, train_s=1.0, steps_done=2,
+        samples_seen=256, warmup_steps=1, step_median_ms=5.0, step_iqr_ms=0.1, samples_per_s=1e4, epoch_s=math.nan,
+        final_loss=500.0, epoch_losses=[500.0], epoch_times_s=[1.0], split=StepSplit(), model_flops_per_s=1e9,
+        peak_flops_per_s=math.nan, flops_frac=math.nan)
+    trained = loop.TrainOutcome(metrics=metrics, step_ms=[5.0, 5.0], step_samples=[128, 128], excluded_steps=[],
+                                model=None)  # type: ignore[arg-type]
+
+    def full_disk(model: object, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\x89PNG torn")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(child, "tie_to_parent", lambda: None)  # not this test process's parent
+    monkeypatch.setattr(loop, "train", lambda *args, **kwargs: trained)
+    monkeypatch.setattr(child, "_save_digits", full_disk)
+    request = Request(spec=RunSpec(data="synthetic", samples=256, steps=2), data=DataInfo("synthetic", 256, 1.0, ""),
+                      out=str(tmp_path), run_id="r1", result=str(tmp_path / "answer.json"))
+    request.write(tmp_path / "request.json")
+    assert child.main([str(tmp_path / "request.json")]) == 0
+    answer = Answer.read(tmp_path / "answer.json")
+    # Was: a failed answer, "OSError: [Errno 28] No space left on device", and every metric dropped.
+    assert answer is not None and answer.ok and answer.metrics is not None
+    assert answer.metrics.final_loss == 500.0 and answer.step_ms == [5.0, 5.0]
+    (warning,) = answer.metrics.warnings
+    picture = tmp_path / "samples" / "r1.png"
+    assert warning == f"the digits picture could not be written to {picture}: No space left on device"
+    assert not picture.exists()
+    record = RunRecord(spec=request.spec, run_id="r1", started_at="now", status=OK, train=answer.metrics)
+    assert f"  WARNING   {warning}" in format_run(record)
+    assert record.to_row()["warnings"] == [warning]

@@ -67,6 +67,7 @@ def format_run(record: RunRecord, results_path: str = "") -> str:
         lines.extend(_rank_lines(record))
         lines.extend(_compile_lines(train))
         lines.extend(_profile_lines(train))
+        lines.extend(f"  WARNING   {warning}" for warning in train.warnings)
     monitor = record.monitor
     if not math.isnan(monitor.gpu_util_mean):
         lines.append(

@@ -17,6 +17,8 @@ import time
 
 _START = time.perf_counter()
 
+import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
@@ -30,7 +32,7 @@ from typing import Any  # noqa: E402
 
 from .._format import ProgressBar  # noqa: E402
 from ..protocol import Answer, Request  # noqa: E402
-from ..result import OK  # noqa: E402
+from ..result import OK, TrainMetrics  # noqa: E402
 from ..storage import SAMPLES_DIR  # noqa: E402
 from .lifeline import exit_if_orphaned, tie_to_parent  # noqa: E402
 
@@ -101,10 +103,10 @@ def _train(request: Request, rank: int = 0) -> Answer:
     if rank != 0:
         return Answer(status=OK)
     exit_if_orphaned()  # a picture with no record beside it would mislead
-    _save_digits(outcome.model, Path(request.out) / SAMPLES_DIR / f"{request.run_id}.png")
+    metrics = _with_digits(outcome.model, Path(request.out) / SAMPLES_DIR / f"{request.run_id}.png", outcome.metrics)
     return Answer(
         status=OK,
-        metrics=outcome.metrics,
+        metrics=metrics,
         step_ms=outcome.step_ms,
         step_samples=outcome.step_samples,
         excluded_steps=outcome.excluded_steps,
@@ -166,6 +168,19 @@ def failure_reason(exc: BaseException) -> str:
     if any(m in whole for m in DIVERGED_MESSAGES):
         return "diverged: the decoder's output went NaN, so the loss could not be computed; lower --lr"
     return f"{type(exc).__name__}: {first}"
+
+
+def _with_digits(model: Any, path: Path, metrics: TrainMetrics) -> TrainMetrics:
+    """Save the digits picture; `metrics` with a warning where it could not be written (a full
+    disk, a folder gone): the run trained all the same, and its numbers stand."""
+    try:
+        _save_digits(model, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)  # a torn picture would pass for the model's digits
+        warning = f"the digits picture could not be written to {path}: {exc.strerror or exc}"
+        return dataclasses.replace(metrics, warnings=[*metrics.warnings, warning])
+    return metrics
 
 
 def _save_digits(model: Any, path: Path) -> None:
