@@ -916,7 +916,8 @@ TUNE_EPILOG = (
     "Examples: vaebench tune --device cpu --budget 120s; "
     "vaebench tune --device cuda --target-loss 110 --lr-scaling sqrt. "
     "Writes tune.md, tune.json and figures into --out; every isolated run is stored there, so "
-    "`vaebench report` works on it. Exit status: 0 a recommendation, 1 none, 2 bad usage."
+    "`vaebench report` works on it. Interrupted, it writes them with the trials that finished and no "
+    "recommendation. Exit status: 0 a recommendation, 1 none, 2 bad usage, 130/143/129 interrupted."
 )
 
 
@@ -1001,11 +1002,14 @@ def _cmd_tune(args: argparse.Namespace) -> int:
                             quality_samples=args.quality_samples, tolerance=args.tolerance, isolated=args.isolated)
     print(f"tune: {base.device}, {data.source} ({data.samples} samples/epoch), budget {budget:g} s", file=sys.stderr)
     result = tune(settings, data, RunOptions(out=Path(args.out)), caps)
+    result.raise_if_nothing_kept()
     print(format_table(trials_frame(result)))
     print(f"\nrecommendation: {'' if result.recommendation.trial else 'none: '}{result.recommendation.reason}")
     for line in [*result.recommendation.rejected, result.search.memory_note(), *result.notes]:
         print(f"  {line}")
-    print(f"wrote {write(result, Path(args.out))}; next: vaebench report {args.out}")
+    written = write(result, Path(args.out))
+    result.raise_if_interrupted(written)
+    print(f"wrote {written}; next: vaebench report {args.out}")
     return EXIT_OK if result.recommendation.trial is not None else EXIT_FAILED
 
 

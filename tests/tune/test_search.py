@@ -3,12 +3,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from vaebench.cli import main
+from vaebench.errors import Interrupted
 from vaebench.measure.run import RunOptions
 from vaebench.result import FAILED, DataInfo, MonitorSummary, ProcessUsage, RunRecord, StepSplit, TrainMetrics
 from vaebench.spec import Capabilities, RunSpec
@@ -113,6 +115,24 @@ def test_budget_stops_cleanly_with_the_best_so_far() -> None:
     assert "budget" in result.stop_reason
     assert result.best is not None and result.best.batch == max(t.batch for t in result.trials)
     assert now[0] <= 10.0, "a trial that cannot finish in time is not started"
+
+
+STOPS = [(KeyboardInterrupt(), signal.SIGINT), (Interrupted(signal.SIGTERM), signal.SIGTERM)]
+
+
+@pytest.mark.parametrize(("stop", "signum"), STOPS)
+def test_a_stop_mid_search_keeps_the_best_so_far(stop: BaseException, signum: int) -> None:
+    measure, _ = peaked(1024)
+
+    def stopped_at_64(spec: RunSpec) -> Trial:
+        if spec.batch_size == 64:
+            raise stop
+        return measure(spec)
+
+    result = search_batch(BASE, stopped_at_64, max_batch=65_536)
+    assert result.interrupted == signum and [t.batch for t in result.trials] == [16, 32]
+    assert result.stop_reason == "interrupted before batch 64 finished; best so far kept"
+    assert result.best is not None and result.best.batch == 32
 
 
 def test_trials_are_sized_so_warm_up_is_excluded_and_big_batches_stay_short() -> None:
@@ -585,3 +605,70 @@ def test_the_throughput_figure_names_the_pipelines_its_points_ran() -> None:
     labels = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
     assert labels == ["batch search (short trials, seed pipeline)", "quality (isolated runs, loader=tensor)"]
     assert [tick.get_text() for tick in figure.axes[0].get_xticklabels()] == ["16", "32"]
+
+
+def _tune_stopped(monkeypatch: pytest.MonkeyPatch, stop: BaseException, *, isolated_runs: int,
+                  screened: int | None = None) -> None:
+    """`tune` from the command line on a fake machine, stopped by `stop` after `isolated_runs`
+    isolated runs, or (with `screened`) in the search after that many screen trials."""
+    import vaebench.tune.driver as driver
+
+    measure, _ = peaked(64)
+    ran: list[RunSpec] = []
+
+    def screen(base: RunSpec, data: DataInfo, **kw: object) -> SearchResult:
+        if screened is None:
+            return search_batch(base, measure, max_batch=int(kw["max_batch"]))  # type: ignore[arg-type]
+        trials = [measure(dataclasses.replace(base, batch_size=16 << n)) for n in range(screened)]
+        return SearchResult(trials=trials, stop_reason="interrupted; trials finished before that are kept",
+                            interrupted=signal.SIGINT)
+
+    def run(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
+        if len(ran) == isolated_runs:
+            raise stop
+        ran.append(spec)
+        return _record(spec, options, measure(spec).samples_per_s, 100.0)
+
+    real = driver.tune
+    monkeypatch.setattr(driver, "tune", lambda *args, **kwargs: real(*args, run=run, screen=screen, **kwargs))
+
+
+@pytest.mark.parametrize(("stop", "signum"), STOPS)
+def test_an_interrupted_tune_writes_the_trials_that_finished_and_says_what_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], stop: BaseException,
+    signum: int,
+) -> None:
+    _tune_stopped(monkeypatch, stop, isolated_runs=2)  # the confirm run and one knob's, then the next knob's stopped
+    out = tmp_path / "tune"
+    assert main(["tune", "--data", "synthetic", "--samples", "1024", "--out", str(out)]) == 128 + signum
+    err = capsys.readouterr().err
+    # Was: 'interrupted', with no tune.md and no word of what was kept.
+    assert (f"interrupted; what finished is kept: the tune's trials so far in {out / 'tune.md'}, with no "
+            f"recommendation, and its 2 isolated runs in {out / 'runs.jsonl'}, which `vaebench report {out}` "
+            "reads; the same command starts the tune over") in err
+    assert "No recommendation: interrupted during the pipeline knobs" in (out / "tune.md").read_text()
+    tuned = json.loads((out / "tune.json").read_text())
+    assert tuned["recommendation"] is None
+    assert [t["stage"] for t in tuned["trials"] if t["stage"] not in ("climb", "refine")] == ["confirm", "knob"]
+
+
+def test_a_tune_stopped_in_the_screen_writes_the_screened_trials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _tune_stopped(monkeypatch, KeyboardInterrupt(), isolated_runs=0, screened=2)
+    out = tmp_path / "tune"
+    assert main(["tune", "--data", "synthetic", "--samples", "1024", "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert f"the tune's trials so far in {out / 'tune.md'}, with no recommendation; the same command" in err
+    assert "No recommendation: interrupted during the batch search" in (out / "tune.md").read_text()
+    assert [t["spec"]["batch_size"] for t in json.loads((out / "tune.json").read_text())["trials"]] == [16, 32]
+
+
+def test_a_tune_stopped_before_any_trial_finished_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _tune_stopped(monkeypatch, KeyboardInterrupt(), isolated_runs=0, screened=0)
+    out = tmp_path / "tune"
+    assert main(["tune", "--data", "synthetic", "--samples", "1024", "--out", str(out)]) == 130
+    assert "interrupted before any trial finished, so there is nothing to report on" in capsys.readouterr().err
+    assert not (out / "tune.md").exists()

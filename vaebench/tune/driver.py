@@ -4,7 +4,8 @@ Three stages share one time budget. The batch search gets the first `SEARCH_SHAR
 (in one warm process, or as isolated runs), the knobs run until `KNOB_SHARE`, and the
 quality guard uses the rest. Every knob trial and quality run is an isolated
 `measure.run.run_once` stored in the results folder, so `vaebench report` reads it like a sweep.
-A stage that meets the deadline stops cleanly, keeps what it measured, and says so.
+A stage that meets the deadline stops cleanly, keeps what it measured, and says so; an interrupt
+(Ctrl-C, SIGTERM, SIGHUP) keeps the trials that finished too, and recommends nothing.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._format import counted
+from ..errors import STOPS, Interrupted, signal_of
 from ..measure.run import RunOptions, run_once
 from ..result import DataInfo, RunRecord
 from ..rules import NEIGHBOUR_LIMIT_PCT, contended
 from ..spec import SPEED_KNOBS, Capabilities, RunSpec, format_value
+from ..storage import RUNS_FILE
 from .search import (
     KNOB_GAIN,
     REFERENCE_BATCH,
@@ -88,10 +91,29 @@ class TuneResult:
     wall_s: float = math.nan
     quality_short_s: float = 0.0  # expected seconds of the quality runs the budget left out
     quality_start_s: float = math.nan  # when the quality guard began, in seconds since the start
+    interrupted: int | None = None  # the signal that stopped the tune, if one did: nothing is recommended
 
     @property
     def trials(self) -> list[Trial]:
         return [*self.search.trials, *self.knobs, *self.quality]
+
+    def raise_if_nothing_kept(self) -> None:
+        """`Interrupted` now, when the tune was stopped before any trial finished: nothing to write."""
+        if self.interrupted is not None and not self.trials:
+            raise Interrupted(self.interrupted, "interrupted before any trial finished, so there is nothing to "
+                              "report on: the same command starts the tune over")
+
+    def raise_if_interrupted(self, written: Path) -> None:
+        """`Interrupted`, with the signal that stopped the tune, when one did; `written` is the
+        tune.md of the trials that finished."""
+        if self.interrupted is None:
+            return
+        out = written.parent
+        isolated = sum(1 for t in self.trials if t.run_id)
+        runs = (f", and its {counted(isolated, 'isolated run')} in {out / RUNS_FILE}, which `vaebench report {out}` "
+                "reads") if isolated else ""
+        raise Interrupted(self.interrupted, f"interrupted; what finished is kept: the tune's trials so far in "
+                          f"{written}, with no recommendation{runs}; the same command starts the tune over")
 
 
 def trial_from_record(record: RunRecord, stage: str) -> Trial:
@@ -161,14 +183,20 @@ def tune(
     result = TuneResult(settings, search)
     report(f"batch search: {search.stop_reason}")
     best = search.best
+    if search.interrupted is not None:
+        return _finish(_stopped(result, search.interrupted, "the batch search"), report, clock() - start)
     if best is None:
         result.recommendation = Recommendation(None, f"no batch size ran: {search.stop_reason}")
         result.wall_s = clock() - start
         return result
 
-    config = _tune_knobs(result, best, data, options, caps, run, report, clock, start + KNOB_SHARE * budget)
-    result.config = config
-    _guard_quality(result, config, data, options, run, report, clock, start + budget)
+    try:
+        config = _tune_knobs(result, best, data, options, caps, run, report, clock, start + KNOB_SHARE * budget)
+        result.config = config
+        _guard_quality(result, config, data, options, run, report, clock, start + budget)
+    except STOPS as stop:  # the run in progress is lost; those that finished are in `result`
+        stage = "the quality guard" if math.isfinite(result.quality_start_s) else "the pipeline knobs"
+        return _finish(_stopped(result, signal_of(stop), stage), report, clock() - start)
     result.recommendation = recommend(result.quality, tolerance=settings.tolerance, target=settings.target_loss,
                                       max_batch=settings.max_batch)
     if result.recommendation.trial is not None and result.adopted:
@@ -182,6 +210,19 @@ def tune(
             None, f"the time budget ran out before the quality guard could check the "
             f"fastest batch found ({fastest.batch}, {fastest.samples_per_s:.0f} samples/s) against batch "
             f"{REFERENCE_BATCH}; this tune needs about --budget {needed_budget_s(result, budget):.0f}s")
+    return _finish(result, report, clock() - start)
+
+
+def _stopped(result: TuneResult, signum: int, stage: str) -> TuneResult:
+    """The tune as far as it got when signal `signum` stopped it in `stage`: nothing recommended."""
+    result.interrupted = signum
+    result.recommendation = Recommendation(None, f"interrupted during {stage}, before the quality guard could "
+                                           "judge a candidate; the trials are those that finished")
+    return result
+
+
+def _finish(result: TuneResult, report: Report, wall_s: float) -> TuneResult:
+    """The busy-neighbour note, the recommendation said, and the tune's wall time."""
     busy = [t.neighbour_cpu_pct for t in result.trials if contended(t.neighbour_cpu_pct)]
     if busy:
         result.notes.insert(0, f"{counted(len(busy), 'run')} of this tune ran beside a busy neighbour (processes "
@@ -189,7 +230,7 @@ def tune(
                             "the rates, the knobs' gains and the time estimates may be the neighbour's; tune on "
                             "a quiet machine")
     report(f"recommendation: {'' if result.recommendation.trial else 'none: '}{result.recommendation.reason}")
-    result.wall_s = clock() - start
+    result.wall_s = wall_s
     return result
 
 

@@ -24,6 +24,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from ..errors import STOPS, signal_of
 from ..result import FAILED, DataInfo
 from ..rules import SAMPLE_HZ
 from ..spec import RunSpec
@@ -59,8 +60,14 @@ def screen(
         "spec": base.to_dict(), "data": dataclasses.asdict(data), "max_batch": max_batch,
         "start": start, "budget_s": budget_s, "work": str(work),
     }))
-    exit_ = run_child([sys.executable, "-m", "vaebench.tune.screen", str(request)], env=child_env(base),
-                      timeout=budget_s + STARTUP_GRACE_S, folder=work.parent)
+    try:
+        exit_ = run_child([sys.executable, "-m", "vaebench.tune.screen", str(request)], env=child_env(base),
+                          timeout=budget_s + STARTUP_GRACE_S, folder=work.parent)
+    except STOPS as stop:  # the child is killed by now; its finished trials are in the work folder
+        result = read_trials(work, stopped=True)
+        result.interrupted = signal_of(stop)
+        result.stop_reason = "interrupted; trials finished before that are kept"
+        return result
     result = read_trials(work)
     answer = _read_json(work / ANSWER_FILE)
     if answer is not None:
@@ -75,8 +82,9 @@ def screen(
     return result
 
 
-def read_trials(work: Path) -> SearchResult:
-    """The finished trials, plus a failed one for a batch whose trial never finished."""
+def read_trials(work: Path, *, stopped: bool = False) -> SearchResult:
+    """The finished trials, plus a failed one for a batch whose trial never finished, unless the
+    screen was `stopped` (an interrupt): then that trial was killed, not crashed, and is left out."""
     result = SearchResult()
     started: dict[str, Any] | None = None
     path = work / TRIALS_FILE
@@ -94,7 +102,7 @@ def read_trials(work: Path) -> SearchResult:
             power = trial.batch & (trial.batch - 1) == 0
             result.trials.append(dataclasses.replace(trial, stage="climb" if power else "refine"))
             started = None
-    if started is not None:
+    if started is not None and not stopped:
         reason = "crashed mid-trial (the kernel's out-of-memory killer?)"
         result.trials.append(Trial(spec=RunSpec.from_dict(started), status=FAILED, reason=reason, stage="climb"))
     return result

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import STOPS, UsageError, signal_of
 from ..result import OK
 from ..rules import WARMUP_STEPS
 from ..spec import ALLOCATORS, DEFAULT, SPEED_KNOBS, WAIT_POLICIES, Capabilities, RunSpec, validate
@@ -139,6 +139,7 @@ class SearchResult:
     reached_max: bool = False  # the climb stopped because the next doubling passed max_batch
     limit: str = ""  # what set max_batch, in words: "the epoch size (16384 samples)", "--max-batch 4096"
     device_total_mb: float = math.nan  # the device's memory, when the search measured it
+    interrupted: int | None = None  # the signal that stopped the search (SIGINT, SIGTERM, SIGHUP), if one did
 
     @property
     def best(self) -> Trial | None:
@@ -216,7 +217,13 @@ def search_batch(
             result.budget_hit = True
             result.stop_reason = f"time budget reached before batch {batch}; best so far kept"
             return None
-        trial = dataclasses.replace(measure(trial_spec(base, batch, warmup)), stage=stage)
+        try:
+            measured = measure(trial_spec(base, batch, warmup))
+        except STOPS as stop:
+            result.interrupted = signal_of(stop)
+            result.stop_reason = f"interrupted before batch {batch} finished; best so far kept"
+            return None
+        trial = dataclasses.replace(measured, stage=stage)
         result.trials.append(trial)
         if report is not None:
             report(trial)
