@@ -15,7 +15,7 @@ from vaebench.measure.run import RunOptions
 from vaebench.result import FAILED, DataInfo, MonitorSummary, ProcessUsage, RunRecord, StepSplit, TrainMetrics
 from vaebench.spec import Capabilities, RunSpec
 from vaebench.tune.driver import TuneResult, TuneSettings, trial_from_record, tune
-from vaebench.tune.report import format_table, render_markdown, trials_frame, write
+from vaebench.tune.report import TRIAL_COLUMNS, format_table, render_markdown, trials_frame, write
 from vaebench.tune.search import (
     SearchResult,
     Trial,
@@ -464,6 +464,19 @@ def test_tune_md_shows_gpu_utilization_per_batch_and_keeps_memory_measures_apart
     cpu_text = render_markdown(cpu, trials_frame(cpu), [])
     assert "GPU utilization" not in cpu_text and "gpu_util_pct" not in cpu_text
     assert "alloc_peak_mb" not in format_table(trials_frame(cpu))
+
+
+def test_a_tune_without_a_trial_still_writes_its_tables(tmp_path: Path) -> None:
+    """A search process that died before its first trial (not interrupted) leaves no trial: the
+    tables keep their columns, and tune.md says no recommendation, rather than a KeyError."""
+    base = RunSpec(data="synthetic", samples=4096)
+    empty = TuneResult(TuneSettings(base=base), SearchResult([]), wall_s=3.0)
+    frame = trials_frame(empty)
+    assert frame.empty and tuple(frame.columns) == TRIAL_COLUMNS
+    one = TuneResult(TuneSettings(base=base), SearchResult([Trial(base, samples_per_s=10.0, stage="climb")]))
+    assert tuple(trials_frame(one).columns) == TRIAL_COLUMNS
+    assert format_table(frame) == "no trial finished"
+    assert "No recommendation" in write(empty, tmp_path).read_text()
 
 
 def test_the_trials_tables_show_every_knob_a_trial_changed() -> None:

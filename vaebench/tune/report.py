@@ -33,7 +33,16 @@ UTIL_NOTE = ("NVML utilization.gpu, mean over each trial's training steps: the s
 FIGURES = {"tune_throughput.png": "throughput", "tune_loss.png": "loss"}
 
 
+TRIAL_COLUMNS = (
+    "stage", "batch", "loader", "threads", "workers", "pin", "compile", "amp", "adam", "allocator", "wait_policy",
+    "pipeline", "lr", "samples_per_s", "gpu_util_pct", "alloc_peak_mb", "device_mem_mb", "rss_peak_mb",
+    "loss_at_budget", "time_to_target_s", "status", "run_id",
+)
+
+
 def trials_frame(result: TuneResult) -> pd.DataFrame:
+    """One row per trial, `TRIAL_COLUMNS`; a tune with no trial (its search process died before
+    the first) gives the columns with no row."""
     target = result.settings.target_loss
     rows = []
     for t in result.trials:
@@ -62,7 +71,7 @@ def trials_frame(result: TuneResult) -> pd.DataFrame:
             "status": t.status if t.ok else f"failed: {t.reason}",
             "run_id": t.run_id,
         })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=list(TRIAL_COLUMNS))
 
 
 def throughput_figure(frame: pd.DataFrame, first_oom: int | None) -> Figure | None:
@@ -214,7 +223,7 @@ def shown_trials(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, object]]:
 
 def format_table(frame: pd.DataFrame) -> str:
     """The trials table for the terminal."""
-    return str(shown_trials(frame)[0].to_string(index=False))
+    return str(shown_trials(frame)[0].to_string(index=False)) if len(frame) else "no trial finished"
 
 
 def _markdown(frame: pd.DataFrame) -> str:
