@@ -16,13 +16,16 @@ run up clearly, it names the bottleneck.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..result import StepSplit
 from ..rules import INPUT_BOUND_SHARE, contended
 from ..spec import RunSpec
+from ..stats import number
 from .trace import NO_DEVICE_ROWS, NO_DEVICE_SOURCE, from_device_rows
 
 INPUT = "input pipeline"
@@ -82,6 +85,19 @@ def share_of_step(busy_ms: float, step_ms: float) -> float:
     return min(1.0, share) if math.isfinite(share) else math.nan
 
 
+# Evidence's numbers, each from the record column of that name (a configuration's: its median).
+EVIDENCE_COLUMNS = {
+    "busy_fraction": "profile_busy_fraction",
+    "busy_ms_per_step": "profile_busy_ms_per_step",
+    "step_median_ms": "step_median_ms",
+    "underfilled_share": "profile_underfilled_share",
+    "kernels_per_step": "profile_kernels_per_step",
+    "gpu_util_pct": "gpu_util_mean",
+    "allreduce_share": "allreduce_share",
+    "neighbour_cpu_pct": "neighbour_cpu_pct",
+}
+
+
 @dataclass(frozen=True)
 class Evidence:
     split: StepSplit
@@ -97,6 +113,16 @@ class Evidence:
     neighbour_cpu_pct: float = math.nan  # CPU used outside the run while it trained, percent of a core
     whatifs: Mapping[str, float] = field(default_factory=dict)  # knob -> measured speed-up
     spec: RunSpec | None = None  # the run's settings: knobs it already uses are not advised again
+
+    @classmethod
+    def from_columns(cls, get: Callable[[str], Any], spec: RunSpec,
+                     whatifs: Mapping[str, float] | None = None) -> Evidence:
+        """The evidence in a record's columns (docs/columns.md), `get(name)` reading one: a run's
+        row when it is recorded, or a configuration's medians in the report, so both judge alike."""
+        split = StepSplit(*(number(get(f"split_{field.name}")) for field in dataclasses.fields(StepSplit)))
+        measured = {name: number(get(column)) for name, column in EVIDENCE_COLUMNS.items()}
+        return cls(split=split, device=spec.device, busy_source=str(get("profile_busy_source") or ""),
+                   whatifs=whatifs or {}, spec=spec, **measured)
 
     @property
     def amp(self) -> str:

@@ -20,7 +20,7 @@ import json
 import math
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -32,7 +32,7 @@ from .._format import counted, markdown_table
 from .._format import fmt as show
 from ..errors import UsageError
 from ..machine import MACHINE_FIELDS, machine_label
-from ..result import COLUMN_TYPES, OK, StepSplit, SyscallCount, SyscallTable
+from ..result import COLUMN_TYPES, OK, SyscallCount, SyscallTable
 from ..rules import NEIGHBOUR_LIMIT_PCT, contended
 from ..spec import SPEC_FIELDS, RunSpec, format_value, parse_value
 from ..stats import is_missing, number
@@ -253,6 +253,8 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         for column in ("data_source", "data_digest"):  # several where the runs read different data (warned)
             found = good[column].dropna().astype(str).unique() if column in good else []
             row[column] = ", ".join(found) if len(found) else None
+        sources = good.get("profile_busy_source", pd.Series(dtype=str)).dropna().astype(str)
+        row["profile_busy_source"] = sources.mode().iloc[0] if len(sources) else ""  # the runs' usual reading
         rows.append((spec, row))
     rows.sort(key=lambda pair: (_spec_order(pair[0]), pair[1]["machine"]))
     return pd.DataFrame([row for _, row in rows])
@@ -288,26 +290,17 @@ def bottlenecks(summary: pd.DataFrame) -> dict[str, str]:
     measured = whatifs(summary)
     found = {}
     for row in summary.to_dict("records"):
-        parts = ("data", "copy", "compute", "sync", "device_copy", "device_compute")
-        split = StepSplit(*(row.get(f"split_{part}_ms_median", math.nan) for part in parts))
-        if not all(math.isfinite(v) for v in (split.data_ms, split.compute_ms)):
-            continue
-        evidence = Evidence(
-            split=split,
-            device=row["device"],
-            busy_fraction=row.get("profile_busy_fraction_median", math.nan),
-            busy_ms_per_step=row.get("profile_busy_ms_per_step_median", math.nan),
-            step_median_ms=row.get("step_median_ms_median", math.nan),
-            underfilled_share=row.get("profile_underfilled_share_median", math.nan),
-            kernels_per_step=row.get("profile_kernels_per_step_median", math.nan),
-            gpu_util_pct=row.get("gpu_util_mean_median", math.nan),
-            allreduce_share=row.get("allreduce_share_median", math.nan),
-            neighbour_cpu_pct=row.get("neighbour_cpu_pct_median", math.nan),
-            whatifs=measured.get(row["config"], {}),
-            spec=RunSpec.from_dict(row),
-        )
-        found[row["config"]] = str(attribute(evidence))
+        evidence = Evidence.from_columns(_median_or_value(row), RunSpec.from_dict(row),
+                                         whatifs=measured.get(row["config"], {}))
+        if all(math.isfinite(v) for v in (evidence.split.data_ms, evidence.split.compute_ms)):
+            found[row["config"]] = str(attribute(evidence))
     return found
+
+
+def _median_or_value(row: Mapping[str, Any]) -> Callable[[str], Any]:
+    """Reads a summary row by a record's column name: the configuration's median, or the
+    column itself where it has no median (its text columns)."""
+    return lambda name: row.get(f"{name}_median", row.get(name))
 
 
 def kernel_causes(summary: pd.DataFrame) -> dict[str, kernel.Verdict]:

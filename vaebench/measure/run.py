@@ -18,14 +18,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from .. import storage
 from ..analysis.attribution import Evidence, attribute
 from ..errors import STOPS, Interrupted, UsageError, signal_of
 from ..machine import capabilities, child_process_env, host_fingerprint, usable_cores
 from ..protocol import Answer, Request
-from ..result import FAILED, OK, DataInfo, MonitorSummary, RunRecord, RunSeries, SyscallTable, TrainMetrics
+from ..result import FAILED, OK, DataInfo, RunRecord, RunSeries, SyscallTable, TrainMetrics
 from ..rules import SAMPLE_HZ, scaling_efficiency, single_rank_rate
 from ..spec import Capabilities, RunSpec, validate
 from .data import DataUnavailable, prepare
@@ -136,7 +135,7 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
     single = math.nan
     if train is not None and spec.world_size > 1:
         single = single_rank_rate(storage.rows_if_any(options.out), spec, fingerprint.get("hostname", ""))
-    record = RunRecord(
+    record = _with_bottleneck(RunRecord(
         spec=spec,
         run_id=run_id,
         started_at=started,
@@ -149,10 +148,9 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
         train=train,
         monitor=summary,
         fingerprint=fingerprint,
-        **_bottleneck(spec, train, summary),
         scaling_efficiency=scaling_efficiency(train.samples_per_s, spec.world_size, single) if train else math.nan,
         single_rank_samples_per_s=single,
-    )
+    ))
     series = RunSeries(step_ms=answer.step_ms if answer else [], monitor=monitor.samples,
                        step_samples=answer.step_samples if answer else [],
                        excluded_steps=answer.excluded_steps if answer else [],
@@ -199,24 +197,14 @@ def traced_run(tracer: Tracer, spec: RunSpec, data: DataInfo, options: RunOption
     return SyscallTable(tool=tracer.name, counts=counts, steps=steps, real_s=exit_.usage.real_s)
 
 
-def _bottleneck(spec: RunSpec, train: TrainMetrics | None, monitor: MonitorSummary) -> dict[str, Any]:
+def _with_bottleneck(record: RunRecord) -> RunRecord:
+    """The record with what bounds the run, judged from its own columns as the report judges a
+    configuration's medians."""
+    train = record.train
     if train is None or not train.warmup_steps or math.isnan(train.split.compute_ms):  # uninstrumented: no split
-        return {}
-    found = attribute(Evidence(
-        split=train.split,
-        device=spec.device,
-        busy_fraction=train.profile.profile_busy_fraction,
-        busy_source=train.profile.profile_busy_source,
-        busy_ms_per_step=train.profile.profile_busy_ms_per_step,
-        step_median_ms=train.step_median_ms,
-        underfilled_share=train.profile.profile_underfilled_share,
-        kernels_per_step=train.profile.profile_kernels_per_step,
-        gpu_util_pct=monitor.gpu_util_mean,
-        allreduce_share=train.ranks.allreduce_share,
-        neighbour_cpu_pct=monitor.neighbour_cpu_pct,
-        spec=spec,
-    ))
-    return {"bottleneck": found.kind, "bottleneck_note": str(found)}
+        return record
+    found = attribute(Evidence.from_columns(record.to_row().get, record.spec))
+    return dataclasses.replace(record, bottleneck=found.kind, bottleneck_note=str(found))
 
 
 def parallel_ranks(spec: RunSpec, cores: int) -> int:
