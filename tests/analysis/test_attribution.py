@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from vaebench.analysis.attribution import (
@@ -18,6 +19,7 @@ from vaebench.analysis.attribution import (
     attribute,
     utilization_note,
 )
+from vaebench.analysis.report import bottlenecks
 from vaebench.analysis.trace import CPU_SOURCE, DEVICE_SOURCE, NO_DEVICE_SOURCE
 from vaebench.result import StepSplit
 from vaebench.spec import RunSpec
@@ -114,6 +116,21 @@ def test_a_host_op_share_is_not_device_busy_on_a_gpu_run() -> None:
     found = attribute(ev)
     assert found.kind == LAUNCH and "busy 90%" not in str(found) and "idle" not in str(found)
     assert "aten-op share, not the GPU's" in str(found)
+
+
+def test_a_run_and_its_configurations_medians_are_judged_alike() -> None:
+    """The record's columns and the report's summary row go through one constructor: the busy
+    fraction's source travels with both (the report's copy had once left it out)."""
+    spec = RunSpec(device="cuda")
+    parts = dict(zip(("data_ms", "copy_ms", "compute_ms", "sync_ms"), (0.1, 0.1, 5.0, 0.3), strict=True))
+    run = {**{f"split_{k}": v for k, v in parts.items()}, "profile_busy_fraction": 0.9,
+           "profile_busy_source": CPU_SOURCE, "gpu_util_mean": 40.0}
+    from_run = attribute(Evidence.from_columns(run.get, spec))
+    summary = {f"{k}_median": v for k, v in run.items() if k != "profile_busy_source"}
+    summary |= {**spec.to_dict(), "config": "c", "profile_busy_source": CPU_SOURCE}
+    assert bottlenecks(pd.DataFrame([summary]))["c"] == str(from_run)
+    assert from_run.kind == LAUNCH and "aten-op share, not the GPU's" in str(from_run)
+    assert Evidence.from_columns(run.get, spec).gpu_util_pct == 40.0
 
 
 def test_device_time_per_step_against_the_unprofiled_step_undoes_the_profilers_slowing() -> None:
