@@ -353,3 +353,16 @@ def test_a_rank_run_recorded_before_its_baseline_gets_its_scaling_efficiency_on_
     assert frame.loc["r3", "scaling_efficiency"] == 0.9  # recorded with its baseline: kept as measured
     assert math.isnan(frame.loc["r1", "scaling_efficiency"])  # one rank: no efficiency
     assert json.loads((tmp_path / "runs.jsonl").read_text().splitlines()[0])["scaling_efficiency"] is None
+
+
+def test_every_file_of_a_results_folder_is_readable_by_others_under_the_usual_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        append(tmp_path, make_record("a"), RunSeries(step_ms=[1.0]))
+        write_record(tmp_path, make_record("b"), RunSeries(step_ms=[1.0]))
+    finally:
+        os.umask(old)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {p.relative_to(tmp_path).as_posix() for p in files} == {
+        "runs.jsonl", "series/a.json", "series/b.json", "records/b.json"}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: "0o644" for p in files}

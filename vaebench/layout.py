@@ -9,13 +9,13 @@ from __future__ import annotations
 import math
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
 from .errors import UsageError
+from .storage import atomic_file
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"
@@ -97,19 +97,6 @@ def _wrong_magic(found: int, magic: int) -> str:
 def _write_idx(path: Path, array: np.ndarray) -> None:
     # idx format: magic (0, 0, dtype 0x08 = ubyte, ndim), then big-endian int32 dims, then data.
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(header)
-            handle.write(np.ascontiguousarray(array, dtype=np.uint8).tobytes())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide a shared data folder from its other users
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    with atomic_file(path, "wb") as handle:
+        handle.write(header)
+        handle.write(np.ascontiguousarray(array, dtype=np.uint8).tobytes())

@@ -27,9 +27,10 @@ import math
 import os
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .errors import UsageError
 from .result import COLUMN_TYPES, OK, RunRecord, RunSeries, last_epoch_cut_short, record_problem, run_id_problem
@@ -144,16 +145,26 @@ def unwritable(folder: str | os.PathLike[str], also: Iterable[str] = ()) -> str:
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with atomic_file(path) as handle:
+        json.dump(finite(payload), handle, allow_nan=False)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """A file written under a temporary name beside `path`, flushed to disk, then renamed onto it:
+    a reader sees the old file or the whole new one. It is created as `open` creates a file (0666
+    less the umask, a shared folder's default ACL), not with mkstemp's 0600, which would hide
+    results and data on a shared filesystem from the folder's other users."""
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(finite(payload), handle, allow_nan=False)
+        with os.fdopen(fd, mode) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 
