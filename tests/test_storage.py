@@ -129,6 +129,28 @@ def test_a_record_cut_short_by_a_crash_is_skipped_with_a_warning_and_its_point_r
     assert (RunSpec().key(), 1) not in done_keys(tmp_path)
 
 
+def test_a_record_cut_short_at_any_byte_is_skipped_at_the_end_and_where_a_writer_stepped_past_it(
+    tmp_path: Path,
+) -> None:
+    """Every way a write can stop: inside a string or an escape, a number, null, true or false."""
+    def written(row: dict[str, object]) -> bytes:
+        append_row(tmp_path / str(row["run_id"]), row)
+        return (tmp_path / str(row["run_id"]) / "runs.jsonl").read_bytes()
+
+    head, tail = (written(make_record(run_id).to_row()) for run_id in ("a", "b"))
+    torn = {**make_record("torn").to_row(), "reason": 'killed: "\u00e9" \\ \n', "flops_frac": 1.5e-07}
+    line = written(torn).rstrip(b"\n")
+    assert all(token in line for token in (b"null", b"true", b"false", b"\\u00e9", b"\\\\", b".", b"e-07"))
+    for cut in range(1, len(line)):
+        folder = tmp_path / f"cut{cut}"  # a new file each: rewriting one is slow on ext4
+        folder.mkdir()
+        (folder / "runs.jsonl").write_bytes(head + line[:cut])
+        assert [row["run_id"] for row in read_rows(folder)] == ["a"], line[:cut]
+    stepped_past = b"".join(line[:cut] + b"\n" for cut in range(1, len(line)))  # as append_row leaves each
+    (tmp_path / "runs.jsonl").write_bytes(head + stepped_past + tail)
+    assert [row["run_id"] for row in read_rows(tmp_path)] == ["a", "b"]
+
+
 def _writer(folder: str, worker: int, count: int) -> None:
     row = make_record().to_row()
     for i in range(count):

@@ -25,6 +25,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import uuid
@@ -436,11 +437,21 @@ def _locked(fd: int) -> Iterator[None]:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
+# What a write cut short can leave past the last byte the decoder took: a string not closed, an
+# escape's first characters, a number's sign, point or exponent without its digits, or the first
+# letters of null, true or false.
+_UNFINISHED = re.compile("|".join([
+    r'"(?:[^"\\]|\\.)*\\?', r"\\", r"(?<=\\)u[0-9a-fA-F]{0,4}", "-", r"\.", "[eE][-+]?",
+    *(word[:n] for word in ("null", "true", "false") for n in range(1, len(word))),
+]))
+
+
 def _cut_short(raw: bytes, exc: json.JSONDecodeError) -> bool:
     """A record's line that ends mid-record: it opens like one and is valid JSON up to its last
-    byte. `append_row` steps past such a line with a newline of its own, so it may sit anywhere."""
-    text = raw.decode("utf-8").strip()
-    return text.startswith('{"') and (exc.pos >= len(text) or exc.msg.startswith("Unterminated string"))
+    byte, so the decoder stopped at its end or inside its last token. `append_row` steps past such
+    a line with a newline of its own, so it may sit anywhere."""
+    text = raw.decode("utf-8").rstrip()
+    return text.lstrip().startswith("{") and (exc.pos >= len(text) or bool(_UNFINISHED.fullmatch(text, exc.pos)))
 
 
 _said: set[str] = set()
