@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -446,3 +447,39 @@ def test_a_cpu_ladder_names_each_rung_it_cannot_climb_once(tmp_path: Path, capsy
     out, err = capsys.readouterr()
     assert err.count("skip") == 1 and "skip rung cuda-graphs: --cuda-graphs needs a CUDA device" in err
     assert "ladder: 1 of 2 rungs on cpu, 2 runs;" in out  # the seed's timed and profiled runs
+
+
+def _disk_full_after(writes: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """os.write, which appends a record's line, fails with ENOSPC after `writes` calls."""
+    real, done = os.write, []
+
+    def write(fd: int, data: bytes) -> int:
+        done.append(fd)
+        if len(done) > writes:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+
+
+def test_a_record_a_full_disk_refuses_is_one_line_and_exit_1(
+    stub_training: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _disk_full_after(0, monkeypatch)
+    assert main(["run", "--data", "synthetic", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (f"vaebench run: {tmp_path / 'runs.jsonl'}: the run's record could not be written "
+                                    "(No space left on device), so the run is lost")
+    assert "Traceback" not in err
+
+
+def test_a_full_disk_stops_a_sweep_keeping_what_finished(
+    stub_training: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _disk_full_after(1, monkeypatch)
+    assert main(["sweep", "--data", "synthetic", "--batch-size", "64,128,256", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith(f"vaebench sweep: {tmp_path / 'runs.jsonl'}: the run's record could not")
+    assert "no more points run, and what finished is kept: run the same command again" in err
+    assert "Traceback" not in err
+    assert len(storage.read_rows(tmp_path)) == 1

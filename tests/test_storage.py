@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import multiprocessing
@@ -26,6 +27,7 @@ from vaebench.spec import RunSpec
 from vaebench.storage import (
     RECORDS_DIR,
     CorruptResults,
+    NotSaved,
     append,
     append_row,
     done_keys,
@@ -388,3 +390,38 @@ def test_every_file_of_a_results_folder_is_readable_by_others_under_the_usual_um
     assert {p.relative_to(tmp_path).as_posix() for p in files} == {
         "runs.jsonl", "series/a.json", "series/b.json", "records/b.json"}
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: "0o644" for p in files}
+
+
+def _full_disk(*args: object) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_series_a_full_disk_refuses_is_left_out_and_the_record_is_written_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (_full_disk if Path(dst).parent.name == "series" else replace)(
+        src, dst))
+    append(tmp_path, make_record("a"), RunSeries(step_ms=[1.0] * 5000))
+    write_record(tmp_path, make_record("b"), RunSeries(step_ms=[1.0]))
+    assert [row["run_id"] for row in read_rows(tmp_path)] == ["a", "b"]
+    assert not list((tmp_path / "series").iterdir())  # no series, nor a temporary file
+    err = capsys.readouterr().err
+    assert "series/a.json: the run's series could not be written (No space left on device)" in err
+    with pytest.raises(FileNotFoundError):
+        load_series(tmp_path, "a")
+
+
+def test_a_record_a_full_disk_refuses_is_one_line_naming_the_file_and_nothing_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    append(tmp_path, make_record("a"))
+    before = (tmp_path / "runs.jsonl").read_bytes()
+    monkeypatch.setattr(os, "write", _full_disk)
+    with pytest.raises(NotSaved, match=r"runs.jsonl: the run's record could not be written \(No space left on device"):
+        append(tmp_path, make_record("b"))
+    assert (tmp_path / "runs.jsonl").read_bytes() == before
+    monkeypatch.setattr(os, "replace", _full_disk)
+    with pytest.raises(NotSaved, match=r"records/c.json: the run's record could not be written \(No space left"):
+        write_record(tmp_path, make_record("c"))
+    assert not (tmp_path / RECORDS_DIR / "c.json").exists() and not list((tmp_path / RECORDS_DIR).iterdir())

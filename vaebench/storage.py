@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .errors import UsageError
+from .errors import UsageError, VaebenchError
 from .result import COLUMN_TYPES, OK, RunRecord, RunSeries, last_epoch_cut_short, record_problem, run_id_problem
 from .rules import scaling_efficiency, single_rank_rate
 from .spec import SPEC_FIELDS, RunSpec
@@ -60,6 +60,14 @@ class UnreadableResults(UsageError):
         super().__init__(f"{path}: cannot be read ({exc.strerror or exc})")
 
 
+class NotSaved(VaebenchError):
+    """A finished run whose record could not be written: a full disk, a folder that went read-only."""
+
+    @classmethod
+    def record(cls, path: Path, exc: OSError) -> NotSaved:
+        return cls(f"{path}: the run's record could not be written ({exc.strerror or exc}), so the run is lost")
+
+
 class CorruptResults(UsageError):
     """A line of runs.jsonl that is not a record; nothing is changed on disk."""
 
@@ -84,11 +92,8 @@ def has_results(folder: str | os.PathLike[str]) -> bool:
 
 def append(folder: str | os.PathLike[str], record: RunRecord, series: RunSeries | None = None) -> Path:
     """Write the series (atomically, first) and then append the record's line."""
-    folder = Path(folder)
     _check_run_id(record.run_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    if series is not None:
-        write_json_atomic(folder / SERIES_DIR / f"{record.run_id}.json", series.to_dict())
+    _write_series(Path(folder), record.run_id, series)
     append_row(folder, record.to_row())
     return runs_path(folder)
 
@@ -96,12 +101,26 @@ def append(folder: str | os.PathLike[str], record: RunRecord, series: RunSeries 
 def write_record(folder: str | os.PathLike[str], record: RunRecord, series: RunSeries | None = None) -> Path:
     """The record as a file of its own (`records/<run_id>.json`), written atomically after its series:
     safe where many hosts write into one folder at once (module docstring)."""
-    folder = Path(folder)
-    if series is not None:
-        write_json_atomic(folder / SERIES_DIR / f"{record.run_id}.json", series.to_dict())
     path = record_path(folder, record.run_id)
-    write_json_atomic(path, record.to_row())
+    _write_series(Path(folder), record.run_id, series)
+    try:
+        write_json_atomic(path, record.to_row())
+    except OSError as exc:
+        raise NotSaved.record(path, exc) from None
     return path
+
+
+def _write_series(folder: Path, run_id: str, series: RunSeries | None) -> None:
+    """A run's series, written before its record; where it cannot be (a full disk) the record is
+    still worth more than its raw series, and readers do without one: a warning, not a stop."""
+    if series is None:
+        return
+    path = folder / SERIES_DIR / f"{run_id}.json"
+    try:
+        write_json_atomic(path, series.to_dict())
+    except OSError as exc:
+        print(f"warning: {path}: the run's series could not be written ({exc.strerror or exc}); its record is "
+              "written without it", file=sys.stderr)
 
 
 def record_path(folder: str | os.PathLike[str], run_id: str) -> Path:
@@ -111,17 +130,20 @@ def record_path(folder: str | os.PathLike[str], run_id: str) -> Path:
 
 def append_row(folder: str | os.PathLike[str], row: dict[str, Any]) -> None:
     path = runs_path(folder)
-    path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(finite(row), allow_nan=False) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        with _locked(fd):
-            if _ends_torn(path):
-                line = b"\n" + line  # step past a line a crash left unfinished
-            os.write(fd, line)
-            os.fsync(fd)
-    finally:
-        os.close(fd)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            with _locked(fd):
+                if _ends_torn(path):
+                    line = b"\n" + line  # step past a line a crash left unfinished
+                os.write(fd, line)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise NotSaved.record(path, exc) from None
 
 
 def unwritable(folder: str | os.PathLike[str], also: Iterable[str] = ()) -> str:

@@ -193,6 +193,9 @@ def run_points(
                 report(_line(index, len(todo), record, elapsed, eta))
     except STOPS as stop:  # Ctrl-C, or SIGTERM or SIGHUP under errors.stop_signals_raise
         outcome.interrupted, outcome.signum = True, signal_of(stop)
+    except storage.NotSaved as exc:  # a full disk: the points after it would be lost as well
+        raise storage.NotSaved(f"{exc}; no more points run, and what finished is kept: run the same command again "
+                               f"to go on once {options.out} can be written") from None
     return outcome
 
 
