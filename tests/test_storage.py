@@ -6,6 +6,7 @@ import json
 import math
 import multiprocessing
 import os
+from collections.abc import Callable
 from multiprocessing.queues import Queue
 from pathlib import Path
 
@@ -425,3 +426,42 @@ def test_a_record_a_full_disk_refuses_is_one_line_naming_the_file_and_nothing_ch
     with pytest.raises(NotSaved, match=r"records/c.json: the run's record could not be written \(No space left"):
         write_record(tmp_path, make_record("c"))
     assert not (tmp_path / RECORDS_DIR / "c.json").exists() and not list((tmp_path / RECORDS_DIR).iterdir())
+
+
+
+def _disk_with_room(room: int) -> Callable[[int, bytes], int]:
+    """os.write on a disk with `room` bytes free: a write takes what fits, and once none does, ENOSPC."""
+    write = os.write
+
+    def fake(fd: int, data: bytes) -> int:
+        nonlocal room
+        if not room:
+            _full_disk()
+        taken = write(fd, data[:room])
+        room -= taken
+        return taken
+
+    return fake
+
+
+def test_a_record_is_written_whole_through_short_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: write(fd, data[:1000]))
+    append(tmp_path, make_record("a"))
+    append(tmp_path, make_record("b"))
+    assert [row["run_id"] for row in read_rows(tmp_path)] == ["a", "b"]
+
+
+@pytest.mark.parametrize("refused", ["write", "fsync"])
+def test_a_record_the_disk_takes_only_part_of_is_undone_not_left_torn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: str
+) -> None:
+    append(tmp_path, make_record("a"))
+    before = (tmp_path / "runs.jsonl").read_bytes()
+    if refused == "write":
+        monkeypatch.setattr(os, "write", _disk_with_room(len(before) // 2))  # room for half a line
+    else:
+        monkeypatch.setattr(os, "fsync", _full_disk)  # a filesystem that allocates at the flush
+    with pytest.raises(NotSaved, match="No space left on device"):
+        append(tmp_path, make_record("b"))
+    assert (tmp_path / "runs.jsonl").read_bytes() == before

@@ -21,6 +21,7 @@ Readers merge `runs.jsonl` and `records/`, each run id once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import math
@@ -129,6 +130,7 @@ def record_path(folder: str | os.PathLike[str], run_id: str) -> Path:
 
 
 def append_row(folder: str | os.PathLike[str], row: dict[str, Any]) -> None:
+    """Append a record's line whole, or raise NotSaved and leave runs.jsonl as it was."""
     path = runs_path(folder)
     line = (json.dumps(finite(row), allow_nan=False) + "\n").encode()
     try:
@@ -138,12 +140,28 @@ def append_row(folder: str | os.PathLike[str], row: dict[str, Any]) -> None:
             with _locked(fd):
                 if _ends_torn(path):
                     line = b"\n" + line  # step past a line a crash left unfinished
-                os.write(fd, line)
-                os.fsync(fd)
+                _write_whole(fd, line)
         finally:
             os.close(fd)
     except OSError as exc:
         raise NotSaved.record(path, exc) from None
+
+
+def _write_whole(fd: int, line: bytes) -> None:
+    """All of `line`, through as many writes as it takes (a nearly full disk takes part of one), and
+    on disk; or, where it cannot be, the file cut back to its length before, leaving no torn line."""
+    size = os.fstat(fd).st_size
+    try:
+        while line:
+            written = os.write(fd, line)
+            if not written:
+                raise OSError(errno.EIO, "a write wrote nothing")
+            line = line[written:]
+        os.fsync(fd)
+    except OSError:
+        with contextlib.suppress(OSError):  # where even that fails, readers skip the torn line
+            os.ftruncate(fd, size)
+        raise
 
 
 def unwritable(folder: str | os.PathLike[str], also: Iterable[str] = ()) -> str:
