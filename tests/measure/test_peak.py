@@ -112,3 +112,14 @@ def test_a_peak_measured_beside_a_busy_neighbour_is_used_but_not_cached(
     assert peak.cached_peak(spec) == 9e10  # quiet (5% elsewhere): measured again, and cached
     assert json.loads(cache.read_text()) == {peak.peak_key(spec): 9e10}
     assert math.isnan(peak._elsewhere_pct((0.0, 0.0, 0.0), (0.01, 1.0, 0.0)))  # too short to judge
+
+
+def test_a_cache_that_cannot_be_written_is_said_and_the_peak_still_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("VAEBENCH_CACHE", str(tmp_path / "file" / "cache"))  # as VAEBENCH_CACHE=/etc/hostname/c
+    monkeypatch.setattr(peak.subprocess, "run", FakeProbe("1.5e11", "2e11"))
+    assert peak.cached_peak(RunSpec()) == 1.5e11
+    assert "could not be cached in" in capsys.readouterr().err
+    assert peak.cached_peak(RunSpec()) == 2e11  # measured again

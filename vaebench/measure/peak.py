@@ -20,6 +20,7 @@ from pathlib import Path
 from ..machine import cache_dir, child_process_env, cpu_model, gpu_fingerprint, package_version
 from ..rules import contended
 from ..spec import LATER_FIELDS, RunSpec
+from ..storage import atomic_file
 from .monitor import machine_busy_cpu_s, outside_pct
 
 PEAK_SETTINGS = ("omp_wait_policy", "allocator", "bind")  # fields that change a matmul's speed, not its shape
@@ -63,10 +64,7 @@ def cached_peak(
               "its value is used for this run only, not cached", file=sys.stderr)
         return value
     cache[key] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(cache, indent=1))
-    os.replace(tmp, path)
+    _write(path, cache)
     return value
 
 
@@ -109,6 +107,18 @@ def _why(exc: Exception) -> str:
 
 def _usable(value: object) -> bool:
     return isinstance(value, float | int) and math.isfinite(value) and value > 0
+
+
+def _write(path: Path, cache: dict[str, float]) -> None:
+    """Keep the cache where it can be kept; where it cannot (a cache folder that is a file, a full
+    disk), the run goes on with the peak just measured, and the next one measures it again."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as handle:
+            handle.write(json.dumps(cache, indent=1))
+    except OSError as exc:
+        print(f"vaebench: the matmul peak could not be cached in {path} ({exc.strerror or exc}); the next run "
+              "measures it again", file=sys.stderr)
 
 
 def _read(path: Path) -> dict[str, float]:
