@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 
     SubParsers: TypeAlias = argparse._SubParsersAction["Parser"]  # add_subparsers()' type
 
+    from .analysis.report import Report
     from .measure.execution import Planned
     from .measure.run import RunOptions
     from .sweep import ExecutorSettings, Skipped
@@ -393,11 +394,24 @@ def results_folder(text: str) -> str:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .analysis.report import build_report, kernel_table, summary_table, write_report
+    from .analysis.report import build_report, write_report
 
     runs = [r.strip() for r in args.runs.split(",") if r.strip()] if args.runs else None
     report = build_report(args.folder, baseline=args.baseline, runs=runs)
-    written = write_report(report)  # before the printout: stdout may be a pipe that closes early
+    try:
+        written = write_report(report)  # before the printout: stdout may be a pipe that closes early
+    except OSError as exc:  # a folder of someone else's results, a read-only share: the tables still print
+        _print_report(report)
+        raise UsageError(f"{exc.filename or args.folder}: cannot be written ({exc.strerror or exc}); the report "
+                         "is printed above, not saved") from None
+    _print_report(report)
+    print(f"wrote {written}")
+    return EXIT_OK
+
+
+def _print_report(report: Report) -> None:
+    from .analysis.report import kernel_table, summary_table
+
     print(summary_table(report).to_string(index=False))
     for warning in report.warnings:
         print(f"warning: {warning}")
@@ -410,8 +424,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(kernel_table(report).to_string(index=False))
         for config, cause in report.kernel.items():
             print(f"{config}: kernel time: {cause}")
-    print(f"wrote {written}")
-    return EXIT_OK
 
 
 COMPARE_EPILOG = (

@@ -273,6 +273,21 @@ def test_cli_bad_input_is_one_line_and_exit_2(
     assert err.startswith("vaebench report: error: ") and err.count("\n") == 1
 
 
+
+@pytest.mark.parametrize("target", ["report.md", "runs.csv", "summary.parquet"])
+def test_a_folder_the_report_cannot_be_written_into_is_one_line_and_exit_2_after_the_tables(
+    folder: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    """A read-only share, or another user's results: played by a folder where a file of the report goes."""
+    monkeypatch.setattr("vaebench.analysis.report.draw_figures", lambda *args, **kwargs: {})
+    (folder / target).mkdir()
+    assert main(["report", str(folder)]) == 2
+    out, err = capsys.readouterr()
+    assert "threads=2" in out and "failed: r9" in out and "wrote" not in out
+    assert err.startswith(f"vaebench report: error: {folder}") and err.count("\n") == 1
+    assert "cannot be written" in err and "Is a directory" in err and "not saved" in err
+
+
 def test_a_folder_from_many_hosts_is_grouped_by_machine(tmp_path: Path) -> None:
     """The same two configurations on an A100 node and an H100 node (two hosts of the latter)."""
     a100 = {"fp_cpu_model": "AMD EPYC 7763 64-Core Processor", "fp_logical_cores": 128, "fp_gpu_name": "A100",
