@@ -317,7 +317,7 @@ def _check_io(args: argparse.Namespace, *, create: bool = True, also: tuple[str,
         raise UsageError(f"results folder {out} cannot be created: {exc.strerror or exc}") from None
     from .storage import unwritable
 
-    problem = unwritable(out, also) if os.access(out, os.W_OK) else str(out)
+    problem = unwritable(out, also)
     if problem:
         raise UsageError(f"results folder {out} cannot be written: {problem}")
 

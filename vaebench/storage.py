@@ -173,14 +173,17 @@ def unwritable(folder: str | os.PathLike[str], also: Iterable[str] = ()) -> str:
     try:
         if runs_path(base).exists():
             os.close(os.open(runs_path(base), os.O_WRONLY | os.O_APPEND))
-        for sub in (base, *(base / name for name in subfolders)):
-            if sub.exists() and not sub.is_dir():
-                return f"{sub}: not a folder"
+    except OSError as exc:
+        return f"{runs_path(base)}: {exc.strerror or exc}"
+    for sub in (base, *(base / name for name in subfolders)):
+        if sub.exists() and not sub.is_dir():
+            return f"{sub}: not a folder"
+        try:
             if sub.is_dir():
                 with tempfile.TemporaryFile(dir=sub):
                     pass
-    except OSError as exc:
-        return f"{exc.filename or base}: {exc.strerror or exc}"
+        except OSError as exc:  # named by the folder: the file it names, if any, is a random temporary one
+            return f"{sub}: {exc.strerror or exc}"
     return ""
 
 

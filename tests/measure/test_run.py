@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -371,3 +373,22 @@ def test_a_results_file_that_cannot_be_written_is_refused_before_training(
     err = capsys.readouterr().err
     assert f"results folder {out} cannot be written" in err and words in err
     assert "training" not in err.lower()
+
+
+def test_a_results_folder_without_write_permission_is_refused_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a user the folder's permissions shut out: played by refusing its writes, since root writes anywhere."""
+    out = tmp_path / "out"
+    out.mkdir()
+    access, temporary = os.access, tempfile.TemporaryFile
+
+    def denied(*args, dir: str, **kwargs):  # type: ignore[no-untyped-def]
+        if Path(dir) == out:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(out / "tmpq2v7x1"))
+        return temporary(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(os, "access", lambda path, mode, **kwargs: Path(path) != out and access(path, mode, **kwargs))
+    monkeypatch.setattr(tempfile, "TemporaryFile", denied)
+    assert main(["run", "--data", "synthetic", "--steps", "2", "--out", str(out)]) == 2
+    assert f"results folder {out} cannot be written: {out}: Permission denied\n" in capsys.readouterr().err
