@@ -302,7 +302,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _check_io(args: argparse.Namespace, *, create: bool = True, also: tuple[str, ...] = ()) -> None:
     """Check the options of how to run (`sweep.run_options`) and, unless `create` is off (a dry
     run creates nothing), create the results folder; `also` names subfolders of it the command
-    writes besides the records' (`storage.unwritable`)."""
+    writes besides the records' (`storage.unwritable`). A folder whose records no reader accepts
+    (another tool's runs.jsonl, a damaged line) is refused too, before anything is added to it."""
     from .sweep import run_options
 
     names = ("out", "data_dir", "timeout", "sample_hz")
@@ -315,11 +316,12 @@ def _check_io(args: argparse.Namespace, *, create: bool = True, also: tuple[str,
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"results folder {out} cannot be created: {exc.strerror or exc}") from None
-    from .storage import unwritable
+    from .storage import rows_if_any, unwritable
 
     problem = unwritable(out, also)
     if problem:
         raise UsageError(f"results folder {out} cannot be written: {problem}")
+    rows_if_any(out)
 
 
 def _check_field(flag: str, name: str, value: object) -> None:

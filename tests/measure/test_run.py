@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import math
 import os
 import tempfile
@@ -392,3 +393,19 @@ def test_a_results_folder_without_write_permission_is_refused_with_the_reason(
     monkeypatch.setattr(tempfile, "TemporaryFile", denied)
     assert main(["run", "--data", "synthetic", "--steps", "2", "--out", str(out)]) == 2
     assert f"results folder {out} cannot be written: {out}: Permission denied\n" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("lines", [['{"tool": "another", "took_s": 3.5}'], ["{ok}", "not a record", "{ok}"]])
+def test_a_results_file_no_reader_accepts_is_refused_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], lines: list[str]
+) -> None:
+    """As a sweep refuses it: a run appended to it would be saved where no report can read it."""
+    from tests.test_storage import make_record
+
+    record = json.dumps(make_record("a").to_row())
+    text = "".join(line.replace("{ok}", record) + "\n" for line in lines)
+    (tmp_path / "runs.jsonl").write_text(text)
+    assert main(["run", "--data", "synthetic", "--steps", "2", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"runs.jsonl:{len(lines) // 2 + 1}: not a valid record" in err and err.count("\n") == 1
+    assert (tmp_path / "runs.jsonl").read_text() == text and not (tmp_path / "series").exists()
