@@ -109,6 +109,13 @@ def test_corrupt_line_is_named_and_nothing_is_destroyed(tmp_path: Path) -> None:
     assert (tmp_path / "runs.jsonl").read_bytes() == before
 
 
+def test_another_tools_file_is_named_as_possibly_not_ours(tmp_path: Path) -> None:
+    (tmp_path / "runs.jsonl").write_text('{"benchmark": "other tool", "time": 1.5}\n')
+    with pytest.raises(CorruptResults, match=r"runs.jsonl:1: ") as info:
+        read_rows(tmp_path)
+    assert "if it is not vaebench's, give another results folder" in str(info.value)
+
+
 def test_a_torn_last_line_does_not_swallow_the_next_record(tmp_path: Path) -> None:
     append(tmp_path, make_record("a"))
     with open(tmp_path / "runs.jsonl", "a") as handle:

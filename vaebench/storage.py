@@ -75,7 +75,8 @@ class CorruptResults(UsageError):
     def __init__(self, path: Path, line_no: int, detail: str) -> None:
         super().__init__(
             f"{path}:{line_no}: not a valid record ({detail}); the file was left as it is: "
-            f"fix or delete line {line_no} to go on"
+            + (f"fix or delete line {line_no} to go on" if line_no > 1 else
+               "if it is not vaebench's, give another results folder; if it is, fix or delete line 1 to go on")
         )
         self.path = path
         self.line_no = line_no

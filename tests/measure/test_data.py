@@ -227,3 +227,10 @@ def test_the_default_data_folder_follows_the_environment_the_help_names(
     help_text = " ".join(capsys.readouterr().out.split())
     for name in ("$VAEBENCH_DATA", "$VAEBENCH_CACHE", "$XDG_CACHE_HOME"):
         assert name in help_text
+
+
+def test_a_data_folder_that_cannot_be_made_says_how_to_name_another(tmp_path: Path) -> None:
+    (tmp_path / "home").write_text("")  # a HOME (or a cache) under a file: nothing can be made there
+    problem = data_module.check_writable(tmp_path / "home" / "data")
+    assert problem is not None and problem.startswith(f"data folder {tmp_path / 'home' / 'data'} cannot be written")
+    assert "point --data-dir or $VAEBENCH_DATA at one that can be" in problem

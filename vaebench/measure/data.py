@@ -120,7 +120,8 @@ def check_writable(data_dir: str | os.PathLike[str] | None) -> str | None:
         with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
             pass
     except OSError as exc:
-        return f"data folder {root} cannot be written: {exc.strerror or exc}"
+        return (f"data folder {root} cannot be written: {exc.strerror or exc}; point --data-dir or $VAEBENCH_DATA "
+                "at one that can be")
     return None
 
 
