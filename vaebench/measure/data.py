@@ -51,8 +51,9 @@ class DataUnavailable(UsageError):
     """The asked-for data cannot be had here; the message names the alternatives."""
 
 
-def default_data_dir() -> Path:
-    return named_data_dir(None) or cache_dir() / "data"
+def default_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The data folder: the one the user named (`named_data_dir`), else data/ in vaebench's cache."""
+    return named_data_dir(data_dir) or cache_dir() / "data"
 
 
 def named_data_dir(data_dir: str | os.PathLike[str] | None) -> Path | None:
@@ -75,7 +76,7 @@ def prepare(source: str, data_dir: str | os.PathLike[str] | None, samples: int, 
 
 def _prepare(source: str, data_dir: str | os.PathLike[str] | None, samples: int, write: bool) -> DataInfo:
     named = named_data_dir(data_dir)
-    root = named or default_data_dir()
+    root = default_data_dir(data_dir)
     if source == "auto":
         source = _auto(root, named=named is not None)
     if source not in ("mnist", "embedded", "synthetic"):
@@ -114,7 +115,7 @@ def _located(source: str, folder: Path, samples: int, content: tuple[int, str] |
 
 def check_writable(data_dir: str | os.PathLike[str] | None) -> str | None:
     """None when the data folder can be created and written, else the reason it cannot."""
-    root = named_data_dir(data_dir) or default_data_dir()
+    root = default_data_dir(data_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
