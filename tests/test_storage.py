@@ -31,6 +31,7 @@ from vaebench.storage import (
     NotSaved,
     append,
     append_row,
+    claim,
     done_keys,
     has_results,
     load_epochs,
@@ -178,6 +179,34 @@ def test_two_concurrent_writers_do_not_corrupt_the_file(tmp_path: Path) -> None:
     assert len(rows) == 400
     assert len({r["run_id"] for r in rows}) == 400
     assert done_keys(tmp_path) == {("k", i) for i in range(200)}
+
+
+def test_a_claim_excludes_a_second_and_leaves_no_file(tmp_path: Path) -> None:
+    with claim(tmp_path, "k", 0) as mine:
+        assert mine
+        with claim(tmp_path, "k", 0) as second:
+            assert not second  # another sweep (another open file) is refused while it is held
+        with claim(tmp_path, "k", 1) as other_point:
+            assert other_point
+    assert list((tmp_path / ".locks").iterdir()) == []  # a 1,000-point sweep leaves no 1,000 files
+
+
+def test_a_claim_whose_file_its_holder_removed_claims_the_new_one(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    real_open, opened = os.open, []
+
+    def open_then_holder_finishes(path: str, flags: int, mode: int = 0o777) -> int:
+        fd = real_open(path, flags, mode)
+        if not opened:
+            os.unlink(path)  # the previous holder releases between our open and our lock
+        opened.append(fd)
+        return fd
+
+    monkeypatch.setattr(os, "open", open_then_holder_finishes)
+    with claim(tmp_path, "k", 0) as mine:
+        assert mine and len(opened) == 2  # the orphaned file is given up for the one at the path
+        with claim(tmp_path, "k", 0) as second:
+            assert not second  # and that one is really held
 
 
 def test_missing_folder_says_what_to_do(tmp_path: Path) -> None:

@@ -448,22 +448,34 @@ def load_monitor(folder: str | os.PathLike[str], run_id: str) -> pd.DataFrame:
 def claim(folder: str | os.PathLike[str], key: str, repeat: int) -> Iterator[bool]:
     """Hold a point of a sweep so a second sweep on the same folder skips it; yields False
     when another process holds it. The lock dies with its process, so a killed sweep leaves
-    nothing stale behind."""
+    nothing stale behind, and its file goes with the claim."""
     locks = Path(folder) / LOCKS_DIR
     locks.mkdir(parents=True, exist_ok=True)
-    fd = os.open(locks / f"{key}-{repeat}.lock", os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
+    path = locks / f"{key}-{repeat}.lock"
+    while True:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             yield False
             return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        if _names(path, fd):
+            break
+        os.close(fd)  # its holder removed the file between our open and our lock: claim the new one
+    try:
+        yield True
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # before the unlock, so no one locks a file that is no longer the claim
         os.close(fd)
+
+
+def _names(path: Path, fd: int) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _check_run_id(run_id: object) -> None:
