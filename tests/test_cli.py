@@ -16,6 +16,7 @@ import json
 import math
 import os
 import random
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -466,11 +467,13 @@ def test_a_record_a_full_disk_refuses_is_one_line_and_exit_1(
     stub_training: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _disk_full_after(0, monkeypatch)
-    assert main(["run", "--data", "synthetic", "--out", str(tmp_path)]) == 1
-    err = capsys.readouterr().err
+    assert main(["run", "--data", "synthetic", "--batch-size", "64", "--out", str(tmp_path)]) == 1  # a run that ran
+    out, err = capsys.readouterr()
     assert err.splitlines()[-1] == (f"vaebench run: {tmp_path / 'runs.jsonl'}: the run's record could not be written "
                                     "(No space left on device), so the run is lost")
     assert "Traceback" not in err
+    assert re.search(r"^  time      real \d", out, re.M) and "samples/s steady" in out  # what it measured is on screen
+    assert "saved" not in out
 
 
 def test_a_full_disk_stops_a_sweep_keeping_what_finished(

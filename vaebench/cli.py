@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from .analysis.report import Report
     from .measure.execution import Planned
     from .measure.run import RunOptions
+    from .result import DataInfo, RunRecord
     from .sweep import ExecutorSettings, Skipped
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,11 +256,27 @@ def _add_run(sub: SubParsers) -> None:
                         "the top ones printed (default: off)")
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _run_shown(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
+    """Run once and print what it measured, kept or not: a record the disk refused is shown
+    before the error says it was not written."""
     from .analysis.summary import format_run
+    from .measure.run import run_once
+    from .storage import NotSaved
+
+    try:
+        record = run_once(spec, data, options)
+    except NotSaved as exc:
+        if exc.lost is not None:
+            print(format_run(exc.lost))
+        raise
+    print(format_run(record, str(options.out / "runs.jsonl") if options.launch.node_rank == 0 else ""))
+    return record
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
     from .machine import host_fingerprint
     from .measure.launch import Launch
-    from .measure.run import RunOptions, check, prepare_data, run_once
+    from .measure.run import RunOptions, check, prepare_data
     from .measure.syscalls import find_tracer
     from .rules import one_rank, single_rank_rate
     from .storage import rows_if_any
@@ -288,12 +305,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         rows = rows_if_any(out)
         if math.isnan(single_rank_rate(rows, spec, host_fingerprint()["hostname"])):
             print("measuring one rank first: the baseline of the scaling efficiency", file=sys.stderr)
-            baseline = run_once(one_rank(spec), data, dataclasses.replace(options, tracer=None))
-            print(format_run(baseline, str(out / "runs.jsonl")) + "\n")
+            baseline = _run_shown(one_rank(spec), data, dataclasses.replace(options, tracer=None))
+            print()
             if baseline.status != OK:
                 return EXIT_FAILED
-    record = run_once(spec, data, options)
-    print(format_run(record, str(out / "runs.jsonl") if launch.node_rank == 0 else ""))
+    record = _run_shown(spec, data, options)
     if launch.node_rank > 0:
         print(f"node {launch.node_rank} of {spec.nnodes}: the run's record is written on node 0, with rank 0")
     return EXIT_OK if record.status == OK else EXIT_FAILED

@@ -64,9 +64,13 @@ class UnreadableResults(UsageError):
 class NotSaved(VaebenchError):
     """A finished run whose record could not be written: a full disk, a folder that went read-only."""
 
+    lost: RunRecord | None = None  # the record itself, where the writer had it, to show what was measured
+
     @classmethod
-    def record(cls, path: Path, exc: OSError) -> NotSaved:
-        return cls(f"{path}: the run's record could not be written ({exc.strerror or exc}), so the run is lost")
+    def record(cls, path: Path, exc: OSError, lost: RunRecord | None = None) -> NotSaved:
+        error = cls(f"{path}: the run's record could not be written ({exc.strerror or exc}), so the run is lost")
+        error.lost = lost
+        return error
 
 
 class CorruptResults(UsageError):
@@ -96,7 +100,11 @@ def append(folder: str | os.PathLike[str], record: RunRecord, series: RunSeries 
     """Write the series (atomically, first) and then append the record's line."""
     _check_run_id(record.run_id)
     _write_series(Path(folder), record.run_id, series)
-    append_row(folder, record.to_row())
+    try:
+        append_row(folder, record.to_row())
+    except NotSaved as exc:
+        exc.lost = record
+        raise
     return runs_path(folder)
 
 
@@ -108,7 +116,7 @@ def write_record(folder: str | os.PathLike[str], record: RunRecord, series: RunS
     try:
         write_json_atomic(path, record.to_row())
     except OSError as exc:
-        raise NotSaved.record(path, exc) from None
+        raise NotSaved.record(path, exc, record) from None
     return path
 
 
