@@ -113,6 +113,22 @@ def test_imports_flow_one_way(layer: str) -> None:
         assert not wrong, f"{path.relative_to(PACKAGE)} imports {sorted(wrong)}"
 
 
+def sibling_imports(path: Path) -> set[str]:
+    """The modules of its own subpackage a module imports, at any depth of the file."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
+    return found
+
+
+def test_a_report_is_built_then_rendered_then_written() -> None:
+    steps = ("report", "report_text", "export")
+    for i, step in enumerate(steps):
+        later = sibling_imports(PACKAGE / "analysis" / f"{step}.py") & set(steps[i + 1:])
+        assert not later, f"analysis/{step}.py imports {sorted(later)}"
+
+
 def test_the_analysis_commands_work_where_torch_cannot_be_imported(tmp_path: Path) -> None:
     folder = tmp_path / "h200"
     shutil.copytree(EXAMPLE, folder)

@@ -412,7 +412,8 @@ def results_folder(text: str) -> str:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .analysis.report import build_report, write_report
+    from .analysis.export import write_report
+    from .analysis.report import build_report
 
     runs = [r.strip() for r in args.runs.split(",") if r.strip()] if args.runs else None
     report = build_report(args.folder, baseline=args.baseline, runs=runs)
@@ -428,7 +429,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _print_report(report: Report) -> None:
-    from .analysis.report import kernel_table, summary_table
+    from .analysis.report_text import kernel_table, summary_table
 
     print(summary_table(report).to_string(index=False))
     for warning in report.warnings:

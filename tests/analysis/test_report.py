@@ -13,15 +13,9 @@ import pytest
 from matplotlib.figure import Figure
 
 from vaebench import storage
-from vaebench.analysis.report import (
-    Report,
-    ReportError,
-    build_report,
-    export,
-    render_markdown,
-    summary_table,
-    write_report,
-)
+from vaebench.analysis.export import write_report
+from vaebench.analysis.report import Report, ReportError, build_report
+from vaebench.analysis.report_text import _trained, render_markdown, summary_table
 from vaebench.cli import main
 from vaebench.spec import RunSpec
 
@@ -223,24 +217,6 @@ def test_exports_round_trip_through_csv_and_parquet(written: tuple[Report, Path]
     assert len(pd.read_csv(folder / "epochs.csv")) == 8 * 2
 
 
-def test_parquet_takes_mixed_type_and_nested_columns(tmp_path: Path) -> None:
-    frame = pd.DataFrame(
-        {
-            "fp_gpu_count": [0, "n/a", None],
-            "fp_extra": [{"a": 1}, [1, "b"], None],
-            "losses": [[1, 2.5], None, [None, 3.0]],
-        }
-    )
-    export(frame, tmp_path / "runs")
-    back = pd.read_parquet(tmp_path / "runs.parquet")
-    assert back["fp_gpu_count"].iloc[:2].tolist() == ["0", "n/a"]
-    assert back["fp_extra"].iloc[:2].tolist() == ['{"a": 1}', '[1, "b"]']
-    assert back[["fp_gpu_count", "fp_extra"]].iloc[2].isna().all()
-    assert list(back["losses"].iloc[0]) == [1.0, 2.5]
-    assert back["losses"].iloc[1] is None
-    assert json.loads(pd.read_csv(tmp_path / "runs.csv")["fp_extra"].iloc[0]) == {"a": 1}
-
-
 def test_cli_prints_the_summary_and_writes_the_folder(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(folder), "--baseline", "threads=1", "--runs", "r1"]) == 0
     out = capsys.readouterr().out
@@ -409,8 +385,6 @@ def test_a_folder_measured_beside_a_busy_neighbour_throughout_says_every_run(tmp
 
 
 def test_a_samples_caption_says_how_long_the_run_trained() -> None:
-    from vaebench.analysis.report import _trained
-
     runs = pd.DataFrame([{"run_id": "a", "steps_done": 8, "data_source": "synthetic", "final_loss": 547.36},
                          {"run_id": "b", "steps_done": float("nan"), "data": "", "final_loss": float("nan")}]
                         ).set_index("run_id")
@@ -418,23 +392,6 @@ def test_a_samples_caption_says_how_long_the_run_trained() -> None:
     assert _trained(runs, "b") == "" and _trained(runs, "zz") == ""
     one = pd.DataFrame([{"run_id": "c", "steps_done": 1, "data": "synthetic"}]).set_index("run_id")
     assert _trained(one, "c") == ", after 1 step on synthetic data"
-
-
-def test_parquet_keeps_record_types_beside_a_failed_run(tmp_path: Path) -> None:
-    """A failed run's gaps must not turn a yes/no column into the text 'True'/'False', nor an
-    unmeasured number into None: filters like `runs[~runs.oversubscribed]` must work."""
-    frame = pd.DataFrame({
-        "oversubscribed": [True, False, None],
-        "fp_openmp": [True, None, False],
-        "gpu_util_mean": [None, None, None],
-        "threads": [1, None, 2],
-    })
-    export(frame, tmp_path / "runs")
-    back = pd.read_parquet(tmp_path / "runs.parquet")
-    assert str(back["oversubscribed"].dtype) == "boolean" and str(back["fp_openmp"].dtype) == "boolean"
-    assert back["oversubscribed"].iloc[:2].tolist() == [True, False] and back["oversubscribed"].isna().iloc[2]
-    assert back["gpu_util_mean"].dtype == float and back["gpu_util_mean"].isna().all()
-    assert back["threads"].dtype == float and back["threads"].isna().tolist() == [False, True, False]
 
 
 def test_runs_of_one_configuration_on_different_data_files_are_flagged(folder: Path) -> None:

@@ -293,7 +293,8 @@ def report_folder(base: RunSpec, rungs: Sequence[Rung], folder: Path, *, profile
     """ladder.md, .csv and .png and the folder's report from the runs of this ladder in `folder`;
     returns the table and notes as text, and the Markdown's path."""
     from .. import storage
-    from ..analysis.report import build_report, write_report
+    from ..analysis.export import write_report
+    from ..analysis.report import build_report
 
     plan = make_plan(base, rungs, profile=profile)
     runs = storage.load_runs(folder)

@@ -245,7 +245,8 @@ def remaining(plan: Plan, data: DataInfo, out: Path, *, force: bool = False) -> 
 def judge(claim: Claim, plan: Plan, folder: Path, *, quick: bool, epochs: int | None) -> tuple[str, Path]:
     """Judge the claim on the folder's runs of `plan`; write reproduce.md and the folder's report.
     Returns the comparison as text and the Markdown's path."""
-    from ..analysis.report import build_report, write_report
+    from ..analysis.export import write_report
+    from ..analysis.report import build_report
     from . import report
 
     comparison = report.compare(claim, collect(plan, folder), quick=quick, epochs=epochs,
