@@ -13,7 +13,7 @@ The experiment behind issue 5's "done when", run as CI would run it, from the ou
   base snapshot, P from the planted one, interleaved run by run (round r runs repeat r of
   each side, in a rotating order), as the CI recipe in docs/ci.md interleaves baseline and
   candidate. Every side is a fresh results folder filled by `python -m vaebench.cli sweep`
-  started inside its snapshot with PYTHONPATH pointing at it; `runner.child_env` then puts
+  started inside its snapshot with PYTHONPATH pointing at it; `child_process_env` then puts
   that snapshot first on the training child's path (checked before the first try).
 * A vs A' is the A/A check (it passes when `vaebench compare` exits 0); A vs P is the
   planted check (caught when it exits 1). Exit status 2 counts as neither and is shown.
@@ -90,9 +90,10 @@ def env_for(root: Path) -> dict[str, str]:
 def verify(root: Path, planted: bool) -> None:
     """The CLI and the training child started from `root` both import `root`'s package."""
     code = (
-        "import vaebench.train.loop as loop, vaebench.measure.run as runner\n"
+        "import vaebench.train.loop as loop\n"
+        "from vaebench.measure.child_env import child_process_env\n"
         "from vaebench.spec import RunSpec\n"
-        "print(loop.__file__); print(runner.child_env(RunSpec())['PYTHONPATH'].split(':')[0]);"
+        "print(loop.__file__); print(child_process_env(RunSpec())['PYTHONPATH'].split(':')[0]);"
         "print(hasattr(loop, 'PLANTED_SLOWDOWN'))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env_for(root),

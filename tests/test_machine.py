@@ -14,14 +14,11 @@ from vaebench.machine import (
     GVISOR,
     allocator_libraries,
     allocators_in,
-    bind_env,
-    child_process_env,
     gpu_fingerprint,
     loaded_runtimes,
     sandbox,
-    thread_env,
-    wait_policy_env,
 )
+from vaebench.measure.child_env import bind_env, child_process_env, thread_env, wait_policy_env
 from vaebench.spec import RunSpec
 
 GVISOR_PROC_VERSION = "Linux version 4.4.0 #1 SMP Sun Jan 10 15:06:54 PST 2016\n"

@@ -23,6 +23,10 @@ from .storage import write_json_atomic
 
 T = TypeVar("T")
 
+# The pid of the vaebench that started a child, in the child's environment: a child checks its
+# parent against it, so one whose parent was killed before it could ask to die with it ends too.
+PARENT_PID_ENV = "VAEBENCH_PARENT_PID"
+
 
 @dataclass(frozen=True)
 class Request:

@@ -10,7 +10,7 @@ import pytest
 
 from vaebench.machine import THREAD_ENV_VARS
 from vaebench.measure import peak
-from vaebench.measure.run import child_env
+from vaebench.measure.child_env import child_process_env
 from vaebench.spec import RunSpec
 
 
@@ -43,7 +43,7 @@ def test_the_probe_runs_with_the_same_thread_environment_as_a_run(
     monkeypatch.setattr(peak.subprocess, "run", probe)
     spec = RunSpec(threads=3, omp_wait_policy="passive", bind=True)
     assert peak.cached_peak(spec) == 1.5e11
-    run_env = child_env(spec)
+    run_env = child_process_env(spec)
     for name in (*THREAD_ENV_VARS, "CUDA_DEVICE_ORDER"):
         assert probe.envs[0].get(name) == run_env.get(name), name
     assert probe.envs[0]["OPENBLAS_NUM_THREADS"] == "3"

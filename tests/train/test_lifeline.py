@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from vaebench.machine import PARENT_PID_ENV
+from vaebench.protocol import PARENT_PID_ENV
 from vaebench.train.lifeline import expected_parent, parent_of
 
 

@@ -44,11 +44,12 @@ from typing import Any
 from .. import storage
 from .._format import counted
 from ..errors import UsageError, signals_raise
-from ..machine import child_process_env, host_fingerprint
+from ..machine import host_fingerprint
 from ..result import FAILED, DataInfo, RunRecord
 from ..spec import RunSpec
 from ..sweep import ExecutorSettings
 from . import ledger
+from .child_env import child_process_env
 from .execution import Planned
 from .launch import Launch
 from .ledger import DONE, JOBS_DIR, JobLife, Liveness, PointEntry, PointStatus

@@ -17,10 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from ..machine import cache_dir, child_process_env, cpu_model, gpu_fingerprint, package_version
+from ..machine import cache_dir, cpu_model, gpu_fingerprint, package_version
 from ..rules import contended
 from ..spec import LATER_FIELDS, RunSpec
 from ..storage import atomic_file
+from .child_env import child_process_env
 from .monitor import machine_busy_cpu_s, outside_pct
 
 PEAK_SETTINGS = ("omp_wait_policy", "allocator", "bind")  # fields that change a matmul's speed, not its shape

@@ -22,11 +22,12 @@ from pathlib import Path
 from .. import storage
 from ..analysis.attribution import Evidence, attribute
 from ..errors import STOPS, Interrupted, UsageError, signal_of
-from ..machine import capabilities, child_process_env, host_fingerprint, usable_cores
+from ..machine import capabilities, host_fingerprint, usable_cores
 from ..protocol import Answer, Request
 from ..result import FAILED, OK, DataInfo, RunRecord, RunSeries, SyscallTable, TrainMetrics
 from ..rules import SAMPLE_HZ, scaling_efficiency, single_rank_rate
 from ..spec import Capabilities, RunSpec, validate
+from .child_env import child_process_env
 from .data import DataUnavailable, prepare
 from .launch import (
     ONE_HOST,
@@ -69,11 +70,6 @@ def new_run_id() -> str:
     return f"{stamp}-{uuid.uuid4().hex[:8]}"
 
 
-def child_env(spec: RunSpec, allocator_path: str = "") -> dict[str, str]:
-    """The training child's environment, as `machine.child_process_env` builds it for the spec."""
-    return child_process_env(spec, allocator_path)
-
-
 def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
     run_id = new_run_id()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -94,8 +90,9 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
             if spec.world_size == 1:  # the training process's threads; the ranks are several processes: none
                 monitor.watch(pid)
 
+        env = child_process_env(spec, options.allocator_path)
         with monitor:
-            exit_ = run_child(child_argv(spec, request, options.launch), env=child_env(spec, options.allocator_path),
+            exit_ = run_child(child_argv(spec, request, options.launch), env=env,
                               timeout=options.timeout, keep_stderr=STDERR_KEPT if spec.world_size > 1 else 0,
                               on_start=watch_child, folder=options.out, scratch=Path(tmp))
         answer = Answer.read(result)
@@ -191,7 +188,7 @@ def traced_run(tracer: Tracer, spec: RunSpec, data: DataInfo, options: RunOption
         request = Path(tmp) / "request.json"
         _request(spec, data, traced, f"{run_id}-traced", result).write(request)
         exit_, counts = trace(tracer, child_argv(spec, request, options.launch),
-                              env=child_env(spec, options.allocator_path), timeout=options.timeout)
+                              env=child_process_env(spec, options.allocator_path), timeout=options.timeout)
         answer = Answer.read(result)
     steps = answer.metrics.steps_done if answer is not None and answer.metrics is not None else 0
     return SyscallTable(tool=tracer.name, counts=counts, steps=steps, real_s=exit_.usage.real_s)

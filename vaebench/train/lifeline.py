@@ -5,7 +5,7 @@ On Linux the kernel sends SIGKILL at the parent's death (`prctl(PR_SET_PDEATHSIG
 reaches torchrun's ranks, which start sessions of their own where a kill aimed at the
 launcher's process group would miss them. The parent may already be gone when that is asked,
 even before this process got that far: so the parent's pid is compared, right after, with the
-one vaebench put in the environment (`machine.PARENT_PID_ENV`), or with a tracer that one
+one vaebench put in the environment (`protocol.PARENT_PID_ENV`), or with a tracer that one
 started it under. Elsewhere a daemon thread polls
 the parent's pid every `POLL_S`. Before writing anything, a child checks its parent once more.
 
@@ -24,7 +24,8 @@ import sys
 import threading
 from pathlib import Path
 
-from ..machine import PARENT_PID_ENV, proc_stat_fields
+from ..machine import proc_stat_fields
+from ..protocol import PARENT_PID_ENV
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 POLL_S = 0.5  # where there is no PR_SET_PDEATHSIG: how long an orphan may go on

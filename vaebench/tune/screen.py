@@ -49,8 +49,8 @@ def screen(
     budget_s: float,
 ) -> SearchResult:
     """Run `tune.search.search_batch` for `base` in one child; this side imports no torch."""
+    from ..measure.child_env import child_process_env
     from ..measure.process import run_child
-    from ..measure.run import child_env
 
     work.mkdir(parents=True, exist_ok=True)
     for name in (TRIALS_FILE, ANSWER_FILE):
@@ -61,7 +61,7 @@ def screen(
         "start": start, "budget_s": budget_s, "work": str(work),
     }))
     try:
-        exit_ = run_child([sys.executable, "-m", "vaebench.tune.screen", str(request)], env=child_env(base),
+        exit_ = run_child([sys.executable, "-m", "vaebench.tune.screen", str(request)], env=child_process_env(base),
                           timeout=budget_s + STARTUP_GRACE_S, folder=work.parent)
     except STOPS as stop:  # the child is killed by now; its finished trials are in the work folder
         result = read_trials(work, stopped=True)
