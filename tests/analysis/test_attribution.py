@@ -98,6 +98,35 @@ def test_a_what_if_on_one_of_the_knobs_backs_the_finding() -> None:
     assert str(found).count("measured:") == 1
 
 
+@pytest.mark.parametrize("data_ms", [2.8, 3.2])  # input 28% and 32% of a 10 ms step: repeats of one configuration
+def test_an_input_share_near_its_cut_names_both_verdicts_and_their_knobs(data_ms: float) -> None:
+    found = attribute(Evidence(split(data_ms, 0.0, 10.0 - data_ms, 0.0), "cpu", busy_fraction=0.9))
+    text = str(found)
+    assert "on the line between" in text and "input pipeline" in text and "compute" in text
+    assert {"--loader tensor", "--workers N", "--threads N"} <= set(found.knobs)  # both sides' knobs
+
+
+@pytest.mark.parametrize("data_ms", [2.4, 3.6])
+def test_an_input_share_clear_of_its_cut_names_one_verdict(data_ms: float) -> None:
+    found = attribute(Evidence(split(data_ms, 0.0, 10.0 - data_ms, 0.0), "cpu", busy_fraction=0.9))
+    assert "on the line" not in str(found)
+    assert ("--threads N" in found.knobs) != ("--loader tensor" in found.knobs)
+
+
+def test_a_measured_what_if_settles_a_verdict_on_the_line() -> None:
+    ev = Evidence(split(3.2, 0.0, 6.8, 0.0), "cpu", busy_fraction=0.9, whatifs={"--loader tensor": 1.5})
+    found = attribute(ev)
+    assert found.kind == INPUT and "on the line" not in str(found)
+
+
+def test_a_knob_measured_slower_backs_nothing() -> None:
+    ev = Evidence(split(0.2, 0.0, 4.0, 0.01), "cpu", busy_fraction=0.9,
+                  whatifs={"--threads 1": 1.1, "--threads 2": 0.29})
+    found = attribute(ev)
+    assert found.kind == COMPUTE
+    assert found.whatif == "--threads 1 ran 1.10x as fast"
+
+
 def test_utilization_note_warns_against_reading_it_as_efficiency() -> None:
     note = utilization_note(93.0)
     assert "93%" in note and "not how much" in note and "compute efficiency" in note

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..result import StepSplit
-from ..rules import INPUT_BOUND_SHARE, contended
+from ..rules import INPUT_BAND, INPUT_BOUND_SHARE, contended
 from ..spec import RunSpec
 from ..stats import number
 from .trace import NO_DEVICE_ROWS, NO_DEVICE_SOURCE, from_device_rows
@@ -228,16 +228,21 @@ class Bottleneck:
 def attribute(ev: Evidence) -> Bottleneck:
     """Name what bounds the run; see the module docstring for what the split parts mean."""
     kind, share, why = _rule(ev)
+    other = None  # a second verdict as likely as `kind`, its knobs listed too
     measured = {k: v for k, v in ev.whatifs.items() if math.isfinite(v)}
     decisive = {k: v for k, v in measured.items() if _flag_kind(k) and v >= DECISIVE_WHATIF}
-    if decisive:
-        best = max(decisive, key=lambda k: decisive[k])
-        best_kind = _flag_kind(best)
-        if best_kind and best_kind != kind:
-            why = [f"the rules pointed to {kind}", *why]
-            kind, share = best_kind, _share_of(ev, best_kind)
-    knobs, set_already = _open_knobs((KNOBS if ev.on_gpu else CPU_KNOBS)[kind], ev.spec)
-    backing = {k: v for k, v in measured.items() if _flag(k) and _flag(k) in " ".join(knobs)}
+    best_kind = _flag_kind(max(decisive, key=lambda k: decisive[k])) if decisive else None
+    if best_kind and best_kind != kind:
+        why = [f"the rules pointed to {kind}", *why]
+        kind, share = best_kind, _share_of(ev, best_kind)
+    elif not best_kind:  # no measurement settles it
+        other, line = _on_the_line(ev, kind)
+        why += [line] if other else []
+    catalogue = KNOBS if ev.on_gpu else CPU_KNOBS
+    both = catalogue[kind] + (catalogue[other] if other else ())
+    knobs, set_already = _open_knobs(tuple(dict.fromkeys(both)), ev.spec)
+    # A knob measured slower than the run backs nothing: it is no reason to turn it.
+    backing = {k: v for k, v in measured.items() if v > 1 and _flag(k) and _flag(k) in " ".join(knobs)}
     whatif = ", ".join(
         f"{k} ran {v:.2f}x as fast" for k, v in sorted(backing.items(), key=lambda kv: -kv[1])
     )
@@ -264,7 +269,19 @@ def _open_knobs(knobs: tuple[str, ...], spec: RunSpec | None) -> tuple[tuple[str
     return tuple(open_), tuple(used)
 
 
-def _rule(ev: Evidence) -> tuple[str, float, list[str]]:
+def _on_the_line(ev: Evidence, kind: str) -> tuple[str | None, str]:
+    """The verdict the rules would give were the input share a little to the other side of its cut,
+    where that differs from `kind` (a rerun may name it), and the sentence that says so."""
+    readings = {_rule(ev, INPUT_BOUND_SHARE + side * INPUT_BAND)[0] for side in (-1, 1)}
+    other = next((k for k in readings if k != kind), None)
+    if other is None:
+        return None, ""
+    return other, (f"on the line between {kind} and {other}: the wait for input is within "
+                   f"{100 * INPUT_BAND:.0f} points of the {100 * INPUT_BOUND_SHARE:.0f}% of the step that names the "
+                   "input pipeline, so a rerun may name the other; the knobs of both are listed")
+
+
+def _rule(ev: Evidence, input_cut: float = INPUT_BOUND_SHARE) -> tuple[str, float, list[str]]:
     s = ev.split
     input_share = ev.share(s.data_ms, s.copy_ms)
     host_share = ev.share(s.compute_ms)
@@ -282,7 +299,7 @@ def _rule(ev: Evidence) -> tuple[str, float, list[str]]:
         why = (f"the all-reduce of the gradients across ranks takes {100 * ev.allreduce_share:.0f}% of the step "
                "(counted in host compute)")
         return ALLREDUCE, ev.allreduce_share, [split, why]
-    if input_share >= INPUT_BOUND_SHARE:
+    if input_share >= input_cut:
         why = f"waiting for input is {100 * input_share:.0f}% of the step"
         return INPUT, input_share, [split, why]
     if not ev.on_gpu:
