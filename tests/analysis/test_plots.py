@@ -382,3 +382,62 @@ def test_legends_never_cover_the_data() -> None:
         assert _covered(figure) == [], name
         if name != "times":  # the time bars keep theirs in the headroom above the bars
             assert [ax.get_legend() for ax in figure.axes] == [None] * len(figure.axes), name
+
+
+def _crowd(count: int = 100) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """A sweep of `count` configurations (threads x batch size), 5 runs each, one epoch a run: a
+    summary, its runs and its epochs; config c's samples/s is 1,000 + c."""
+    threads = [1, 2, 4, 8, 16]
+    configs = [f"threads={threads[i % 5]},batch_size={32 * (1 + i // 5)}" for i in range(count)]
+    summary = _summary(config=configs, threads=[threads[i % 5] for i in range(count)],
+                       batch_size=[32 * (1 + i // 5) for i in range(count)],
+                       samples_per_s_median=[1000.0 + i for i in range(count)],
+                       real_s_median=[10.0] * count, user_s_median=[9.0] * count, sys_s_median=[1.0] * count,
+                       final_loss_median=[100.0] * count,
+                       flops_frac_median=[0.2] * count, model_flops_per_s_median=[1e9] * count,
+                       sys_user_median=[0.1] * count,
+                       **{f"{column}_median": [1.0] * count for column, _ in plots.SPLIT_PARTS},
+                       **{f"{column}_median": [1.0] * count for column, _ in plots.PER_STEP if column != "sys_user"})
+    runs = pd.DataFrame({"config": np.repeat(configs, 5), "status": "ok", "real_s": 10.0, "user_s": 9.0,
+                         "sys_s": 1.0, "run_id": [f"r{i}" for i in range(5 * count)]})
+    epochs = runs[["run_id", "config"]].assign(epoch=1, loss=100.0, elapsed_s=10.0)
+    return summary, runs, epochs
+
+
+def test_a_crowded_bar_figure_shows_the_fastest_and_slowest_and_the_baseline_and_says_how_many_more() -> None:
+    summary, runs, _ = _crowd()
+    baseline = str(summary["config"][50])
+    for figure in (plots.time_bars(summary, runs, [baseline]), plots.step_split(summary, [baseline]),
+                   plots.flops_share(summary, [baseline])):
+        assert figure is not None
+        ax = figure.axes[0]
+        assert all(len(bars) == plots.MAX_SHOWN for bars in ax.containers)
+        names = [t.get_text().replace(",\n", ",") for t in ax.get_xticklabels()]
+        assert names[0] == summary["config"][99] and names[-1] == summary["config"][0] and baseline in names
+        assert "the 12 fastest and 11 slowest of 100 configurations by samples/s and the baseline; 76 more in " \
+               "summary.csv" in figure.get_suptitle()
+    figure = plots.time_bars(summary, runs)
+    assert figure is not None
+    assert sum(len(_xs(line)) for line in figure.axes[0].get_lines()) == 3 * 5 * plots.MAX_SHOWN  # the shown runs' dots
+
+
+def test_a_crowded_curve_figure_draws_at_most_the_cap_of_curves() -> None:
+    summary, _, _ = _crowd(200)  # 40 batch sizes x 5 thread counts: 40 curves against threads, 5 against batch
+    for figure in (plots.thread_scaling(summary), plots.kernel_counters(summary)):
+        assert figure is not None
+        assert len(figure.axes[0].get_lines()) <= plots.MAX_SHOWN + 1  # and the ideal or the cores line
+        assert "of 40 curves by samples/s; 16 more in summary.csv" in figure.get_suptitle()
+    batch = plots.batch_size_scaling(summary)
+    assert batch is not None and len(batch.axes[0].get_lines()) == 5 and batch.get_suptitle() == ""
+
+
+def test_a_crowded_loss_figure_draws_a_median_line_per_shown_configuration() -> None:
+    summary, _, epochs = _crowd()
+    figure = plots.loss_curves(epochs, summary)
+    assert figure is not None
+    (ax,) = figure.axes
+    assert len(ax.get_lines()) == plots.MAX_SHOWN  # not 5 runs each
+    assert len(figure.legends[0].get_texts()) == plots.MAX_SHOWN
+    assert "76 more in summary.csv" in figure.get_suptitle() and "median" in figure.get_suptitle()
+    unranked = plots.loss_curves(epochs)  # no summary to rank by: every configuration, no legend
+    assert unranked is not None and not unranked.legends

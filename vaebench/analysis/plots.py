@@ -6,12 +6,16 @@ Figures are built on `matplotlib.figure.Figure` directly, which renders through 
 leaves pyplot's global state and backend alone.
 
 `summary` is `report.summarize`'s frame: one row per configuration with `config`, the run
-fields, and `<metric>_median` / `<metric>_iqr` columns.
+fields, and `<metric>_median` / `<metric>_iqr` columns. A figure shows at most `MAX_SHOWN`
+configurations (or curves, or runs' legend entries): past it, the fastest and slowest
+(`shown.shown`), with `keep` (the baseline's configuration names) among them, and says in its
+title how many more summary.csv holds.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 import numpy as np
 import pandas as pd
@@ -25,6 +29,7 @@ from matplotlib.ticker import LogFormatter, MaxNLocator
 from ..result import OK
 from ..spec import SPEC_FIELDS, format_value
 from .kernel import PER_STEP
+from .shown import MAX_SHOWN, Shown, shown
 
 TIME_PARTS = (
     ("real_s", "real (wall clock)"),
@@ -51,12 +56,14 @@ VISIBLE_SHARE = 0.01  # a step part under this share of the tallest bar cannot b
 LOSS_SPAN = 0.02  # a loss axis spans at least 2 % of the loss: the seed-to-seed band is about 1 %
 UTIL_NOTE = "NVML utilization.gpu is the share of time any kernel ran, not compute efficiency"
 KERNEL_PANELS = (*PER_STEP, ("samples_per_s", "samples/s (steady state)"))
+MAX_LOSS_RUNS = 100  # runs the loss figure draws a line each; past this, a median line per configuration
 
 
-def time_bars(summary: pd.DataFrame, runs: pd.DataFrame | None = None) -> Figure | None:
+def time_bars(summary: pd.DataFrame, runs: pd.DataFrame | None = None, keep: Collection[str] = ()) -> Figure | None:
     """Median real, user and sys time per configuration: the seed's `time` view. Dots are runs."""
     if not _has(summary, "real_s_median"):
         return None
+    summary, picked = _crowd(summary, keep)
     x = np.arange(len(summary))
     width = 0.27
     figure, ax = _figure(len(summary))
@@ -70,10 +77,11 @@ def time_bars(summary: pd.DataFrame, runs: pd.DataFrame | None = None) -> Figure
     _config_ticks(ax, x, summary)
     ax.set_ylim(top=ax.get_ylim()[1] * 1.25)  # headroom: the legend sits above the bars, not on them
     ax.legend(loc="upper center", ncols=len(TIME_PARTS), fontsize="small")
+    _say_left_out(figure, picked)
     return figure
 
 
-def thread_scaling(summary: pd.DataFrame) -> Figure | None:
+def thread_scaling(summary: pd.DataFrame, keep: Collection[str] = ()) -> Figure | None:
     """Speed-up and parallel efficiency against intra-op threads, with the ideal lines.
 
     Speed-up is the median steady-state samples/s at each count over that at the fewest threads
@@ -91,6 +99,7 @@ def thread_scaling(summary: pd.DataFrame) -> Figure | None:
     curves = [(name, _curve(g)) for name, g in _groups(data, "threads") if g["threads"].nunique() > 1]
     if not curves:
         return None
+    curves, picked = _fewer_curves(curves, keep)
     data = pd.concat([g for _, g in curves])
     figure = Figure(figsize=(11, 4.5), layout="constrained")
     speed_ax, eff_ax = figure.subplots(1, 2)
@@ -115,10 +124,11 @@ def thread_scaling(summary: pd.DataFrame) -> Figure | None:
         _thread_ticks(ax, data)
         ax.grid(alpha=0.3)
     _legend_below(figure, (speed_ax, eff_ax), ncols=2)
+    _say_left_out(figure, picked)
     return figure
 
 
-def kernel_counters(summary: pd.DataFrame) -> Figure | None:
+def kernel_counters(summary: pd.DataFrame, keep: Collection[str] = ()) -> Figure | None:
     """sys/user and each kernel-time counter per step against intra-op threads, one line per
     group of the other fields that vary (wait policy, allocator, ...), log-scaled where the
     counters span decades; the usable cores are marked, oversubscription lies to their right."""
@@ -127,11 +137,13 @@ def kernel_counters(summary: pd.DataFrame) -> Figure | None:
     data = ran_threads(summary).dropna(subset=["threads", "sys_user_median"])
     if data["threads"].nunique() < 2:
         return None
+    curves, picked = _fewer_curves(_groups(data, "threads"), keep)
+    data = pd.concat([g for _, g in curves])
     figure = Figure(figsize=(14, 7.5), layout="constrained")
     axes = figure.subplots(2, 3).ravel()
     cores = pd.to_numeric(data.get("fp_usable_cores_median", pd.Series(dtype=float)), errors="coerce").dropna()
     for ax, (column, label) in zip(axes, KERNEL_PANELS, strict=True):
-        for name, group in _groups(data, "threads"):
+        for name, group in curves:
             group = _curve(group)
             ax.plot(group["threads"], group[f"{column}_median"], marker="o", label=name)
         if len(cores):
@@ -146,10 +158,11 @@ def kernel_counters(summary: pd.DataFrame) -> Figure | None:
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize="small")
     figure.suptitle("Where the kernel time goes: counters per step of the training window against threads")
+    _say_left_out(figure, picked)
     return figure
 
 
-def batch_size_scaling(summary: pd.DataFrame) -> Figure | None:
+def batch_size_scaling(summary: pd.DataFrame, keep: Collection[str] = ()) -> Figure | None:
     """Throughput, GPU utilization (where measured) and final loss against the batch size."""
     if "batch_size" not in summary:
         return None
@@ -158,6 +171,7 @@ def batch_size_scaling(summary: pd.DataFrame) -> Figure | None:
     curves = [(name, g) for name, g in _groups(data, "batch_size") if g["batch_size"].nunique() > 1]
     if not curves:
         return None
+    curves, picked = _fewer_curves(curves, keep)
     data = pd.concat([g for _, g in curves])
     panels = [("samples_per_s_median", "samples/s (steady state)", "Throughput")]
     if _has(data, "gpu_util_mean_median"):
@@ -183,6 +197,7 @@ def batch_size_scaling(summary: pd.DataFrame) -> Figure | None:
                          if stepped else "(at equal epochs: a larger batch took fewer steps)"), fontsize="medium")
     handles, labels = axes[0].get_legend_handles_labels()  # below the panels: inside, it hides the curves
     figure.legend(handles, labels, loc="outside lower center", ncols=min(2, len(labels)), fontsize="small")
+    _say_left_out(figure, picked)
     return figure
 
 
@@ -196,29 +211,43 @@ def _at_least_span(ax: Axes, share: float) -> None:
         ax.set_ylim(middle - span / 2, middle + span / 2)
 
 
-def loss_curves(epochs: pd.DataFrame) -> Figure | None:
-    """Loss per epoch, and loss against training wall clock (time to quality); a line per run.
+def loss_curves(epochs: pd.DataFrame, summary: pd.DataFrame | None = None,
+                keep: Collection[str] = ()) -> Figure | None:
+    """Loss per epoch, and loss against training wall clock (time to quality); a line per run,
+    or past `MAX_LOSS_RUNS` runs a line per configuration through its runs' medians.
 
     `epochs` is `storage.load_epochs`'s frame with a `config` column; runs of one
     configuration share a colour. An epoch that `--steps` cut short (`partial`) has a loss
-    over only the steps it ran: it is drawn as an open circle, and the title says so.
+    over only the steps it ran: it is drawn as an open circle, and the title says so. With
+    `summary`, a crowded figure shows the configurations `shown` picks; without, all of them,
+    and no legend past `MAX_SHOWN`.
     """
     if epochs.empty or not _has(epochs, "loss"):
         return None
+    configs = list(dict.fromkeys(epochs["config"]))
+    picked = Shown(tuple(configs), len(configs))
+    if summary is not None:
+        picked = shown(summary[summary["config"].isin(configs)], MAX_SHOWN, keep)
+        if picked.left_out:
+            configs = list(picked.names)
+            epochs = epochs[epochs["config"].isin(configs)]
+    medians = epochs["run_id"].nunique() > MAX_LOSS_RUNS
+    if medians:
+        epochs = _median_runs(epochs)
     last = int(epochs["epoch"].max())
     # One epoch a run puts every run at x = 1 of a per-epoch panel: only the clock tells them apart.
-    figure = Figure(figsize=(11 if last > 1 else 6.5, 4.5), layout="constrained")
+    # A crowded figure's legend of MAX_SHOWN entries and its note take two inches off the panels.
+    figure = Figure(figsize=(11 if last > 1 else 6.5, 6.5 if picked.left_out else 4.5), layout="constrained")
     epoch_ax: Axes | None = None
     if last > 1:
         epoch_ax, time_ax = figure.subplots(1, 2)
     else:
         time_ax = figure.subplots()
-    configs = list(dict.fromkeys(epochs["config"]))
     colors = dict(zip(configs, _colors(len(configs)), strict=True))
     markers = {c: MARKERS[i % len(MARKERS)] for i, c in enumerate(configs)}  # curves that coincide stay apart
     cut = epochs["partial"].fillna(False).astype(bool) if "partial" in epochs else pd.Series(False, epochs.index)
     drawn = [(ax, x) for ax, x in ((epoch_ax, "epoch"), (time_ax, "elapsed_s")) if ax is not None]
-    for _, run in epochs.groupby("run_id", sort=False):
+    for _, run in epochs.groupby("config" if medians else "run_id", sort=False):
         config = run["config"].iloc[0]
         short = run[cut[run.index]]
         for ax, x in drawn:
@@ -245,10 +274,25 @@ def loss_curves(epochs: pd.DataFrame) -> Figure | None:
         ax.set_ylabel("training loss (epoch mean)")
         ax.grid(alpha=0.3)
         _at_least_span(ax, LOSS_SPAN)
-    handles = [Line2D([], [], color=colors[c], marker=markers[c], markersize=4, label=c) for c in configs]
-    figure.legend(handles=handles, loc="outside lower center", ncols=min(3 if last > 1 else 2, len(configs)),
-                  fontsize="small")
+    if len(configs) <= MAX_SHOWN:
+        handles = [Line2D([], [], color=colors[c], marker=markers[c], markersize=4, label=c) for c in configs]
+        figure.legend(handles=handles, loc="outside lower center", ncols=min(3 if last > 1 else 2, len(configs)),
+                      fontsize="small")
+    if medians:
+        figure.suptitle(f"A line per configuration: the median loss and clock at each epoch over its runs "
+                        f"({epochs['runs'].max():.0f} at most)", fontsize="medium")
+    _say_left_out(figure, picked)
     return figure
+
+
+def _median_runs(epochs: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration and epoch: the median loss and clock over its runs, `partial`
+    where any run's epoch was cut short, and how many `runs` there were."""
+    cut = epochs["partial"].fillna(False).astype(bool) if "partial" in epochs else pd.Series(False, epochs.index)
+    medians = epochs.assign(partial=cut).groupby(["config", "epoch"], sort=False).agg(
+        loss=("loss", "median"), elapsed_s=("elapsed_s", "median"), partial=("partial", "any"),
+        runs=("run_id", "nunique"))
+    return medians.reset_index()
 
 
 def gpu_timeline(monitors: dict[str, pd.DataFrame]) -> Figure | None:
@@ -281,11 +325,12 @@ def gpu_timeline(monitors: dict[str, pd.DataFrame]) -> Figure | None:
     return figure
 
 
-def step_split(summary: pd.DataFrame) -> Figure | None:
+def step_split(summary: pd.DataFrame, keep: Collection[str] = ()) -> Figure | None:
     """Where a training step's time goes: data wait, copy, compute, sync, stacked per config."""
     columns = [f"{c}_median" for c, _ in SPLIT_PARTS]
     if not any(_has(summary, c) for c in columns):
         return None
+    summary, picked = _crowd(summary, keep)
     x = np.arange(len(summary))
     figure, ax = _figure(len(summary))
     bottom = np.zeros(len(summary))
@@ -301,14 +346,16 @@ def step_split(summary: pd.DataFrame) -> Figure | None:
     ax.set_title("Where the step time goes (the mean of a run's steps, the median over runs)")
     _config_ticks(ax, x, summary)
     _legend_below(figure, (ax,), ncols=2)
+    _say_left_out(figure, picked)
     return figure
 
 
-def flops_share(summary: pd.DataFrame) -> Figure | None:
+def flops_share(summary: pd.DataFrame, keep: Collection[str] = ()) -> Figure | None:
     """Achieved model FLOP/s, a bar per configuration, each with its own measured peak (a device
     or a thread count of its own) as a tick above it and its share of that peak as the label."""
     if not _has(summary, "flops_frac_median"):
         return None
+    summary, picked = _crowd(summary, keep)
     x = np.arange(len(summary))
     figure, ax = _figure(len(summary))
     nan = pd.Series(math.nan, index=summary.index)
@@ -329,10 +376,11 @@ def flops_share(summary: pd.DataFrame) -> Figure | None:
     ax.set_title("Model FLOP/s achieved, against each configuration's measured peak (labels: share of it)")
     _config_ticks(ax, x, summary)
     _legend_below(figure, (ax,), ncols=2)
+    _say_left_out(figure, picked)
     return figure
 
 
-def rank_scaling(summary: pd.DataFrame) -> Figure | None:
+def rank_scaling(summary: pd.DataFrame, keep: Collection[str] = ()) -> Figure | None:
     """Data-parallel runs: samples/s and scaling efficiency against the world size (ranks), with the
     ideal lines. Efficiency is samples/s at N ranks over N x samples/s of one rank at the same
     per-rank batch: from the folder's one-rank row where it has one, else as each run recorded it."""
@@ -343,9 +391,10 @@ def rank_scaling(summary: pd.DataFrame) -> Figure | None:
         return None
     if data["world_size"].max() < 2:
         return None
+    curves, picked = _fewer_curves(_groups(data, "world_size", exclude=("nproc_per_node", "nnodes")), keep)
     figure = Figure(figsize=(11, 4.5), layout="constrained")
     rate_ax, eff_ax = figure.subplots(1, 2)
-    for name, group in _groups(data, "world_size", exclude=("nproc_per_node", "nnodes")):
+    for name, group in curves:
         group = group.sort_values("world_size")
         ranks = group["world_size"].astype(float)
         one = group.loc[group["world_size"] == 1, "samples_per_s_median"]
@@ -368,6 +417,7 @@ def rank_scaling(summary: pd.DataFrame) -> Figure | None:
         ax.set_title(title)
         ax.grid(alpha=0.3)
     _legend_below(figure, (rate_ax, eff_ax), ncols=2)
+    _say_left_out(figure, picked)
     return figure
 
 
@@ -434,9 +484,50 @@ def _config_ticks(ax: Axes, x: np.ndarray, summary: pd.DataFrame) -> None:
 
 def _dots(ax: Axes, runs: pd.DataFrame, summary: pd.DataFrame, column: str, x: np.ndarray) -> None:
     ok = runs[runs["status"] == OK]
+    values = pd.to_numeric(ok[column], errors="coerce").dropna()
+    per_config = dict(list(values.groupby(ok.loc[values.index, "config"], sort=False)))
     for position, config in zip(x, summary["config"], strict=True):
-        values = pd.to_numeric(ok.loc[ok["config"] == config, column], errors="coerce").dropna()
-        ax.plot([position] * len(values), values, "k.", markersize=4)
+        found = per_config.get(config, values.iloc[:0])
+        ax.plot([position] * len(found), found, "k.", markersize=4)
+
+
+def _crowd(summary: pd.DataFrame, keep: Collection[str]) -> tuple[pd.DataFrame, Shown]:
+    """The rows a bar figure draws (`shown`), in its order."""
+    picked = shown(summary, MAX_SHOWN, keep)
+    if not picked.left_out:
+        return summary, picked
+    rows = summary.set_index(summary["config"].astype(str)).loc[list(picked.names)]
+    return rows.reset_index(drop=True), picked
+
+
+def _fewer_curves(curves: list[tuple[str, pd.DataFrame]], keep: Collection[str]
+                  ) -> tuple[list[tuple[str, pd.DataFrame]], Shown]:
+    """The curves a figure draws: each ranked by its fastest point (`shown`); a curve through a
+    configuration in `keep` is kept."""
+    best = pd.DataFrame({
+        "config": [name for name, _ in curves],
+        "samples_per_s_median": [_column(g, "samples_per_s_median").max() for _, g in curves],
+        "real_s_median": [_column(g, "real_s_median").min() for _, g in curves],
+    })
+    kept = [name for name, g in curves if g["config"].astype(str).isin(keep).any()] if keep else []
+    picked = shown(best, MAX_SHOWN, kept, what="curves")
+    if not picked.left_out:
+        return curves, picked
+    named = dict(curves)
+    return [(name, named[name]) for name in picked.names], picked
+
+
+def _say_left_out(figure: Figure, picked: Shown) -> None:
+    """Under the figure's title (or as it), what a crowded figure leaves out: '(... 176 more in summary.csv)'."""
+    if not picked.left_out:
+        return
+    above = figure.get_suptitle()
+    figure.suptitle(f"{above}\n({picked.note})" if above else f"({picked.note})",
+                    fontsize="medium" if above else "small")
+
+
+def _column(frame: pd.DataFrame, column: str) -> pd.Series:
+    return pd.to_numeric(frame.get(column, pd.Series(math.nan, index=frame.index)), errors="coerce")
 
 
 def _groups(data: pd.DataFrame, axis: str, exclude: tuple[str, ...] = ()) -> list[tuple[str, pd.DataFrame]]:

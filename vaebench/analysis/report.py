@@ -167,7 +167,7 @@ def build_report(
         varying=varying,
         common=common,
         warnings=problems,
-        figures=draw_figures(summary, table, epochs, monitors),
+        figures=draw_figures(summary, table, epochs, monitors, baseline_configs(summary, baseline)),
         samples=_sample_images(folder, table),
         baseline=baseline,
         bottlenecks=bottlenecks(summary),
@@ -324,13 +324,8 @@ def speedups(summary: pd.DataFrame, baseline: str, metric: str = "real_s") -> pd
     steady-state samples/s over the baseline's (the loop alone: two runs of different lengths
     differ in the one and not the other). With several machines, each machine's configurations
     are set against that machine's baseline."""
-    wanted = parse_baseline(baseline)
     machines = summary["machine"] if "machine" in summary else pd.Series("", index=summary.index)
-    matches = [
-        i
-        for i, row in summary.iterrows()
-        if all(getattr(RunSpec.from_dict(row.to_dict()), k) == v for k, v in wanted.items())
-    ]
+    matches = _matching(summary, baseline)
     if not matches:
         known = "; ".join(summary["config"])
         raise ReportError(f"baseline {baseline!r} matches no configuration; there are: {known}")
@@ -347,6 +342,18 @@ def speedups(summary: pd.DataFrame, baseline: str, metric: str = "real_s") -> pd
         ratio = summary.loc[same, f"{metric}_median"] / base[f"{metric}_median"]
         result[same] = 1 / ratio if metric == "real_s" else ratio
     return result
+
+
+def baseline_configs(summary: pd.DataFrame, baseline: str | None) -> list[str]:
+    """The configurations `baseline` names (one per machine), for the figures to keep in view."""
+    return [] if baseline is None else [str(c) for c in summary.loc[_matching(summary, baseline), "config"]]
+
+
+def _matching(summary: pd.DataFrame, baseline: str) -> list[Any]:
+    """The index of every summary row whose run fields have the values `baseline` sets."""
+    wanted = parse_baseline(baseline)
+    return [i for i, row in summary.iterrows()
+            if all(getattr(RunSpec.from_dict(row.to_dict()), k) == v for k, v in wanted.items())]
 
 
 def find_warnings(runs: pd.DataFrame, summary: pd.DataFrame) -> list[ReportWarning]:
@@ -481,19 +488,21 @@ def draw_figures(
     runs: pd.DataFrame,
     epochs: pd.DataFrame,
     monitors: dict[str, pd.DataFrame],
+    baseline: Sequence[str] = (),
 ) -> dict[str, Figure]:
-    """Every figure the data has the axes for, keyed by its file stem."""
+    """Every figure the data has the axes for, keyed by its file stem; a crowded one keeps the
+    `baseline` configurations in view (`plots`)."""
     measured = summary[summary["n"] > 0].reset_index(drop=True)
     drawn = {
-        "times": plots.time_bars(measured, runs),
-        "thread_scaling": plots.thread_scaling(measured),
-        "batch_size": plots.batch_size_scaling(measured),
-        "loss": plots.loss_curves(epochs),
+        "times": plots.time_bars(measured, runs, baseline),
+        "thread_scaling": plots.thread_scaling(measured, baseline),
+        "batch_size": plots.batch_size_scaling(measured, baseline),
+        "loss": plots.loss_curves(epochs, measured, baseline),
         "gpu_timeline": plots.gpu_timeline(monitors),
-        "step_split": plots.step_split(measured),
-        "flops": plots.flops_share(measured),
-        "rank_scaling": plots.rank_scaling(measured),
-        "kernel_time": plots.kernel_counters(measured),
+        "step_split": plots.step_split(measured, baseline),
+        "flops": plots.flops_share(measured, baseline),
+        "rank_scaling": plots.rank_scaling(measured, baseline),
+        "kernel_time": plots.kernel_counters(measured, baseline),
     }
     return {name: figure for name, figure in drawn.items() if figure is not None}
 

@@ -15,6 +15,7 @@ from ..spec import format_value
 from ..stats import number
 from .attribution import utilization_note
 from .report import COMMON, TABLE_METRICS, Report, ReportWarning, busy_per_config, contended_runs, side_by_side
+from .shown import MAX_SHOWN
 from .summary import seconds_note
 
 TOP_SYSCALLS = 5  # rows of each configuration's syscall table: the calls that hold most of the time
@@ -219,8 +220,14 @@ FIGURE_TITLES = {
 
 def _figures_markdown(report: Report) -> list[str]:
     lines = ["## Figures", ""] if report.figures else []
+    crowded = int((report.summary["n"] > 0).sum()) > MAX_SHOWN
     for name in report.figures:
         lines += [f"### {FIGURE_TITLES.get(name, name)}", "", f"![{name}]({name}.png)", ""]
+        if crowded and name != "gpu_timeline":
+            baseline = " and the baseline" if report.baseline is not None else ""
+            lines += [f"With more than {MAX_SHOWN} configurations (or curves) the figure shows the fastest and "
+                      f"slowest by steady-state samples/s{baseline}; its title says how many more are in "
+                      "[summary.csv](summary.csv).", ""]
     return lines
 
 
