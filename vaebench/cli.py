@@ -429,20 +429,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _print_report(report: Report) -> None:
-    from .analysis.report_text import kernel_table, summary_table
+    from .analysis.report_text import bottleneck_lines, kernel_lines, summary_table
 
     print(summary_table(report).to_string(index=False))
     for warning in report.warnings:
         print(f"warning: {warning}")
     for row in report.failed.itertuples():
         print(f"failed: {row.run_id} {row.config}: {row.reason}")
-    for config, verdict in report.bottlenecks.items():
-        print(f"{config}: {verdict}")
+    for line in bottleneck_lines(report):
+        print(line)
     if report.kernel:
         print()
-        print(kernel_table(report).to_string(index=False))
-        for config, cause in report.kernel.items():
-            print(f"{config}: kernel time: {cause}")
+        print("\n".join(kernel_lines(report)))
 
 
 COMPARE_EPILOG = (

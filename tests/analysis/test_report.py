@@ -507,3 +507,27 @@ def test_the_gpu_timeline_starts_each_run_at_its_training_start(tmp_path: Path) 
     lines = figure.axes[0].get_lines()
     assert [list(line.get_xdata()) for line in lines[:2]] == [[-1.5, -0.5, 0.5]] * 2  # 2 s of start-up each
     assert "time since training started" in figure.axes[-1].get_xlabel()
+
+
+def test_past_the_cap_the_terminal_counts_the_verdicts_by_cause_and_names_the_worst() -> None:
+    from vaebench.analysis.kernel import ALLOCATOR, WAKEUPS, Verdict
+    from vaebench.analysis.report_text import bottleneck_lines, kernel_lines
+    from vaebench.analysis.shown import MAX_SHOWN
+
+    configs = [f"threads={i}" for i in range(100)]
+    kernel = {c: Verdict(WAKEUPS if i % 4 else ALLOCATOR, {}, ("evidence",), numbers={"sys_ms_per_step": float(i)})
+              for i, c in enumerate(configs)}
+    bounds = {c: f"bound by {'compute' if i % 2 else 'input pipeline'}: the evidence" for i, c in enumerate(configs)}
+    report = Report(folder=Path("."), runs=pd.DataFrame(), epochs=pd.DataFrame(), summary=pd.DataFrame(),
+                    varying=("threads",), kernel=kernel, bottlenecks=bounds)
+    lines = kernel_lines(report)
+    assert lines[1] == f"  {WAKEUPS}: 75 configurations; most sys per step: threads=99 (99.00 ms); " \
+                       "threads=98 (98.00 ms); threads=97 (97.00 ms)"
+    assert lines[2].startswith(f"  {ALLOCATOR}: 25 configurations; most sys per step: threads=96 (96.00 ms)")
+    assert len(lines) == 3 and "report.md" in lines[0]
+    assert bottleneck_lines(report)[1:] == [
+        "  bound by input pipeline: 50 configurations, e.g. threads=0; threads=2; threads=4",
+        "  bound by compute: 50 configurations, e.g. threads=1; threads=3; threads=5"]
+    few = Report(folder=Path("."), runs=pd.DataFrame(), epochs=pd.DataFrame(), summary=pd.DataFrame(),
+                 varying=("threads",), bottlenecks=dict(list(bounds.items())[:MAX_SHOWN]))
+    assert bottleneck_lines(few)[0] == "threads=0: bound by input pipeline: the evidence"

@@ -130,6 +130,21 @@ def _bottlenecks_markdown(report: Report) -> list[str]:
     return lines + [""]
 
 
+def bottleneck_lines(report: Report, top: int = 3) -> list[str]:
+    """What bounds each configuration, for a terminal: a line each up to `MAX_SHOWN`; past it a line
+    per verdict's headline ('bound by input pipeline') with its count and `top` of its
+    configurations. report.md has them all."""
+    if len(report.bottlenecks) <= MAX_SHOWN:
+        return [f"{config}: {verdict}" for config, verdict in report.bottlenecks.items()]
+    by_headline: dict[str, list[str]] = {}
+    for config, verdict in report.bottlenecks.items():
+        by_headline.setdefault(verdict.partition(":")[0], []).append(config)
+    lines = [f"what bounds {len(report.bottlenecks)} configurations (each one's evidence is in report.md):"]
+    for headline, configs in sorted(by_headline.items(), key=lambda pair: -len(pair[1])):
+        lines.append(f"  {headline}: {counted(len(configs), 'configuration')}, e.g. {'; '.join(configs[:top])}")
+    return lines
+
+
 def kernel_table(report: Report) -> pd.DataFrame:
     """The CPU configurations' kernel-time counters (medians) with the cause each points to."""
     rows = report.summary[report.summary["config"].isin(list(report.kernel))]
@@ -158,6 +173,25 @@ def _kernel_markdown(report: Report) -> list[str]:
         lines += ["", f"Runs here ran on a sandboxed kernel ({', '.join(sandboxes)}): their sys time and context "
                   "switches are the sandbox's own accounting, not the host kernel's."]
     return lines + [""]
+
+
+def kernel_lines(report: Report, top: int = 3) -> list[str]:
+    """The kernel-time verdicts for a terminal: the table and a paragraph per configuration up to
+    `MAX_SHOWN` of them; past it (a paragraph each is 1.9 MB at 1,000) a line per cause with how many
+    configurations it names and the `top` with the most sys per step. report.md has them all."""
+    if len(report.kernel) <= MAX_SHOWN:
+        table = kernel_table(report).to_string(index=False)
+        return [table, *(f"{config}: kernel time: {cause}" for config, cause in report.kernel.items())]
+    lines = [f"kernel time of {len(report.kernel)} CPU configurations, by cause (each one's counters and "
+             "verdict are in report.md):"]
+    by_cause: dict[str, list[str]] = {}
+    for config, verdict in report.kernel.items():
+        by_cause.setdefault(verdict.label, []).append(config)
+    for cause, configs in sorted(by_cause.items(), key=lambda pair: -len(pair[1])):
+        worst = sorted(configs, key=lambda c: -number(report.kernel[c].sys_ms))[:top]
+        named = "; ".join(f"{c} ({show(report.kernel[c].sys_ms, '{:.2f}')} ms)" for c in worst)
+        lines.append(f"  {cause}: {counted(len(configs), 'configuration')}; most sys per step: {named}")
+    return lines
 
 
 def syscall_tables(runs: pd.DataFrame) -> dict[str, SyscallTable]:
