@@ -122,6 +122,18 @@ def test_speedup_against_the_chosen_baseline(folder: Path) -> None:
     assert "Speed-up (samples/s) is each configuration's steady-state samples/s over the baseline's" in text
 
 
+def test_a_speedup_its_runs_cannot_show_is_marked_not_significant(folder: Path) -> None:
+    report = build_report(folder, baseline="threads=1")
+    p = report.summary.set_index("config")["speedup_p"]
+    assert math.isnan(p["threads=1"])  # the baseline itself
+    assert p["threads=2"] == pytest.approx(1 / math.comb(7, 3))  # 3 runs all faster than the baseline's 4
+    assert p["threads=4"] == pytest.approx(1 / 5)  # one run, faster than all 4: chance 1 in 5
+    cells = summary_table(report).set_index("config")["speed-up (real s)"]
+    assert cells["threads=4"] == f"{11.5 / 4.0:.2f}x (n.s.)"
+    assert cells["threads=2"] == f"{11.5 / 6.1:.2f}x" and cells["threads=1"] == "1.00x"
+    assert "marked (n.s.) is not significant" in render_markdown(report, folder)
+
+
 @pytest.mark.parametrize(
     ("baseline", "message"),
     [

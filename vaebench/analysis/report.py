@@ -155,6 +155,8 @@ def build_report(
     if baseline is not None:
         summary["speedup"] = speedups(summary, baseline)
         summary["steady_speedup"] = speedups(summary, baseline, metric="samples_per_s")
+        summary["speedup_p"] = speedup_p(summary, table, baseline)
+        summary["steady_speedup_p"] = speedup_p(summary, table, baseline, metric="samples_per_s")
     epochs = _epochs(folder, table)
     chosen = _timeline_runs(table, runs)
     problems = find_warnings(table, summary)
@@ -341,6 +343,24 @@ def speedups(summary: pd.DataFrame, baseline: str, metric: str = "real_s") -> pd
         same = machines == machine
         ratio = summary.loc[same, f"{metric}_median"] / base[f"{metric}_median"]
         result[same] = 1 / ratio if metric == "real_s" else ratio
+    return result
+
+
+def speedup_p(summary: pd.DataFrame, runs: pd.DataFrame, baseline: str, metric: str = "real_s") -> pd.Series:
+    """Each configuration's runs against its machine's baseline's on `metric`: the one-sided
+    Mann-Whitney p in the direction they differ (as `compare` tests each direction); NaN for
+    the baseline itself and where a side has no run."""
+    ok = runs[runs["status"] == OK]
+    values = {config: pd.to_numeric(group[metric], errors="coerce").dropna().tolist()
+              for config, group in ok.groupby("config", sort=False)}
+    base_of = {row["machine"]: row["config"] for _, row in summary.loc[_matching(summary, baseline)].iterrows()}
+    result = pd.Series(math.nan, index=summary.index)
+    for i, row in summary.iterrows():
+        base = base_of.get(row["machine"], row["config"])
+        mine, theirs = values.get(row["config"], []), values.get(base, [])
+        if base != row["config"] and mine and theirs:
+            test = stats.mann_whitney(mine, theirs)
+            result[i] = min(test.p_greater, test.p_less)
     return result
 
 

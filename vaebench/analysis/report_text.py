@@ -11,6 +11,7 @@ import pandas as pd
 from .._format import counted, markdown_table
 from .._format import fmt as show
 from ..result import OK, SyscallCount, SyscallTable
+from ..rules import ALPHA
 from ..spec import format_value
 from ..stats import number
 from .attribution import utilization_note
@@ -31,6 +32,14 @@ KERNEL_TABLE: tuple[tuple[str, str, str], ...] = (
 )
 
 
+NOT_SIGNIFICANT = "(n.s.)"
+NOT_SIGNIFICANT_NOTE = (
+    f"A speed-up marked {NOT_SIGNIFICANT} is not significant: the configuration's runs and the baseline's "
+    f"differ by no more than chance allows (one-sided Mann-Whitney, p > {ALPHA:g}), so it shows no measurable "
+    "difference; three runs a side are the fewest that can show one."
+)
+
+
 def summary_table(report: Report) -> pd.DataFrame:
     """The summary as display strings: `median [IQR]` cells, columns with no data left out."""
     summary = report.summary
@@ -42,7 +51,8 @@ def summary_table(report: Report) -> pd.DataFrame:
             ]
     for column, header in (("speedup", "speed-up (real s)"), ("steady_speedup", "speed-up (samples/s)")):
         if column in summary and summary[column].notna().any():
-            table[header] = [_cell(s, math.nan, "{:.2f}x") for s in summary[column]]
+            table[header] = [_cell(s, math.nan, "{:.2f}x") + (f" {NOT_SIGNIFICANT}" if p > ALPHA else "")
+                             for s, p in zip(summary[column], summary[f"{column}_p"], strict=True)]
     busy = contended_runs(report.runs)
     if busy:
         counts = busy_per_config(report.runs, busy)["busy"]
@@ -81,7 +91,7 @@ def render_markdown(report: Report, out: Path) -> str:
         lines.append(f"Speed-up (real s) is the median real time of `{report.baseline}` over each configuration's: the "
                      "whole process, so runs that do different work (another batch size at the same --steps) differ "
                      "by their work too. Speed-up (samples/s) is each configuration's steady-state samples/s over "
-                     "the baseline's: the training loop's rate alone.")
+                     "the baseline's: the training loop's rate alone. " + NOT_SIGNIFICANT_NOTE)
     lines += ["", _markdown(summary_table(report)), ""]
     lines += _global_batch_markdown(report.summary)
     if len(report.failed):
