@@ -102,7 +102,9 @@ def test_ten_percent_slowdown_against_a_five_percent_threshold():
 def test_large_noise_is_inconclusive_not_a_regression():
     result = cmp.compare(frame(rows(noise=0.3, seed=1)), frame(rows(1.2, noise=0.3, seed=2)))
     assert not result.regressed
-    assert verdicts(result)["epoch_s"] == cmp.INCONCLUSIVE
+    # samples/s is the same change read the other way up: its interval, inverted into a cost,
+    # must reach past the threshold as epoch time's does, not shrink into "unchanged".
+    assert verdicts(result) == {"samples_per_s": cmp.INCONCLUSIVE, "epoch_s": cmp.INCONCLUSIVE}
     assert result.exit_code == 0
 
 
@@ -111,6 +113,25 @@ def test_significant_change_below_the_threshold_is_not_a_regression():
     assert check.p_value <= 0.05
     assert check.verdict == cmp.UNCHANGED
     assert "significant" in check.reason
+
+
+def test_a_change_of_exactly_the_threshold_counts_as_past_it():
+    # "At least 1 + threshold" (module docstring): medians 10 and 11 are a cost of exactly 1.1,
+    # and 5 untied runs a side, every candidate run slower, give p = 1/252.
+    base, slower = [9.6, 9.8, 10.0, 10.2, 10.4], [10.8, 10.9, 11.0, 11.1, 11.2]
+    regression = cmp.check_metric("k", "c", "epoch_s", base, slower, threshold=0.1)
+    assert regression.change == pytest.approx(0.1) and regression.p_value <= 0.05
+    assert regression.verdict == cmp.REGRESSION
+    # The same numbers as samples/s are a cost of exactly 1 / 1.1: an improvement.
+    improvement = cmp.check_metric("k", "c", "samples_per_s", base, slower, threshold=0.1)
+    assert improvement.verdict == cmp.IMPROVEMENT
+
+
+def test_three_runs_a_side_past_the_threshold_but_not_significant_ask_for_repeats():
+    # 3 a side can reach p = 1/20 = alpha, so the reason is noise, not the run count.
+    check = cmp.check_metric("k", "c", "epoch_s", [10.0, 10.5, 11.0], [9.9, 12.0, 13.0])
+    assert check.change > 0.1 and check.verdict == cmp.INCONCLUSIVE
+    assert check.reason == "past the 10% threshold but not significant; add repeats"
 
 
 def test_speedup_is_reported_as_an_improvement():
@@ -125,6 +146,11 @@ def test_one_run_a_side_is_never_judged_unchanged():
     assert check.verdict == cmp.INCONCLUSIVE
     slow = cmp.check_metric("k", "c", "epoch_s", [60.0], [90.0])
     assert slow.verdict == cmp.INCONCLUSIVE  # 50 % slower, but one run cannot be significant
+    # One baseline run is too few however many candidate runs there are: 1 against 20 could
+    # reach p = 1/21, but one run says nothing about the baseline's noise.
+    many = cmp.check_metric("k", "c", "epoch_s", [60.0], [60.0 + 0.01 * i for i in range(20)])
+    assert many.verdict == cmp.INCONCLUSIVE
+    assert "too few runs" in many.reason
 
 
 def test_two_runs_a_side_cannot_be_significant_and_the_comparison_says_so():
@@ -147,6 +173,13 @@ def test_missing_metric_is_inconclusive():
     check = cmp.check_metric("k", "c", "peak_rss_mb", [], [900.0])
     assert check.verdict == cmp.INCONCLUSIVE
     assert "baseline" in check.reason
+
+
+def test_a_zero_value_is_inconclusive_not_a_ratio():
+    # A run can record 0.0 s of system time: a ratio of medians over it means nothing.
+    check = cmp.check_metric("k", "c", "sys_s", [0.0, 0.1, 0.1, 0.1], [0.1] * 4)
+    assert check.verdict == cmp.INCONCLUSIVE
+    assert "at or below zero" in check.reason
 
 
 def test_runs_cut_short_by_steps_say_why_their_epoch_time_is_not_judged():
@@ -376,6 +409,16 @@ def test_cli_refuses_an_alpha_of_a_half_or_more(folders: tuple[Path, Path, Path]
     assert "--alpha must lie in (0, 0.5), got 0.6" in capsys.readouterr().err
 
 
+def test_compare_refuses_a_threshold_of_zero_and_an_alpha_of_a_half() -> None:
+    # The Python API checks its arguments too, not only the command line's parser.
+    base, cand = frame(rows(seed=1)), frame(rows(seed=2))
+    with pytest.raises(UsageError, match="threshold must be positive"):
+        cmp.compare(base, cand, threshold=0)
+    for alpha in (0.5, 0.0):
+        with pytest.raises(UsageError, match="alpha must lie in"):
+            cmp.compare(base, cand, alpha=alpha)
+
+
 def test_the_interval_matches_the_one_sided_test_level() -> None:
     """Each end of a 1 - 2 alpha interval is a one-sided bound at alpha, as the rank test is."""
     check = cmp.check_metric("k", "c", "epoch_s", [10.0, 10.1, 9.9, 10.05, 9.95], [12.0, 12.2, 11.9, 12.1, 11.8],
@@ -510,6 +553,30 @@ def test_folders_from_many_machines_pair_like_machine_with_like():
     # Pooled across machines the A100's slowdown would drown in the H100's runs.
     with pytest.raises(cmp.FingerprintMismatch):
         cmp.compare(frame(rows(seed=1, **a100)), frame(rows(seed=2, **h100)))
+
+
+def test_allowing_different_machines_pairs_by_configuration_alone():
+    a100 = {"fp_cpu_model": "EPYC 7763", "fp_gpu_name": "A100"}
+    h100 = {"fp_cpu_model": "Xeon 8480", "fp_gpu_name": "H100"}
+    baseline = frame(rows(seed=1, **a100), rows(seed=2, **h100))
+    candidate = frame(rows(seed=3, **a100), rows(seed=4, **h100))
+    result = cmp.compare(baseline, candidate, metrics=("samples_per_s",), allow_different_machines=True)
+    # One check over both machines' runs, named by its configuration only.
+    assert [c.config for c in result.checks] == [SPEC.label()]
+    assert len(result.checks[0].baseline_values) == len(result.checks[0].candidate_values) == 10
+
+
+def test_a_failed_record_that_fits_two_machines_is_given_to_neither():
+    # Two machines that differ only in their thread environment, which a failed record lacks:
+    # it agrees with both, so it is not known to be either one's and stays on its own.
+    eight = {"fp_threads_env": "OMP_NUM_THREADS=8"}
+    candidate = rows(seed=3)
+    lost = _failed(candidate[0], "x1", repeat=5)
+    result = cmp.compare(frame(rows(seed=1), rows(seed=2, **eight)),
+                         frame(candidate, rows(seed=4, **eight), [lost]), metrics=("samples_per_s",))
+    assert len(result.checks) == 2  # the two machines' successful runs pair as before
+    assert [u.reason for u in result.unpaired] == ["absent from the baseline; the 1 run failed in the candidate"]
+    assert len(result.failed) == 1 and result.exit_code == 1
 
 
 def test_samples_per_s_from_step_times_counts_the_samples_really_in_each_step():
