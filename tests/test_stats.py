@@ -10,6 +10,25 @@ from scipy import stats as scipy_stats
 from vaebench import stats
 
 
+def test_is_missing_is_none_or_nan_only():
+    assert stats.is_missing(None) and stats.is_missing(math.nan) and stats.is_missing(float("nan"))
+    for present in (0.0, 0, "", "nan", math.inf, False):
+        assert not stats.is_missing(present), present
+
+
+def test_number_reads_a_cell_as_a_float_or_nan():
+    assert stats.number(3) == 3.0 and stats.number("2.5") == 2.5 and stats.number(-math.inf) == -math.inf
+    assert isinstance(stats.number(3), float)
+    for unreadable in (None, True, False, "abc", "", [1.0], {"a": 1}):
+        assert math.isnan(stats.number(unreadable)), unreadable
+
+
+def test_finite_turns_non_finite_floats_into_null_at_any_depth():
+    record = {"a": 1.5, "b": math.nan, "c": [math.inf, 2.0, (-math.inf, "x")], "d": {"e": math.nan, "f": 0}}
+    assert stats.finite(record) == {"a": 1.5, "b": None, "c": [None, 2.0, [None, "x"]], "d": {"e": None, "f": 0}}
+    assert stats.finite(math.nan) is None and stats.finite("nan") == "nan" and stats.finite(7) == 7
+
+
 def test_quantile_is_hyndman_fan_type_7():
     # R's default: quantile(c(1, 2, 3, 4), 0.25) = 1.75; numpy's docs: median of 10,7,4,3,2,1 = 3.5.
     assert stats.quantile([1, 2, 3, 4], 0.25) == pytest.approx(1.75)
@@ -116,6 +135,19 @@ def test_mann_whitney_large_samples_use_the_normal_approximation():
     assert result.p_less == pytest.approx(float(reference.pvalue))
 
 
+def test_mann_whitney_is_exact_up_to_forty_values_in_all():
+    # 20 against 20 untied values is the largest case the exact distribution covers.
+    rng = random.Random(8)
+    x = [rng.gauss(0, 1) for _ in range(20)]
+    y = [rng.gauss(0.5, 1) for _ in range(20)]
+    result = stats.mann_whitney(x, y)
+    assert result.method == "exact"
+    for alternative, p in (("greater", result.p_greater), ("less", result.p_less)):
+        reference = scipy_stats.mannwhitneyu(x, y, alternative=alternative, method="exact")
+        assert p == pytest.approx(float(reference.pvalue), abs=1e-12)
+    assert stats.mann_whitney(x + [9.0], y).method == "normal"  # 41 values
+
+
 def test_bootstrap_ratio_ci_is_seeded_and_covers_the_planted_ratio():
     rng = random.Random(2)
     baseline = [100 * (1 + rng.gauss(0, 0.01)) for _ in range(8)]
@@ -131,6 +163,24 @@ def test_bootstrap_ratio_ci_is_seeded_and_covers_the_planted_ratio():
         stats.bootstrap_ratio_ci([0.0, 1.0], [1.0])
 
 
+def test_bootstrap_ratio_ci_is_the_documented_procedure():
+    # Re-run the docstring's recipe by hand, with numpy for the medians and the type 7
+    # quantiles: resample each side on its own at its own size (the candidate drawn first
+    # from the seeded generator, then the baseline), take the ratio of medians, keep the
+    # central 90 %. Sides of different sizes, so a side resampled at the other's size shows.
+    baseline = [10.0, 11.0, 13.0]
+    candidate = [12.0, 12.5, 13.0, 14.0, 15.0, 15.5, 16.0, 18.0, 21.0]
+    rng = random.Random(3)
+    ratios = []
+    for _ in range(2000):
+        cand = rng.choices(candidate, k=len(candidate))
+        base = rng.choices(baseline, k=len(baseline))
+        ratios.append(float(np.median(cand) / np.median(base)))
+    expected = np.quantile(ratios, [0.05, 0.95])
+    low, high = stats.bootstrap_ratio_ci(baseline, candidate, confidence=0.9, seed=3)
+    assert (low, high) == (pytest.approx(expected[0]), pytest.approx(expected[1]))
+
+
 def test_hodges_lehmann():
     # Pairwise differences of [4, 6, 8] - [1, 2, 3]: 1,2,3,3,4,5,5,6,7, median 4.
     assert stats.hodges_lehmann([1, 2, 3], [4, 6, 8]) == 4
@@ -139,6 +189,14 @@ def test_hodges_lehmann():
 
 def test_min_detectable_slowdown_shape():
     assert stats.min_detectable_slowdown(0.02, 2) == math.inf  # smallest one-sided p is 1/6
+    # 3 a side can just reach alpha 0.05: U = 9 (every candidate run slower) has p = 1/C(6, 3)
+    # = 1/20 = 0.05, and p <= alpha rejects; U = 8 has p = 2/20.
+    assert stats._critical_u(3, 0.05) == 9
+    assert math.isfinite(stats.min_detectable_slowdown(0.02, 3))
+    # 20 a side still use the exact distribution: published tables give the one-sided 1 %
+    # critical value 114 for n1 = n2 = 20, so the upper tail rejects from 400 - 114 = 286
+    # (the normal approximation would say 287).
+    assert stats._critical_u(20, 0.01) == 286
     assert stats.min_detectable_slowdown(0.0, 5) == 0.0
     by_n = [stats.min_detectable_slowdown(0.02, n) for n in (3, 5, 10, 20)]
     assert by_n == sorted(by_n, reverse=True)
