@@ -111,6 +111,8 @@ def test_the_baseline_is_this_hosts_one_rank_runs_of_the_same_configuration() ->
         {"spec_key": base.key(), "status": "ok", "samples_per_s": 300.0, "fp_hostname": "a"},
         {"spec_key": base.key(), "status": "ok", "samples_per_s": 900.0, "fp_hostname": "b"},
         {"spec_key": base.key(), "status": "failed", "samples_per_s": None, "fp_hostname": "a"},
+        # A one-rank run that failed after reporting a rate (a crash late in the epoch) is no baseline.
+        {"spec_key": base.key(), "status": "failed", "samples_per_s": 5000.0, "fp_hostname": "a"},
         {"spec_key": spec.key(), "status": "ok", "samples_per_s": 50.0, "fp_hostname": "a"},
     ]
     assert single_rank_rate(rows, spec, "a") == 200.0
