@@ -17,6 +17,7 @@ from vaebench.analysis.attribution import (
     SYNC,
     Evidence,
     attribute,
+    share_of_step,
     utilization_note,
 )
 from vaebench.analysis.report import bottlenecks
@@ -42,6 +43,15 @@ def test_a_busy_device_is_a_compute_bound() -> None:
     assert found.kind == COMPUTE and found.share == pytest.approx(0.95)
     assert "--amp bf16" in found.knobs
     assert "busy 95%" in str(found)
+
+
+@pytest.mark.parametrize(("device_ms", "kind"), [(0.82, COMPUTE), (0.80, COMPUTE), (0.78, LAUNCH)])
+def test_a_device_busy_from_80_percent_of_the_step_bounds_it(device_ms: float, kind: str) -> None:
+    # A launching host's split; the trace's device time per 1 ms step decides (DEVICE_BUSY, 0.80).
+    ev = Evidence(split(0.1, 0.1, 0.7, 0.1), "cuda", busy_source=DEVICE_SOURCE, busy_ms_per_step=device_ms,
+                  step_median_ms=1.0)
+    assert ev.busy == device_ms
+    assert attribute(ev).kind == kind
 
 
 def test_an_idle_device_and_a_launching_host_is_launch_overhead() -> None:
@@ -77,12 +87,33 @@ def test_cpu_run_busy_in_ops_is_compute_bound_with_thread_knobs() -> None:
     assert found.kind == COMPUTE and "--threads N" in found.knobs
 
 
+def test_cpu_ops_at_half_the_wall_time_are_compute_not_dispatch() -> None:
+    # Python and dispatch dominate only below CPU_OP_BUSY (0.50) of the wall time in aten ops.
+    assert attribute(Evidence(split(0.2, 0.0, 4.0, 0.01), "cpu", busy_fraction=0.5)).kind == COMPUTE
+    assert attribute(Evidence(split(0.2, 0.0, 4.0, 0.01), "cpu", busy_fraction=0.49)).kind == LAUNCH
+
+
 def test_a_decisive_what_if_outranks_the_rules() -> None:
     ev = Evidence(split(1.0, 0.2, 5.0, 0.3), "cuda", busy_fraction=0.2, whatifs={"--loader device": 1.5})
     found = attribute(ev)
     assert found.kind == INPUT
     assert "rules pointed to host launch overhead" in str(found)
     assert "--loader device ran 1.50x as fast" in found.whatif
+
+
+def test_the_fastest_decisive_what_if_names_the_bottleneck() -> None:
+    launching = split(0.1, 0.1, 5.0, 0.3)
+    whatifs = {"--loader device": 1.5, "--amp bf16": 1.3}
+    assert attribute(Evidence(launching, "cuda", busy_fraction=0.2, whatifs=whatifs)).kind == INPUT
+    # 1.20x as fast (DECISIVE_WHATIF) is decisive already; 1.19x is not.
+    assert attribute(Evidence(launching, "cuda", busy_fraction=0.2, whatifs={"--loader device": 1.2})).kind == INPUT
+    assert attribute(Evidence(launching, "cuda", busy_fraction=0.2, whatifs={"--loader device": 1.19})).kind == LAUNCH
+
+
+def test_a_what_if_that_agrees_with_the_rules_backs_them_without_overruling() -> None:
+    found = attribute(Evidence(split(6.0, 1.0, 2.0, 1.0), "cuda", busy_fraction=0.15, whatifs={"--loader device": 1.5}))
+    assert found.kind == INPUT and found.whatif == "--loader device ran 1.50x as fast"
+    assert "rules pointed to" not in str(found)
 
 
 def test_a_what_if_on_one_of_the_knobs_backs_the_finding() -> None:
@@ -187,10 +218,17 @@ def test_device_time_per_step_against_the_unprofiled_step_undoes_the_profilers_s
     # Kernels in grids smaller than the GPU: named when they hold most of the kernel time.
     underfilled = str(attribute(dataclasses.replace(ev, underfilled_share=0.81)))
     assert "81% of the kernel time ran kernels with fewer thread blocks than the GPU has SMs" in underfilled
-    assert "thread blocks" not in str(attribute(dataclasses.replace(ev, underfilled_share=0.3)))
+    assert "50% of the kernel time ran" in str(attribute(dataclasses.replace(ev, underfilled_share=0.5)))  # UNDERFILLED
+    assert "thread blocks" not in str(attribute(dataclasses.replace(ev, underfilled_share=0.49)))
     # A CPU run keeps its op share: the correction is for the device's rows only.
     cpu = Evidence(top, "cpu", busy_fraction=0.3, busy_source=CPU_SOURCE, busy_ms_per_step=0.29)
     assert cpu.busy == 0.3
+
+
+def test_a_share_of_an_unknown_or_empty_step_is_unknown() -> None:
+    assert share_of_step(0.5, 2.0) == 0.25 and share_of_step(3.0, 2.0) == 1.0
+    assert math.isnan(share_of_step(1.0, 0.0))
+    assert math.isnan(share_of_step(1.0, math.nan)) and math.isnan(share_of_step(math.nan, 1.0))
 
 
 H200_GRAPHED = Path(__file__).parents[2] / "docs/examples/nvidia-h200/lease-2/runs.jsonl"
@@ -302,6 +340,8 @@ def test_a_data_parallel_run_is_told_of_its_all_reduce_and_no_knob_it_cannot_use
     assert found.kind == ALLREDUCE and found.share == 0.68
     assert "all-reduce of the gradients across ranks takes 68% of the step" in str(found)
     assert found.knobs == ("a larger --batch-size (fewer all-reduces per sample)", "fewer ranks (--nproc-per-node)")
+    # ALLREDUCE_SHARE: from 30% of the step on, the all-reduce bounds the run.
+    assert attribute(Evidence(split(0.1, 0.0, 9.5, 0.0), "cpu", allreduce_share=0.3, spec=ranks)).kind == ALLREDUCE
     # Below the share it is compute as before, without the knobs refused beside several ranks.
     light = attribute(Evidence(split(0.1, 0.0, 9.5, 0.0), "cpu", allreduce_share=0.1, spec=ranks))
     assert light.kind == COMPUTE and not any(k.startswith("--compile") for k in light.knobs)
