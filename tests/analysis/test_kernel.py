@@ -52,6 +52,15 @@ def verdict_of(row: dict[str, Any]) -> kernel.Verdict:
     return found
 
 
+def synthetic(**fields: float) -> kernel.Verdict:
+    """The verdict on made-up counters chosen so that costs and shares land exactly on a threshold:
+    100 steps of one thread on two cores, 1 s of user and 0.1 s of sys (1 ms of sys a step), no
+    faults and no switches unless given."""
+    base = {"steps": 100.0, "user_s": 1.0, "sys_s": 0.1, "minor_faults": 0.0, "voluntary": 0.0,
+            "involuntary": 0.0, "threads": 1.0, "cores": 2.0}
+    return kernel.verdict(kernel.Counters(**(base | fields)))
+
+
 def test_glibc_page_faults_at_one_thread_are_the_allocator() -> None:
     found = verdict_of(ALLOCATOR_RUN)
     assert (found.cause, found.also, found.small) == (ALLOCATOR, "", False)  # sys/user 0.107
@@ -126,6 +135,14 @@ def test_workers_burning_the_trees_cpu_are_the_dataloader() -> None:
     assert verdict_of(WORKERS_RUN | {"workers": 0}).cause != WORKERS
 
 
+
+def test_workers_are_a_cause_from_a_quarter_of_the_trees_cpu() -> None:
+    # WORKER_SHARE: workers using a quarter of the tree's CPU "or more" are costed as a cause.
+    workers = {"workers": 2.0, "tree_cpu_s": 100.0, "tree_sys_share": 0.001}
+    assert WORKERS in synthetic(**workers, workers_cpu_s=25.0).costs_ms
+    assert WORKERS not in synthetic(**workers, workers_cpu_s=24.9).costs_ms
+
+
 def test_mixed_counters_name_the_larger_cause_and_the_one_beside_it() -> None:
     found = verdict_of(MIXED_RUN)
     assert found.cause == OVERSUBSCRIPTION and found.also == ALLOCATOR
@@ -135,6 +152,22 @@ def test_mixed_counters_name_the_larger_cause_and_the_one_beside_it() -> None:
     # The same faults at two threads, with the wake-ups two threads have (108 a step): the allocator leads.
     two = MIXED_RUN | {"threads": 2, "fp_torch_threads": 2, "train_ctx_voluntary": 108.0 * 300}
     assert verdict_of(two).cause == ALLOCATOR and verdict_of(two).also == ""
+
+
+
+def test_a_second_cause_is_named_from_half_the_first_and_a_tenth_of_a_millisecond() -> None:
+    # The workers cost 1.0 ms a step and 200 faults a step 0.5 ms: exactly ALSO (half) of the first.
+    workers = {"steps": 10_000.0, "sys_s": 20.0, "workers": 2.0, "workers_cpu_s": 50.0, "tree_cpu_s": 100.0,
+               "tree_sys_share": 0.2}
+    half = synthetic(**workers, minor_faults=2_000_000.0)
+    assert half.costs_ms == {WORKERS: 1.0, ALLOCATOR: 0.5, WAKEUPS: 0.0} and half.also == ALLOCATOR
+    assert synthetic(**workers, minor_faults=1_996_000.0).also == ""  # 0.499 ms: under half
+    # Workers at 0.15 ms: faults at exactly ALSO_MIN_MS, 0.1 ms, are named; at 0.099 ms they are
+    # not, though more than half the first.
+    small = {"steps": 1000.0, "sys_s": 1.0, "workers": 2.0, "workers_cpu_s": 15.0, "tree_cpu_s": 60.0,
+             "tree_sys_share": 0.01}
+    assert synthetic(**small, minor_faults=40_000.0).also == ALLOCATOR
+    assert synthetic(**small, minor_faults=39_600.0).also == ""
 
 
 def test_the_costed_causes_account_for_the_measured_sys_time() -> None:
@@ -174,6 +207,27 @@ def test_a_cause_is_most_of_the_sys_time_only_where_its_cost_is_and_the_rest_is_
     assert str(busy).startswith("allocator page faults, the largest cause named but 22% of the sys time: ")
 
 
+
+def test_half_the_sys_time_is_most_of_it_and_a_tenth_of_user_is_not_little() -> None:
+    # 200 faults a step cost 0.5 ms of the 1 ms of sys: "most of it" holds from MOST (0.5) on.
+    half = synthetic(minor_faults=20_000.0)
+    assert half.share == 0.5 and half.numbers["sys_user"] == 0.1
+    assert not half.small  # sys/user exactly SYS_SMALL: little only below it
+    assert str(half).startswith("allocator page faults: ")  # not "the largest cause named but 50%"
+    small = synthetic(minor_faults=20_000.0, user_s=2.0)  # sys/user 0.05
+    assert small.small and str(small).startswith("little kernel time, most of it allocator page faults: ")
+
+
+def test_a_rest_under_one_percent_of_the_sys_time_is_not_shown() -> None:
+    # 400 faults a step at 2.5 us are 1.0 ms: all of the sys time (scale 1), or all but 0.4 % of it.
+    for sys_s in (0.1, 0.1004):
+        found = synthetic(minor_faults=40_000.0, sys_s=sys_s)
+        assert found.numbers["cost_scale"] == 1.0 and found.numbers["unexplained_ms_per_step"] < 0.005
+        assert "the rest" not in str(found)
+    shown = synthetic(minor_faults=40_000.0, sys_s=0.101)
+    assert "the rest, ~0.01 ms of sys per step (1%), is none of these" in str(shown)
+
+
 def test_counts_of_one_read_in_the_singular() -> None:
     text = str(verdict_of(TCMALLOC_RUN))
     assert "1.0 voluntary context switch per step" in text and "3 minor page faults per step" in text
@@ -187,6 +241,10 @@ def test_major_faults_say_memory_ran_short() -> None:
     found = verdict_of(OVERSUBSCRIBED_RUN | {"train_major_faults": 11019.0})
     assert found.numbers["major_faults_per_step"] == pytest.approx(36.73, abs=0.01)
     assert "11,019 major faults in the training window" in str(found) and "memory ran short" in str(found)
+
+    # MAJOR_FAULTS: one a step is already memory running short; fewer are not named.
+    assert "memory ran short" in str(synthetic(major_faults=100.0))
+    assert "memory ran short" not in str(synthetic(major_faults=99.0))
 
 
 def test_no_verdict_without_training_window_counters_or_on_a_gpu() -> None:
