@@ -41,7 +41,7 @@ def steady_rate(step_ms: Sequence[float], step_samples: Sequence[int], warmup: i
 MIN_SPREAD_STEPS = 4  # fewer steady steps than this give a run's step time no IQR: quartiles of 3 are noise
 
 # What bounds a step ----------------------------------------------------------------------------
-INPUT_BOUND_SHARE = 0.30  # data wait + copy above this share of the step: the input pipeline bounds it
+INPUT_BOUND_SHARE = 0.30  # data wait + copy at or above this share of the step: the input pipeline bounds it
 INPUT_BAND = 0.05  # a share this close to INPUT_BOUND_SHARE is on the line: repeats of one configuration
 # read 28%, 28% and 32% on a busy 2-core machine, so either side of the cut may be named
 

@@ -66,11 +66,11 @@ WHATIF_FLAGS: dict[str, str] = {
 }
 
 GRAPH_ADAM = "--adam compiled (inductor's Adam kernels inside the graph)"
-DEVICE_BUSY = 0.80  # device busy above this: the device's own work bounds the step
-UNDERFILLED = 0.50  # kernel time in grids smaller than the GPU above this: "busy" is mostly empty SMs
+DEVICE_BUSY = 0.80  # device busy at or above this: the device's own work bounds the step
+UNDERFILLED = 0.50  # kernel time in grids smaller than the GPU at or above this: "busy" is mostly empty SMs
 CPU_OP_BUSY = 0.50  # CPU run: aten ops below this share of wall, Python and dispatch dominate
-SYNC_SHARE = 0.25  # host work and sync wait both above this: host and device take turns
-ALLREDUCE_SHARE = 0.30  # the gradients' all-reduce above this share of the step bounds a data-parallel run
+SYNC_SHARE = 0.25  # host work and sync wait both at or above this: host and device take turns
+ALLREDUCE_SHARE = 0.30  # the gradients' all-reduce at or above this share of the step bounds a data-parallel run
 DECISIVE_WHATIF = 1.20  # a what-if this much faster outranks the rules
 FP16_SYNC = (
     "with fp16, GradScaler.step syncs the host a second time (found_inf.item()) and the split "
