@@ -10,11 +10,21 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from matplotlib.figure import Figure
 
-from vaebench import storage
+from vaebench import stats, storage
 from vaebench.analysis.export import write_report
-from vaebench.analysis.report import Report, ReportError, build_report
+from vaebench.analysis.report import (
+    METRICS,
+    Report,
+    ReportError,
+    _spec_order,
+    build_report,
+    label_runs,
+    summarize,
+)
 from vaebench.analysis.report_text import _trained, render_markdown, summary_table
 from vaebench.cli import main
 from vaebench.spec import RunSpec
@@ -543,3 +553,57 @@ def test_past_the_cap_the_terminal_counts_the_verdicts_by_cause_and_names_the_wo
     few = Report(folder=Path("."), runs=pd.DataFrame(), epochs=pd.DataFrame(), summary=pd.DataFrame(),
                  varying=("threads",), bottlenecks=dict(list(bounds.items())[:MAX_SHOWN]))
     assert bottleneck_lines(few)[0] == "threads=0: bound by input pipeline: the evidence"
+
+
+def summarize_per_configuration(runs: pd.DataFrame) -> pd.DataFrame:
+    """summarize as it read before it split the columns once: every configuration masked out of
+    the whole table and each of its metrics converted on its own."""
+    ok = runs[runs["status"] == "ok"]
+    rows = []
+    for config, group in runs.groupby("config", sort=False):
+        spec = RunSpec.from_dict(group.iloc[0].to_dict())
+        good = ok[ok["config"] == config]
+        row: dict[str, Any] = {"config": config, "n": len(good), "failed": len(group) - len(good)}
+        for name in METRICS:
+            values = pd.to_numeric(good[name], errors="coerce").dropna().tolist()
+            row[f"{name}_median"] = stats.median(values) if values else math.nan
+            row[f"{name}_iqr"] = stats.iqr(values) if len(values) > 1 else math.nan
+        row.update(spec.to_dict())
+        row.update(world_size=spec.world_size, global_batch=spec.global_batch)
+        row["spec_key"] = group["spec_key"].iloc[0]
+        row["setup"] = group["setup"].iloc[0]
+        row["machine"] = group["machine"].iloc[0]
+        for column in ("data_source", "data_digest"):
+            found = good[column].dropna().astype(str).unique() if column in good else []
+            row[column] = ", ".join(found) if len(found) else None
+        sources = good.get("profile_busy_source", pd.Series(dtype=str)).dropna().astype(str)
+        row["profile_busy_source"] = sources.mode().iloc[0] if len(sources) else ""
+        rows.append((spec, row))
+    rows.sort(key=lambda pair: (_spec_order(pair[0]), pair[1]["machine"]))
+    return pd.DataFrame([row for _, row in rows])
+
+
+@st.composite
+def run_tables(draw: st.DrawFn) -> pd.DataFrame:
+    """Small tables of runs over a few configurations and machines: failed runs, missing and
+    tied values, several data sources, a metric no run took and one read back as text."""
+    rows = []
+    for number in range(draw(st.integers(1, 16))):
+        threads = draw(st.sampled_from([None, 1, 2]))
+        row = _row(f"r{number}", 1, draw(st.integers(0, 2)), draw(st.sampled_from([None, 4.0, 5.0, 6.0, 6.0])))
+        spec = RunSpec(threads=threads, batch_size=draw(st.sampled_from([64, 128])), epochs=2)
+        row.update(spec.to_dict(), spec_key=spec.key(), data="mnist")
+        row["status"] = draw(st.sampled_from(["ok", "ok", "ok", "failed"]))
+        row["fp_cpu_model"] = draw(st.sampled_from(["Test CPU", "Other CPU"]))
+        row["data_source"] = draw(st.sampled_from([None, "cache", "download"]))
+        row["profile_busy_source"] = draw(st.sampled_from([None, "cupti", "kineto", "kineto"]))
+        row["gpu_util_mean"] = None  # a metric no run took: a column of None
+        row["allreduce_ms"] = draw(st.sampled_from([None, "n/a", 1.5, 2]))  # text among numbers
+        rows.append(row)
+    return label_runs(pd.DataFrame(rows))[0]
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(runs=run_tables())
+def test_summarize_is_the_per_configuration_summary(runs: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(summarize(runs), summarize_per_configuration(runs), check_exact=True)
