@@ -1,13 +1,18 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from vaebench.analysis.report import bottlenecks
-from vaebench.analysis.whatif import whatifs
-from vaebench.spec import RunSpec
+from vaebench.analysis.whatif import IDENTITY, KNOBS, whatifs
+from vaebench.rules import contended
+from vaebench.spec import RunSpec, format_value
+from vaebench.stats import is_missing, number
 
 
 def config(label: str, samples_per_s: float, **fields: object) -> dict[str, object]:
@@ -75,3 +80,50 @@ def test_a_knob_read_back_from_pandas_is_named_as_the_command_line_gives_it() ->
     found = whatifs(summary)
     assert found["default"] == {"--threads 2": 1.8}
     assert found["two"] == {"--threads default": pytest.approx(1 / 1.8)}
+
+
+def pairwise_whatifs(summary: pd.DataFrame, metric: str = "samples_per_s_median") -> dict[str, dict[str, float]]:
+    """The definition, every configuration against every other, as whatifs read before it grouped them."""
+    rows = [row for row in summary.to_dict("records") if not contended(row.get("neighbour_cpu_pct_median"))]
+    found: dict[str, dict[str, float]] = {}
+    for row in rows:
+        for other in rows:
+            differing = [name for name in IDENTITY if not (
+                (is_missing(row.get(name)) and is_missing(other.get(name))) or row.get(name) == other.get(name))]
+            if len(differing) != 1 or differing[0] not in KNOBS:
+                continue
+            if not number(row.get(metric)) > 0 or not number(other.get(metric)) > 0:
+                continue
+            knob = differing[0]
+            flag = f"--{knob.replace('_', '-')} {format_value(getattr(RunSpec.from_dict(other), knob))}"
+            found.setdefault(row["config"], {})[flag] = float(other[metric]) / float(row[metric])
+    return found
+
+
+@st.composite
+def summaries(draw: st.DrawFn) -> pd.DataFrame:
+    """Small summaries on a few values per field, so that siblings, twins and contended rows are common."""
+    rows = []
+    for number_ in range(draw(st.integers(0, 20))):
+        fields: dict[str, Any] = {
+            "threads": draw(st.sampled_from([None, 1, 2])),
+            "loader": draw(st.sampled_from(["reference", "tensor"])),
+            "batch_size": draw(st.sampled_from([64, 128])),
+            "seed": draw(st.sampled_from([0, 0, 0, 1])),  # no knob: a sibling in seed is none
+            "profile": draw(st.sampled_from([False, False, True])),  # no identity: twins differ in it alone
+        }
+        row: dict[str, Any] = {"config": f"c{number_}", **RunSpec(**fields).to_dict()}
+        row["machine"] = draw(st.sampled_from(["", "", "a"]))
+        row["samples_per_s_median"] = draw(st.sampled_from([math.nan, 0.0, 1000.0, 1500.0, 2500.0, 4000.0]))
+        row["neighbour_cpu_pct_median"] = draw(st.sampled_from([math.nan, 5.0, 5.0, 90.0]))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(summary=summaries())
+def test_grouped_whatifs_are_the_pairwise_comparison_in_its_order(summary: pd.DataFrame) -> None:
+    found, expected = whatifs(summary), pairwise_whatifs(summary)
+    assert found == expected
+    assert [(config, list(flags.items())) for config, flags in found.items()] == \
+        [(config, list(flags.items())) for config, flags in expected.items()]
