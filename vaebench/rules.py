@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from .spec import RunSpec
@@ -89,11 +89,23 @@ def one_rank(spec: RunSpec) -> RunSpec:
 
 def single_rank_rate(rows: Iterable[Mapping[str, Any]], spec: RunSpec, hostname: str) -> float:
     """Median samples/s of this host's successful one-rank runs of `spec`; NaN without one."""
-    key = one_rank(spec).key()
-    rates = [float(row["samples_per_s"]) for row in rows
-             if row.get("spec_key") == key and row.get("status") == "ok" and (row.get("fp_hostname") or "") == hostname
-             and isinstance(row.get("samples_per_s"), int | float) and math.isfinite(row["samples_per_s"])]
-    return statistics.median(rates) if rates else math.nan
+    return single_rank_rates(rows)(spec, hostname)
+
+
+def single_rank_rates(rows: Iterable[Mapping[str, Any]]) -> Callable[[RunSpec, str], float]:
+    """`single_rank_rate` of any spec and host, the rows indexed once by spec key and host: a
+    folder's many multi-rank runs each look theirs up instead of scanning every row."""
+    rates: dict[tuple[Any, Any], list[float]] = {}
+    for row in rows:
+        rate = row.get("samples_per_s")
+        if row.get("status") == "ok" and isinstance(rate, int | float) and math.isfinite(rate):
+            rates.setdefault((row.get("spec_key"), row.get("fp_hostname") or ""), []).append(float(rate))
+
+    def rate_of(spec: RunSpec, hostname: str) -> float:
+        found = rates.get((one_rank(spec).key(), hostname))
+        return statistics.median(found) if found else math.nan
+
+    return rate_of
 
 
 def scaling_efficiency(samples_per_s: float, world_size: int, single_rank: float) -> float:

@@ -36,7 +36,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .errors import UsageError, VaebenchError
 from .result import COLUMN_TYPES, OK, RunRecord, RunSeries, last_epoch_cut_short, record_problem, run_id_problem
-from .rules import scaling_efficiency, single_rank_rate
+from .rules import scaling_efficiency, single_rank_rates
 from .spec import SPEC_FIELDS, RunSpec
 from .stats import finite, median, number
 
@@ -338,11 +338,13 @@ def _with_scaling(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ran the N-rank point first) get their scaling efficiency from the baseline runs there now, by
     the rule applied when a run is recorded after its baseline."""
     filled = []
+    rate_of: Callable[[RunSpec, str], float] | None = None  # indexed once, at the first run that needs it
     for row in rows:
         if row.get("status") == OK and number(row.get("world_size")) > 1 and math.isnan(
                 number(row.get("scaling_efficiency"))):
             spec = RunSpec.from_dict(row)
-            single = single_rank_rate(rows, spec, str(row.get("fp_hostname") or ""))
+            rate_of = rate_of or single_rank_rates(rows)
+            single = rate_of(spec, str(row.get("fp_hostname") or ""))
             row = {**row, "single_rank_samples_per_s": finite(single),
                    "scaling_efficiency": finite(scaling_efficiency(number(row.get("samples_per_s")),
                                                                    spec.world_size, single))}
