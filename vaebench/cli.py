@@ -1094,6 +1094,7 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
     from .measure.execution import SweepOutcome, run_points, schedule
     from .measure.run import RunOptions
     from .reproduce import ladder
+    from .storage import read_rows, runs_table
     from .sweep import check_repeats
 
     _check_io(args, create=False)
@@ -1104,14 +1105,17 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
             _check_field(f"--{flag}", flag, getattr(args, flag))
     out = Path(args.out)
     given = {name: getattr(args, name) for name in ladder.FOLDER_SETTINGS}
+    records, table = None, None  # with --report-only, the folder read once for its settings, rungs and report
     if args.report_only:  # what the command line leaves out, the folder's ladder says
         _refuse_beside(args, "--report-only", allowed=("report_only", "rungs", "profile", "out", *given))
+        records = read_rows(out)
+        table = runs_table(records)
         given = {name: ran if given[name] is None else given[name]
-                 for name, ran in ladder.settings_of_folder(out).items()}
+                 for name, ran in ladder.settings_of_folder(out, table).items()}
     settings: dict[str, Any] = {name: DEFAULT_LADDER[name] if value is None else value for name, value in given.items()}
     base = ladder.seed_base(**settings)
     if args.report_only and not args.rungs:
-        rungs = ladder.rungs_of_folder(base, out)
+        rungs = ladder.rungs_of_folder(base, out, table)
     plan = ladder.make_plan(base, rungs, profile=args.profile)
     outcome, skipped = SweepOutcome(), []
     if args.report_only:
@@ -1136,7 +1140,7 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
         data = runs.planned[0].point.spec.data
     # The plan's specs carry data=auto; the records carry the resolved source.
     text, path = ladder.report_folder(dataclasses.replace(base, data=data), rungs, out, profile=args.profile,
-                                      skipped=skipped)
+                                      skipped=skipped, records=records)
     print(text)
     print(f"wrote {path} and {out / 'report.md'}")
     outcome.raise_if_interrupted(then="finish")

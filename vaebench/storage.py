@@ -307,9 +307,14 @@ def done_keys(folder: str | os.PathLike[str]) -> set[tuple[str, int]]:
 
 def load_runs(folder: str | os.PathLike[str], *, ok_only: bool = False) -> pd.DataFrame:
     """All records of a results folder as a DataFrame, one row per run (columns: docs/columns.md)."""
+    return runs_table(read_rows(folder), ok_only=ok_only)
+
+
+def runs_table(rows: list[dict[str, Any]], *, ok_only: bool = False) -> pd.DataFrame:
+    """`load_runs` of records already read (`read_rows`), for a reader that needs them again (`epochs_table`)."""
     import pandas as pd
 
-    frame = _numeric(pd.DataFrame(_with_scaling([_whole_epochs(row) for row in read_rows(folder)])))
+    frame = _numeric(pd.DataFrame(_with_scaling([_whole_epochs(row) for row in rows])))
     if ok_only and not frame.empty:
         frame = frame[frame["status"] == OK].reset_index(drop=True)
     return frame
@@ -365,10 +370,15 @@ def _whole_epochs(row: dict[str, Any]) -> dict[str, Any]:
 def load_epochs(folder: str | os.PathLike[str]) -> pd.DataFrame:
     """One row per (run, epoch): loss, epoch wall time, the wall clock elapsed at its end, and
     whether `--steps` cut it short (`partial`: the run's last epoch, at most)."""
+    return epochs_table(read_rows(folder))
+
+
+def epochs_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """`load_epochs` of records already read (`read_rows`)."""
     import pandas as pd
 
     rows = []
-    for run in read_rows(folder):
+    for run in runs:
         losses = run.get("epoch_losses") or []
         times = run.get("epoch_times_s") or []
         cut = last_epoch_cut_short(run)

@@ -137,17 +137,22 @@ def build_report(
     folder: str | os.PathLike[str],
     baseline: str | None = None,
     runs: Sequence[str] | None = None,
+    *,
+    records: list[dict[str, Any]] | None = None,
 ) -> Report:
     """Read a results folder and summarize it. `baseline` (field=value pairs, as `report
     --baseline`) adds the speed-up columns; `runs` (run ids) picks the runs the GPU timeline draws,
-    by default one per configuration.
+    by default one per configuration; `records` are the folder's records where the caller has
+    read them already (`storage.read_rows`), else they are read here, once for the runs and
+    their epochs.
 
     Raises FileNotFoundError for a missing folder, storage.CorruptResults for a bad line and
     ReportError for an empty folder, a baseline matching no or several configurations, or an
     unknown run id.
     """
     folder = Path(folder)
-    table = storage.load_runs(folder)
+    records = storage.read_rows(folder) if records is None else records
+    table = storage.runs_table(records)
     if table.empty:
         raise ReportError(f"no runs in {folder}")
     table, varying, common = label_runs(table)
@@ -158,7 +163,7 @@ def build_report(
         summary["steady_speedup"] = speedups(summary, baseline, metric="samples_per_s")
         summary["speedup_p"] = speedup_p(summary, table, baseline)
         summary["steady_speedup_p"] = speedup_p(summary, table, baseline, metric="samples_per_s")
-    epochs = _epochs(folder, table)
+    epochs = _epochs(records, table)
     chosen = _timeline_runs(table, runs)
     problems = find_warnings(table, summary)
     monitors = _monitors(folder, table, chosen, problems)
@@ -583,8 +588,8 @@ def _spec_order(spec: RunSpec) -> tuple[tuple[bool, Any], ...]:
     return tuple((getattr(spec, f) is None, getattr(spec, f) or 0) for f in SPEC_FIELDS)
 
 
-def _epochs(folder: Path, runs: pd.DataFrame) -> pd.DataFrame:
-    epochs = storage.load_epochs(folder)
+def _epochs(records: list[dict[str, Any]], runs: pd.DataFrame) -> pd.DataFrame:
+    epochs = storage.epochs_table(records)
     ok = runs[runs["status"] == OK].set_index("run_id")["config"]
     epochs = epochs[epochs["run_id"].isin(ok.index)].copy()
     epochs["config"] = epochs["run_id"].map(ok)

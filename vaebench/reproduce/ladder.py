@@ -254,12 +254,13 @@ def write(frame: pd.DataFrame, folder: Path, *, device: str, length: str, profil
 FOLDER_SETTINGS = ("device", "epochs", "steps", "data", "samples")
 
 
-def settings_of_folder(folder: Path) -> dict[str, Any]:
+def settings_of_folder(folder: Path, runs: pd.DataFrame | None = None) -> dict[str, Any]:
     """The device, epochs, steps, data and samples a folder's ladder timed its rungs with (the
-    most common value of each; None where unset), to rebuild its plan without running."""
+    most common value of each; None where unset), to rebuild its plan without running. `runs`:
+    the folder's table where the caller has read it (`storage.runs_table`)."""
     from .. import storage
 
-    runs = storage.load_runs(folder)
+    runs = storage.load_runs(folder) if runs is None else runs
     mine = runs[runs["sweep"] == "ladder"] if "sweep" in runs else runs
     if mine.empty:
         raise UsageError(f"{folder}: no ladder runs to report on")
@@ -277,27 +278,29 @@ def settings_of_folder(folder: Path) -> dict[str, Any]:
             for name, value in found.items()}
 
 
-def rungs_of_folder(base: RunSpec, folder: Path) -> list[Rung]:
+def rungs_of_folder(base: RunSpec, folder: Path, runs: pd.DataFrame | None = None) -> list[Rung]:
     """The rungs, in ladder order, that `folder` holds timed runs of (failed ones too), on the
-    ladder that `base` starts; the default rungs where it holds none."""
+    ladder that `base` starts; the default rungs where it holds none. `runs` as `settings_of_folder`'s."""
     from .. import storage
 
-    runs = storage.load_runs(folder)
+    runs = storage.load_runs(folder) if runs is None else runs
     keys = set(runs["spec_key"]) if "spec_key" in runs else set()
     found = [rung for rung in RUNGS if rung.spec(base).key() in keys]
     return found or pick(None)
 
 
-def report_folder(base: RunSpec, rungs: Sequence[Rung], folder: Path, *, profile: bool, skipped: Sequence[str] = ()
-                  ) -> tuple[str, Path]:
+def report_folder(base: RunSpec, rungs: Sequence[Rung], folder: Path, *, profile: bool, skipped: Sequence[str] = (),
+                  records: list[dict[str, Any]] | None = None) -> tuple[str, Path]:
     """ladder.md, .csv and .png and the folder's report from the runs of this ladder in `folder`;
-    returns the table and notes as text, and the Markdown's path."""
+    returns the table and notes as text, and the Markdown's path. `records` are the folder's
+    records where the caller has read them (`storage.read_rows`); else they are read here, once."""
     from .. import storage
     from ..analysis.export import write_report
     from ..analysis.report import build_report
 
     plan = make_plan(base, rungs, profile=profile)
-    runs = storage.load_runs(folder)
+    records = storage.read_rows(folder) if records is None else records
+    runs = storage.runs_table(records)
     frame = table(plan, runs)
     notes = [*step_notes(plan, runs), *loss_notes(frame), *[f"skipped here: {r}" for r in dict.fromkeys(skipped)]]
     if not frame.empty and not frame["runs"].any():
@@ -307,7 +310,7 @@ def report_folder(base: RunSpec, rungs: Sequence[Rung], folder: Path, *, profile
     length = f"{base.steps} steps" if base.steps is not None else counted(base.epochs, "epoch")
     path = write(frame, folder, device=base.device, length=length, profiled=bool(plan.profiled), gpu_name=gpu,
                  notes=notes)
-    write_report(build_report(folder))
+    write_report(build_report(folder, records=records))
     return "\n".join([render_text(frame), *[f"note: {note}" for note in notes]]), path
 
 
