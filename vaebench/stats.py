@@ -155,6 +155,11 @@ class RankTest:
     p_two_sided: float
     method: str  # exact, or normal (approximation with tie and continuity correction)
 
+    @property
+    def p_either_way(self) -> float:
+        """The one-sided p in the direction the two differ: each direction tested at the level."""
+        return min(self.p_greater, self.p_less)
+
 
 def mann_whitney(x: Sequence[float], y: Sequence[float]) -> RankTest:
     """Mann-Whitney U (Wilcoxon rank-sum) test, exact when small and untied.

@@ -45,6 +45,25 @@ def test_a_measured_whatif_backs_the_verdict() -> None:
     assert "--loader tensor ran 2.50x as fast" in verdict
 
 
+def test_given_the_runs_a_whatif_counts_only_beyond_chance() -> None:
+    summary = pd.DataFrame([config("ref", 1000.0), config("tensor", 2500.0, loader="tensor")])
+    one_each = {"ref": [1000.0], "tensor": [2500.0]}  # a reproduce folder: one run a configuration
+    apart = {"ref": [990.0, 1000.0, 1010.0], "tensor": [2400.0, 2500.0, 2600.0]}
+    overlapping = {"ref": [400.0, 1000.0, 2600.0], "tensor": [600.0, 2500.0, 2200.0]}
+    assert whatifs(summary, runs=one_each) == {}
+    assert whatifs(summary, runs=overlapping) == {}
+    assert whatifs(summary, runs=apart) == whatifs(summary)  # 3 a side, all apart: p = 1/20
+
+
+def test_a_single_run_whatif_does_not_overrule_the_rules_in_a_report() -> None:
+    compute = {"split_data_ms_median": 0.5, "split_compute_ms_median": 9.0}  # input 5%: compute by the rules
+    summary = pd.DataFrame([config("ref", 1000.0) | compute, config("tensor", 2500.0, loader="tensor") | compute])
+    runs = pd.DataFrame([{"config": c, "status": "ok", "samples_per_s": v} for c, v in (("ref", 1000.0),
+                                                                                          ("tensor", 2500.0))])
+    assert bottlenecks(summary)["ref"].startswith("bound by input pipeline: the rules pointed to compute")
+    assert bottlenecks(summary, runs)["ref"].startswith("bound by compute")
+
+
 def test_the_verdict_does_not_advise_a_knob_the_configuration_already_uses() -> None:
     summary = pd.DataFrame([config("ref", 1000.0), config("tensor", 2500.0, loader="tensor")])
     verdict = bottlenecks(summary)["tensor"]

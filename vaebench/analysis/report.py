@@ -178,7 +178,7 @@ def build_report(
         figures=draw_figures(summary, table, epochs, monitors, baseline_configs(summary, baseline)),
         samples=_sample_images(folder, table),
         baseline=baseline,
-        bottlenecks=bottlenecks(summary),
+        bottlenecks=bottlenecks(summary, table),
         machines=machines,
         kernel=kernel_causes(summary),
     )
@@ -331,10 +331,11 @@ def side_by_side(summary: pd.DataFrame, metric: str = "samples_per_s") -> pd.Dat
     return table.map(lambda v: "-" if pd.isna(v) else f"{v:,.0f}").reset_index()
 
 
-def bottlenecks(summary: pd.DataFrame) -> dict[str, str]:
+def bottlenecks(summary: pd.DataFrame, runs: pd.DataFrame | None = None) -> dict[str, str]:
     """What bounds each configuration: the attribution rules on its median step split,
-    overruled by a measured what-if where the folder holds a sibling differing in one knob."""
-    measured = whatifs(summary)
+    overruled by a measured what-if where the folder holds a sibling differing in one knob;
+    with the `runs`, only by one whose runs differ from the configuration's beyond chance."""
+    measured = whatifs(summary, runs=None if runs is None else run_values(runs, "samples_per_s"))
     found = {}
     for row in summary.to_dict("records"):
         evidence = Evidence.from_columns(_median_or_value(row), RunSpec.from_dict(row),
@@ -407,18 +408,22 @@ def speedup_p(summary: pd.DataFrame, runs: pd.DataFrame, baseline: str, metric: 
     """Each configuration's runs against its machine's baseline's on `metric`: the one-sided
     Mann-Whitney p in the direction they differ (as `compare` tests each direction); NaN for
     the baseline itself and where a side has no run."""
-    ok = runs[runs["status"] == OK]
-    values = {config: pd.to_numeric(group[metric], errors="coerce").dropna().tolist()
-              for config, group in ok.groupby("config", sort=False)}
+    values = run_values(runs, metric)
     base_of = {row["machine"]: row["config"] for _, row in summary.loc[_matching(summary, baseline)].iterrows()}
     result = pd.Series(math.nan, index=summary.index)
     for i, row in summary.iterrows():
         base = base_of.get(row["machine"], row["config"])
         mine, theirs = values.get(row["config"], []), values.get(base, [])
         if base != row["config"] and mine and theirs:
-            test = stats.mann_whitney(mine, theirs)
-            result[i] = min(test.p_greater, test.p_less)
+            result[i] = stats.mann_whitney(mine, theirs).p_either_way
     return result
+
+
+def run_values(runs: pd.DataFrame, metric: str) -> dict[str, list[float]]:
+    """Each configuration's successful runs' values of `metric`."""
+    ok = runs[runs["status"] == OK]
+    return {str(config): pd.to_numeric(group[metric], errors="coerce").dropna().tolist()
+            for config, group in ok.groupby("config", sort=False)}
 
 
 def baseline_configs(summary: pd.DataFrame, baseline: str | None) -> list[str]:

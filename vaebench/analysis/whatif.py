@@ -5,14 +5,14 @@ verdicts of `attribution` with evidence instead of rules alone."""
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
-from ..rules import contended
+from ..rules import ALPHA, contended
 from ..spec import SPEC_FIELDS, SPEED_KNOBS, RunSpec, format_value
-from ..stats import is_missing, number
+from ..stats import is_missing, mann_whitney, number
 
 KNOBS = (*SPEED_KNOBS, "batch_size")  # a sibling differing in one of these is a what-if
 # Siblings share everything but the knob, the machine included (a folder filled by several).
@@ -20,8 +20,12 @@ IDENTITY = (*(name for name in SPEC_FIELDS if name not in ("profile", "profile_s
 _MISSING = object()  # None and NaN alike: two missing values are the same value
 
 
-def whatifs(summary: pd.DataFrame, metric: str = "samples_per_s_median") -> dict[str, dict[str, float]]:
-    """For each configuration: `--knob value` -> median throughput of the sibling / its own.
+def whatifs(summary: pd.DataFrame, metric: str = "samples_per_s_median",
+            runs: Mapping[str, Sequence[float]] | None = None) -> dict[str, dict[str, float]]:
+    """For each configuration: `--knob value` -> median throughput of the sibling / its own;
+    given each configuration's `runs` (values of the metric), only siblings whose runs differ from
+    its own beyond chance (one-sided Mann-Whitney at ALPHA, as compare tests): a median of one run
+    against one is no evidence, and three runs a side are the fewest that can show a difference.
 
     Siblings are found by grouping the configurations on all identity fields but one knob, per
     knob, rather than by comparing every configuration with every other: a folder of 1,000 took
@@ -35,6 +39,8 @@ def whatifs(summary: pd.DataFrame, metric: str = "samples_per_s_median") -> dict
         own = row.get(metric, math.nan)
         for other, knob in sorted(siblings[mine]):
             if not number(own) > 0 or not number(rows[other].get(metric)) > 0:
+                continue
+            if runs is not None and not _beyond_chance(runs, row["config"], rows[other]["config"]):
                 continue
             if other not in specs:
                 specs[other] = RunSpec.from_dict(rows[other])
@@ -58,6 +64,11 @@ def _siblings(rows: Sequence[dict[str, Any]]) -> list[list[tuple[int, str]]]:
             for mine in group:
                 found[mine] += [(other, knob) for other in group if values[other][knob] != values[mine][knob]]
     return found
+
+
+def _beyond_chance(runs: Mapping[str, Sequence[float]], mine: str, theirs: str) -> bool:
+    own, other = runs.get(mine, ()), runs.get(theirs, ())
+    return bool(own) and bool(other) and mann_whitney(other, own).p_either_way <= ALPHA
 
 
 def _value(value: Any) -> Hashable:
