@@ -163,7 +163,10 @@ def _verdict(relation: Relation, rows: Mapping[str, Mapping[str, Any]], labels: 
     if unmeasured:
         why = f"{' and '.join(unmeasured)} not measured here"
         return Verdict(relation, NOT_TESTABLE, math.nan, published, why, labels)
-    ratio = left / right if right > 0 else math.nan
+    if not right > 0:  # a figure measured at 0 (a GPU that never ran a kernel): left/right means nothing
+        why = f"{_side(relation.right, labels)} = {_value(relation.right, right)} here: no ratio to judge"
+        return Verdict(relation, NOT_TESTABLE, math.nan, published, why, labels)
+    ratio = left / right
     outcome = relation.judge(ratio)
     need = "below" if relation.op == "<" else "above"
     against = (f"against the claim's {_value(relation.right, right)}" if relation.right.is_constant
