@@ -136,6 +136,43 @@ def test_no_gpu_here_makes_its_relations_not_testable(tmp_path: Path) -> None:
     assert math.isnan(verdicts[0].measured) and verdicts[0].published == pytest.approx(0.5)
 
 
+def test_a_right_side_measured_at_zero_is_not_testable_not_a_division_by_zero(tmp_path: Path) -> None:
+    claim = claims.load(write(tmp_path, GOOD))
+    measured = {"gpu": [], "cpu": [{"label": "cpu", "real_s": 8.0, "user_s": 0.0, "sys_s": 30.0}]}
+    sys_ = next(v for v in claims.evaluate(claim, measured) if v.relation.id == "sys")
+    assert sys_.outcome == NOT_TESTABLE and math.isnan(sys_.measured)
+    assert sys_.published == pytest.approx(2.0)
+    assert "user_s of cpu = 0.000 here: no ratio to judge" in sys_.detail and "nan" not in sys_.detail
+
+
+@pytest.mark.parametrize(
+    ("gpu_s", "outcome"),
+    [
+        (9.49, AGREES),
+        (9.5, TOO_CLOSE),  # 0.95 = 1 - tolerance: the band's edge is in the band (docs/claims.md)
+        (9.51, TOO_CLOSE),  # 0.951 is within 5% of 1x (and above 1 / 1.05 = 0.952)
+        (10.5, TOO_CLOSE),  # 1.05 = 1 + tolerance
+        (10.51, DISAGREES),
+    ],
+)
+def test_a_ratio_on_the_tolerance_edge_is_too_close_to_call(tmp_path: Path, gpu_s: float, outcome: str) -> None:
+    claim = claims.load(write(tmp_path, GOOD))  # "faster": gpu.real_s < cpu.real_s, tolerance 0.05
+    measured = {"gpu": [{"real_s": gpu_s, "gpu_util_mean": 5.0}], "cpu": [{"real_s": 10.0}]}
+    faster = next(v for v in claims.evaluate(claim, measured) if v.relation.id == "faster")
+    assert faster.measured == pytest.approx(gpu_s / 10.0)
+    assert faster.outcome == outcome
+
+
+def test_a_published_row_keeps_a_zero_figure_and_its_own_cpu_pct(tmp_path: Path) -> None:
+    text = GOOD.replace("sys_s = 3.0", "sys_s = 0.0", 1).replace('label = "big CPU"', 'label = "big CPU"\ncpu_pct = 50',
+                                                                 1)
+    claim = claims.load(write(tmp_path, text))
+    gpu, cpu = claim.row("gpu"), claim.row("cpu")
+    assert gpu.figures["sys_s"] == 0.0  # a row that spent no time in the kernel is a figure, not a mistake
+    assert gpu.figures["cpu_pct"] == pytest.approx(100 * 12.0 / 10.0)  # not published: from user + sys
+    assert cpu.figures["cpu_pct"] == 50.0  # published: kept, not the 1,500% its times would give
+
+
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
@@ -157,6 +194,12 @@ def test_no_gpu_here_makes_its_relations_not_testable(tmp_path: Path) -> None:
         ("real_s = 20.0", "real_s = 5.0", "relation 'faster' (gpu.real_s < cpu.real_s) does not hold on the claim's "
          "own published figures"),
         ('op = ">"', 'op = ">" >', "not valid TOML"),
+        ('id = "cpu"', 'id = "gpu"', "[[published]] id 'gpu' is used twice"),
+        ('left = "gpu.real_s"', "left = 3", "[[relation]] 1: `left` must name a published figure like 'gpu.real_s', "
+         "got 3"),
+        ("right = 15", "right = 0", "[[relation]] 2: a constant `right` must be positive, got 0"),
+        ("tolerance = 0.2", "tolerance = 1", "[[relation]] 2 `tolerance` must be a fraction from 0 up to 1"),
+        ("real_s = 10.0", "real_s = -10.0", "[[published]] 1 `real_s` must be a number, 0 or more, got -10.0"),
     ],
 )
 def test_a_bad_claim_file_names_the_bad_key(tmp_path: Path, old: str, new: str, message: str) -> None:
