@@ -42,6 +42,7 @@ def test_key_is_stable_and_tells_specs_apart() -> None:
         (RunSpec(lr=0.0), "lr"),
         (RunSpec(device="tpu"), "device"),
         (RunSpec(device="cuda:x"), "device"),
+        (RunSpec(device="cuda:"), "device"),  # no index after the colon: not cuda:0
         (RunSpec(amp="fp16"), "amp"),
         (RunSpec(amp="fp8"), "amp"),
         (RunSpec(loader="fast"), "loader"),
@@ -50,6 +51,7 @@ def test_key_is_stable_and_tells_specs_apart() -> None:
         (RunSpec(device="cuda", adam="compiled", amp="fp16"), "adam"),
         (RunSpec(data="imagenet"), "data"),
         (RunSpec(loader="tensor", workers=2), "workers"),
+        (RunSpec(loader="tensor", workers=1), "workers"),
         (RunSpec(pin_memory=True), "pin_memory"),
     ],
 )
@@ -80,6 +82,13 @@ def test_from_dict_ignores_extra_columns_and_restores_types() -> None:
     assert spec.batch_size == 64 and isinstance(spec.batch_size, int)
     assert spec.threads is None and spec.pin_memory is False
     assert spec.label() == "batch_size=64"
+
+
+def test_from_dict_does_not_round_a_fraction_into_a_whole_number() -> None:
+    spec = RunSpec.from_dict({"batch_size": 2.5, "epochs": 3.0})
+    assert spec.batch_size == 2.5 and spec.epochs == 3  # 3.0 is the whole number 3; 2.5 is not 2
+    problems = [p for p in validate(spec) if p.field == "batch_size"]
+    assert problems and problems[0].message == "batch size must be a whole number, got 2.5"
 
 
 def test_fields_added_later_keep_old_keys_at_their_default() -> None:
@@ -211,6 +220,11 @@ def test_numbers_that_size_memory_or_time_are_bounded_and_finite(spec: RunSpec, 
 def test_oversubscription_stays_allowed_up_to_the_cap() -> None:
     assert validate(RunSpec(threads=64), Capabilities(logical_cores=2)) == []
     assert validate(RunSpec(threads=1024, samples=1_000_000, epochs=1000), Capabilities(logical_cores=2)) == []
+
+
+def test_a_batch_of_the_whole_epoch_is_allowed_and_one_more_is_not() -> None:
+    assert validate(RunSpec(batch_size=1000, samples=1000)) == []  # one step per epoch
+    assert fields_of(RunSpec(batch_size=1001, samples=1000)) == {"batch_size"}
 
 
 def test_parse_value_refuses_what_validate_would() -> None:
