@@ -110,6 +110,24 @@ def test_corrupt_line_is_named_and_nothing_is_destroyed(tmp_path: Path) -> None:
     assert (tmp_path / "runs.jsonl").read_bytes() == before
 
 
+def test_a_blank_line_between_records_is_passed_over(tmp_path: Path) -> None:
+    append(tmp_path, make_record("a"))
+    with open(tmp_path / "runs.jsonl", "a") as handle:
+        handle.write("\n  \n")  # an editor's or a concatenation's empty lines
+    append(tmp_path, make_record("b"))
+    assert [row["run_id"] for row in read_rows(tmp_path)] == ["a", "b"]
+
+
+@pytest.mark.parametrize("line", ["[1, 2", '"abc', "  [1, 2"])
+def test_a_line_cut_short_that_never_opened_a_record_is_corrupt_not_skipped(tmp_path: Path, line: str) -> None:
+    append(tmp_path, make_record("a"))
+    with open(tmp_path / "runs.jsonl", "a") as handle:
+        handle.write(line + "\n")  # valid JSON up to its end, but not the start of a record
+    append(tmp_path, make_record("b"))
+    with pytest.raises(CorruptResults, match=r"runs.jsonl:2: not a valid record \(not JSON: "):
+        read_rows(tmp_path)
+
+
 def test_another_tools_file_is_named_as_possibly_not_ours(tmp_path: Path) -> None:
     (tmp_path / "runs.jsonl").write_text('{"benchmark": "other tool", "time": 1.5}\n')
     with pytest.raises(CorruptResults, match=r"runs.jsonl:1: ") as info:
@@ -160,6 +178,15 @@ def test_a_record_cut_short_at_any_byte_is_skipped_at_the_end_and_where_a_writer
     stepped_past = b"".join(line[:cut] + b"\n" for cut in range(1, len(line)))  # as append_row leaves each
     (tmp_path / "runs.jsonl").write_bytes(head + stepped_past + tail)
     assert [row["run_id"] for row in read_rows(tmp_path)] == ["a", "b"]
+
+
+def test_a_record_cut_short_just_after_a_numbers_minus_sign_is_skipped(tmp_path: Path) -> None:
+    append_row(tmp_path / "whole", {**make_record("torn").to_row(), "x": -1.5})
+    line = (tmp_path / "whole" / "runs.jsonl").read_bytes()
+    append(tmp_path, make_record("a"))
+    with open(tmp_path / "runs.jsonl", "ab") as handle:
+        handle.write(line[: line.index(b"-1.5") + 1])  # the write stopped after the sign
+    assert [row["run_id"] for row in read_rows(tmp_path)] == ["a"]
 
 
 def _writer(folder: str, worker: int, count: int) -> None:
@@ -235,6 +262,14 @@ def test_record_files_merge_with_runs_jsonl_each_run_once(tmp_path: Path) -> Non
     assert [r["run_id"] for r in read_rows(only_files)] == ["c"]  # no runs.jsonl at all
 
 
+def test_a_run_in_runs_jsonl_and_in_records_is_read_from_runs_jsonl(tmp_path: Path) -> None:
+    append(tmp_path, make_record("20260101T000000-a"))
+    again = dataclasses.replace(make_record("20260101T000000-a"), started_at="2026-01-02T00:00:00+00:00")
+    write_record(tmp_path, again)
+    (row,) = read_rows(tmp_path)
+    assert row["started_at"] == "2026-01-01T00:00:00+00:00"  # runs.jsonl is read first: its row is the one kept
+
+
 def test_a_writer_between_write_and_rename_leaves_no_record(tmp_path: Path) -> None:
     write_record(tmp_path, make_record("a"))
     (tmp_path / RECORDS_DIR / ".b.json.x1y2.tmp").write_text('{"run_id": "b", "tru')  # died mid-write
@@ -245,6 +280,13 @@ def test_a_corrupt_record_file_is_named(tmp_path: Path) -> None:
     write_record(tmp_path, make_record("a"))
     (tmp_path / RECORDS_DIR / "b.json").write_text("{not json")
     with pytest.raises(CorruptResults, match=r"records/b.json:1: "):
+        read_rows(tmp_path)
+
+
+def test_a_record_file_holding_another_run_is_named(tmp_path: Path) -> None:
+    write_record(tmp_path, make_record("a"))
+    (tmp_path / RECORDS_DIR / "b.json").write_text(json.dumps(make_record("a").to_row()))  # copied, not renamed
+    with pytest.raises(CorruptResults, match=r"records/b.json:1: not a valid record \(run_id 'a' is not the file's "):
         read_rows(tmp_path)
 
 
@@ -352,7 +394,8 @@ def test_a_run_id_is_checked_before_it_becomes_a_path(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("payload", ['{"step_ms": "fast"}', '{"step_ms": [1, "x"]}', "[1, 2]", "{torn",
-                                     '{"step_ms": [1.0], "monitor": [3]}'])
+                                     '{"step_ms": [1.0], "monitor": [3]}', '{"step_ms": [1.0], "step_samples": [-1]}',
+                                     '{"step_ms": [1.0], "monitor_t0_unix": "x"}'])
 def test_a_series_file_that_is_not_one_is_named(tmp_path: Path, payload: str) -> None:
     from vaebench.errors import UsageError
 
@@ -396,6 +439,16 @@ def test_an_older_record_cut_short_by_steps_reads_its_whole_epochs_time_only(tmp
     runs = load_runs(str(tmp_path)).set_index("run_id")
     assert pd.isna(runs.loc["old", "epoch_s"]) and runs.loc["old2", "epoch_s"] == 4.5
     assert runs.loc["new", "epoch_s"] == 5.0  # a record with the flag is read as written
+
+
+def test_a_record_that_says_its_last_epoch_was_partial_keeps_its_epoch_s(tmp_path: Path) -> None:
+    # Only a record from before the flag is read by today's rule; one that carries the flag was
+    # written by it. Its epoch_s differs here from the rule's (4.5 s, its one whole epoch) to see
+    # which is read.
+    spec = RunSpec(epochs=10, steps=700)
+    append_row(tmp_path, {**make_record().to_row(), **spec.to_dict(), "run_id": "new", "steps_done": 700,
+                          "last_epoch_partial": True, "epoch_s": 4.4, "epoch_times_s": [4.5, 1.5]})
+    assert load_runs(str(tmp_path)).set_index("run_id").loc["new", "epoch_s"] == 4.4
 
 
 def test_a_rank_run_recorded_before_its_baseline_gets_its_scaling_efficiency_on_read(tmp_path: Path) -> None:
