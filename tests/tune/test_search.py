@@ -17,6 +17,7 @@ from vaebench.spec import Capabilities, RunSpec
 from vaebench.tune.driver import TuneResult, TuneSettings, trial_from_record, tune
 from vaebench.tune.report import TRIAL_COLUMNS, format_table, render_markdown, trials_frame, write
 from vaebench.tune.search import (
+    Quality,
     SearchResult,
     Trial,
     knob_groups,
@@ -70,6 +71,19 @@ def test_out_of_memory_bounds_the_search_and_the_safe_batch_has_a_margin() -> No
     assert "largest batch that ran: 2896" in result.memory_note() and "or below 2048" in result.memory_note()
 
 
+def test_the_first_out_of_memory_failure_bounds_the_safe_batch_whatever_ran_after_it() -> None:
+    def trial(batch: int, rate: float = math.nan, reason: str = "") -> Trial:
+        return Trial(RunSpec(batch_size=batch), status=FAILED if reason else "ok", reason=reason, samples_per_s=rate)
+
+    # 128 ran out of memory (another tenant's, say) and 256 then ran: 128 is still the boundary.
+    result = SearchResult([trial(64, 900.0), trial(96, reason="killed by signal 9"),
+                           trial(128, reason="out of memory: CUDA out of memory"), trial(256, 1000.0),
+                           trial(512, reason="out of memory: CUDA out of memory")])
+    assert result.first_oom == 128
+    assert result.largest_safe == 64  # not 96, which failed, nor 256, above the boundary
+    assert "out of memory at batch 128; largest batch that ran: 64" in result.memory_note()
+
+
 def test_refinement_finds_a_peak_between_powers_of_two() -> None:
     measure, calls = peaked(1448)
     result = search_batch(BASE, measure, max_batch=65_536)
@@ -89,6 +103,14 @@ def test_refine_point_goes_towards_the_better_neighbour() -> None:
     assert refine_point(upper, 1024) == 728, "never past --max-batch: the other side instead"
 
 
+def test_round_batch_keeps_small_batches_whole_and_rounds_larger_ones_to_eights() -> None:
+    assert round_batch(math.sqrt(8 * 16)) == round_batch(11.3) == 11  # between 8 and 16: not rounded to 8
+    assert round_batch(0.4) == 1
+    assert (round_batch(16.6), round_batch(21.0), round_batch(45.25)) == (16, 24, 48)  # past 16: eights
+    lower = SearchResult([Trial(RunSpec(batch_size=b), samples_per_s=r) for b, r in ((4, 50), (8, 100), (16, 90))])
+    assert refine_point(lower, 65_536) == 11
+
+
 def test_plateau_stops_the_climb_well_before_max_batch() -> None:
     calls: list[int] = []
 
@@ -100,6 +122,20 @@ def test_plateau_stops_the_climb_well_before_max_batch() -> None:
     assert "levelled off" in result.stop_reason
     assert max(calls) <= 8192, "two doublings past the knee, not up to 65536"
     assert result.best is not None and result.best.samples_per_s > 0.95 * 10_000 * 65_536 / (65_536 + 64)
+
+
+def _curve(rates: dict[int, float]) -> Callable[[RunSpec], Trial]:
+    def measure(spec: RunSpec) -> Trial:
+        return Trial(spec, samples_per_s=rates[spec.batch_size], wall_s=1.0)
+
+    return measure
+
+
+def test_one_trial_that_fell_beside_one_that_held_is_a_plateau_not_a_fall() -> None:
+    levelled = search_batch(BASE, _curve({16: 1000.0, 32: 1000.0, 64: 850.0, 24: 990.0}), max_batch=65_536)
+    assert levelled.stop_reason == "2 doublings in a row gained less than 3%: throughput has levelled off"
+    fell = search_batch(BASE, _curve({16: 1000.0, 32: 850.0, 64: 800.0, 24: 990.0}), max_batch=65_536)
+    assert fell.stop_reason == "throughput fell more than 10% below the best (batch 16) 2 doublings in a row"
 
 
 def test_budget_stops_cleanly_with_the_best_so_far() -> None:
@@ -169,6 +205,25 @@ def test_quality_guard_with_a_target_picks_the_first_to_reach_it() -> None:
     rec = recommend(runs, tolerance=0.02, target=111.0)
     assert rec.trial is not None and rec.trial.batch == 512  # reached 111 after 1 s; batch 128 after 2 s
     assert any("4096 never reached" in r for r in rec.rejected)
+
+
+def test_an_epoch_loss_equal_to_the_target_reaches_it() -> None:
+    assert Quality(_quality(512, 3000, 104.0, (111.0, 104.0)), target=111.0).time_to_target_s == 1.0
+    assert Quality(_quality(512, 3000, 104.0, (111.5, 104.0)), target=111.0).time_to_target_s == 2.0
+
+
+def test_of_two_that_reach_the_target_at_once_the_faster_is_recommended() -> None:
+    runs = [_quality(128, 1000, 100.0, (112, 100)), _quality(512, 3000, 104.0, (110, 104)),
+            _quality(1024, 5000, 104.0, (110, 104))]
+    rec = recommend(runs, tolerance=0.02, target=111.0)
+    assert rec.trial is not None and rec.trial.batch == 1024  # both after 1 s; 5,000 samples/s against 3,000
+
+
+def test_with_no_tolerance_the_reference_and_an_equal_loss_are_kept() -> None:
+    exact = recommend([_quality(128, 1000, 100.0), _quality(4096, 9000, 100.5)], tolerance=0.0)
+    assert exact.trial is not None and exact.trial.batch == 128 and len(exact.rejected) == 1
+    equal = recommend([_quality(128, 1000, 100.0), _quality(1024, 6000, 100.0)], tolerance=0.0)
+    assert equal.trial is not None and equal.trial.batch == 1024
 
 
 def test_no_batch_above_max_batch_is_recommended_though_the_reference_still_judges() -> None:
