@@ -17,7 +17,7 @@ from ..analysis.attribution import FP16_SYNC, share_of_step
 from ..analysis.trace import NO_DEVICE_ROWS, NO_DEVICE_SOURCE, from_device_rows
 from ..rules import INPUT_BOUND_SHARE, NEIGHBOUR_LIMIT_PCT, contended
 from ..spec import DEFAULT, SPEED_KNOBS, RunSpec
-from ..stats import number
+from ..stats import is_missing, number
 
 Row = Mapping[str, Any]
 
@@ -675,12 +675,18 @@ def machine_differences(machine: Mapping[str, Any], here: Row) -> tuple[list[Dif
     differ, unknown = [], []
     for name, why in MACHINE_WHY.items():
         mine = here.get(f"fp_{name}")
+        mine = None if is_missing(mine) else _whole(mine)
         mine = "none" if name == "gpu_name" and not mine else mine
         if name not in machine:
             unknown.append(name)
-        elif mine is not None and str(mine) != str(machine[name]):
+        elif mine is not None and str(mine) != str(_whole(machine[name])):
             differ.append(Difference(name, machine[name], mine, why))
     return differ, unknown
+
+
+def _whole(value: Any) -> Any:
+    """A whole float as an int: a results table holds 20 cores as 20.0 where a claim file says 20."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def machine_finding(label: str, machine: Mapping[str, Any], here: Row, data: str = "") -> Finding | None:
