@@ -31,7 +31,8 @@ FIGURES = ("real_s", "user_s", "sys_s", "cpu_pct", "gpu_util_mean", "final_loss"
 # that one value never reads 0.5944 in one place and 0.594 in the other.
 FIGURE_FORMATS = {"real_s": "{:.3f}", "user_s": "{:.3f}", "sys_s": "{:.3f}", "cpu_pct": "{:.0f}",
                   "gpu_util_mean": "{:.0f}", "final_loss": "{:.2f}", "epoch_s": "{:.3f}", "samples_per_s": "{:,.0f}"}
-MACHINE_FIELDS = ("cpu_model", "logical_cores", "physical_cores", "gpu_name", "torch", "cuda", "blas", "os")
+MACHINE_FIELDS = ("cpu_model", "logical_cores", "physical_cores", "gpu_name", "torch", "cuda", "blas", "os",
+                  "openmp_runtime")
 DEVICE_KINDS = ("cpu", "cuda", "mps")
 OPS = ("<", ">")
 # A run field the claim cannot fix: each published row names its device, and the data is
