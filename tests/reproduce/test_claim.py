@@ -173,6 +173,18 @@ def test_a_published_row_keeps_a_zero_figure_and_its_own_cpu_pct(tmp_path: Path)
     assert cpu.figures["cpu_pct"] == 50.0  # published: kept, not the 1,500% its times would give
 
 
+def test_a_published_machine_may_name_its_openmp_runtime(tmp_path: Path) -> None:
+    from vaebench.reproduce import findings
+
+    text = GOOD.replace("logical_cores = 20", 'logical_cores = 20\nopenmp_runtime = "libiomp5 (Intel)"', 1)
+    cpu = claims.load(write(tmp_path, text)).row("cpu")
+    assert cpu.machine["openmp_runtime"] == "libiomp5 (Intel)"
+    here = {"fp_logical_cores": 20, "fp_openmp_runtime": "libgomp (GNU)", "sys_s": 1.0, "user_s": 10.0}
+    finding = findings.sys_claim("disagrees", 2.0, [], cpu.machine, here)
+    assert finding is not None and "OpenMP runtime: libiomp5 (Intel) published against libgomp (GNU) here" in (
+        finding.text)
+
+
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
