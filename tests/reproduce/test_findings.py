@@ -126,6 +126,15 @@ def test_sys_growing_faster_than_user_to_a_large_share_is_spin_waiting() -> None
     assert "oversubscribed" not in finding.text
 
 
+def test_sys_at_half_of_user_is_a_large_share() -> None:
+    # SYS_HEAVY: sys at half of user or more gets the spin-waiting sentence; just under, only the signature.
+    half = fnd.thread_scaling([cpu(1, 10.0, 1.0, 5000), cpu(4, 12.0, 6.0, 6000)])
+    assert half is not None and half.numbers["sys_user_high"] == 0.5
+    assert "spin-waiting and sleeping in the kernel" in half.text
+    under = fnd.thread_scaling([cpu(1, 10.0, 1.0, 5000), cpu(4, 12.0, 5.88, 6000)])
+    assert under is not None and "stays at 0.49 of user" in under.text
+
+
 def test_sys_growing_faster_but_small_is_only_the_signature() -> None:
     finding = fnd.thread_scaling([cpu(1, 17.0, 0.9, 6000, cores=2), cpu(2, 18.4, 1.5, 9300, cores=2)])
     assert finding is not None
@@ -145,6 +154,14 @@ def test_more_threads_than_cores_is_oversubscribed() -> None:
     assert finding is not None
     assert finding.numbers["oversubscribed"] == 1.0
     assert "4 threads on 2 cores is oversubscribed" in finding.text and "100 -> 90,000" in finding.text
+
+
+def test_as_many_threads_as_cores_is_not_oversubscribed() -> None:
+    finding = fnd.thread_scaling([cpu(1, 10.0, 1.0, 5000, cores=2), cpu(2, 12.0, 1.2, 9000, cores=2)])
+    assert finding is not None
+    assert "oversubscribed" not in finding.text and "oversubscribed" not in finding.numbers
+    three = fnd.thread_scaling([cpu(1, 10.0, 1.0, 5000, cores=2), cpu(3, 12.0, 1.2, 9000, cores=2)])
+    assert three is not None and "3 threads on 2 cores is oversubscribed" in three.text
 
 
 def test_default_threads_read_from_the_child_fingerprint() -> None:
@@ -209,6 +226,36 @@ def test_a_slower_loader_is_not_called_the_bottleneck() -> None:
     assert "was not what cost time" in finding.text and finding.numbers["share"] < 0
 
 
+def test_a_what_if_that_changes_more_than_the_input_pipeline_is_not_its_share() -> None:
+    base = {"cpu": BASE["cpu"]}
+    rows = [{"device": "cpu", "loader": "device", "sync": "epoch", "compile": "off", "epoch_s": 4.0,
+             "samples_per_s": 15000.0},
+            {"device": "cpu", "loader": "tensor", "compile": "off", "epoch_s": 9.0, "samples_per_s": 6700.0}]
+    whatifs = fnd.what_ifs(rows, base)
+    assert whatifs[0].knobs == ("loader", "sync")
+    (finding,) = fnd.pipeline_share(whatifs, base)
+    assert finding.numbers["best_epoch_s"] == 9.0 and finding.numbers["share"] == pytest.approx(0.25)
+    assert "loader=tensor ran an epoch in 9.00 s" in finding.text
+    assert " loader=device,sync=epoch: 3.00x per epoch" in finding.text  # listed after, with its own gain
+
+
+def test_a_loader_that_only_ties_the_seed_did_not_beat_it() -> None:
+    base = {"cpu": BASE["cpu"]}
+    (finding,) = fnd.pipeline_share(fnd.what_ifs([dict(CHANGES[0], epoch_s=12.0)], base), base)
+    assert finding.numbers["share"] == 0.0 and "no loader beat the seed's reference pipeline" in finding.text
+
+
+def test_a_loader_gain_within_share_slack_of_the_step_split_is_the_input_pipelines() -> None:
+    split = BASE["cpu"] | {"epoch_s": 10.0, "split_data_ms": 30.0, "split_copy_ms": 0.0, "split_compute_ms": 70.0,
+                           "split_sync_ms": 0.0}  # data wait 30% of the step
+    base = {"cpu": split}
+    for epoch_s, held in ((6.7, True), (6.4, False)):  # a gain of 33% and of 36% against 30% + SHARE_SLACK
+        (finding,) = fnd.pipeline_share(fnd.what_ifs([dict(CHANGES[0], epoch_s=epoch_s)], base), base)
+        assert finding.numbers["input_share"] == pytest.approx(0.30)
+        assert ("as its step split allows (data wait and copy 30% of the step)" in finding.text) is held
+        assert ("data wait and copy at only 30%" in finding.text) is not held
+
+
 def test_machine_differences_with_the_published_machine() -> None:
     here = {"fp_logical_cores": 2, "fp_cpu_model": "AMD EPYC", "fp_gpu_name": "", "fp_torch": "2.14.1",
             "data_source": "embedded-5k"}
@@ -222,6 +269,20 @@ def test_machine_differences_with_the_published_machine() -> None:
     assert "data mnist published vs embedded-5k here" in finding.text
     assert "Not published, so not compared: CPU, GPU, torch" in finding.text
     assert fnd.machine_finding("same", {"logical_cores": 2}, {"fp_logical_cores": 2}) is None
+
+
+def test_a_tables_whole_float_is_the_same_machine_as_a_claims_int() -> None:
+    # load_runs rows: a fingerprint column with a missing cell (a run that failed before its
+    # fingerprint) is float, so 20 cores read 20.0 in every row, and a missing one NaN.
+    published = {"logical_cores": 20, "torch": "2.11.0"}
+    assert fnd.machine_differences(published, {"fp_logical_cores": 20.0, "fp_torch": "2.11.0"}) == ([], [
+        "cpu_model", "gpu_name"])
+    assert fnd.machine_finding("20-core CPU", {"logical_cores": 20}, {"fp_logical_cores": 20.0}) is None
+    assert fnd.machine_finding("20-core CPU", {"logical_cores": 20}, {"fp_logical_cores": math.nan}) is None
+    assert fnd.machine_finding("20-core CPU", {"logical_cores": 20.0}, {"fp_logical_cores": 20}) is None  # TOML 20.0
+    fewer = fnd.machine_finding("20-core CPU", {"logical_cores": 20}, {"fp_logical_cores": 2.0})
+    assert fewer is not None and "cores 20 published vs 2 here" in fewer.text
+    assert fewer.numbers == {"logical_cores": 2.0}
 
 
 def test_number_reads_cells_safely() -> None:
@@ -287,6 +348,28 @@ def test_contention_compares_the_training_window_with_the_training_window() -> N
     assert finding is not None and finding.numbers["others_pct"] == pytest.approx(90.2 - 100 * 5.5 / 2.31 / 16)
 
 
+def test_cpu_per_sample_is_called_burnt_only_past_the_noise() -> None:
+    # User time per sample x1.10: one run's noise could explain it. x1.25 (SYS_FASTER) cannot.
+    noise = fnd.thread_scaling([cpu(1, 10.0, 1.0, 5000, cores=2), cpu(2, 11.0, 1.1, 5000, cores=2)])
+    assert noise is not None and "burn CPU" not in noise.text and "cpu_per_sample_growth" not in noise.numbers
+    burnt = fnd.thread_scaling([cpu(1, 10.0, 1.0, 5000, cores=2), cpu(2, 12.5, 1.25, 5000, cores=2)])
+    assert burnt is not None and "user time per sample grew 1.25x: the extra threads burn CPU" in burnt.text
+
+
+def test_with_dataloader_workers_the_runs_own_cpu_is_the_whole_process_trees() -> None:
+    # The training window's rusage is the main process's alone; its workers' CPU is only in cpu_pct.
+    row = {"fp_logical_cores": 2, "train_user_s": 1.0, "train_sys_s": 0.2, "train_s": 2.0, "cpu_pct": 150.0}
+    assert fnd.own_cpu_pct(row | {"workers": 2}) == pytest.approx(150.0 / 2)
+    assert fnd.own_cpu_pct(row | {"workers": 0}) == pytest.approx(100 * 1.2 / 2.0 / 2)
+
+
+def test_others_using_a_quarter_of_the_machine_is_contention() -> None:
+    at = {"device": "cpu", "loader": "reference", "cpu_util_mean": 75.0, "cpu_pct": 100.0, "fp_logical_cores": 2}
+    finding = fnd.contention([at])  # the run used 50% of the cores, others 25%: CONTENDED
+    assert finding is not None and finding.numbers["others_pct"] == 25.0
+    assert fnd.contention([at | {"cpu_util_mean": 74.9}]) is None
+
+
 def test_change_label_names_every_knob_off_the_seed() -> None:
     assert fnd.change_label(rung()) == "seed configuration"
     assert fnd.change_label(rung("tensor", pin_memory=True)) == "loader=tensor,pin_memory=on"
@@ -305,6 +388,21 @@ def test_input_bound_is_one_rule_for_findings_and_attribution() -> None:
         found = fnd.step_split(row)
         assert found is not None and ("input pipeline, not model" in found.text) is bound
         verdict = attribute(Evidence(split=StepSplit(data, copy, 10.0 - data - copy - 0.5, 0.5), device="cuda:0"))
+        assert (verdict.kind == INPUT) is bound
+
+
+def test_a_step_at_exactly_the_input_bound_share_is_input_bound_for_findings_and_attribution() -> None:
+    from vaebench.analysis.attribution import INPUT, Evidence, attribute
+    from vaebench.result import StepSplit
+    from vaebench.rules import INPUT_BOUND_SHARE
+
+    for data, bound in ((3.0, True), (2.99, False)):  # 30% of a 10 ms step, and just under
+        row = {"device": "cpu", "split_data_ms": data, "split_copy_ms": 0.0, "split_compute_ms": 10.0 - data - 0.5,
+               "split_sync_ms": 0.5}
+        assert (data / 10.0 >= INPUT_BOUND_SHARE) is bound
+        found = fnd.step_split(row)
+        assert found is not None and ("input pipeline, not model" in found.text) is bound
+        verdict = attribute(Evidence(split=StepSplit(data, 0.0, 10.0 - data - 0.5, 0.5), device="cpu"))
         assert (verdict.kind == INPUT) is bound
 
 
@@ -336,6 +434,21 @@ def test_flat_faults_and_growing_switches_say_threads_not_allocator() -> None:
     assert "the threads, not the allocator, add the kernel time" in finding.text
 
 
+def test_falling_faults_or_an_allocator_verdict_at_the_top_say_nothing_of_flat_faults() -> None:
+    from tests.analysis.test_kernel import ALLOCATOR_RUN, MIXED_RUN
+
+    # The faults fall to 40% while the switches grow: they are not flat.
+    fewer = MIXED_RUN | {"threads": 16, "fp_torch_threads": 16, "train_ctx_voluntary": 486150.0,
+                         "train_minor_faults": 0.4 * 268589.0}
+    falling = fnd.kernel_anatomy([ALLOCATOR_RUN, fewer])
+    assert falling is not None and "x0.4" in falling.text and "faults stay flat" not in falling.text
+    # Flat faults, but at the top the allocator is still the cause: the threads do not add the kernel time.
+    two = ALLOCATOR_RUN | {"threads": 2, "fp_torch_threads": 2, "train_ctx_voluntary": 3000.0}
+    allocator = fnd.kernel_anatomy([ALLOCATOR_RUN, two])
+    assert allocator is not None and "at 2 it is allocator page faults" in allocator.text
+    assert "faults stay flat" not in allocator.text
+
+
 def test_wait_policy_and_allocator_what_ifs_say_what_they_did_to_sys() -> None:
     from tests.analysis.test_kernel import ALLOCATOR_RUN, OVERSUBSCRIBED_RUN, WAKEUPS_RUN
 
@@ -353,6 +466,16 @@ def test_wait_policy_and_allocator_what_ifs_say_what_they_did_to_sys() -> None:
     assert len(found) == 1
     assert found[0].text == ("--allocator jemalloc: minor faults per step 895 -> 15, sys over the training window "
                              "0.50 -> 0.16 s, median step 7.30 -> 5.00 ms (1.46x).")
+
+
+def test_a_wait_policy_is_compared_at_the_top_thread_count_both_ran() -> None:
+    from tests.analysis.test_kernel import ALLOCATOR_RUN, OVERSUBSCRIBED_RUN
+
+    sweep = [ALLOCATOR_RUN | {"samples_per_s": 5000.0}, OVERSUBSCRIBED_RUN | {"samples_per_s": 4000.0}]
+    passive = [row | {"omp_wait_policy": "passive", "samples_per_s": 2000.0} for row in sweep]
+    finding = fnd.wait_policy_effect(sweep, passive)
+    assert finding is not None and "--omp-wait-policy passive at 16 threads:" in finding.text
+    assert "at 1 threads" not in finding.text
 
 
 def test_the_sys_claim_names_the_machine_differences_that_can_account_for_it() -> None:
@@ -373,6 +496,26 @@ def test_the_sys_claim_names_the_machine_differences_that_can_account_for_it() -
     held = fnd.sys_claim("agrees", 2.17, sweep, {"logical_cores": 20}, here)
     assert held is not None and "holds here" in held.text
     assert fnd.sys_claim("not testable here", 2.17, sweep, {}, here) is None
+
+
+def test_a_sys_claim_too_close_to_call_is_not_said_to_hold() -> None:
+    sweep = [r | {"user_s": 10.0, "sys_s": 9.8} for r in _sweep_rows()]
+    here = {"fp_logical_cores": 2, "fp_openmp_runtime": "", "fp_sandbox": "", "fp_torch_threads": 2}
+    finding = fnd.sys_claim("too close to call", 2.17, sweep, {"logical_cores": 2}, here)
+    assert finding is not None and "holds here" not in finding.text
+    assert "here it does not: even at 16 threads sys/user is 0.98" in finding.text
+
+
+def test_the_sys_claim_names_a_published_openmp_runtime_only_where_it_differs() -> None:
+    here = {"fp_logical_cores": 2, "fp_openmp_runtime": "libgomp (GNU)", "fp_sandbox": "", "fp_torch_threads": 2}
+    intel = fnd.sys_claim("disagrees", 2.17, _sweep_rows(), {"logical_cores": 2, "openmp_runtime": "Intel OpenMP"},
+                          here)
+    assert intel is not None
+    assert "the OpenMP runtime: Intel OpenMP published against libgomp (GNU) here: their wait policies differ" in (
+        intel.text)
+    same = fnd.sys_claim("disagrees", 2.17, _sweep_rows(), {"logical_cores": 2, "openmp_runtime": "libgomp (GNU)"},
+                         here)
+    assert same is not None and "OpenMP runtime" not in same.text
 
 
 # The auditor's --quick run on the 2-core VM: every run beside a busy neighbour, the seed's at
