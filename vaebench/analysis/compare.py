@@ -374,7 +374,8 @@ def compare(
                          "passes whatever they are; give the baseline's runs and the candidate's")
     baseline, candidate, several = _pair_by_machine(baseline, candidate, allow_different_machines)
     base_ok, cand_ok = _ok_rows(baseline), _ok_rows(candidate)
-    paired = [key for key in _keys(base_ok) if key in set(_keys(cand_ok))]
+    in_candidate = set(_keys(cand_ok))  # once: built inside the test below, it was built again for every key
+    paired = [key for key in _keys(base_ok) if key in in_candidate]
     unpaired = _unpaired(baseline, candidate, base_ok, cand_ok)
     if not paired:
         raise NothingPaired(
@@ -393,9 +394,9 @@ def compare(
                            + "\n".join(f"  {line}" for line in other_data))
     checks = []
     busy = []
+    base_at, cand_at = _pair_positions(base_rows), _pair_positions(cand_rows)
     for pair in paired:
-        b = base_rows[base_rows[PAIR] == pair]
-        c = cand_rows[cand_rows[PAIR] == pair]
+        b, c = base_rows.iloc[base_at[pair]], cand_rows.iloc[cand_at[pair]]
         key = str(b["spec_key"].iloc[0])
         config = config_label(b) + (_on_machine(b) if several else "")
         neighbours = contention(config, b, c)
@@ -603,11 +604,12 @@ def data_differences(baseline: pd.DataFrame, candidate: pd.DataFrame) -> list[st
     if "data_digest" not in baseline.columns or "data_digest" not in candidate.columns:
         return []
     lines = []
-    for pair in dict.fromkeys(baseline[PAIR]):
-        sides = [frame[frame[PAIR] == pair] for frame in (baseline, candidate)]
-        digests = [set(side["data_digest"].dropna().astype(str)) for side in sides]
+    base_at, cand_at = _pair_positions(baseline), _pair_positions(candidate)
+    for pair, at in base_at.items():
+        sides = [(baseline, at), (candidate, cand_at.get(pair, []))]
+        digests = [set(frame["data_digest"].iloc[rows].dropna().astype(str)) for frame, rows in sides]
         if len(digests[0] | digests[1]) > 1:
-            lines.append(f"{config_label(sides[0])}: baseline {', '.join(sorted(digests[0])) or 'unknown'}, "
+            lines.append(f"{config_label(baseline.iloc[at])}: baseline {', '.join(sorted(digests[0])) or 'unknown'}, "
                          f"candidate {', '.join(sorted(digests[1])) or 'unknown'}")
     return lines
 
@@ -715,19 +717,28 @@ def _keys(frame: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(frame[PAIR])) if PAIR in frame.columns else []
 
 
+def _pair_positions(frame: pd.DataFrame) -> dict[str, list[int]]:
+    """The row positions of each pairing key, keys in the order they first appear: one pass over
+    the table, where selecting each key's rows by a mask reads every row once per key."""
+    positions: dict[str, list[int]] = {}
+    for at, key in enumerate(frame[PAIR] if PAIR in frame.columns else []):
+        positions.setdefault(key, []).append(at)
+    return positions
+
+
 def _unpaired(
     baseline: pd.DataFrame, candidate: pd.DataFrame, base_ok: pd.DataFrame, cand_ok: pd.DataFrame
 ) -> list[Unpaired]:
     """Every configuration that has runs somewhere but no successful run on one side."""
-    paired = set(_keys(base_ok)) & set(_keys(cand_ok))
+    ok_keys = set(_keys(base_ok)), set(_keys(cand_ok))
+    at = _pair_positions(baseline), _pair_positions(candidate)
     result = []
-    for key in dict.fromkeys([*_keys(baseline), *_keys(candidate)]):
-        if key in paired:
+    for key in dict.fromkeys([*at[0], *at[1]]):
+        if key in ok_keys[0] and key in ok_keys[1]:
             continue
-        sides = (("baseline", baseline, base_ok), ("candidate", candidate, cand_ok))
-        reasons = [r for side, rows, ok in sides if (r := _absence(side, rows, ok, key))]
-        example = baseline if key in set(_keys(baseline)) else candidate
-        rows = example[example[PAIR] == key]
+        sides = zip(("baseline", "candidate"), at, ok_keys, strict=True)
+        reasons = [r for side, runs, ok in sides if (r := _absence(side, len(runs.get(key, [])), key in ok))]
+        rows = baseline.iloc[at[0][key]] if key in at[0] else candidate.iloc[at[1][key]]
         label = config_label(rows) + (_on_machine(rows) if "@" in key else "")  # paired per machine: say which
         result.append(Unpaired(str(rows.iloc[0]["spec_key"]), label, "; ".join(reasons)))
     return result
@@ -737,11 +748,11 @@ def _on_machine(rows: pd.DataFrame) -> str:
     return f" @ {machine_label(rows.iloc[0].to_dict()) or 'unknown machine'}"
 
 
-def _absence(side: str, rows: pd.DataFrame, ok: pd.DataFrame, key: str) -> str:
-    total = int((rows[PAIR] == key).sum()) if PAIR in rows.columns else 0
+def _absence(side: str, total: int, any_ok: bool) -> str:
+    """Why a side has no successful run of a configuration (`total` runs there), or ""."""
     if total == 0:
         return f"absent from the {side}"
-    if not (ok[PAIR] == key).any():
+    if not any_ok:
         return f"{'the' if total == 1 else 'all'} {counted(total, 'run')} failed in the {side}"
     return ""
 
