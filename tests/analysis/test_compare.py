@@ -289,6 +289,19 @@ def test_final_loss_guard_uses_the_seed_band():
     assert "seed-to-seed band" in str(bad.checks[0])
 
 
+def test_each_configuration_is_held_to_its_own_seed_band():
+    def seeds(batch: int, loss: float) -> list[list[dict[str, Any]]]:
+        return [rows(seed=s, spec=RunSpec(batch_size=batch, epochs=1, data="embedded-5k", seed=s), loss=loss + s)
+                for s in range(3)]
+
+    baseline = frame(*seeds(128, 100.0), *seeds(256, 200.0))
+    candidate = frame(rows(seed=9, loss=101.5), rows(seed=9, spec=OTHER, loss=101.5))
+    result = cmp.compare(baseline, candidate, metrics=("final_loss",))
+    bands = {c.spec_key: (c.verdict, len(c.baseline_values)) for c in result.checks}
+    # Each family is its configuration's 3 seeds of 5 runs; 101.5 is inside batch 128's band only.
+    assert bands == {SPEC.key(): (cmp.UNCHANGED, 15), OTHER.key(): (cmp.REGRESSION, 15)}
+
+
 def test_final_loss_single_seed_tolerates_one_percent():
     assert cmp.check_final_loss("k", "c", [100.0, 100.0], [100.5]).verdict == cmp.UNCHANGED
     assert cmp.check_final_loss("k", "c", [100.0, 100.0], [98.0]).verdict == cmp.REGRESSION

@@ -395,6 +395,7 @@ def compare(
     checks = []
     busy = []
     base_at, cand_at = _pair_positions(base_rows), _pair_positions(cand_rows)
+    families = _seed_families(base_ok) if "final_loss" in metrics else {}
     for pair in paired:
         b, c = base_rows.iloc[base_at[pair]], cand_rows.iloc[cand_at[pair]]
         key = str(b["spec_key"].iloc[0])
@@ -404,7 +405,7 @@ def compare(
             busy.append(neighbours)
         for metric in metrics:
             if metric == "final_loss":
-                family = _seed_family(base_ok, b)
+                family = families.get(_seedless(b.iloc[0].to_dict()), [])
                 checks.append(check_final_loss(key, config, family, run_values(c, metric)))
                 continue
             check = check_metric(
@@ -771,11 +772,15 @@ def config_label(rows: pd.DataFrame) -> str:
         return str(rows.iloc[0]["spec_key"])
 
 
-def _seed_family(baseline_ok: pd.DataFrame, rows: pd.DataFrame) -> list[float]:
-    """Final losses of the baseline runs whose spec matches `rows`' in everything but seed."""
-    target = _seedless(rows.iloc[0].to_dict())
-    family = [r for r in baseline_ok.to_dict("records") if _seedless(r) == target]
-    return [float(r["final_loss"]) for r in family if math.isfinite(number(r.get("final_loss")))]
+def _seed_families(baseline_ok: pd.DataFrame) -> dict[str, list[float]]:
+    """The final losses of the baseline's runs by their spec without its seed (`_seedless`): a
+    configuration's seed family is the list under its own seedless key."""
+    families: dict[str, list[float]] = {}
+    for row in baseline_ok.to_dict("records"):
+        family = families.setdefault(_seedless(row), [])
+        if math.isfinite(number(row.get("final_loss"))):
+            family.append(float(row["final_loss"]))
+    return families
 
 
 def _seedless(row: Mapping[str, Any]) -> str:
