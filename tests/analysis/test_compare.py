@@ -475,6 +475,20 @@ def test_cli_infrastructure_errors_exit_2(folders: tuple[Path, Path, Path], tmp_
     assert main(["compare", str(base), str(bad_series)]) == 2
 
 
+@pytest.mark.parametrize("payload", ["{torn", '{"step_ms": [5.0, "x"], "monitor": []}',
+                                     '{"step_ms": [5.0, 5.0], "monitor": [3]}'])
+def test_a_series_file_that_is_not_one_stops_the_comparison(tmp_path: Path, payload: str,
+                                                            capsys: pytest.CaptureFixture[str]):
+    # compare reads only the step times, but a file wrong anywhere, its monitor samples
+    # included, is a corrupt folder (exit 2, the file named), as `storage.load_series` has it.
+    base_rows, cand_rows = rows(seed=1), rows(seed=2)
+    base = write_folder(tmp_path / "b", [base_rows])
+    cand = write_folder(tmp_path / "c", [cand_rows], {r["run_id"]: [5.0] * 32 for r in cand_rows})
+    (cand / SERIES_DIR / f"{cand_rows[0]['run_id']}.json").write_text(payload)
+    assert main(["compare", str(base), str(cand)]) == 2
+    assert f"series/{cand_rows[0]['run_id']}.json: " in capsys.readouterr().err
+
+
 def test_cli_reads_step_times_and_writes_markdown_and_json(tmp_path: Path):
     base_rows, cand_rows = rows(seed=1, n=3), rows(seed=2, n=3)
     base = write_folder(tmp_path / "b", [base_rows], {r["run_id"]: [50.0, 50.0] + [5.0] * 30 for r in base_rows})
