@@ -374,7 +374,7 @@ def compare(
                          "passes whatever they are; give the baseline's runs and the candidate's")
     baseline, candidate, several = _pair_by_machine(baseline, candidate, allow_different_machines)
     base_ok, cand_ok = _ok_rows(baseline), _ok_rows(candidate)
-    in_candidate = set(_keys(cand_ok))  # once: built inside the test below, it was built again for every key
+    in_candidate = set(_keys(cand_ok))
     paired = [key for key in _keys(base_ok) if key in in_candidate]
     unpaired = _unpaired(baseline, candidate, base_ok, cand_ok)
     if not paired:
