@@ -429,11 +429,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _print_report(report: Report) -> None:
-    from .analysis.report_text import bottleneck_lines, kernel_lines, summary_table
+    from .analysis.report_text import bottleneck_lines, kernel_lines, summary_table, warning_lines
 
     print(summary_table(report).to_string(index=False))
-    for warning in report.warnings:
-        print(f"warning: {warning}")
+    for line in warning_lines(report):
+        print(line)
     for row in report.failed.itertuples():
         print(f"failed: {row.run_id} {row.config}: {row.reason}")
     for line in bottleneck_lines(report):

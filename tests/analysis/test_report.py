@@ -555,6 +555,29 @@ def test_past_the_cap_the_terminal_counts_the_verdicts_by_cause_and_names_the_wo
     assert bottleneck_lines(few)[0] == "threads=0: bound by input pipeline: the evidence"
 
 
+def test_past_the_cap_the_terminal_counts_the_warnings_by_kind() -> None:
+    from vaebench.analysis.report import ReportWarning
+    from vaebench.analysis.report_text import warning_lines
+    from vaebench.analysis.shown import MAX_SHOWN
+
+    configs = [f"threads={i}" for i in range(40)]
+    warnings = [ReportWarning("mixed-data", "the runs read different data"),
+                *(ReportWarning("high-spread", f"{c}: real s varies", c) for c in configs),
+                *(ReportWarning("high-spread", f"{c}: samples/s varies", c) for c in configs[:2]),
+                ReportWarning("few-repeats", f"{configs[5]}: 1 run", configs[5])]
+
+    def report(found: list[ReportWarning]) -> Report:
+        return Report(folder=Path("."), runs=pd.DataFrame(), epochs=pd.DataFrame(), summary=pd.DataFrame(),
+                      varying=("threads",), warnings=found)
+
+    assert warning_lines(report(warnings)) == [
+        "warning: the runs read different data",
+        "warning: high-spread: 40 configurations, e.g. threads=0; threads=1; threads=2 (each in report.md)",
+        "warning: few-repeats: 1 configuration, e.g. threads=5 (each in report.md)"]
+    few = warnings[:MAX_SHOWN]
+    assert warning_lines(report(few)) == [f"warning: {w.message}" for w in few]  # a line each, in their order
+
+
 def summarize_per_configuration(runs: pd.DataFrame) -> pd.DataFrame:
     """summarize as it read before it split the columns once: every configuration masked out of
     the whole table and each of its metrics converted on its own."""

@@ -155,6 +155,22 @@ def bottleneck_lines(report: Report, top: int = 3) -> list[str]:
     return lines
 
 
+def warning_lines(report: Report, top: int = 3) -> list[str]:
+    """The warnings for a terminal: the folder's each, and the configurations' each up to
+    `MAX_SHOWN` of them; past it a line per kind with its count and `top` of its configurations.
+    report.md has them all."""
+    per_config = [w for w in report.warnings if w.config]
+    if len(per_config) <= MAX_SHOWN:
+        return [f"warning: {w}" for w in report.warnings]
+    folder = [f"warning: {w}" for w in report.warnings if not w.config]
+    by_kind: dict[str, list[str]] = {}
+    for warning in per_config:
+        configs = by_kind.setdefault(warning.kind, [])
+        configs += [] if warning.config in configs else [warning.config]
+    return folder + [f"warning: {kind}: {counted(len(configs), 'configuration')}, e.g. {'; '.join(configs[:top])} "
+                     "(each in report.md)" for kind, configs in sorted(by_kind.items(), key=lambda p: -len(p[1]))]
+
+
 def kernel_table(report: Report) -> pd.DataFrame:
     """The CPU configurations' kernel-time counters (medians) with the cause each points to."""
     rows = report.summary[report.summary["config"].isin(list(report.kernel))]
