@@ -406,6 +406,25 @@ def test_a_step_at_exactly_the_input_bound_share_is_input_bound_for_findings_and
         assert (verdict.kind == INPUT) is bound
 
 
+@pytest.mark.parametrize(("data", "near"), [(2.8, True), (3.2, True), (2.4, False), (3.6, False)])
+def test_a_step_split_near_the_input_cut_says_a_rerun_may_read_it_otherwise(data: float, near: bool) -> None:
+    row = {"device": "cpu", "split_data_ms": data, "split_copy_ms": 0.0, "split_compute_ms": 10.0 - data,
+           "split_sync_ms": 0.0}
+    found = fnd.step_split(row)
+    assert found is not None and ("a rerun may read it on the other side" in found.text) is near
+    assert ("input pipeline, not model" in found.text) is (data >= 3.0)
+
+
+def test_a_step_split_measured_beside_a_busy_neighbour_says_so() -> None:
+    row = {"device": "cpu", "split_data_ms": 1.0, "split_copy_ms": 0.0, "split_compute_ms": 9.0, "split_sync_ms": 0.0}
+    busy = fnd.step_split(row | {"neighbour_cpu_pct": 96.0})
+    quiet = fnd.step_split(row | {"neighbour_cpu_pct": 2.0})
+    assert busy is not None and quiet is not None
+    assert "The split may be the neighbours' doing: other processes used 96% of a core" in busy.text
+    assert busy.numbers["contended"] == 1.0
+    assert "neighbour" not in quiet.text and "contended" not in quiet.numbers
+
+
 def _sweep_rows() -> list[dict]:
     from tests.analysis.test_kernel import ALLOCATOR_RUN, MIXED_RUN, OVERSUBSCRIBED_RUN
 

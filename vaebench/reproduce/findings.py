@@ -15,7 +15,7 @@ from typing import Any
 from ..analysis import kernel
 from ..analysis.attribution import FP16_SYNC, share_of_step
 from ..analysis.trace import NO_DEVICE_ROWS, NO_DEVICE_SOURCE, from_device_rows
-from ..rules import INPUT_BOUND_SHARE, NEIGHBOUR_LIMIT_PCT, contended
+from ..rules import INPUT_BAND, INPUT_BOUND_SHARE, NEIGHBOUR_LIMIT_PCT, contended
 from ..spec import DEFAULT, SPEED_KNOBS, RunSpec
 from ..stats import is_missing, number
 
@@ -107,9 +107,17 @@ def step_split(row: Row) -> Finding | None:
     if device.startswith("cuda"):
         text += _gpu_busy(row, numbers)
     input_share = sum(0.0 if math.isnan(parts[k]) else parts[k] for k in ("data", "copy")) / step
-    if input_share >= INPUT_BOUND_SHARE:
-        text += (f" Waiting for the next batch and copying it is {100 * input_share:.0f}% of the step: "
-                 "input pipeline, not model.")
+    bound, near = input_share >= INPUT_BOUND_SHARE, abs(input_share - INPUT_BOUND_SHARE) < INPUT_BAND
+    if bound or near:
+        text += f" Waiting for the next batch and copying it is {100 * input_share:.0f}% of the step"
+        text += ": input pipeline, not model" if bound else ""
+        text += (f"{'; but' if bound else ','} within {100 * INPUT_BAND:.0f} points of the "
+                 f"{100 * INPUT_BOUND_SHARE:.0f}% that names the input pipeline, so a rerun may read it on the "
+                 "other side" if near else "") + "."
+    busy = busy_beside([("measured", neighbours(row))])
+    if busy:
+        numbers["contended"] = 1.0
+        text += f" The split may be the neighbours' doing: {busy}."
     return Finding("step-split", text, numbers)
 
 
