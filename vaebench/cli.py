@@ -1115,7 +1115,7 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
     settings: dict[str, Any] = {name: DEFAULT_LADDER[name] if value is None else value for name, value in given.items()}
     base = ladder.seed_base(**settings)
     if args.report_only and not args.rungs:
-        rungs = ladder.rungs_of_folder(base, out, table)
+        rungs = ladder.rungs_of_folder(base, table)
     plan = ladder.make_plan(base, rungs, profile=args.profile)
     outcome, skipped = SweepOutcome(), []
     if args.report_only:

@@ -130,10 +130,10 @@ def test_report_only_rebuilds_the_ladder_a_folder_ran(tmp_path: Path, folder: st
     # Both leases ran on cuda:0, 10 epochs of 60,000 embedded samples; lease 2 only its top two rungs.
     copy = tmp_path / "ladder"
     shutil.copytree(H200 / folder, copy, ignore=shutil.ignore_patterns("lease-*", "traces", "series", "samples"))
-    settings = ladder.settings_of_folder(copy)
+    settings = ladder.settings_of_folder(copy, storage.load_runs(copy))
     assert settings == {"device": "cuda:0", "epochs": 10, "steps": None, "data": "embedded", "samples": 60000}
     base = ladder.seed_base(**settings)
-    assert [rung.name for rung in ladder.rungs_of_folder(base, copy)] == rungs
+    assert [rung.name for rung in ladder.rungs_of_folder(base, storage.load_runs(copy))] == rungs
     assert main(["ladder", "--report-only", "--out", str(copy)]) == 0
     rows = pd.read_csv(copy / "ladder.csv")
     assert rows["rung"].tolist() == rungs and rows["runs"].min() == 1
@@ -147,7 +147,7 @@ def test_report_only_on_a_folder_without_a_ladder_is_refused(tmp_path: Path) -> 
     others = [line for line in lines if json.loads(line)["sweep"] != "ladder"]
     (tmp_path / "runs.jsonl").write_text("".join(f"{line}\n" for line in others))
     with pytest.raises(UsageError, match="no ladder runs to report on"):
-        ladder.settings_of_folder(tmp_path)
+        ladder.settings_of_folder(tmp_path, storage.load_runs(tmp_path))
     assert main(["ladder", "--report-only", "--out", str(tmp_path)]) == 2
 
 

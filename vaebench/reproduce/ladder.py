@@ -254,13 +254,10 @@ def write(frame: pd.DataFrame, folder: Path, *, device: str, length: str, profil
 FOLDER_SETTINGS = ("device", "epochs", "steps", "data", "samples")
 
 
-def settings_of_folder(folder: Path, runs: pd.DataFrame | None = None) -> dict[str, Any]:
-    """The device, epochs, steps, data and samples a folder's ladder timed its rungs with (the
-    most common value of each; None where unset), to rebuild its plan without running. `runs`:
-    the folder's table where the caller has read it (`storage.runs_table`)."""
-    from .. import storage
-
-    runs = storage.load_runs(folder) if runs is None else runs
+def settings_of_folder(folder: Path, runs: pd.DataFrame) -> dict[str, Any]:
+    """The device, epochs, steps, data and samples the ladder in `folder` (its `runs`, as
+    `storage.load_runs` reads them) timed its rungs with (the most common value of each; None
+    where unset), to rebuild its plan without running."""
     mine = runs[runs["sweep"] == "ladder"] if "sweep" in runs else runs
     if mine.empty:
         raise UsageError(f"{folder}: no ladder runs to report on")
@@ -278,12 +275,9 @@ def settings_of_folder(folder: Path, runs: pd.DataFrame | None = None) -> dict[s
             for name, value in found.items()}
 
 
-def rungs_of_folder(base: RunSpec, folder: Path, runs: pd.DataFrame | None = None) -> list[Rung]:
-    """The rungs, in ladder order, that `folder` holds timed runs of (failed ones too), on the
-    ladder that `base` starts; the default rungs where it holds none. `runs` as `settings_of_folder`'s."""
-    from .. import storage
-
-    runs = storage.load_runs(folder) if runs is None else runs
+def rungs_of_folder(base: RunSpec, runs: pd.DataFrame) -> list[Rung]:
+    """The rungs, in ladder order, that a folder's `runs` hold timed runs of (failed ones too), on
+    the ladder that `base` starts; the default rungs where they hold none."""
     keys = set(runs["spec_key"]) if "spec_key" in runs else set()
     found = [rung for rung in RUNGS if rung.spec(base).key() in keys]
     return found or pick(None)
