@@ -300,17 +300,22 @@ def stop_after(runs: int, stop: BaseException) -> Callable[[RunSpec, DataInfo, R
 STOPS = [(KeyboardInterrupt(), 130), (Interrupted(signal.SIGTERM), 143)]
 
 
+def _reproduce_stopped(monkeypatch: pytest.MonkeyPatch, out: Path, runs: int, stop: BaseException) -> int:
+    """A quick CPU reproduce into `out` whose (runs + 1)-th run is stopped by `stop`; its exit status."""
+    from vaebench import machine
+
+    monkeypatch.setattr(reproduce, "run_once", stop_after(runs, stop))
+    monkeypatch.setattr(machine, "_ldconfig_allocators", lambda: ())
+    return main(["reproduce", "--device", "cpu", "--data", "synthetic", "--samples", "256", "--quick",
+                 "--out", str(out)])
+
+
 @pytest.mark.parametrize(("stop", "status"), STOPS)
 def test_a_stop_before_any_run_finished_exits_as_interrupted(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], stop: BaseException,
         status: int) -> None:
-    from vaebench import machine
-
-    monkeypatch.setattr(reproduce, "run_once", stop_after(0, stop))
-    monkeypatch.setattr(machine, "_ldconfig_allocators", lambda: ())
     out = tmp_path / "out"
-    assert main(["reproduce", "--device", "cpu", "--data", "synthetic", "--samples", "256", "--quick",
-                 "--out", str(out)]) == status  # was 2, "no results at ...": the empty folder judged
+    assert _reproduce_stopped(monkeypatch, out, 0, stop) == status  # was 2: the empty folder judged
     err = capsys.readouterr().err
     assert f"interrupted before any run finished, so {out} holds nothing to report on" in err
     assert "no results" not in err and "error" not in err
@@ -321,13 +326,8 @@ def test_a_stop_before_any_run_finished_exits_as_interrupted(
 def test_a_stop_after_some_runs_judges_them_then_exits_as_interrupted(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], stop: BaseException,
         status: int) -> None:
-    from vaebench import machine
-
-    monkeypatch.setattr(reproduce, "run_once", stop_after(1, stop))
-    monkeypatch.setattr(machine, "_ldconfig_allocators", lambda: ())
     out = tmp_path / "out"
-    assert main(["reproduce", "--device", "cpu", "--data", "synthetic", "--samples", "256", "--quick",
-                 "--out", str(out)]) == status
+    assert _reproduce_stopped(monkeypatch, out, 1, stop) == status
     assert "interrupted; what finished is kept: run the same command again to finish" in capsys.readouterr().err
     assert len(storage.read_rows(out)) == 1 and (out / "reproduce.md").exists()
 
