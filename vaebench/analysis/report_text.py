@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -146,13 +147,20 @@ def bottleneck_lines(report: Report, top: int = 3) -> list[str]:
     configurations. report.md has them all."""
     if len(report.bottlenecks) <= MAX_SHOWN:
         return [f"{config}: {verdict}" for config, verdict in report.bottlenecks.items()]
-    by_headline: dict[str, list[str]] = {}
-    for config, verdict in report.bottlenecks.items():
-        by_headline.setdefault(verdict.partition(":")[0], []).append(config)
     lines = [f"what bounds {len(report.bottlenecks)} configurations (each one's evidence is in report.md):"]
-    for headline, configs in sorted(by_headline.items(), key=lambda pair: -len(pair[1])):
+    for headline, configs in _most_first((v.partition(":")[0], c) for c, v in report.bottlenecks.items()):
         lines.append(f"  {headline}: {counted(len(configs), 'configuration')}, e.g. {'; '.join(configs[:top])}")
     return lines
+
+
+def _most_first(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """(group, configuration) pairs as each group's configurations, once each in their order,
+    the largest group first: a terminal's line per verdict past `MAX_SHOWN` configurations."""
+    groups: dict[str, list[str]] = {}
+    for group, config in pairs:
+        configs = groups.setdefault(group, [])
+        configs += [] if config in configs else [config]
+    return sorted(groups.items(), key=lambda pair: -len(pair[1]))
 
 
 def warning_lines(report: Report, top: int = 3) -> list[str]:
@@ -163,12 +171,8 @@ def warning_lines(report: Report, top: int = 3) -> list[str]:
     if len(per_config) <= MAX_SHOWN:
         return [f"warning: {w}" for w in report.warnings]
     folder = [f"warning: {w}" for w in report.warnings if not w.config]
-    by_kind: dict[str, list[str]] = {}
-    for warning in per_config:
-        configs = by_kind.setdefault(warning.kind, [])
-        configs += [] if warning.config in configs else [warning.config]
     return folder + [f"warning: {kind}: {counted(len(configs), 'configuration')}, e.g. {'; '.join(configs[:top])} "
-                     "(each in report.md)" for kind, configs in sorted(by_kind.items(), key=lambda p: -len(p[1]))]
+                     "(each in report.md)" for kind, configs in _most_first((w.kind, w.config) for w in per_config)]
 
 
 def kernel_table(report: Report) -> pd.DataFrame:
@@ -210,10 +214,7 @@ def kernel_lines(report: Report, top: int = 3) -> list[str]:
         return [table, *(f"{config}: kernel time: {cause}" for config, cause in report.kernel.items())]
     lines = [f"kernel time of {len(report.kernel)} CPU configurations, by cause (each one's counters and "
              "verdict are in report.md):"]
-    by_cause: dict[str, list[str]] = {}
-    for config, verdict in report.kernel.items():
-        by_cause.setdefault(verdict.label, []).append(config)
-    for cause, configs in sorted(by_cause.items(), key=lambda pair: -len(pair[1])):
+    for cause, configs in _most_first((verdict.label, config) for config, verdict in report.kernel.items()):
         worst = sorted(configs, key=lambda c: -number(report.kernel[c].sys_ms))[:top]
         named = "; ".join(f"{c} ({show(report.kernel[c].sys_ms, '{:.2f}')} ms)" for c in worst)
         lines.append(f"  {cause}: {counted(len(configs), 'configuration')}; most sys per step: {named}")
