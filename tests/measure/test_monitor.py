@@ -210,6 +210,20 @@ def test_means_cover_the_training_window_only() -> None:
     assert summarize(wild_samples(), 0.25).gpu_util_mean > 500  # no window: every sample
 
 
+def test_means_skip_the_first_step_that_compiled_and_energy_keeps_it() -> None:
+    # The H200's --adam compiled rung: 5.9 s of a 7.1 s window compiling, the GPU idle, so
+    # the whole window read 12% where the steady training read 80%.
+    samples = [{"t": 0.25 * i, "gpu_util": 80.0 if i * 0.25 > 1.5 else 0.0, "cpu_util": 50.0,
+                "gpu_energy_mj": 1000.0 * i * 0.25} for i in range(17)]
+    compiled = summarize(samples, 0.25, window=(0.0, 4.0), settle_s=1.6)
+    assert compiled.gpu_util_mean == 80.0 and compiled.gpu_util_max == 80.0
+    assert compiled.gpu_energy_train_j == pytest.approx(4.0)  # the whole window: compile costs energy too
+    assert summarize(samples, 0.25, window=(0.0, 4.0)).gpu_util_mean < 80.0 * 0.7
+    assert summarize(samples, 0.25, window=(0.0, 4.0), settle_s=math.nan).gpu_util_mean < 80.0 * 0.7
+    # A first step that is most of the window leaves under NVML's period: unknown, not diluted.
+    assert math.isnan(summarize(samples, 0.25, window=(0.0, 4.0), settle_s=3.5).gpu_util_mean)
+
+
 def test_a_window_shorter_than_the_interval_takes_the_next_sample_not_the_whole_run() -> None:
     summary = summarize(wild_samples(), 0.25, window=(2.05, 2.2))
     assert summary.cpu_util_mean == 40.0 and summary.gpu_power_mean_w == 300.0  # the sample at 2.25 s

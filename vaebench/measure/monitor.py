@@ -343,10 +343,12 @@ class Monitor:
             self.sample_once()
             due = next_tick(due, self.clock(), self.interval_s)
 
-    def summary(self, train_start_unix: float = math.nan, train_end_unix: float = math.nan) -> MonitorSummary:
+    def summary(
+        self, train_start_unix: float = math.nan, train_end_unix: float = math.nan, settle_s: float = 0.0
+    ) -> MonitorSummary:
         window = (train_start_unix - self.t0_unix, train_end_unix - self.t0_unix)
         note = self.tasks.note if self.tasks is not None else ""
-        return summarize(self.samples, self.interval_s, window, sched_note=note)
+        return summarize(self.samples, self.interval_s, window, sched_note=note, settle_s=settle_s)
 
 
 def next_tick(due: float, now: float, interval_s: float) -> float:
@@ -373,20 +375,26 @@ def summarize(
     interval_s: float,
     window: tuple[float, float] = (math.nan, math.nan),
     sched_note: str = "",
+    settle_s: float = 0.0,
 ) -> MonitorSummary:
     """The monitor's figures; `window` is the training's (start, end) in seconds of sample time.
 
     With a finite window, the utilization, power, clock, GPM and thread figures cover the
-    samples inside it (see `window_values`), so process start-up, compile and teardown do not
-    dilute them; without one they cover every sample. Peak memory and the whole-child energy
-    always cover every sample; the `_train_` energies and the run-queue wait interpolate their
-    counters at the window's ends (without a window: first to last sample). Over a window
-    shorter than `NVML_UTIL_PERIOD_S` the GPU's utilization and SM activity are NaN.
+    samples inside it less its first `settle_s` seconds (see `window_values`): the first
+    step, which holds compilation and CUDA-graph capture. So process start-up, compile and
+    teardown do not dilute them (under max-autotune the first step is most of the window);
+    without a window they cover every sample. Peak memory and the whole-child energy always
+    cover every sample; the `_train_` energies and the run-queue wait interpolate their
+    counters at the window's ends, first step included (without a window: first to last
+    sample). Over a window shorter than `NVML_UTIL_PERIOD_S` the GPU's utilization and SM
+    activity are NaN.
     """
     windowed = all(math.isfinite(edge) for edge in window)
+    settled = (window[0] + settle_s if math.isfinite(settle_s) and 0 < settle_s < window[1] - window[0]
+               else window[0], window[1])
 
     def column(name: str) -> list[float]:
-        return window_values(samples, name, window) if windowed else _values(samples, name)
+        return window_values(samples, name, settled) if windowed else _values(samples, name)
 
     def mean(name: str) -> float:
         values = column(name)
@@ -404,7 +412,7 @@ def summarize(
         return (counter_at(samples, key, window[1]) - counter_at(samples, key, window[0])) * scale
 
     # Utilization over a window shorter than NVML's period is mostly the idle time around it.
-    too_short = windowed and window[1] - window[0] < NVML_UTIL_PERIOD_S
+    too_short = windowed and settled[1] - settled[0] < NVML_UTIL_PERIOD_S
 
     def share(name: str, reduce: Callable[[str], float]) -> float:
         return math.nan if too_short else reduce(name)

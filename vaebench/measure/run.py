@@ -122,7 +122,7 @@ def run_once(spec: RunSpec, data: DataInfo, options: RunOptions) -> RunRecord:
     usage = exit_.usage
     if answer is not None and not math.isnan(answer.main_cpu_s):
         usage = dataclasses.replace(usage, main_cpu_s=answer.main_cpu_s)
-    summary = monitor.summary(*((train.train_start_unix, train.train_end_unix) if train else ()))
+    summary = monitor.summary(*((train.train_start_unix, train.train_end_unix, train.t_first_step_s) if train else ()))
     if spec.world_size > 1 and not summary.sched_note:
         summary = dataclasses.replace(summary, sched_note=f"not measured over {spec.world_size} ranks: the scheduler "
                                       "figures follow one training process's threads")

@@ -155,7 +155,7 @@ def main(argv: list[str]) -> int:
             with monitor:
                 metrics = train(spec, data, warmup=WARM_PROCESS_WARMUP).metrics
             # GPU utilization over the training steps only, not the model build around them.
-            summary = monitor.summary(metrics.train_start_unix, metrics.train_end_unix)
+            summary = monitor.summary(metrics.train_start_unix, metrics.train_end_unix, metrics.t_first_step_s)
             peak = torch.cuda.max_memory_allocated(spec.device) / 2**20 if spec.is_cuda else math.nan
             trial = Trial(spec=spec, samples_per_s=metrics.samples_per_s, gpu_util=summary.gpu_util_mean,
                           alloc_peak_mb=peak, wall_s=time.perf_counter() - t0)
