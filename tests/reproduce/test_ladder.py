@@ -107,6 +107,8 @@ def test_a_ladder_without_the_seed_compares_with_its_lowest_rung_and_says_so() -
     header = ladder.render_text(frame).splitlines()[0]
     assert "vs sync-epoch (train s)" in header and "loss vs sync-epoch" in header and "seed" not in header
     assert "from the sync-epoch rung's" in ladder.loss_notes(frame)[0]
+    text = ladder.render_markdown(frame, device="cuda", length="10 epochs", profiled=False, gpu_name="", notes=[])
+    assert "`vs sync-epoch (train s)` is the sync-epoch rung's `train s`" in text and "vs seed" not in text
 
 
 def test_the_markdown_says_how_long_the_rungs_trained_and_whether_they_were_profiled() -> None:

@@ -184,15 +184,17 @@ def render_markdown(frame: pd.DataFrame, *, device: str, length: str, profiled: 
              "per rung; `busy % of step` sets that trace's device time per step beside the timed run's median "
              "step, since the profiler slows the host but not the kernels. " if profiled else
              "No rung had a profiled run here (--no-profile), so the trace columns are empty. ")
+    base = base_rung(frame)
     lines = [
         f"# The ladder on {gpu_name or device}",
         "",
         f"Each rung adds one knob to the rung above it; every rung trains {length} with the seed's "
         "hyperparameters (batch 128, Adam 1e-3) on the same samples in the same order. `train s` is the training "
         "loop alone (no process start, no data preparation, no device warm-up; compile time included), and "
-        "`vs seed (train s)` is the seed rung's `train s` over this rung's: a compiled rung can be slower by it "
-        "and faster in samples/s, which are the steady state's. " + trace +
-        "NVML's utilization is the share of time any kernel ran, averaged over the training window.",
+        f"`vs {base} (train s)` is the {base} rung's `train s` over this rung's: a compiled rung can be slower by "
+        "it and faster in samples/s, which are the steady state's. " + trace +
+        "NVML's utilization is the share of time any kernel ran, averaged over the training window after its "
+        "first step (which holds compilation and CUDA-graph capture).",
         "",
         markdown_table(*cells(frame)),
         "",
