@@ -26,6 +26,9 @@ from .._format import counted
 # and inductor) runs at the first call, the backward graph is compiled at the first backward.
 COMPILE_TIMERS = ("_compile.compile_inner", "compile_fx.<locals>.bw_compiler")
 BATCH_MISMATCH = re.compile(r"size mismatch at index 0\. expected (\d+), actual (\d+)")
+# A break someone wrote on purpose: torch.optim's step wrapper breaks the graph before and after
+# every compiled optimizer step (issue pytorch#104053), and vaebench's own code has none.
+DELIBERATE_BREAK = "Call to `torch._dynamo.graph_break()`"
 
 
 @dataclass(frozen=True)
@@ -135,10 +138,11 @@ def recompile_warnings(counters: CompileCounters) -> list[str]:
             )
         else:
             warnings.append(f"unexpected recompile: {reason}")
-    if counters.graph_breaks:
-        why = "; ".join(dict.fromkeys(counters.graph_break_reasons))
+    deliberate = sum(reason.startswith(DELIBERATE_BREAK) for reason in counters.graph_break_reasons)
+    if counters.graph_breaks > deliberate:
+        why = "; ".join(dict.fromkeys(r for r in counters.graph_break_reasons if not r.startswith(DELIBERATE_BREAK)))
         warnings.append(
-            f"{counted(counters.graph_breaks, 'graph break')}: part of the step runs eagerly between "
+            f"{counted(counters.graph_breaks - deliberate, 'graph break')}: part of the step runs eagerly between "
             f"compiled graphs ({why + '; ' if why else ''}TORCH_LOGS=graph_breaks shows where)"
         )
     return warnings
