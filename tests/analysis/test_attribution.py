@@ -306,6 +306,23 @@ def test_knobs_the_run_already_uses_are_named_as_set_not_advised() -> None:
     assert "Knobs: none left. Already set: --loader device." in str(waiting)
 
 
+def test_a_launch_bound_compiled_run_is_pointed_to_the_whole_step_graph() -> None:
+    # The H200's max-autotune rung: 2.35 ms a step, 96% of it launching, while --cuda-graphs
+    # ran the same step in 0.29 ms. max-autotune already graphs what it compiled.
+    autotuned = RunSpec(device="cuda", loader="device", sync="epoch", compile="max-autotune")
+    found = attribute(Evidence(split(0.08, 0.01, 2.25, 0.0), "cuda", busy_fraction=0.11, spec=autotuned))
+    assert found.kind == LAUNCH
+    assert found.knobs[0].startswith("--cuda-graphs with --sync epoch, without --compile")
+    assert not any("reduce-overhead" in knob for knob in found.knobs)
+    assert found.set_already == ("--compile max-autotune",)
+    fp16 = attribute(Evidence(split(0.08, 0.01, 2.25, 0.0), "cuda", busy_fraction=0.11,
+                              spec=RunSpec(device="cuda", amp="fp16")))
+    assert fp16.kind == LAUNCH and not any(knob.startswith("--cuda-graphs") for knob in fp16.knobs)
+    ranks = attribute(Evidence(split(0.08, 0.01, 2.25, 0.0), "cuda", busy_fraction=0.11,
+                               spec=RunSpec(device="cuda", nproc_per_node=2)))
+    assert not any(knob.startswith("--cuda-graphs") for knob in ranks.knobs)
+
+
 def test_a_fused_or_compiled_adam_is_a_launch_knob_until_the_run_uses_one() -> None:
     launching = split(0.1, 0.1, 5.0, 0.3)
     eager = attribute(Evidence(launching, "cuda", busy_fraction=0.2, spec=RunSpec(device="cuda")))

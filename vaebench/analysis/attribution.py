@@ -37,6 +37,7 @@ ALLREDUCE = "gradient all-reduce"
 KNOBS: dict[str, tuple[str, ...]] = {
     INPUT: ("--loader tensor|device", "--workers N", "--pin-memory"),
     LAUNCH: (
+        "--cuda-graphs with --sync epoch, without --compile (the whole step, Adam included, as one graph)",
         "--compile reduce-overhead (CUDA graphs)",
         "--compile default (fewer, fused kernels)",
         "--adam fused (one optimizer kernel)",
@@ -259,6 +260,8 @@ def _open_knobs(knobs: tuple[str, ...], spec: RunSpec | None) -> tuple[tuple[str
             knob = GRAPH_ADAM
         if spec.world_size > 1 and knob.startswith(NOT_WITH_RANKS):
             continue
+        if spec.amp == "fp16" and knob.startswith("--cuda-graphs"):  # refused: the GradScaler reads the host
+            continue
         setting = _in_effect(knob, spec)
         if setting:
             used += [setting] if setting not in used else []
@@ -363,10 +366,13 @@ def _in_effect(knob: str, spec: RunSpec) -> str:
         if spec.pin_memory:
             return _flag_of(spec, "pin_memory")
         return _flag_of(spec, "loader") if spec.loader == "device" else ""
+    if flag == "--cuda-graphs":
+        return _flag_of(spec, "cuda_graphs") if spec.cuda_graphs else ""
     if knob.startswith("--compile reduce-overhead"):
         if spec.cuda_graphs:
             return _flag_of(spec, "cuda_graphs")
-        return _flag_of(spec, "compile") if spec.compile == "reduce-overhead" else ""
+        # torch's max-autotune mode captures CUDA graphs as reduce-overhead does
+        return _flag_of(spec, "compile") if spec.compile in ("reduce-overhead", "max-autotune") else ""
     if knob == GRAPH_ADAM:
         return _flag_of(spec, "adam") if spec.adam == "compiled" else ""
     if flag == "--adam":  # fused or compiled, asked for or (auto) chosen by --cuda-graphs
