@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -222,6 +224,26 @@ def test_means_skip_the_first_step_that_compiled_and_energy_keeps_it() -> None:
     assert summarize(samples, 0.25, window=(0.0, 4.0), settle_s=math.nan).gpu_util_mean < 80.0 * 0.7
     # A first step that is most of the window leaves under NVML's period: unknown, not diluted.
     assert math.isnan(summarize(samples, 0.25, window=(0.0, 4.0), settle_s=3.5).gpu_util_mean)
+
+
+LEASE_4 = Path(__file__).parents[2] / "docs/examples/nvidia-h200/lease-4"
+
+
+@pytest.mark.parametrize(("run_id", "whole", "settled"), [
+    ("20261127T101234-17824176", 11.9, 70.2),  # --adam compiled: 5.9 s compile in a 7.1 s window
+    ("20261127T101257-66e9be2a", 1.8, 17.1),  # max-autotune: 204 s first step in 215 s
+    ("20261127T101223-5f6abf2a", 82.9, 82.9),  # --cuda-graphs: a 10 ms first step changes nothing
+])
+def test_the_h200_rungs_nvml_figures_over_the_steps_after_the_first(run_id: str, whole: float, settled: float) -> None:
+    records = [json.loads(line) for line in (LEASE_4 / "runs.jsonl").read_text().splitlines()]
+    record = next(r for r in records if r["run_id"] == run_id)
+    series = json.loads((LEASE_4 / "series" / f"{run_id}.json").read_text())
+    t0 = series["monitor_t0_unix"]
+    window = (record["train_start_unix"] - t0, record["train_end_unix"] - t0)
+    assert summarize(series["monitor"], record["interval_s"], window).gpu_util_mean == pytest.approx(whole, abs=0.05)
+    assert record["gpu_util_mean"] == pytest.approx(whole, abs=0.05)  # what the run recorded at b761250
+    steady = summarize(series["monitor"], record["interval_s"], window, settle_s=record["t_first_step_s"])
+    assert steady.gpu_util_mean == pytest.approx(settled, abs=0.05)
 
 
 def test_a_window_shorter_than_the_interval_takes_the_next_sample_not_the_whole_run() -> None:

@@ -127,9 +127,11 @@ H200 = Path(__file__).parents[2] / "docs/examples/nvidia-h200"
 @pytest.mark.parametrize(("folder", "rungs"), [
     (".", ["seed", "pinned-tensor", "device-loader", "sync-epoch", "cuda-graphs", "reduce-overhead"]),
     ("lease-2", ["sync-epoch", "cuda-graphs"]),
+    ("lease-4", ["cuda-graphs", "compiled-adam", "reduce-overhead", "max-autotune"]),
 ])
 def test_report_only_rebuilds_the_ladder_a_folder_ran(tmp_path: Path, folder: str, rungs: list[str]) -> None:
-    # Both leases ran on cuda:0, 10 epochs of 60,000 embedded samples; lease 2 only its top two rungs.
+    # Every lease ran on cuda:0, 10 epochs of 60,000 embedded samples; lease 2 only its top two rungs,
+    # lease 4 the top and the compiled ones.
     copy = tmp_path / "ladder"
     shutil.copytree(H200 / folder, copy, ignore=shutil.ignore_patterns("lease-*", "traces", "series", "samples"))
     settings = ladder.settings_of_folder(copy, storage.load_runs(copy))
