@@ -39,7 +39,7 @@ while [ $# -gt 0 ]; do
     --parts) parts="$2"; shift ;;
     --budget) budget="$2"; shift ;;
     --archive) archive="$2"; shift ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -u/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
     -*) echo "gpu_check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) out="$1" ;;
   esac

@@ -39,3 +39,18 @@ def test_documented_run_columns_exist() -> None:
              for name in re.findall(r"`([^`]+)`", line.split("|")[1])
              if name not in known and not name.startswith("fp_")]
     assert not stale, f"{COLUMNS_DOC.name} documents columns no record holds: {', '.join(stale)}"
+
+
+GPU_CHECK = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.sh"
+
+
+def test_the_gpu_check_s_help_names_every_setting_it_reads() -> None:
+    """Its --help once stopped two lines short and hid LADDER_LIMIT, which max-autotune needs."""
+    import subprocess
+
+    shown = subprocess.run(["bash", str(GPU_CHECK), "--help"], capture_output=True, text=True, check=True).stdout
+    read = set(re.findall(r"\$\{([A-Z_]+)", GPU_CHECK.read_text(encoding="utf-8"))) - {"PYTHONPATH"}
+    assert read and not [name for name in sorted(read) if name not in shown]
+    assert "--rehearse" in shown and "set -u" not in shown and not shown.startswith("#")
+    bad = subprocess.run(["bash", str(GPU_CHECK), "--parts", "ladder,nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown part nope" in bad.stderr
