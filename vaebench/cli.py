@@ -1060,7 +1060,8 @@ def _add_ladder(sub: SubParsers) -> None:
     parser = _command(
         sub, "ladder",
         "Climb from the seed's idle GPU to a busy one, one knob per rung (pinned tensor loader, device loader, "
-        "--sync epoch, --cuda-graphs, compile reduce-overhead), each rung with the seed's hyperparameters; print "
+        "--sync epoch, --cuda-graphs, --adam compiled, compile reduce-overhead), each rung with the seed's "
+        "hyperparameters; print "
         "training time, samples/s, GPU utilization, trace busy share, kernels per step and final loss per rung.",
         _cmd_ladder,
     )
