@@ -85,6 +85,18 @@ def test_profiled_cpu_run_writes_a_trace_that_loads_and_the_ops_tables(tmp_path:
     assert "profiler overhead" in str(summary)
 
 
+def test_the_overhead_compares_the_loops_own_step_times_where_given(tmp_path: Path) -> None:
+    # The H200's graphed, compiled-Adam run: the host ran ahead of the device, so the window's
+    # host clock read its profiled steps faster than the loop's device-timed ones (-19% overhead).
+    window = ProfileWindow(tmp_path, "run-2", "cpu", steps=3, start_after=2)
+    train(window, 9)
+    device_ms = [5.0, 1.0, 9.0, 1.3, 1.2, 1.1, 1.0, 1.0, 1.0]  # step 3 warms the profiler up; 4-6 recorded
+    summary = window.summary(outside_step_ms=1.0, step_ms=device_ms)
+    assert summary is not None and summary.step_ms_inside == pytest.approx(1.2)
+    assert summary.overhead_pct == pytest.approx(20.0)
+    assert window.summary(step_ms=device_ms).step_ms_outside == pytest.approx(1.0)  # type: ignore[union-attr]
+
+
 def test_a_run_that_ends_inside_the_window_keeps_its_recorded_steps(tmp_path: Path) -> None:
     window = ProfileWindow(tmp_path, "short", "cpu", steps=5, start_after=1)
     train(window, 4)  # step 2 is the profiler's warm-up; steps 3 and 4 are recorded

@@ -299,7 +299,7 @@ def train(
     metrics = dataclasses.replace(metrics, t_import_s=t_import_s, t_data_s=t_data, t_model_s=t_model,
                                   train_start_unix=start_unix, train_end_unix=end_unix,
                                   compile=_compile_stats(watch, log), usage=usage, ranks=ranked,
-                                  profile=_profile_stats(window, metrics.step_median_ms))
+                                  profile=_profile_stats(window, metrics.step_median_ms, log.step_ms))
     return TrainOutcome(metrics, log.step_ms, log.batch, sorted(log.excluded), work.model, rank_steps, allreduce)
 
 
@@ -578,8 +578,8 @@ def eager_step_ms(work: Workload, clock: Clock) -> float:
     return statistics.median(times[EAGER_PROBE_STEPS // 3 :])  # the first third warms up
 
 
-def _profile_stats(window: ProfileWindow | None, outside_step_ms: float) -> ProfileStats:
-    summary = window.summary(outside_step_ms=outside_step_ms) if window is not None else None
+def _profile_stats(window: ProfileWindow | None, outside_step_ms: float, step_ms: list[float]) -> ProfileStats:
+    summary = window.summary(outside_step_ms=outside_step_ms, step_ms=step_ms) if window is not None else None
     if summary is None:
         return ProfileStats()
     return ProfileStats(
