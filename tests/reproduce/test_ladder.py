@@ -84,6 +84,18 @@ def test_table_takes_time_from_the_timed_runs_and_the_trace_from_the_profiled_on
     assert "36.4x" in ladder.render_text(frame.reset_index())
 
 
+def test_a_compiled_rung_shows_its_training_time_less_its_compile_time() -> None:
+    # The H200's compiled-adam rung: 7.15 s of training, 5.86 s of it compiling.
+    plan = ladder.make_plan(ladder.seed_base("cuda"), ladder.pick(["cuda-graphs", "compiled-adam"]), profile=False)
+    (_, graphs), (_, compiled) = plan.timed
+    runs = pd.DataFrame([record(graphs, train_s=1.41, final_loss=102.72),
+                         record(compiled, train_s=7.15, compile_s=5.86, final_loss=102.64)])
+    frame = ladder.table(plan, runs).set_index("rung")
+    assert frame.loc["compiled-adam", "train_less_compile_s"] == pytest.approx(1.29)
+    assert frame.loc["cuda-graphs", "train_less_compile_s"] == 1.41  # nothing compiled: all of it
+    assert "train s w/o compile" in ladder.render_text(frame.reset_index()).splitlines()[0]
+
+
 def test_a_rung_without_runs_shows_as_not_available() -> None:
     plan = ladder.make_plan(ladder.seed_base("cuda"), ladder.pick(["seed", "cuda-graphs"]), profile=False)
     runs = pd.DataFrame([record(plan.timed[0][1], train_s=40.0, samples_per_s=1.0, gpu_util_mean=8.0,

@@ -103,6 +103,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("busy_of_step", "busy % of step", "{:.0f}"),
     ("kernels_per_step", "kernels/step", "{:.0f}"),
     ("compile_s", "compile s", "{:.1f}"),
+    ("train_less_compile_s", "train s w/o compile", "{:.2f}"),
     ("final_loss", "final loss", "{:.2f}"),
     ("loss_delta", "loss vs seed", "{:+.2%}"),
 )
@@ -133,6 +134,7 @@ def table(plan: LadderPlan, runs: pd.DataFrame) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
+    frame["train_less_compile_s"] = frame["train_s"] - frame["compile_s"].fillna(0.0)
     seed = frame.iloc[0]
     frame["speedup"] = seed["train_s"] / frame["train_s"]
     frame["loss_delta"] = frame["final_loss"] / seed["final_loss"] - 1
@@ -190,7 +192,8 @@ def render_markdown(frame: pd.DataFrame, *, device: str, length: str, profiled: 
         "",
         f"Each rung adds one knob to the rung above it; every rung trains {length} with the seed's "
         "hyperparameters (batch 128, Adam 1e-3) on the same samples in the same order. `train s` is the training "
-        "loop alone (no process start, no data preparation, no device warm-up; compile time included), and "
+        "loop alone (no process start, no data preparation, no device warm-up; compile time included, and "
+        "`train s w/o compile` less dynamo's and inductor's `compile s`), and "
         f"`vs {base} (train s)` is the {base} rung's `train s` over this rung's: a compiled rung can be slower by "
         "it and faster in samples/s, which are the steady state's. " + trace +
         "NVML's utilization is the share of time any kernel ran, averaged over the training window after its "
