@@ -84,6 +84,17 @@ def test_table_takes_time_from_the_timed_runs_and_the_trace_from_the_profiled_on
     assert "36.4x" in ladder.render_text(frame.reset_index())
 
 
+def test_a_cpu_rung_has_no_device_kernels_to_count() -> None:
+    # A CPU trace has no device rows, so its record counts 0 kernels per step: not a measured zero.
+    plan = ladder.make_plan(ladder.seed_base("cpu"), ladder.pick(["seed"]))
+    runs = pd.DataFrame([record(plan.timed[0][1], train_s=40.0, final_loss=105.0, step_median_ms=8.0),
+                         record(plan.profiled[0][1], profile_busy_fraction=0.9, profile_kernels_per_step=0.0)])
+    frame = ladder.table(plan, runs)
+    assert math.isnan(frame.loc[0, "kernels_per_step"]) and frame.loc[0, "busy_fraction"] == pytest.approx(90.0)
+    headers, rows = ladder.cells(frame)
+    assert rows[0][headers.index("kernels/step")] == "n/a"
+
+
 def test_a_compiled_rung_shows_its_training_time_less_its_compile_time() -> None:
     # The H200's compiled-adam rung: 7.15 s of training, 5.86 s of it compiling.
     plan = ladder.make_plan(ladder.seed_base("cuda"), ladder.pick(["cuda-graphs", "compiled-adam"]), profile=False)

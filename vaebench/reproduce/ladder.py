@@ -129,7 +129,7 @@ def table(plan: LadderPlan, runs: pd.DataFrame) -> pd.DataFrame:
         traced = {c: _median(trace, c) if trace is not None else row[c] for c in TRACE_COLUMNS}
         row["busy_fraction"] = 100 * traced["profile_busy_fraction"]
         row["busy_of_step"] = 100 * share_of_step(traced["profile_busy_ms_per_step"], row["step_median_ms"])
-        row["kernels_per_step"] = traced["profile_kernels_per_step"]
+        row["kernels_per_step"] = _device_kernels(spec, traced["profile_kernels_per_step"])
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -139,6 +139,12 @@ def table(plan: LadderPlan, runs: pd.DataFrame) -> pd.DataFrame:
     frame["speedup"] = seed["train_s"] / frame["train_s"]
     frame["loss_delta"] = frame["final_loss"] / seed["final_loss"] - 1
     return frame.drop(columns=[*TRACE_COLUMNS, "step_median_ms"])
+
+
+def _device_kernels(spec: RunSpec, per_step: float) -> float:
+    """The trace's kernels per step where the profiler recorded device kernels (CUDA); NaN
+    elsewhere: a CPU run's record counts 0, which would read as a measured zero."""
+    return per_step if spec.is_cuda else math.nan
 
 
 def step_notes(plan: LadderPlan, runs: pd.DataFrame) -> list[str]:
