@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -185,6 +186,21 @@ def test_loss_curves_draw_loss_per_epoch_and_against_wall_clock() -> None:
     assert plots.loss_curves(epochs.iloc[:0]) is None
 
 
+def test_config_colors_give_each_configuration_its_own_in_the_order_given() -> None:
+    assert plots.config_colors(["threads=2", "threads=1", "threads=2"]) == {"threads=2": "C0", "threads=1": "C1"}
+    many = plots.config_colors(f"threads={i}" for i in range(11))  # ten would repeat the default cycle
+    assert len(set(many.values())) == 11 and many["threads=0"] == colormaps["tab20"](0)
+
+
+def test_loss_curves_draw_each_configuration_in_the_colour_given() -> None:
+    epochs = pd.DataFrame({"run_id": ["a", "b", "c"], "config": ["x", "y", "x"], "epoch": [1, 1, 1],
+                           "loss": [160.0, 161.0, 162.0], "elapsed_s": [1.0, 2.0, 3.0]})
+    figure = plots.loss_curves(epochs, colors={"y": "C0", "x": "C7"})
+    assert figure is not None
+    assert [line.get_color() for line in figure.axes[0].get_lines()] == ["C7", "C0", "C7"]  # a line per run
+    assert [line.get_color() for line in figure.legends[0].get_lines()] == ["C7", "C0"]
+
+
 def test_gpu_timeline_has_a_panel_per_measured_quantity_and_names_what_utilization_is() -> None:
     samples = pd.DataFrame(
         {
@@ -213,6 +229,16 @@ def test_gpu_timeline_lines_runs_up_at_the_start_of_training_when_every_run_know
     assert "time since training started" in figure.axes[-1].get_xlabel()
     older = plots.gpu_timeline({"a (r1)": first, "c (r3)": first.drop(columns="t_train")})
     assert older is not None and older.axes[-1].get_xlabel() == "time since the run started (s)"
+
+
+def test_gpu_timeline_draws_each_run_in_its_configurations_colour_and_a_style_of_its_own() -> None:
+    samples = pd.DataFrame({"t": [0.0, 1.0], "gpu_util": [10.0, 90.0]})
+    labels = ["a (r1)", "b (r2)", "a (r3)"]
+    colors = {"a (r1)": "C4", "b (r2)": "C1", "a (r3)": "C4"}
+    figure = plots.gpu_timeline(dict.fromkeys(labels, samples), colors)
+    assert figure is not None
+    lines = figure.axes[0].get_lines()
+    assert [(line.get_color(), line.get_linestyle()) for line in lines] == [("C4", "-"), ("C1", "-"), ("C4", "--")]
 
 
 def test_gpu_timeline_is_not_drawn_for_cpu_runs() -> None:

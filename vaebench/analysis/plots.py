@@ -15,7 +15,8 @@ title how many more summary.csv holds.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,9 @@ from ..result import OK
 from ..spec import SPEC_FIELDS, format_value
 from .kernel import PER_STEP
 from .shown import MAX_SHOWN, Shown, shown
+
+if TYPE_CHECKING:
+    from matplotlib.typing import ColorType
 
 TIME_PARTS = (
     ("real_s", "real (wall clock)"),
@@ -57,6 +61,7 @@ LOSS_SPAN = 0.02  # a loss axis spans at least 2 % of the loss: the seed-to-seed
 UTIL_NOTE = "NVML utilization.gpu is the share of time any kernel ran, not compute efficiency"
 KERNEL_PANELS = (*PER_STEP, ("samples_per_s", "samples/s (steady state)"))
 MAX_LOSS_RUNS = 100  # runs the loss figure draws a line each; past this, a median line per configuration
+RUN_STYLES = ("-", "--", ":", "-.")  # a timeline's runs of one configuration share its colour: one style each
 
 
 def time_bars(summary: pd.DataFrame, runs: pd.DataFrame | None = None, keep: Collection[str] = ()) -> Figure | None:
@@ -212,7 +217,7 @@ def _at_least_span(ax: Axes, share: float) -> None:
 
 
 def loss_curves(epochs: pd.DataFrame, summary: pd.DataFrame | None = None,
-                keep: Collection[str] = ()) -> Figure | None:
+                keep: Collection[str] = (), colors: Mapping[str, ColorType] | None = None) -> Figure | None:
     """Loss per epoch, and loss against training wall clock (time to quality); a line per run,
     or past `MAX_LOSS_RUNS` runs a line per configuration through its runs' medians.
 
@@ -220,17 +225,15 @@ def loss_curves(epochs: pd.DataFrame, summary: pd.DataFrame | None = None,
     configuration share a colour. An epoch that `--steps` cut short (`partial`) has a loss
     over only the steps it ran: it is drawn as an open circle, and the title says so. With
     `summary`, a crowded figure shows the configurations `shown` picks; without, all of them,
-    and no legend past `MAX_SHOWN`.
+    and no legend past `MAX_SHOWN`. `colors` (`config_colors`) gives each configuration the
+    colour it has in the report's other figures; without, they are taken in turn.
     """
     if epochs.empty or not _has(epochs, "loss"):
         return None
-    configs = list(dict.fromkeys(epochs["config"]))
-    picked = Shown(tuple(configs), len(configs))
-    if summary is not None:
-        picked = shown(summary[summary["config"].isin(configs)], MAX_SHOWN, keep)
-        if picked.left_out:
-            configs = list(picked.names)
-            epochs = epochs[epochs["config"].isin(configs)]
+    picked = loss_shown(epochs, summary, keep)
+    configs = list(picked.names)
+    if picked.left_out:
+        epochs = epochs[epochs["config"].isin(configs)]
     medians = epochs["run_id"].nunique() > MAX_LOSS_RUNS
     if medians:
         epochs = _median_runs(epochs)
@@ -243,7 +246,7 @@ def loss_curves(epochs: pd.DataFrame, summary: pd.DataFrame | None = None,
         epoch_ax, time_ax = figure.subplots(1, 2)
     else:
         time_ax = figure.subplots()
-    colors = dict(zip(configs, _colors(len(configs)), strict=True))
+    colors = config_colors(configs) if colors is None else colors
     markers = {c: MARKERS[i % len(MARKERS)] for i, c in enumerate(configs)}  # curves that coincide stay apart
     cut = epochs["partial"].fillna(False).astype(bool) if "partial" in epochs else pd.Series(False, epochs.index)
     drawn = [(ax, x) for ax, x in ((epoch_ax, "epoch"), (time_ax, "elapsed_s")) if ax is not None]
@@ -285,6 +288,17 @@ def loss_curves(epochs: pd.DataFrame, summary: pd.DataFrame | None = None,
     return figure
 
 
+def loss_shown(epochs: pd.DataFrame, summary: pd.DataFrame | None = None, keep: Collection[str] = ()) -> Shown:
+    """The configurations `loss_curves` draws, in its order: those of `epochs`, or where they
+    are more than `MAX_SHOWN`, those `shown` picks from `summary`."""
+    configs = tuple(dict.fromkeys(epochs["config"]))
+    if summary is not None:
+        picked = shown(summary[summary["config"].isin(configs)], MAX_SHOWN, keep)
+        if picked.left_out:
+            return picked
+    return Shown(configs, len(configs))
+
+
 def _median_runs(epochs: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration and epoch: the median loss and clock over its runs, `partial`
     where any run's epoch was cut short, and how many `runs` there were."""
@@ -295,10 +309,13 @@ def _median_runs(epochs: pd.DataFrame) -> pd.DataFrame:
     return medians.reset_index()
 
 
-def gpu_timeline(monitors: dict[str, pd.DataFrame]) -> Figure | None:
+def gpu_timeline(monitors: dict[str, pd.DataFrame], colors: Mapping[str, ColorType] | None = None
+                 ) -> Figure | None:
     """GPU utilization, power, memory and clock over time, one line per run; None without GPU data.
 
-    `monitors` maps a legend label to a run's monitor samples (`storage.load_monitor`).
+    `monitors` maps a legend label to a run's monitor samples (`storage.load_monitor`); `colors`
+    maps it to its configuration's colour (`config_colors`), and runs of one configuration then
+    differ in line style. Without, each run takes the next colour.
     """
     panels = [(k, label) for k, label in GPU_PANELS if any(_has(m, k) for m in monitors.values())]
     if not any(k == "gpu_util" for k, _ in panels):
@@ -308,10 +325,11 @@ def gpu_timeline(monitors: dict[str, pd.DataFrame]) -> Figure | None:
     clock = "t_train" if aligned else "t"
     figure = Figure(figsize=(11, 2.4 * len(panels) + 1.2), layout="constrained")
     axes = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    styles = _run_styles(list(monitors), colors)
     for ax, (key, label) in zip(axes, panels, strict=True):
         for name, samples in monitors.items():
             if _has(samples, key) and clock in samples:
-                ax.plot(samples[clock], samples[key], label=name, linewidth=1)
+                ax.plot(samples[clock], samples[key], label=name, linewidth=1, **styles[name])
         if aligned:
             ax.axvline(0.0, color="black", linewidth=0.8, linestyle=":")
         ax.set_ylabel(label)
@@ -323,6 +341,20 @@ def gpu_timeline(monitors: dict[str, pd.DataFrame]) -> Figure | None:
                         else "time since the run started (s)")
     figure.suptitle(f"GPU over time\n({UTIL_NOTE})")
     return figure
+
+
+def _run_styles(names: list[str], colors: Mapping[str, ColorType] | None) -> dict[str, dict[str, Any]]:
+    """Each run's line colour and style: its configuration's colour, and a style of its own
+    among the runs that share it; no keywords where no colours were given (the next in turn)."""
+    if colors is None:
+        return {name: {} for name in names}
+    earlier: dict[ColorType, int] = {}  # runs already given each colour
+    styles: dict[str, dict[str, Any]] = {}
+    for name in names:
+        color = colors[name]
+        styles[name] = {"color": color, "linestyle": RUN_STYLES[earlier.get(color, 0) % len(RUN_STYLES)]}
+        earlier[color] = earlier.get(color, 0) + 1
+    return styles
 
 
 def step_split(summary: pd.DataFrame, keep: Collection[str] = ()) -> Figure | None:
@@ -550,11 +582,14 @@ def _show(value: object) -> str:
     return format_value(value)
 
 
-def _colors(count: int) -> list[object]:
-    """The default cycle, or tab20 where ten colours would repeat."""
-    if count <= 10:
-        return [f"C{i}" for i in range(count)]
-    return [colormaps["tab20"](i % 20) for i in range(count)]
+def config_colors(configs: Iterable[str]) -> dict[str, ColorType]:
+    """A colour per configuration, in the order given: the default cycle, or tab20 where ten
+    colours would repeat. A report assigns them once and passes them to every figure whose
+    colours stand for configurations, so one keeps its colour from figure to figure."""
+    names = list(dict.fromkeys(configs))
+    if len(names) <= 10:
+        return {name: f"C{i}" for i, name in enumerate(names)}
+    return {name: colormaps["tab20"](i % 20) for i, name in enumerate(names)}
 
 
 def _has(frame: pd.DataFrame, column: str) -> bool:
