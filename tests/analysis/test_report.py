@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
 from vaebench import stats, storage
@@ -529,6 +530,25 @@ def test_the_gpu_timeline_starts_each_run_at_its_training_start(tmp_path: Path) 
     lines = figure.axes[0].get_lines()
     assert [list(line.get_xdata()) for line in lines[:2]] == [[-1.5, -0.5, 0.5]] * 2  # 2 s of start-up each
     assert "time since training started" in figure.axes[-1].get_xlabel()
+
+
+def test_a_configuration_has_one_colour_in_the_loss_figure_and_the_gpu_timeline(tmp_path: Path) -> None:
+    # The CPU run's configuration comes first: the loss figure draws it, the timeline (GPU runs) does not.
+    storage.append_row(tmp_path, _row("c0", 1, 0, 6.0))
+    for number, threads in enumerate((2, 4)):
+        storage.append_row(tmp_path, _row(f"g{number}", threads, 0, 6.0, gpu_util_mean=40.0))
+        monitor = [{"t": t, "gpu_util": 50.0} for t in (0.5, 1.5)]
+        storage.write_json_atomic(tmp_path / "series" / f"g{number}.json", {"step_ms": [5.0], "monitor": monitor})
+    figures = build_report(tmp_path).figures
+
+    def colours(figure: Figure) -> dict[str, tuple[float, ...]]:
+        legend = figure.legends[0]
+        return {text.get_text().split(" (")[0]: to_rgba(line.get_color())
+                for text, line in zip(legend.get_texts(), legend.get_lines(), strict=True)}
+
+    loss, timeline = colours(figures["loss"]), colours(figures["gpu_timeline"])
+    assert list(timeline) == ["threads=2", "threads=4"] and len(set(loss.values())) == 3
+    assert timeline == {config: loss[config] for config in timeline}
 
 
 def test_past_the_cap_the_terminal_counts_the_verdicts_by_cause_and_names_the_worst() -> None:

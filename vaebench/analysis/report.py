@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -42,6 +42,7 @@ from .whatif import whatifs
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+    from matplotlib.typing import ColorType
 
 SPREAD_LIMIT = 0.10  # IQR / median above this: the repeats disagree too much to trust a median
 MIN_REPEATS = 3  # fewer successful repeats than this: no spread can be judged
@@ -573,20 +574,43 @@ def draw_figures(
     baseline: Sequence[str] = (),
 ) -> dict[str, Figure]:
     """Every figure the data has the axes for, keyed by its file stem; a crowded one keeps the
-    `baseline` configurations in view (`plots`)."""
+    `baseline` configurations in view (`plots`). `monitors` maps a run id to its monitor samples.
+
+    A configuration has one colour in every figure that draws a series per configuration (the
+    loss curves, the GPU timeline's runs), assigned once over the configurations they draw."""
     measured = summary[summary["n"] > 0].reset_index(drop=True)
+    config = runs.set_index("run_id")["config"]
+    drawn_configs = (plots.loss_shown(epochs, measured, baseline).names, [config[r] for r in monitors])
+    colors = plots.config_colors(_in_report_order(summary, *drawn_configs))
     drawn = {
         "times": plots.time_bars(measured, runs, baseline),
         "thread_scaling": plots.thread_scaling(measured, baseline),
         "batch_size": plots.batch_size_scaling(measured, baseline),
-        "loss": plots.loss_curves(epochs, measured, baseline),
-        "gpu_timeline": plots.gpu_timeline(monitors),
+        "loss": plots.loss_curves(epochs, measured, baseline, colors),
+        "gpu_timeline": _gpu_timeline(monitors, config, colors),
         "step_split": plots.step_split(measured, baseline),
         "flops": plots.flops_share(measured, baseline),
         "rank_scaling": plots.rank_scaling(measured, baseline),
         "kernel_time": plots.kernel_counters(measured, baseline),
     }
     return {name: figure for name, figure in drawn.items() if figure is not None}
+
+
+def _in_report_order(summary: pd.DataFrame, *drawn: Iterable[str]) -> list[str]:
+    """The configurations named in `drawn`, once each, in the summary's order. Only those that a
+    figure draws take a colour: a crowded folder's 24 shown ones would otherwise share tab20's 20
+    colours with the hundreds summary.csv holds besides."""
+    wanted = {name for names in drawn for name in names}
+    return [str(c) for c in summary["config"] if c in wanted]
+
+
+def _gpu_timeline(monitors: dict[str, pd.DataFrame], config: pd.Series,
+                  colors: Mapping[str, ColorType]) -> Figure | None:
+    """The GPU timeline of the chosen runs, each labelled "<config> (<run id>)" and drawn in its
+    configuration's colour; `config` maps a run id to its configuration."""
+    labels = {run_id: f"{config[run_id]} ({run_id})" for run_id in monitors}
+    return plots.gpu_timeline({labels[r]: samples for r, samples in monitors.items()},
+                              {labels[r]: colors[config[r]] for r in monitors})
 
 
 def _spec_order(spec: RunSpec) -> tuple[tuple[bool, Any], ...]:
@@ -616,8 +640,7 @@ def _timeline_runs(runs: pd.DataFrame, chosen: Sequence[str] | None) -> list[str
 def _monitors(
     folder: Path, runs: pd.DataFrame, chosen: list[str], problems: list[ReportWarning]
 ) -> dict[str, pd.DataFrame]:
-    """Monitor samples of the chosen runs, keyed by a legend label."""
-    config = runs.set_index("run_id")["config"]
+    """Monitor samples of the chosen runs, keyed by run id."""
     starts = runs.set_index("run_id")["train_start_unix"] if "train_start_unix" in runs else None
     found = {}
     for run_id in chosen:
@@ -626,7 +649,7 @@ def _monitors(
             start = number(starts[run_id]) if starts is not None else math.nan
             if "t_unix" in samples and math.isfinite(start):
                 samples["t_train"] = samples["t_unix"] - start
-            found[f"{config[run_id]} ({run_id})"] = samples
+            found[run_id] = samples
         except FileNotFoundError:
             text = f"run {run_id}: no series file, so it is left out of the GPU timeline"
             problems.append(ReportWarning("no-series", text))
