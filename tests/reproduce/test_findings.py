@@ -147,6 +147,19 @@ def test_no_spin_sign_when_sys_keeps_pace_with_user() -> None:
     assert "no sign of spin-waiting" in finding.text
 
 
+def test_sys_outgrowing_user_near_the_cut_says_a_rerun_may_read_it_otherwise() -> None:
+    # The audit's three identical sweeps read this ratio 1.08, 1.26 and 1.39 against the 1.25 cut;
+    # 1.0 and 1.5 lie clear of it and keep their sentence as it was.
+    for sys_growth, near in ((1.0, False), (1.08, True), (1.26, True), (1.39, True), (1.5, False)):
+        finding = fnd.thread_scaling([cpu(1, 10.0, 1.0, 5000, cores=2), cpu(2, 10.0, sys_growth, 9000, cores=2)])
+        assert finding is not None
+        assert ("no sign of spin-waiting" in finding.text) is (sys_growth < 1.25)
+        line = (f"Sys grew {sys_growth:.2f}x as fast as user, within 15% of the 1.25x that reads as threads waiting "
+                "in the kernel, so on one run each a rerun may read it on the other side.")
+        assert (line in finding.text) is near and ("rerun" in finding.text) is near
+        assert ("sys_outgrows_user_close" in finding.numbers) is near
+
+
 def test_more_threads_than_cores_is_oversubscribed() -> None:
     rows = [cpu(1, 10.0, 1.0, 5000, cores=2, ctx_involuntary=100), cpu(4, 14.0, 8.0, 4000, cores=2,
                                                                          ctx_involuntary=90000)]
@@ -354,6 +367,19 @@ def test_cpu_per_sample_is_called_burnt_only_past_the_noise() -> None:
     assert noise is not None and "burn CPU" not in noise.text and "cpu_per_sample_growth" not in noise.numbers
     burnt = fnd.thread_scaling([cpu(1, 10.0, 1.0, 5000, cores=2), cpu(2, 12.5, 1.25, 5000, cores=2)])
     assert burnt is not None and "user time per sample grew 1.25x: the extra threads burn CPU" in burnt.text
+
+
+def test_cpu_per_sample_near_the_cut_says_a_rerun_may_read_it_otherwise() -> None:
+    line = ("within 15% of the 1.25x past which the extra threads are read as wasted, so on one run each a rerun may "
+            "read it on the other side.")
+    burnt = fnd.thread_scaling([cpu(1, 10.0, 1.0, 5000, cores=2), cpu(2, 13.0, 1.3, 5000, cores=2)])
+    assert burnt is not None and "the extra threads burn CPU" in burnt.text
+    assert f"User time per sample grew 1.30x, {line}" in burnt.text and burnt.numbers["cpu_per_sample_close"] == 1.0
+    below = fnd.thread_scaling([cpu(1, 10.0, 1.0, 5000, cores=2), cpu(2, 11.0, 1.1, 5000, cores=2)])
+    assert below is not None and "burn CPU" not in below.text
+    assert f"User time per sample grew 1.10x, {line}" in below.text
+    clear = fnd.thread_scaling([cpu(1, 10.0, 1.0, 5000, cores=2), cpu(2, 10.0, 1.0, 5000, cores=2)])
+    assert clear is not None and "User time per sample" not in clear.text
 
 
 def test_with_dataloader_workers_the_runs_own_cpu_is_the_whole_process_trees() -> None:
@@ -642,6 +668,16 @@ def test_the_sys_claim_says_the_pool_grows_kernel_time_only_where_the_sweep_show
     busy = [growing[0], growing[1] | {"neighbour_cpu_pct": 80.0}]
     unknown = fnd.sys_claim("disagrees", 2.17, busy, {"logical_cores": 20}, here)
     assert unknown is not None and "grows faster" not in unknown.text and "busy neighbours" in unknown.text
+
+
+def test_the_sys_claim_does_not_lean_on_a_pool_growth_near_the_cut() -> None:
+    here = {"fp_logical_cores": 2, "fp_openmp_runtime": "", "fp_sandbox": "", "sys_s": 1.465, "user_s": 56.66,
+            "fp_torch_threads": 2}
+    near = [cpu(1, 10.0, 1.0, 5000, cores=2), cpu(4, 10.0, 1.26, 6000, cores=2)]  # sys x1.26, user x1.00
+    finding = fnd.sys_claim("disagrees", 2.17, near, {"logical_cores": 20}, here)
+    assert finding is not None and "Kernel time here grows" not in finding.text and "does not grow" not in finding.text
+    assert ("Whether kernel time here grows faster than user time with the pool is not settled: it grew 1.26x as "
+            "fast (from 1 to 4 threads sys went x1.26, user x1.00), within 15% of the 1.25x") in finding.text
 
 
 def test_the_published_cores_difference_does_not_assert_sys_grows_with_threads() -> None:

@@ -24,6 +24,7 @@ Row = Mapping[str, Any]
 # sys growing this many times faster than user from the fewest to the most threads is the
 # signature of threads waiting in the kernel; below it, one run's noise could explain it.
 SYS_FASTER = 1.25
+SYS_FASTER_BAND = 0.15  # a ratio this near SYS_FASTER is on the line: identical sweeps read one 1.08, 1.26, 1.39
 # sys at half of user or more is a cost worth a sentence of its own (the blog's CPU: 2.17).
 SYS_HEAVY = 0.5
 HOST_PARTS = (("data", "data wait"), ("copy", "copy to the device"), ("compute", "compute"),
@@ -304,7 +305,35 @@ def _thread_verdict(numbers: dict[str, float], top_ratio: float, cores: int | No
                      f"core (involuntary context switches {switches[0]:,.0f} -> {switches[1]:,.0f})")
         numbers["oversubscribed"] = 1.0
     text = "; ".join(parts)
-    return text[0].upper() + text[1:] + "."
+    return text[0].upper() + text[1:] + "." + _thread_lines(numbers, waste)
+
+
+def near_cut(value: float, cut: float, band: float) -> bool:
+    """Whether `value` lies within `band`, a share of `cut`, of `cut`: too close for the runs to settle."""
+    return abs(value - cut) < band * cut
+
+
+RERUN = "so on one run each a rerun may read it on the other side"
+
+
+def _thread_lines(numbers: dict[str, float], waste: float) -> str:
+    """A sentence for each of the thread verdict's ratios that lies within `SYS_FASTER_BAND` of its
+    cut, named in `numbers` (`sys_outgrows_user_close`, `cpu_per_sample_close`)."""
+    text = ""
+    relative = numbers["sys_growth"] / numbers["user_growth"]
+    if near_cut(relative, SYS_FASTER, SYS_FASTER_BAND):
+        numbers["sys_outgrows_user_close"] = 1.0
+        text += f" Sys grew {relative:.2f}x as fast as user, {_sys_line()}."
+    if near_cut(waste, SYS_FASTER, SYS_FASTER_BAND):
+        numbers["cpu_per_sample_close"] = 1.0
+        text += (f" User time per sample grew {waste:.2f}x, within {100 * SYS_FASTER_BAND:.0f}% of the "
+                 f"{SYS_FASTER:.2f}x past which the extra threads are read as wasted, {RERUN}.")
+    return text
+
+
+def _sys_line() -> str:
+    return (f"within {100 * SYS_FASTER_BAND:.0f}% of the {SYS_FASTER:.2f}x that reads as threads waiting in the "
+            f"kernel, {RERUN}")
 
 
 def cpu_time_balance(row: Row) -> Finding | None:
@@ -653,6 +682,9 @@ def _pool_growth(sweep: Sequence[Row], rows: Sequence[Row]) -> str:
                  "parallel op wakes every sleeping thread of the pool")
     growth = (f"from {n['threads_low']:.0f} to {n['threads_high']:.0f} threads sys went x{n['sys_growth']:.2f}, "
               f"user x{n['user_growth']:.2f}{woken}")
+    if n.get("sys_outgrows_user_close"):
+        return (f"Whether kernel time here grows faster than user time with the pool is not settled: it grew "
+                f"{n['sys_growth'] / n['user_growth']:.2f}x as fast ({growth}), {_sys_line()}. ")
     if n["sys_outgrows_user"]:
         return f"Kernel time here grows faster than user time with the pool ({growth}). "
     return (f"Kernel time here does not grow faster than user time with the pool ({growth}), so the pool does not "
