@@ -160,6 +160,20 @@ def test_sys_outgrowing_user_near_the_cut_says_a_rerun_may_read_it_otherwise() -
         assert ("sys_outgrows_user_close" in finding.numbers) is near
 
 
+def test_repeats_of_a_thread_count_are_read_as_their_medians() -> None:
+    low = fnd.median_run([cpu(1, 10.0, 1.0, 5000, cores=2) for _ in range(3)])
+    # The audit's three readings of one ratio, as three runs of one side: their median is 1.26.
+    near = fnd.thread_scaling([low, fnd.median_run([cpu(2, 10.0, s, 9000, cores=2) for s in (1.08, 1.26, 1.39)])])
+    assert near is not None and near.numbers["sys_growth"] == pytest.approx(1.26)
+    assert near.text.startswith("From 1 to 2 threads on 2 cores (medians of 3 runs each), user time")
+    assert ("Sys grew 1.26x as fast as user, within 15% of the 1.25x that reads as threads waiting in the kernel, "
+            "too close to call even as medians of 3 runs each.") in near.text
+    # One run far off the others moves the median little: the latest alone (1.6) would read as the signature.
+    odd = fnd.thread_scaling([low, fnd.median_run([cpu(2, 10.0, s, 9000, cores=2) for s in (1.0, 1.02, 1.6)])])
+    assert odd is not None and "no sign of spin-waiting" in odd.text and "too close" not in odd.text
+    assert (odd.numbers["runs_low"], odd.numbers["runs_high"]) == (3, 3)
+
+
 def test_more_threads_than_cores_is_oversubscribed() -> None:
     rows = [cpu(1, 10.0, 1.0, 5000, cores=2, ctx_involuntary=100), cpu(4, 14.0, 8.0, 4000, cores=2,
                                                                          ctx_involuntary=90000)]
@@ -284,6 +298,23 @@ def test_a_loader_gain_near_the_share_its_split_allows_says_a_rerun_may_read_it_
                 "slack), so on one run each a rerun may read it on the other side.")
         assert (line in finding.text) is near and ("rerun" in finding.text) is near
         assert ("share_close" in finding.numbers) is near
+
+
+def test_a_loader_is_picked_and_judged_by_the_medians_of_its_repeats() -> None:
+    split = BASE["cpu"] | {"split_data_ms": 57.0, "split_copy_ms": 0.0, "split_compute_ms": 43.0, "split_sync_ms": 0.0}
+    base = {"cpu": fnd.median_run([split | {"epoch_s": e} for e in (7.5, 6.5, 6.81)])}
+    tensor = fnd.median_run([dict(CHANGES[0], epoch_s=e) for e in (3.0, 3.1, 2.0)])  # its latest alone is fastest
+    device = fnd.median_run([dict(CHANGES[1], epoch_s=e) for e in (2.6, 2.7, 2.8)])
+    (finding,) = fnd.pipeline_share(fnd.what_ifs([tensor, device], base), base)
+    assert ("On cpu, loader=device ran an epoch in 2.70 s against the reference pipeline's 6.81 s (2.52x, medians "
+            "of 3 runs each): 60% of the seed configuration's epoch was the input pipeline, as its step split allows"
+            ) in finding.text
+    assert ("The 60% gain is within 5 points of the 62% the step split allows (its 57% plus 5 points of slack), too "
+            "close to call even as medians of 3 runs each.") in finding.text
+    one = fnd.median_run([dict(CHANGES[1], epoch_s=2.7)])
+    (single,) = fnd.pipeline_share(fnd.what_ifs([one], base), base)
+    assert "(2.52x, one run and a median of 3 runs)" in single.text  # the loader's side, then the reference's
+    assert "so on one run and a median of 3 runs a rerun may read it on the other side" in single.text
 
 
 def test_machine_differences_with_the_published_machine() -> None:

@@ -146,6 +146,22 @@ def test_the_comparison_table_on_a_cpu_only_machine() -> None:
     assert comparison.short_epochs == 1
 
 
+def test_repeats_of_a_short_run_are_compared_as_their_medians() -> None:
+    # --force measured the baseline and the what-if three times each; the seed row stays the latest run.
+    seed = pd.concat([MEASURED.iloc[[0]].assign(real_s=130.0), MEASURED.iloc[[0]]]).assign(spec_key="seed")
+    base = pd.DataFrame([row("cpu", "baseline,sweep", 1, 14.0, 19.0, 1.5, epoch_s=e, spec_key="base")
+                         for e in (12.0, 15.0, 11.0)])
+    device = pd.DataFrame([row("cpu", "what-if", 1, 8.0, 9.0, 0.7, loader="device", epoch_s=e,
+                               samples_per_s=15000.0, spec_key="device") for e in (4.0, 3.0, 5.0)])
+    comparison = reproduce_report.compare(BLOG, pd.concat([seed, base, device], ignore_index=True), cuda_devices=0)
+    (whatif,) = comparison.whatifs
+    assert (whatif.change, whatif.epoch_s, whatif.speedup, whatif.runs) == ("loader=device", 4.0, 3.0, 3)
+    assert comparison.table["real_s"].tolist()[:2] == [120.0, 76.44]  # the seed's latest run, then the published
+    pipeline = next(f for f in comparison.findings if f.topic == "pipeline")
+    assert "ran an epoch in 4.00 s against the reference pipeline's 12.00 s (3.00x, medians of 3 runs each)" in (
+        pipeline.text)
+
+
 def test_the_printed_text_marks_published_rows_and_verdicts(tmp_path: Path) -> None:
     comparison = reproduce_report.compare(BLOG, MEASURED, quick=False, cuda_devices=0)
     text = reproduce_report.render_text(comparison)
@@ -282,6 +298,22 @@ def test_reproduce_command_with_a_fake_runner(tmp_path: Path, monkeypatch: pytes
     assert f"12 runs on cpu with synthetic (256 samples/epoch); all already in {out}, none to run" in text
     assert "about" not in text.splitlines()[0]  # was "12 runs ..., about 1:04" with nothing to run
     assert len(storage.read_rows(out)) == 12
+
+
+def test_reproduce_measured_again_reads_each_short_run_as_the_median_of_its_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from vaebench import machine
+
+    monkeypatch.setattr(reproduce, "run_once", fake_run)
+    monkeypatch.setattr(machine, "_ldconfig_allocators", lambda: ())
+    out = tmp_path / "out"
+    args = ["reproduce", "--device", "cpu", "--data", "synthetic", "--samples", "256", "--quick", "--out", str(out)]
+    assert main(args) == 0 and main([*args, "--force"]) == 0
+    text = capsys.readouterr().out.split("Findings:")[-1]
+    assert "loader=device ran an epoch in 4.00 s against the reference pipeline's 12.00 s (3.00x, medians of 2 runs " \
+           "each)" in text
+    plan = reproduce.plan_of_folder(BLOG.run, out, quick=True)
+    assert reproduce.collect(plan, out)["roles"].tolist() == ["seed,baseline"] * 2 + ["what-if"] * 4
 
 
 def stop_after(runs: int, stop: BaseException) -> Callable[[RunSpec, DataInfo, RunOptions], RunRecord]:

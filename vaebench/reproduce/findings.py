@@ -8,6 +8,7 @@ show the thing (a GPU split without a GPU run, thread scaling from one thread co
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,7 @@ class WhatIf:
     compute_ms: float = math.nan  # mean host compute per step (the step split's)
     neighbour_cpu_pct: float = math.nan  # processes outside the run, percent of a core, while it trained
     base_neighbour_cpu_pct: float = math.nan  # the same during the seed configuration's run it is set against
+    runs: int = 1  # the runs of this change its figures are medians of (`median_run`)
 
     @property
     def busy(self) -> str:
@@ -86,6 +88,46 @@ def busy_beside(sides: Sequence[tuple[str, float]]) -> str:
 
 def neighbours(row: Row) -> float:
     return number(row.get("neighbour_cpu_pct"))
+
+
+def median_run(rows: Sequence[Row]) -> dict[str, Any]:
+    """Repeats of one configuration as one row: the latest of `rows`, each number the runs differ on
+    replaced by the median of those that have it (run fields, alike in every run, keep their value
+    and type), and `runs` their count. A figure set against another is then a median a side, and a
+    finding can say how many runs it rests on (`run_count`)."""
+    out = dict(rows[-1])
+    for key, value in out.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            values = [v for r in rows if not math.isnan(v := number(r.get(key)))]
+            if any(v != value for v in values):
+                out[key] = statistics.median(values)
+    return out | {"runs": len(rows)}
+
+
+def run_count(row: Row) -> int:
+    """The runs a row's figures are medians of (`median_run`); a record is one."""
+    runs = number(row.get("runs"))
+    return int(runs) if runs >= 1 else 1
+
+
+def _evidence(runs: Sequence[int]) -> str:
+    """`one run each`, `medians of 3 runs each`, or `a median of 3 runs and one run`, side by side."""
+    if len(set(runs)) == 1:
+        return "one run each" if runs[0] == 1 else f"medians of {runs[0]} runs each"
+    return " and ".join("one run" if n == 1 else f"a median of {n} runs" for n in runs)
+
+
+def _rerun(runs: Sequence[int]) -> str:
+    """What a figure on the line of its cut can say, by the runs a side it rests on: where a side
+    has one, that a rerun may read it on the other side; where each has repeats, too close to call."""
+    if min(runs) == 1:
+        return f"so on {_evidence(runs)} a rerun may read it on the other side"
+    return f"too close to call even as {_evidence(runs)}"
+
+
+def _of_repeats(runs: Sequence[int]) -> str:
+    """`, medians of 3 runs each` where any side has repeats; nothing for one run each."""
+    return f", {_evidence(runs)}" if max(runs) > 1 else ""
 
 
 def step_split(row: Row) -> Finding | None:
@@ -260,10 +302,13 @@ def thread_scaling(rows: Sequence[Row]) -> Finding | None:
     rate = (number(a.get("samples_per_s")), number(b.get("samples_per_s")))
     speedup = rate[1] / rate[0] if rate[0] > 0 else math.nan
     cores = int(number(b.get("fp_logical_cores"))) if not math.isnan(number(b.get("fp_logical_cores"))) else None
+    runs = (run_count(a), run_count(b))
     numbers = {"threads_low": low, "threads_high": high, "sys_user_low": ratio[0], "sys_user_high": ratio[1],
                "user_growth": user_growth, "sys_growth": sys_growth, "speedup": speedup,
-               "sys_outgrows_user": float(sys_growth >= SYS_FASTER * user_growth)}
+               "sys_outgrows_user": float(sys_growth >= SYS_FASTER * user_growth),
+               "runs_low": runs[0], "runs_high": runs[1]}
     on = f" on {cores} cores" if cores else ""
+    on += f" ({_evidence(runs)})" if max(runs) > 1 else ""
     text = (f"From {low} to {high} threads{on}, user time went {user[0]:.1f} -> {user[1]:.1f} s ({user_growth:.2f}x) "
             f"and sys {sys_[0]:.2f} -> {sys_[1]:.2f} s ({sys_growth:.2f}x), so sys/user went "
             f"{ratio[0]:.2f} -> {ratio[1]:.2f}")
@@ -313,9 +358,6 @@ def near_cut(value: float, cut: float, band: float) -> bool:
     return abs(value - cut) < band * cut
 
 
-RERUN = "so on one run each a rerun may read it on the other side"
-
-
 def _thread_lines(numbers: dict[str, float], waste: float) -> str:
     """A sentence for each of the thread verdict's ratios that lies within `SYS_FASTER_BAND` of its
     cut, named in `numbers` (`sys_outgrows_user_close`, `cpu_per_sample_close`)."""
@@ -323,17 +365,21 @@ def _thread_lines(numbers: dict[str, float], waste: float) -> str:
     relative = numbers["sys_growth"] / numbers["user_growth"]
     if near_cut(relative, SYS_FASTER, SYS_FASTER_BAND):
         numbers["sys_outgrows_user_close"] = 1.0
-        text += f" Sys grew {relative:.2f}x as fast as user, {_sys_line()}."
+        text += f" Sys grew {relative:.2f}x as fast as user, {_sys_line(numbers)}."
     if near_cut(waste, SYS_FASTER, SYS_FASTER_BAND):
         numbers["cpu_per_sample_close"] = 1.0
         text += (f" User time per sample grew {waste:.2f}x, within {100 * SYS_FASTER_BAND:.0f}% of the "
-                 f"{SYS_FASTER:.2f}x past which the extra threads are read as wasted, {RERUN}.")
+                 f"{SYS_FASTER:.2f}x past which the extra threads are read as wasted, {_rerun(_runs(numbers))}.")
     return text
 
 
-def _sys_line() -> str:
+def _runs(numbers: Mapping[str, float]) -> tuple[int, int]:
+    return int(numbers.get("runs_low", 1)), int(numbers.get("runs_high", 1))
+
+
+def _sys_line(numbers: Mapping[str, float]) -> str:
     return (f"within {100 * SYS_FASTER_BAND:.0f}% of the {SYS_FASTER:.2f}x that reads as threads waiting in the "
-            f"kernel, {RERUN}")
+            f"kernel, {_rerun(_runs(numbers))}")
 
 
 def cpu_time_balance(row: Row) -> Finding | None:
@@ -372,6 +418,7 @@ def what_ifs(rows: Sequence[Row], baselines: Mapping[str, Row]) -> list[WhatIf]:
             compute_ms=number(row.get("split_compute_ms")),
             neighbour_cpu_pct=neighbours(row),
             base_neighbour_cpu_pct=neighbours(base),
+            runs=run_count(row),
         ))
     return out
 
@@ -464,9 +511,10 @@ def input_share(row: Row) -> float:
 def _input_share_text(device: str, best: WhatIf, base: Row, numbers: dict[str, float]) -> str:
     """The share of the epoch that was the input pipeline, a faster loader's gain checked against
     the step split; fills `numbers["share"]` (and `input_share`, where there is a split)."""
-    gain = numbers["gain"]
+    gain, runs = numbers["gain"], (best.runs, run_count(base))
+    numbers |= {"runs": runs[0], "base_runs": runs[1]}
     text = (f"On {device}, {best.change} ran an epoch in {best.epoch_s:.2f} s against the reference "
-            f"pipeline's {numbers['base_epoch_s']:.2f} s ({best.speedup:.2f}x)")
+            f"pipeline's {numbers['base_epoch_s']:.2f} s ({best.speedup:.2f}x{_of_repeats(runs)})")
     measured = input_share(base)
     if math.isnan(measured):
         numbers["share"] = gain
@@ -493,7 +541,7 @@ def _share_line(numbers: dict[str, float]) -> str:
     numbers["share_close"] = 1.0
     return (f" The {100 * gain:.0f}% gain is within {100 * SHARE_BAND:.0f} points of the "
             f"{100 * (measured + SHARE_SLACK):.0f}% the step split allows (its {100 * measured:.0f}% plus "
-            f"{100 * SHARE_SLACK:.0f} points of slack), {RERUN}.")
+            f"{100 * SHARE_SLACK:.0f} points of slack), {_rerun((int(numbers['runs']), int(numbers['base_runs'])))}.")
 
 
 STEP_PARTS = (("data", "data wait"), ("copy", "copy"), ("compute", "host compute (launching, on a GPU)"),
@@ -697,7 +745,7 @@ def _pool_growth(sweep: Sequence[Row], rows: Sequence[Row]) -> str:
               f"user x{n['user_growth']:.2f}{woken}")
     if n.get("sys_outgrows_user_close"):
         return (f"Whether kernel time here grows faster than user time with the pool is not settled: it grew "
-                f"{n['sys_growth'] / n['user_growth']:.2f}x as fast ({growth}), {_sys_line()}. ")
+                f"{n['sys_growth'] / n['user_growth']:.2f}x as fast ({growth}), {_sys_line(n)}. ")
     if n["sys_outgrows_user"]:
         return f"Kernel time here grows faster than user time with the pool ({growth}). "
     return (f"Kernel time here does not grow faster than user time with the pool ({growth}), so the pool does not "

@@ -16,7 +16,8 @@ The plan, per device here (each CUDA GPU, then the CPU with all its cores):
   `--omp-wait-policy passive` and `active`. The point at torch's default thread count is
   the short run above, so it runs once.
 
-Runs already in the results folder (same configuration) are reused, like a resumed sweep.
+Runs already in the results folder (same configuration) are reused, like a resumed sweep;
+`--force` measures them again, and the comparison reads each short run as their median.
 """
 
 from __future__ import annotations
@@ -271,7 +272,9 @@ def run_plan(
 
 
 def collect(plan: Plan, folder: str | Path) -> pd.DataFrame:
-    """The folder's latest record of each planned run, with its `roles` ("seed,baseline")."""
+    """The folder's successful records of each planned run, oldest first (several where `--force`
+    measured it again), or where none succeeded its latest record, each with its `roles`
+    ("seed,baseline")."""
     import pandas as pd
 
     runs = storage.load_runs(folder)
@@ -280,8 +283,7 @@ def collect(plan: Plan, folder: str | Path) -> pd.DataFrame:
         mine = runs[runs["spec_key"] == run.spec.key()] if not runs.empty else runs
         if mine.empty:
             continue
-        ok = mine[mine["status"] == OK]
-        latest = (ok if not ok.empty else mine).sort_values("started_at").iloc[-1].to_dict()
-        latest["roles"] = ",".join(run.roles)
-        rows.append(latest)
+        ok = mine[mine["status"] == OK].sort_values("started_at", kind="stable")
+        kept = ok if not ok.empty else mine.sort_values("started_at", kind="stable").iloc[-1:]
+        rows += [record | {"roles": ",".join(run.roles)} for record in kept.to_dict("records")]
     return pd.DataFrame(rows)

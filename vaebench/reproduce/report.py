@@ -20,7 +20,7 @@ from .._format import fmt, markdown_table, text_table
 from ..analysis import kernel
 from ..result import OK
 from ..rules import NEIGHBOUR_LIMIT_PCT, contended
-from ..stats import number
+from ..stats import is_missing, number
 from . import findings as fnd
 from .claim import AGREES, DISAGREES, FIGURE_FORMATS, Claim, Verdict, evaluate
 from .findings import Finding, WhatIf
@@ -59,15 +59,19 @@ class Comparison:
 def compare(claim: Claim, measured: pd.DataFrame, *, quick: bool = False, cuda_devices: int = 0,
             epochs: int | None = None) -> Comparison:
     """Judge `claim` on the measured rows of a reproduction (`reproduce.collect`'s frame);
-    `cuda_devices` is the number of GPUs the plan ran on."""
-    rows = measured.to_dict("records") if not measured.empty else []
+    `cuda_devices` is the number of GPUs the plan ran on. The seed rows are each configuration's
+    latest run; the short runs set against each other (baselines, what-ifs, the thread sweep) are
+    the medians of its repeats where the frame holds several (`findings.median_run`)."""
+    configurations = _configurations(measured.to_dict("records") if not measured.empty else [])
+    rows = [runs[-1] for runs in configurations]
     ok = [r for r in rows if r.get("status") == OK]
+    short = [fnd.median_run(runs) for runs in configurations if runs[-1].get("status") == OK]
     seeds = [r for r in ok if _has_role(r, "seed")]
-    baselines = {str(r["device"]): r for r in ok if _has_role(r, "baseline")}
-    whatifs = fnd.what_ifs([r for r in ok if _has_role(r, "what-if")], baselines)
-    sweep = sorted((r for r in ok if _has_role(r, "sweep") and r.get("device") == "cpu"),
+    baselines = {str(r["device"]): r for r in short if _has_role(r, "baseline")}
+    whatifs = fnd.what_ifs([r for r in short if _has_role(r, "what-if")], baselines)
+    sweep = sorted((r for r in short if _has_role(r, "sweep") and r.get("device") == "cpu"),
                    key=lambda r: fnd.thread_count(r) or 0)
-    policies = sorted((r for r in ok if _has_role(r, "wait-policy") and r.get("device") == "cpu"),
+    policies = sorted((r for r in short if _has_role(r, "wait-policy") and r.get("device") == "cpu"),
                       key=lambda r: (str(r.get("omp_wait_policy")), fnd.thread_count(r) or 0))
     by_id = {p.id: [dict(r, label=device_label(r)) for r in seeds if _kind(r) == p.device] for p in claim.published}
     verdicts = evaluate(claim, by_id)
@@ -77,7 +81,7 @@ def compare(claim: Claim, measured: pd.DataFrame, *, quick: bool = False, cuda_d
         verdicts=verdicts,
         whatifs=whatifs,
         threads=thread_table([*sweep, *policies]),
-        findings=_findings(claim, ok, seeds, (sweep, policies), whatifs, baselines, by_id, verdicts),
+        findings=_findings(claim, short, seeds, (sweep, policies), whatifs, baselines, by_id, verdicts),
         notes=_notes(claim, ok, 1 if quick else epochs, cuda_devices) + _busy_seeds(seeds),
         failed=[f"{device_label(r)}, {fnd.change_label(r)} ({r.get('roles', '')}): {r.get('reason', '')}" for r in rows
                 if r.get("status") != OK],
@@ -85,6 +89,16 @@ def compare(claim: Claim, measured: pd.DataFrame, *, quick: bool = False, cuda_d
         succeeded=len(ok),
         quick=quick,
     )
+
+
+def _configurations(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The rows grouped by configuration (`spec_key`; a row without one is its own), in the order
+    the first of each came, each group in the frame's order: `collect` puts the latest last."""
+    groups: dict[object, list[dict[str, Any]]] = {}
+    for index, row in enumerate(rows):
+        key = row.get("spec_key")
+        groups.setdefault(index if is_missing(key) else key, []).append(row)
+    return list(groups.values())
 
 
 def _findings(claim: Claim, ok: list[dict[str, Any]], seeds: list[dict[str, Any]],
@@ -390,9 +404,10 @@ def _epochs(epochs: Any) -> str:
 
 
 def whatif_frame(whatifs: list[WhatIf]) -> pd.DataFrame:
-    """The what-if rows as reproduce_whatif.csv holds them: `knobs` comma-joined (`loader,pin_memory`)."""
+    """The what-if rows as reproduce_whatif.csv holds them: `knobs` comma-joined (`loader,pin_memory`).
+    The file keeps its columns: how many runs a row is the median of, the findings say."""
     rows = [dataclasses.asdict(w) | {"knobs": ",".join(w.knobs)} for w in whatifs]
-    return pd.DataFrame(rows, columns=[f.name for f in dataclasses.fields(WhatIf)])
+    return pd.DataFrame(rows, columns=[f.name for f in dataclasses.fields(WhatIf) if f.name != "runs"])
 
 
 def write(comparison: Comparison, folder: str | Path) -> Path:
