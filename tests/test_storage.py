@@ -28,6 +28,7 @@ from vaebench.spec import RunSpec
 from vaebench.storage import (
     RECORDS_DIR,
     CorruptResults,
+    NoResults,
     NotSaved,
     append,
     append_row,
@@ -515,6 +516,21 @@ def test_a_record_a_full_disk_refuses_is_one_line_naming_the_file_and_nothing_ch
     with pytest.raises(NotSaved, match=r"records/c.json: the run's record could not be written \(No space left"):
         write_record(tmp_path, make_record("c"))
     assert not (tmp_path / RECORDS_DIR / "c.json").exists() and not list((tmp_path / RECORDS_DIR).iterdir())
+
+
+def test_a_first_record_a_full_disk_refuses_leaves_a_folder_with_no_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write = os.write
+    monkeypatch.setattr(os, "write", _full_disk)
+    with pytest.raises(NotSaved, match="No space left on device"):
+        append(tmp_path, make_record("a"))
+    assert not has_results(tmp_path) and done_keys(tmp_path) == set()
+    with pytest.raises(NoResults, match="vaebench run"):
+        read_rows(tmp_path)
+    monkeypatch.setattr(os, "write", write)
+    append(tmp_path, make_record("b"))
+    assert has_results(tmp_path) and [row["run_id"] for row in read_rows(tmp_path)] == ["b"]
 
 
 

@@ -93,7 +93,14 @@ def runs_path(folder: str | os.PathLike[str]) -> Path:
 
 def has_results(folder: str | os.PathLike[str]) -> bool:
     """Whether the folder holds any record, in runs.jsonl or in records/."""
-    return runs_path(folder).exists() or bool(_record_files(folder))
+    return _runs_file_there(runs_path(folder)) or bool(_record_files(folder))
+
+
+def _runs_file_there(path: Path) -> bool:
+    """runs.jsonl is there, and not as the empty file a folder's first append leaves where it
+    fails (a full disk): `append_row` creates the file before it writes, and an empty one holds
+    no record."""
+    return path.exists() and not (path.is_file() and path.stat().st_size == 0)
 
 
 def append(folder: str | os.PathLike[str], record: RunRecord, series: RunSeries | None = None) -> Path:
@@ -227,10 +234,11 @@ def read_rows(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
     a record (`result.record_problem`: required columns, their types, the schema version)."""
     path = runs_path(folder)
     files = _record_files(folder)
-    if not path.exists() and not files:
+    there = _runs_file_there(path)
+    if not there and not files:
         raise NoResults(f"no results at {path}: run `vaebench run` or `vaebench sweep` first")
     try:
-        rows = _read_lines(path) if path.exists() else []
+        rows = _read_lines(path) if there else []
     except OSError as exc:
         raise UnreadableResults(path, exc) from None
     for file in files:
