@@ -75,12 +75,12 @@ class StepSplit:
 
 @dataclass(frozen=True)
 class CompileStats:
-    """torch.compile accounting; absent (NaN, zeros) for an eager run."""
+    """torch.compile accounting; absent (NaN) for an eager run, whose counts of 0 would read as measured."""
 
     compile_s: float = math.nan  # dynamo + inductor time, forward and backward, recompiles included
-    recompiles: int = 0
-    compile_cudagraph_skips: int = 0  # graphs meant to replay as CUDA graphs that ran without them
-    compile_graphs: int = 0
+    recompiles: float = math.nan
+    compile_cudagraph_skips: float = math.nan  # graphs meant to replay as CUDA graphs that ran without them
+    compile_graphs: float = math.nan
     compile_cache: str = ""  # warm, cold, partly warm, off (no hit nor miss) from the on-disk cache; "" eager
     compile_warnings: list[str] = field(default_factory=list)
     eager_step_ms: float = math.nan  # median step of an uncompiled copy, for the payback

@@ -230,3 +230,11 @@ def test_a_graphed_run_counts_no_payback_against_an_eager_step() -> None:
     stats = watch.report(compiled_step_ms=0.25)
     assert math.isnan(stats.eager_step_ms) and math.isnan(stats.compile_payback_steps)
     assert not any("never pays back" in w for w in stats.compile_warnings)
+
+
+def test_a_run_that_compiled_nothing_has_no_compile_counts_not_counts_of_zero() -> None:
+    from vaebench.train.loop import _compile_stats
+
+    stats = _compile_stats(None, StepLog())  # compile off and Adam not compiled: nothing was watched
+    assert math.isnan(stats.compile_s) and stats.compile_cache == ""
+    assert all(math.isnan(n) for n in (stats.recompiles, stats.compile_graphs, stats.compile_cudagraph_skips))
