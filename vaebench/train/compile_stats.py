@@ -138,11 +138,12 @@ def recompile_warnings(counters: CompileCounters) -> list[str]:
             )
         else:
             warnings.append(f"unexpected recompile: {reason}")
-    deliberate = sum(reason.startswith(DELIBERATE_BREAK) for reason in counters.graph_break_reasons)
-    if counters.graph_breaks > deliberate:
-        why = "; ".join(dict.fromkeys(r for r in counters.graph_break_reasons if not r.startswith(DELIBERATE_BREAK)))
+    unplanned = [r for r in counters.graph_break_reasons if not r.startswith(DELIBERATE_BREAK)]
+    breaks = counters.graph_breaks - (len(counters.graph_break_reasons) - len(unplanned))
+    if breaks > 0:
+        why = "; ".join(dict.fromkeys(unplanned))
         warnings.append(
-            f"{counted(counters.graph_breaks - deliberate, 'graph break')}: part of the step runs eagerly between "
+            f"{counted(breaks, 'graph break')}: part of the step runs eagerly between "
             f"compiled graphs ({why + '; ' if why else ''}TORCH_LOGS=graph_breaks shows where)"
         )
     return warnings
